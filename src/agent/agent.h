@@ -1,0 +1,29 @@
+/* The pgha daemon: configuration lifecycle (load, SIGHUP reload with validate-then-swap),
+ * logging setup, signals and systemd notifications around the HA loop. */
+#pragma once
+
+#include "common/config.h"
+#include "common/log.h"
+
+typedef struct Agent {
+    CfgSource source;
+    PghaConfig cfg;
+    int signal_fd;
+    bool stopping;
+    unsigned reloads;        /* successful reloads */
+    unsigned failed_reloads; /* reloads rejected, old configuration kept */
+} Agent;
+
+/* Fill log settings from a configuration (pointers borrow from cfg). */
+void agent_log_settings(const PghaConfig *cfg, LogSettings *ret);
+
+/* Load the configuration at startup: 0, or -EINVAL with the reasons logged. */
+int agent_init(Agent *a, const char *config_path);
+/* Re-read the configuration: on success swap it in and log what changed; on any error keep
+ * the running configuration and log why. Returns 0 or -EINVAL. */
+int agent_reload(Agent *a);
+/* Run until SIGTERM/SIGINT. Returns the process exit code. */
+int agent_run(Agent *a);
+void agent_done(Agent *a);
+
+int pgha_main(int argc, char **argv);

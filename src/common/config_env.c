@@ -1,0 +1,242 @@
+/* Environment overrides of patroni.yml (spec §3.10): PATRONI_* variables, with PGHA_* accepted
+ * as aliases (a PGHA_ variable wins over the PATRONI_ one of the same name). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/config.h"
+
+typedef enum EnvKind {
+    EV_STR,  /* the value as a string */
+    EV_SCALAR, /* resolved like a YAML plain scalar: PORT, bool and int settings */
+    EV_LIST, /* YAML list; a bare `a,b` stays a comma-separated string */
+    EV_MAP,  /* YAML mapping */
+    EV_LOGFORMAT, /* a %-format string, or a YAML list when it has no "%(" */
+} EnvKind;
+
+typedef struct EnvMapping {
+    const char *suffix;  /* after PATRONI_ / PGHA_ */
+    const char *path;
+    EnvKind kind;
+} EnvMapping;
+
+static const EnvMapping env_map[] = {
+    {"NAME", "name", EV_STR},
+    {"NAMESPACE", "namespace", EV_STR},
+    {"SCOPE", "scope", EV_STR},
+
+    {"LOGLEVEL", "log.level", EV_STR},        /* legacy */
+    {"LOGFORMAT", "log.format", EV_LOGFORMAT}, /* legacy */
+    {"LOG_DATEFMT", "log.dateformat", EV_STR}, /* legacy */
+    {"LOG_TYPE", "log.type", EV_STR},
+    {"LOG_LEVEL", "log.level", EV_STR},
+    {"LOG_TRACEBACK_LEVEL", "log.traceback_level", EV_STR},
+    {"LOG_FORMAT", "log.format", EV_LOGFORMAT},
+    {"LOG_DATEFORMAT", "log.dateformat", EV_STR},
+    {"LOG_STATIC_FIELDS", "log.static_fields", EV_MAP},
+    {"LOG_MAX_QUEUE_SIZE", "log.max_queue_size", EV_SCALAR},
+    {"LOG_DIR", "log.dir", EV_STR},
+    {"LOG_MODE", "log.mode", EV_SCALAR},
+    {"LOG_FILE_SIZE", "log.file_size", EV_SCALAR},
+    {"LOG_FILE_NUM", "log.file_num", EV_SCALAR},
+    {"LOG_LOGGERS", "log.loggers", EV_MAP},
+
+    {"RESTAPI_LISTEN", "restapi.listen", EV_STR},
+    {"RESTAPI_CONNECT_ADDRESS", "restapi.connect_address", EV_STR},
+    {"RESTAPI_CERTFILE", "restapi.certfile", EV_STR},
+    {"RESTAPI_KEYFILE", "restapi.keyfile", EV_STR},
+    {"RESTAPI_KEYFILE_PASSWORD", "restapi.keyfile_password", EV_STR},
+    {"RESTAPI_CAFILE", "restapi.cafile", EV_STR},
+    {"RESTAPI_CIPHERS", "restapi.ciphers", EV_STR},
+    {"RESTAPI_VERIFY_CLIENT", "restapi.verify_client", EV_STR},
+    {"RESTAPI_HTTP_EXTRA_HEADERS", "restapi.http_extra_headers", EV_MAP},
+    {"RESTAPI_HTTPS_EXTRA_HEADERS", "restapi.https_extra_headers", EV_MAP},
+    {"RESTAPI_ALLOWLIST", "restapi.allowlist", EV_LIST},
+    {"RESTAPI_ALLOWLIST_INCLUDE_MEMBERS", "restapi.allowlist_include_members", EV_SCALAR},
+    {"RESTAPI_REQUEST_QUEUE_SIZE", "restapi.request_queue_size", EV_SCALAR},
+    {"RESTAPI_USERNAME", "restapi.authentication.username", EV_STR},
+    {"RESTAPI_PASSWORD", "restapi.authentication.password", EV_STR},
+
+    {"CTL_INSECURE", "ctl.insecure", EV_SCALAR},
+    {"CTL_CACERT", "ctl.cacert", EV_STR},
+    {"CTL_CERTFILE", "ctl.certfile", EV_STR},
+    {"CTL_KEYFILE", "ctl.keyfile", EV_STR},
+    {"CTL_KEYFILE_PASSWORD", "ctl.keyfile_password", EV_STR},
+    {"CTL_USERNAME", "ctl.authentication.username", EV_STR},
+    {"CTL_PASSWORD", "ctl.authentication.password", EV_STR},
+
+    {"POSTGRESQL_LISTEN", "postgresql.listen", EV_STR},
+    {"POSTGRESQL_CONNECT_ADDRESS", "postgresql.connect_address", EV_STR},
+    {"POSTGRESQL_PROXY_ADDRESS", "postgresql.proxy_address", EV_STR},
+    {"POSTGRESQL_CONFIG_DIR", "postgresql.config_dir", EV_STR},
+    {"POSTGRESQL_DATA_DIR", "postgresql.data_dir", EV_STR},
+    {"POSTGRESQL_PGPASS", "postgresql.pgpass", EV_STR},
+    {"POSTGRESQL_BIN_DIR", "postgresql.bin_dir", EV_STR},
+    {"POSTGRESQL_BIN_PG_CTL", "postgresql.bin_name.pg_ctl", EV_STR},
+    {"POSTGRESQL_BIN_INITDB", "postgresql.bin_name.initdb", EV_STR},
+    {"POSTGRESQL_BIN_PG_CONTROLDATA", "postgresql.bin_name.pg_controldata", EV_STR},
+    {"POSTGRESQL_BIN_PG_BASEBACKUP", "postgresql.bin_name.pg_basebackup", EV_STR},
+    {"POSTGRESQL_BIN_POSTGRES", "postgresql.bin_name.postgres", EV_STR},
+    {"POSTGRESQL_BIN_PG_ISREADY", "postgresql.bin_name.pg_isready", EV_STR},
+    {"POSTGRESQL_BIN_PG_REWIND", "postgresql.bin_name.pg_rewind", EV_STR},
+
+    {"CITUS_GROUP", "citus.group", EV_SCALAR},
+    {"CITUS_DATABASE", "citus.database", EV_STR},
+};
+
+static const char *const auth_users[] = {"SUPERUSER", "REPLICATION", "REWIND"};
+static const char *const auth_suffixes[] = {"USERNAME", "PASSWORD", "SSLMODE", "SSLCERT", "SSLKEY", "SSLPASSWORD",
+                                            "SSLROOTCERT", "SSLCRL", "SSLCRLDIR", "GSSENCMODE", "CHANNEL_BINDING",
+                                            "SSLNEGOTIATION"};
+
+static const struct {
+    const char *suffix;
+    EnvKind kind;
+} etcd3_suffixes[] = {{"HOST", EV_STR}, {"HOSTS", EV_LIST}, {"PORT", EV_SCALAR}, {"USE_PROXIES", EV_SCALAR},
+                      {"PROTOCOL", EV_STR}, {"SRV", EV_STR}, {"SRV_SUFFIX", EV_STR}, {"URL", EV_STR},
+                      {"PROXY", EV_STR}, {"CACERT", EV_STR}, {"CERT", EV_STR}, {"KEY", EV_STR}};
+
+typedef struct EnvCtx {
+    EnvGetter get;
+    void *userdata;
+    CfgSource *src;
+} EnvCtx;
+
+static char *default_getter(const char *name, void *userdata) {
+    (void)userdata;
+    const char *v = getenv(name);
+    return v ? xstrdup(v) : NULL;
+}
+
+/* Look up PATRONI_<suffix> and PGHA_<suffix>; returns the value (caller frees) and its name. */
+static char *lookup(EnvCtx *ctx, const char *suffix, char **ret_name) {
+    char *value = NULL;
+    *ret_name = NULL;
+    const char *prefixes[] = {"PATRONI_", "PGHA_"};
+    for (size_t i = 0; i < ELEMENTSOF(prefixes); i++) {
+        _cleanup_free_ char *name = xasprintf("%s%s", prefixes[i], suffix);
+        char *v = ctx->get(name, ctx->userdata);
+        if (!v)
+            continue;
+        strlist_add(&ctx->src->env_consumed, name);
+        free(value);
+        free(*ret_name);
+        value = v;
+        *ret_name = TAKE_PTR(name);
+    }
+    return value;
+}
+
+static YNode *make_node(const char *value, EnvKind kind, const char *origin) {
+    switch (kind) {
+    case EV_STR: return ynode_new_str(value, origin, 0);
+    case EV_SCALAR: return ynode_new_scalar(value, false, origin, 0);
+    case EV_LOGFORMAT:
+        if (strstr(value, "%("))
+            return ynode_new_str(value, origin, 0);
+        __attribute__((fallthrough)); /* a YAML list of field names */
+    case EV_LIST:
+    case EV_MAP: {
+        if (kind == EV_LIST && value[0] != '[')
+            return ynode_new_str(value, origin, 0); /* "h1:2379,h2:2379" */
+        char *err = NULL;
+        YNode *n = yaml_parse_string(value, strlen(value), origin, &err);
+        if (!n) {
+            /* keep it as a string: the table then reports the wrong type with the variable's name */
+            free(err);
+            return ynode_new_str(value, origin, 0);
+        }
+        return n;
+    }
+    }
+    return ynode_new_str(value, origin, 0);
+}
+
+/* Set a dotted path in a map, creating the intermediate maps. */
+static void set_path(YNode *root, const char *path, YNode *val) {
+    _cleanup_free_ char *copy = xstrdup(path);
+    YNode *cur = root;
+    char *save = NULL;
+    char *tok = strtok_r(copy, ".", &save);
+    for (char *next; tok; tok = next) {
+        next = strtok_r(NULL, ".", &save);
+        if (!next) {
+            ynode_set(cur, tok, val);
+            return;
+        }
+        YNode *child = ynode_get(cur, tok);
+        if (!child || child->type != Y_MAP) {
+            child = ynode_new(Y_MAP, val->file, 0);
+            ynode_set(cur, tok, child);
+        }
+        cur = child;
+    }
+    ynode_free(val);
+}
+
+static void apply(EnvCtx *ctx, YNode *overlay, const char *suffix, const char *path, EnvKind kind) {
+    _cleanup_free_ char *name = NULL;
+    _cleanup_free_ char *value = lookup(ctx, suffix, &name);
+    if (!value)
+        return;
+    _cleanup_free_ char *origin = xasprintf("environment variable %s", name);
+    set_path(overlay, path, make_node(value, kind, origin));
+}
+
+void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *userdata) {
+    *src = (CfgSource){0};
+    src->path = xstrdup(path);
+    EnvCtx ctx = {.get = get ? get : default_getter, .userdata = userdata, .src = src};
+    YNode *overlay = ynode_new(Y_MAP, "environment", 0);
+
+    for (size_t i = 0; i < ELEMENTSOF(env_map); i++)
+        apply(&ctx, overlay, env_map[i].suffix, env_map[i].path, env_map[i].kind);
+
+    for (size_t u = 0; u < ELEMENTSOF(auth_users); u++)
+        for (size_t s = 0; s < ELEMENTSOF(auth_suffixes); s++) {
+            _cleanup_free_ char *suffix = xasprintf("%s_%s", auth_users[u], auth_suffixes[s]);
+            _cleanup_free_ char *user = xstrdup(auth_users[u]);
+            _cleanup_free_ char *key = xstrdup(auth_suffixes[s]);
+            for (char *p = user; *p; p++)
+                *p = (char)(*p - 'A' + 'a');
+            for (char *p = key; *p; p++)
+                if (*p >= 'A' && *p <= 'Z')
+                    *p = (char)(*p - 'A' + 'a');
+            _cleanup_free_ char *dotted = xasprintf("postgresql.authentication.%s.%s", user, key);
+            apply(&ctx, overlay, suffix, dotted, EV_STR);
+        }
+
+    bool etcd3_any = false;
+    for (size_t i = 0; i < ELEMENTSOF(etcd3_suffixes); i++) {
+        _cleanup_free_ char *suffix = xasprintf("ETCD3_%s", etcd3_suffixes[i].suffix);
+        _cleanup_free_ char *dotted = xasprintf("etcd3.%s", etcd3_suffixes[i].suffix);
+        for (char *p = dotted; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+        size_t before = src->env_consumed.n;
+        apply(&ctx, overlay, suffix, dotted, etcd3_suffixes[i].kind);
+        etcd3_any |= src->env_consumed.n > before;
+    }
+    /* Patroni's quirk: credentials only count when another PATRONI_ETCD3_* is set */
+    if (etcd3_any) {
+        apply(&ctx, overlay, "ETCD3_USERNAME", "etcd3.username", EV_STR);
+        apply(&ctx, overlay, "ETCD3_PASSWORD", "etcd3.password", EV_STR);
+    }
+
+    _cleanup_free_ char *cname = NULL;
+    src->env_configuration = lookup(&ctx, "CONFIGURATION", &cname);
+    src->env_overlay = overlay;
+}
+
+void cfg_source_free(CfgSource *src) {
+    free(src->path);
+    ynode_free(src->env_overlay);
+    free(src->env_configuration);
+    strlist_clear(&src->env_consumed);
+    *src = (CfgSource){0};
+}
+
+void cfg_source_unset_env(const CfgSource *src) {
+    for (size_t i = 0; i < src->env_consumed.n; i++)
+        (void)unsetenv(src->env_consumed.v[i]);
+}

@@ -1,0 +1,4 @@
+/* pgha-ctl: the operator's CLI, mirroring patronictl. */
+#pragma once
+
+int ctl_main(int argc, char **argv);
