@@ -1,0 +1,617 @@
+#include "dcs/cluster.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/json.h"
+#include "common/log.h"
+
+void dcs_kv_free_contents(DcsKv *kv) {
+    free(kv->key);
+    free(kv->value);
+    free(kv->lease);
+    *kv = (DcsKv){0};
+}
+
+char *dcs_base_path(const char *namespace_, const char *scope) {
+    _cleanup_free_ char *joined = xasprintf("/%s/%s", namespace_ ? namespace_ : "service", scope ? scope : "");
+    StrBuf b;
+    sb_init(&b);
+    for (const char *p = joined; *p; p++)
+        if (!(*p == '/' && b.len > 0 && b.s[b.len - 1] == '/'))
+            sb_addc(&b, *p);
+    char *r = sb_steal(&b);
+    size_t l = strlen(r);
+    if (l > 1 && r[l - 1] == '/')
+        r[l - 1] = '\0';
+    return r;
+}
+
+/* ---- corrupt values are reported once per key and revision ---- */
+
+static pthread_mutex_t warned_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char key[128];
+    long long rev;
+} warned[64];
+static unsigned warned_next;
+
+static void warn_corrupt(const char *key, long long rev, const char *what) {
+    pthread_mutex_lock(&warned_lock);
+    for (size_t i = 0; i < ELEMENTSOF(warned); i++)
+        if (warned[i].rev == rev && strncmp(warned[i].key, key, sizeof warned[i].key - 1) == 0) {
+            pthread_mutex_unlock(&warned_lock);
+            return;
+        }
+    unsigned slot = warned_next++ % ELEMENTSOF(warned);
+    snprintf(warned[slot].key, sizeof warned[slot].key, "%s", key);
+    warned[slot].rev = rev;
+    pthread_mutex_unlock(&warned_lock);
+    log_warning("ignoring the value of %s in the DCS (revision %lld): %s", key, rev, what);
+}
+
+/* ---- members ---- */
+
+void member_free_contents(Member *m) {
+    free(m->name);
+    free(m->conn_url);
+    free(m->api_url);
+    free(m->proxy_url);
+    free(m->state);
+    free(m->role);
+    free(m->version);
+    free(m->replication_state);
+    free(m->session);
+    cJSON_Delete(m->tags);
+    cJSON_Delete(m->pending_restart_reason);
+    cJSON_Delete(m->scheduled_restart);
+    cJSON_Delete(m->data);
+    *m = (Member){0};
+}
+
+static char *dup_json_string(const cJSON *o, const char *k) { return xstrdup(json_get_string(o, k)); }
+
+/* The `application_name` query parameter of a legacy bare-URL member value (percent-decoded). */
+static char *query_param(const char *url, const char *name) {
+    const char *q = strchr(url, '?');
+    if (!q)
+        return NULL;
+    size_t nl = strlen(name);
+    for (const char *p = q + 1; *p;) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            StrBuf b;
+            sb_init(&b);
+            for (size_t i = nl + 1; i < len; i++) {
+                if (p[i] == '%' && i + 2 < len && isxdigit((unsigned char)p[i + 1]) &&
+                    isxdigit((unsigned char)p[i + 2])) {
+                    char hex[3] = {p[i + 1], p[i + 2], 0};
+                    sb_addc(&b, (char)strtol(hex, NULL, 16));
+                    i += 2;
+                } else {
+                    sb_addc(&b, p[i] == '+' ? ' ' : p[i]);
+                }
+            }
+            return sb_steal(&b);
+        }
+        if (!amp)
+            break;
+        p = amp + 1;
+    }
+    return NULL;
+}
+
+void member_decode(Member *m, const char *name, const char *value) {
+    m->name = xstrdup(name);
+    if (value && str_startswith(value, "postgres")) {
+        m->conn_url = xstrdup(value);
+        m->api_url = query_param(value, "application_name");
+        m->data = cJSON_CreateObject();
+        return;
+    }
+    cJSON *o = value ? cJSON_Parse(value) : NULL;
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        m->data = cJSON_CreateObject();
+        return;
+    }
+    m->data = o;
+    m->conn_url = dup_json_string(o, "conn_url");
+    m->api_url = dup_json_string(o, "api_url");
+    m->proxy_url = dup_json_string(o, "proxy_url");
+    m->state = dup_json_string(o, "state");
+    m->role = dup_json_string(o, "role");
+    m->version = dup_json_string(o, "version");
+    m->replication_state = dup_json_string(o, "replication_state");
+    m->has_xlog_location = json_get_ll(o, "xlog_location", &m->xlog_location);
+    m->has_timeline = json_get_ll(o, "timeline", &m->timeline);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "tags");
+    if (cJSON_IsObject(t))
+        m->tags = cJSON_Duplicate(t, true);
+    bool b;
+    if (json_get_bool(o, "pending_restart", &b))
+        m->pending_restart = b;
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "pending_restart_reason");
+    if (cJSON_IsObject(r))
+        m->pending_restart_reason = cJSON_Duplicate(r, true);
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "scheduled_restart");
+    if (cJSON_IsObject(s))
+        m->scheduled_restart = cJSON_Duplicate(s, true);
+    if (json_get_bool(o, "pause", &b))
+        m->pause = b;
+    if (json_get_bool(o, "checkpoint_after_promote", &b))
+        m->checkpoint_after_promote_false = !b;
+    if (json_get_bool(o, "watchdog_failed", &b))
+        m->watchdog_failed = b;
+}
+
+static bool value_truthy(const cJSON *v) {
+    if (cJSON_IsBool(v))
+        return cJSON_IsTrue(v);
+    if (cJSON_IsString(v)) {
+        const char *s = v->valuestring;
+        return strcasecmp(s, "true") == 0 || strcasecmp(s, "on") == 0 || strcasecmp(s, "yes") == 0 ||
+               strcmp(s, "1") == 0;
+    }
+    if (cJSON_IsNumber(v))
+        return v->valuedouble != 0;
+    return false;
+}
+
+bool member_tag_bool(const Member *m, const char *tag) {
+    return m && m->tags && value_truthy(cJSON_GetObjectItemCaseSensitive(m->tags, tag));
+}
+
+long long member_failover_priority(const Member *m) {
+    long long v = 1;
+    if (m && m->tags) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(m->tags, "failover_priority");
+        if (!json_item_ll(p, &v) && !(cJSON_IsString(p) && parse_ll(p->valuestring, &v) == 0))
+            v = 1;
+    }
+    return v;
+}
+
+bool member_nofailover(const Member *m) {
+    if (!m || !m->tags)
+        return false;
+    const cJSON *nf = cJSON_GetObjectItemCaseSensitive(m->tags, "nofailover");
+    if (nf)
+        return value_truthy(nf);
+    return member_failover_priority(m) <= 0;
+}
+
+bool member_conn_host_port(const Member *m, char **ret_host, int *ret_port) {
+    *ret_host = NULL;
+    *ret_port = 0;
+    if (!m || !m->conn_url)
+        return false;
+    const char *p = strstr(m->conn_url, "://");
+    if (!p)
+        return false;
+    p += 3;
+    const char *at = strchr(p, '@');
+    const char *slash = strchr(p, '/');
+    if (at && (!slash || at < slash))
+        p = at + 1;
+    size_t len = slash ? (size_t)(slash - p) : strlen(p);
+    _cleanup_free_ char *hp = xstrndup(p, len);
+    const char *portstr = NULL;
+    char *host;
+    if (hp[0] == '[') {
+        char *close = strchr(hp, ']');
+        if (!close)
+            return false;
+        *close = '\0';
+        host = xstrdup(hp + 1);
+        if (close[1] == ':')
+            portstr = close + 2;
+    } else {
+        char *colon = strrchr(hp, ':');
+        if (colon) {
+            *colon = '\0';
+            portstr = colon + 1;
+        }
+        host = xstrdup(hp);
+    }
+    if (!*host) {
+        free(host);
+        return false;
+    }
+    long long port = 5432;
+    if (portstr && parse_ll(portstr, &port) < 0)
+        port = 5432;
+    *ret_host = host;
+    *ret_port = (int)port;
+    return true;
+}
+
+/* ---- the other keys ---- */
+
+static void decode_failover(Failover *f, const DcsKv *kv) {
+    f->present = true;
+    f->version = kv->mod_revision;
+    cJSON *o = cJSON_Parse(kv->value);
+    if (cJSON_IsObject(o)) {
+        f->leader = dup_json_string(o, "leader");
+        f->candidate = dup_json_string(o, "member");
+        f->scheduled_at = dup_json_string(o, "scheduled_at");
+    } else if (!o && kv->value[0]) {
+        /* legacy "leader:candidate" */
+        const char *colon = strchr(kv->value, ':');
+        if (colon) {
+            if (colon > kv->value)
+                f->leader = xstrndup(kv->value, (size_t)(colon - kv->value));
+            if (colon[1])
+                f->candidate = xstrdup(colon + 1);
+        } else {
+            warn_corrupt(kv->key, kv->mod_revision, "not a failover request");
+        }
+    } else if (o) {
+        warn_corrupt(kv->key, kv->mod_revision, "not a JSON object");
+    }
+    cJSON_Delete(o);
+    if (f->leader && !*f->leader) {
+        free(f->leader);
+        f->leader = NULL;
+    }
+    if (f->candidate && !*f->candidate) {
+        free(f->candidate);
+        f->candidate = NULL;
+    }
+}
+
+static void decode_sync(SyncState *s, const DcsKv *kv) {
+    s->present = true;
+    s->version = kv->mod_revision;
+    cJSON *o = cJSON_Parse(kv->value);
+    if (!cJSON_IsObject(o)) {
+        if (kv->value[0])
+            warn_corrupt(kv->key, kv->mod_revision, "not a JSON object");
+        cJSON_Delete(o);
+        return;
+    }
+    const char *leader = json_get_string(o, "leader");
+    if (leader && *leader)
+        s->leader = xstrdup(leader);
+    if (!json_get_ll(o, "quorum", &s->quorum))
+        s->quorum = 0;
+    const char *names = json_get_string(o, "sync_standby");
+    if (names) {
+        _cleanup_free_ char *copy = xstrdup(names);
+        char *save = NULL;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+            if (*str_trim(tok))
+                strlist_add(&s->members, tok);
+    }
+    cJSON_Delete(o);
+}
+
+static void decode_status(ClusterStatus *st, const DcsKv *kv) {
+    st->version = kv->mod_revision;
+    cJSON *o = cJSON_Parse(kv->value);
+    long long v;
+    if (o && json_item_ll(o, &v)) {
+        st->has_optime = true;
+        st->optime = v;
+    } else if (cJSON_IsObject(o)) {
+        st->has_optime = json_get_ll(o, "optime", &st->optime);
+        cJSON *slots = cJSON_GetObjectItemCaseSensitive(o, "slots");
+        if (cJSON_IsString(slots)) {
+            cJSON *p = cJSON_Parse(slots->valuestring);
+            if (cJSON_IsObject(p))
+                st->slots = p;
+            else
+                cJSON_Delete(p);
+        } else if (cJSON_IsObject(slots)) {
+            st->slots = cJSON_Duplicate(slots, true);
+        }
+        cJSON *retain = cJSON_GetObjectItemCaseSensitive(o, "retain_slots");
+        cJSON *parsed = NULL;
+        if (cJSON_IsString(retain))
+            retain = parsed = cJSON_Parse(retain->valuestring);
+        if (cJSON_IsArray(retain)) {
+            const cJSON *it;
+            cJSON_ArrayForEach(it, retain) if (cJSON_IsString(it)) strlist_add(&st->retain_slots, it->valuestring);
+        }
+        cJSON_Delete(parsed);
+    } else {
+        warn_corrupt(kv->key, kv->mod_revision, "not a status object");
+    }
+    cJSON_Delete(o);
+}
+
+Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
+    Cluster *c = xcalloc(1, sizeof *c);
+    _cleanup_free_ char *prefix = xasprintf("%s/", base);
+    size_t pl = strlen(prefix);
+    const DcsKv *leader_kv = NULL, *optime_kv = NULL;
+    bool have_status = false;
+    for (size_t i = 0; i < n; i++) {
+        const DcsKv *kv = &kvs[i];
+        if (!kv->key || strncmp(kv->key, prefix, pl) != 0 || !kv->value)
+            continue;
+        if (kv->mod_revision > c->revision)
+            c->revision = kv->mod_revision;
+        const char *rel = kv->key + pl;
+        if (strlen(kv->value) != kv->value_len) {
+            warn_corrupt(kv->key, kv->mod_revision, "value contains NUL bytes");
+            continue;
+        }
+        if (strcmp(rel, "initialize") == 0) {
+            c->has_initialize = true;
+            c->initialize = xstrdup(kv->value);
+        } else if (strcmp(rel, "config") == 0) {
+            c->has_config = true;
+            cJSON *o = cJSON_Parse(kv->value);
+            if (cJSON_IsObject(o)) {
+                c->config = o;
+                c->config_version = kv->mod_revision;
+            } else {
+                warn_corrupt(kv->key, kv->mod_revision, "the dynamic configuration is not a JSON object");
+                cJSON_Delete(o);
+                c->config = cJSON_CreateObject();
+                c->config_version = 0;
+            }
+        } else if (strcmp(rel, "leader") == 0) {
+            leader_kv = kv;
+        } else if (strcmp(rel, "failover") == 0) {
+            decode_failover(&c->failover, kv);
+        } else if (strcmp(rel, "sync") == 0) {
+            decode_sync(&c->sync, kv);
+        } else if (strcmp(rel, "history") == 0) {
+            cJSON *o = cJSON_Parse(kv->value);
+            if (cJSON_IsArray(o)) {
+                c->has_history = true;
+                c->history = o;
+                c->history_version = kv->mod_revision;
+            } else {
+                warn_corrupt(kv->key, kv->mod_revision, "the history is not a JSON array");
+                cJSON_Delete(o);
+            }
+        } else if (strcmp(rel, "status") == 0) {
+            have_status = true;
+            decode_status(&c->status, kv);
+        } else if (strcmp(rel, "optime/leader") == 0) {
+            optime_kv = kv;
+        } else if (strcmp(rel, "failsafe") == 0) {
+            cJSON *o = cJSON_Parse(kv->value);
+            if (cJSON_IsObject(o))
+                c->failsafe = o;
+            else {
+                if (kv->value[0])
+                    warn_corrupt(kv->key, kv->mod_revision, "not a JSON object");
+                cJSON_Delete(o);
+            }
+        } else if (strncmp(rel, "members/", 8) == 0 && rel[8] && !strchr(rel + 8, '/')) {
+            c->members = xrealloc(c->members, (c->n_members + 1) * sizeof(Member));
+            Member *m = &c->members[c->n_members++];
+            *m = (Member){0};
+            member_decode(m, rel + 8, kv->value);
+            if (cJSON_GetArraySize(m->data) == 0 && !m->conn_url)
+                warn_corrupt(kv->key, kv->mod_revision, "the member data is not a JSON object");
+            m->revision = kv->mod_revision;
+            m->session = xstrdup(kv->lease);
+        }
+    }
+    if (!have_status && optime_kv) {
+        long long v;
+        if (parse_ll(optime_kv->value, &v) == 0) {
+            c->status.has_optime = true;
+            c->status.optime = v;
+            c->status.version = optime_kv->mod_revision;
+        } else {
+            warn_corrupt(optime_kv->key, optime_kv->mod_revision, "not an integer");
+        }
+    }
+    if (leader_kv && leader_kv->value[0]) {
+        c->leader = xcalloc(1, sizeof(Leader));
+        c->leader->name = xstrdup(leader_kv->value);
+        c->leader->version = leader_kv->mod_revision;
+        c->leader->session = xstrdup(leader_kv->lease);
+        c->leader->member = cluster_get_member(c, c->leader->name);
+    }
+    return c;
+}
+
+Cluster *cluster_free(Cluster *c) {
+    if (!c)
+        return NULL;
+    free(c->initialize);
+    cJSON_Delete(c->config);
+    if (c->leader) {
+        free(c->leader->name);
+        free(c->leader->session);
+        free(c->leader);
+    }
+    for (size_t i = 0; i < c->n_members; i++)
+        member_free_contents(&c->members[i]);
+    free(c->members);
+    free(c->failover.leader);
+    free(c->failover.candidate);
+    free(c->failover.scheduled_at);
+    free(c->sync.leader);
+    strlist_clear(&c->sync.members);
+    cJSON_Delete(c->history);
+    cJSON_Delete(c->status.slots);
+    strlist_clear(&c->status.retain_slots);
+    cJSON_Delete(c->failsafe);
+    free(c);
+    return NULL;
+}
+
+const Member *cluster_get_member(const Cluster *c, const char *name) {
+    for (size_t i = 0; c && name && i < c->n_members; i++)
+        if (strcmp(c->members[i].name, name) == 0)
+            return &c->members[i];
+    return NULL;
+}
+
+bool cluster_is_unlocked(const Cluster *c) { return !c || !c->leader; }
+
+long long cluster_timeline(const Cluster *c) {
+    if (!c || !c->has_history)
+        return 0;
+    int n = cJSON_GetArraySize(c->history);
+    if (n == 0)
+        return 1;
+    const cJSON *last = cJSON_GetArrayItem(c->history, n - 1);
+    long long tl;
+    if (cJSON_IsArray(last) && json_item_ll(cJSON_GetArrayItem(last, 0), &tl))
+        return tl + 1;
+    return 0;
+}
+
+bool failover_is_empty(const Failover *f) { return !f->present || (!f->leader && !f->candidate); }
+
+bool sync_matches(const SyncState *s, const char *name) {
+    if (!s->leader || !name)
+        return false;
+    if (strcasecmp(s->leader, name) == 0)
+        return true;
+    for (size_t i = 0; i < s->members.n; i++)
+        if (strcasecmp(s->members.v[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* ---- encoders ---- */
+
+static void add_key(StrBuf *b, bool *first, const char *key) {
+    if (!*first)
+        sb_addc(b, ',');
+    *first = false;
+    json_add_string(b, key);
+    sb_addc(b, ':');
+}
+
+char *cluster_encode_member(const Member *m) {
+    StrBuf b;
+    sb_init(&b);
+    bool first = true;
+    sb_addc(&b, '{');
+    add_key(&b, &first, "conn_url");
+    json_add_string(&b, m->conn_url ? m->conn_url : "");
+    add_key(&b, &first, "api_url");
+    json_add_string(&b, m->api_url ? m->api_url : "");
+    add_key(&b, &first, "state");
+    json_add_string(&b, m->state ? m->state : "stopped");
+    add_key(&b, &first, "role");
+    json_add_string(&b, m->role ? m->role : "uninitialized");
+    add_key(&b, &first, "version");
+    json_add_string(&b, m->version ? m->version : PGHA_PATRONI_VERSION);
+    if (m->proxy_url) {
+        add_key(&b, &first, "proxy_url");
+        json_add_string(&b, m->proxy_url);
+    }
+    if (m->checkpoint_after_promote_false) {
+        add_key(&b, &first, "checkpoint_after_promote");
+        sb_add(&b, "false");
+    }
+    if (m->tags && cJSON_GetArraySize(m->tags) > 0) {
+        add_key(&b, &first, "tags");
+        json_add_value(&b, m->tags, false);
+    }
+    if (m->pending_restart) {
+        add_key(&b, &first, "pending_restart");
+        sb_add(&b, "true");
+        if (m->pending_restart_reason) {
+            add_key(&b, &first, "pending_restart_reason");
+            json_add_value(&b, m->pending_restart_reason, false);
+        }
+    }
+    if (m->has_xlog_location) {
+        add_key(&b, &first, "xlog_location");
+        sb_addf(&b, "%lld", m->xlog_location);
+    }
+    if (m->replication_state) {
+        add_key(&b, &first, "replication_state");
+        json_add_string(&b, m->replication_state);
+    }
+    if (m->has_timeline) {
+        add_key(&b, &first, "timeline");
+        sb_addf(&b, "%lld", m->timeline);
+    }
+    if (m->scheduled_restart) {
+        add_key(&b, &first, "scheduled_restart");
+        json_add_value(&b, m->scheduled_restart, false);
+    }
+    if (m->pause) {
+        add_key(&b, &first, "pause");
+        sb_add(&b, "true");
+    }
+    sb_addc(&b, '}');
+    return sb_steal(&b);
+}
+
+char *cluster_encode_failover(const char *leader, const char *candidate, const char *scheduled_at) {
+    StrBuf b;
+    sb_init(&b);
+    bool first = true;
+    sb_addc(&b, '{');
+    if (leader) {
+        add_key(&b, &first, "leader");
+        json_add_string(&b, leader);
+    }
+    if (candidate) {
+        add_key(&b, &first, "member");
+        json_add_string(&b, candidate);
+    }
+    if (scheduled_at) {
+        add_key(&b, &first, "scheduled_at");
+        json_add_string(&b, scheduled_at);
+    }
+    sb_addc(&b, '}');
+    return sb_steal(&b);
+}
+
+static int cmp_strp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+char *cluster_encode_sync(const char *leader, long long quorum, const StrList *standbys) {
+    StrBuf b;
+    sb_init(&b);
+    sb_add(&b, "{\"leader\":");
+    json_add_string(&b, leader ? leader : "");
+    sb_addf(&b, ",\"quorum\":%lld,\"sync_standby\":", quorum);
+    if (standbys && standbys->n) {
+        StrList sorted;
+        strlist_copy(&sorted, standbys);
+        qsort(sorted.v, sorted.n, sizeof(char *), cmp_strp);
+        _cleanup_free_ char *joined = strlist_join(&sorted, ",");
+        json_add_string(&b, joined);
+        strlist_clear(&sorted);
+    } else {
+        sb_add(&b, "null");
+    }
+    sb_addc(&b, '}');
+    return sb_steal(&b);
+}
+
+char *cluster_encode_status(long long optime, const cJSON *slots, const StrList *retain_slots) {
+    StrBuf b;
+    sb_init(&b);
+    sb_addf(&b, "{\"optime\":%lld", optime);
+    if (slots && cJSON_GetArraySize(slots) > 0) {
+        sb_add(&b, ",\"slots\":");
+        json_add_value(&b, slots, false);
+    }
+    if (retain_slots && retain_slots->n) {
+        StrList sorted;
+        strlist_copy(&sorted, retain_slots);
+        qsort(sorted.v, sorted.n, sizeof(char *), cmp_strp);
+        sb_add(&b, ",\"retain_slots\":[");
+        for (size_t i = 0; i < sorted.n; i++) {
+            if (i)
+                sb_addc(&b, ',');
+            json_add_string(&b, sorted.v[i]);
+        }
+        sb_addc(&b, ']');
+        strlist_clear(&sorted);
+    }
+    sb_addc(&b, '}');
+    return sb_steal(&b);
+}

@@ -1,0 +1,82 @@
+/* The DCS interface the HA loop uses (DESIGN.md). etcd v3 (etcd3.c) is the backend; nothing above
+ * src/dcs knows it is etcd. Every call is bounded by retry_timeout.
+ *
+ * Return convention: 1 = done / won, 0 = a compare-and-swap lost (someone else's value is there),
+ * negative errno = the DCS could not be used (unreachable, timed out, refused, protocol error);
+ * dcs_error() then says why in one line. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "common/config.h"
+#include "dcs/cluster.h"
+
+typedef struct Dcs Dcs;
+
+typedef struct DcsStats {
+    unsigned long long requests;     /* unary requests (range, put, txn, lease, auth, ...) */
+    unsigned long long bytes_sent;   /* request bodies */
+    unsigned long long bytes_received; /* response bodies, including the watch stream */
+    unsigned long long watch_events;
+    unsigned long long watch_reconnects;
+} DcsStats;
+
+/* Build a client from the configuration (etcd3 section, scope, namespace, name). No network I/O.
+ * Returns NULL with *ret_error set when the DCS configuration cannot be used. */
+Dcs *dcs_new(const PghaConfig *cfg, char **ret_error);
+Dcs *dcs_free(Dcs *d);
+
+/* ttl (lease TTL), loop_wait (keepalive interval), retry_timeout (deadline of every call), in s. */
+void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout);
+
+/* Find the API version, discover the etcd members, authenticate. */
+int dcs_connect(Dcs *d);
+
+const char *dcs_error(const Dcs *d);
+const char *dcs_base_path_of(const Dcs *d);  /* "/service/batman" */
+const char *dcs_endpoint(Dcs *d, char *buf, size_t len); /* the endpoint in use */
+void dcs_get_stats(Dcs *d, DcsStats *ret);
+
+/* The cluster view: from the watch cache when the watch runs (waiting up to retry_timeout for it
+ * to be ready), otherwise a serializable range read. */
+int dcs_get_cluster(Dcs *d, Cluster **ret);
+/* Always a fresh read (linearizable for pgha-ctl, serializable for the daemon). */
+int dcs_read_cluster(Dcs *d, bool linearizable, Cluster **ret);
+
+/* Leader lock (spec §1.3-1.4). */
+int dcs_attempt_to_acquire_leader(Dcs *d);
+int dcs_update_leader(Dcs *d, const Cluster *c);
+int dcs_delete_leader(Dcs *d);
+int dcs_take_leader(Dcs *d);          /* unconditional put with our lease (after bootstrap) */
+
+/* The lease: granted on first use, kept alive at most once per loop_wait unless forced. */
+int dcs_refresh_lease(Dcs *d, bool force);
+long long dcs_lease_id(const Dcs *d); /* 0 when there is none */
+int dcs_revoke_lease(Dcs *d);
+
+/* Our member key (with the lease); written only when its value or the lease changed. */
+int dcs_touch_member(Dcs *d, const char *json);
+
+int dcs_initialize(Dcs *d, bool create_new, const char *sysid);
+int dcs_cancel_initialization(Dcs *d);
+/* version > 0: compare-and-swap on that mod_revision; otherwise an unconditional write. */
+int dcs_set_config(Dcs *d, const char *json, long long version);
+int dcs_set_failover(Dcs *d, const char *json, long long version);
+int dcs_set_sync_state(Dcs *d, const char *json, long long version, long long *ret_new_version);
+int dcs_delete_sync_state(Dcs *d, long long version);
+int dcs_set_history(Dcs *d, const char *json);
+int dcs_set_status(Dcs *d, const char *json);
+int dcs_set_failsafe(Dcs *d, const char *json);
+int dcs_delete_cluster(Dcs *d);
+
+/* Raw access for tools and tests: put/get/delete of a key relative to the cluster base. */
+int dcs_put_raw(Dcs *d, const char *rel_key, const char *value, bool with_lease);
+int dcs_get_raw(Dcs *d, const char *rel_key, char **ret_value, long long *ret_mod_revision);
+int dcs_delete_raw(Dcs *d, const char *rel_key);
+
+/* Watch the cluster prefix in a background thread that keeps a cache and calls `wake` when the
+ * leader key changes, /status changes while someone else leads, or /config changes. */
+typedef void (*DcsWakeFn)(void *userdata);
+int dcs_start_watch(Dcs *d, DcsWakeFn wake, void *userdata);
+void dcs_stop_watch(Dcs *d);
+bool dcs_watch_ready(Dcs *d);
