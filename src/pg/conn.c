@@ -1,0 +1,198 @@
+/* libpq: connections with timeouts, queries with a statement timeout, the status query. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/json.h"
+#include "pg/pg.h"
+
+static void add_kv(const char **keys, const char **vals, int *n, const char *k, const char *v) {
+    if (v && *n < 30) {
+        keys[*n] = k;
+        vals[*n] = v;
+        (*n)++;
+    }
+}
+
+PGconn *pg_connect(const PgConnParams *p, char **ret_error) {
+    const char *keys[32];
+    const char *vals[32];
+    int n = 0;
+    char port[16], timeout[16];
+    snprintf(port, sizeof port, "%d", p->port);
+    snprintf(timeout, sizeof timeout, "%d", p->connect_timeout > 0 ? p->connect_timeout : 3);
+#define KV(k, v) add_kv(keys, vals, &n, (k), (v))
+    KV("host", p->host);
+    KV("port", port);
+    KV("user", p->user);
+    KV("password", p->password);
+    KV("dbname", p->dbname ? p->dbname : "postgres");
+    KV("application_name", p->application_name ? p->application_name : "Patroni");
+    KV("connect_timeout", timeout);
+    KV("options", "-c statement_timeout=0 -c search_path=pg_catalog");
+    if (p->ssl) {
+        KV("sslmode", p->ssl->sslmode);
+        KV("sslcert", p->ssl->sslcert);
+        KV("sslkey", p->ssl->sslkey);
+        KV("sslpassword", p->ssl->sslpassword);
+        KV("sslrootcert", p->ssl->sslrootcert);
+        KV("sslcrl", p->ssl->sslcrl);
+        KV("gssencmode", p->ssl->gssencmode);
+        KV("channel_binding", p->ssl->channel_binding);
+    }
+#undef KV
+    keys[n] = NULL;
+    vals[n] = NULL;
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    if (!c) {
+        *ret_error = xstrdup("out of memory in libpq");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        *ret_error = str_trim(xstrdup(PQerrorMessage(c)));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+PGresult *pg_query(PGconn *c, const char *sql, int timeout_ms, char **ret_error) {
+    char set[64];
+    snprintf(set, sizeof set, "SET statement_timeout = %d", timeout_ms > 0 ? timeout_ms : 0);
+    PGresult *r = PQexec(c, set);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        *ret_error = str_trim(xstrdup(PQerrorMessage(c)));
+        PQclear(r);
+        return NULL;
+    }
+    PQclear(r);
+    r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        _cleanup_free_ char *msg = str_trim(xstrdup(PQerrorMessage(c)));
+        *ret_error = state ? xasprintf("%s (SQLSTATE %s)", msg, state) : xstrdup(msg);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+static const char status_sql[] =
+    "SELECT pg_catalog.current_setting('server_version_num')::int,"
+    " pg_catalog.to_char(pg_catalog.pg_postmaster_start_time(), 'YYYY-MM-DD HH24:MI:SS.US'),"
+    " pg_catalog.to_char(pg_catalog.pg_postmaster_start_time(), 'TZH:TZM'),"
+    " extract(epoch from pg_catalog.pg_postmaster_start_time())::float8,"
+    " pg_catalog.pg_is_in_recovery(),"
+    " CASE WHEN pg_catalog.pg_is_in_recovery() THEN COALESCE(w.received_tli,"
+    "   (pg_catalog.pg_control_checkpoint()).timeline_id)"
+    "   ELSE ('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_flush_lsn()), 1, 8))"
+    "   ::bit(32)::int END,"
+    " CASE WHEN pg_catalog.pg_is_in_recovery() THEN 0"
+    "   ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), '0/0')::bigint END,"
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), '0/0')::bigint, 0),"
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint, 0),"
+    " pg_catalog.pg_is_in_recovery() AND pg_catalog.pg_is_wal_replay_paused(),"
+    " pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM'),"
+    " COALESCE(w.status, ''), COALESCE(w.slot_name, ''), COALESCE(w.conninfo, ''),"
+    " pg_catalog.current_setting('synchronous_standby_names'),"
+    " pg_catalog.current_setting('synchronous_commit'),"
+    " (SELECT pg_catalog.json_agg(r) FROM (SELECT usename, application_name,"
+    "   pg_catalog.host(client_addr) AS client_addr, state, sync_state, sync_priority,"
+    "   pg_catalog.pg_wal_lsn_diff(write_lsn, '0/0')::bigint AS write_lsn,"
+    "   pg_catalog.pg_wal_lsn_diff(flush_lsn, '0/0')::bigint AS flush_lsn,"
+    "   pg_catalog.pg_wal_lsn_diff(replay_lsn, '0/0')::bigint AS replay_lsn"
+    "   FROM pg_catalog.pg_stat_replication ORDER BY application_name) r)"
+    " FROM (SELECT 1) AS dummy LEFT JOIN pg_catalog.pg_stat_get_wal_receiver() AS w ON true";
+
+int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error) {
+    *ret = (PgStatus){0};
+    PGresult *r = pg_query(c, status_sql, 2000, ret_error);
+    if (!r)
+        return -EIO;
+    if (PQntuples(r) != 1) {
+        *ret_error = xstrdup("the status query returned no row");
+        PQclear(r);
+        return -EPROTO;
+    }
+    ret->server_version = atoll(PQgetvalue(r, 0, 0));
+    snprintf(ret->postmaster_start_str, sizeof ret->postmaster_start_str, "%s%s", PQgetvalue(r, 0, 1),
+             PQgetvalue(r, 0, 2));
+    ret->postmaster_start_time = atof(PQgetvalue(r, 0, 3));
+    ret->in_recovery = PQgetvalue(r, 0, 4)[0] == 't';
+    ret->timeline = atoll(PQgetvalue(r, 0, 5));
+    ret->flush_lsn = atoll(PQgetvalue(r, 0, 6));
+    ret->receive_lsn = atoll(PQgetvalue(r, 0, 7));
+    ret->replay_lsn = atoll(PQgetvalue(r, 0, 8));
+    if (ret->receive_lsn == 0)
+        ret->receive_lsn = ret->replay_lsn;
+    ret->replay_paused = PQgetvalue(r, 0, 9)[0] == 't';
+    ret->has_replay_timestamp = !PQgetisnull(r, 0, 10);
+    if (ret->has_replay_timestamp)
+        snprintf(ret->replay_timestamp, sizeof ret->replay_timestamp, "%s", PQgetvalue(r, 0, 10));
+    ret->streaming = strcmp(PQgetvalue(r, 0, 11), "streaming") == 0;
+    snprintf(ret->receiver_slot, sizeof ret->receiver_slot, "%s", PQgetvalue(r, 0, 12));
+    snprintf(ret->receiver_conninfo, sizeof ret->receiver_conninfo, "%s", PQgetvalue(r, 0, 13));
+    snprintf(ret->synchronous_standby_names, sizeof ret->synchronous_standby_names, "%s", PQgetvalue(r, 0, 14));
+    snprintf(ret->synchronous_commit, sizeof ret->synchronous_commit, "%s", PQgetvalue(r, 0, 15));
+    if (!PQgetisnull(r, 0, 16))
+        ret->replication = cJSON_Parse(PQgetvalue(r, 0, 16));
+    ret->wal_position = ret->in_recovery
+                            ? (ret->receive_lsn > ret->replay_lsn ? ret->receive_lsn : ret->replay_lsn)
+                            : ret->flush_lsn;
+    ret->ok = true;
+    PQclear(r);
+    return 0;
+}
+
+void pg_status_free(PgStatus *s) {
+    cJSON_Delete(s->replication);
+    s->replication = NULL;
+}
+
+/* ---- GUC values ---- */
+
+char *pg_guc_quote(const char *value) {
+    StrBuf b;
+    sb_init(&b);
+    sb_addc(&b, '\'');
+    for (const char *p = value; *p; p++) {
+        if (*p == '\'')
+            sb_add(&b, "''");
+        else if (*p == '\\')
+            sb_add(&b, "\\\\");
+        else if (*p == '\n')
+            sb_add(&b, "\\n");
+        else
+            sb_addc(&b, *p);
+    }
+    sb_addc(&b, '\'');
+    return sb_steal(&b);
+}
+
+char *pg_guc_value_string(const YNode *v) {
+    if (!v)
+        return NULL;
+    switch (v->type) {
+    case Y_BOOL: return xstrdup(v->b ? "on" : "off");
+    case Y_NULL: return NULL;
+    case Y_INT:
+    case Y_FLOAT:
+    case Y_STR: return ynode_scalar_string(v);
+    default: return NULL;
+    }
+}
+
+static const char *const controlled[] = {
+    "listen_addresses", "port", "cluster_name", "hot_standby", "wal_level", "max_connections",
+    "max_wal_senders", "wal_keep_segments", "wal_keep_size", "max_prepared_transactions",
+    "max_locks_per_transaction", "track_commit_timestamp", "max_replication_slots", "max_worker_processes",
+    "wal_log_hints", NULL};
+
+bool pg_is_controlled_guc(const char *name) {
+    for (int i = 0; controlled[i]; i++)
+        if (strcmp(controlled[i], name) == 0)
+            return true;
+    return false;
+}

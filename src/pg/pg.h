@@ -1,0 +1,141 @@
+/* The local PostgreSQL: binaries, data directory, the postmaster process, libpq status queries,
+ * and the configuration files pgha manages (spec §3.6, §3.7.1). Nothing here knows about the
+ * DCS or the HA loop; every function returns 0/negative errno with a message in *ret_error or
+ * the instance's `error` buffer, and the agent decides what to log. */
+#pragma once
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "common/config.h"
+#include "common/util.h"
+
+typedef struct cJSON cJSON;
+
+/* ---- pg_controldata ---- */
+
+typedef struct ControlData {
+    char state[64];                 /* "in production", "shut down", "shut down in recovery", ... */
+    char sysid[32];                 /* Database system identifier */
+    long long checkpoint_lsn;       /* Latest checkpoint location */
+    long long redo_lsn;             /* Latest checkpoint's REDO location */
+    long long checkpoint_tli;       /* Latest checkpoint's TimeLineID */
+    long long min_recovery_lsn;     /* Minimum recovery ending location */
+    long long min_recovery_tli;
+    bool wal_log_hints;
+    int data_checksum_version;
+} ControlData;
+
+int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret, char **ret_error);
+/* "16/B374D848" -> absolute byte position. */
+int pg_parse_lsn(const char *s, long long *ret);
+void pg_format_lsn(long long lsn, char *buf, size_t len);
+
+/* ---- data directory ---- */
+
+bool pg_data_dir_empty(const char *dir);           /* missing or empty */
+int pg_data_dir_major(const char *dir);            /* from PG_VERSION: 15, 16, ... or -errno */
+/* `postgres --version` of a binary directory: 150005 style, or -errno. */
+int pg_bin_version(const char *postgres_path);
+
+/* postmaster.pid */
+typedef struct PidFile {
+    pid_t pid;
+    long long start_time;           /* epoch seconds */
+    int port;
+    char socket_dir[256];
+    char listen[256];
+    char status[16];                /* "starting", "stopping", "ready", "standby", "" */
+} PidFile;
+int pg_read_pid_file(const char *data_dir, PidFile *ret);
+
+/* ---- the postmaster process ---- */
+
+typedef enum PgStopMode { PG_STOP_SMART, PG_STOP_FAST, PG_STOP_IMMEDIATE } PgStopMode;
+
+/* Start `postgres -D data_dir --config-file=... <args>` in its own session. Returns its pid. */
+int pg_spawn_postmaster(const char *postgres_path, const char *data_dir, const char *config_file,
+                        const StrList *args, pid_t *ret_pid, char **ret_error);
+/* A pidfd that becomes readable when the process exits (works for non-children too), or -errno. */
+int pg_pidfd(pid_t pid);
+bool pg_process_alive(pid_t pid);
+/* Signal the postmaster and wait up to timeout for it to exit. 0, -ETIMEDOUT, -ESRCH. */
+int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout);
+
+/* Run a command, wait for it (up to timeout; killed after), capture stdout+stderr. Returns the
+ * exit status (>= 0), or -errno. */
+int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, char **ret_output);
+
+/* ---- connections and the status query ---- */
+
+typedef struct PgConnParams {
+    const char *host;               /* socket dir or address */
+    int port;
+    const char *user, *password, *dbname;
+    const char *application_name;
+    int connect_timeout;            /* seconds */
+    const PgAuth *ssl;              /* sslmode etc., may be NULL */
+} PgConnParams;
+
+PGconn *pg_connect(const PgConnParams *p, char **ret_error);
+/* Run a query with a statement timeout (ms). Returns the result (PGRES_TUPLES_OK or COMMAND_OK)
+ * or NULL with *ret_error set (including the SQLSTATE). */
+PGresult *pg_query(PGconn *c, const char *sql, int timeout_ms, char **ret_error);
+
+typedef struct PgStatus {
+    bool ok;                        /* the query ran */
+    long long server_version;       /* 150005 */
+    double postmaster_start_time;   /* epoch seconds with microseconds */
+    char postmaster_start_str[64];  /* "2024-08-28 19:39:26.352526+00:00" */
+    bool in_recovery;
+    long long timeline;             /* primary: current; replica: receiver/replay timeline or 0 */
+    long long wal_position;         /* primary: flush LSN; replica: max(receive, replay) */
+    long long flush_lsn;            /* primary */
+    long long receive_lsn, replay_lsn; /* replica (receive falls back to replay) */
+    bool replay_paused;
+    bool has_replay_timestamp;
+    char replay_timestamp[64];
+    bool streaming;                 /* WAL receiver streaming */
+    char receiver_slot[128];
+    char receiver_conninfo[1024];
+    char synchronous_standby_names[1024];
+    char synchronous_commit[32];
+    cJSON *replication;             /* pg_stat_replication rows, or NULL */
+} PgStatus;
+
+int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error);
+void pg_status_free(PgStatus *s);
+
+/* ---- configuration files ---- */
+
+/* A GUC value as PostgreSQL's configuration file wants it (quoted, escaped). */
+char *pg_guc_quote(const char *value);
+/* Render a YAML/JSON scalar as Patroni does: booleans -> on/off, numbers as written. */
+char *pg_guc_value_string(const YNode *v);
+
+bool pg_is_controlled_guc(const char *name);
+
+/* ---- the files pgha writes (spec §3.6) ---- */
+
+/* The effective server parameters: dynamic postgresql.parameters, local ones on top (except the
+ * GUCs only the dynamic configuration may set), Patroni's controlled GUCs validated with their
+ * defaults, listen_addresses/port from postgresql.listen, cluster_name = scope, and version
+ * translation (wal_keep_segments -> wal_keep_size on 13+). Returns a map name -> string value;
+ * warnings (invalid values replaced by defaults) are appended to `warnings`. */
+YNode *pg_build_parameters(const PghaConfig *cfg, const YNode *dyn_parameters, int major, StrList *warnings);
+
+/* postgresql.conf (including postgresql.base.conf, the original renamed on first use), with the
+ * recovery settings appended when `recovery` is a non-NULL map. */
+int pg_write_postgresql_conf(const PghaConfig *cfg, const YNode *params, const YNode *recovery, char **ret_error);
+/* pg_hba.conf from a list of lines (replaces the file). */
+int pg_write_hba(const char *path, const YNode *lines, bool append, char **ret_error);
+/* The passfile: one line per (host, port, user, password); `*` matches anything. */
+int pg_write_pgpass(const char *path, const StrList *lines, char **ret_error);
+char *pg_pgpass_line(const char *host, const char *port, const char *user, const char *password);
+int pg_set_standby_signal(const char *data_dir, bool standby, char **ret_error);
+/* Controlled GUCs as --name=value options for the postmaster command line. */
+void pg_cmdline_options(const YNode *params, StrList *ret);
+
+/* The replication connection string to an upstream (libpq key=value form). */
+char *pg_primary_conninfo(const PghaConfig *cfg, const char *host, int port);
