@@ -370,7 +370,19 @@ const char *watchdog_mode_to_string(WatchdogMode m) {
 /* ------------------------------------------------------------------------------------------ */
 /* value conversion                                                                            */
 
-static const char *describe(const YNode *n) { return ytype_name(n->type); }
+/* The node's type with its article, for "got %s". */
+static const char *describe(const YNode *n) {
+    switch (n->type) {
+    case Y_NULL: return "null";
+    case Y_BOOL: return "a boolean";
+    case Y_INT: return "an integer";
+    case Y_FLOAT: return "a float";
+    case Y_STR: return "a string";
+    case Y_MAP: return "a mapping";
+    case Y_SEQ: return "a list";
+    }
+    return "a value";
+}
 
 /* Patroni's parse_bool: on/off, true/false, yes/no, 1/0, any case. */
 static int bool_from_node(const YNode *n, bool *ret) {
@@ -477,14 +489,14 @@ static bool set_value(const CfgEntry *e, void *base, const YNode *n, const char 
     switch (e->type) {
     case CT_SECTION:
         if (n->type != Y_MAP) {
-            diag_error(diag, n, src, path, "expected a mapping, got a %s", describe(n));
+            diag_error(diag, n, src, path, "expected a mapping, got %s", describe(n));
             return false;
         }
         return true;
     case CT_STR: {
         char *s = str_from_node(n);
         if (!s) {
-            diag_error(diag, n, src, path, "expected a string, got a %s", describe(n));
+            diag_error(diag, n, src, path, "expected a string, got %s", describe(n));
             return false;
         }
         if (e->flags & CF_HOSTPORT) {
@@ -543,7 +555,7 @@ static bool set_value(const CfgEntry *e, void *base, const YNode *n, const char 
                 diag_error(diag, n, src, path, "expected %s, got '%s'",
                            e->type == CT_INT ? "an integer" : "a duration (e.g. 1800, 30min, 2h)", s);
             else
-                diag_error(diag, n, src, path, "expected %s, got a %s",
+                diag_error(diag, n, src, path, "expected %s, got %s",
                            e->type == CT_INT ? "an integer" : "a duration", describe(n));
             return false;
         }
@@ -561,7 +573,7 @@ static bool set_value(const CfgEntry *e, void *base, const YNode *n, const char 
             if (s)
                 diag_error(diag, n, src, path, "expected a boolean (true/false, on/off, yes/no), got '%s'", s);
             else
-                diag_error(diag, n, src, path, "expected a boolean, got a %s", describe(n));
+                diag_error(diag, n, src, path, "expected a boolean, got %s", describe(n));
             return false;
         }
         *(bool *)p = v;
@@ -608,7 +620,7 @@ static bool set_value(const CfgEntry *e, void *base, const YNode *n, const char 
             for (size_t i = 0; i < n->n; i++) {
                 _cleanup_free_ char *s = str_from_node(n->items[i]);
                 if (!s) {
-                    diag_error(diag, n->items[i], src, path, "list item %zu: expected a string, got a %s", i,
+                    diag_error(diag, n->items[i], src, path, "list item %zu: expected a string, got %s", i,
                                describe(n->items[i]));
                     strlist_clear(&l);
                     return false;
@@ -622,7 +634,7 @@ static bool set_value(const CfgEntry *e, void *base, const YNode *n, const char 
                 if (*str_trim(tok))
                     strlist_add(&l, tok);
         } else {
-            diag_error(diag, n, src, path, "expected a list or a comma-separated string, got a %s", describe(n));
+            diag_error(diag, n, src, path, "expected a list or a comma-separated string, got %s", describe(n));
             return false;
         }
         strlist_clear((StrList *)p);
@@ -633,11 +645,11 @@ static bool set_value(const CfgEntry *e, void *base, const YNode *n, const char 
     case CT_LIST:
     case CT_ANY:
         if (e->type == CT_MAP && n->type != Y_MAP) {
-            diag_error(diag, n, src, path, "expected a mapping, got a %s", describe(n));
+            diag_error(diag, n, src, path, "expected a mapping, got %s", describe(n));
             return false;
         }
         if (e->type == CT_LIST && n->type != Y_SEQ) {
-            diag_error(diag, n, src, path, "expected a list, got a %s", describe(n));
+            diag_error(diag, n, src, path, "expected a list, got %s", describe(n));
             return false;
         }
         ynode_free(*(YNode **)p);
@@ -660,33 +672,47 @@ static const YNode *entry_node(const CfgEntry *e, const YNode *root, const char 
     return n;
 }
 
-/* Apply a table: defaults for absent keys, conversion and validation for present ones. */
-static void apply_table(const CfgEntry *table, size_t n_entries, const YNode *root, void *base, bool *present,
-                        const char *src, CfgDiag *diag) {
+/* The dotted path a message names: tables for a nested object (bootstrap.dcs) are keyed
+ * relative to it, the user knows the key by its full path. */
+static char *full_path(const char *prefix, const char *path) {
+    return prefix ? xasprintf("%s.%s", prefix, path) : xstrdup(path);
+}
+
+static void set_default(const CfgEntry *e, void *base, const char *src, CfgDiag *diag) {
+    if (!e->def || e->offset == NO_OFFSET)
+        return;
+    YNode *d = ynode_new_scalar(e->def, false, "default", 0);
+    if (e->type == CT_STR || e->type == CT_ENUM)
+        d->type = Y_STR; /* defaults like "off" are strings here */
+    (void)set_value(e, base, d, src, diag);
+    ynode_free(d);
+}
+
+/* Apply a table: defaults for absent keys, conversion and validation for present ones.
+ * `prefix` (or NULL) is where `root` sits in the file, for messages. */
+static void apply_table(const CfgEntry *table, size_t n_entries, const YNode *root, const char *prefix, void *base,
+                        bool *present, const char *src, CfgDiag *diag) {
     for (size_t i = 0; i < n_entries; i++) {
         const CfgEntry *e = &table[i];
         const char *name;
         const YNode *n = entry_node(e, root, &name);
         present[i] = n && n->type != Y_NULL;
         if (present[i]) {
+            _cleanup_free_ char *path = full_path(prefix, name);
             CfgEntry copy = *e;
-            copy.path = name;
-            if (e->type == CT_SECTION || e->offset != NO_OFFSET)
-                (void)set_value(&copy, base, n, src, diag);
+            copy.path = path;
+            /* a rejected value is reported; the default stands in, so that later checks (the
+             * timing rule) see a sane value rather than a zero and add misleading messages */
+            if ((e->type == CT_SECTION || e->offset != NO_OFFSET) && !set_value(&copy, base, n, src, diag))
+                set_default(e, base, src, diag);
             continue;
         }
         if (e->flags & CF_REQUIRED) {
-            diag_error(diag, NULL, src, NULL, "missing required key '%s'", e->path);
+            _cleanup_free_ char *path = full_path(prefix, e->path);
+            diag_error(diag, NULL, src, NULL, "missing required key '%s'", path);
             continue;
         }
-        if (e->def && e->offset != NO_OFFSET) {
-            YNode *d = ynode_new_scalar(e->def, false, "default", 0);
-            if (e->type == CT_STR || e->type == CT_ENUM) {
-                d->type = Y_STR; /* defaults like "off" are strings here */
-            }
-            (void)set_value(e, base, d, src, diag);
-            ynode_free(d);
-        }
+        set_default(e, base, src, diag);
     }
 }
 
@@ -709,7 +735,8 @@ static bool is_prefix_of_entry(const CfgEntry *table, size_t n, const char *path
 typedef bool (*AllowFn)(const char *path, const YNode *root);
 
 static void warn_unknown(const CfgEntry *table, size_t n_entries, const YNode *map, const char *prefix,
-                         const YNode *root, AllowFn allowed, const char *src, CfgDiag *diag) {
+                         const char *display_prefix, const YNode *root, AllowFn allowed, const char *src,
+                         CfgDiag *diag) {
     for (size_t i = 0; i < map->n; i++) {
         _cleanup_free_ char *path = prefix ? xasprintf("%s.%s", prefix, map->keys[i]) : xstrdup(map->keys[i]);
         const CfgEntry *e = find_entry(table, n_entries, path);
@@ -720,12 +747,13 @@ static void warn_unknown(const CfgEntry *table, size_t n_entries, const YNode *m
             continue;
         if (e || is_prefix_of_entry(table, n_entries, path)) {
             if (v->type == Y_MAP)
-                warn_unknown(table, n_entries, v, path, root, allowed, src, diag);
+                warn_unknown(table, n_entries, v, path, display_prefix, root, allowed, src, diag);
             continue;
         }
         if (allowed && allowed(path, root))
             continue;
-        diag_warn(diag, v, src, path, "unknown configuration key, ignored");
+        _cleanup_free_ char *shown = full_path(display_prefix, path);
+        diag_warn(diag, v, src, shown, "unknown configuration key, ignored");
     }
 }
 
@@ -738,7 +766,9 @@ void dyn_config_free(DynConfig *c) {
     c->raw = ynode_free(c->raw);
 }
 
-void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_timeout, CfgDiag *diag) {
+/* The timing rule; warnings name `where`/`path` when given. */
+static void adjust_timeouts_at(const YNode *where, const char *src, const char *path, long long *ttl,
+                               long long *loop_wait, long long *retry_timeout, CfgDiag *diag) {
     static const struct {
         const char *name;
         long long min;
@@ -746,13 +776,13 @@ void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_
     long long *vals[] = {loop_wait, retry_timeout, ttl};
     for (size_t i = 0; i < ELEMENTSOF(mins); i++)
         if (*vals[i] < mins[i].min) {
-            diag_warn(diag, NULL, NULL, NULL, "%s=%lld can't be smaller than %lld, the value is set to %lld",
+            diag_warn(diag, where, src, path, "%s=%lld can't be smaller than %lld, the value is set to %lld",
                       mins[i].name, *vals[i], mins[i].min, mins[i].min);
             *vals[i] = mins[i].min;
         }
     if (1 + 2 * *retry_timeout > *ttl) {
         long long rt = (*ttl - 1) / 2;
-        diag_warn(diag, NULL, NULL, NULL,
+        diag_warn(diag, where, src, path,
                   "Violated the rule \"loop_wait + 2*retry_timeout <= ttl\", where ttl=%lld. "
                   "Adjusting loop_wait from %lld to 1 and retry_timeout from %lld to %lld",
                   *ttl, *loop_wait, *retry_timeout, rt);
@@ -760,12 +790,16 @@ void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_
         *retry_timeout = rt;
     } else if (*loop_wait + 2 * *retry_timeout > *ttl) {
         long long lw = *ttl - 2 * *retry_timeout;
-        diag_warn(diag, NULL, NULL, NULL,
+        diag_warn(diag, where, src, path,
                   "Violated the rule \"loop_wait + 2*retry_timeout <= ttl\", where ttl=%lld and "
                   "retry_timeout=%lld. Adjusting loop_wait from %lld to %lld",
                   *ttl, *retry_timeout, *loop_wait, lw);
         *loop_wait = lw;
     }
+}
+
+void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_timeout, CfgDiag *diag) {
+    adjust_timeouts_at(NULL, NULL, NULL, ttl, loop_wait, retry_timeout, diag);
 }
 
 void dyn_config_defaults(DynConfig *ret) {
@@ -788,19 +822,20 @@ static bool dyn_allowed(const char *path, const YNode *root) {
     return in_list(dyn_known_top, top);
 }
 
-int dyn_config_parse(const YNode *obj, DynConfig *ret, CfgDiag *diag) {
+/* `prefix`: where obj sits in a file (bootstrap.dcs), or NULL for /config itself. */
+static int dyn_parse_at(const YNode *obj, const char *prefix, DynConfig *ret, CfgDiag *diag) {
     *ret = (DynConfig){0};
     size_t nerr = diag->errors.n;
     const char *src = obj && obj->file && *obj->file ? obj->file : "dynamic configuration";
     if (!obj || obj->type != Y_MAP) {
-        diag_error(diag, obj, src, NULL, "the dynamic configuration must be a mapping");
+        diag_error(diag, obj, src, prefix, "the dynamic configuration must be a mapping");
         YNode *empty = ynode_new(Y_MAP, src, 0);
-        apply_table(dyn_table, ELEMENTSOF(dyn_table), empty, ret, ret->present, src, diag);
+        apply_table(dyn_table, ELEMENTSOF(dyn_table), empty, prefix, ret, ret->present, src, diag);
         ret->raw = empty;
         return -EINVAL;
     }
-    apply_table(dyn_table, ELEMENTSOF(dyn_table), obj, ret, ret->present, src, diag);
-    warn_unknown(dyn_table, ELEMENTSOF(dyn_table), obj, NULL, obj, dyn_allowed, src, diag);
+    apply_table(dyn_table, ELEMENTSOF(dyn_table), obj, prefix, ret, ret->present, src, diag);
+    warn_unknown(dyn_table, ELEMENTSOF(dyn_table), obj, NULL, prefix, obj, dyn_allowed, src, diag);
 
     /* permanent slots: first non-empty of permanent_replication_slots, permanent_slots, slots */
     static const char *const slot_keys[] = {"permanent_replication_slots", "permanent_slots", "slots"};
@@ -815,7 +850,7 @@ int dyn_config_parse(const YNode *obj, DynConfig *ret, CfgDiag *diag) {
 
     ret->raw = ynode_clone(obj);
     long long ttl = ret->ttl, lw = ret->loop_wait, rt = ret->retry_timeout;
-    dyn_adjust_timeouts(&ttl, &lw, &rt, diag);
+    adjust_timeouts_at(obj, src, prefix, &ttl, &lw, &rt, diag);
     const struct {
         const char *key;
         long long before, after;
@@ -828,6 +863,8 @@ int dyn_config_parse(const YNode *obj, DynConfig *ret, CfgDiag *diag) {
     ret->retry_timeout = rt;
     return diag->errors.n > nerr ? -EINVAL : 0;
 }
+
+int dyn_config_parse(const YNode *obj, DynConfig *ret, CfgDiag *diag) { return dyn_parse_at(obj, NULL, ret, diag); }
 
 bool dyn_config_is_set(const DynConfig *c, const char *path) {
     for (size_t i = 0; i < ELEMENTSOF(dyn_table); i++)
@@ -842,15 +879,20 @@ bool dyn_config_is_set(const DynConfig *c, const char *path) {
 static const char *const other_dcs[] = {"etcd", "consul", "zookeeper", "exhibitor", "kubernetes", "raft", NULL};
 
 static bool local_allowed(const char *path, const YNode *root) {
+    /* custom tags are published as they are (spec §3.8) */
+    if (str_startswith(path, "tags."))
+        return true;
+    /* a local use_slots is reported by post_process: it only counts in the dynamic configuration */
+    if (streq(path, "postgresql.use_slots"))
+        return true;
     /* other DCS sections are reported by post_process, not as unknown keys */
     for (int i = 0; other_dcs[i]; i++)
         if (streq(path, other_dcs[i]) || (str_startswith(path, other_dcs[i]) && path[strlen(other_dcs[i])] == '.'))
             return true;
-    /* custom replica methods: postgresql.<method> for every listed method */
+    /* custom replica methods: postgresql.<method> for every listed method (warn_unknown does not
+     * look inside an allowed section, so only the section itself is asked about) */
     if (str_startswith(path, "postgresql.")) {
         const char *m = path + strlen("postgresql.");
-        if (strchr(m, '.'))
-            return true; /* inside an accepted section */
         const YNode *l = ynode_get_path(root, "postgresql.create_replica_methods");
         if (!l)
             l = ynode_get_path(root, "postgresql.create_replica_method");
@@ -858,14 +900,19 @@ static bool local_allowed(const char *path, const YNode *root) {
             for (size_t i = 0; i < l->n; i++)
                 if (l->items[i]->type == Y_STR && strcmp(l->items[i]->text, m) == 0)
                     return true;
-        if (l && l->type == Y_STR && strstr(l->text, m))
-            return true;
+        if (l && l->type == Y_STR) {
+            _cleanup_free_ char *list = xstrdup(l->text);
+            char *save = NULL;
+            for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+                if (strcmp(str_trim(tok), m) == 0)
+                    return true;
+        }
     }
     /* a custom bootstrap method: bootstrap.<method> */
     if (str_startswith(path, "bootstrap.")) {
         const char *m = path + strlen("bootstrap.");
         const YNode *meth = ynode_get_path(root, "bootstrap.method");
-        if (meth && meth->type == Y_STR && (streq(meth->text, m) || str_startswith(m, meth->text)))
+        if (meth && meth->type == Y_STR && streq(meth->text, m))
             return true;
         if (strcmp(m, "users") == 0)
             return true; /* reported separately */
@@ -953,7 +1000,8 @@ static void post_process(const YNode *root, PghaConfig *c, const char *src, CfgD
             continue;
         const YNode *s = ynode_get(ynode_get(root, "postgresql"), m);
         if (s && s->type != Y_MAP) {
-            diag_error(diag, s, src, m, "a replica method section must be a mapping, got a %s", describe(s));
+            _cleanup_free_ char *path = xasprintf("postgresql.%s", m);
+            diag_error(diag, s, src, path, "a replica method section must be a mapping, got %s", describe(s));
             continue;
         }
         if (s)
@@ -993,7 +1041,7 @@ static void post_process(const YNode *root, PghaConfig *c, const char *src, CfgD
         if (!o)
             continue;
         if (o->type != Y_SEQ && o->type != Y_MAP) {
-            diag_error(diag, o, src, optsets[k].path, "expected a list of options or a mapping, got a %s", describe(o));
+            diag_error(diag, o, src, optsets[k].path, "expected a list of options or a mapping, got %s", describe(o));
             continue;
         }
         for (size_t i = 0; i < o->n; i++) {
@@ -1017,23 +1065,7 @@ static void post_process(const YNode *root, PghaConfig *c, const char *src, CfgD
 
     /* bootstrap.dcs: the dynamic configuration, with the timing rule */
     if (c->bootstrap.dcs) {
-        CfgDiag dd = {0};
-        (void)dyn_config_parse(c->bootstrap.dcs, &c->bootstrap.dyn, &dd);
-        for (size_t i = 0; i < dd.warnings.n; i++) {
-            /* timing warnings carry no location: add it */
-            if (strchr(dd.warnings.v[i], ':') && str_startswith(dd.warnings.v[i], src))
-                strlist_add(&diag->warnings, dd.warnings.v[i]);
-            else {
-                _cleanup_free_ char *w = xasprintf("%s:%d: bootstrap.dcs: %s", c->bootstrap.dcs->file,
-                                                   c->bootstrap.dcs->line, dd.warnings.v[i]);
-                strlist_add(&diag->warnings, w);
-            }
-        }
-        for (size_t i = 0; i < dd.errors.n; i++) {
-            /* paths inside bootstrap.dcs are relative: make them absolute */
-            strlist_add(&diag->errors, dd.errors.v[i]);
-        }
-        cfg_diag_clear(&dd);
+        (void)dyn_parse_at(c->bootstrap.dcs, "bootstrap.dcs", &c->bootstrap.dyn, diag);
         ynode_free(c->bootstrap.dcs);
         c->bootstrap.dcs = ynode_clone(c->bootstrap.dyn.raw);
     } else {
@@ -1103,12 +1135,12 @@ int config_from_tree(const YNode *root, const char *source, PghaConfig *ret, Cfg
     ret->source = xstrdup(source);
     size_t nerr = diag->errors.n;
     if (!root || root->type != Y_MAP) {
-        diag_error(diag, root, source, NULL, "the configuration must be a mapping, got a %s",
+        diag_error(diag, root, source, NULL, "the configuration must be a mapping, got %s",
                    root ? describe(root) : "nothing");
         return -EINVAL;
     }
-    apply_table(local_table, ELEMENTSOF(local_table), root, ret, ret->present, source, diag);
-    warn_unknown(local_table, ELEMENTSOF(local_table), root, NULL, root, local_allowed, source, diag);
+    apply_table(local_table, ELEMENTSOF(local_table), root, NULL, ret, ret->present, source, diag);
+    warn_unknown(local_table, ELEMENTSOF(local_table), root, NULL, NULL, root, local_allowed, source, diag);
     post_process(root, ret, source, diag);
     return diag->errors.n > nerr ? -EINVAL : 0;
 }
@@ -1153,7 +1185,8 @@ YNode *cfg_source_load_tree(const CfgSource *src, CfgDiag *diag) {
             }
         }
         closedir(d);
-        qsort(files.v, files.n, sizeof(char *), cmp_str);
+        if (files.n > 1) /* files.v is NULL when the directory has none, and qsort's base must not be */
+            qsort(files.v, files.n, sizeof(char *), cmp_str);
         root = ynode_new(Y_MAP, src->path, 0);
         for (size_t i = 0; i < files.n; i++) {
             char *err = NULL;
@@ -1164,7 +1197,7 @@ YNode *cfg_source_load_tree(const CfgSource *src, CfgDiag *diag) {
                 continue;
             }
             if (t->type != Y_MAP)
-                diag_error(diag, t, files.v[i], NULL, "the configuration must be a mapping, got a %s", describe(t));
+                diag_error(diag, t, files.v[i], NULL, "the configuration must be a mapping, got %s", describe(t));
             else
                 ynode_merge(root, t);
             ynode_free(t);
@@ -1283,8 +1316,14 @@ void config_validate_environment(const PghaConfig *c, bool ignore_listen_port, C
 /* ------------------------------------------------------------------------------------------ */
 /* dump and diff                                                                               */
 
-static char *value_string(const CfgEntry *e, const void *base, bool show_secrets) {
+static char *value_string(const CfgEntry *e, const void *base, bool present, bool show_secrets) {
     if (e->offset == NO_OFFSET)
+        return NULL;
+    /* A number or flag neither given nor defaulted has no value, whatever its zeroed field holds:
+     * `log.mode: 0` is not "no mode", and `citus.group: 0` would enable Citus. (Pointers are NULL.) */
+    bool by_value = e->type == CT_INT || e->type == CT_DURATION || e->type == CT_BOOL || e->type == CT_SYNCMODE ||
+                    e->type == CT_WATCHDOG || (e->type == CT_ENUM && (e->flags & CF_INDEX));
+    if (by_value && !present && !e->def)
         return NULL;
     const void *p = (const char *)base + e->offset;
     switch (e->type) {
@@ -1341,7 +1380,7 @@ char *config_dump(const PghaConfig *c, bool show_secrets) {
     sb_addf(&b, "# effective local configuration of %s (defaults included)\n", c->source ? c->source : "?");
     for (size_t i = 0; i < ELEMENTSOF(local_table); i++) {
         const CfgEntry *e = &local_table[i];
-        _cleanup_free_ char *v = value_string(e, c, show_secrets);
+        _cleanup_free_ char *v = value_string(e, c, c->present[i], show_secrets);
         if (!v)
             continue;
         if (e->type == CT_STR || e->type == CT_ENUM) {
@@ -1362,8 +1401,8 @@ size_t config_diff(const PghaConfig *a, const PghaConfig *b, CfgChange **ret_cha
         const CfgEntry *e = &local_table[i];
         if (e->offset == NO_OFFSET)
             continue;
-        _cleanup_free_ char *va = value_string(e, a, true);
-        _cleanup_free_ char *vb = value_string(e, b, true);
+        _cleanup_free_ char *va = value_string(e, a, a->present[i], true);
+        _cleanup_free_ char *vb = value_string(e, b, b->present[i], true);
         if (streq(va, vb))
             continue;
         changes = xrealloc(changes, (n + 1) * sizeof *changes);

@@ -1,0 +1,109 @@
+/* Helpers shared by the unit tests: temporary directories and files, string checks.
+ * Include after <cmocka.h>. Everything here is static inline so that a test file may use any
+ * subset without unused-function warnings. */
+#pragma once
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+/* The seed fixtures live in shared/, beside the repository. */
+#define SEED_FIXTURE(name) SOURCE_ROOT "/../shared/fixtures/seed/" name
+
+/* A fresh directory under $TMPDIR (or /tmp); free with tmpdir_remove(). */
+static inline char *tmpdir_make(void) {
+    const char *base = getenv("TMPDIR");
+    char *tmpl = xasprintf("%s/pgha-unit-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(tmpl)) {
+        fprintf(stderr, "mkdtemp(%s): %s\n", tmpl, strerror(errno));
+        free(tmpl);
+        return NULL;
+    }
+    return tmpl;
+}
+
+static inline int rm_entry_(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Remove the directory and everything in it, then free the path. Returns NULL. */
+static inline char *tmpdir_remove(char *dir) {
+    if (dir)
+        (void)nftw(dir, rm_entry_, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+    return NULL;
+}
+
+/* Write `content` to dir/name (replacing it); returns the path (caller frees). */
+static inline char *write_file(const char *dir, const char *name, const char *content) {
+    char *path = xasprintf("%s/%s", dir, name);
+    char *tmp = xasprintf("%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(content, 1, strlen(content), f), strlen(content));
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, path), 0); /* atomic, as an editor or config manager would do */
+    free(tmp);
+    return path;
+}
+
+static inline char *read_file(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    StrBuf b;
+    sb_init(&b);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        sb_addn(&b, buf, n);
+    fclose(f);
+    return sb_steal(&b);
+}
+
+/* True when `s` contains every one of the NULL-terminated needles. */
+static inline bool contains_all_v(const char *s, va_list ap) {
+    for (const char *needle = va_arg(ap, const char *); needle; needle = va_arg(ap, const char *))
+        if (!s || !strstr(s, needle))
+            return false;
+    return true;
+}
+
+/* Index of the first entry of `l` that contains all the needles (NULL-terminated), or -1. */
+static inline int find_entry_with(const StrList *l, ...) {
+    for (size_t i = 0; i < l->n; i++) {
+        va_list ap;
+        va_start(ap, l);
+        bool ok = contains_all_v(l->v[i], ap);
+        va_end(ap);
+        if (ok)
+            return (int)i;
+    }
+    return -1;
+}
+
+static inline void print_list(const char *what, const StrList *l) {
+    for (size_t i = 0; i < l->n; i++)
+        print_error("%s[%zu]: %s\n", what, i, l->v[i]);
+}
+
+/* Line number (1-based) of the first line of `text` that contains `marker`, or 0. */
+static inline int line_of(const char *text, const char *marker) {
+    const char *hit = strstr(text, marker);
+    if (!hit)
+        return 0;
+    int line = 1;
+    for (const char *p = text; p < hit; p++)
+        if (*p == '\n')
+            line++;
+    return line;
+}
