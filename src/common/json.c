@@ -27,6 +27,11 @@ void json_add_string(StrBuf *b, const char *s) {
             p++;
             continue;
         }
+        if (c == 0x7F) { /* ensure_ascii escapes everything outside ' '..'~' */
+            sb_add(b, "\\u007f");
+            p++;
+            continue;
+        }
         if (c < 0x80) {
             sb_addc(b, (char)c);
             p++;
@@ -35,7 +40,11 @@ void json_add_string(StrBuf *b, const char *s) {
         /* decode UTF-8; invalid bytes are written as U+FFFD */
         unsigned cp;
         int extra;
-        if (c >= 0xF0 && c < 0xF8) {
+        if (c >= 0xF8) {
+            sb_add(b, "\\ufffd");
+            p++;
+            continue;
+        } else if (c >= 0xF0) {
             cp = c & 0x07;
             extra = 3;
         } else if (c >= 0xE0) {
@@ -121,6 +130,79 @@ char *json_dumps(const cJSON *v, bool spaced) {
     sb_init(&b);
     json_add_value(&b, v, spaced);
     return sb_steal(&b);
+}
+
+/* ---- parsing ---- */
+
+#define EXACT_DOUBLE_LIMIT 9007199254740992.0 /* 2^53: every integer up to here is exact in a double */
+
+static bool has_inexact_integer(const cJSON *v) {
+    for (; v; v = v->next) {
+        if (cJSON_IsNumber(v) && fabs(v->valuedouble) > EXACT_DOUBLE_LIMIT)
+            return true;
+        if (v->child && has_inexact_integer(v->child))
+            return true;
+    }
+    return false;
+}
+
+/* The next number token of a valid JSON text, outside strings. */
+static const char *next_number(const char **cursor, size_t *ret_len) {
+    const char *p = *cursor;
+    for (; *p; p++) {
+        if (*p == '"') {
+            for (p++; *p && *p != '"'; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (!*p)
+                break;
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            size_t n = strspn(p, "0123456789+-.eE");
+            *cursor = p + n;
+            *ret_len = n;
+            return p;
+        }
+    }
+    *cursor = p;
+    return NULL;
+}
+
+/* Walk the tree in document order alongside the number tokens of the text; integer literals a double
+ * cannot hold become raw items carrying the literal. */
+static void exact_integers(cJSON *v, const char **cursor) {
+    for (; v; v = v->next) {
+        if (v->child)
+            exact_integers(v->child, cursor);
+        if (!cJSON_IsNumber(v))
+            continue;
+        size_t len;
+        const char *tok = next_number(cursor, &len);
+        if (!tok || len >= 32 || fabs(v->valuedouble) <= EXACT_DOUBLE_LIMIT || strcspn(tok, ".eE+") < len)
+            continue;
+        char buf[32];
+        memcpy(buf, tok, len);
+        buf[len] = '\0';
+        long long ll;
+        if (parse_ll(buf, &ll) < 0)
+            continue; /* beyond int64: stays a double */
+        char *lit = cJSON_malloc(len + 1);
+        if (!lit)
+            continue;
+        memcpy(lit, buf, len + 1);
+        v->type = cJSON_Raw;
+        v->valuestring = lit;
+    }
+}
+
+cJSON *json_parse(const char *s) {
+    if (!s)
+        return NULL;
+    cJSON *v = cJSON_ParseWithOpts(s, NULL, true);
+    if (v && has_inexact_integer(v)) {
+        const char *cursor = s;
+        exact_integers(v, &cursor);
+    }
+    return v;
 }
 
 const char *json_get_string(const cJSON *obj, const char *key) {

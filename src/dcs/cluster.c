@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -108,12 +109,26 @@ static char *query_param(const char *url, const char *name) {
 void member_decode(Member *m, const char *name, const char *value) {
     m->name = xstrdup(name);
     if (value && str_startswith(value, "postgres")) {
-        m->conn_url = xstrdup(value);
+        /* Patroni's parse_connection_string(): the URL without its query, api_url from the query */
+        size_t q = strcspn(value, "?#");
+        StrBuf b;
+        sb_init(&b);
+        sb_addn(&b, value, q);
+        if (value[q] == '?' && strchr(value + q, '#'))
+            sb_add(&b, strchr(value + q, '#'));
+        else if (value[q] == '#')
+            sb_add(&b, value + q);
+        m->conn_url = sb_steal(&b);
         m->api_url = query_param(value, "application_name");
         m->data = cJSON_CreateObject();
+        cJSON_AddStringToObject(m->data, "conn_url", m->conn_url);
+        if (m->api_url)
+            cJSON_AddStringToObject(m->data, "api_url", m->api_url);
+        else
+            cJSON_AddNullToObject(m->data, "api_url");
         return;
     }
-    cJSON *o = value ? cJSON_Parse(value) : NULL;
+    cJSON *o = value ? json_parse(value) : NULL;
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
         m->data = cJSON_CreateObject();
@@ -143,31 +158,41 @@ void member_decode(Member *m, const char *name, const char *value) {
         m->scheduled_restart = cJSON_Duplicate(s, true);
     if (json_get_bool(o, "pause", &b))
         m->pause = b;
-    if (json_get_bool(o, "checkpoint_after_promote", &b))
-        m->checkpoint_after_promote_false = !b;
+    /* Patroni's readers only test `'checkpoint_after_promote' not in data` */
+    m->checkpoint_after_promote_false = cJSON_GetObjectItemCaseSensitive(o, "checkpoint_after_promote") != NULL;
     if (json_get_bool(o, "watchdog_failed", &b))
         m->watchdog_failed = b;
 }
 
+/* Python's bool() of a decoded JSON value, as Patroni applies it to the tags it reads from the DCS. */
 static bool value_truthy(const cJSON *v) {
+    if (!v || cJSON_IsNull(v))
+        return false;
     if (cJSON_IsBool(v))
         return cJSON_IsTrue(v);
-    if (cJSON_IsString(v)) {
-        const char *s = v->valuestring;
-        return strcasecmp(s, "true") == 0 || strcasecmp(s, "on") == 0 || strcasecmp(s, "yes") == 0 ||
-               strcmp(s, "1") == 0;
-    }
+    if (cJSON_IsString(v))
+        return v->valuestring && v->valuestring[0];
     if (cJSON_IsNumber(v))
         return v->valuedouble != 0;
-    return false;
+    if (cJSON_IsRaw(v)) /* an integer beyond 2^53 */
+        return true;
+    return v->child != NULL; /* non-empty array or object */
 }
 
 bool member_tag_bool(const Member *m, const char *tag) {
     return m && m->tags && value_truthy(cJSON_GetObjectItemCaseSensitive(m->tags, tag));
 }
 
+/* patroni/tags.py: `nofailover` set to anything but null decides; otherwise failover_priority <= 0. */
+static const cJSON *nofailover_tag(const Member *m) {
+    const cJSON *nf = m && m->tags ? cJSON_GetObjectItemCaseSensitive(m->tags, "nofailover") : NULL;
+    return cJSON_IsNull(nf) ? NULL : nf;
+}
+
 long long member_failover_priority(const Member *m) {
     long long v = 1;
+    if (value_truthy(nofailover_tag(m)))
+        return 0;
     if (m && m->tags) {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(m->tags, "failover_priority");
         if (!json_item_ll(p, &v) && !(cJSON_IsString(p) && parse_ll(p->valuestring, &v) == 0))
@@ -179,7 +204,7 @@ long long member_failover_priority(const Member *m) {
 bool member_nofailover(const Member *m) {
     if (!m || !m->tags)
         return false;
-    const cJSON *nf = cJSON_GetObjectItemCaseSensitive(m->tags, "nofailover");
+    const cJSON *nf = nofailover_tag(m);
     if (nf)
         return value_truthy(nf);
     return member_failover_priority(m) <= 0;
@@ -194,12 +219,10 @@ bool member_conn_host_port(const Member *m, char **ret_host, int *ret_port) {
     if (!p)
         return false;
     p += 3;
-    const char *at = strchr(p, '@');
-    const char *slash = strchr(p, '/');
-    if (at && (!slash || at < slash))
-        p = at + 1;
-    size_t len = slash ? (size_t)(slash - p) : strlen(p);
-    _cleanup_free_ char *hp = xstrndup(p, len);
+    /* urlparse: the netloc ends at '/', '?' or '#'; the host follows the last '@' in it */
+    _cleanup_free_ char *netloc = xstrndup(p, strcspn(p, "/?#"));
+    char *at = strrchr(netloc, '@');
+    char *hp = at ? at + 1 : netloc;
     const char *portstr = NULL;
     char *host;
     if (hp[0] == '[') {
@@ -222,8 +245,14 @@ bool member_conn_host_port(const Member *m, char **ret_host, int *ret_port) {
         free(host);
         return false;
     }
-    long long port = 5432;
-    if (portstr && parse_ll(portstr, &port) < 0)
+    /* as Patroni's `r.port or 5432`: an empty port or port 0 means the default, an invalid one is an error */
+    long long port = 0;
+    if (portstr && *portstr &&
+        (strspn(portstr, "0123456789") != strlen(portstr) || parse_ll(portstr, &port) < 0 || port > 65535)) {
+        free(host);
+        return false;
+    }
+    if (port == 0)
         port = 5432;
     *ret_host = host;
     *ret_port = (int)port;
@@ -232,25 +261,46 @@ bool member_conn_host_port(const Member *m, char **ret_host, int *ret_port) {
 
 /* ---- the other keys ---- */
 
+/* Python's int() of a decoded JSON value: integers, floats truncated toward zero, true, and decimal
+ * strings (surrounding whitespace allowed). */
+static bool py_int(const cJSON *v, long long *ret) {
+    if (json_item_ll(v, ret))
+        return true;
+    if (cJSON_IsBool(v)) {
+        *ret = cJSON_IsTrue(v);
+        return true;
+    }
+    if (cJSON_IsNumber(v) && isfinite(v->valuedouble) && fabs(v->valuedouble) < 9.2e18) {
+        *ret = (long long)v->valuedouble;
+        return true;
+    }
+    if (cJSON_IsString(v) && v->valuestring) {
+        _cleanup_free_ char *t = xstrdup(v->valuestring);
+        return parse_ll(str_trim(t), ret) == 0;
+    }
+    return false;
+}
+
 static void decode_failover(Failover *f, const DcsKv *kv) {
     f->present = true;
     f->version = kv->mod_revision;
-    cJSON *o = cJSON_Parse(kv->value);
+    cJSON *o = json_parse(kv->value);
     if (cJSON_IsObject(o)) {
         f->leader = dup_json_string(o, "leader");
         f->candidate = dup_json_string(o, "member");
         f->scheduled_at = dup_json_string(o, "scheduled_at");
     } else if (!o && kv->value[0]) {
-        /* legacy "leader:candidate" */
-        const char *colon = strchr(kv->value, ':');
+        /* legacy "leader:candidate": Patroni splits on ':' and strips each part */
+        _cleanup_free_ char *copy = xstrdup(kv->value);
+        char *colon = strchr(copy, ':');
         if (colon) {
-            if (colon > kv->value)
-                f->leader = xstrndup(kv->value, (size_t)(colon - kv->value));
-            if (colon[1])
-                f->candidate = xstrdup(colon + 1);
-        } else {
-            warn_corrupt(kv->key, kv->mod_revision, "not a failover request");
+            *colon = '\0';
+            char *end = strchr(colon + 1, ':');
+            if (end)
+                *end = '\0';
+            f->candidate = xstrdup(str_trim(colon + 1));
         }
+        f->leader = xstrdup(str_trim(copy));
     } else if (o) {
         warn_corrupt(kv->key, kv->mod_revision, "not a JSON object");
     }
@@ -268,7 +318,7 @@ static void decode_failover(Failover *f, const DcsKv *kv) {
 static void decode_sync(SyncState *s, const DcsKv *kv) {
     s->present = true;
     s->version = kv->mod_revision;
-    cJSON *o = cJSON_Parse(kv->value);
+    cJSON *o = json_parse(kv->value);
     if (!cJSON_IsObject(o)) {
         if (kv->value[0])
             warn_corrupt(kv->key, kv->mod_revision, "not a JSON object");
@@ -276,10 +326,21 @@ static void decode_sync(SyncState *s, const DcsKv *kv) {
         return;
     }
     const char *leader = json_get_string(o, "leader");
-    if (leader && *leader)
-        s->leader = xstrdup(leader);
-    if (!json_get_ll(o, "quorum", &s->quorum))
+    if (!leader || !*leader) {
+        cJSON_Delete(o);
+        return;
+    }
+    /* SyncState.from_node(): `int(quorum) if leader and quorum else 0`; when int() raises, the whole
+     * state is empty */
+    s->quorum = 0;
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "quorum");
+    if (value_truthy(q) && !py_int(q, &s->quorum)) {
+        warn_corrupt(kv->key, kv->mod_revision, "the quorum is not an integer");
         s->quorum = 0;
+        cJSON_Delete(o);
+        return;
+    }
+    s->leader = xstrdup(leader);
     const char *names = json_get_string(o, "sync_standby");
     if (names) {
         _cleanup_free_ char *copy = xstrdup(names);
@@ -293,7 +354,7 @@ static void decode_sync(SyncState *s, const DcsKv *kv) {
 
 static void decode_status(ClusterStatus *st, const DcsKv *kv) {
     st->version = kv->mod_revision;
-    cJSON *o = cJSON_Parse(kv->value);
+    cJSON *o = json_parse(kv->value);
     long long v;
     if (o && json_item_ll(o, &v)) {
         st->has_optime = true;
@@ -302,7 +363,7 @@ static void decode_status(ClusterStatus *st, const DcsKv *kv) {
         st->has_optime = json_get_ll(o, "optime", &st->optime);
         cJSON *slots = cJSON_GetObjectItemCaseSensitive(o, "slots");
         if (cJSON_IsString(slots)) {
-            cJSON *p = cJSON_Parse(slots->valuestring);
+            cJSON *p = json_parse(slots->valuestring);
             if (cJSON_IsObject(p))
                 st->slots = p;
             else
@@ -313,7 +374,7 @@ static void decode_status(ClusterStatus *st, const DcsKv *kv) {
         cJSON *retain = cJSON_GetObjectItemCaseSensitive(o, "retain_slots");
         cJSON *parsed = NULL;
         if (cJSON_IsString(retain))
-            retain = parsed = cJSON_Parse(retain->valuestring);
+            retain = parsed = json_parse(retain->valuestring);
         if (cJSON_IsArray(retain)) {
             const cJSON *it;
             cJSON_ArrayForEach(it, retain) if (cJSON_IsString(it)) strlist_add(&st->retain_slots, it->valuestring);
@@ -347,7 +408,7 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
             c->initialize = xstrdup(kv->value);
         } else if (strcmp(rel, "config") == 0) {
             c->has_config = true;
-            cJSON *o = cJSON_Parse(kv->value);
+            cJSON *o = json_parse(kv->value);
             if (cJSON_IsObject(o)) {
                 c->config = o;
                 c->config_version = kv->mod_revision;
@@ -364,7 +425,7 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
         } else if (strcmp(rel, "sync") == 0) {
             decode_sync(&c->sync, kv);
         } else if (strcmp(rel, "history") == 0) {
-            cJSON *o = cJSON_Parse(kv->value);
+            cJSON *o = json_parse(kv->value);
             if (cJSON_IsArray(o)) {
                 c->has_history = true;
                 c->history = o;
@@ -379,7 +440,7 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
         } else if (strcmp(rel, "optime/leader") == 0) {
             optime_kv = kv;
         } else if (strcmp(rel, "failsafe") == 0) {
-            cJSON *o = cJSON_Parse(kv->value);
+            cJSON *o = json_parse(kv->value);
             if (cJSON_IsObject(o))
                 c->failsafe = o;
             else {
