@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <pthread.h>
 
+#include "agent/ha.h"
 #include "common/sdnotify.h"
 
 void agent_log_settings(const PghaConfig *cfg, LogSettings *ret) {
@@ -87,8 +88,10 @@ int agent_reload(Agent *a) {
     if (n == 0)
         log_info("configuration reloaded, nothing changed");
     config_changes_free(changes, n);
-    if (restart)
+    if (restart) {
         log_warning("some changes need a restart of pgha; they stay inactive until then");
+        config_keep_restart_values(&next, &a->cfg);
+    }
     config_free(&a->cfg);
     a->cfg = next;
     apply_logging(&a->cfg);
@@ -121,56 +124,13 @@ static int setup_signals(Agent *a) {
     return 0;
 }
 
-static void handle_signals(Agent *a) {
-    struct signalfd_siginfo si;
-    while (read(a->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
-        switch (si.ssi_signo) {
-        case SIGHUP: (void)agent_reload(a); break;
-        case SIGTERM:
-        case SIGINT:
-        case SIGQUIT:
-            log_info("received %s, shutting down", strsignal((int)si.ssi_signo));
-            a->stopping = true;
-            break;
-        default: break;
-        }
-    }
-}
-
 int agent_run(Agent *a) {
     int r = setup_signals(a);
     if (r < 0) {
         log_critical("cannot set up signal handling: %s", strerror(-r));
         return 1;
     }
-    log_info("pgha %s (Patroni %s compatible) starting: member %s of cluster %s", PGHA_VERSION,
-             PGHA_PATRONI_VERSION, a->cfg.name, a->cfg.scope);
-    sdn_ready("running");
-    usec_t wd_interval = sdn_watchdog_interval();
-    usec_t next_wd = now_monotonic();
-    while (!a->stopping) {
-        usec_t now = now_monotonic();
-        usec_t wait = (usec_t)a->cfg.bootstrap.dyn.loop_wait * USEC_PER_SEC;
-        if (wd_interval) {
-            if (now >= next_wd) {
-                sdn_watchdog();
-                next_wd = now + wd_interval;
-            }
-            if (next_wd - now < wait)
-                wait = next_wd - now;
-        }
-        struct pollfd pfd = {.fd = a->signal_fd, .events = POLLIN};
-        int pr = poll(&pfd, 1, (int)(wait / USEC_PER_MSEC));
-        if (pr < 0 && errno != EINTR) {
-            log_critical("poll failed: %s", strerror(errno));
-            return 1;
-        }
-        if (pr > 0)
-            handle_signals(a);
-    }
-    sdn_stopping();
-    log_info("pgha stopped");
-    return 0;
+    return ha_run(a);
 }
 
 /* ---- command line ---- */

@@ -1418,6 +1418,28 @@ size_t config_diff(const PghaConfig *a, const PghaConfig *b, CfgChange **ret_cha
     return n;
 }
 
+void config_keep_restart_values(PghaConfig *next, const PghaConfig *running) {
+    for (size_t i = 0; i < ELEMENTSOF(local_table); i++) {
+        const CfgEntry *e = &local_table[i];
+        if (!(e->flags & CF_RESTART) || e->offset == NO_OFFSET)
+            continue;
+        void *dst = (char *)next + e->offset;
+        const void *src = (const char *)running + e->offset;
+        switch (e->type) {
+        case CT_STR:
+            free(*(char **)dst);
+            *(char **)dst = xstrdup(*(char *const *)src);
+            break;
+        case CT_INT:
+            *(long long *)dst = *(const long long *)src;
+            break;
+        default:
+            break;
+        }
+        next->present[i] = running->present[i];
+    }
+}
+
 void config_changes_free(CfgChange *changes, size_t n) {
     for (size_t i = 0; i < n; i++) {
         free(changes[i].old_value);

@@ -205,6 +205,9 @@ typedef struct CfgChange {
 } CfgChange;
 size_t config_diff(const PghaConfig *a, const PghaConfig *b, CfgChange **ret_changes);
 void config_changes_free(CfgChange *changes, size_t n);
+/* Keep the running values of the keys that need a restart of pgha (name, scope, data_dir, ...)
+ * in a configuration loaded by a reload. */
+void config_keep_restart_values(PghaConfig *next, const PghaConfig *running);
 
 /* host:port helpers. `listen` may carry several comma-separated addresses before the port. */
 int parse_host_port(const char *s, int default_port, char **ret_host, int *ret_port);

@@ -139,3 +139,26 @@ void pg_cmdline_options(const YNode *params, StrList *ret);
 
 /* The replication connection string to an upstream (libpq key=value form). */
 char *pg_primary_conninfo(const PghaConfig *cfg, const char *host, int port);
+
+/* ---- creating and repairing data directories ---- */
+
+/* Options from bootstrap.initdb / postgresql.basebackup (a list of names and one-key maps, or a
+ * map) as --name / --name=value arguments. */
+void pg_render_options(const YNode *opts, StrList *ret);
+
+/* initdb with the configured options, --username and a temporary --pwfile. */
+int pg_initdb(const PghaConfig *cfg, const char *bin_dir, char **ret_error);
+/* Superuser password, the replication role, the rewind role (spec §3.5). */
+int pg_create_roles(PGconn *c, const PghaConfig *cfg, int major, char **ret_error);
+/* pg_basebackup from host:port with the replication credentials; 2 attempts 5 s apart. */
+int pg_basebackup(const PghaConfig *cfg, const char *bin_dir, const char *host, int port, char **ret_error);
+/* Finish crash recovery with a single-user postmaster so that pg_rewind can run. */
+int pg_crash_recovery(const PghaConfig *cfg, const char *bin_dir, char **ret_error);
+/* pg_rewind against host:port with the rewind credentials. */
+int pg_rewind(const PghaConfig *cfg, const char *bin_dir, const char *host, int port, char **ret_error);
+/* Remove everything in the data directory (only on explicit configuration, see DESIGN inv. 4). */
+int pg_remove_data_directory(const char *data_dir, char **ret_error);
+/* Rename a failed bootstrap's data directory out of the way: <dir>_<YYYY-MM-DD-HH-MM-SS>. */
+int pg_move_data_directory_aside(const char *data_dir, char **ret_error);
+/* The path of a binary: bin_dir/name, or name (PATH) when bin_dir is empty. */
+char *pg_bin(const char *bin_dir, const char *name);

@@ -1,0 +1,466 @@
+#include "agent/decide.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *ha_action_name(HaAction a) {
+    static const char *const names[] = {
+        [HA_NONE] = "none", [HA_FATAL] = "fatal", [HA_WRITE_INITIALIZE] = "write_initialize",
+        [HA_BOOTSTRAP] = "bootstrap", [HA_CLONE] = "clone", [HA_START] = "start",
+        [HA_ACQUIRE_LOCK] = "acquire_lock", [HA_UPDATE_LOCK] = "update_lock",
+        [HA_UPDATE_LOCK_ONLY] = "update_lock_only", [HA_RELEASE_LOCK] = "release_lock", [HA_DEMOTE] = "demote",
+        [HA_FOLLOW] = "follow", [HA_SWITCHOVER] = "switchover", [HA_CLEAR_FAILOVER] = "clear_failover",
+    };
+    return (size_t)a < ELEMENTSOF(names) && names[a] ? names[a] : "?";
+}
+
+const char *demote_mode_name(DemoteMode m) {
+    switch (m) {
+    case DEMOTE_GRACEFUL: return "graceful";
+    case DEMOTE_IMMEDIATE: return "immediate";
+    case DEMOTE_IMMEDIATE_NOLOCK: return "immediate-nolock";
+    case DEMOTE_OFFLINE: return "offline";
+    }
+    return "?";
+}
+
+static void set(Decision *d, HaAction a, const char *target, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void set(Decision *d, HaAction a, const char *target, const char *fmt, ...) {
+    d->action = a;
+    snprintf(d->target, sizeof d->target, "%s", target ? target : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->message, sizeof d->message, fmt, ap);
+    va_end(ap);
+}
+
+static bool valid_sysid(const char *s) {
+    if (!s || strlen(s) < 10)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
+static bool paused(const Observation *o) { return o->dyn && o->dyn->pause; }
+
+static bool am_leader(const Observation *o) {
+    return o->cluster && o->cluster->leader && streq(o->cluster->leader->name, o->cfg->name);
+}
+
+static bool pg_is_primary(const LocalState *l) { return l->pg_running && l->pg_ready && !l->in_recovery; }
+
+static bool sync_active(const Observation *o) {
+    return o->dyn && o->dyn->synchronous_mode != SYNC_OFF && o->cluster && o->cluster->sync.leader &&
+           !(o->dyn->standby_cluster && o->dyn->standby_cluster->n);
+}
+
+static bool nofailover(const PghaConfig *cfg) { return cfg->tags.nofailover; }
+
+static const PeerStatus *find_peer(const Observation *o, const char *name) {
+    for (size_t i = 0; i < o->n_peers; i++)
+        if (streq(o->peers[i].name, name))
+            return &o->peers[i];
+    return NULL;
+}
+
+static bool peer_eligible(const PeerStatus *p) {
+    return p && p->reachable && !p->nofailover && p->failover_priority > 0 && !p->watchdog_failed;
+}
+
+/* The leader of the previous locked view (the "former leader"). */
+static const char *former_leader(const Observation *o) {
+    if (sync_active(o))
+        return o->cluster->sync.leader;
+    if (o->last_locked && o->last_locked->leader)
+        return o->last_locked->leader->name;
+    return NULL;
+}
+
+/* §4.5 step 9. `skip` names a member to leave out (the former leader in the manual path). */
+static bool core_check(const Observation *o, bool check_lag, const char *skip, char *why, size_t why_len) {
+    const LocalState *l = o->local;
+    long long mine = l->wal_position;
+    const Cluster *c = o->cluster;
+    if (check_lag && c && c->status.has_optime && o->dyn &&
+        c->status.optime - mine > o->dyn->maximum_lag_on_failover) {
+        snprintf(why, why_len, "my wal position %lld is behind the last known leader position %lld by more "
+                 "than maximum_lag_on_failover (%lld)", mine, c->status.optime, o->dyn->maximum_lag_on_failover);
+        return false;
+    }
+    if (o->dyn && o->dyn->check_timeline) {
+        long long ctl = cluster_timeline(c);
+        if (l->timeline <= 0 || (ctl > 0 && l->timeline < ctl)) {
+            snprintf(why, why_len, "my timeline %lld is behind the cluster timeline %lld", l->timeline, ctl);
+            return false;
+        }
+    }
+    bool sync = sync_active(o);
+    long long my_priority = o->cfg->tags.failover_priority;
+    const char *former = former_leader(o);
+    for (size_t i = 0; i < o->n_peers; i++) {
+        const PeerStatus *p = &o->peers[i];
+        if (streq(p->name, o->cfg->name) || (skip && streq(p->name, skip)))
+            continue;
+        if (sync && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, p->name))
+            continue; /* compare only against /sync members */
+        if (!p->reachable || p->nofailover || p->failover_priority <= 0 || p->watchdog_failed)
+            continue;
+        if (p->is_primary) {
+            snprintf(why, why_len, "%s is still running as a primary", p->name);
+            return false;
+        }
+        if (p->wal_position > mine) {
+            if (sync && streq(p->name, c->sync.leader))
+                continue; /* the former primary may be ahead: it is not a candidate */
+            snprintf(why, why_len, "%s has a higher wal position (%lld > %lld)", p->name, p->wal_position, mine);
+            return false;
+        }
+        if (!sync && p->wal_position > 0 && p->wal_position == mine && p->failover_priority > my_priority &&
+            !streq(p->name, former)) {
+            snprintf(why, why_len, "%s has the same wal position and a higher failover_priority (%lld > %lld)",
+                     p->name, p->failover_priority, my_priority);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
+    const LocalState *l = o->local;
+    const Cluster *c = o->cluster;
+    const char *me = o->cfg->name;
+    why[0] = '\0';
+    if (l->pre_promote_backoff) {
+        snprintf(why, why_len, "pre_promote failed less than ttl ago");
+        return false;
+    }
+    if (pg_is_primary(l)) {
+        if (paused(o))
+            return !c || !c->has_initialize || !valid_sysid(c->initialize) || streq(c->initialize, l->sysid);
+        long long ctl = cluster_timeline(c);
+        if (ctl > 0 && l->timeline < ctl) {
+            snprintf(why, why_len, "I am a primary on timeline %lld, behind the cluster timeline %lld", l->timeline, ctl);
+            return false;
+        }
+        return true;
+    }
+    if (paused(o)) {
+        snprintf(why, why_len, "the cluster is paused");
+        return false;
+    }
+    if (nofailover(o->cfg)) {
+        snprintf(why, why_len, "I am tagged nofailover");
+        return false;
+    }
+    if (l->watchdog_failed && o->cfg->watchdog.mode == WATCHDOG_REQUIRED) {
+        snprintf(why, why_len, "the watchdog is required but unusable");
+        return false;
+    }
+    if (c && !failover_is_empty(&c->failover)) {
+        const Failover *f = &c->failover;
+        if (f->leader && sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
+            snprintf(why, why_len, "a switchover is in progress and I am not a synchronous standby");
+            return false;
+        }
+        if (f->candidate && streq(f->candidate, me))
+            return true;
+        if (f->candidate) {
+            if (sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
+                snprintf(why, why_len, "the failover candidate is %s and I am not synchronous", f->candidate);
+                return false;
+            }
+            if (peer_eligible(find_peer(o, f->candidate))) {
+                snprintf(why, why_len, "the failover candidate %s is healthy", f->candidate);
+                return false;
+            }
+        }
+        if (f->leader && streq(f->leader, me)) {
+            /* the former leader takes over again only if nobody else can */
+            for (size_t i = 0; i < o->n_peers; i++)
+                if (!streq(o->peers[i].name, me) && peer_eligible(&o->peers[i]) && !o->peers[i].is_primary) {
+                    snprintf(why, why_len, "I am the former leader and %s can take over", o->peers[i].name);
+                    return false;
+                }
+            return true;
+        }
+        return core_check(o, false, f->leader, why, why_len);
+    }
+    if (sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
+        snprintf(why, why_len, "I am not a synchronous standby (%s is the sync leader)", c->sync.leader);
+        return false;
+    }
+    return core_check(o, true, NULL, why, why_len);
+}
+
+/* Where a replica should stream from: the replicatefrom member if it exists, else the leader. */
+static const char *follow_target(const Observation *o) {
+    const Cluster *c = o->cluster;
+    if (o->cfg->tags.nostream)
+        return NULL;
+    if (o->cfg->tags.replicatefrom && cluster_get_member(c, o->cfg->tags.replicatefrom) &&
+        !streq(o->cfg->tags.replicatefrom, o->cfg->name))
+        return o->cfg->tags.replicatefrom;
+    return c && c->leader ? c->leader->name : NULL;
+}
+
+/* A member to clone from: a running `clonefrom` member other than us and the leader, else the leader. */
+static const char *clone_source(const Observation *o) {
+    const Cluster *c = o->cluster;
+    for (size_t i = 0; i < c->n_members; i++) {
+        const Member *m = &c->members[i];
+        if (streq(m->name, o->cfg->name) || streq(m->name, c->leader->name))
+            continue;
+        if (member_tag_bool(m, "clonefrom") && streq(m->state, "running"))
+            return m->name;
+    }
+    return c->leader->name;
+}
+
+/* A manual switchover/failover seen by the lock holder (§4.7). Returns true when it decided. */
+static bool process_manual_failover(const Observation *o, Decision *d) {
+    const Cluster *c = o->cluster;
+    const Failover *f = &c->failover;
+    const char *me = o->cfg->name;
+    if (failover_is_empty(f))
+        return false;
+    if (f->scheduled_at)
+        return false; /* evaluated by the executor, which knows the wall clock */
+    if (f->leader && !streq(f->leader, me)) {
+        set(d, HA_CLEAR_FAILOVER, NULL, "leader name does not match: %s != %s; clearing the failover key",
+            f->leader, me);
+        return true;
+    }
+    if (f->candidate && streq(f->candidate, me)) {
+        set(d, HA_CLEAR_FAILOVER, NULL, "manual failover: I am already the leader, no need to failover");
+        return true;
+    }
+    if (paused(o) && !f->candidate) {
+        set(d, HA_CLEAR_FAILOVER, NULL, "manual failover: no candidate given in the paused state");
+        return true;
+    }
+    /* is a failover target possible? */
+    bool sync = sync_active(o) && o->dyn->synchronous_mode == SYNC_ON;
+    bool possible = false;
+    for (size_t i = 0; i < o->n_peers; i++) {
+        const PeerStatus *p = &o->peers[i];
+        if (streq(p->name, me) || !peer_eligible(p) || p->is_primary)
+            continue;
+        if (f->candidate && !streq(p->name, f->candidate))
+            continue;
+        if (sync && f->leader && !sync_matches(&c->sync, p->name))
+            continue;
+        possible = true;
+    }
+    if (!possible) {
+        set(d, HA_CLEAR_FAILOVER, NULL, "manual failover: no healthy members found, failover is not possible");
+        return true;
+    }
+    d->demote_mode = DEMOTE_GRACEFUL;
+    set(d, HA_SWITCHOVER, f->candidate, "%s: demoting myself", f->leader ? "switchover" : "manual failover");
+    return true;
+}
+
+void decide(const Observation *o, Decision *d) {
+    *d = (Decision){0};
+    const LocalState *l = o->local;
+    const Cluster *c = o->cluster;
+    const char *me = o->cfg->name;
+    const char *pause_prefix = paused(o) ? "PAUSE: " : "";
+
+    if (o->stale_tick) {
+        set(d, HA_NONE, NULL, "the HA loop woke up late; observing only this cycle");
+        return;
+    }
+
+    /* DCS error path (§4.3 step 15) */
+    if (!c) {
+        if (pg_is_primary(l) && !paused(o)) {
+            d->demote_mode = DEMOTE_OFFLINE;
+            set(d, HA_DEMOTE, NULL, "demoting self because DCS is not accessible and I was a leader");
+        } else {
+            set(d, HA_NONE, NULL, "%sDCS is not accessible", pause_prefix);
+        }
+        return;
+    }
+
+    /* a long action is running (§4.3 step 5) */
+    if (l->async_action) {
+        if (am_leader(o) && strcmp(l->async_action, "bootstrap") != 0) {
+            set(d, HA_UPDATE_LOCK_ONLY, NULL, "%s%s in progress", pause_prefix, l->async_action);
+        } else if (!am_leader(o) && pg_is_primary(l) && !paused(o)) {
+            d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+            set(d, HA_DEMOTE, NULL, "%s in progress, but I am a primary without the lock: demoting", l->async_action);
+        } else {
+            set(d, HA_NONE, NULL, "%s%s in progress", pause_prefix, l->async_action);
+        }
+        return;
+    }
+
+    /* empty data directory: bootstrap or clone (§4.2 B1-B6) */
+    if (l->data_dir_error) {
+        set(d, HA_NONE, NULL, "data directory is not accessible");
+        return;
+    }
+    if (l->data_dir_empty) {
+        if (am_leader(o)) {
+            set(d, HA_RELEASE_LOCK, NULL, "releasing the leader key: my data directory is empty");
+            return;
+        }
+        if (paused(o)) {
+            set(d, HA_NONE, NULL, "%srunning with empty data directory", pause_prefix);
+            return;
+        }
+        if (!c->leader && !c->has_initialize && !nofailover(o->cfg)) {
+            set(d, HA_BOOTSTRAP, NULL, "trying to bootstrap a new cluster");
+            return;
+        }
+        if (c->leader) {
+            const Member *lm = c->leader->member;
+            if (lm && lm->state && strcmp(lm->state, "running") != 0 && strcmp(clone_source(o), c->leader->name) == 0) {
+                set(d, HA_NONE, NULL, "waiting for the leader %s to be running before cloning from it", c->leader->name);
+                return;
+            }
+            const char *src = clone_source(o);
+            set(d, HA_CLONE, src, "trying to bootstrap from %s %s", streq(src, c->leader->name) ? "leader" : "replica",
+                src);
+            return;
+        }
+        set(d, HA_NONE, NULL, "waiting for leader to bootstrap");
+        return;
+    }
+
+    /* the data directory belongs to this cluster? (§4.2 step 4) */
+    if (!valid_sysid(l->sysid)) {
+        set(d, HA_NONE, NULL, "data dir for the cluster is not empty, but system ID is invalid; consider doing "
+                              "reinitialize");
+        return;
+    }
+    if (c->has_initialize && valid_sysid(c->initialize) && !streq(c->initialize, l->sysid)) {
+        if (paused(o)) {
+            if (am_leader(o))
+                set(d, HA_RELEASE_LOCK, NULL, "system ID mismatch: node %s belongs to a different cluster: %s != %s",
+                    me, c->initialize, l->sysid);
+            else
+                set(d, HA_NONE, NULL, "%ssystem ID mismatch: node %s belongs to a different cluster: %s != %s",
+                    pause_prefix, me, c->initialize, l->sysid);
+            return;
+        }
+        set(d, HA_FATAL, NULL, "system ID mismatch, node %s belongs to a different cluster: %s != %s", me,
+            c->initialize, l->sysid);
+        return;
+    }
+    if ((!c->has_initialize || !valid_sysid(c->initialize)) && !c->leader && !paused(o)) {
+        if (c->has_initialize && c->initialize[0] == '\0') {
+            set(d, HA_NONE, NULL, "waiting for the bootstrap of another node to finish");
+            return;
+        }
+        if (l->pg_running && l->pg_ready && l->in_recovery) {
+            set(d, HA_FATAL, NULL, "the cluster has no initialize key and this node runs as a replica; "
+                                   "start the primary first");
+            return;
+        }
+        set(d, HA_WRITE_INITIALIZE, NULL, "publishing system identifier %s as /initialize", l->sysid);
+        return;
+    }
+
+    /* PostgreSQL not running: recover (§4.3 step 10, §4.8) */
+    if (!l->pg_running) {
+        if (paused(o)) {
+            if (am_leader(o))
+                set(d, HA_RELEASE_LOCK, NULL, "%spostgres is not running: releasing the leader key", pause_prefix);
+            else
+                set(d, HA_NONE, NULL, "%spostgres is not running", pause_prefix);
+            return;
+        }
+        if (am_leader(o) && l->was_primary) {
+            d->as_primary = true;
+            set(d, HA_START, NULL, "starting primary after failure");
+            return;
+        }
+        if (am_leader(o)) {
+            d->as_primary = true;
+            set(d, HA_START, NULL, "starting as readonly because i had the session lock");
+            return;
+        }
+        const char *t = follow_target(o);
+        set(d, HA_START, t, "starting as a secondary%s%s", t ? " following " : "", t ? t : "");
+        return;
+    }
+
+    if (l->pg_starting) {
+        if (am_leader(o)) {
+            if (l->start_timed_out && !paused(o)) {
+                d->demote_mode = DEMOTE_IMMEDIATE;
+                set(d, HA_DEMOTE, NULL, "primary start timed out: failing over");
+            } else {
+                set(d, HA_UPDATE_LOCK_ONLY, NULL, "%spostgres is starting", pause_prefix);
+            }
+        } else {
+            set(d, HA_NONE, NULL, "%spostgres is starting", pause_prefix);
+        }
+        return;
+    }
+
+    /* unlocked (table U) */
+    if (!c->leader) {
+        char why[256];
+        if (is_healthiest_node(o, why, sizeof why)) {
+            if (paused(o) && !pg_is_primary(l)) {
+                set(d, HA_NONE, NULL, "%sno leader, and I will not promote in the paused state", pause_prefix);
+                return;
+            }
+            set(d, HA_ACQUIRE_LOCK, NULL, pg_is_primary(l) ? "acquired session lock as a leader"
+                                                            : "promoted self to leader by acquiring session lock");
+            return;
+        }
+        if (pg_is_primary(l) && !paused(o)) {
+            d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+            set(d, HA_DEMOTE, NULL, "demoting self because I am not the healthiest node: %s", why);
+            return;
+        }
+        set(d, HA_NONE, NULL, "%sI am (%s), not the healthiest node (%s); waiting for a new leader", pause_prefix,
+            me, why);
+        return;
+    }
+
+    /* locked by us (L1-L3) */
+    if (am_leader(o)) {
+        if (paused(o) && !pg_is_primary(l)) {
+            if (c->failover.candidate && streq(c->failover.candidate, me)) {
+                set(d, HA_UPDATE_LOCK_ONLY, NULL, "%swaiting to become the leader after a manual failover", pause_prefix);
+                return;
+            }
+            set(d, HA_RELEASE_LOCK, NULL, "%sreleasing the leader key: postgres is not running as primary", pause_prefix);
+            return;
+        }
+        if (pg_is_primary(l) && process_manual_failover(o, d))
+            return;
+        if (pg_is_primary(l))
+            set(d, HA_UPDATE_LOCK, NULL, "%sno action. I am (%s), the leader with the lock", pause_prefix, me);
+        else
+            set(d, HA_UPDATE_LOCK, NULL, "promoted self to leader because I had the session lock");
+        return;
+    }
+
+    /* locked by someone else (L5) */
+    if (pg_is_primary(l)) {
+        if (paused(o)) {
+            set(d, HA_NONE, NULL, "%scontinue to run as primary without lock", pause_prefix);
+            return;
+        }
+        d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+        set(d, HA_DEMOTE, c->leader->name, "demoting self because I do not have the lock and I was a leader");
+        return;
+    }
+    const char *t = follow_target(o);
+    if (!streq(t, l->following)) {
+        set(d, HA_FOLLOW, t, "%sI am (%s), a secondary, and following a leader (%s)%s", pause_prefix, me,
+            c->leader->name, t && !streq(t, c->leader->name) ? " through a cascade" : "");
+        return;
+    }
+    set(d, HA_NONE, t, "%sno action. I am (%s), a secondary, and following a leader (%s)", pause_prefix, me,
+        c->leader->name);
+}

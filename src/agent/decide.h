@@ -1,0 +1,94 @@
+/* The HA decision (spec §4.2-4.8) as a pure function: no I/O, time injected, so every row of the
+ * decision tables is a table test (tests/unit/test_decide.c). The executor (ha.c) observes,
+ * calls decide(), carries the decision out and logs decision.message. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "common/config.h"
+#include "dcs/cluster.h"
+
+/* What the local node looks like this cycle. */
+typedef struct LocalState {
+    bool data_dir_empty;        /* no cluster in data_dir (missing, empty, no PG_VERSION) */
+    bool data_dir_error;        /* data_dir not accessible */
+    const char *sysid;          /* our system identifier, NULL when unknown */
+    bool pg_running;            /* the postmaster is alive */
+    bool pg_starting;           /* spawned, not yet accepting connections */
+    bool pg_ready;              /* the status query ran this cycle */
+    bool in_recovery;           /* meaningful when pg_ready */
+    long long timeline;         /* current timeline (running), or pg_control's (stopped) */
+    long long wal_position;     /* primary: flush LSN; replica: max(receive, replay) */
+    bool was_primary;           /* pg_control says the last run was a primary (stopped PG) */
+    const char *async_action;   /* name of a running long action (bootstrap, clone, rewind), or NULL */
+    bool start_timed_out;       /* a start has exceeded primary_start_timeout */
+    bool crashed;               /* the postmaster exited without us asking */
+    const char *following;      /* member our replication currently points at, NULL = none */
+    bool leader_lock_valid;     /* we acquired/renewed the leader lock less than ttl ago */
+    bool watchdog_failed;
+    bool pre_promote_backoff;   /* within ttl of a failed pre_promote */
+} LocalState;
+
+/* Another member's answer to GET /patroni during the leader race (spec §4.5 step 9). */
+typedef struct PeerStatus {
+    const char *name;
+    bool reachable;             /* answered with an xlog object */
+    bool is_primary;            /* role primary / not in recovery */
+    long long wal_position;     /* max(received, replayed) or location */
+    bool nofailover;
+    long long failover_priority;
+    bool watchdog_failed;
+} PeerStatus;
+
+typedef struct Observation {
+    const PghaConfig *cfg;
+    const DynConfig *dyn;
+    const Cluster *cluster;     /* NULL when the DCS could not be read */
+    const Cluster *last_locked; /* the last view that had a leader (candidate set), may be NULL */
+    const LocalState *local;
+    const PeerStatus *peers;    /* probed only when the cluster is unlocked */
+    size_t n_peers;
+    bool peers_probed;
+    bool stale_tick;            /* the loop woke far later than planned: observe, do not act */
+    usec_t now;
+} Observation;
+
+typedef enum HaAction {
+    HA_NONE,                    /* nothing to do (message says why) */
+    HA_FATAL,                   /* refuse to run: the message says why; the agent exits */
+    HA_WRITE_INITIALIZE,        /* publish our sysid as /initialize, then continue */
+    HA_BOOTSTRAP,               /* race for /initialize; the winner runs initdb */
+    HA_CLONE,                   /* create a replica from `target` */
+    HA_START,                   /* start PostgreSQL: as primary if `as_primary`, else following `target` */
+    HA_ACQUIRE_LOCK,            /* race for the leader key; promote when won, follow when lost */
+    HA_UPDATE_LOCK,             /* renew; then promote when PG is a replica */
+    HA_UPDATE_LOCK_ONLY,        /* renew while a long action or a start runs */
+    HA_RELEASE_LOCK,            /* delete our leader key */
+    HA_DEMOTE,                  /* stop being primary: `demote_mode` */
+    HA_FOLLOW,                  /* make replication point at `target` (NULL: nobody) */
+    HA_SWITCHOVER,              /* a manual switchover/failover asks us to step down (graceful) */
+    HA_CLEAR_FAILOVER,          /* the failover key is stale or not for us: clear it */
+} HaAction;
+
+typedef enum DemoteMode {
+    DEMOTE_GRACEFUL,            /* switchover: fast stop with checkpoint, release, follow */
+    DEMOTE_IMMEDIATE,           /* unfit to be primary: immediate stop, release */
+    DEMOTE_IMMEDIATE_NOLOCK,    /* lost the lock: immediate stop, nothing to release */
+    DEMOTE_OFFLINE,             /* DCS unreachable: fast stop, restart read-only without upstream */
+} DemoteMode;
+
+typedef struct Decision {
+    HaAction action;
+    DemoteMode demote_mode;
+    bool as_primary;            /* HA_START */
+    char target[128];           /* member name for CLONE/START/FOLLOW, "" = none */
+    char message[512];          /* the cycle's summary line */
+} Decision;
+
+const char *ha_action_name(HaAction a);
+const char *demote_mode_name(DemoteMode m);
+
+void decide(const Observation *o, Decision *ret);
+
+/* Spec §4.5: may this node take the leader key? (pure; uses o->peers). */
+bool is_healthiest_node(const Observation *o, char *why, size_t why_len);

@@ -1,0 +1,1647 @@
+#include "agent/ha.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/decide.h"
+#include "agent/probe.h"
+#include "agent/snapshot.h"
+#include "common/json.h"
+#include "common/sdnotify.h"
+#include "dcs/dcs.h"
+#include "pg/pg.h"
+#include "restapi/restapi.h"
+
+typedef enum TaskKind { TASK_NONE, TASK_BOOTSTRAP, TASK_CLONE, TASK_REWIND } TaskKind;
+
+typedef struct Task {
+    TaskKind kind;
+    pthread_t thread;
+    _Atomic bool done;
+    int result;
+    char *error;
+    char host[256];
+    int port;
+    bool crash_recovery; /* rewind: finish crash recovery first */
+    struct Ha *ha;
+} Task;
+
+typedef struct Ha {
+    Agent *a;
+    Dcs *dcs;
+    RestServer *rest;
+    int wake_fd;
+
+    /* PostgreSQL */
+    char *bin_dir;
+    int major;
+    pid_t pm_pid;
+    int pm_pidfd;
+    bool pg_starting;
+    bool start_as_primary;
+    usec_t start_began;
+    bool promoting;
+    bool expect_stop;
+    bool crashed;
+    PGconn *conn;
+    PgStatus st;
+    char sysid[32];
+    bool have_controldata;
+    ControlData cd;
+    char state[64];
+    char role[32];
+    char following[128];
+    bool following_set;
+    char *applied_conf;  /* the postgresql.conf content last written, to detect changes */
+    char *last_error;
+
+    /* DCS view */
+    Cluster *cluster;
+    Cluster *last_locked;
+    DynConfig dyn;
+    long long dyn_version;
+    bool dyn_loaded;
+    long long dcs_last_seen;
+    usec_t cluster_read_at;
+    usec_t lock_valid_until;
+    char *last_status;   /* last /status value we wrote */
+
+    Task task;
+    usec_t next_cycle;
+    usec_t last_cycle;
+    bool stopping;
+    bool fatal;
+    usec_t pre_promote_failed_at;
+} Ha;
+
+/* ------------------------------------------------------------------------------------------ */
+/* helpers                                                                                     */
+
+static const PghaConfig *cfg_of(Ha *h) { return &h->a->cfg; }
+
+static void set_state(Ha *h, const char *state) { snprintf(h->state, sizeof h->state, "%s", state); }
+static void set_role(Ha *h, const char *role) { snprintf(h->role, sizeof h->role, "%s", role); }
+
+static void wake(void *ud) {
+    Ha *h = ud;
+    uint64_t one = 1;
+    (void)!write(h->wake_fd, &one, sizeof one);
+}
+
+static int loop_wait_s(Ha *h) { return (int)(h->dyn_loaded ? h->dyn.loop_wait : cfg_of(h)->bootstrap.dyn.loop_wait); }
+static int ttl_s(Ha *h) { return (int)(h->dyn_loaded ? h->dyn.ttl : cfg_of(h)->bootstrap.dyn.ttl); }
+
+static const DynConfig *dyn_of(Ha *h) { return h->dyn_loaded ? &h->dyn : &cfg_of(h)->bootstrap.dyn; }
+
+static bool use_slots(Ha *h) { return dyn_of(h)->use_slots; }
+
+/* Local connection: the unix socket when use_unix_socket, else the first listen address. */
+static void local_conn_params(Ha *h, PgConnParams *p, char *hostbuf, size_t hostlen) {
+    const PghaConfig *cfg = cfg_of(h);
+    StrList addrs = {0};
+    int port = 5432;
+    (void)parse_listen(cfg->postgresql.listen, &addrs, &port);
+    const char *host = addrs.n ? addrs.v[0] : "127.0.0.1";
+    if (strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0)
+        host = "127.0.0.1";
+    else if (strcmp(host, "::") == 0)
+        host = "::1";
+    snprintf(hostbuf, hostlen, "%s", host);
+    if (cfg->postgresql.use_unix_socket) {
+        const YNode *sd = cfg->postgresql.parameters ? ynode_get(cfg->postgresql.parameters, "unix_socket_directories")
+                                                     : NULL;
+        if (sd && sd->type == Y_STR) {
+            _cleanup_free_ char *first = xstrdup(sd->text);
+            char *comma = strchr(first, ',');
+            if (comma)
+                *comma = '\0';
+            str_trim(first);
+            if (*first)
+                snprintf(hostbuf, hostlen, "%s", first);
+        } else {
+            snprintf(hostbuf, hostlen, "/var/run/postgresql");
+        }
+    }
+    strlist_clear(&addrs);
+    *p = (PgConnParams){.host = hostbuf, .port = port, .user = cfg->postgresql.superuser.username,
+                        .password = cfg->postgresql.superuser.password, .dbname = cfg->postgresql.database,
+                        .application_name = "Patroni", .connect_timeout = 3, .ssl = &cfg->postgresql.superuser};
+}
+
+static void close_conn(Ha *h) {
+    if (h->conn)
+        PQfinish(h->conn);
+    h->conn = NULL;
+}
+
+static PGconn *get_conn(Ha *h) {
+    if (h->conn && PQstatus(h->conn) == CONNECTION_OK)
+        return h->conn;
+    close_conn(h);
+    PgConnParams p;
+    char host[256];
+    local_conn_params(h, &p, host, sizeof host);
+    char *err = NULL;
+    h->conn = pg_connect(&p, &err);
+    if (!h->conn) {
+        log_debug("cannot connect to the local PostgreSQL: %s", err);
+        free(err);
+    }
+    return h->conn;
+}
+
+static char *conn_url(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    _cleanup_free_ char *host = NULL;
+    int port = 5432;
+    if (cfg->postgresql.connect_address) {
+        (void)parse_host_port(cfg->postgresql.connect_address, 5432, &host, &port);
+    } else {
+        StrList addrs = {0};
+        (void)parse_listen(cfg->postgresql.listen, &addrs, &port);
+        host = xstrdup(addrs.n ? addrs.v[0] : "127.0.0.1");
+        strlist_clear(&addrs);
+    }
+    if (host && strchr(host, ':'))
+        return xasprintf("postgres://[%s]:%d/%s", host, port, cfg->postgresql.database);
+    return xasprintf("postgres://%s:%d/%s", host ? host : "127.0.0.1", port, cfg->postgresql.database);
+}
+
+static char *api_url(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    return xasprintf("%s://%s/patroni", cfg->restapi.certfile ? "https" : "http", cfg->restapi.connect_address);
+}
+
+/* Effective tags as Patroni publishes them: predefined booleans only when true. */
+static cJSON *effective_tags(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    cJSON *t = cJSON_CreateObject();
+    static const char *const bool_tags[] = {"nofailover", "clonefrom", "noloadbalance", "nosync", "nostream"};
+    const YNode *all = cfg->tags.all;
+    for (size_t i = 0; all && i < all->n; i++) {
+        const char *k = all->keys[i];
+        bool predefined = false;
+        for (size_t b = 0; b < ELEMENTSOF(bool_tags); b++)
+            if (strcmp(k, bool_tags[b]) == 0)
+                predefined = true;
+        if (predefined) {
+            bool v = false;
+            if (strcmp(k, "nofailover") == 0)
+                v = cfg->tags.nofailover;
+            else if (strcmp(k, "clonefrom") == 0)
+                v = cfg->tags.clonefrom;
+            else if (strcmp(k, "noloadbalance") == 0)
+                v = cfg->tags.noloadbalance;
+            else if (strcmp(k, "nosync") == 0)
+                v = cfg->tags.nosync;
+            else
+                v = cfg->tags.nostream;
+            if (v)
+                cJSON_AddTrueToObject(t, k);
+            continue;
+        }
+        if (strcmp(k, "failover_priority") == 0) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%lld", cfg->tags.failover_priority);
+            cJSON_AddItemToObject(t, k, cJSON_CreateRaw(buf));
+            continue;
+        }
+        if (all->items[i]->type != Y_NULL)
+            cJSON_AddItemToObject(t, k, ynode_to_json(all->items[i]));
+    }
+    if (config_is_set(cfg, "tags.failover_priority") && !cJSON_GetObjectItemCaseSensitive(t, "nofailover") &&
+        cfg->tags.nofailover)
+        cJSON_AddTrueToObject(t, "nofailover");
+    return t;
+}
+
+static const Member *member_by_name(Ha *h, const char *name) { return cluster_get_member(h->cluster, name); }
+
+static bool member_host_port(const Member *m, char *host, size_t hostlen, int *port) {
+    char *hst = NULL;
+    if (!member_conn_host_port(m, &hst, port))
+        return false;
+    snprintf(host, hostlen, "%s", hst);
+    free(hst);
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* PostgreSQL control                                                                          */
+
+static void write_pgpass(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (!cfg->postgresql.pgpass)
+        return;
+    StrList lines = {0};
+    const PgAuth *auths[] = {&cfg->postgresql.replication, &cfg->postgresql.superuser, &cfg->postgresql.rewind};
+    for (size_t i = 0; i < ELEMENTSOF(auths); i++)
+        if (auths[i]->username && auths[i]->password) {
+            _cleanup_free_ char *l = pg_pgpass_line("*", "*", auths[i]->username, auths[i]->password);
+            if (!strlist_contains(&lines, l))
+                strlist_add(&lines, l);
+        }
+    char *err = NULL;
+    if (pg_write_pgpass(cfg->postgresql.pgpass, &lines, &err) < 0) {
+        log_error("%s", err);
+        free(err);
+    }
+    strlist_clear(&lines);
+}
+
+/* Write postgresql.conf (and standby.signal) for a start as primary or as a replica of `target`. */
+static int write_configuration(Ha *h, bool as_primary, const char *target) {
+    const PghaConfig *cfg = cfg_of(h);
+    StrList warnings = {0};
+    YNode *params = pg_build_parameters(cfg, dyn_of(h)->parameters, h->major, &warnings);
+    for (size_t i = 0; i < warnings.n; i++)
+        log_warning("%s", warnings.v[i]);
+    strlist_clear(&warnings);
+    YNode *recovery = NULL;
+    if (!as_primary) {
+        recovery = ynode_new(Y_MAP, "recovery", 0);
+        const Member *m = target ? member_by_name(h, target) : NULL;
+        char host[256];
+        int port;
+        if (m && member_host_port(m, host, sizeof host, &port)) {
+            _cleanup_free_ char *ci = pg_primary_conninfo(cfg, host, port);
+            ynode_set(recovery, "primary_conninfo", ynode_new_str(ci, "recovery", 0));
+            if (use_slots(h) && !cfg->tags.nostream) {
+                _cleanup_free_ char *slot = slot_name_from_member_name(cfg->name);
+                ynode_set(recovery, "primary_slot_name", ynode_new_str(slot, "recovery", 0));
+            }
+        }
+        ynode_set(recovery, "recovery_target_timeline", ynode_new_str("latest", "recovery", 0));
+        const YNode *rc = cfg->postgresql.recovery_conf ? cfg->postgresql.recovery_conf : dyn_of(h)->recovery_conf;
+        for (size_t i = 0; rc && i < rc->n; i++)
+            if (!ynode_get(recovery, rc->keys[i]))
+                ynode_set(recovery, rc->keys[i], ynode_clone(rc->items[i]));
+    }
+    char *err = NULL;
+    int r = pg_write_postgresql_conf(cfg, params, recovery, &err);
+    if (r == 0)
+        r = pg_set_standby_signal(cfg->postgresql.data_dir, !as_primary, &err);
+    /* pg_hba / pg_ident: the local configuration wins over the dynamic one */
+    const YNode *hba = cfg->postgresql.pg_hba ? cfg->postgresql.pg_hba : dyn_of(h)->pg_hba;
+    if (r == 0 && hba) {
+        _cleanup_free_ char *path = xasprintf("%s/pg_hba.conf", cfg->postgresql.config_dir);
+        r = pg_write_hba(path, hba, false, &err);
+    }
+    const YNode *ident = cfg->postgresql.pg_ident ? cfg->postgresql.pg_ident : dyn_of(h)->pg_ident;
+    if (r == 0 && ident) {
+        _cleanup_free_ char *path = xasprintf("%s/pg_ident.conf", cfg->postgresql.config_dir);
+        r = pg_write_hba(path, ident, false, &err);
+    }
+    if (r < 0) {
+        log_error("cannot write the PostgreSQL configuration: %s", err);
+        free(err);
+    }
+    ynode_free(params);
+    ynode_free(recovery);
+    snprintf(h->following, sizeof h->following, "%s", as_primary || !target ? "" : target);
+    h->following_set = true;
+    write_pgpass(h);
+    return r;
+}
+
+static void reap_children(void) {
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+}
+
+static void forget_postmaster(Ha *h) {
+    if (h->pm_pidfd >= 0)
+        close(h->pm_pidfd);
+    h->pm_pidfd = -1;
+    h->pm_pid = 0;
+    close_conn(h);
+    pg_status_free(&h->st);
+    h->st = (PgStatus){0};
+    h->pg_starting = false;
+    h->promoting = false;
+}
+
+static void attach_postmaster(Ha *h, pid_t pid) {
+    h->pm_pid = pid;
+    h->pm_pidfd = pg_pidfd(pid);
+    if (h->pm_pidfd < 0)
+        log_warning("cannot watch the postmaster %d with a pidfd (%s); its exit is noticed at the next cycle",
+                    (int)pid, strerror(-h->pm_pidfd));
+}
+
+static bool postmaster_alive(Ha *h) {
+    if (h->pm_pid <= 0)
+        return false;
+    reap_children();
+    return pg_process_alive(h->pm_pid);
+}
+
+static void run_callback(Ha *h, const char *action, const char *role) {
+    const PghaConfig *cfg = cfg_of(h);
+    const char *cmd = NULL;
+    if (strcmp(action, "on_start") == 0)
+        cmd = cfg->postgresql.callbacks.on_start;
+    else if (strcmp(action, "on_stop") == 0)
+        cmd = cfg->postgresql.callbacks.on_stop;
+    else if (strcmp(action, "on_restart") == 0)
+        cmd = cfg->postgresql.callbacks.on_restart;
+    else if (strcmp(action, "on_reload") == 0)
+        cmd = cfg->postgresql.callbacks.on_reload;
+    else if (strcmp(action, "on_role_change") == 0)
+        cmd = cfg->postgresql.callbacks.on_role_change;
+    if (!cmd)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        setsid();
+        _cleanup_free_ char *line = xasprintf("%s %s %s %s", cmd, action, role, cfg->scope);
+        execl("/bin/sh", "sh", "-c", line, (char *)NULL);
+        _exit(127);
+    }
+    if (pid < 0)
+        log_warning("cannot run the %s callback: %s", action, strerror(errno));
+}
+
+static int start_postgres(Ha *h, bool as_primary, const char *target) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (write_configuration(h, as_primary, target) < 0)
+        return -EIO;
+    StrList warnings = {0};
+    YNode *params = pg_build_parameters(cfg, dyn_of(h)->parameters, h->major, &warnings);
+    strlist_clear(&warnings);
+    StrList args = {0};
+    pg_cmdline_options(params, &args);
+    ynode_free(params);
+    _cleanup_free_ char *postgres = pg_bin(h->bin_dir, cfg->postgresql.bin_name.postgres);
+    _cleanup_free_ char *conf = xasprintf("%s/postgresql.conf", cfg->postgresql.config_dir);
+    /* a stale postmaster.pid of a dead postmaster blocks the start: PostgreSQL checks it itself */
+    pid_t pid = 0;
+    char *err = NULL;
+    int r = pg_spawn_postmaster(postgres, cfg->postgresql.data_dir, conf, &args, &pid, &err);
+    strlist_clear(&args);
+    if (r < 0) {
+        log_error("cannot start PostgreSQL: %s", err);
+        free(err);
+        set_state(h, "start failed");
+        return r;
+    }
+    attach_postmaster(h, pid);
+    h->pg_starting = true;
+    h->start_as_primary = as_primary;
+    h->start_began = now_monotonic();
+    h->expect_stop = false;
+    h->crashed = false;
+    set_state(h, "starting");
+    log_info("postmaster pid=%d", (int)pid);
+    return 0;
+}
+
+static int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
+    if (h->pm_pid <= 0)
+        return 0;
+    const PghaConfig *cfg = cfg_of(h);
+    if (cfg->postgresql.before_stop) {
+        StrList argv = {0};
+        strlist_add(&argv, "/bin/sh");
+        strlist_add(&argv, "-c");
+        strlist_add(&argv, cfg->postgresql.before_stop);
+        char *out = NULL;
+        int r = run_command(&argv, NULL, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC, &out);
+        if (r != 0)
+            log_warning("before_stop script exited with %d: %s", r, out ? str_trim(out) : "");
+        free(out);
+        strlist_clear(&argv);
+    }
+    log_info("stopping PostgreSQL (%s)%s%s", mode == PG_STOP_FAST ? "fast" : mode == PG_STOP_IMMEDIATE ? "immediate" : "smart",
+             why ? ": " : "", why ? why : "");
+    h->expect_stop = true;
+    set_state(h, "stopping");
+    close_conn(h);
+    int r = pg_signal_stop(h->pm_pid, mode, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC);
+    if (r == -ETIMEDOUT && mode != PG_STOP_IMMEDIATE) {
+        log_warning("PostgreSQL did not stop within pg_ctl_timeout; sending an immediate shutdown");
+        r = pg_signal_stop(h->pm_pid, PG_STOP_IMMEDIATE, 30 * USEC_PER_SEC);
+    }
+    if (r == -ETIMEDOUT) {
+        set_state(h, "stop failed");
+        return r;
+    }
+    forget_postmaster(h);
+    reap_children();
+    set_state(h, "stopped");
+    run_callback(h, "on_stop", h->role);
+    return 0;
+}
+
+static int promote_postgres(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (cfg->postgresql.pre_promote) {
+        StrList argv = {0};
+        strlist_add(&argv, "/bin/sh");
+        strlist_add(&argv, "-c");
+        strlist_add(&argv, cfg->postgresql.pre_promote);
+        char *out = NULL;
+        int r = run_command(&argv, NULL, (usec_t)ttl_s(h) * USEC_PER_SEC, &out);
+        strlist_clear(&argv);
+        if (r != 0) {
+            log_error("pre_promote script failed (%d): %s", r, out ? str_trim(out) : "");
+            free(out);
+            h->pre_promote_failed_at = now_monotonic();
+            return -ECANCELED;
+        }
+        free(out);
+    }
+    StrList argv = {0};
+    _cleanup_free_ char *pg_ctl = pg_bin(h->bin_dir, cfg->postgresql.bin_name.pg_ctl);
+    strlist_add(&argv, pg_ctl);
+    strlist_add(&argv, "promote");
+    strlist_add(&argv, "-W");
+    strlist_add(&argv, "-D");
+    strlist_add(&argv, cfg->postgresql.data_dir);
+    char *out = NULL;
+    int r = run_command(&argv, NULL, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC, &out);
+    strlist_clear(&argv);
+    if (r != 0) {
+        log_error("pg_ctl promote failed (%d): %s", r, out ? str_trim(out) : "");
+        free(out);
+        return -EIO;
+    }
+    free(out);
+    h->promoting = true;
+    set_role(h, "promoted");
+    run_callback(h, "on_role_change", "primary");
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* long actions in a worker thread                                                             */
+
+static void *task_main(void *arg) {
+    Task *t = arg;
+    Ha *h = t->ha;
+    const PghaConfig *cfg = cfg_of(h);
+    char *err = NULL;
+    int r = 0;
+    switch (t->kind) {
+    case TASK_BOOTSTRAP: r = pg_initdb(cfg, h->bin_dir, &err); break;
+    case TASK_CLONE: r = pg_basebackup(cfg, h->bin_dir, t->host, t->port, &err); break;
+    case TASK_REWIND:
+        if (t->crash_recovery)
+            r = pg_crash_recovery(cfg, h->bin_dir, &err);
+        if (r == 0)
+            r = pg_rewind(cfg, h->bin_dir, t->host, t->port, &err);
+        break;
+    default: break;
+    }
+    t->result = r;
+    t->error = err;
+    t->done = true;
+    wake(h);
+    return NULL;
+}
+
+static const char *task_name(TaskKind k) {
+    switch (k) {
+    case TASK_BOOTSTRAP: return "bootstrap";
+    case TASK_CLONE: return "clone";
+    case TASK_REWIND: return "rewind";
+    default: return NULL;
+    }
+}
+
+static void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery) {
+    Task *t = &h->task;
+    free(t->error);
+    *t = (Task){.kind = kind, .ha = h, .port = port, .crash_recovery = crash_recovery};
+    snprintf(t->host, sizeof t->host, "%s", host ? host : "");
+    if (pthread_create(&t->thread, NULL, task_main, t) != 0) {
+        log_error("cannot start the %s task: %s", task_name(kind), strerror(errno));
+        t->kind = TASK_NONE;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* observation                                                                                 */
+
+static void refresh_controldata(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    _cleanup_free_ char *bin = pg_bin(h->bin_dir, cfg->postgresql.bin_name.pg_controldata);
+    char *err = NULL;
+    h->have_controldata = pg_controldata(bin, cfg->postgresql.data_dir, &h->cd, &err) == 0;
+    if (h->have_controldata)
+        snprintf(h->sysid, sizeof h->sysid, "%s", h->cd.sysid);
+    else {
+        log_debug("pg_controldata: %s", err);
+        free(err);
+    }
+}
+
+static bool data_dir_empty(Ha *h) {
+    const char *dir = cfg_of(h)->postgresql.data_dir;
+    if (pg_data_dir_empty(dir))
+        return true;
+    _cleanup_free_ char *pv = xasprintf("%s/PG_VERSION", dir);
+    struct stat st;
+    return stat(pv, &st) < 0;
+}
+
+static void observe_pg(Ha *h, LocalState *l) {
+    *l = (LocalState){0};
+    const PghaConfig *cfg = cfg_of(h);
+    struct stat st;
+    if (stat(cfg->postgresql.data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        l->data_dir_error = true;
+        return;
+    }
+    l->data_dir_empty = data_dir_empty(h);
+    if (l->data_dir_empty) {
+        if (h->pm_pid <= 0)
+            set_role(h, "uninitialized");
+        h->sysid[0] = '\0';
+        return;
+    }
+    if (!h->sysid[0] || !h->pm_pid)
+        refresh_controldata(h);
+    l->sysid = h->sysid[0] ? h->sysid : NULL;
+
+    if (h->pm_pid > 0 && !postmaster_alive(h)) {
+        bool expected = h->expect_stop;
+        forget_postmaster(h);
+        if (!expected) {
+            log_warning("postmaster is not running (it exited on its own)");
+            h->crashed = true;
+            set_state(h, "crashed");
+        } else {
+            set_state(h, "stopped");
+        }
+    }
+    if (h->pm_pid <= 0) {
+        /* adopt a postmaster that runs without us (agent restarted) */
+        PidFile pf;
+        if (pg_read_pid_file(cfg->postgresql.data_dir, &pf) == 0 && pg_process_alive(pf.pid)) {
+            log_info("found an already running postmaster (pid %d); taking it over", (int)pf.pid);
+            attach_postmaster(h, pf.pid);
+            h->pg_starting = strcmp(pf.status, "ready") != 0 && strcmp(pf.status, "standby") != 0;
+            if (h->pg_starting)
+                h->start_began = now_monotonic();
+        }
+    }
+    l->pg_running = h->pm_pid > 0;
+    l->crashed = h->crashed;
+    if (!l->pg_running) {
+        refresh_controldata(h);
+        l->timeline = h->cd.checkpoint_tli;
+        l->wal_position = h->cd.checkpoint_lsn;
+        l->was_primary = h->have_controldata && (strcmp(h->cd.state, "in production") == 0 ||
+                                                 strcmp(h->cd.state, "shut down") == 0 ||
+                                                 strcmp(h->cd.state, "shutting down") == 0 ||
+                                                 strcmp(h->cd.state, "in crash recovery") == 0);
+        pg_status_free(&h->st);
+        h->st = (PgStatus){0};
+        if (strcmp(h->state, "crashed") != 0)
+            set_state(h, "stopped");
+        return;
+    }
+    PGconn *c = get_conn(h);
+    if (c) {
+        pg_status_free(&h->st);
+        char *err = NULL;
+        if (pg_query_status(c, &h->st, &err) < 0) {
+            log_debug("status query failed: %s", err);
+            free(err);
+            close_conn(h);
+        }
+    } else {
+        pg_status_free(&h->st);
+        h->st = (PgStatus){0};
+    }
+    if (h->pg_starting && h->st.ok) {
+        h->pg_starting = false;
+        log_info("PostgreSQL is running%s", h->st.in_recovery ? " as a replica" : "");
+        run_callback(h, "on_start", h->st.in_recovery ? "replica" : "primary");
+    }
+    l->pg_starting = h->pg_starting;
+    l->pg_ready = h->st.ok;
+    if (h->st.ok) {
+        set_state(h, "running");
+        l->in_recovery = h->st.in_recovery;
+        l->timeline = h->st.timeline;
+        l->wal_position = h->st.wal_position;
+        if (!h->st.in_recovery) {
+            if (h->promoting)
+                log_info("promotion complete: PostgreSQL is a primary on timeline %lld", h->st.timeline);
+            h->promoting = false;
+            set_role(h, "primary");
+        } else if (!h->promoting) {
+            set_role(h, "replica");
+        }
+    } else if (h->pg_starting) {
+        set_state(h, "starting");
+        long long limit = h->start_as_primary ? dyn_of(h)->primary_start_timeout : cfg->postgresql.pg_ctl_timeout;
+        l->start_timed_out = now_monotonic() - h->start_began > (usec_t)limit * USEC_PER_SEC;
+    } else {
+        /* running but not answering: treat as starting (e.g. crash recovery in progress) */
+        l->pg_starting = true;
+        set_state(h, "starting");
+    }
+    l->following = h->following_set ? (h->following[0] ? h->following : NULL) : NULL;
+    if (!h->following_set && h->st.ok && h->st.in_recovery) {
+        /* unknown after an agent restart: find the member our primary_conninfo points at */
+        l->following = "\x01unknown";
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* DCS side effects                                                                            */
+
+static void refresh_dynamic_config(Ha *h) {
+    const Cluster *c = h->cluster;
+    if (!c || !c->has_config || c->config_version <= 0 || c->config_version == h->dyn_version)
+        return;
+    YNode *n = ynode_from_json(c->config, "DCS /config");
+    DynConfig next;
+    CfgDiag diag = {0};
+    int r = dyn_config_parse(n, &next, &diag);
+    ynode_free(n);
+    for (size_t i = 0; i < diag.warnings.n; i++)
+        log_warning("%s", diag.warnings.v[i]);
+    if (r < 0) {
+        for (size_t i = 0; i < diag.errors.n; i++)
+            log_error("%s", diag.errors.v[i]);
+        log_error("the dynamic configuration in the DCS is invalid; keeping the previous one");
+        dyn_config_free(&next);
+    } else {
+        if (h->dyn_loaded && (next.ttl != h->dyn.ttl || next.loop_wait != h->dyn.loop_wait ||
+                              next.retry_timeout != h->dyn.retry_timeout))
+            log_info("dynamic configuration changed: ttl=%lld loop_wait=%lld retry_timeout=%lld", next.ttl,
+                     next.loop_wait, next.retry_timeout);
+        if (h->dyn_loaded)
+            dyn_config_free(&h->dyn);
+        h->dyn = next;
+        h->dyn_loaded = true;
+        dcs_set_timings(h->dcs, (int)h->dyn.ttl, (int)h->dyn.loop_wait, (int)h->dyn.retry_timeout);
+    }
+    h->dyn_version = c->config_version;
+    cfg_diag_clear(&diag);
+}
+
+static char *bootstrap_config_json(Ha *h) {
+    const YNode *dcs = cfg_of(h)->bootstrap.dcs;
+    if (!dcs)
+        return xstrdup("{}");
+    cJSON *j = ynode_to_json(dcs);
+    char *s = json_dumps(j, false);
+    cJSON_Delete(j);
+    return s;
+}
+
+static void touch_member(Ha *h) {
+    Member m = {0};
+    m.conn_url = conn_url(h);
+    m.api_url = api_url(h);
+    m.state = xstrdup(h->state);
+    m.role = xstrdup(h->role);
+    m.version = xstrdup(PGHA_PATRONI_VERSION);
+    m.proxy_url = cfg_of(h)->postgresql.proxy_address
+                      ? xasprintf("postgres://%s/%s", cfg_of(h)->postgresql.proxy_address, cfg_of(h)->postgresql.database)
+                      : NULL;
+    m.tags = effective_tags(h);
+    if (h->st.ok && h->task.kind == TASK_NONE) {
+        m.has_xlog_location = true;
+        m.xlog_location = h->st.wal_position;
+        if (h->st.in_recovery && h->st.streaming)
+            m.replication_state = xstrdup("streaming");
+        m.has_timeline = h->st.timeline > 0;
+        m.timeline = h->st.timeline;
+    }
+    m.pause = dyn_of(h)->pause;
+    char *json = cluster_encode_member(&m);
+    member_free_contents(&m);
+    if (dcs_touch_member(h->dcs, json) < 0)
+        log_warning("failed to update the member key: %s", dcs_error(h->dcs));
+    free(json);
+}
+
+/* /history from the timeline history file of the current timeline (spec §4.9). */
+static void update_history(Ha *h) {
+    const Cluster *c = h->cluster;
+    long long tl = h->st.timeline;
+    if (!c || tl <= 0)
+        return;
+    int n = c->history ? cJSON_GetArraySize(c->history) : -1;
+    if (tl == 1) {
+        if (n != 0)
+            (void)dcs_set_history(h->dcs, "[]");
+        return;
+    }
+    if (n > 0) {
+        const cJSON *last = cJSON_GetArrayItem(c->history, n - 1);
+        long long last_tl = 0;
+        if (cJSON_IsArray(last) && json_item_ll(cJSON_GetArrayItem(last, 0), &last_tl) && last_tl == tl - 1 &&
+            cJSON_GetArraySize(last) >= 5)
+            return;
+    }
+    const PghaConfig *cfg = cfg_of(h);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/pg_wal/%08llX.history", cfg->postgresql.data_dir, (unsigned long long)tl);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    struct stat st;
+    time_t mtime = fstat(fileno(f), &st) == 0 ? st.st_mtime : time(NULL);
+    cJSON *arr = cJSON_CreateArray();
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        char *p = str_trim(line);
+        if (!*p || *p == '#')
+            continue;
+        char *save = NULL;
+        char *tli = strtok_r(p, "\t ", &save), *lsn = strtok_r(NULL, "\t ", &save), *reason = strtok_r(NULL, "", &save);
+        long long lv;
+        if (!tli || !lsn || pg_parse_lsn(lsn, &lv) < 0)
+            continue;
+        cJSON *e = cJSON_CreateArray();
+        char buf[32];
+        snprintf(buf, sizeof buf, "%lld", atoll(tli));
+        cJSON_AddItemToArray(e, cJSON_CreateRaw(buf));
+        snprintf(buf, sizeof buf, "%lld", lv);
+        cJSON_AddItemToArray(e, cJSON_CreateRaw(buf));
+        cJSON_AddItemToArray(e, cJSON_CreateString(reason ? str_trim(reason) : ""));
+        cJSON_AddItemToArray(arr, e);
+    }
+    fclose(f);
+    int m = cJSON_GetArraySize(arr);
+    /* older entries keep what the DCS already has; the newest gets the timestamp and our name */
+    for (int i = 0; i < m; i++) {
+        cJSON *e = cJSON_GetArrayItem(arr, i);
+        const cJSON *old = n > i ? cJSON_GetArrayItem(c->history, i) : NULL;
+        if (i == m - 1) {
+            struct tm tm;
+            localtime_r(&mtime, &tm);
+            char ts[64], tz[8];
+            strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+            strftime(tz, sizeof tz, "%z", &tm);
+            char iso[80];
+            snprintf(iso, sizeof iso, "%s%.3s:%.2s", ts, tz, tz + 3);
+            cJSON_AddItemToArray(e, cJSON_CreateString(iso));
+            cJSON_AddItemToArray(e, cJSON_CreateString(cfg->name));
+        } else if (cJSON_IsArray(old) && cJSON_GetArraySize(old) >= 4) {
+            for (int k = 3; k < cJSON_GetArraySize(old); k++)
+                cJSON_AddItemToArray(e, cJSON_Duplicate(cJSON_GetArrayItem(old, k), true));
+        }
+    }
+    long long keep = dyn_of(h)->max_timelines_history;
+    while (keep > 0 && cJSON_GetArraySize(arr) > keep)
+        cJSON_DeleteItemFromArray(arr, 0);
+    char *json = json_dumps(arr, false);
+    cJSON_Delete(arr);
+    if (dcs_set_history(h->dcs, json) < 0)
+        log_warning("failed to update /history: %s", dcs_error(h->dcs));
+    free(json);
+}
+
+static void update_status(Ha *h) {
+    if (!h->st.ok || h->st.in_recovery)
+        return;
+    char *json = cluster_encode_status(h->st.flush_lsn, NULL, NULL);
+    if (!streq(json, h->last_status)) {
+        if (dcs_set_status(h->dcs, json) == 1) {
+            free(h->last_status);
+            h->last_status = json;
+            json = NULL;
+        }
+    }
+    free(json);
+}
+
+/* Physical slots for every other member on the primary (spec §4.11, the part the replicas need
+ * to stream: primary_slot_name points at them). */
+static void ensure_member_slots(Ha *h) {
+    if (!use_slots(h) || !h->st.ok || h->st.in_recovery || !h->cluster)
+        return;
+    PGconn *c = get_conn(h);
+    if (!c)
+        return;
+    for (size_t i = 0; i < h->cluster->n_members; i++) {
+        const Member *m = &h->cluster->members[i];
+        if (streq(m->name, cfg_of(h)->name) || member_tag_bool(m, "nostream"))
+            continue;
+        _cleanup_free_ char *slot = slot_name_from_member_name(m->name);
+        char *lit = PQescapeLiteral(c, slot, strlen(slot));
+        if (!lit)
+            continue;
+        _cleanup_free_ char *sql = xasprintf(
+            "SELECT pg_catalog.pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+            "(SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = %s)", lit, lit);
+        PQfreemem(lit);
+        char *err = NULL;
+        PGresult *r = pg_query(c, sql, 5000, &err);
+        if (!r) {
+            log_warning("could not create replication slot %s: %s", slot, err);
+            free(err);
+            continue;
+        }
+        if (PQntuples(r) > 0)
+            log_info("created replication slot %s for member %s", slot, m->name);
+        PQclear(r);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* carrying a decision out                                                                     */
+
+static void after_lock_acquired(Ha *h) {
+    h->lock_valid_until = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+    const Cluster *c = h->cluster;
+    if (c && c->failover.present && !failover_is_empty(&c->failover))
+        (void)dcs_set_failover(h->dcs, "{}", c->failover.version);
+}
+
+static void demote(Ha *h, DemoteMode mode) {
+    bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
+    long long checkpoint = 0;
+    if (mode == DEMOTE_GRACEFUL && h->st.ok && !h->st.in_recovery) {
+        PGconn *c = get_conn(h);
+        char *err = NULL;
+        PGresult *r = c ? pg_query(c, "CHECKPOINT", 0, &err) : NULL;
+        if (!r && err) {
+            log_warning("CHECKPOINT before demotion failed: %s", err);
+            free(err);
+        }
+        PQclear(r);
+    }
+    int sr = stop_postgres(h, mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE ? PG_STOP_FAST : PG_STOP_IMMEDIATE,
+                           demote_mode_name(mode));
+    if (sr < 0) {
+        log_error("could not stop PostgreSQL for the demotion; keeping the leader key");
+        return;
+    }
+    set_role(h, "demoted");
+    run_callback(h, "on_role_change", "demoted");
+    refresh_controldata(h);
+    checkpoint = h->cd.checkpoint_lsn;
+    if (release) {
+        if (mode == DEMOTE_GRACEFUL && checkpoint > 0) {
+            char *json = cluster_encode_status(checkpoint, NULL, NULL);
+            (void)dcs_set_status(h->dcs, json);
+            free(json);
+        }
+        if (dcs_delete_leader(h->dcs) < 0)
+            log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
+        h->lock_valid_until = 0;
+        if (mode == DEMOTE_GRACEFUL)
+            sleep(2); /* let a replica take the key before we race again */
+    }
+    h->lock_valid_until = 0;
+    if (mode == DEMOTE_OFFLINE) {
+        /* read-only, without upstream, until the DCS comes back */
+        (void)start_postgres(h, false, NULL);
+    }
+}
+
+static bool needs_rewind(Ha *h, const char *target) {
+    /* a former primary joining a leader on a newer timeline: its history may have diverged */
+    const Member *m = member_by_name(h, target);
+    if (!m || !h->have_controldata)
+        return false;
+    bool was_primary = strcmp(h->cd.state, "in production") == 0 || strcmp(h->cd.state, "shut down") == 0 ||
+                       strcmp(h->cd.state, "in crash recovery") == 0 || strcmp(h->cd.state, "shutting down") == 0;
+    long long leader_tl = m->has_timeline ? m->timeline : cluster_timeline(h->cluster);
+    return was_primary && leader_tl > h->cd.checkpoint_tli;
+}
+
+static void execute_start(Ha *h, const Decision *d) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (d->as_primary) {
+        (void)start_postgres(h, true, NULL);
+        return;
+    }
+    const char *target = d->target[0] ? d->target : NULL;
+    if (target && needs_rewind(h, target)) {
+        const Member *m = member_by_name(h, target);
+        char host[256];
+        int port;
+        bool leader_ready = m && m->role && strcmp(m->role, "primary") == 0 && !m->checkpoint_after_promote_false;
+        if (dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind) {
+            if (!leader_ready) {
+                log_info("waiting for the leader %s to finish its promotion before pg_rewind", target);
+                return;
+            }
+            if (member_host_port(m, host, sizeof host, &port)) {
+                bool crash = strcmp(h->cd.state, "in production") == 0 || strcmp(h->cd.state, "in crash recovery") == 0;
+                log_info("running pg_rewind from %s%s", target, crash ? " (after crash recovery)" : "");
+                write_pgpass(h);
+                set_state(h, "running custom bootstrap script");
+                task_start(h, TASK_REWIND, host, port, crash);
+                return;
+            }
+        } else if (cfg->postgresql.remove_data_directory_on_diverged_timelines) {
+            log_warning("timelines diverged and remove_data_directory_on_diverged_timelines is set: removing the "
+                        "data directory to clone it again");
+            char *err = NULL;
+            if (pg_remove_data_directory(cfg->postgresql.data_dir, &err) < 0) {
+                log_error("%s", err);
+                free(err);
+            }
+            h->sysid[0] = '\0';
+            return;
+        } else {
+            log_warning("the timeline of %s is newer than mine and use_pg_rewind is off: starting as a replica "
+                        "anyway; it may not be able to stream", target);
+        }
+    }
+    (void)start_postgres(h, false, target);
+}
+
+static void execute_follow(Ha *h, const char *target) {
+    /* PostgreSQL 13+ reloads primary_conninfo and primary_slot_name without a restart */
+    if (write_configuration(h, false, target) < 0)
+        return;
+    if (h->major >= 13 && h->pm_pid > 0) {
+        if (kill(h->pm_pid, SIGHUP) < 0)
+            log_warning("cannot reload PostgreSQL: %s", strerror(errno));
+    } else if (h->pm_pid > 0) {
+        (void)stop_postgres(h, PG_STOP_FAST, "restart to follow a new upstream");
+        (void)start_postgres(h, false, target);
+    }
+}
+
+static void finish_task(Ha *h) {
+    Task *t = &h->task;
+    if (t->kind == TASK_NONE || !t->done)
+        return;
+    pthread_join(t->thread, NULL);
+    TaskKind kind = t->kind;
+    int r = t->result;
+    char *err = t->error;
+    t->error = NULL;
+    t->kind = TASK_NONE;
+    const PghaConfig *cfg = cfg_of(h);
+    switch (kind) {
+    case TASK_BOOTSTRAP:
+        if (r < 0) {
+            log_error("%s", err);
+            set_state(h, "initdb failed");
+            (void)dcs_cancel_initialization(h->dcs);
+            char *e2 = NULL;
+            if (pg_move_data_directory_aside(cfg->postgresql.data_dir, &e2) < 0) {
+                log_error("%s", e2);
+                free(e2);
+            }
+            log_critical("bootstrap failed; the initialize key was released so that another node can try");
+            h->fatal = true;
+            break;
+        }
+        /* hba additions from bootstrap.pg_hba (unless postgresql.pg_hba replaces the file) */
+        if (!cfg->postgresql.pg_hba && cfg->bootstrap.pg_hba) {
+            _cleanup_free_ char *path = xasprintf("%s/pg_hba.conf", cfg->postgresql.config_dir);
+            char *e2 = NULL;
+            if (pg_write_hba(path, cfg->bootstrap.pg_hba, true, &e2) < 0) {
+                log_error("%s", e2);
+                free(e2);
+            }
+        }
+        refresh_controldata(h);
+        set_state(h, "initializing new cluster");
+        if (start_postgres(h, true, NULL) < 0) {
+            (void)dcs_cancel_initialization(h->dcs);
+            h->fatal = true;
+        }
+        h->task.kind = TASK_NONE;
+        h->task.result = 1; /* post-bootstrap pending: see post_bootstrap() */
+        break;
+    case TASK_CLONE:
+        if (r < 0) {
+            log_error("failed to bootstrap from the leader: %s", err);
+            set_state(h, "stopped");
+            break;
+        }
+        log_info("replica has been created using basebackup");
+        refresh_controldata(h);
+        (void)start_postgres(h, false, h->cluster && h->cluster->leader ? h->cluster->leader->name : NULL);
+        break;
+    case TASK_REWIND:
+        if (r < 0) {
+            log_error("%s", err);
+            if (cfg->postgresql.remove_data_directory_on_rewind_failure ||
+                cfg->postgresql.remove_data_directory_on_diverged_timelines) {
+                log_warning("removing the data directory after the pg_rewind failure, as configured");
+                char *e2 = NULL;
+                if (pg_remove_data_directory(cfg->postgresql.data_dir, &e2) < 0) {
+                    log_error("%s", e2);
+                    free(e2);
+                }
+                h->sysid[0] = '\0';
+            } else {
+                log_warning("pg_rewind failed; starting as a replica anyway");
+                refresh_controldata(h);
+                (void)start_postgres(h, false, h->cluster && h->cluster->leader ? h->cluster->leader->name : NULL);
+            }
+            break;
+        }
+        log_info("pg_rewind finished");
+        refresh_controldata(h);
+        (void)start_postgres(h, false, h->cluster && h->cluster->leader ? h->cluster->leader->name : NULL);
+        break;
+    default: break;
+    }
+    free(err);
+}
+
+/* After the bootstrap's PostgreSQL is up: roles, post_bootstrap, then the DCS keys (§4.2). */
+static bool bootstrap_pending;
+
+static void post_bootstrap(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    PGconn *c = get_conn(h);
+    char *err = NULL;
+    char *json = NULL;
+    if (!c || pg_create_roles(c, cfg, h->major, &err) < 0) {
+        log_error("failed to create the roles after bootstrap: %s", err ? err : "no connection");
+        free(err);
+        goto cancel;
+    }
+    if (cfg->bootstrap.post_bootstrap) {
+        PgConnParams p;
+        char host[256];
+        local_conn_params(h, &p, host, sizeof host);
+        _cleanup_free_ char *dsn = xasprintf("host=%s port=%d user=%s dbname=%s", p.host, p.port, p.user,
+                                             p.dbname ? p.dbname : "postgres");
+        StrList argv = {0}, env = {0};
+        strlist_add(&argv, "/bin/sh");
+        strlist_add(&argv, "-c");
+        _cleanup_free_ char *line = xasprintf("%s '%s'", cfg->bootstrap.post_bootstrap, dsn);
+        strlist_add(&argv, line);
+        if (cfg->postgresql.pgpass) {
+            _cleanup_free_ char *e = xasprintf("PGPASSFILE=%s", cfg->postgresql.pgpass);
+            strlist_add(&env, e);
+        }
+        strlist_add(&env, "PGOPTIONS=-c synchronous_commit=local -c statement_timeout=0");
+        char *out = NULL;
+        int r = run_command(&argv, &env, 3600 * USEC_PER_SEC, &out);
+        strlist_clear(&argv);
+        strlist_clear(&env);
+        if (r != 0) {
+            log_error("post_bootstrap script %s failed (%d): %s", cfg->bootstrap.post_bootstrap, r,
+                      out ? str_trim(out) : "");
+            free(out);
+            goto cancel;
+        }
+        free(out);
+    }
+    refresh_controldata(h);
+    if (dcs_initialize(h->dcs, false, h->sysid) < 0) {
+        log_error("failed to write /initialize: %s", dcs_error(h->dcs));
+        goto cancel;
+    }
+    json = bootstrap_config_json(h);
+    if (dcs_set_config(h->dcs, json, 0) < 0)
+        log_error("failed to write /config: %s", dcs_error(h->dcs));
+    free(json);
+    json = NULL;
+    if (dcs_take_leader(h->dcs) < 0) {
+        log_error("failed to take the leader key after bootstrap: %s", dcs_error(h->dcs));
+        goto cancel;
+    }
+    h->lock_valid_until = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+    set_role(h, "primary");
+    log_info("initialized a new cluster");
+    bootstrap_pending = false;
+    run_callback(h, "on_start", "primary");
+    return;
+cancel:
+    log_critical("cancelling the bootstrap");
+    (void)stop_postgres(h, PG_STOP_IMMEDIATE, "bootstrap failed");
+    (void)dcs_cancel_initialization(h->dcs);
+    char *e2 = NULL;
+    if (pg_move_data_directory_aside(cfg->postgresql.data_dir, &e2) < 0) {
+        log_error("%s", e2);
+        free(e2);
+    }
+    bootstrap_pending = false;
+    h->fatal = true;
+}
+
+static void execute(Ha *h, Decision *d, const LocalState *l) {
+    const PghaConfig *cfg = cfg_of(h);
+    switch (d->action) {
+    case HA_NONE: break;
+    case HA_FATAL:
+        log_critical("%s", d->message);
+        h->fatal = true;
+        break;
+    case HA_WRITE_INITIALIZE:
+        if (dcs_initialize(h->dcs, !(h->cluster && h->cluster->has_initialize), l->sysid) < 0)
+            log_warning("failed to write /initialize: %s", dcs_error(h->dcs));
+        break;
+    case HA_BOOTSTRAP: {
+        int r = dcs_initialize(h->dcs, true, "");
+        if (r == 1) {
+            log_info("Lock owner: None; I am %s", cfg->name);
+            log_info("trying to bootstrap a new cluster");
+            set_state(h, "initializing new cluster");
+            bootstrap_pending = true;
+            task_start(h, TASK_BOOTSTRAP, NULL, 0, false);
+        } else if (r == 0) {
+            log_info("failed to acquire initialize lock");
+        } else {
+            log_warning("bootstrap: %s", dcs_error(h->dcs));
+        }
+        break;
+    }
+    case HA_CLONE: {
+        const Member *m = member_by_name(h, d->target);
+        char host[256];
+        int port;
+        if (!m || !member_host_port(m, host, sizeof host, &port)) {
+            log_warning("cannot clone from %s: its connection address is unknown", d->target);
+            break;
+        }
+        write_pgpass(h);
+        set_state(h, "creating replica");
+        task_start(h, TASK_CLONE, host, port, false);
+        break;
+    }
+    case HA_START: execute_start(h, d); break;
+    case HA_ACQUIRE_LOCK: {
+        int r = dcs_attempt_to_acquire_leader(h->dcs);
+        if (r == 1) {
+            after_lock_acquired(h);
+            if (l->in_recovery && promote_postgres(h) < 0) {
+                (void)dcs_delete_leader(h->dcs);
+                h->lock_valid_until = 0;
+            }
+        } else if (r == 0) {
+            snprintf(d->message, sizeof d->message, "failed to acquire the leader lock: another member was faster");
+            if (l->pg_ready && !l->in_recovery && !dyn_of(h)->pause)
+                demote(h, DEMOTE_IMMEDIATE_NOLOCK);
+        } else {
+            snprintf(d->message, sizeof d->message, "failed to acquire the leader lock: %s", dcs_error(h->dcs));
+        }
+        break;
+    }
+    case HA_UPDATE_LOCK:
+    case HA_UPDATE_LOCK_ONLY:
+    case HA_SWITCHOVER:
+    case HA_CLEAR_FAILOVER: {
+        int r = dcs_update_leader(h->dcs, h->cluster);
+        if (r == 1) {
+            h->lock_valid_until = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+            if (d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->promoting) {
+                if (promote_postgres(h) < 0) {
+                    (void)dcs_delete_leader(h->dcs);
+                    h->lock_valid_until = 0;
+                }
+            } else if (d->action == HA_SWITCHOVER) {
+                log_info("%s", d->message);
+                demote(h, DEMOTE_GRACEFUL);
+            } else if (d->action == HA_CLEAR_FAILOVER && h->cluster) {
+                log_info("%s", d->message);
+                (void)dcs_set_failover(h->dcs, "{}", h->cluster->failover.version);
+            }
+            if (l->pg_ready && !l->in_recovery) {
+                update_status(h);
+                update_history(h);
+                ensure_member_slots(h);
+            }
+        } else {
+            h->lock_valid_until = 0;
+            if (l->pg_ready && !l->in_recovery && !dyn_of(h)->pause) {
+                log_error("failed to update the leader lock%s%s: demoting", r < 0 ? ": " : "",
+                          r < 0 ? dcs_error(h->dcs) : "");
+                demote(h, r < 0 ? DEMOTE_OFFLINE : DEMOTE_IMMEDIATE_NOLOCK);
+            } else {
+                log_warning("failed to update the leader lock%s%s", r < 0 ? ": " : "", r < 0 ? dcs_error(h->dcs) : "");
+            }
+        }
+        break;
+    }
+    case HA_RELEASE_LOCK:
+        (void)dcs_delete_leader(h->dcs);
+        h->lock_valid_until = 0;
+        break;
+    case HA_DEMOTE:
+        log_info("%s", d->message);
+        demote(h, d->demote_mode);
+        break;
+    case HA_FOLLOW: execute_follow(h, d->target[0] ? d->target : NULL); break;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* snapshot                                                                                    */
+
+static void publish(Ha *h, const Decision *d) {
+    (void)d;
+    const PghaConfig *cfg = cfg_of(h);
+    Snapshot *s = snapshot_new();
+    s->scope = xstrdup(cfg->scope);
+    s->name = xstrdup(cfg->name);
+    s->state = xstrdup(h->state);
+    s->role = xstrdup(h->role);
+    s->pg_running = h->st.ok;
+    if (h->st.ok) {
+        s->server_version = h->st.server_version;
+        s->postmaster_start_time = xstrdup(h->st.postmaster_start_str);
+        s->postmaster_start_epoch = h->st.postmaster_start_time;
+        s->in_recovery = h->st.in_recovery;
+        s->has_timeline = h->st.timeline > 0;
+        s->timeline = h->st.timeline;
+        s->xlog_location = h->st.flush_lsn;
+        s->received_location = h->st.receive_lsn;
+        s->replayed_location = h->st.replay_lsn;
+        s->replayed_timestamp = h->st.has_replay_timestamp ? xstrdup(h->st.replay_timestamp) : NULL;
+        s->replay_paused = h->st.replay_paused;
+        s->replication_state = h->st.in_recovery && h->st.streaming ? xstrdup("streaming") : NULL;
+        s->replication = h->st.replication ? cJSON_Duplicate(h->st.replication, true) : NULL;
+    }
+    s->pause = dyn_of(h)->pause;
+    usec_t now = now_monotonic();
+    s->has_cluster = h->cluster && now - h->cluster_read_at < (usec_t)ttl_s(h) * USEC_PER_SEC;
+    s->cluster_unlocked = !h->cluster || !h->cluster->leader;
+    s->dcs_last_seen = h->dcs_last_seen;
+    s->tags = effective_tags(h);
+    s->sysid = h->sysid[0] ? xstrdup(h->sysid) : NULL;
+    s->is_leader = h->lock_valid_until > now && h->cluster && h->cluster->leader &&
+                   streq(h->cluster->leader->name, cfg->name);
+    if (h->cluster && h->cluster->sync.leader && h->st.ok && h->st.in_recovery &&
+        sync_matches(&h->cluster->sync, cfg->name) && !strcaseeq(h->cluster->sync.leader, cfg->name)) {
+        s->sync_standby = true;
+        s->quorum_standby = dyn_of(h)->synchronous_mode == SYNC_QUORUM;
+    }
+    s->has_optime = h->cluster && h->cluster->status.has_optime;
+    s->cluster_optime = s->has_optime ? h->cluster->status.optime : 0;
+    s->standby_cluster = dyn_of(h)->standby_cluster && dyn_of(h)->standby_cluster->n > 0;
+    s->next_cycle = h->next_cycle;
+    s->ttl = ttl_s(h);
+    s->loop_wait = loop_wait_s(h);
+    s->published = now;
+    snapshot_publish(s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the cycle                                                                                   */
+
+static void run_cycle(Ha *h, bool stale) {
+    usec_t now = now_monotonic();
+    /* 1. the cluster view */
+    Cluster *c = NULL;
+    if (dcs_get_cluster(h->dcs, &c) == 0) {
+        cluster_free(h->cluster);
+        h->cluster = c;
+        h->dcs_last_seen = (long long)(now_realtime() / USEC_PER_SEC);
+        h->cluster_read_at = now;
+        if (c->leader) {
+            Cluster *copy = NULL;
+            /* remember the last locked view for the candidate set of the next race */
+            if (dcs_get_cluster(h->dcs, &copy) == 0) {
+                cluster_free(h->last_locked);
+                h->last_locked = copy;
+            }
+        }
+        refresh_dynamic_config(h);
+    } else {
+        cluster_free(h->cluster);
+        h->cluster = NULL;
+    }
+    if (h->cluster && h->cluster->leader && streq(h->cluster->leader->name, cfg_of(h)->name)) {
+        char lease[32];
+        snprintf(lease, sizeof lease, "%lld", dcs_lease_id(h->dcs));
+        if (h->cluster->leader->session && dcs_lease_id(h->dcs) && !streq(h->cluster->leader->session, lease))
+            log_debug("the leader key is ours but on another lease (%s != %s)", h->cluster->leader->session, lease);
+    } else {
+        h->lock_valid_until = 0;
+    }
+
+    /* 2. long actions */
+    finish_task(h);
+
+    /* 3. the local PostgreSQL */
+    LocalState l;
+    observe_pg(h, &l);
+    l.async_action = task_name(h->task.kind);
+    if (bootstrap_pending && !l.async_action)
+        l.async_action = "bootstrap";
+    l.leader_lock_valid = h->lock_valid_until > now;
+    l.pre_promote_backoff = h->pre_promote_failed_at &&
+                            now - h->pre_promote_failed_at < (usec_t)ttl_s(h) * USEC_PER_SEC;
+
+    if (bootstrap_pending && h->task.kind == TASK_NONE && l.pg_ready) {
+        post_bootstrap(h);
+        observe_pg(h, &l);
+        l.async_action = NULL;
+        if (h->cluster) {
+            Cluster *c2 = NULL;
+            if (dcs_get_cluster(h->dcs, &c2) == 0) {
+                cluster_free(h->cluster);
+                h->cluster = c2;
+            }
+        }
+    } else if (bootstrap_pending && h->task.kind == TASK_NONE && !l.pg_running && !h->fatal) {
+        log_error("PostgreSQL did not start after initdb");
+        bootstrap_pending = false;
+        (void)dcs_cancel_initialization(h->dcs);
+        h->fatal = true;
+    }
+
+    /* 4. peers, when a race or a switchover needs them */
+    PeerStatus *peers = NULL;
+    size_t n_peers = 0;
+    bool probe = h->cluster && !l.data_dir_empty && l.pg_running && !l.async_action &&
+                 ((!h->cluster->leader && !cfg_of(h)->tags.nofailover) ||
+                  (h->cluster->leader && streq(h->cluster->leader->name, cfg_of(h)->name) &&
+                   !failover_is_empty(&h->cluster->failover)) ||
+                  (!h->cluster->leader && !failover_is_empty(&h->cluster->failover)));
+    if (probe)
+        peers = probe_members(h->cluster, h->last_locked, cfg_of(h)->name, cfg_of(h), 2000, &n_peers);
+
+    Observation o = {.cfg = cfg_of(h), .dyn = dyn_of(h), .cluster = h->cluster, .last_locked = h->last_locked,
+                     .local = &l, .peers = peers, .n_peers = n_peers, .peers_probed = probe, .stale_tick = stale,
+                     .now = now};
+    Decision d;
+    decide(&o, &d);
+    if (!h->fatal)
+        execute(h, &d, &l);
+    free(peers);
+
+    /* 5. our member key, the snapshot, the summary line */
+    if (h->cluster && !h->fatal) {
+        /* re-read what the action changed (role, lsn) before publishing */
+        if (d.action != HA_NONE && h->pm_pid > 0 && !h->pg_starting) {
+            LocalState l2;
+            observe_pg(h, &l2);
+        }
+        touch_member(h);
+    }
+    publish(h, &d);
+    if (d.action == HA_NONE || d.action == HA_UPDATE_LOCK || d.action == HA_UPDATE_LOCK_ONLY)
+        log_heartbeat(LOG_INFO, now_monotonic(), "%s", d.message);
+    else
+        log_info("%s", d.message);
+    sdn_watchdog();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* startup and shutdown                                                                        */
+
+static int setup(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    h->bin_dir = xstrdup(cfg->postgresql.bin_dir);
+    _cleanup_free_ char *postgres = pg_bin(h->bin_dir, cfg->postgresql.bin_name.postgres);
+    int v = pg_bin_version(postgres);
+    if (v < 0) {
+        log_critical("cannot run %s --version: %s; check postgresql.bin_dir", postgres, strerror(-v));
+        return -EINVAL;
+    }
+    h->major = v >= 100000 ? v / 10000 : v / 100;
+    if (h->major < 13 || h->major > 17)
+        log_warning("PostgreSQL %d is outside the supported range 13-17", h->major);
+    int dmaj = pg_data_dir_major(cfg->postgresql.data_dir);
+    if (dmaj > 0 && dmaj != h->major) {
+        log_critical("the data directory %s is PostgreSQL %d but %s is %d", cfg->postgresql.data_dir, dmaj, postgres,
+                     h->major);
+        return -EINVAL;
+    }
+    char *err = NULL;
+    h->dcs = dcs_new(cfg, &err);
+    if (!h->dcs) {
+        log_critical("%s", err);
+        free(err);
+        return -EINVAL;
+    }
+    const DynConfig *bd = &cfg->bootstrap.dyn;
+    dcs_set_timings(h->dcs, (int)bd->ttl, (int)bd->loop_wait, (int)bd->retry_timeout);
+    h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    h->pm_pidfd = -1;
+    set_state(h, "stopped");
+    set_role(h, "uninitialized");
+    return 0;
+}
+
+static bool wait_for_dcs(Ha *h, int sfd) {
+    usec_t last_log = 0;
+    for (;;) {
+        int r = dcs_connect(h->dcs);
+        if (r == 0)
+            return true;
+        if (r == -EACCES || r == -EPROTONOSUPPORT) {
+            log_critical("%s", dcs_error(h->dcs));
+            return false;
+        }
+        if (now_monotonic() - last_log > 30 * USEC_PER_SEC || !last_log) {
+            log_info("waiting on etcd: %s", dcs_error(h->dcs));
+            last_log = now_monotonic();
+        }
+        struct pollfd p = {.fd = sfd, .events = POLLIN};
+        if (poll(&p, 1, 2000) > 0) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGQUIT)
+                    return false;
+        }
+    }
+}
+
+/* Patroni refuses to start when a live node already uses our name (spec §3.2). */
+static bool duplicate_name(Ha *h) {
+    Cluster *c = NULL;
+    if (dcs_read_cluster(h->dcs, false, &c) < 0)
+        return false;
+    const Member *m = cluster_get_member(c, cfg_of(h)->name);
+    bool dup = false;
+    if (m && m->api_url) {
+        _cleanup_free_ char *own = api_url(h);
+        char *base = xstrdup(m->api_url);
+        char *p = strstr(base, "/patroni");
+        if (p)
+            *p = '\0';
+        _cleanup_free_ char *url = xasprintf("%s/liveness", base);
+        free(base);
+        CURL *curl = curl_easy_init();
+        curl_easy_setopt(curl, CURLOPT_URL, url);
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 3000L);
+        curl_easy_setopt(curl, CURLOPT_NOBODY, 0L);
+        curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, fwrite);
+        FILE *null = fopen("/dev/null", "we");
+        curl_easy_setopt(curl, CURLOPT_WRITEDATA, null);
+        dup = curl_easy_perform(curl) == CURLE_OK;
+        curl_easy_cleanup(curl);
+        if (null)
+            fclose(null);
+        if (dup)
+            log_critical("Can't start; there is already a node named '%s' running (%s answers)", cfg_of(h)->name, url);
+    }
+    cluster_free(c);
+    return dup;
+}
+
+static void shutdown_ha(Ha *h) {
+    sdn_stopping();
+    const PghaConfig *cfg = cfg_of(h);
+    if (h->task.kind != TASK_NONE) {
+        log_info("waiting for the %s task to finish", task_name(h->task.kind));
+        pthread_join(h->task.thread, NULL);
+        free(h->task.error);
+        h->task.kind = TASK_NONE;
+    }
+    bool paused = dyn_of(h)->pause;
+    bool leader = h->cluster && h->cluster->leader && streq(h->cluster->leader->name, cfg->name);
+    if (paused) {
+        log_info("leaving PostgreSQL running and the leader key in place: the cluster is paused");
+    } else if (h->pm_pid > 0) {
+        int r = stop_postgres(h, PG_STOP_FAST, "pgha is shutting down");
+        if (r == 0 && leader) {
+            refresh_controldata(h);
+            if (h->cd.checkpoint_lsn > 0) {
+                char *json = cluster_encode_status(h->cd.checkpoint_lsn, NULL, NULL);
+                (void)dcs_set_status(h->dcs, json);
+                free(json);
+            }
+            if (dcs_delete_leader(h->dcs) == 1)
+                log_info("Leader key released");
+        } else if (r < 0) {
+            log_error("PostgreSQL could not be stopped; keeping the leader key");
+        }
+    } else if (leader) {
+        (void)dcs_delete_leader(h->dcs);
+    }
+    if (!paused) {
+        set_state(h, "stopped");
+        touch_member(h);
+    }
+}
+
+int ha_run(Agent *a) {
+    Ha h = {.a = a, .pm_pidfd = -1, .wake_fd = -1};
+    int rc = 0;
+    if (setup(&h) < 0) {
+        rc = 1;
+        goto out;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (!wait_for_dcs(&h, a->signal_fd)) {
+        rc = h.stopping ? 0 : 1;
+        goto out;
+    }
+    if (duplicate_name(&h)) {
+        rc = 1;
+        goto out;
+    }
+    char *err = NULL;
+    h.rest = rest_start(&a->cfg, h.dcs, &err);
+    if (!h.rest) {
+        log_critical("REST API: %s", err);
+        free(err);
+        rc = 1;
+        goto out;
+    }
+    dcs_start_watch(h.dcs, wake, &h);
+    sdn_ready("running");
+    log_info("pgha %s (Patroni %s compatible) started: member %s of cluster %s, PostgreSQL %d", PGHA_VERSION,
+             PGHA_PATRONI_VERSION, a->cfg.name, a->cfg.scope, h.major);
+
+    h.next_cycle = now_monotonic();
+    h.last_cycle = 0;
+    while (!a->stopping && !h.fatal) {
+        usec_t now = now_monotonic();
+        bool due = now >= h.next_cycle;
+        if (!due) {
+            usec_t wait = h.next_cycle - now;
+            /* while PostgreSQL starts or promotes, look often: that is where failover time goes */
+            if ((h.pg_starting || h.promoting || bootstrap_pending) && wait > 200 * USEC_PER_MSEC)
+                wait = 200 * USEC_PER_MSEC;
+            struct pollfd p[3] = {{.fd = a->signal_fd, .events = POLLIN},
+                                  {.fd = h.wake_fd, .events = POLLIN},
+                                  {.fd = h.pm_pidfd, .events = POLLIN}};
+            int pr = poll(p, h.pm_pidfd >= 0 ? 3 : 2, (int)(wait / USEC_PER_MSEC) + 1);
+            if (pr < 0 && errno != EINTR) {
+                log_critical("poll: %s", strerror(errno));
+                rc = 1;
+                break;
+            }
+            if (pr > 0 && (p[0].revents & POLLIN)) {
+                struct signalfd_siginfo si;
+                while (read(a->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+                    if (si.ssi_signo == SIGHUP) {
+                        if (agent_reload(a) == 0)
+                            write_pgpass(&h);
+                    } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGQUIT) {
+                        log_info("received %s, shutting down", strsignal((int)si.ssi_signo));
+                        a->stopping = true;
+                    }
+                }
+                if (a->stopping)
+                    break;
+            }
+            bool woken = false;
+            if (pr > 0 && (p[1].revents & POLLIN)) {
+                uint64_t v;
+                (void)!read(h.wake_fd, &v, sizeof v);
+                woken = true;
+            }
+            if (pr > 0 && h.pm_pidfd >= 0 && (p[2].revents & (POLLIN | POLLHUP)))
+                woken = true; /* the postmaster exited: act now, not at the next loop */
+            now = now_monotonic();
+            if (!woken && now < h.next_cycle && !(h.pg_starting || h.promoting || bootstrap_pending))
+                continue;
+        }
+        now = now_monotonic();
+        /* TILT: a cycle that starts far later than planned observes but does not act */
+        bool stale = h.last_cycle && now - h.last_cycle > (usec_t)(loop_wait_s(&h) + ttl_s(&h) / 2) * USEC_PER_SEC &&
+                     now - h.next_cycle > (usec_t)ttl_s(&h) / 2 * USEC_PER_SEC;
+        if (stale)
+            log_warning("the HA loop was delayed by %.1f s; observing without acting this cycle",
+                        (double)(now - h.next_cycle) / 1e6);
+        h.last_cycle = now;
+        if (now >= h.next_cycle)
+            h.next_cycle = now + (usec_t)loop_wait_s(&h) * USEC_PER_SEC;
+        run_cycle(&h, stale);
+        if (stale)
+            h.next_cycle = now_monotonic(); /* act on fresh observations right away */
+    }
+    if (!h.fatal || h.pm_pid > 0)
+        shutdown_ha(&h);
+    if (h.fatal)
+        rc = 1;
+out:
+    if (h.dcs)
+        dcs_stop_watch(h.dcs);
+    rest_stop(h.rest);
+    snapshot_publish(NULL);
+    close_conn(&h);
+    pg_status_free(&h.st);
+    if (h.pm_pidfd >= 0)
+        close(h.pm_pidfd);
+    if (h.wake_fd >= 0)
+        close(h.wake_fd);
+    cluster_free(h.cluster);
+    cluster_free(h.last_locked);
+    if (h.dyn_loaded)
+        dyn_config_free(&h.dyn);
+    dcs_free(h.dcs);
+    free(h.bin_dir);
+    free(h.last_status);
+    free(h.applied_conf);
+    free(h.last_error);
+    sdn_stopping();
+    log_info("pgha stopped");
+    return rc;
+}

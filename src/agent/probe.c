@@ -1,0 +1,129 @@
+#include "agent/probe.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <string.h>
+
+#include "common/json.h"
+
+typedef struct Probe {
+    const Member *m;
+    CURL *h;
+    StrBuf body;
+} Probe;
+
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud) {
+    StrBuf *b = ud;
+    size_t n = size * nmemb;
+    if (b->len + n > 1024 * 1024)
+        return 0;
+    sb_addn(b, ptr, n);
+    return n;
+}
+
+void probe_parse(const char *body, PeerStatus *p) {
+    cJSON *j = body ? cJSON_Parse(body) : NULL;
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, "xlog");
+    if (!cJSON_IsObject(j) || !cJSON_IsObject(x)) {
+        p->reachable = false; /* no xlog: PostgreSQL is not running there */
+        cJSON_Delete(j);
+        return;
+    }
+    p->reachable = true;
+    long long loc = 0, rec = 0, rep = 0;
+    bool has_loc = json_get_ll(x, "location", &loc);
+    (void)json_get_ll(x, "received_location", &rec);
+    (void)json_get_ll(x, "replayed_location", &rep);
+    const char *role = json_get_string(j, "role");
+    p->is_primary = has_loc || (role && (strcmp(role, "primary") == 0 || strcmp(role, "master") == 0));
+    p->wal_position = has_loc ? loc : (rec > rep ? rec : rep);
+    p->failover_priority = 1;
+    const cJSON *tags = cJSON_GetObjectItemCaseSensitive(j, "tags");
+    if (cJSON_IsObject(tags)) {
+        const cJSON *nf = cJSON_GetObjectItemCaseSensitive(tags, "nofailover");
+        long long fp;
+        if (json_get_ll(tags, "failover_priority", &fp))
+            p->failover_priority = fp;
+        p->nofailover = nf ? cJSON_IsTrue(nf) : p->failover_priority <= 0;
+    }
+    bool wf = false;
+    if (json_get_bool(j, "watchdog_failed", &wf))
+        p->watchdog_failed = wf;
+    cJSON_Delete(j);
+}
+
+PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg,
+                          long timeout_ms, size_t *ret_n) {
+    size_t cap = (c ? c->n_members : 0) + (also ? also->n_members : 0);
+    Probe *probes = xcalloc(cap + 1, sizeof(Probe));
+    size_t n = 0;
+    const Cluster *sources[] = {c, also};
+    for (size_t s = 0; s < 2; s++) {
+        const Cluster *src = sources[s];
+        for (size_t i = 0; src && i < src->n_members; i++) {
+            const Member *m = &src->members[i];
+            if (streq(m->name, me) || !m->api_url || !*m->api_url)
+                continue;
+            bool dup = false;
+            for (size_t k = 0; k < n; k++)
+                dup |= streq(probes[k].m->name, m->name);
+            if (!dup)
+                probes[n++].m = m;
+        }
+    }
+    CURLM *multi = curl_multi_init();
+    const char *user = cfg->ctl.username ? cfg->ctl.username : cfg->restapi.username;
+    const char *pass = cfg->ctl.username ? cfg->ctl.password : cfg->restapi.password;
+    for (size_t i = 0; i < n; i++) {
+        Probe *p = &probes[i];
+        sb_init(&p->body);
+        p->h = curl_easy_init();
+        curl_easy_setopt(p->h, CURLOPT_URL, p->m->api_url);
+        curl_easy_setopt(p->h, CURLOPT_TIMEOUT_MS, timeout_ms);
+        curl_easy_setopt(p->h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+        curl_easy_setopt(p->h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(p->h, CURLOPT_WRITEFUNCTION, write_cb);
+        curl_easy_setopt(p->h, CURLOPT_WRITEDATA, &p->body);
+        curl_easy_setopt(p->h, CURLOPT_PROTOCOLS_STR, "http,https");
+        if (user) {
+            curl_easy_setopt(p->h, CURLOPT_USERNAME, user);
+            curl_easy_setopt(p->h, CURLOPT_PASSWORD, pass ? pass : "");
+        }
+        if (cfg->ctl.insecure) {
+            curl_easy_setopt(p->h, CURLOPT_SSL_VERIFYPEER, 0L);
+            curl_easy_setopt(p->h, CURLOPT_SSL_VERIFYHOST, 0L);
+        }
+        const char *ca = cfg->ctl.cacert ? cfg->ctl.cacert : cfg->restapi.cafile;
+        if (ca)
+            curl_easy_setopt(p->h, CURLOPT_CAINFO, ca);
+        if (cfg->ctl.certfile)
+            curl_easy_setopt(p->h, CURLOPT_SSLCERT, cfg->ctl.certfile);
+        if (cfg->ctl.keyfile)
+            curl_easy_setopt(p->h, CURLOPT_SSLKEY, cfg->ctl.keyfile);
+        curl_multi_add_handle(multi, p->h);
+    }
+    int running = 1;
+    while (running) {
+        if (curl_multi_perform(multi, &running) != CURLM_OK)
+            break;
+        if (running)
+            curl_multi_poll(multi, NULL, 0, 100, NULL);
+    }
+    PeerStatus *out = xcalloc(n + 1, sizeof(PeerStatus));
+    for (size_t i = 0; i < n; i++) {
+        Probe *p = &probes[i];
+        long code = 0;
+        curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &code);
+        out[i].name = p->m->name;
+        out[i].failover_priority = 1;
+        if (code > 0 && p->body.s)
+            probe_parse(p->body.s, &out[i]);
+        curl_multi_remove_handle(multi, p->h);
+        curl_easy_cleanup(p->h);
+        sb_free(&p->body);
+    }
+    curl_multi_cleanup(multi);
+    free(probes);
+    *ret_n = n;
+    return out;
+}

@@ -1,0 +1,14 @@
+/* Asking the other members how they are (GET <api_url> during the leader race, spec §4.5): all
+ * in parallel, 2 s timeout, no retries. */
+#pragma once
+
+#include "agent/decide.h"
+#include "common/config.h"
+#include "dcs/cluster.h"
+
+/* Probe every member of `c` (and of `also`, when not already in c) except `me` that has an
+ * api_url. Returns an array (names point into the clusters) and its length in *ret_n. */
+PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg,
+                          long timeout_ms, size_t *ret_n);
+/* Parse one /patroni answer into a PeerStatus (exposed for tests). */
+void probe_parse(const char *body, PeerStatus *p);

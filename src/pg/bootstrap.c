@@ -1,0 +1,305 @@
+/* initdb, roles, pg_basebackup, crash recovery, pg_rewind. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pg/pg.h"
+
+char *pg_bin(const char *bin_dir, const char *name) {
+    if (!bin_dir || !*bin_dir)
+        return xstrdup(name);
+    size_t l = strlen(bin_dir);
+    return xasprintf("%s%s%s", bin_dir, bin_dir[l - 1] == '/' ? "" : "/", name);
+}
+
+void pg_render_options(const YNode *opts, StrList *ret) {
+    if (!opts)
+        return;
+    for (size_t i = 0; i < opts->n; i++) {
+        const YNode *it = opts->items[i];
+        const char *key = NULL;
+        const YNode *val = NULL;
+        if (opts->type == Y_MAP) {
+            key = opts->keys[i];
+            val = it;
+        } else if (ynode_is_scalar(it) && it->type != Y_NULL) {
+            _cleanup_free_ char *k = ynode_scalar_string(it);
+            _cleanup_free_ char *o = xasprintf("--%s", k);
+            strlist_add(ret, o);
+            continue;
+        } else if (it->type == Y_MAP && it->n == 1) {
+            key = it->keys[0];
+            val = it->items[0];
+        }
+        if (!key)
+            continue;
+        _cleanup_free_ char *v = val && val->type != Y_NULL ? ynode_scalar_string(val) : NULL;
+        _cleanup_free_ char *o = v ? xasprintf("--%s=%s", key, v) : xasprintf("--%s", key);
+        strlist_add(ret, o);
+    }
+}
+
+static char *output_tail(char *out) {
+    if (!out)
+        return xstrdup("");
+    str_trim(out);
+    size_t l = strlen(out);
+    if (l > 2000)
+        memmove(out, out + l - 2000, 2001);
+    return out;
+}
+
+int pg_initdb(const PghaConfig *cfg, const char *bin_dir, char **ret_error) {
+    const char *dir = cfg->postgresql.data_dir;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        *ret_error = xasprintf("cannot create %s: %s", dir, strerror(errno));
+        return -errno;
+    }
+    (void)chmod(dir, 0700);
+    char pwfile[] = "/tmp/pgha-pwfile-XXXXXX";
+    int fd = mkstemp(pwfile);
+    if (fd < 0) {
+        *ret_error = xasprintf("cannot create a password file: %s", strerror(errno));
+        return -errno;
+    }
+    const char *pw = cfg->postgresql.superuser.password ? cfg->postgresql.superuser.password : "";
+    (void)!write(fd, pw, strlen(pw));
+    (void)!write(fd, "\n", 1);
+    close(fd);
+    StrList argv = {0};
+    _cleanup_free_ char *initdb = pg_bin(bin_dir, cfg->postgresql.bin_name.initdb);
+    strlist_add(&argv, initdb);
+    _cleanup_free_ char *d = xasprintf("--pgdata=%s", dir);
+    strlist_add(&argv, d);
+    pg_render_options(cfg->bootstrap.initdb, &argv);
+    if (cfg->postgresql.superuser.username) {
+        _cleanup_free_ char *u = xasprintf("--username=%s", cfg->postgresql.superuser.username);
+        strlist_add(&argv, u);
+    }
+    if (cfg->postgresql.superuser.password) {
+        _cleanup_free_ char *p = xasprintf("--pwfile=%s", pwfile);
+        strlist_add(&argv, p);
+    }
+    char *out = NULL;
+    int r = run_command(&argv, NULL, 600 * USEC_PER_SEC, &out);
+    unlink(pwfile);
+    strlist_clear(&argv);
+    if (r != 0) {
+        *ret_error = xasprintf("initdb failed (exit %d): %s", r, output_tail(out));
+        free(out);
+        return r < 0 ? r : -EIO;
+    }
+    free(out);
+    return 0;
+}
+
+static char *quote_literal(PGconn *c, const char *s) {
+    char *q = PQescapeLiteral(c, s, strlen(s));
+    char *r = xstrdup(q ? q : "''");
+    PQfreemem(q);
+    return r;
+}
+
+static char *quote_ident(PGconn *c, const char *s) {
+    char *q = PQescapeIdentifier(c, s, strlen(s));
+    char *r = xstrdup(q ? q : "\"\"");
+    PQfreemem(q);
+    return r;
+}
+
+static int exec_sql(PGconn *c, const char *sql, char **ret_error) {
+    PGresult *r = pg_query(c, sql, 30000, ret_error);
+    if (!r)
+        return -EIO;
+    PQclear(r);
+    return 0;
+}
+
+/* CREATE ROLE if missing, ALTER ROLE otherwise (Patroni's create_or_update_role). */
+static int create_or_update_role(PGconn *c, const char *name, const char *password, const char *options,
+                                 char **ret_error) {
+    _cleanup_free_ char *ident = quote_ident(c, name);
+    _cleanup_free_ char *lit = quote_literal(c, name);
+    _cleanup_free_ char *pw = password ? quote_literal(c, password) : NULL;
+    _cleanup_free_ char *sql = xasprintf(
+        "SET synchronous_commit = 'local'; "
+        "DO $$ BEGIN "
+        "IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN "
+        "CREATE ROLE %s WITH %s%s%s; "
+        "ELSE ALTER ROLE %s WITH %s%s%s; END IF; END $$",
+        lit, ident, options, pw ? " PASSWORD " : "", pw ? pw : "", ident, options, pw ? " PASSWORD " : "",
+        pw ? pw : "");
+    return exec_sql(c, sql, ret_error);
+}
+
+int pg_create_roles(PGconn *c, const PghaConfig *cfg, int major, char **ret_error) {
+    const PgAuth *su = &cfg->postgresql.superuser, *repl = &cfg->postgresql.replication,
+                 *rw = &cfg->postgresql.rewind;
+    int r = 0;
+    if (su->username && su->password)
+        r = create_or_update_role(c, su->username, su->password, "SUPERUSER LOGIN", ret_error);
+    if (r == 0 && repl->username && !streq(repl->username, su->username))
+        r = create_or_update_role(c, repl->username, repl->password, "REPLICATION LOGIN", ret_error);
+    if (r == 0 && major >= 11 && rw->username && !streq(rw->username, su->username)) {
+        r = create_or_update_role(c, rw->username, rw->password, "LOGIN", ret_error);
+        if (r == 0) {
+            _cleanup_free_ char *id = quote_ident(c, rw->username);
+            _cleanup_free_ char *sql = xasprintf(
+                "GRANT EXECUTE ON function pg_catalog.pg_ls_dir(text, boolean, boolean) TO %s; "
+                "GRANT EXECUTE ON function pg_catalog.pg_stat_file(text, boolean) TO %s; "
+                "GRANT EXECUTE ON function pg_catalog.pg_read_binary_file(text) TO %s; "
+                "GRANT EXECUTE ON function pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO %s",
+                id, id, id, id);
+            r = exec_sql(c, sql, ret_error);
+        }
+    }
+    return r;
+}
+
+static char *conninfo(const PgAuth *a, const char *host, int port, const char *dbname, const char *passfile) {
+    StrBuf b;
+    sb_init(&b);
+    sb_addf(&b, "host=%s port=%d dbname=%s", host, port, dbname ? dbname : "postgres");
+    if (a->username)
+        sb_addf(&b, " user=%s", a->username);
+    if (passfile)
+        sb_addf(&b, " passfile=%s", passfile);
+    if (a->sslmode)
+        sb_addf(&b, " sslmode=%s", a->sslmode);
+    if (a->sslcert)
+        sb_addf(&b, " sslcert=%s", a->sslcert);
+    if (a->sslkey)
+        sb_addf(&b, " sslkey=%s", a->sslkey);
+    if (a->sslrootcert)
+        sb_addf(&b, " sslrootcert=%s", a->sslrootcert);
+    return sb_steal(&b);
+}
+
+static int clear_dir_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    if (ftw->level == 0)
+        return 0;
+    return remove(path) < 0 ? -1 : 0;
+}
+
+int pg_remove_data_directory(const char *data_dir, char **ret_error) {
+    if (nftw(data_dir, clear_dir_cb, 32, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT) {
+        *ret_error = xasprintf("cannot remove the contents of %s: %s", data_dir, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+int pg_move_data_directory_aside(const char *data_dir, char **ret_error) {
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    char suffix[32];
+    strftime(suffix, sizeof suffix, "%Y-%m-%d-%H-%M-%S", &tm);
+    _cleanup_free_ char *to = xasprintf("%s_%s", data_dir, suffix);
+    if (rename(data_dir, to) < 0) {
+        *ret_error = xasprintf("cannot rename %s to %s: %s", data_dir, to, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+int pg_basebackup(const PghaConfig *cfg, const char *bin_dir, const char *host, int port, char **ret_error) {
+    const char *dir = cfg->postgresql.data_dir;
+    _cleanup_free_ char *bin = pg_bin(bin_dir, cfg->postgresql.bin_name.pg_basebackup);
+    _cleanup_free_ char *dsn = conninfo(&cfg->postgresql.replication, host, port, cfg->postgresql.database,
+                                        cfg->postgresql.pgpass);
+    int r = -EIO;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (attempt > 0)
+            sleep(5);
+        (void)pg_remove_data_directory(dir, ret_error);
+        free(*ret_error);
+        *ret_error = NULL;
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+            *ret_error = xasprintf("cannot create %s: %s", dir, strerror(errno));
+            return -errno;
+        }
+        (void)chmod(dir, 0700);
+        StrList argv = {0};
+        strlist_add(&argv, bin);
+        _cleanup_free_ char *d = xasprintf("--pgdata=%s", dir);
+        strlist_add(&argv, d);
+        strlist_add(&argv, "-X");
+        strlist_add(&argv, "stream");
+        _cleanup_free_ char *db = xasprintf("--dbname=%s", dsn);
+        strlist_add(&argv, db);
+        pg_render_options(cfg->postgresql.basebackup, &argv);
+        char *out = NULL;
+        r = run_command(&argv, NULL, 24 * 3600 * USEC_PER_SEC, &out);
+        strlist_clear(&argv);
+        if (r == 0) {
+            free(out);
+            return 0;
+        }
+        free(*ret_error);
+        *ret_error = xasprintf("pg_basebackup from %s:%d failed (exit %d): %s", host, port, r, output_tail(out));
+        free(out);
+    }
+    char *ignored = NULL;
+    (void)pg_remove_data_directory(dir, &ignored);
+    free(ignored);
+    return r < 0 ? r : -EIO;
+}
+
+int pg_crash_recovery(const PghaConfig *cfg, const char *bin_dir, char **ret_error) {
+    _cleanup_free_ char *bin = pg_bin(bin_dir, cfg->postgresql.bin_name.postgres);
+    StrList argv = {0};
+    strlist_add(&argv, bin);
+    strlist_add(&argv, "--single");
+    strlist_add(&argv, "-D");
+    strlist_add(&argv, cfg->postgresql.data_dir);
+    _cleanup_free_ char *cf = xasprintf("--config-file=%s/postgresql.conf", cfg->postgresql.config_dir);
+    strlist_add(&argv, cf);
+    strlist_add(&argv, "-c");
+    strlist_add(&argv, "archive_mode=on");
+    strlist_add(&argv, "-c");
+    strlist_add(&argv, "archive_command=false");
+    strlist_add(&argv, "-c");
+    strlist_add(&argv, "max_connections=100");
+    strlist_add(&argv, cfg->postgresql.database ? cfg->postgresql.database : "postgres");
+    char *out = NULL;
+    int r = run_command(&argv, NULL, 3600 * USEC_PER_SEC, &out);
+    strlist_clear(&argv);
+    if (r != 0) {
+        *ret_error = xasprintf("crash recovery in single-user mode failed (exit %d): %s", r, output_tail(out));
+        free(out);
+        return r < 0 ? r : -EIO;
+    }
+    free(out);
+    return 0;
+}
+
+int pg_rewind(const PghaConfig *cfg, const char *bin_dir, const char *host, int port, char **ret_error) {
+    _cleanup_free_ char *bin = pg_bin(bin_dir, cfg->postgresql.bin_name.pg_rewind);
+    _cleanup_free_ char *dsn = conninfo(&cfg->postgresql.rewind, host, port, cfg->postgresql.database,
+                                        cfg->postgresql.pgpass);
+    StrList argv = {0};
+    strlist_add(&argv, bin);
+    _cleanup_free_ char *t = xasprintf("--target-pgdata=%s", cfg->postgresql.data_dir);
+    strlist_add(&argv, t);
+    _cleanup_free_ char *s = xasprintf("--source-server=%s", dsn);
+    strlist_add(&argv, s);
+    char *out = NULL;
+    int r = run_command(&argv, NULL, 3600 * USEC_PER_SEC, &out);
+    strlist_clear(&argv);
+    if (r != 0) {
+        *ret_error = xasprintf("pg_rewind from %s:%d failed (exit %d): %s", host, port, r, output_tail(out));
+        free(out);
+        return r < 0 ? r : -EIO;
+    }
+    free(out);
+    return 0;
+}

@@ -1,0 +1,29 @@
+/* The Patroni-compatible REST API on restapi.listen (libmicrohttpd). Health checks and the status
+ * document are answered from the agent's published snapshot in microseconds; /cluster, /history
+ * and /config from the DCS cache. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "agent/snapshot.h"
+#include "common/config.h"
+#include "dcs/dcs.h"
+
+typedef struct RestServer RestServer;
+
+RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error);
+void rest_stop(RestServer *r);
+
+/* ---- pure helpers, exposed for tests ---- */
+
+typedef struct QueryParam {
+    const char *key, *value;
+} QueryParam;
+
+/* The HTTP code of a health-check path (spec §2.3) for a snapshot and query parameters. */
+int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params);
+/* "1048576", "1024kB", "10MB": bytes, or -1 when invalid. */
+long long parse_lag(const char *s);
+
+/* GET /cluster body (spec §2.4), Python's spaced JSON. */
+char *cluster_to_json(const Cluster *c, const char *scope, bool paused);

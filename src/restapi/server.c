@@ -1,0 +1,215 @@
+/* libmicrohttpd server: routing (method + first path segment, spec §2.1), GET endpoints. */
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "restapi/restapi.h"
+
+struct RestServer {
+    struct MHD_Daemon *mhd;
+    Dcs *dcs;
+    char *scope;
+    char *listen;
+};
+
+typedef struct Params {
+    QueryParam v[32];
+    size_t n;
+} Params;
+
+static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    Params *p = cls;
+    if (p->n < ELEMENTSOF(p->v))
+        p->v[p->n++] = (QueryParam){key, value ? value : ""};
+    return MHD_YES;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *conn, unsigned code, char *body, const char *content_type) {
+    size_t len = body ? strlen(body) : 0;
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body ? body : (char *)"",
+                                                             body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    if (content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    enum MHD_Result ret = MHD_queue_response(conn, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result respond_error_page(struct MHD_Connection *conn, unsigned code, const char *msg) {
+    char *body = xasprintf("<!DOCTYPE HTML>\n<html>\n<head><title>Error response</title></head>\n<body>\n"
+                           "<h1>Error response</h1>\n<p>Error code: %u</p>\n<p>Message: %s.</p>\n</body>\n</html>\n",
+                           code, msg);
+    return respond(conn, code, body, "text/html;charset=utf-8");
+}
+
+static bool liveness_ok(const Snapshot *s) {
+    if (s->pause)
+        return true;
+    usec_t threshold = (usec_t)(s->ttl > 0 ? s->ttl : 30) * USEC_PER_SEC;
+    if (!(s->pg_running && !s->in_recovery))
+        threshold *= 2;
+    return s->next_cycle + threshold > now_monotonic();
+}
+
+static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, const char *url, bool status_only,
+                                  const Snapshot *s) {
+    Params params = {0};
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_param, &params);
+    /* the first path segment selects the handler */
+    char first[64] = "";
+    const char *p = url[0] == '/' ? url + 1 : url;
+    size_t seg = strcspn(p, "/");
+    snprintf(first, sizeof first, "%.*s", (int)(seg < sizeof first - 1 ? seg : sizeof first - 1), p);
+
+    if (!status_only) {
+        if (strcmp(first, "patroni") == 0)
+            return respond(conn, 200, snapshot_status_json(s), "application/json");
+        if (strcmp(first, "liveness") == 0)
+            return respond(conn, liveness_ok(s) ? 200 : 503, NULL, NULL);
+        if (strcmp(first, "readiness") == 0) {
+            bool ok = s->is_leader || (streq(s->state, "running") && s->has_cluster);
+            return respond(conn, ok ? 200 : 503, NULL, NULL);
+        }
+        if (strcmp(first, "cluster") == 0 || strcmp(first, "history") == 0 || strcmp(first, "config") == 0 ||
+            strcmp(first, "failsafe") == 0) {
+            Cluster *c = NULL;
+            if (dcs_get_cluster(srv->dcs, &c) < 0)
+                return MHD_NO; /* Patroni closes the connection when the DCS cannot be read */
+            char *body = NULL;
+            unsigned code = 200;
+            if (strcmp(first, "cluster") == 0) {
+                bool paused = false;
+                if (c->config)
+                    (void)json_get_bool(c->config, "pause", &paused);
+                body = cluster_to_json(c, srv->scope, paused);
+            } else if (strcmp(first, "history") == 0) {
+                body = c->history ? json_dumps(c->history, true) : xstrdup("[]");
+            } else if (strcmp(first, "config") == 0) {
+                if (c->has_config && c->config_version > 0)
+                    body = json_dumps(c->config, true);
+                else
+                    code = 502;
+            } else {
+                if (c->failsafe)
+                    body = json_dumps(c->failsafe, true);
+                else
+                    code = 502;
+            }
+            cluster_free(c);
+            if (code != 200)
+                return respond_error_page(conn, code, "Bad Gateway");
+            return respond(conn, 200, body, "application/json");
+        }
+    }
+    /* the generic health-check handler, on the full path */
+    int code = health_check_code(s, url, params.v, params.n);
+    if (status_only)
+        return respond(conn, (unsigned)code, NULL, NULL);
+    return respond(conn, (unsigned)code, snapshot_status_json(s), "application/json");
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                               const char *version, const char *upload_data, size_t *upload_data_size,
+                               void **con_cls) {
+    (void)version;
+    (void)upload_data;
+    static int first_call_marker;
+    if (*con_cls == NULL) {
+        *con_cls = &first_call_marker;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        *upload_data_size = 0; /* bodies are read by the command endpoints */
+        return MHD_YES;
+    }
+    RestServer *srv = cls;
+    Snapshot *s = snapshot_current();
+    enum MHD_Result r;
+    if (!s) {
+        r = respond(conn, 503, NULL, NULL);
+    } else if (strcmp(method, "GET") == 0) {
+        r = handle_get(srv, conn, url, false, s);
+    } else if (strcmp(method, "HEAD") == 0 || strcmp(method, "OPTIONS") == 0) {
+        r = handle_get(srv, conn, url, true, s);
+    } else {
+        r = respond_error_page(conn, 501, "Unsupported method");
+    }
+    snapshot_unref(s);
+    return r;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t l = strlen(buf);
+    while (l && (buf[l - 1] == '\n' || buf[l - 1] == '\r'))
+        buf[--l] = '\0';
+    log_debug("REST API: %s", buf);
+}
+
+RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
+    _cleanup_free_ char *host = NULL;
+    int port = 8008;
+    if (parse_host_port(cfg->restapi.listen, 8008, &host, &port) < 0) {
+        *ret_error = xasprintf("restapi.listen: '%s' is not a valid host:port", cfg->restapi.listen);
+        return NULL;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    const char *h = (!host[0] || strcmp(host, "*") == 0) ? NULL : host;
+    int gr = getaddrinfo(h, portstr, &hints, &res);
+    if (gr != 0) {
+        *ret_error = xasprintf("restapi.listen: cannot resolve '%s': %s", host, gai_strerror(gr));
+        return NULL;
+    }
+    RestServer *srv = xcalloc(1, sizeof *srv);
+    srv->dcs = dcs;
+    srv->scope = xstrdup(cfg->scope);
+    srv->listen = xstrdup(cfg->restapi.listen);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    if (res->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    unsigned backlog = cfg->restapi.request_queue_size > 16 ? (unsigned)cfg->restapi.request_queue_size : 16;
+    srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, srv,
+                                MHD_OPTION_SOCK_ADDR, res->ai_addr,
+                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, backlog,
+                                MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                MHD_OPTION_END);
+    freeaddrinfo(res);
+    if (!srv->mhd) {
+        *ret_error = xasprintf("cannot listen on %s (address in use or not available)", cfg->restapi.listen);
+        free(srv->scope);
+        free(srv->listen);
+        free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+void rest_stop(RestServer *r) {
+    if (!r)
+        return;
+    MHD_stop_daemon(r->mhd);
+    free(r->scope);
+    free(r->listen);
+    free(r);
+}
