@@ -81,7 +81,13 @@ typedef struct Ha {
     char *last_status;   /* last /status value we wrote */
 
     Task task;
+    /* the CHECKPOINT after a promotion (pg_rewind on other nodes needs it): run in a thread */
+    pthread_t checkpoint_thread;
+    bool checkpoint_running;
+    _Atomic bool checkpoint_done;
+    bool checkpoint_pending; /* published as checkpoint_after_promote: false */
     usec_t next_cycle;
+    usec_t next_watchdog;
     usec_t last_cycle;
     bool stopping;
     bool fatal;
@@ -263,9 +269,58 @@ static void write_pgpass(Ha *h) {
     strlist_clear(&lines);
 }
 
+static int copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "re");
+    if (!in)
+        return -errno;
+    int fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        fclose(in);
+        return -e;
+    }
+    char buf[8192];
+    size_t n;
+    int r = 0;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (write(fd, buf, n) != (ssize_t)n) {
+            r = -EIO;
+            break;
+        }
+    fclose(in);
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    return r;
+}
+
+/* With config_dir outside data_dir, the files initdb or pg_basebackup left in data_dir are the
+ * starting point of the ones in config_dir (Patroni's behaviour with a Debian-style layout). */
+static void prepare_config_dir(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (streq(cfg->postgresql.config_dir, cfg->postgresql.data_dir))
+        return;
+    if (mkdir(cfg->postgresql.config_dir, 0700) < 0 && errno != EEXIST)
+        log_warning("cannot create %s: %s", cfg->postgresql.config_dir, strerror(errno));
+    static const struct {
+        const char *from, *to;
+    } files[] = {{"pg_hba.conf", "pg_hba.conf"}, {"pg_ident.conf", "pg_ident.conf"},
+                 {"postgresql.conf", "postgresql.base.conf"}};
+    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+        _cleanup_free_ char *from = xasprintf("%s/%s", cfg->postgresql.data_dir, files[i].from);
+        _cleanup_free_ char *to = xasprintf("%s/%s", cfg->postgresql.config_dir, files[i].to);
+        struct stat st;
+        if (stat(to, &st) == 0 || stat(from, &st) < 0)
+            continue;
+        int r = copy_file(from, to);
+        if (r < 0)
+            log_warning("cannot copy %s to %s: %s", from, to, strerror(-r));
+    }
+}
+
 /* Write postgresql.conf (and standby.signal) for a start as primary or as a replica of `target`. */
 static int write_configuration(Ha *h, bool as_primary, const char *target) {
     const PghaConfig *cfg = cfg_of(h);
+    prepare_config_dir(h);
     StrList warnings = {0};
     YNode *params = pg_build_parameters(cfg, dyn_of(h)->parameters, h->major, &warnings);
     for (size_t i = 0; i < warnings.n; i++)
@@ -537,6 +592,47 @@ static void task_start(Ha *h, TaskKind kind, const char *host, int port, bool cr
     }
 }
 
+static void *checkpoint_main(void *arg) {
+    Ha *h = arg;
+    PgConnParams p;
+    char host[256];
+    local_conn_params(h, &p, host, sizeof host);
+    p.application_name = "Patroni checkpoint";
+    char *err = NULL;
+    PGconn *c = pg_connect(&p, &err);
+    if (c) {
+        PGresult *r = pg_query(c, "CHECKPOINT", 0, &err);
+        PQclear(r);
+        PQfinish(c);
+    }
+    if (err) {
+        log_warning("CHECKPOINT after promote failed: %s", err);
+        free(err);
+    }
+    h->checkpoint_done = true;
+    wake(h);
+    return NULL;
+}
+
+static void start_post_promote_checkpoint(Ha *h) {
+    if (h->checkpoint_running)
+        return;
+    h->checkpoint_done = false;
+    h->checkpoint_pending = true;
+    if (pthread_create(&h->checkpoint_thread, NULL, checkpoint_main, h) == 0)
+        h->checkpoint_running = true;
+    else
+        h->checkpoint_pending = false;
+}
+
+static void finish_post_promote_checkpoint(Ha *h, bool wait) {
+    if (!h->checkpoint_running || (!wait && !h->checkpoint_done))
+        return;
+    pthread_join(h->checkpoint_thread, NULL);
+    h->checkpoint_running = false;
+    h->checkpoint_pending = false;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* observation                                                                                 */
 
@@ -645,8 +741,10 @@ static void observe_pg(Ha *h, LocalState *l) {
         l->timeline = h->st.timeline;
         l->wal_position = h->st.wal_position;
         if (!h->st.in_recovery) {
-            if (h->promoting)
+            if (h->promoting) {
                 log_info("promotion complete: PostgreSQL is a primary on timeline %lld", h->st.timeline);
+                start_post_promote_checkpoint(h);
+            }
             h->promoting = false;
             set_role(h, "primary");
         } else if (!h->promoting) {
@@ -732,6 +830,7 @@ static void touch_member(Ha *h) {
         m.timeline = h->st.timeline;
     }
     m.pause = dyn_of(h)->pause;
+    m.checkpoint_after_promote_false = h->checkpoint_pending;
     char *json = cluster_encode_member(&m);
     member_free_contents(&m);
     if (dcs_touch_member(h->dcs, json) < 0)
@@ -1009,9 +1108,10 @@ static void finish_task(Ha *h) {
             h->fatal = true;
             break;
         }
-        /* hba additions from bootstrap.pg_hba (unless postgresql.pg_hba replaces the file) */
+        /* hba additions from bootstrap.pg_hba (unless postgresql.pg_hba replaces the file); into the
+         * data directory, so that replicas cloned from it have them too */
         if (!cfg->postgresql.pg_hba && cfg->bootstrap.pg_hba) {
-            _cleanup_free_ char *path = xasprintf("%s/pg_hba.conf", cfg->postgresql.config_dir);
+            _cleanup_free_ char *path = xasprintf("%s/pg_hba.conf", cfg->postgresql.data_dir);
             char *e2 = NULL;
             if (pg_write_hba(path, cfg->bootstrap.pg_hba, true, &e2) < 0) {
                 log_error("%s", e2);
@@ -1332,6 +1432,7 @@ static void run_cycle(Ha *h, bool stale) {
 
     /* 2. long actions */
     finish_task(h);
+    finish_post_promote_checkpoint(h, false);
 
     /* 3. the local PostgreSQL */
     LocalState l;
@@ -1566,8 +1667,18 @@ int ha_run(Agent *a) {
         if (!due) {
             usec_t wait = h.next_cycle - now;
             /* while PostgreSQL starts or promotes, look often: that is where failover time goes */
-            if ((h.pg_starting || h.promoting || bootstrap_pending) && wait > 200 * USEC_PER_MSEC)
-                wait = 200 * USEC_PER_MSEC;
+            usec_t fast = h.promoting ? 20 * USEC_PER_MSEC : 100 * USEC_PER_MSEC;
+            if ((h.pg_starting || h.promoting || bootstrap_pending) && wait > fast)
+                wait = fast;
+            usec_t wd = sdn_watchdog_interval();
+            if (wd) {
+                if (now >= h.next_watchdog) {
+                    sdn_watchdog();
+                    h.next_watchdog = now + wd;
+                }
+                if (h.next_watchdog - now < wait)
+                    wait = h.next_watchdog - now;
+            }
             struct pollfd p[3] = {{.fd = a->signal_fd, .events = POLLIN},
                                   {.fd = h.wake_fd, .events = POLLIN},
                                   {.fd = h.pm_pidfd, .events = POLLIN}};
@@ -1622,6 +1733,7 @@ int ha_run(Agent *a) {
     if (h.fatal)
         rc = 1;
 out:
+    finish_post_promote_checkpoint(&h, true);
     if (h.dcs)
         dcs_stop_watch(h.dcs);
     rest_stop(h.rest);
