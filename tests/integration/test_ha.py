@@ -1,0 +1,141 @@
+"""The HA engine against real etcd, PostgreSQL 15 and pgha processes (issue: HA engine).
+
+One 3-node cluster is shared by the scenarios of this module, in order: bootstrap, postmaster crash,
+node loss with failover and pg_rewind rejoin, SIGTERM of the primary's agent, and the loss of every
+etcd member. Timings: ttl 20 (Patroni's minimum), loop_wait 2, retry_timeout 3."""
+
+import json
+import subprocess
+import time
+
+import pytest
+
+import pghatest as h
+from hacluster import HaCluster
+
+pytestmark = pytest.mark.needs_root
+
+TTL = 20
+
+
+@pytest.fixture(scope="module")
+def cluster(request, run_dir):
+    c = HaCluster(run_dir.subdir("ha"), n=3)
+    c.start(["node1"])
+    c.wait_leader(60)
+    c.start(["node2", "node3"])
+    yield c
+    c.destroy(keep=request.session.testsfailed > 0 and h.keep_requested())
+
+
+def controldata_sysid(node):
+    out = subprocess.run([f"{h.find_pg_bindir()}/pg_controldata", "-D", node.data_dir], capture_output=True,
+                         text=True, env={"LANG": "C", "LC_ALL": "C"}, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("Database system identifier:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("no system identifier in pg_controldata output")
+
+
+def test_bootstrap_one_primary_two_streaming_replicas(cluster):
+    leader = cluster.wait_healthy()
+    assert leader == "node1"
+    assert cluster.primaries() == ["node1"]
+    # /initialize holds the system identifier, the same on every node
+    sysid = cluster.etcd.get(cluster.key("initialize"))
+    assert sysid == controldata_sysid(cluster.nodes["node1"])
+    for n in ("node2", "node3"):
+        assert controldata_sysid(cluster.nodes[n]) == sysid
+    # /config is bootstrap.dcs, written as compact JSON
+    cfg = json.loads(cluster.etcd.get(cluster.key("config")))
+    assert cfg == cluster.nodes["node1"].config["bootstrap"]["dcs"]
+    # member keys in Patroni's format
+    m = cluster.member("node2")
+    assert m["role"] == "replica" and m["state"] == "running" and m["version"] == "4.0.6"
+    assert m["conn_url"] == f"postgres://127.0.0.1:{cluster.nodes['node2'].pg_port}/postgres"
+    assert m["api_url"].endswith("/patroni")
+    h.wait_until(lambda: cluster.member("node2").get("replication_state") == "streaming", 30)
+    # REST: leader and replica health checks answer from the snapshot
+    assert cluster.nodes["node1"].rest("GET", "/primary").status_code == 200
+    assert cluster.nodes["node2"].rest("GET", "/primary").status_code == 503
+    h.wait_until(lambda: cluster.nodes["node2"].rest("GET", "/replica").status_code == 200, 30)
+    st = cluster.nodes["node2"].rest("GET", "/patroni").json()
+    assert st["role"] == "replica" and st["database_system_identifier"] == sysid
+    # data written on the primary reaches the replicas
+    cluster.sql("node1", "CREATE TABLE t (id int PRIMARY KEY)")
+    cluster.sql("node1", "INSERT INTO t VALUES (1)")
+    for n in ("node2", "node3"):
+        h.wait_until(lambda n=n: cluster.sql(n, "SELECT count(*) FROM t")[0][0] == 1, 30)
+
+
+def test_postmaster_crash_restarts_the_same_primary(cluster):
+    leader = cluster.wait_healthy()
+    node = cluster.nodes[leader]
+    pm = node.kill_postmaster()
+    assert pm is not None
+    t0 = time.monotonic()
+    h.wait_until(lambda: cluster.writable(leader), 30, interval=0.05, msg=f"{leader} writable again")
+    took = time.monotonic() - t0
+    assert node.postmaster_pid() not in (None, pm)
+    assert cluster.leader() == leader, "a postmaster crash must not fail over"
+    assert took < TTL
+    assert "postmaster is not running" in node.log_text()
+
+
+def test_node_loss_fails_over_and_the_old_primary_rejoins_with_pg_rewind(cluster):
+    old = cluster.wait_healthy()
+    cluster.sql(old, "INSERT INTO t VALUES (2)")
+    others = [n for n in cluster.nodes if n != old]
+    cluster.nodes[old].kill9(postmaster=True)
+    t0 = time.monotonic()
+    new = cluster.wait_leader(TTL + 10, exclude=(old,))
+    h.wait_until(lambda: cluster.writable(new), TTL + 5, interval=0.05, msg=f"{new} accepting writes")
+    assert time.monotonic() - t0 < TTL + 5
+    assert new in others
+    third = [n for n in others if n != new][0]
+    cluster.wait_streaming(new, [third], 60)
+    assert cluster.sql(new, "SELECT count(*) FROM t")[0][0] == 2
+    # history records the switch
+    hist = json.loads(h.wait_until(lambda: cluster.etcd.get(cluster.key("history")), 30))
+    assert hist and hist[-1][4] == new
+    # the old primary comes back as a replica of the new one
+    cluster.nodes[old].start()
+    cluster.wait_streaming(new, [third, old], 120)
+    assert not cluster.is_primary(old)
+    assert "pg_rewind" in cluster.nodes[old].log_text()
+    cluster.sql(new, "INSERT INTO t VALUES (3)")
+    h.wait_until(lambda: cluster.sql(old, "SELECT count(*) FROM t")[0][0] == 3, 30)
+
+
+def test_sigterm_of_the_primary_agent_hands_over_without_waiting_for_ttl(cluster):
+    old = cluster.wait_healthy()
+    t0 = time.monotonic()
+    assert cluster.nodes[old].stop(timeout=60) == 0
+    new = cluster.wait_leader(TTL, exclude=(old,))
+    h.wait_until(lambda: cluster.writable(new), 20, interval=0.05)
+    took = time.monotonic() - t0
+    assert took < TTL / 2, f"handover took {took:.1f}s; it must not wait for the lease to expire"
+    assert cluster.nodes[old].postmaster_pid() is None, "the old primary's PostgreSQL must be stopped"
+    cluster.nodes[old].start()
+    others = [n for n in cluster.nodes if n != new]
+    cluster.wait_streaming(new, others, 120)
+
+
+def test_losing_every_etcd_member_demotes_the_primary_and_recovers(cluster):
+    leader = cluster.wait_healthy()
+    for i in range(3):
+        cluster.etcd.pause_member(i)
+    try:
+        t0 = time.monotonic()
+        h.wait_until(lambda: not cluster.writable(leader), TTL, interval=0.2,
+                     msg=f"{leader} to stop accepting writes without etcd")
+        assert time.monotonic() - t0 < TTL
+        # nobody else became a primary meanwhile
+        assert cluster.primaries() == []
+    finally:
+        for i in range(3):
+            cluster.etcd.resume_member(i)
+    new = cluster.wait_leader(TTL + 30)
+    h.wait_until(lambda: cluster.primaries() == [new], 60, msg="exactly one primary after etcd returned")
+    cluster.wait_streaming(new, [n for n in cluster.nodes if n != new], 120)
+    assert cluster.primaries() == [new]
