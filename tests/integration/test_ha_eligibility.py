@@ -1,0 +1,61 @@
+"""Who may be promoted (spec §4.5): a `nofailover` replica never is, and neither is a replica that lags
+more than maximum_lag_on_failover behind the last known leader position."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+import pghatest as h
+from hacluster import HaCluster
+
+pytestmark = pytest.mark.needs_root
+
+TTL = 20
+
+
+@pytest.fixture
+def cluster(request, tmp_base):
+    c = HaCluster(tmp_base, n=3, scope="eligibility",
+                  bootstrap={"dcs": {"maximum_lag_on_failover": 1048576}},
+                  node_overrides={"node2": {"tags": {"nofailover": True}}})
+    c.start(["node1"])
+    c.wait_leader(60)
+    c.start(["node2", "node3"])
+    yield c
+    c.destroy()
+
+
+def test_nofailover_and_lagging_replicas_are_never_promoted(cluster):
+    leader = cluster.wait_healthy()
+    assert leader == "node1"
+    assert cluster.member("node2")["tags"] == {"nofailover": True}
+    # make node3 lag: freeze its WAL receiver, then write well over maximum_lag_on_failover
+    wr = cluster.sql("node3", "SELECT pid FROM pg_stat_wal_receiver")[0][0]
+    os.kill(wr, signal.SIGSTOP)
+    try:
+        cluster.sql("node1", "CREATE TABLE big AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g")
+        flush = cluster.sql("node1", "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint")[0][0]
+        # the leader publishes its position in /status
+        h.wait_until(lambda: json.loads(cluster.etcd.get(cluster.key("status")) or "{}").get("optime", 0) >= flush,
+                     30, msg="/status optime to reach the primary's flush position")
+        lag_pos = cluster.member("node3").get("xlog_location", 0)
+        assert flush - lag_pos > 1048576
+        cluster.nodes["node1"].kill9(postmaster=True)
+        # the lease expires after ttl; then nobody may take over for a good while
+        h.wait_until(lambda: cluster.leader() is None, TTL + 10, msg="the old leader key to expire")
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            assert cluster.leader() is None, "a replica that must not be promoted took the leader key"
+            assert cluster.primaries() == []
+            time.sleep(0.5)
+        log2, log3 = cluster.nodes["node2"].log_text(), cluster.nodes["node3"].log_text()
+        assert "nofailover" in log2
+        assert "maximum_lag_on_failover" in log3
+    finally:
+        try:
+            os.kill(wr, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
