@@ -61,14 +61,25 @@ def test_pgha_wrapper_with_stub_agent(tmp_base, unique_name):
 
         pm = node.postmaster_pid()
         assert pm is not None and h.port_open(pg_port)
+        assert h.proc_stat(pm)["ppid"] == node.pid, "the stub runs postgres as its child, like pgha"
+
+        # Agent crash alone: its PostgreSQL survives.
+        agent_pid, none = node.kill9(postmaster=False)
+        assert none is None and not h.pid_alive(agent_pid)
+        assert node.returncode == -signal.SIGKILL
+        assert node.postmaster_pid() == pm and h.pid_alive(pm)
+
+        # Restarted agent adopts it; then agent and postmaster die together.
+        node.start()
+        node.wait_for_log(f"adopting running postmaster {pm}", timeout=30)
         agent_pid, killed_pm = node.kill9(postmaster=True)
         assert killed_pm == pm
         assert not h.pid_alive(agent_pid) and not h.pid_alive(pm)
-        assert node.returncode == -signal.SIGKILL
         assert not node.is_running() and node.postmaster_pid() is None
         h.wait_until(lambda: not h.port_open(pg_port), 10, msg="postgres port to close")
 
-        # Restart on the same data dir, then a clean SIGTERM stop (the stub stops its postgres).
+        # Restart on the same data dir (crash recovery), then a clean SIGTERM stop: the stub stops its
+        # postgres.
         node.start()
         h.wait_until(lambda: node.rest("GET", "/health", timeout=1).status_code == 200, 60,
                      msg="stub agent REST /health after restart")
@@ -77,7 +88,15 @@ def test_pgha_wrapper_with_stub_agent(tmp_base, unique_name):
         assert node.stop(timeout=30) == 0
         assert node.postmaster_pid() is None and not h.pid_alive(pm2)
         assert "stub-agent: exit" in node.log_text()
-        assert node.log_text().count("=== pghatest") == 2, "one start banner per start"
+
+        # stop() leaves PostgreSQL alone when the agent leaves it running (kill_leftovers=False).
+        node.start(env={"STUB_LEAVE_PG": "1"})
+        h.wait_until(lambda: node.rest("GET", "/health", timeout=1).status_code == 200, 60,
+                     msg="stub agent REST /health (leave-pg mode)")
+        pm3 = node.postmaster_pid()
+        assert node.stop(timeout=30) == 0
+        assert node.postmaster_pid() == pm3, "stop() must not kill the postgres the agent left running"
+        assert node.log_text().count("=== pghatest") == 4, "one start banner per start"
     finally:
         node.destroy()
         h.release_ports(pg_port, rest_port)

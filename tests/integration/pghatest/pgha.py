@@ -291,11 +291,11 @@ class PghaNode:
         self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, timeout=60, kill_leftovers=False):
-        """SIGTERM the agent and wait for it to exit (SIGKILL after timeout). Its PostgreSQL is left as the
-        agent leaves it unless kill_leftovers is set. Returns the exit code."""
+        """SIGTERM the agent and wait for it to exit (SIGKILL of the agent alone after timeout). Its
+        PostgreSQL is left as the agent leaves it, unless kill_leftovers is set. Returns the exit code."""
         if self.proc is None:
             return None
-        rc = self.proc.stop(signal.SIGTERM, timeout=timeout)
+        rc = self.proc.stop(signal.SIGTERM, timeout=timeout, kill_leftovers=False)
         if kill_leftovers:
             self.kill_postmaster()
         return rc
@@ -318,8 +318,9 @@ class PghaNode:
         return pid
 
     def kill9(self, postmaster=True):
-        """SIGKILL the agent and, with postmaster=True, its postmaster at the same moment (both trees).
-        Waits until all of them are gone. Returns (agent pid, postmaster pid or None)."""
+        """SIGKILL the agent and, with postmaster=True, its postmaster at the same moment (each with its
+        children). With postmaster=False only the agent dies and its PostgreSQL keeps running (orphaned).
+        Waits until the killed processes are gone. Returns (agent pid, postmaster pid or None)."""
         apid = self.pid
         pm = self.postmaster_pid() if postmaster else None
         pm_tree = []
@@ -327,7 +328,8 @@ class PghaNode:
             pm_tree = [(p, proc_starttime(p)) for p in [pm] + descendants(pm)]
             os.kill(pm, signal.SIGKILL)  # first, so it cannot react to the agent's death
         if self.proc is not None:
-            self.proc.kill()
+            # The postmaster may be the agent's child: kill the agent's whole tree only when asked to.
+            self.proc.kill(tree=postmaster)
         if pm_tree:
             # Backends exit on their own once the postmaster is gone; wait for them too, so that a restart
             # does not find the shared memory still in use.

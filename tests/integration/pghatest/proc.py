@@ -659,14 +659,18 @@ class Proc:
             for p in [self.pid] + descendants(self.pid):
                 _safe_kill(p, signal.SIGCONT)
 
-    def stop(self, sig=signal.SIGTERM, timeout=30.0, kill_after=True):
-        """Send sig to the main process and wait up to timeout for it to exit. If it does not exit and
-        kill_after is set, kill the whole tree. Returns the exit code. Descendants that outlive the main
-        process (left their group) are killed too."""
+    def stop(self, sig=signal.SIGTERM, timeout=30.0, kill_after=True, kill_leftovers=True):
+        """Send sig to the main process and wait up to timeout for it to exit; returns the exit code.
+
+        If it does not exit in time: with kill_after, SIGKILL it (its whole tree when kill_leftovers is
+        set, else only the process and its group), otherwise raise subprocess.TimeoutExpired.
+        With kill_leftovers (default), whatever outlives the main process (its process group, and the
+        descendants it had, even those that left the group) is killed too; without, they are left
+        alone (e.g. a PostgreSQL an agent deliberately leaves running)."""
         if self.popen is None:
             return None
         if self.is_running():
-            leftovers = [(p, proc_starttime(p)) for p in descendants(self.pid)]
+            leftovers = [(p, proc_starttime(p)) for p in descendants(self.pid)] if kill_leftovers else []
             try:
                 os.kill(self.pid, sig)
                 if sig == signal.SIGTERM:
@@ -679,21 +683,26 @@ class Proc:
             except subprocess.TimeoutExpired:
                 if not kill_after:
                     raise
-                self.kill()
-            # Whatever was left in the group or below: no orphans.
-            _safe_killpg(self.pgid, signal.SIGKILL)
-            for p, st in leftovers:
-                if st is not None and pid_alive(p, st):
-                    kill_tree(p, st, wait=True)
+                self.kill(tree=kill_leftovers)
+            if kill_leftovers:
+                _safe_killpg(self.pgid, signal.SIGKILL)
+                for p, st in leftovers:
+                    if st is not None and pid_alive(p, st):
+                        kill_tree(p, st, wait=True)
         self._forget()
         return self.popen.returncode
 
-    def kill(self, timeout=10.0):
-        """SIGKILL the process, its group and all its descendants; wait until all are gone."""
+    def kill(self, timeout=10.0, tree=True):
+        """SIGKILL the process and its process group, and with tree=True (default) also every descendant
+        (found through /proc, so also those that left the group); wait until the process is gone."""
         if self.popen is None:
             return None
         if self.popen.poll() is None:
-            kill_tree(self.pid, self.starttime, self.pgid, wait=False)
+            if tree:
+                kill_tree(self.pid, self.starttime, self.pgid, wait=False)
+            else:
+                _safe_killpg(self.pgid, signal.SIGKILL)
+                _safe_kill(self.pid, signal.SIGKILL, self.starttime)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
