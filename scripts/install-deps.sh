@@ -29,7 +29,8 @@ PACKAGES=(
     etcd-server etcd-client
     postgresql-15
     python3-pytest python3-psycopg2 python3-requests python3-yaml
-    iproute2 procps
+    iproute2 procps openssl curl
+    patroni
 )
 
 is_installed() {
