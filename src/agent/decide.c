@@ -70,6 +70,31 @@ static bool peer_eligible(const PeerStatus *p) {
     return p && p->reachable && !p->nofailover && p->failover_priority > 0 && !p->watchdog_failed;
 }
 
+/* §4.5 is_failover_possible, for one probed peer: eligible, not a primary, and not lagging more
+ * than maximum_lag_on_failover behind /status (a missing optime counts as 0). */
+static bool peer_can_take_over(const Observation *o, const PeerStatus *p) {
+    if (!peer_eligible(p) || p->is_primary)
+        return false;
+    const Cluster *c = o->cluster;
+    long long optime = c && c->status.has_optime ? c->status.optime : 0;
+    return !(o->dyn && optime - p->wal_position > o->dyn->maximum_lag_on_failover);
+}
+
+/* Could another member take over from us? Only `candidate` when given; only /sync members when
+ * `sync_only`. */
+static bool failover_possible(const Observation *o, const char *candidate, bool sync_only) {
+    for (size_t i = 0; i < o->n_peers; i++) {
+        const PeerStatus *p = &o->peers[i];
+        if (streq(p->name, o->cfg->name) || (candidate && !streq(p->name, candidate)))
+            continue;
+        if (sync_only && !sync_matches(&o->cluster->sync, p->name))
+            continue;
+        if (peer_can_take_over(o, p))
+            return true;
+    }
+    return false;
+}
+
 /* The leader of the previous locked view (the "former leader"). */
 static const char *former_leader(const Observation *o) {
     if (sync_active(o))
@@ -128,6 +153,50 @@ static bool core_check(const Observation *o, bool check_lag, const char *skip, c
     return true;
 }
 
+/* §4.7 "on other nodes while unlocked": 1 = healthiest, 0 = not, -1 = not decisive (a stale
+ * request in pause; continue with the other rules). */
+static int manual_failover_no_leader(const Observation *o, char *why, size_t why_len) {
+    const Cluster *c = o->cluster;
+    const Failover *f = &c->failover;
+    const char *me = o->cfg->name;
+    if (f->candidate) {
+        if (streq(f->candidate, me))
+            return 1;
+        if (paused(o)) {
+            if (!cluster_get_member(c, f->candidate) && pg_is_primary(o->local)) {
+                snprintf(why, why_len, "the failover candidate %s is not running", f->candidate);
+                return -1;
+            }
+            snprintf(why, why_len, "the failover candidate is %s", f->candidate);
+            return 0;
+        }
+        if (sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
+            snprintf(why, why_len, "the failover candidate is %s and I am not synchronous", f->candidate);
+            return 0;
+        }
+        if (peer_eligible(find_peer(o, f->candidate))) {
+            snprintf(why, why_len, "the failover candidate %s is healthy", f->candidate);
+            return 0;
+        }
+    } else if (paused(o)) {
+        snprintf(why, why_len, "a failover in the paused state needs a candidate");
+        return 0;
+    }
+    if (f->leader && streq(f->leader, me)) {
+        /* the former leader takes over again only if nobody else can */
+        for (size_t i = 0; i < o->n_peers; i++) {
+            const PeerStatus *p = &o->peers[i];
+            if (!streq(p->name, me) && (!sync_active(o) || sync_matches(&c->sync, p->name)) &&
+                peer_can_take_over(o, p)) {
+                snprintf(why, why_len, "I am the former leader and %s can take over", p->name);
+                return 0;
+            }
+        }
+        return 1;
+    }
+    return core_check(o, false, f->leader, why, why_len) ? 1 : 0;
+}
+
 bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
     const LocalState *l = o->local;
     const Cluster *c = o->cluster;
@@ -137,9 +206,20 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
         snprintf(why, why_len, "pre_promote failed less than ttl ago");
         return false;
     }
+    /* §4.5 step 2: in pause only a manual failover to a named candidate may move the leader */
+    if (paused(o) && !nofailover(o->cfg) && c && !failover_is_empty(&c->failover) && !c->failover.scheduled_at) {
+        int r = manual_failover_no_leader(o, why, why_len);
+        if (r >= 0)
+            return r > 0;
+    }
     if (pg_is_primary(l)) {
-        if (paused(o))
-            return !c || !c->has_initialize || !valid_sysid(c->initialize) || streq(c->initialize, l->sysid);
+        if (paused(o)) {
+            if (!c || !c->has_initialize || !c->initialize[0] || streq(c->initialize, l->sysid))
+                return true;
+            snprintf(why, why_len, "system ID %s differs from /initialize %s", l->sysid ? l->sysid : "(unknown)",
+                     c->initialize);
+            return false;
+        }
         long long ctl = cluster_timeline(c);
         if (ctl > 0 && l->timeline < ctl) {
             snprintf(why, why_len, "I am a primary on timeline %lld, behind the cluster timeline %lld", l->timeline, ctl);
@@ -160,33 +240,12 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
         return false;
     }
     if (c && !failover_is_empty(&c->failover)) {
-        const Failover *f = &c->failover;
-        if (f->leader && sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
+        /* a switchover in synchronous mode (quorum too): only /sync members may race */
+        if (c->failover.leader && sync_active(o) && !sync_matches(&c->sync, me)) {
             snprintf(why, why_len, "a switchover is in progress and I am not a synchronous standby");
             return false;
         }
-        if (f->candidate && streq(f->candidate, me))
-            return true;
-        if (f->candidate) {
-            if (sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
-                snprintf(why, why_len, "the failover candidate is %s and I am not synchronous", f->candidate);
-                return false;
-            }
-            if (peer_eligible(find_peer(o, f->candidate))) {
-                snprintf(why, why_len, "the failover candidate %s is healthy", f->candidate);
-                return false;
-            }
-        }
-        if (f->leader && streq(f->leader, me)) {
-            /* the former leader takes over again only if nobody else can */
-            for (size_t i = 0; i < o->n_peers; i++)
-                if (!streq(o->peers[i].name, me) && peer_eligible(&o->peers[i]) && !o->peers[i].is_primary) {
-                    snprintf(why, why_len, "I am the former leader and %s can take over", o->peers[i].name);
-                    return false;
-                }
-            return true;
-        }
-        return core_check(o, false, f->leader, why, why_len);
+        return manual_failover_no_leader(o, why, why_len) > 0;
     }
     if (sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
         snprintf(why, why_len, "I am not a synchronous standby (%s is the sync leader)", c->sync.leader);
@@ -242,19 +301,8 @@ static bool process_manual_failover(const Observation *o, Decision *d) {
         return true;
     }
     /* is a failover target possible? */
-    bool sync = sync_active(o) && o->dyn->synchronous_mode == SYNC_ON;
-    bool possible = false;
-    for (size_t i = 0; i < o->n_peers; i++) {
-        const PeerStatus *p = &o->peers[i];
-        if (streq(p->name, me) || !peer_eligible(p) || p->is_primary)
-            continue;
-        if (f->candidate && !streq(p->name, f->candidate))
-            continue;
-        if (sync && f->leader && !sync_matches(&c->sync, p->name))
-            continue;
-        possible = true;
-    }
-    if (!possible) {
+    bool sync_only = sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && f->leader;
+    if (!failover_possible(o, f->candidate, sync_only)) {
         set(d, HA_CLEAR_FAILOVER, NULL, "manual failover: no healthy members found, failover is not possible");
         return true;
     }
@@ -290,7 +338,7 @@ void decide(const Observation *o, Decision *d) {
     if (l->async_action) {
         if (am_leader(o) && strcmp(l->async_action, "bootstrap") != 0) {
             set(d, HA_UPDATE_LOCK_ONLY, NULL, "%s%s in progress", pause_prefix, l->async_action);
-        } else if (!am_leader(o) && pg_is_primary(l) && !paused(o)) {
+        } else if (!am_leader(o) && pg_is_primary(l) && !paused(o) && strcmp(l->async_action, "bootstrap") != 0) {
             d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
             set(d, HA_DEMOTE, NULL, "%s in progress, but I am a primary without the lock: demoting", l->async_action);
         } else {
@@ -313,7 +361,7 @@ void decide(const Observation *o, Decision *d) {
             set(d, HA_NONE, NULL, "%srunning with empty data directory", pause_prefix);
             return;
         }
-        if (!c->leader && !c->has_initialize && !nofailover(o->cfg)) {
+        if (!c->leader && !c->has_initialize && !nofailover(o->cfg) && config_is_set(o->cfg, "bootstrap")) {
             set(d, HA_BOOTSTRAP, NULL, "trying to bootstrap a new cluster");
             return;
         }
@@ -381,7 +429,7 @@ void decide(const Observation *o, Decision *d) {
             return;
         }
         if (am_leader(o)) {
-            d->as_primary = true;
+            /* read-only, without upstream; the next cycle promotes (a new timeline) */
             set(d, HA_START, NULL, "starting as readonly because i had the session lock");
             return;
         }
@@ -392,9 +440,12 @@ void decide(const Observation *o, Decision *d) {
 
     if (l->pg_starting) {
         if (am_leader(o)) {
-            if (l->start_timed_out && !paused(o)) {
+            if (l->start_timed_out && !paused(o) && failover_possible(o, NULL, sync_active(o))) {
                 d->demote_mode = DEMOTE_IMMEDIATE;
                 set(d, HA_DEMOTE, NULL, "primary start timed out: failing over");
+            } else if (l->start_timed_out && !paused(o)) {
+                set(d, HA_UPDATE_LOCK_ONLY, NULL,
+                    "primary start has timed out, but continuing to wait because failover is not possible");
             } else {
                 set(d, HA_UPDATE_LOCK_ONLY, NULL, "%spostgres is starting", pause_prefix);
             }
@@ -408,10 +459,6 @@ void decide(const Observation *o, Decision *d) {
     if (!c->leader) {
         char why[256];
         if (is_healthiest_node(o, why, sizeof why)) {
-            if (paused(o) && !pg_is_primary(l)) {
-                set(d, HA_NONE, NULL, "%sno leader, and I will not promote in the paused state", pause_prefix);
-                return;
-            }
             set(d, HA_ACQUIRE_LOCK, NULL, pg_is_primary(l) ? "acquired session lock as a leader"
                                                             : "promoted self to leader by acquiring session lock");
             return;

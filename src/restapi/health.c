@@ -4,8 +4,10 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/json.h"
+#include "common/yamltree.h"
 #include "restapi/restapi.h"
 
 long long parse_lag(const char *s) {
@@ -28,27 +30,48 @@ long long parse_lag(const char *s) {
     return -1;
 }
 
+/* Python's truth value of a tag value. */
+static bool tag_truthy(const cJSON *v) {
+    long long n;
+    if (cJSON_IsFalse(v) || cJSON_IsNull(v) || (cJSON_IsString(v) && !v->valuestring[0]))
+        return false;
+    if ((cJSON_IsNumber(v) || cJSON_IsRaw(v)) && json_item_ll(v, &n) && n == 0)
+        return false;
+    return true;
+}
+
 static bool tag_matches(const Snapshot *s, const char *key, const char *want) {
     if (!s->tags)
         return false;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(s->tags, key);
-    if (!v)
+    if (!v || cJSON_IsNull(v))
         return false;
-    /* predefined boolean tags set to false count as absent */
-    if (cJSON_IsFalse(v))
-        return false;
+    /* the configured tags are filtered like the published ones: a predefined boolean tag that is
+     * false counts as absent (nofailover is kept when failover_priority is set); custom tags stay */
+    static const char *const predefined[] = {"clonefrom", "nofailover", "noloadbalance", "nosync", "nostream"};
+    if (!tag_truthy(v))
+        for (size_t i = 0; i < ELEMENTSOF(predefined); i++)
+            if (strcmp(key, predefined[i]) == 0 &&
+                !(strcmp(key, "nofailover") == 0 && cJSON_GetObjectItemCaseSensitive(s->tags, "failover_priority")))
+                return false;
+    /* non-string values compare as str(v).lower() */
     char buf[64];
     const char *have = NULL;
     if (cJSON_IsString(v))
         have = v->valuestring;
-    else if (cJSON_IsTrue(v))
-        have = "true";
-    else if (cJSON_IsNumber(v) || cJSON_IsRaw(v)) {
+    else if (cJSON_IsBool(v))
+        have = cJSON_IsTrue(v) ? "true" : "false";
+    else if (cJSON_IsRaw(v)) { /* numbers as the YAML layer wrote them: Python's repr */
+        snprintf(buf, sizeof buf, "%s", v->valuestring);
+        for (char *p = buf; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        have = buf;
+    } else if (cJSON_IsNumber(v)) {
         long long n;
         if (json_item_ll(v, &n))
             snprintf(buf, sizeof buf, "%lld", n);
         else
-            snprintf(buf, sizeof buf, "%g", v->valuedouble);
+            py_float_repr(v->valuedouble, buf, sizeof buf);
         have = buf;
     }
     return have && strcmp(have, want) == 0;
@@ -134,6 +157,48 @@ static int cmp_members(const void *a, const void *b) {
     return strcmp((*(const Member *const *)a)->name, (*(const Member *const *)b)->name);
 }
 
+/* The parts of Patroni's global config (from the cluster's /config) that /cluster uses. */
+static bool config_is_standby_cluster(const Cluster *c) {
+    const cJSON *sc = c->config ? cJSON_GetObjectItemCaseSensitive(c->config, "standby_cluster") : NULL;
+    if (!cJSON_IsObject(sc))
+        return false;
+    static const char *const keys[] = {"host", "port", "restore_command"};
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(sc, keys[i]);
+        if (v && tag_truthy(v))
+            return true;
+    }
+    return false;
+}
+
+static SyncMode config_sync_mode(const Cluster *c) {
+    const cJSON *v = c->config ? cJSON_GetObjectItemCaseSensitive(c->config, "synchronous_mode") : NULL;
+    long long n;
+    if (cJSON_IsTrue(v))
+        return SYNC_ON;
+    if (cJSON_IsString(v)) {
+        if (strcasecmp(v->valuestring, "quorum") == 0)
+            return SYNC_QUORUM;
+        static const char *const on[] = {"on", "true", "yes", "1"};
+        for (size_t i = 0; i < ELEMENTSOF(on); i++)
+            if (strcasecmp(v->valuestring, on[i]) == 0)
+                return SYNC_ON;
+    }
+    if ((cJSON_IsNumber(v) || cJSON_IsRaw(v)) && json_item_ll(v, &n) && n == 1)
+        return SYNC_ON;
+    return SYNC_OFF;
+}
+
+/* Patroni's `cluster.sync.matches(name)`: the sync_standby names only, case-insensitively. */
+static bool sync_standby_matches(const SyncState *s, const char *name) {
+    if (!s->leader)
+        return false;
+    for (size_t i = 0; i < s->members.n; i++)
+        if (strcasecmp(s->members.v[i], name) == 0)
+            return true;
+    return false;
+}
+
 static cJSON *raw_ll(long long v) {
     char buf[32];
     snprintf(buf, sizeof buf, "%lld", v);
@@ -148,6 +213,8 @@ char *cluster_to_json(const Cluster *c, const char *scope, bool paused) {
         sorted[i] = &c->members[i];
     qsort(sorted, c->n_members, sizeof(Member *), cmp_members);
     const char *leader = c->leader ? c->leader->name : NULL;
+    bool standby_cluster = config_is_standby_cluster(c);
+    SyncMode sync_mode = standby_cluster ? SYNC_OFF : config_sync_mode(c);
     for (size_t i = 0; i < c->n_members; i++) {
         const Member *m = sorted[i];
         cJSON *e = cJSON_CreateObject();
@@ -155,12 +222,13 @@ char *cluster_to_json(const Cluster *c, const char *scope, bool paused) {
         const char *role = "replica";
         bool is_leader = leader && strcmp(leader, m->name) == 0;
         if (is_leader)
-            role = streq(m->role, "standby_leader") ? "standby_leader" : "leader";
-        else if (c->sync.leader && sync_matches(&c->sync, m->name))
-            role = c->sync.quorum > 0 ? "quorum_standby" : "sync_standby";
+            role = standby_cluster ? "standby_leader" : "leader";
+        else if (sync_mode != SYNC_OFF && sync_standby_matches(&c->sync, m->name))
+            role = sync_mode == SYNC_QUORUM ? "quorum_standby" : "sync_standby";
         cJSON_AddStringToObject(e, "role", role);
-        const char *state = m->state ? m->state : "stopped";
-        if (strcmp(role, "leader") != 0 && m->replication_state)
+        /* `(replication_state if role != 'leader' else '') or state`, '' when neither is known */
+        const char *state = m->state ? m->state : "";
+        if (strcmp(role, "leader") != 0 && m->replication_state && m->replication_state[0])
             state = m->replication_state;
         cJSON_AddStringToObject(e, "state", state);
         if (m->api_url)

@@ -1,7 +1,1021 @@
+/* decide() and is_healthiest_node() (spec §4.2-4.8, DESIGN.md "The decision is a pure function"):
+ * one table per decision area. Every row is a complete observation — the DCS keys exactly as etcd
+ * holds them, the local PostgreSQL state, the peers' answers to GET /patroni, patroni.yml and
+ * /config — and the expected action, demote mode, target and a substring of the summary line.
+ * Time is injected (Observation.now); nothing sleeps, nothing touches the network. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
-static void placeholder(void **state) { (void)state; }
-int main(void) { const struct CMUnitTest tests[] = {cmocka_unit_test(placeholder)}; return cmocka_run_group_tests(tests, NULL, NULL); }
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/decide.h"
+#include "common/config.h"
+#include "common/util.h"
+#include "common/yamltree.h"
+#include "dcs/cluster.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * fixtures */
+
+#define BASE "/service/demo"
+#define SYSID "7401234567890123456"
+#define OTHER_SYSID "7409999999999999999"
+#define NOW ((usec_t)1748772000 * USEC_PER_SEC)
+
+/* A member key as Patroni 4.0.6 writes it (spec §1.2). */
+#define MEMBER(host, state, role, extra)                                                                    \
+    "{\"conn_url\":\"postgres://" host ":5432/postgres\",\"api_url\":\"http://" host                          \
+    ":8008/patroni\",\"state\":\"" state "\",\"role\":\"" role "\",\"version\":\"4.0.6\"" extra "}"
+
+#define K_INIT {"initialize", SYSID}
+#define K_LEADER(n) {"leader", n}
+#define K_M1 {"members/node1", MEMBER("10.0.0.1", "running", "primary", ",\"xlog_location\":5000,\"timeline\":1")}
+#define K_M2 {"members/node2", MEMBER("10.0.0.2", "running", "replica", ",\"xlog_location\":5000,\"timeline\":1")}
+#define K_M3 {"members/node3", MEMBER("10.0.0.3", "running", "replica", ",\"xlog_location\":5000,\"timeline\":1")}
+#define K_STATUS(optime) {"status", "{\"optime\":" #optime "}"}
+#define K_FAILOVER(json) {"failover", json}
+#define K_SYNC(json) {"sync", json}
+#define K_HISTORY_TL3 {"history", "[[1,100,\"no recovery target specified\"],[2,200,\"no recovery target specified\"]]"}
+
+/* The usual views: node1 holds the lock; or nobody does (node1's member key expired with it). */
+#define LOCKED K_INIT, K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS(5000)
+#define UNLOCKED K_INIT, K_M2, K_M3, K_STATUS(5000)
+
+/* Local PostgreSQL states. */
+#define PG_REPLICA_ANY_TL .sysid = SYSID, .pg_running = true, .pg_ready = true, .in_recovery = true
+#define PG_PRIMARY_ANY_TL .sysid = SYSID, .pg_running = true, .pg_ready = true, .in_recovery = false
+#define PG_REPLICA PG_REPLICA_ANY_TL, .timeline = 1
+#define PG_PRIMARY PG_PRIMARY_ANY_TL, .timeline = 1
+#define PG_STOPPED .sysid = SYSID, .timeline = 1
+#define PG_STARTING .sysid = SYSID, .pg_running = true, .pg_starting = true, .timeline = 1
+
+/* A peer's answer to GET /patroni: a reachable replica with the default failover_priority. */
+#define PEER(n, wal) {.name = n, .reachable = true, .wal_position = wal, .failover_priority = 1}
+
+typedef struct Kv {
+    const char *rel, *value;
+} Kv;
+
+/* Inputs shared by both tables. */
+typedef struct Input {
+    const char *me;          /* default node2 */
+    const char *local_yaml;  /* appended to patroni.yml (tags, watchdog) */
+    bool no_bootstrap;       /* patroni.yml without a bootstrap section */
+    const char *dyn_yaml;    /* the dynamic configuration; NULL = defaults */
+    bool no_dcs;             /* the DCS could not be read */
+    Kv keys[12];             /* relative key -> value, as etcd holds them */
+    const char *last_leader; /* leader of the last locked view, NULL = none */
+    LocalState local;
+    PeerStatus peers[4];     /* terminated by a NULL name */
+    bool stale;
+} Input;
+
+typedef struct DecideRow {
+    const char *desc;
+    Input in;
+    HaAction action;
+    DemoteMode mode;    /* checked for HA_DEMOTE and HA_SWITCHOVER */
+    bool as_primary;    /* checked for HA_START */
+    const char *target; /* NULL: not checked; "" = nobody */
+    const char *msg;    /* substring of the message; NULL: not checked */
+} DecideRow;
+
+typedef struct HealthiestRow {
+    const char *desc;
+    Input in;
+    bool healthy;
+    const char *why; /* substring of the reason when not healthy; NULL: not checked */
+} HealthiestRow;
+
+/* Everything one row needs, built from its Input and freed afterwards. */
+typedef struct World {
+    PghaConfig cfg;
+    DynConfig dyn;
+    Cluster *cluster;
+    Cluster *last_locked;
+    Observation o;
+} World;
+
+static Cluster *cluster_of(const Kv *keys, size_t max) {
+    DcsKv kvs[16] = {{0}};
+    size_t n = 0;
+    for (size_t i = 0; i < max && keys[i].rel; i++, n++) {
+        kvs[n].key = xasprintf("%s/%s", BASE, keys[i].rel);
+        kvs[n].value = xstrdup(keys[i].value);
+        kvs[n].value_len = strlen(keys[i].value);
+        kvs[n].mod_revision = kvs[n].create_revision = (long long)(i + 10);
+        if (strcmp(keys[i].rel, "leader") == 0 || strncmp(keys[i].rel, "members/", 8) == 0)
+            kvs[n].lease = xstrdup("7587862073874340106");
+    }
+    Cluster *c = cluster_from_kvs(kvs, n, BASE);
+    for (size_t i = 0; i < n; i++)
+        dcs_kv_free_contents(&kvs[i]);
+    assert_non_null(c);
+    return c;
+}
+
+static void load_config(PghaConfig *cfg, const Input *in) {
+    _cleanup_free_ char *text = xasprintf(
+        "scope: demo\n"
+        "name: %s\n"
+        "restapi:\n  listen: 127.0.0.1:8008\n"
+        "etcd3:\n  hosts: 127.0.0.1:2379\n"
+        "postgresql:\n"
+        "  listen: 127.0.0.1:5432\n"
+        "  data_dir: /nonexistent/pgha-unit/data\n"
+        "  authentication:\n"
+        "    superuser:\n      username: postgres\n"
+        "    replication:\n      username: replicator\n"
+        "%s%s",
+        in->me ? in->me : "node2", in->no_bootstrap ? "" : "bootstrap:\n  dcs:\n    ttl: 30\n",
+        in->local_yaml ? in->local_yaml : "");
+    char *err = NULL;
+    YNode *root = yaml_parse_string(text, strlen(text), "patroni.yml", &err);
+    if (!root)
+        print_error("patroni.yml: %s\n", err);
+    assert_non_null(root);
+    CfgDiag diag = {0};
+    int r = config_from_tree(root, "patroni.yml", cfg, &diag);
+    for (size_t i = 0; i < diag.errors.n; i++)
+        print_error("patroni.yml: %s\n", diag.errors.v[i]);
+    assert_int_equal(r, 0);
+    cfg_diag_clear(&diag);
+    ynode_free(root);
+}
+
+static void load_dyn(DynConfig *dyn, const char *yaml) {
+    if (!yaml) {
+        dyn_config_defaults(dyn);
+        return;
+    }
+    char *err = NULL;
+    YNode *n = yaml_parse_string(yaml, strlen(yaml), "/config", &err);
+    if (!n)
+        print_error("/config: %s\n", err);
+    assert_non_null(n);
+    CfgDiag diag = {0};
+    int r = dyn_config_parse(n, dyn, &diag);
+    for (size_t i = 0; i < diag.errors.n; i++)
+        print_error("/config: %s\n", diag.errors.v[i]);
+    assert_int_equal(r, 0);
+    cfg_diag_clear(&diag);
+    ynode_free(n);
+}
+
+static void world_build(World *w, const Input *in) {
+    *w = (World){0};
+    load_config(&w->cfg, in);
+    load_dyn(&w->dyn, in->dyn_yaml);
+    if (!in->no_dcs)
+        w->cluster = cluster_of(in->keys, ELEMENTSOF(in->keys));
+    if (in->last_leader) {
+        const Kv keys[] = {K_INIT, {"leader", in->last_leader}};
+        w->last_locked = cluster_of(keys, ELEMENTSOF(keys));
+    }
+    size_t n_peers = 0;
+    while (n_peers < ELEMENTSOF(in->peers) && in->peers[n_peers].name)
+        n_peers++;
+    w->o = (Observation){
+        .cfg = &w->cfg,
+        .dyn = &w->dyn,
+        .cluster = w->cluster,
+        .last_locked = w->last_locked,
+        .local = &in->local,
+        .peers = in->peers,
+        .n_peers = n_peers,
+        .peers_probed = n_peers > 0,
+        .stale_tick = in->stale,
+        .now = NOW,
+    };
+}
+
+static void world_free(World *w) {
+    cluster_free(w->cluster);
+    cluster_free(w->last_locked);
+    dyn_config_free(&w->dyn);
+    config_free(&w->cfg);
+}
+
+static bool check_decision(const DecideRow *r, const Decision *d) {
+    if (d->action != r->action)
+        return false;
+    if ((r->action == HA_DEMOTE || r->action == HA_SWITCHOVER) && d->demote_mode != r->mode)
+        return false;
+    if (r->action == HA_START && d->as_primary != r->as_primary)
+        return false;
+    if (r->target && strcmp(d->target, r->target) != 0)
+        return false;
+    if (r->msg && !strstr(d->message, r->msg))
+        return false;
+    return true;
+}
+
+static void run_decide_rows(const DecideRow *rows, size_t n) {
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const DecideRow *r = &rows[i];
+        World w;
+        world_build(&w, &r->in);
+        Decision d;
+        decide(&w.o, &d);
+        if (!check_decision(r, &d)) {
+            failed++;
+            print_error("row %zu FAILED: %s\n"
+                        "   expected: action=%s mode=%s as_primary=%d target=%s message~\"%s\"\n"
+                        "   got:      action=%s mode=%s as_primary=%d target=\"%s\" message=\"%s\"\n",
+                        i, r->desc, ha_action_name(r->action), demote_mode_name(r->mode), r->as_primary,
+                        r->target ? r->target : "(any)", r->msg ? r->msg : "(any)", ha_action_name(d.action),
+                        demote_mode_name(d.demote_mode), d.as_primary, d.target, d.message);
+        }
+        world_free(&w);
+    }
+    assert_int_equal(failed, 0);
+}
+
+static void run_healthiest_rows(const HealthiestRow *rows, size_t n) {
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const HealthiestRow *r = &rows[i];
+        World w;
+        world_build(&w, &r->in);
+        char why[256];
+        bool got = is_healthiest_node(&w.o, why, sizeof why);
+        if (got != r->healthy || (!got && r->why && !strstr(why, r->why))) {
+            failed++;
+            print_error("row %zu FAILED: %s\n   expected: %s%s%s\n   got:      %s (%s)\n", i, r->desc,
+                        r->healthy ? "healthiest" : "not healthiest", r->why ? ", why~" : "", r->why ? r->why : "",
+                        got ? "healthiest" : "not healthiest", why);
+        }
+        world_free(&w);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * the stale tick and the DCS error path (§4.3 step 1 and 15) */
+
+static const DecideRow tilt_and_dcs_rows[] = {
+    {"stale tick: a replica only observes",
+     {.keys = {LOCKED}, .local = {PG_REPLICA, .following = "node2"}, .stale = true},
+     HA_NONE, 0, false, "", "woke up late"},
+    {"stale tick: a primary without the lock is not demoted on a stale view",
+     {.keys = {LOCKED}, .local = {PG_PRIMARY}, .stale = true},
+     HA_NONE, 0, false, "", "woke up late"},
+    {"stale tick wins over the DCS error path",
+     {.no_dcs = true, .local = {PG_PRIMARY}, .stale = true},
+     HA_NONE, 0, false, NULL, "woke up late"},
+    {"DCS unreachable, running primary -> demote offline",
+     {.no_dcs = true, .local = {PG_PRIMARY}},
+     HA_DEMOTE, DEMOTE_OFFLINE, false, NULL, "DCS is not accessible"},
+    {"DCS unreachable, replica -> nothing",
+     {.no_dcs = true, .local = {PG_REPLICA}},
+     HA_NONE, 0, false, NULL, "DCS is not accessible"},
+    {"DCS unreachable, PostgreSQL stopped -> nothing",
+     {.no_dcs = true, .local = {PG_STOPPED}},
+     HA_NONE, 0, false, NULL, "DCS is not accessible"},
+    {"DCS unreachable, paused primary -> keeps running",
+     {.no_dcs = true, .dyn_yaml = "pause: true\n", .local = {PG_PRIMARY}},
+     HA_NONE, 0, false, NULL, "PAUSE: DCS is not accessible"},
+};
+
+static void test_tilt_and_dcs_error(void **state) {
+    (void)state;
+    run_decide_rows(tilt_and_dcs_rows, ELEMENTSOF(tilt_and_dcs_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * a long action is running (§4.3 step 5) */
+
+static const DecideRow long_action_rows[] = {
+    {"long action on the lock holder -> renew the lock only",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_PRIMARY, .async_action = "restart"}},
+     HA_UPDATE_LOCK_ONLY, 0, false, NULL, "restart in progress"},
+    {"long action on a paused lock holder -> renew the lock only",
+     {.me = "node1", .dyn_yaml = "pause: true\n", .keys = {LOCKED},
+      .local = {PG_PRIMARY, .async_action = "restart"}},
+     HA_UPDATE_LOCK_ONLY, 0, false, NULL, "restart in progress"},
+    {"long action on a primary without the lock -> demote immediate-nolock",
+     {.keys = {LOCKED}, .local = {PG_PRIMARY, .async_action = "restart"}},
+     HA_DEMOTE, DEMOTE_IMMEDIATE_NOLOCK, false, NULL, "restart in progress"},
+    {"long action on a paused primary without the lock -> nothing",
+     {.dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_PRIMARY, .async_action = "restart"}},
+     HA_NONE, 0, false, NULL, "restart in progress"},
+    {"long action on a replica -> nothing",
+     {.keys = {LOCKED}, .local = {PG_REPLICA, .async_action = "rewind"}},
+     HA_NONE, 0, false, NULL, "rewind in progress"},
+    {"clone running on an empty data directory -> nothing",
+     {.keys = {LOCKED}, .local = {.data_dir_empty = true, .async_action = "clone"}},
+     HA_NONE, 0, false, NULL, "clone in progress"},
+    {"bootstrap running: the new primary has no leader key yet and is not demoted",
+     {.keys = {{"initialize", ""}}, .local = {PG_PRIMARY, .async_action = "bootstrap"}},
+     HA_NONE, 0, false, NULL, "bootstrap in progress"},
+};
+
+static void test_long_action(void **state) {
+    (void)state;
+    run_decide_rows(long_action_rows, ELEMENTSOF(long_action_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * empty data directory: bootstrap decisions B1-B6 (§4.2) */
+
+static const DecideRow bootstrap_rows[] = {
+    {"B1: data directory not accessible -> report, no action",
+     {.keys = {LOCKED}, .local = {.data_dir_error = true}},
+     HA_NONE, 0, false, NULL, "data directory is not accessible"},
+    {"empty data directory on the lock holder -> release the leader key first",
+     {.me = "node1", .keys = {LOCKED}, .local = {.data_dir_empty = true}},
+     HA_RELEASE_LOCK, 0, false, NULL, "data directory is empty"},
+    {"B2: paused with an empty data directory -> no action",
+     {.dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {.data_dir_empty = true}},
+     HA_NONE, 0, false, NULL, "running with empty data directory"},
+    {"B2: paused, unlocked, no initialize -> no bootstrap",
+     {.dyn_yaml = "pause: true\n", .local = {.data_dir_empty = true}},
+     HA_NONE, 0, false, NULL, "running with empty data directory"},
+    {"B3: unlocked, no initialize key -> race for /initialize",
+     {.local = {.data_dir_empty = true}},
+     HA_BOOTSTRAP, 0, false, NULL, "bootstrap"},
+    {"B3: other members but no leader and no initialize -> race",
+     {.keys = {K_M3}, .local = {.data_dir_empty = true}},
+     HA_BOOTSTRAP, 0, false, NULL, NULL},
+    {"B3: a nofailover node never bootstraps",
+     {.local_yaml = "tags:\n  nofailover: true\n", .local = {.data_dir_empty = true}},
+     HA_NONE, 0, false, NULL, "waiting for leader to bootstrap"},
+    {"B3: failover_priority 0 behaves as nofailover",
+     {.local_yaml = "tags:\n  failover_priority: 0\n", .local = {.data_dir_empty = true}},
+     HA_NONE, 0, false, NULL, "waiting for leader to bootstrap"},
+    {"B3: no bootstrap section in patroni.yml -> never bootstraps",
+     {.no_bootstrap = true, .local = {.data_dir_empty = true}},
+     HA_NONE, 0, false, NULL, "waiting for leader to bootstrap"},
+    {"B3 lost: initialize is \"\" (another node won the race) -> wait",
+     {.keys = {{"initialize", ""}}, .local = {.data_dir_empty = true}},
+     HA_NONE, 0, false, NULL, "waiting for leader to bootstrap"},
+    {"B6: initialized cluster without a leader -> wait",
+     {.keys = {UNLOCKED}, .local = {.data_dir_empty = true}},
+     HA_NONE, 0, false, NULL, "waiting for leader to bootstrap"},
+    {"B4: a leader exists -> clone from the leader",
+     {.keys = {LOCKED}, .local = {.data_dir_empty = true}},
+     HA_CLONE, 0, false, "node1", "leader node1"},
+    {"B4: clone from a running clonefrom member",
+     {.keys = {K_INIT, K_LEADER("node1"), K_M1,
+               {"members/node3", MEMBER("10.0.0.3", "running", "replica", ",\"tags\":{\"clonefrom\":true}")}},
+      .local = {.data_dir_empty = true}},
+     HA_CLONE, 0, false, "node3", "replica node3"},
+    {"B4: a clonefrom member that is not running is not a source",
+     {.keys = {K_INIT, K_LEADER("node1"), K_M1,
+               {"members/node3", MEMBER("10.0.0.3", "stopped", "replica", ",\"tags\":{\"clonefrom\":true}")}},
+      .local = {.data_dir_empty = true}},
+     HA_CLONE, 0, false, "node1", NULL},
+    {"B4: a member without clonefrom is not a source",
+     {.keys = {LOCKED}, .local = {.data_dir_empty = true}},
+     HA_CLONE, 0, false, "node1", NULL},
+    {"B4: never clone from myself",
+     {.me = "node3",
+      .keys = {K_INIT, K_LEADER("node1"), K_M1,
+               {"members/node3", MEMBER("10.0.0.3", "running", "replica", ",\"tags\":{\"clonefrom\":true}")}},
+      .local = {.data_dir_empty = true}},
+     HA_CLONE, 0, false, "node1", NULL},
+    {"B4: the clonefrom leader is the leader anyway",
+     {.keys = {K_INIT, K_LEADER("node1"),
+               {"members/node1", MEMBER("10.0.0.1", "running", "primary", ",\"tags\":{\"clonefrom\":true}")}},
+      .local = {.data_dir_empty = true}},
+     HA_CLONE, 0, false, "node1", "leader node1"},
+    {"B4: a nofailover node clones too",
+     {.local_yaml = "tags:\n  nofailover: true\n", .keys = {LOCKED}, .local = {.data_dir_empty = true}},
+     HA_CLONE, 0, false, "node1", NULL},
+};
+
+static void test_bootstrap(void **state) {
+    (void)state;
+    run_decide_rows(bootstrap_rows, ELEMENTSOF(bootstrap_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * existing data directory: the system identifier checks (§4.2 step 4) */
+
+static const DecideRow sysid_rows[] = {
+    {"sysid in pg_control is invalid -> suggest reinitialize",
+     {.keys = {LOCKED}, .local = {.sysid = "12345", .pg_running = false}},
+     HA_NONE, 0, false, NULL, "system ID is invalid; consider doing reinitialize"},
+    {"sysid unknown -> suggest reinitialize",
+     {.keys = {LOCKED}, .local = {.sysid = NULL}},
+     HA_NONE, 0, false, NULL, "system ID is invalid"},
+    {"sysid differs from /initialize -> fatal",
+     {.keys = {{"initialize", OTHER_SYSID}, K_LEADER("node1"), K_M1}, .local = {PG_REPLICA}},
+     HA_FATAL, 0, false, NULL, "system ID mismatch"},
+    {"sysid differs, unlocked -> fatal",
+     {.keys = {{"initialize", OTHER_SYSID}}, .local = {PG_PRIMARY}},
+     HA_FATAL, 0, false, NULL, OTHER_SYSID " != " SYSID},
+    {"paused sysid mismatch on the lock holder -> release the leader key",
+     {.me = "node1", .dyn_yaml = "pause: true\n", .keys = {{"initialize", OTHER_SYSID}, K_LEADER("node1"), K_M1},
+      .local = {PG_PRIMARY}},
+     HA_RELEASE_LOCK, 0, false, NULL, "system ID mismatch"},
+    {"paused sysid mismatch on another node -> warn only",
+     {.dyn_yaml = "pause: true\n", .keys = {{"initialize", OTHER_SYSID}, K_LEADER("node1"), K_M1},
+      .local = {PG_REPLICA}},
+     HA_NONE, 0, false, NULL, "system ID mismatch"},
+    {"no initialize key, unlocked, PostgreSQL stopped -> publish our sysid",
+     {.keys = {K_M3}, .local = {PG_STOPPED}},
+     HA_WRITE_INITIALIZE, 0, false, NULL, SYSID},
+    {"no initialize key, unlocked, running primary -> publish our sysid",
+     {.local = {PG_PRIMARY}},
+     HA_WRITE_INITIALIZE, 0, false, NULL, SYSID},
+    {"no initialize key, unlocked, running replica -> fatal: start the primary first",
+     {.local = {PG_REPLICA}},
+     HA_FATAL, 0, false, NULL, "start the primary first"},
+    {"no initialize key but paused -> nothing is written (no promotion in pause either)",
+     {.dyn_yaml = "pause: true\n", .local = {PG_REPLICA}},
+     HA_NONE, 0, false, NULL, NULL},
+    {"matching sysid on a locked cluster -> normal processing",
+     {.keys = {LOCKED}, .local = {PG_REPLICA, .following = "node1"}},
+     HA_NONE, 0, false, "node1", "following a leader"},
+};
+
+static void test_sysid(void **state) {
+    (void)state;
+    run_decide_rows(sysid_rows, ELEMENTSOF(sysid_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * PostgreSQL not running (§4.3 step 10, §4.8 recover) and still starting (step 6) */
+
+static const DecideRow pg_state_rows[] = {
+    {"lock holder that was primary -> start as primary again",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_STOPPED, .was_primary = true, .crashed = true}},
+     HA_START, 0, true, "", "starting primary after failure"},
+    {"lock holder that was a replica -> start read-only, promotion follows next cycle",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_STOPPED}},
+     HA_START, 0, false, "", "starting as readonly because i had the session lock"},
+    {"replica stopped -> start following the leader",
+     {.keys = {LOCKED}, .local = {PG_STOPPED}},
+     HA_START, 0, false, "node1", "following node1"},
+    {"former primary stopped, someone else has the lock -> start as a replica of the leader",
+     {.keys = {LOCKED}, .local = {PG_STOPPED, .was_primary = true}},
+     HA_START, 0, false, "node1", NULL},
+    {"replicatefrom -> start following that member",
+     {.local_yaml = "tags:\n  replicatefrom: node3\n", .keys = {LOCKED}, .local = {PG_STOPPED}},
+     HA_START, 0, false, "node3", NULL},
+    {"nostream -> start following nobody",
+     {.local_yaml = "tags:\n  nostream: true\n", .keys = {LOCKED}, .local = {PG_STOPPED}},
+     HA_START, 0, false, "", NULL},
+    {"stopped, cluster unlocked -> start as a replica without upstream",
+     {.keys = {UNLOCKED}, .local = {PG_STOPPED}},
+     HA_START, 0, false, "", "starting as a secondary"},
+    {"paused, stopped lock holder -> release the leader key",
+     {.me = "node1", .dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_STOPPED, .was_primary = true}},
+     HA_RELEASE_LOCK, 0, false, NULL, "PAUSE: "},
+    {"paused, stopped replica -> nothing",
+     {.dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_STOPPED}},
+     HA_NONE, 0, false, NULL, "PAUSE: postgres is not running"},
+    {"starting lock holder -> renew the lock",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_STARTING}},
+     HA_UPDATE_LOCK_ONLY, 0, false, NULL, "starting"},
+    {"start timed out on the lock holder, a healthy replica exists -> demote immediate",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_STARTING, .start_timed_out = true},
+      .peers = {PEER("node2", 5000)}},
+     HA_DEMOTE, DEMOTE_IMMEDIATE, false, NULL, "timed out"},
+    {"start timed out, but no member can take over -> keep waiting",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_STARTING, .start_timed_out = true},
+      .peers = {{.name = "node2", .reachable = false, .failover_priority = 1},
+                {.name = "node3", .reachable = true, .nofailover = true, .wal_position = 5000}}},
+     HA_UPDATE_LOCK_ONLY, 0, false, NULL, "failover is not possible"},
+    {"start timed out, the only other member lags too far behind -> keep waiting",
+     {.me = "node1", .keys = {K_INIT, K_LEADER("node1"), K_M1, K_M2, K_STATUS(50000000)},
+      .local = {PG_STARTING, .start_timed_out = true}, .peers = {PEER("node2", 5000)}},
+     HA_UPDATE_LOCK_ONLY, 0, false, NULL, "failover is not possible"},
+    {"start timed out in pause -> keep waiting",
+     {.me = "node1", .dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_STARTING, .start_timed_out = true},
+      .peers = {PEER("node2", 5000)}},
+     HA_UPDATE_LOCK_ONLY, 0, false, NULL, NULL},
+    {"replica still starting -> nothing",
+     {.keys = {LOCKED}, .local = {PG_STARTING}},
+     HA_NONE, 0, false, NULL, "starting"},
+};
+
+static void test_pg_not_running_or_starting(void **state) {
+    (void)state;
+    run_decide_rows(pg_state_rows, ELEMENTSOF(pg_state_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * table U: no leader key (§4.4) */
+
+static const DecideRow table_u_rows[] = {
+    {"U1: healthiest replica -> acquire the lock (and promote)",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 4000)}},
+     HA_ACQUIRE_LOCK, 0, false, NULL, "promoted self to leader by acquiring session lock"},
+    {"U1: running primary (lock expired) -> acquire the lock",
+     {.keys = {UNLOCKED}, .local = {PG_PRIMARY, .wal_position = 5000}, .peers = {PEER("node3", 4000)}},
+     HA_ACQUIRE_LOCK, 0, false, NULL, "acquired session lock as a leader"},
+    {"U1: sole member, no peers -> acquire",
+     {.keys = {K_INIT, K_M2}, .local = {PG_REPLICA, .wal_position = 5000}},
+     HA_ACQUIRE_LOCK, 0, false, NULL, NULL},
+    {"U2 basis: a primary that is not the healthiest (timeline behind) demotes immediate-nolock",
+     {.keys = {UNLOCKED, K_HISTORY_TL3}, .local = {PG_PRIMARY_ANY_TL, .timeline = 2, .wal_position = 5000}},
+     HA_DEMOTE, DEMOTE_IMMEDIATE_NOLOCK, false, NULL, "not the healthiest"},
+    {"U3: a peer is ahead -> no acquire",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 6000)}},
+     HA_NONE, 0, false, NULL, "not the healthiest"},
+    {"U3: nofailover -> no acquire",
+     {.local_yaml = "tags:\n  nofailover: true\n", .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 9000}},
+     HA_NONE, 0, false, NULL, "nofailover"},
+    {"U3: failover request for another, healthy member -> no acquire",
+     {.keys = {UNLOCKED, K_FAILOVER("{\"member\":\"node3\"}")}, .local = {PG_REPLICA, .wal_position = 9000},
+      .peers = {PEER("node3", 5000)}},
+     HA_NONE, 0, false, NULL, "node3"},
+    {"U3: lagging beyond maximum_lag_on_failover -> no acquire",
+     {.keys = {K_INIT, K_M2, K_STATUS(50000000)}, .local = {PG_REPLICA, .wal_position = 5000}},
+     HA_NONE, 0, false, NULL, "maximum_lag_on_failover"},
+    {"U3: paused replica -> no acquire",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 9000}},
+     HA_NONE, 0, false, NULL, "PAUSE: "},
+    {"U3: paused primary that is not the healthiest (/initialize not ours) is not demoted",
+     {.dyn_yaml = "pause: true\n", .keys = {K_M2, K_STATUS(5000), {"initialize", "garbage"}},
+      .local = {PG_PRIMARY, .wal_position = 5000}},
+     HA_NONE, 0, false, NULL, "PAUSE: "},
+    {"paused primary with matching sysid -> takes the free lock",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED}, .local = {PG_PRIMARY, .wal_position = 5000}},
+     HA_ACQUIRE_LOCK, 0, false, NULL, "acquired session lock as a leader"},
+    {"paused switchover: the named candidate takes the lock",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")},
+      .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 5000)}},
+     HA_ACQUIRE_LOCK, 0, false, NULL, "promoted self to leader by acquiring session lock"},
+    {"paused switchover: the other replicas wait",
+     {.me = "node3", .dyn_yaml = "pause: true\n",
+      .keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000}},
+     HA_NONE, 0, false, NULL, NULL},
+};
+
+static void test_table_u(void **state) {
+    (void)state;
+    run_decide_rows(table_u_rows, ELEMENTSOF(table_u_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * table L: a leader key exists (§4.4) */
+
+static const DecideRow table_l_rows[] = {
+    {"L1: paused lock holder, PostgreSQL not primary -> release the lock",
+     {.me = "node1", .dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_REPLICA}},
+     HA_RELEASE_LOCK, 0, false, NULL, "PAUSE: "},
+    {"L1: paused lock holder that is the failover candidate -> wait (keep the lock)",
+     {.me = "node1", .dyn_yaml = "pause: true\n", .keys = {LOCKED, K_FAILOVER("{\"member\":\"node1\"}")},
+      .local = {PG_REPLICA}},
+     HA_UPDATE_LOCK_ONLY, 0, false, NULL, "waiting"},
+    {"L2: primary lock holder -> update the lock",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_PRIMARY}},
+     HA_UPDATE_LOCK, 0, false, NULL, "no action. I am (node1), the leader with the lock"},
+    {"L2: paused primary lock holder -> update the lock, PAUSE: prefix",
+     {.me = "node1", .dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_PRIMARY}},
+     HA_UPDATE_LOCK, 0, false, NULL, "PAUSE: no action. I am (node1), the leader with the lock"},
+    {"L2: replica lock holder -> update the lock and promote",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_REPLICA}},
+     HA_UPDATE_LOCK, 0, false, NULL, "promoted self to leader because I had the session lock"},
+    {"L2: the leader key is matched by the bare member name",
+     {.me = "node1", .keys = {K_INIT, K_LEADER("node1")}, .local = {PG_PRIMARY}},
+     HA_UPDATE_LOCK, 0, false, NULL, "the leader with the lock"},
+    {"L5: primary, someone else holds the lock -> demote immediate-nolock",
+     {.keys = {LOCKED}, .local = {PG_PRIMARY}},
+     HA_DEMOTE, DEMOTE_IMMEDIATE_NOLOCK, false, NULL, "do not have the lock"},
+    {"L5: paused primary without the lock -> keep running",
+     {.dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_PRIMARY}},
+     HA_NONE, 0, false, NULL, "continue to run as primary without lock"},
+    {"L5: replica following nobody -> follow the leader",
+     {.keys = {LOCKED}, .local = {PG_REPLICA}},
+     HA_FOLLOW, 0, false, "node1", "following a leader (node1)"},
+    {"L5: replica following another member -> follow the leader",
+     {.keys = {LOCKED}, .local = {PG_REPLICA, .following = "node3"}},
+     HA_FOLLOW, 0, false, "node1", NULL},
+    {"L5: replicatefrom -> cascade from that member",
+     {.local_yaml = "tags:\n  replicatefrom: node3\n", .keys = {LOCKED}, .local = {PG_REPLICA, .following = "node1"}},
+     HA_FOLLOW, 0, false, "node3", "cascade"},
+    {"L5: replicatefrom, already cascading -> nothing",
+     {.local_yaml = "tags:\n  replicatefrom: node3\n", .keys = {LOCKED}, .local = {PG_REPLICA, .following = "node3"}},
+     HA_NONE, 0, false, "node3", "following a leader (node1)"},
+    {"L5: replicatefrom a member that does not exist -> the leader",
+     {.local_yaml = "tags:\n  replicatefrom: node9\n", .keys = {LOCKED}, .local = {PG_REPLICA, .following = "node1"}},
+     HA_NONE, 0, false, "node1", NULL},
+    {"L5: nostream -> follow nobody",
+     {.local_yaml = "tags:\n  nostream: true\n", .keys = {LOCKED}, .local = {PG_REPLICA, .following = "node1"}},
+     HA_FOLLOW, 0, false, "", NULL},
+    {"L5: already following the leader -> nothing",
+     {.keys = {LOCKED}, .local = {PG_REPLICA, .following = "node1"}},
+     HA_NONE, 0, false, "node1", "no action. I am (node2), a secondary, and following a leader (node1)"},
+    {"L5: paused replica following the leader -> nothing, PAUSE: prefix",
+     {.dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_REPLICA, .following = "node1"}},
+     HA_NONE, 0, false, "node1", "PAUSE: no action"},
+};
+
+static void test_table_l(void **state) {
+    (void)state;
+    run_decide_rows(table_l_rows, ELEMENTSOF(table_l_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * manual switchover / failover on the lock holder (§4.7) */
+
+#define LEADER1 .me = "node1"
+
+static const DecideRow switchover_rows[] = {
+    {"switchover to a healthy candidate -> demote graceful",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")}, .local = {PG_PRIMARY},
+      .peers = {PEER("node2", 5000), PEER("node3", 5000)}},
+     HA_SWITCHOVER, DEMOTE_GRACEFUL, false, "node2", "switchover: demoting myself"},
+    {"switchover without a candidate, a healthy replica exists -> demote graceful",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\"}")}, .local = {PG_PRIMARY},
+      .peers = {PEER("node3", 5000)}},
+     HA_SWITCHOVER, DEMOTE_GRACEFUL, false, "", "switchover: demoting myself"},
+    {"failover (no leader named) to a healthy candidate -> demote graceful",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{\"member\":\"node3\"}")}, .local = {PG_PRIMARY},
+      .peers = {PEER("node3", 5000)}},
+     HA_SWITCHOVER, DEMOTE_GRACEFUL, false, "node3", "manual failover: demoting myself"},
+    {"the candidate is me -> clear the key",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node1\"}")}, .local = {PG_PRIMARY},
+      .peers = {PEER("node2", 5000)}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "already the leader"},
+    {"the leader name does not match -> clear the key",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node3\",\"member\":\"node2\"}")}, .local = {PG_PRIMARY},
+      .peers = {PEER("node2", 5000)}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "leader name does not match"},
+    {"the candidate is unreachable -> clear the key",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")}, .local = {PG_PRIMARY},
+      .peers = {{.name = "node2", .failover_priority = 1}, PEER("node3", 5000)}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "no healthy members"},
+    {"the candidate is tagged nofailover -> clear the key",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")}, .local = {PG_PRIMARY},
+      .peers = {{.name = "node2", .reachable = true, .nofailover = true, .wal_position = 5000}}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "no healthy members"},
+    {"the candidate's watchdog failed -> clear the key",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")}, .local = {PG_PRIMARY},
+      .peers = {{.name = "node2", .reachable = true, .watchdog_failed = true, .wal_position = 5000,
+                 .failover_priority = 1}}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "no healthy members"},
+    {"the candidate lags more than maximum_lag_on_failover -> clear the key",
+     {LEADER1,
+      .keys = {K_INIT, K_LEADER("node1"), K_M1, K_M2, K_STATUS(50000000),
+               K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")},
+      .local = {PG_PRIMARY}, .peers = {PEER("node2", 5000)}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "no healthy members"},
+    {"switchover without candidate and no other member -> clear the key",
+     {LEADER1, .keys = {K_INIT, K_LEADER("node1"), K_M1, K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_PRIMARY}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "no healthy members"},
+    {"paused: a switchover without candidate is refused",
+     {LEADER1, .dyn_yaml = "pause: true\n", .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_PRIMARY}, .peers = {PEER("node2", 5000)}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "paused"},
+    {"paused: a switchover to a named candidate proceeds",
+     {LEADER1, .dyn_yaml = "pause: true\n",
+      .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")}, .local = {PG_PRIMARY},
+      .peers = {PEER("node2", 5000)}},
+     HA_SWITCHOVER, DEMOTE_GRACEFUL, false, "node2", "demoting myself"},
+    {"a scheduled switchover is not acted on by decide()",
+     {LEADER1,
+      .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\","
+                                  "\"scheduled_at\":\"2025-06-01T12:00:00+00:00\"}")},
+      .local = {PG_PRIMARY}, .peers = {PEER("node2", 5000)}},
+     HA_UPDATE_LOCK, 0, false, NULL, "no action. I am (node1), the leader with the lock"},
+    {"an empty failover key ({}) is no request",
+     {LEADER1, .keys = {LOCKED, K_FAILOVER("{}")}, .local = {PG_PRIMARY}, .peers = {PEER("node2", 5000)}},
+     HA_UPDATE_LOCK, 0, false, NULL, "the leader with the lock"},
+    {"synchronous mode: a switchover needs a /sync standby (async one only -> clear)",
+     {LEADER1, .dyn_yaml = "synchronous_mode: true\n",
+      .keys = {LOCKED, K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node3\"}"),
+               K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_PRIMARY}, .peers = {PEER("node2", 5000)}},
+     HA_CLEAR_FAILOVER, 0, false, NULL, "no healthy members"},
+    {"synchronous mode: a switchover to the /sync standby proceeds",
+     {LEADER1, .dyn_yaml = "synchronous_mode: true\n",
+      .keys = {LOCKED, K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node3\"}"),
+               K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_PRIMARY}, .peers = {PEER("node2", 5000), PEER("node3", 5000)}},
+     HA_SWITCHOVER, DEMOTE_GRACEFUL, false, NULL, "switchover: demoting myself"},
+    {"synchronous mode: a manual failover (no leader) may go to an async member",
+     {LEADER1, .dyn_yaml = "synchronous_mode: true\n",
+      .keys = {LOCKED, K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node3\"}"),
+               K_FAILOVER("{\"member\":\"node2\"}")},
+      .local = {PG_PRIMARY}, .peers = {PEER("node2", 5000)}},
+     HA_SWITCHOVER, DEMOTE_GRACEFUL, false, "node2", "manual failover: demoting myself"},
+};
+
+static void test_switchover_on_leader(void **state) {
+    (void)state;
+    run_decide_rows(switchover_rows, ELEMENTSOF(switchover_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * §4.5 "am I the healthiest node?" — me = node2, the cluster is unlocked */
+
+#define SYNC_ON_NODE2 K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}")
+#define SYNC_ON_NODE3 K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node3\"}")
+
+static const HealthiestRow healthiest_rows[] = {
+    /* the core check */
+    {"no other member -> yes",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}}, true, NULL},
+    {"all peers behind -> yes",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {PEER("node3", 4000), PEER("node4", 0)}}, true, NULL},
+    {"maximum_lag_on_failover exceeded (vs /status optime) -> no",
+     {.keys = {K_INIT, K_M2, K_STATUS(2000000)}, .local = {PG_REPLICA, .wal_position = 951423}},
+     false, "maximum_lag_on_failover"},
+    {"lag exactly maximum_lag_on_failover -> yes",
+     {.keys = {K_INIT, K_M2, K_STATUS(2000000)}, .local = {PG_REPLICA, .wal_position = 951424}}, true, NULL},
+    {"maximum_lag_on_failover from /config",
+     {.dyn_yaml = "maximum_lag_on_failover: 100\n", .keys = {K_INIT, K_M2, K_STATUS(5101)},
+      .local = {PG_REPLICA, .wal_position = 5000}},
+     false, "maximum_lag_on_failover"},
+    {"no /status optime -> no lag check",
+     {.keys = {K_INIT, K_M2}, .local = {PG_REPLICA, .wal_position = 0}}, true, NULL},
+    {"check_timeline: my timeline is behind the cluster timeline -> no",
+     {.dyn_yaml = "check_timeline: true\n", .keys = {UNLOCKED, K_HISTORY_TL3},
+      .local = {PG_REPLICA_ANY_TL, .timeline = 2, .wal_position = 5000}},
+     false, "timeline"},
+    {"check_timeline: my timeline is unknown -> no",
+     {.dyn_yaml = "check_timeline: true\n", .keys = {UNLOCKED, K_HISTORY_TL3},
+      .local = {PG_REPLICA_ANY_TL, .timeline = 0, .wal_position = 5000}},
+     false, "timeline"},
+    {"check_timeline: on the cluster timeline -> yes",
+     {.dyn_yaml = "check_timeline: true\n", .keys = {UNLOCKED, K_HISTORY_TL3},
+      .local = {PG_REPLICA_ANY_TL, .timeline = 3, .wal_position = 5000}},
+     true, NULL},
+    {"check_timeline off: a timeline behind does not matter",
+     {.keys = {UNLOCKED, K_HISTORY_TL3}, .local = {PG_REPLICA_ANY_TL, .timeline = 2, .wal_position = 5000}}, true, NULL},
+    {"a peer with a higher WAL position -> no",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {PEER("node3", 4000), PEER("node4", 5001)}},
+     false, "node4"},
+    {"equal WAL, the peer has a higher failover_priority -> no",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .wal_position = 5000, .failover_priority = 2}}},
+     false, "failover_priority"},
+    {"equal WAL, higher priority, but it is the former leader -> yes",
+     {.keys = {UNLOCKED}, .last_leader = "node3", .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .wal_position = 5000, .failover_priority = 2}}},
+     true, NULL},
+    {"equal WAL, my failover_priority is higher -> yes",
+     {.local_yaml = "tags:\n  failover_priority: 3\n", .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .wal_position = 5000, .failover_priority = 2}}},
+     true, NULL},
+    {"equal WAL and equal priority -> yes (the lock decides)",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 5000)}}, true, NULL},
+    {"a higher priority only counts at equal WAL (peer behind) -> yes",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .wal_position = 4999, .failover_priority = 9}}},
+     true, NULL},
+    {"a peer still running as primary -> no",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node1", .reachable = true, .is_primary = true, .wal_position = 100, .failover_priority = 1}}},
+     false, "node1"},
+    {"an unreachable peer is ignored",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = false, .wal_position = 9000, .failover_priority = 1},
+                {.name = "node1", .reachable = false, .is_primary = true, .failover_priority = 1}}},
+     true, NULL},
+    {"a nofailover peer is ignored even when ahead",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .nofailover = true, .wal_position = 9000, .failover_priority = 1}}},
+     true, NULL},
+    {"a peer with failover_priority 0 is ignored",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .wal_position = 9000, .failover_priority = 0}}},
+     true, NULL},
+    {"a peer whose watchdog failed is ignored",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .watchdog_failed = true, .wal_position = 9000,
+                 .failover_priority = 1}}},
+     true, NULL},
+    {"my own probe answer is ignored",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node2", 9000)}}, true, NULL},
+
+    /* who may not race at all */
+    {"nofailover -> no",
+     {.local_yaml = "tags:\n  nofailover: true\n", .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}},
+     false, "nofailover"},
+    {"failover_priority 0 -> no",
+     {.local_yaml = "tags:\n  failover_priority: 0\n", .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}},
+     false, "nofailover"},
+    {"within ttl of a failed pre_promote -> no",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000, .pre_promote_backoff = true}},
+     false, "pre_promote"},
+    {"watchdog required but unusable -> no",
+     {.local_yaml = "watchdog:\n  mode: required\n", .keys = {UNLOCKED},
+      .local = {PG_REPLICA, .wal_position = 5000, .watchdog_failed = true}},
+     false, "watchdog"},
+    {"watchdog automatic and unusable -> may still race",
+     {.local_yaml = "watchdog:\n  mode: automatic\n", .keys = {UNLOCKED},
+      .local = {PG_REPLICA, .wal_position = 5000, .watchdog_failed = true}},
+     true, NULL},
+
+    /* PostgreSQL is (still) a primary */
+    {"running primary -> yes, even with peers ahead",
+     {.keys = {UNLOCKED}, .local = {PG_PRIMARY, .wal_position = 5000}, .peers = {PEER("node3", 9000)}}, true, NULL},
+    {"running primary on a timeline behind the cluster timeline -> no",
+     {.keys = {UNLOCKED, K_HISTORY_TL3}, .local = {PG_PRIMARY_ANY_TL, .timeline = 2, .wal_position = 5000}},
+     false, "timeline"},
+    {"running primary on the cluster timeline -> yes",
+     {.keys = {UNLOCKED, K_HISTORY_TL3}, .local = {PG_PRIMARY_ANY_TL, .timeline = 3, .wal_position = 5000}}, true, NULL},
+
+    /* pause */
+    {"paused primary, sysid matches /initialize -> yes",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED}, .local = {PG_PRIMARY, .wal_position = 5000}}, true, NULL},
+    {"paused primary, no /initialize -> yes",
+     {.dyn_yaml = "pause: true\n", .keys = {K_M2}, .local = {PG_PRIMARY, .wal_position = 5000}}, true, NULL},
+    {"paused primary, /initialize is another cluster's -> no",
+     {.dyn_yaml = "pause: true\n", .keys = {{"initialize", OTHER_SYSID}}, .local = {PG_PRIMARY, .wal_position = 5000}},
+     false, NULL},
+    {"paused primary, /initialize is \"\" (bootstrap race) -> yes",
+     {.dyn_yaml = "pause: true\n", .keys = {{"initialize", ""}}, .local = {PG_PRIMARY, .wal_position = 5000}},
+     true, NULL},
+    {"paused primary, /initialize is not our sysid (not even a valid one) -> no",
+     {.dyn_yaml = "pause: true\n", .keys = {{"initialize", "garbage"}}, .local = {PG_PRIMARY, .wal_position = 5000}},
+     false, "differs from /initialize"},
+    {"paused replica -> no",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 9000}}, false, "paused"},
+    {"paused, the failover candidate is me -> yes",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")},
+      .local = {PG_REPLICA, .wal_position = 1000}, .peers = {PEER("node3", 9000)}},
+     true, NULL},
+    {"paused, the failover candidate is another member -> no",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node3\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000}},
+     false, NULL},
+    {"paused, a failover request without candidate -> no",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000}},
+     false, NULL},
+    {"paused and nofailover: a request naming me is ignored",
+     {.local_yaml = "tags:\n  nofailover: true\n", .dyn_yaml = "pause: true\n",
+      .keys = {UNLOCKED, K_FAILOVER("{\"member\":\"node2\"}")}, .local = {PG_REPLICA, .wal_position = 9000}},
+     false, NULL},
+    {"paused primary, the candidate has no member key -> the stale request does not stop me",
+     {.dyn_yaml = "pause: true\n", .keys = {UNLOCKED, K_FAILOVER("{\"member\":\"node9\"}")},
+      .local = {PG_PRIMARY, .wal_position = 5000}},
+     true, NULL},
+
+    /* synchronous mode */
+    {"synchronous mode: not in /sync -> no",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED, SYNC_ON_NODE3},
+      .local = {PG_REPLICA, .wal_position = 9000}},
+     false, "synchronous"},
+    {"synchronous mode: in /sync -> yes",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED, SYNC_ON_NODE2},
+      .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 4000)}},
+     true, NULL},
+    {"synchronous mode: the /sync leader being ahead is ignored",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED, SYNC_ON_NODE2},
+      .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node1", 9000)}},
+     true, NULL},
+    {"synchronous mode: the /sync leader still primary -> no",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED, SYNC_ON_NODE2},
+      .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node1", .reachable = true, .is_primary = true, .wal_position = 9000, .failover_priority = 1}}},
+     false, "node1"},
+    {"synchronous mode: an async member ahead is not compared",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED, SYNC_ON_NODE2},
+      .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 9000)}},
+     true, NULL},
+    {"synchronous mode: another /sync standby ahead -> no",
+     {.dyn_yaml = "synchronous_mode: true\n",
+      .keys = {UNLOCKED, K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2,node3\"}")},
+      .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 9000)}},
+     false, "node3"},
+    {"synchronous mode: no failover_priority rule between /sync members",
+     {.dyn_yaml = "synchronous_mode: true\n",
+      .keys = {UNLOCKED, K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2,node3\"}")},
+      .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .wal_position = 5000, .failover_priority = 5}}},
+     true, NULL},
+    {"synchronous mode, /sync names matched case-insensitively",
+     {.dyn_yaml = "synchronous_mode: true\n",
+      .keys = {UNLOCKED, K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"NODE2\"}")},
+      .local = {PG_REPLICA, .wal_position = 5000}},
+     true, NULL},
+    {"synchronous mode without a /sync leader is not active",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}},
+     true, NULL},
+
+    /* manual failover / switchover requests while unlocked (§4.7 "no leader" variant) */
+    {"the failover candidate is me -> yes, even when lagging",
+     {.keys = {K_INIT, K_M2, K_M3, K_STATUS(90000000), K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")},
+      .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 9000)}},
+     true, NULL},
+    {"a healthy named candidate -> no for the others",
+     {.keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node3\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000}, .peers = {PEER("node3", 5000)}},
+     false, "node3"},
+    {"the named candidate is unreachable -> the others race without the lag limit",
+     {.keys = {K_INIT, K_M2, K_M3, K_STATUS(90000000), K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node3\"}")},
+      .local = {PG_REPLICA, .wal_position = 5000}, .peers = {{.name = "node3", .failover_priority = 1}}},
+     true, NULL},
+    {"the named candidate is nofailover -> the most advanced of the others wins",
+     {.keys = {UNLOCKED, K_FAILOVER("{\"member\":\"node3\"}")}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .nofailover = true, .wal_position = 9000},
+                PEER("node4", 6000)}},
+     false, "node4"},
+    {"switchover without candidate: the former leader is left out of the comparison",
+     {.keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\"}")}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {PEER("node1", 9000), PEER("node3", 4000)}},
+     true, NULL},
+    {"switchover without candidate: a more advanced replica wins",
+     {.keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\"}")}, .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {PEER("node3", 6000)}},
+     false, "node3"},
+    {"the former leader, another member can take over -> no",
+     {.me = "node1", .keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000}, .peers = {PEER("node2", 5000)}},
+     false, "node2"},
+    {"the former leader, nobody else is reachable -> yes",
+     {.me = "node1", .keys = {UNLOCKED, K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000},
+      .peers = {{.name = "node2", .failover_priority = 1},
+                {.name = "node3", .reachable = true, .nofailover = true, .wal_position = 9000}}},
+     true, NULL},
+    {"the former leader, the only other member lags too far -> yes",
+     {.me = "node1", .keys = {K_INIT, K_M2, K_STATUS(90000000), K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_REPLICA, .wal_position = 90000000}, .peers = {PEER("node2", 5000)}},
+     true, NULL},
+    {"the former leader in synchronous mode: only an async member could -> yes",
+     {.me = "node1", .dyn_yaml = "synchronous_mode: true\n",
+      .keys = {UNLOCKED, SYNC_ON_NODE2, K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000},
+      .peers = {{.name = "node2", .failover_priority = 1}, PEER("node3", 9000)}},
+     true, NULL},
+    {"switchover in synchronous mode, I am not in /sync -> no",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED, SYNC_ON_NODE3, K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000}},
+     false, "synchronous"},
+    {"switchover in quorum mode, I am not in /sync -> no",
+     {.dyn_yaml = "synchronous_mode: quorum\n",
+      .keys = {UNLOCKED, K_SYNC("{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node3\"}"),
+               K_FAILOVER("{\"leader\":\"node1\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000}},
+     false, "synchronous"},
+    {"failover to a named candidate in synchronous mode, I am not in /sync -> no",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED, SYNC_ON_NODE3, K_FAILOVER("{\"member\":\"node4\"}")},
+      .local = {PG_REPLICA, .wal_position = 9000}, .peers = {{.name = "node4", .failover_priority = 1}}},
+     false, NULL},
+    {"a failover without leader in synchronous mode may go to an async member named in it",
+     {.dyn_yaml = "synchronous_mode: true\n", .keys = {UNLOCKED, SYNC_ON_NODE3, K_FAILOVER("{\"member\":\"node2\"}")},
+      .local = {PG_REPLICA, .wal_position = 1000}},
+     true, NULL},
+};
+
+static void test_is_healthiest_node(void **state) {
+    (void)state;
+    run_healthiest_rows(healthiest_rows, ELEMENTSOF(healthiest_rows));
+}
+
+/* decide() and is_healthiest_node() only read their input: same observation, same answer. */
+static void test_pure(void **state) {
+    (void)state;
+    const Input in = {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 4000)}};
+    World w;
+    world_build(&w, &in);
+    Decision a, b;
+    decide(&w.o, &a);
+    memset(&b, 0x5a, sizeof b);
+    decide(&w.o, &b);
+    assert_int_equal(a.action, HA_ACQUIRE_LOCK);
+    assert_int_equal(b.action, a.action);
+    assert_string_equal(b.message, a.message);
+    assert_string_equal(b.target, a.target);
+    char why[8];
+    assert_true(is_healthiest_node(&w.o, why, sizeof why));
+    world_free(&w);
+
+    /* a reason longer than the buffer is truncated, not overflowed */
+    const Input lag = {.keys = {K_INIT, K_M2, K_STATUS(90000000)}, .local = {PG_REPLICA, .wal_position = 5000}};
+    world_build(&w, &lag);
+    char small[8];
+    assert_false(is_healthiest_node(&w.o, small, sizeof small));
+    assert_int_equal(strlen(small), sizeof small - 1);
+    world_free(&w);
+
+    assert_string_equal(ha_action_name(HA_UPDATE_LOCK_ONLY), "update_lock_only");
+    assert_string_equal(ha_action_name((HaAction)99), "?");
+    assert_string_equal(demote_mode_name(DEMOTE_IMMEDIATE_NOLOCK), "immediate-nolock");
+    assert_string_equal(demote_mode_name(DEMOTE_OFFLINE), "offline");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tilt_and_dcs_error),
+        cmocka_unit_test(test_long_action),
+        cmocka_unit_test(test_bootstrap),
+        cmocka_unit_test(test_sysid),
+        cmocka_unit_test(test_pg_not_running_or_starting),
+        cmocka_unit_test(test_table_u),
+        cmocka_unit_test(test_table_l),
+        cmocka_unit_test(test_switchover_on_leader),
+        cmocka_unit_test(test_is_healthiest_node),
+        cmocka_unit_test(test_pure),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,7 +1,543 @@
+/* REST health checks (spec §2.3), the `lag` parameter and the GET /cluster document (§2.4), as
+ * pure functions of a published snapshot or a cluster view. The snapshot fields follow what the HA
+ * thread publishes (ha.c publish()): `sync_standby` = our name is in /sync, `quorum_standby` =
+ * additionally synchronous_mode is quorum; `tags` = the effective tags, numbers as raw JSON. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
-static void placeholder(void **state) { (void)state; }
-int main(void) { const struct CMUnitTest tests[] = {cmocka_unit_test(placeholder)}; return cmocka_run_group_tests(tests, NULL, NULL); }
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/snapshot.h"
+#include "common/util.h"
+#include "common/yamltree.h"
+#include "dcs/cluster.h"
+#include "restapi/restapi.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * health_check_code */
+
+typedef struct HealthRow {
+    const char *desc;
+    const char *path;  /* query string stripped, as the server passes it */
+    const char *query; /* "lag=10MB&tag_foo=bar", or NULL */
+    /* the snapshot */
+    const char *state, *role;
+    bool pg_running, in_recovery;
+    long long replayed;
+    bool has_optime;
+    long long optime;
+    bool pause, has_cluster, is_leader, standby_cluster, sync_standby, quorum_standby;
+    const char *tags_yaml; /* effective tags, as YAML */
+    int code;
+} HealthRow;
+
+#define MB (1024LL * 1024)
+
+/* A running primary holding the lock; a running streaming replica 0 bytes behind /status. */
+#define PRIMARY "running", "primary", true, false, 0, true, 5000
+#define REPLICA "running", "replica", true, true, 5000, true, 5000
+#define REPLICA_BEHIND_20MB "running", "replica", true, true, 5000, true, 5000 + 20 * MB
+/* pause, has_cluster, is_leader, standby_cluster, sync_standby, quorum_standby */
+#define LEADER false, true, true, false, false, false
+#define NOT_LEADER false, true, false, false, false, false
+#define SYNC false, true, false, false, true, false
+#define QUORUM false, true, false, false, true, true
+
+#define TAGS "foo: bar\nflag: true\ncustom_off: false\nnosync: false\nclonefrom: false\nversion: 1.4\n" \
+             "count: 5\nprecise: 1.23456789\nbig: 1.0e+16\nempty: ''\n"
+
+static const HealthRow health_rows[] = {
+    /* the lock holder */
+    {"leader: / is /primary", "/", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: empty path is /primary", "", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /primary", "/primary", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /master still works", "/master", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /read-write", "/read-write", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /leader", "/leader", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /standby-leader", "/standby-leader", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: /standby_leader", "/standby_leader", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: /replica", "/replica", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: /read-only", "/read-only", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /health", "/health", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /sync", "/sync", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: /synchronous", "/synchronous", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: /async (replica_code)", "/async", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: /quorum", "/quorum", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: /read-only-sync", "/read-only-sync", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /read-only-synchronous", "/read-only-synchronous", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: /read-only-quorum", "/read-only-quorum", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: HEAD /patroni goes through the table", "/patroni", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: HEAD /liveness goes through the table", "/liveness", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: unknown path", "/nonsense", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: substring routing (/primary/x)", "/primary/anything", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: substring routing (/foo-leader)", "/foo-leader", NULL, PRIMARY, LEADER, NULL, 200},
+    {"leader: exact match for /sync (/sync/x is unknown)", "/sync/x", NULL, PRIMARY, LEADER, NULL, 503},
+    {"leader: the lag of ?lag= does not matter", "/primary", "lag=0", "running", "primary", true, false, 0, true,
+     90 * MB, LEADER, NULL, 200},
+    {"leader: tag filter ignored on /primary", "/primary", "tag_foo=nomatch", PRIMARY, LEADER, TAGS, 200},
+    {"leader: tag filter ignored on /leader", "/leader", "tag_missing=x", PRIMARY, LEADER, TAGS, 200},
+    {"leader: tag filter applied on /read-only", "/read-only", "tag_foo=nomatch", PRIMARY, LEADER, TAGS, 503},
+    {"leader: tag filter applied on /read-only (match)", "/read-only", "tag_foo=bar", PRIMARY, LEADER, TAGS, 200},
+    {"leader: tag filter applied on /health", "/health", "tag_foo=nomatch", PRIMARY, LEADER, TAGS, 503},
+    {"leader: noloadbalance does not affect /primary", "/primary", NULL, PRIMARY, LEADER, "noloadbalance: true\n",
+     200},
+    {"leader without the cluster view (DCS not read within ttl), not paused", "/primary", NULL, "running", "primary",
+     true, false, 0, false, 0, false, false, true, false, false, false, NULL, 200},
+
+    /* /primary reflects lock ownership, not pg_is_in_recovery() */
+    {"a running primary that does not hold the lock: /primary", "/primary", NULL, PRIMARY, NOT_LEADER, NULL, 503},
+    {"a running primary that does not hold the lock: /leader", "/leader", NULL, PRIMARY, NOT_LEADER, NULL, 503},
+    {"a running primary that does not hold the lock: /read-write", "/read-write", NULL, PRIMARY, NOT_LEADER, NULL,
+     503},
+    {"a running primary that does not hold the lock: /read-only", "/read-only", NULL, PRIMARY, NOT_LEADER, NULL, 503},
+    {"a running primary that does not hold the lock: /health", "/health", NULL, PRIMARY, NOT_LEADER, NULL, 200},
+    {"lock holder still in recovery (promoting): /primary", "/primary", NULL, REPLICA, LEADER, NULL, 200},
+    {"lock holder still in recovery (promoting): /replica", "/replica", NULL, REPLICA, LEADER, NULL, 200},
+
+    /* a replica */
+    {"replica: /replica", "/replica", NULL, REPLICA, NOT_LEADER, NULL, 200},
+    {"replica: /read-only", "/read-only", NULL, REPLICA, NOT_LEADER, NULL, 200},
+    {"replica: /", "/", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /primary", "/primary", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /master", "/master", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /read-write", "/read-write", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /leader", "/leader", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /standby-leader", "/standby-leader", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /health", "/health", NULL, REPLICA, NOT_LEADER, NULL, 200},
+    {"replica: /async", "/async", NULL, REPLICA, NOT_LEADER, NULL, 200},
+    {"replica: /asynchronous", "/asynchronous", NULL, REPLICA, NOT_LEADER, NULL, 200},
+    {"replica: /sync", "/sync", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /quorum", "/quorum", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /read-only-sync", "/read-only-sync", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /read-only-quorum", "/read-only-quorum", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: unknown path", "/unknown", NULL, REPLICA, NOT_LEADER, NULL, 503},
+    {"replica: /async needs the cluster view", "/async", NULL, "running", "replica", true, true, 5000, true, 5000,
+     false, false, false, false, false, false, NULL, 503},
+    {"replica: /replica does not need the cluster view", "/replica", NULL, "running", "replica", true, true, 5000,
+     false, 0, false, false, false, false, false, false, NULL, 200},
+
+    /* noloadbalance */
+    {"noloadbalance: /replica", "/replica", NULL, REPLICA, NOT_LEADER, "noloadbalance: true\n", 503},
+    {"noloadbalance: /read-only", "/read-only", NULL, REPLICA, NOT_LEADER, "noloadbalance: true\n", 503},
+    {"noloadbalance: /async", "/async", NULL, REPLICA, NOT_LEADER, "noloadbalance: true\n", 503},
+    {"noloadbalance: /health is still 200", "/health", NULL, REPLICA, NOT_LEADER, "noloadbalance: true\n", 200},
+
+    /* ?lag= */
+    {"lag: 20MB behind, no limit", "/replica", NULL, REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 200},
+    {"lag: 20MB behind, lag=10MB", "/replica", "lag=10MB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 503},
+    {"lag: 20MB behind, lag=30MB", "/replica", "lag=30MB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 200},
+    {"lag: exactly the limit is not lagging", "/replica", "lag=20MB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 200},
+    {"lag: in plain bytes", "/replica", "lag=20971519", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 503},
+    {"lag: in kB", "/replica", "lag=20480kB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 200},
+    {"lag: invalid means unlimited", "/replica", "lag=lots", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 200},
+    {"lag: affects /read-only", "/read-only", "lag=1MB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 503},
+    {"lag: affects /async", "/async", "lag=1MB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 503},
+    {"lag: does not affect /health", "/health", "lag=1MB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 200},
+    {"lag: missing /status optime counts as 0", "/replica", "lag=0", "running", "replica", true, true, 5000, false, 0,
+     NOT_LEADER, NULL, 200},
+    {"lag: missing replayed location counts as 0", "/replica", "lag=4999", "running", "replica", true, true, 0, true,
+     5000, NOT_LEADER, NULL, 503},
+    {"lag: lag=0 and in sync", "/replica", "lag=0", REPLICA, NOT_LEADER, NULL, 200},
+
+    /* not running */
+    {"stopped replica: /replica", "/replica", NULL, "stopped", "replica", false, false, 0, true, 5000, NOT_LEADER, NULL,
+     503},
+    {"stopped replica: /read-only", "/read-only", NULL, "stopped", "replica", false, false, 0, true, 5000, NOT_LEADER,
+     NULL, 503},
+    {"stopped replica: /health", "/health", NULL, "stopped", "replica", false, false, 0, true, 5000, NOT_LEADER, NULL,
+     503},
+    {"starting replica: /replica", "/replica", NULL, "starting", "replica", true, true, 5000, true, 5000, NOT_LEADER,
+     NULL, 503},
+    {"starting replica: /health", "/health", NULL, "starting", "replica", true, true, 5000, true, 5000, NOT_LEADER,
+     NULL, 503},
+    {"uninitialized: /replica", "/replica", NULL, "stopped", "uninitialized", false, false, 0, false, 0, NOT_LEADER,
+     NULL, 503},
+
+    /* synchronous and quorum standbys */
+    {"sync standby: /sync", "/sync", NULL, REPLICA, SYNC, NULL, 200},
+    {"sync standby: /synchronous", "/synchronous", NULL, REPLICA, SYNC, NULL, 200},
+    {"sync standby: /async", "/async", NULL, REPLICA, SYNC, NULL, 503},
+    {"sync standby: /quorum", "/quorum", NULL, REPLICA, SYNC, NULL, 503},
+    {"sync standby: /read-only-sync", "/read-only-sync", NULL, REPLICA, SYNC, NULL, 200},
+    {"sync standby: /read-only-synchronous", "/read-only-synchronous", NULL, REPLICA, SYNC, NULL, 200},
+    {"sync standby: /read-only-quorum", "/read-only-quorum", NULL, REPLICA, SYNC, NULL, 503},
+    {"sync standby: /replica", "/replica", NULL, REPLICA, SYNC, NULL, 200},
+    {"sync standby: /read-only", "/read-only", NULL, REPLICA, SYNC, NULL, 200},
+    {"sync standby lagging: /sync?lag=1MB", "/sync", "lag=1MB", REPLICA_BEHIND_20MB, SYNC, NULL, 503},
+    {"sync standby with noloadbalance: /sync", "/sync", NULL, REPLICA, SYNC, "noloadbalance: true\n", 503},
+    {"sync standby without the cluster view: /sync", "/sync", NULL, REPLICA, false, false, false, false, true, false,
+     NULL, 503},
+    {"sync standby without the cluster view: /read-only-sync", "/read-only-sync", NULL, REPLICA, false, false, false,
+     false, true, false, NULL, 503},
+    {"quorum standby: /quorum", "/quorum", NULL, REPLICA, QUORUM, NULL, 200},
+    {"quorum standby: /sync", "/sync", NULL, REPLICA, QUORUM, NULL, 503},
+    {"quorum standby: /async", "/async", NULL, REPLICA, QUORUM, NULL, 503},
+    {"quorum standby: /read-only-quorum", "/read-only-quorum", NULL, REPLICA, QUORUM, NULL, 200},
+    {"quorum standby: /read-only-sync", "/read-only-sync", NULL, REPLICA, QUORUM, NULL, 503},
+    {"quorum standby lagging: /read-only-quorum?lag=1MB", "/read-only-quorum", "lag=1MB", REPLICA_BEHIND_20MB, QUORUM,
+     NULL, 503},
+    {"sync standby tag filter: /sync", "/sync", "tag_foo=other", REPLICA, SYNC, TAGS, 503},
+    {"quorum standby tag filter: /read-only-quorum", "/read-only-quorum", "tag_foo=bar", REPLICA, QUORUM, TAGS, 200},
+
+    /* tag filters (on a healthy replica) */
+    {"tag: string match", "/replica", "tag_foo=bar", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: string mismatch", "/replica", "tag_foo=baz", REPLICA, NOT_LEADER, TAGS, 503},
+    {"tag: case matters for strings", "/replica", "tag_foo=BAR", REPLICA, NOT_LEADER, TAGS, 503},
+    {"tag: not configured", "/replica", "tag_missing=x", REPLICA, NOT_LEADER, TAGS, 503},
+    {"tag: no tags at all", "/replica", "tag_foo=bar", REPLICA, NOT_LEADER, NULL, 503},
+    {"tag: boolean true compares as \"true\"", "/replica", "tag_flag=true", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: boolean true is not \"True\"", "/replica", "tag_flag=True", REPLICA, NOT_LEADER, TAGS, 503},
+    {"tag: boolean true is not \"1\"", "/replica", "tag_flag=1", REPLICA, NOT_LEADER, TAGS, 503},
+    {"tag: custom false compares as \"false\"", "/replica", "tag_custom_off=false", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: predefined false (nosync) counts as absent", "/replica", "tag_nosync=false", REPLICA, NOT_LEADER, TAGS, 503},
+    {"tag: predefined false (clonefrom) counts as absent", "/replica", "tag_clonefrom=false", REPLICA, NOT_LEADER, TAGS,
+     503},
+    {"tag: predefined true (nofailover)", "/replica", "tag_nofailover=true", REPLICA, NOT_LEADER, "nofailover: true\n",
+     200},
+    {"tag: nofailover false is kept when failover_priority is set", "/replica", "tag_nofailover=false", REPLICA,
+     NOT_LEADER, "nofailover: false\nfailover_priority: 1\n", 200},
+    {"tag: failover_priority as str()", "/replica", "tag_failover_priority=1", REPLICA, NOT_LEADER,
+     "nofailover: false\nfailover_priority: 1\n", 200},
+    {"tag: integer as str()", "/replica", "tag_count=5", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: float as str()", "/replica", "tag_version=1.4", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: float with many digits as repr()", "/replica", "tag_precise=1.23456789", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: large float as repr()", "/replica", "tag_big=1e+16", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: empty string", "/replica", "tag_empty=", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: every filter must match", "/replica", "tag_foo=bar&tag_flag=true&tag_count=5", REPLICA, NOT_LEADER, TAGS,
+     200},
+    {"tag: one mismatch is enough", "/replica", "tag_foo=bar&tag_flag=false", REPLICA, NOT_LEADER, TAGS, 503},
+    {"tag: other parameters are not tags", "/replica", "foo=nomatch&tagfoo=x", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: applied on /async", "/async", "tag_foo=baz", REPLICA, NOT_LEADER, TAGS, 503},
+    {"tag: applied on /health", "/health", "tag_foo=bar", REPLICA, NOT_LEADER, TAGS, 200},
+    {"tag: a lagging replica without ?lag= matches", "/replica", "tag_foo=bar", REPLICA_BEHIND_20MB, NOT_LEADER, TAGS,
+     200},
+    {"tag: a match does not rescue a 503 (lagging)", "/replica", "tag_foo=bar&lag=1MB", REPLICA_BEHIND_20MB, NOT_LEADER, TAGS,
+     503},
+
+    /* paused, no valid cluster view: the role decides */
+    {"paused without cluster: primary /primary", "/primary", NULL, "running", "primary", true, false, 0, false, 0, true,
+     false, false, false, false, false, NULL, 200},
+    {"paused without cluster: primary /leader", "/leader", NULL, "running", "primary", true, false, 0, false, 0, true,
+     false, false, false, false, false, NULL, 200},
+    {"paused without cluster: primary /read-only", "/read-only", NULL, "running", "primary", true, false, 0, false, 0,
+     true, false, false, false, false, false, NULL, 200},
+    {"paused without cluster: primary /standby-leader", "/standby-leader", NULL, "running", "primary", true, false, 0,
+     false, 0, true, false, false, false, false, false, NULL, 503},
+    {"paused without cluster: replica /leader", "/leader", NULL, "running", "replica", true, true, 5000, false, 0, true,
+     false, false, false, false, false, NULL, 503},
+    {"paused without cluster: replica /replica", "/replica", NULL, "running", "replica", true, true, 5000, false, 0,
+     true, false, false, false, false, false, NULL, 200},
+    {"paused without cluster: the role wins over is_leader", "/primary", NULL, "running", "replica", true, true, 5000,
+     false, 0, true, false, true, false, false, false, NULL, 503},
+    {"paused without cluster: standby leader /standby-leader", "/standby-leader", NULL, "running", "standby_leader",
+     true, true, 5000, false, 0, true, false, false, true, false, false, NULL, 200},
+    {"paused without cluster: standby leader /leader", "/leader", NULL, "running", "standby_leader", true, true, 5000,
+     false, 0, true, false, false, true, false, false, NULL, 200},
+    {"paused without cluster: standby leader /primary", "/primary", NULL, "running", "standby_leader", true, true, 5000,
+     false, 0, true, false, false, true, false, false, NULL, 503},
+    {"paused with a cluster view: the lock decides", "/primary", NULL, "running", "primary", true, false, 0, true, 0,
+     true, true, false, false, false, false, NULL, 503},
+    {"not paused, no cluster view, not leader: /primary", "/primary", NULL, "running", "primary", true, false, 0, false,
+     0, false, false, false, false, false, false, NULL, 503},
+
+    /* standby cluster */
+    {"standby leader: /standby-leader", "/standby-leader", NULL, "running", "standby_leader", true, true, 5000, true,
+     5000, false, true, true, true, false, false, NULL, 200},
+    {"standby leader: /standby_leader", "/standby_leader", NULL, "running", "standby_leader", true, true, 5000, true,
+     5000, false, true, true, true, false, false, NULL, 200},
+    {"standby leader: /leader", "/leader", NULL, "running", "standby_leader", true, true, 5000, true, 5000, false, true,
+     true, true, false, false, NULL, 200},
+    {"standby leader: /primary", "/primary", NULL, "running", "standby_leader", true, true, 5000, true, 5000, false,
+     true, true, true, false, false, NULL, 503},
+    {"standby leader: /replica", "/replica", NULL, "running", "standby_leader", true, true, 5000, true, 5000, false,
+     true, true, true, false, false, NULL, 503},
+    {"standby leader: /read-only", "/read-only", NULL, "running", "standby_leader", true, true, 5000, true, 5000, false,
+     true, true, true, false, false, NULL, 200},
+    {"standby leader reported as replica: /standby-leader", "/standby-leader", NULL, "running", "replica", true, true,
+     5000, true, 5000, false, true, true, true, false, false, NULL, 200},
+    {"standby cluster lock holder not running as a replica: /standby-leader", "/standby-leader", NULL, "running",
+     "primary", true, false, 0, true, 5000, false, true, true, true, false, false, NULL, 503},
+    {"standby cluster replica: /replica", "/replica", NULL, "running", "replica", true, true, 5000, true, 5000, false,
+     true, false, true, false, false, NULL, 200},
+    {"standby cluster replica: /standby-leader", "/standby-leader", NULL, "running", "replica", true, true, 5000, true,
+     5000, false, true, false, true, false, false, NULL, 503},
+    {"standby cluster replica: /leader", "/leader", NULL, "running", "replica", true, true, 5000, true, 5000, false,
+     true, false, true, false, false, NULL, 503},
+};
+
+/* The effective tags as the HA thread publishes them: YAML scalars converted like ha.c does. */
+static cJSON *tags_from_yaml(const char *yaml) {
+    char *err = NULL;
+    YNode *n = yaml_parse_string(yaml, strlen(yaml), "tags", &err);
+    if (!n)
+        print_error("tags: %s\n", err);
+    assert_non_null(n);
+    cJSON *j = ynode_to_json(n);
+    ynode_free(n);
+    assert_true(cJSON_IsObject(j));
+    return j;
+}
+
+static Snapshot *snapshot_of(const HealthRow *r) {
+    Snapshot *s = snapshot_new();
+    s->scope = xstrdup("demo");
+    s->name = xstrdup("node2");
+    s->state = xstrdup(r->state);
+    s->role = xstrdup(r->role);
+    s->pg_running = r->pg_running;
+    s->in_recovery = r->in_recovery;
+    if (r->pg_running && !r->in_recovery)
+        s->xlog_location = 5000;
+    s->received_location = r->replayed;
+    s->replayed_location = r->replayed;
+    s->has_optime = r->has_optime;
+    s->cluster_optime = r->optime;
+    s->pause = r->pause;
+    s->has_cluster = r->has_cluster;
+    s->is_leader = r->is_leader;
+    s->standby_cluster = r->standby_cluster;
+    s->sync_standby = r->sync_standby;
+    s->quorum_standby = r->quorum_standby;
+    s->tags = r->tags_yaml ? tags_from_yaml(r->tags_yaml) : NULL;
+    return s;
+}
+
+/* "a=1&b=2" -> params (pointing into the copy `buf`). */
+static size_t parse_query(char *buf, QueryParam *params, size_t max) {
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, "&", &save); tok && n < max; tok = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(tok, '=');
+        if (eq)
+            *eq++ = '\0';
+        params[n++] = (QueryParam){.key = tok, .value = eq ? eq : ""};
+    }
+    return n;
+}
+
+static void test_health_check_code(void **state) {
+    (void)state;
+    size_t failed = 0;
+    for (size_t i = 0; i < ELEMENTSOF(health_rows); i++) {
+        const HealthRow *r = &health_rows[i];
+        Snapshot *s = snapshot_of(r);
+        char buf[256] = "";
+        QueryParam params[8];
+        if (r->query)
+            snprintf(buf, sizeof buf, "%s", r->query);
+        size_t n = parse_query(buf, params, ELEMENTSOF(params));
+        int code = health_check_code(s, r->path, n ? params : NULL, n);
+        if (code != r->code) {
+            failed++;
+            print_error("row %zu FAILED: %s: %s%s%s -> %d, expected %d\n", i, r->desc, r->path, r->query ? "?" : "",
+                        r->query ? r->query : "", code, r->code);
+        }
+        snapshot_unref(s);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * parse_lag */
+
+static void test_parse_lag(void **state) {
+    (void)state;
+    static const struct {
+        const char *in;
+        long long out;
+    } rows[] = {
+        {"1048576", 1048576},
+        {"0", 0},
+        {"100B", 100},
+        {"1kB", 1024},
+        {"1024kB", 1048576},
+        {"10MB", 10 * MB},
+        {"1GB", 1024 * MB},
+        {"2TB", 2 * 1024 * 1024 * MB},
+        {"", -1},
+        {NULL, -1},
+        {"abc", -1},
+        {"MB", -1},
+        {"10XB", -1},
+        {"10mb", -1},
+        {"10 MBs", -1},
+    };
+    size_t failed = 0;
+    for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+        long long got = parse_lag(rows[i].in);
+        if (got != rows[i].out) {
+            failed++;
+            print_error("parse_lag(%s%s%s) = %lld, expected %lld\n", rows[i].in ? "\"" : "",
+                        rows[i].in ? rows[i].in : "NULL", rows[i].in ? "\"" : "", got, rows[i].out);
+        }
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * GET /cluster */
+
+#define BASE "/service/demo"
+
+typedef struct Kv {
+    const char *rel, *value;
+} Kv;
+
+static Cluster *cluster_of(const Kv *keys, size_t n) {
+    DcsKv *kvs = xcalloc(n, sizeof *kvs);
+    for (size_t i = 0; i < n; i++) {
+        kvs[i].key = xasprintf("%s/%s", BASE, keys[i].rel);
+        kvs[i].value = xstrdup(keys[i].value);
+        kvs[i].value_len = strlen(keys[i].value);
+        kvs[i].mod_revision = kvs[i].create_revision = (long long)(i + 100);
+        if (strcmp(keys[i].rel, "leader") == 0 || strncmp(keys[i].rel, "members/", 8) == 0)
+            kvs[i].lease = xstrdup("7587862073874340106");
+    }
+    Cluster *c = cluster_from_kvs(kvs, n, BASE);
+    for (size_t i = 0; i < n; i++)
+        dcs_kv_free_contents(&kvs[i]);
+    free(kvs);
+    assert_non_null(c);
+    return c;
+}
+
+#define CLUSTER(...) cluster_of((const Kv[]){__VA_ARGS__}, sizeof((const Kv[]){__VA_ARGS__}) / sizeof(Kv))
+
+static bool pause_of(const Cluster *c) {
+    const cJSON *p = c->config ? cJSON_GetObjectItemCaseSensitive(c->config, "pause") : NULL;
+    return cJSON_IsTrue(p);
+}
+
+static void expect_json(Cluster *c, const char *expected) {
+    char *got = cluster_to_json(c, "demo", pause_of(c));
+    if (strcmp(got, expected) != 0)
+        print_error("cluster_to_json:\n   got:      %s\n   expected: %s\n", got, expected);
+    assert_string_equal(got, expected);
+    free(got);
+    cluster_free(c);
+}
+
+/* The §2.4 example, byte for byte: members given out of order, the leader without lag, a sync
+ * standby whose lag comes from /status, a member without xlog_location, pause and a scheduled
+ * switchover, scope last. */
+static void test_cluster_json_three_members(void **state) {
+    (void)state;
+    Cluster *c = CLUSTER(
+        {"members/node3", "{\"conn_url\":\"postgres://10.0.0.3/postgres\",\"api_url\":\"http://10.0.0.3:8008/patroni\","
+                          "\"state\":\"stopped\",\"role\":\"replica\",\"version\":\"4.0.6\",\"pending_restart\":true,"
+                          "\"pending_restart_reason\":{\"max_connections\":{\"old_value\":\"100\",\"new_value\":\"200\"}}}"},
+        {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+                          "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":67393608,"
+                          "\"timeline\":3,\"tags\":{\"clonefrom\":true}}"},
+        {"members/node2", "{\"conn_url\":\"postgres://10.0.0.2:5433/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+                          "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":67390000,"
+                          "\"replication_state\":\"streaming\",\"timeline\":3}"},
+        {"leader", "node1"},
+        {"initialize", "7401234567890123456"},
+        {"config", "{\"ttl\":30,\"synchronous_mode\":true,\"pause\":true}"},
+        {"sync", "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"},
+        {"status", "{\"optime\":67393608,\"slots\":{\"node2\":67390000}}"},
+        {"failover", "{\"leader\":\"node1\",\"member\":\"node2\",\"scheduled_at\":\"2025-06-01T12:00:00+00:00\"}"}, );
+    expect_json(c,
+                "{\"members\": ["
+                "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
+                "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432, "
+                "\"timeline\": 3, \"tags\": {\"clonefrom\": true}}, "
+                "{\"name\": \"node2\", \"role\": \"sync_standby\", \"state\": \"streaming\", "
+                "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5433, "
+                "\"timeline\": 3, \"lag\": 3608}, "
+                "{\"name\": \"node3\", \"role\": \"replica\", \"state\": \"stopped\", "
+                "\"api_url\": \"http://10.0.0.3:8008/patroni\", \"host\": \"10.0.0.3\", \"port\": 5432, "
+                "\"pending_restart\": true, \"pending_restart_reason\": "
+                "{\"max_connections\": {\"old_value\": \"100\", \"new_value\": \"200\"}}, \"lag\": \"unknown\"}], "
+                "\"pause\": true, "
+                "\"scheduled_switchover\": {\"at\": \"2025-06-01T12:00:00+00:00\", \"from\": \"node1\", \"to\": \"node2\"}, "
+                "\"scope\": \"demo\"}");
+}
+
+static void test_cluster_json_rules(void **state) {
+    (void)state;
+    /* quorum mode: names in /sync are quorum_standby, even with quorum 0 (one voter); a member
+     * ahead of /status has lag 0; the leader's replication_state is not its state; no pause, a
+     * failover without scheduled_at is no scheduled switchover; a scheduled_restart is copied */
+    expect_json(
+        CLUSTER({"leader", "node1"},
+                {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+                                  "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
+                                  "\"replication_state\":\"streaming\"}"},
+                {"members/node2", "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+                                  "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":1200,"
+                                  "\"scheduled_restart\":{\"schedule\":\"2025-06-01T12:00:00+00:00\","
+                                  "\"postmaster_start_time\":\"2025-06-01 10:00:00.123456+00:00\"}}"},
+                {"config", "{\"synchronous_mode\":\"quorum\"}"},
+                {"sync", "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"},
+                {"status", "{\"optime\":1000}"},
+                {"failover", "{\"leader\":\"node1\",\"member\":\"node2\"}"}, ),
+        "{\"members\": ["
+        "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
+        "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432}, "
+        "{\"name\": \"node2\", \"role\": \"quorum_standby\", \"state\": \"running\", "
+        "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5432, "
+        "\"scheduled_restart\": {\"schedule\": \"2025-06-01T12:00:00+00:00\", "
+        "\"postmaster_start_time\": \"2025-06-01 10:00:00.123456+00:00\"}, \"lag\": 0}], "
+        "\"scope\": \"demo\"}");
+
+    /* synchronous_mode off: a leftover /sync does not make anyone a sync_standby; no /status:
+     * lag against 0; an unparsable member value still lists the member */
+    expect_json(
+        CLUSTER({"leader", "node1"},
+                {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+                                  "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":1000}"},
+                {"members/node2", "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+                                  "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":900}"},
+                {"members/node4", "not json at all"},
+                {"config", "{\"synchronous_mode\":false}"},
+                {"sync", "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"}, ),
+        "{\"members\": ["
+        "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
+        "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432}, "
+        "{\"name\": \"node2\", \"role\": \"replica\", \"state\": \"running\", "
+        "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5432, \"lag\": 0}, "
+        "{\"name\": \"node4\", \"role\": \"replica\", \"state\": \"\", \"api_url\": null, \"lag\": \"unknown\"}], "
+        "\"scope\": \"demo\"}");
+
+    /* standby cluster: the lock holder is standby_leader, shows its replication_state and no lag;
+     * synchronous mode is ignored */
+    expect_json(
+        CLUSTER({"leader", "node1"},
+                {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+                                  "\"state\":\"running\",\"role\":\"standby_leader\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
+                                  "\"replication_state\":\"streaming\",\"timeline\":2}"},
+                {"members/node2", "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+                                  "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
+                                  "\"replication_state\":\"streaming\",\"timeline\":2}"},
+                {"config", "{\"synchronous_mode\":true,\"standby_cluster\":{\"host\":\"10.1.0.1\",\"port\":5432}}"},
+                {"sync", "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"},
+                {"status", "{\"optime\":1000}"}, ),
+        "{\"members\": ["
+        "{\"name\": \"node1\", \"role\": \"standby_leader\", \"state\": \"streaming\", "
+        "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432, \"timeline\": 2}, "
+        "{\"name\": \"node2\", \"role\": \"replica\", \"state\": \"streaming\", "
+        "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5432, \"timeline\": 2, "
+        "\"lag\": 0}], "
+        "\"scope\": \"demo\"}");
+
+    /* no members at all, unlocked */
+    expect_json(CLUSTER({"initialize", "7401234567890123456"}, ), "{\"members\": [], \"scope\": \"demo\"}");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health_check_code),
+        cmocka_unit_test(test_parse_lag),
+        cmocka_unit_test(test_cluster_json_three_members),
+        cmocka_unit_test(test_cluster_json_rules),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
