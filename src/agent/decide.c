@@ -285,8 +285,18 @@ static bool process_manual_failover(const Observation *o, Decision *d) {
     const char *me = o->cfg->name;
     if (failover_is_empty(f))
         return false;
-    if (f->scheduled_at)
-        return false; /* evaluated by the executor, which knows the wall clock */
+    if (f->scheduled_at) {
+        if (o->scheduled_stale) {
+            set(d, HA_CLEAR_FAILOVER, NULL, "Found a stale failover value, cleaning up: %s", f->scheduled_at);
+            return true;
+        }
+        if (paused(o)) {
+            set(d, HA_CLEAR_FAILOVER, NULL, "Can't run a scheduled switchover in the paused state; clearing it");
+            return true;
+        }
+        if (!o->scheduled_due)
+            return false; /* waiting for its time; the executor wakes up for it */
+    }
     if (f->leader && !streq(f->leader, me)) {
         set(d, HA_CLEAR_FAILOVER, NULL, "leader name does not match: %s != %s; clearing the failover key",
             f->leader, me);

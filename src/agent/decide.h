@@ -50,6 +50,9 @@ typedef struct Observation {
     size_t n_peers;
     bool peers_probed;
     bool stale_tick;            /* the loop woke far later than planned: observe, do not act */
+    /* a scheduled switchover (failover key with scheduled_at), judged by the executor's wall clock */
+    bool scheduled_due;         /* its time has come (within loop_wait) */
+    bool scheduled_stale;       /* it is more than 1.5 * loop_wait in the past */
     usec_t now;
 } Observation;
 

@@ -66,7 +66,9 @@ typedef struct Ha {
     char role[32];
     char following[128];
     bool following_set;
-    char *applied_conf;  /* the postgresql.conf content last written, to detect changes */
+    char *applied_conf;  /* unused */
+    bool pending_restart;
+    cJSON *pending_reason; /* {"guc":{"old_value":..,"new_value":..}} */
     char *last_error;
 
     /* DCS view */
@@ -96,6 +98,38 @@ typedef struct Ha {
 
 /* ------------------------------------------------------------------------------------------ */
 /* helpers                                                                                     */
+
+/* "2025-06-01T12:00:00+00:00", "...Z", with optional fractional seconds: epoch seconds. */
+static int parse_iso8601(const char *s, double *ret) {
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!p)
+        return -EINVAL;
+    double frac = 0;
+    if (*p == '.') {
+        char *end;
+        frac = strtod(p, &end);
+        p = end;
+    }
+    long off = 0;
+    if (*p == 'Z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p == '-' ? -1 : 1;
+        int hh = 0, mm = 0;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) < 1 && sscanf(p + 1, "%2d%2d", &hh, &mm) < 1)
+            return -EINVAL;
+        off = sign * (hh * 3600L + mm * 60L);
+        p += strlen(p);
+    } else {
+        return -EINVAL; /* a timezone is mandatory */
+    }
+    time_t t = timegm(&tm);
+    *ret = (double)t - (double)off + frac;
+    return 0;
+}
 
 static const PghaConfig *cfg_of(Ha *h) { return &h->a->cfg; }
 
@@ -269,6 +303,20 @@ static void write_pgpass(Ha *h) {
     strlist_clear(&lines);
 }
 
+static char *read_small_file(const char *path) {
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return NULL;
+    StrBuf b;
+    sb_init(&b);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0 && b.len < 16 * 1024 * 1024)
+        sb_addn(&b, buf, n);
+    fclose(f);
+    return sb_steal(&b);
+}
+
 static int copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "re");
     if (!in)
@@ -347,7 +395,12 @@ static int write_configuration(Ha *h, bool as_primary, const char *target) {
                 ynode_set(recovery, rc->keys[i], ynode_clone(rc->items[i]));
     }
     char *err = NULL;
-    int r = pg_write_postgresql_conf(cfg, params, recovery, &err);
+    /* unchanged content: nothing to write (and nothing to reload) */
+    _cleanup_free_ char *text = pg_render_postgresql_conf(cfg, params, recovery);
+    _cleanup_free_ char *conf_path = xasprintf("%s/postgresql.conf", cfg->postgresql.config_dir);
+    _cleanup_free_ char *current = read_small_file(conf_path);
+    bool changed = !streq(text, current);
+    int r = changed ? pg_write_postgresql_conf(cfg, params, recovery, &err) : 0;
     if (r == 0)
         r = pg_set_standby_signal(cfg->postgresql.data_dir, !as_primary, &err);
     /* pg_hba / pg_ident: the local configuration wins over the dynamic one */
@@ -370,7 +423,7 @@ static int write_configuration(Ha *h, bool as_primary, const char *target) {
     snprintf(h->following, sizeof h->following, "%s", as_primary || !target ? "" : target);
     h->following_set = true;
     write_pgpass(h);
-    return r;
+    return r < 0 ? r : changed ? 1 : 0;
 }
 
 static void reap_children(void) {
@@ -522,6 +575,22 @@ static int promote_postgres(Ha *h) {
             return -ECANCELED;
         }
         free(out);
+    }
+    /* pg_promote() over the connection we already have: no fork/exec of pg_ctl on the failover path */
+    PGconn *c = get_conn(h);
+    if (c) {
+        char *err = NULL;
+        PGresult *pr = pg_query(c, "SELECT pg_catalog.pg_promote(false)", 5000, &err);
+        if (pr && PQntuples(pr) == 1 && PQgetvalue(pr, 0, 0)[0] == 't') {
+            PQclear(pr);
+            h->promoting = true;
+            set_role(h, "promoted");
+            run_callback(h, "on_role_change", "primary");
+            return 0;
+        }
+        PQclear(pr);
+        log_warning("pg_promote() failed (%s); trying pg_ctl promote", err ? err : "returned false");
+        free(err);
     }
     StrList argv = {0};
     _cleanup_free_ char *pg_ctl = pg_bin(h->bin_dir, cfg->postgresql.bin_name.pg_ctl);
@@ -831,6 +900,8 @@ static void touch_member(Ha *h) {
     }
     m.pause = dyn_of(h)->pause;
     m.checkpoint_after_promote_false = h->checkpoint_pending;
+    m.pending_restart = h->pending_restart;
+    m.pending_restart_reason = h->pending_reason ? cJSON_Duplicate(h->pending_reason, true) : NULL;
     char *json = cluster_encode_member(&m);
     member_free_contents(&m);
     if (dcs_touch_member(h->dcs, json) < 0)
@@ -963,14 +1034,67 @@ static void ensure_member_slots(Ha *h) {
     }
 }
 
+/* The configuration may have changed (/config, a SIGHUP of pgha): rewrite postgresql.conf, reload
+ * PostgreSQL, and find the changes that need a restart (pending_restart). */
+static void apply_config_changes(Ha *h) {
+    if (!h->st.ok || h->pg_starting || h->task.kind != TASK_NONE || h->pm_pid <= 0 || !h->following_set)
+        return;
+    bool primary = !h->st.in_recovery;
+    int r = write_configuration(h, primary, primary || !h->following[0] ? NULL : h->following);
+    if (r == 1) {
+        log_info("Reloading PostgreSQL configuration.");
+        if (kill(h->pm_pid, SIGHUP) < 0)
+            log_warning("cannot reload PostgreSQL: %s", strerror(errno));
+        run_callback(h, "on_reload", h->role);
+        usleep(100 * 1000); /* let the postmaster read the file before pending_restart is queried */
+    }
+    PGconn *c = get_conn(h);
+    if (!c)
+        return;
+    char *err = NULL;
+    PGresult *res = pg_query(c, "SELECT name, setting FROM pg_catalog.pg_settings WHERE pending_restart", 2000, &err);
+    if (!res) {
+        log_debug("pending_restart query failed: %s", err);
+        free(err);
+        return;
+    }
+    cJSON_Delete(h->pending_reason);
+    h->pending_reason = NULL;
+    h->pending_restart = PQntuples(res) > 0;
+    if (h->pending_restart) {
+        StrList warnings = {0};
+        YNode *params = pg_build_parameters(cfg_of(h), dyn_of(h)->parameters, h->major, &warnings);
+        strlist_clear(&warnings);
+        h->pending_reason = cJSON_CreateObject();
+        for (int i = 0; i < PQntuples(res); i++) {
+            const char *name = PQgetvalue(res, i, 0);
+            const YNode *nv = ynode_get(params, name);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "old_value", PQgetvalue(res, i, 1));
+            cJSON_AddStringToObject(e, "new_value", nv && nv->text ? nv->text : "");
+            cJSON_AddItemToObject(h->pending_reason, name, e);
+        }
+        ynode_free(params);
+    }
+    PQclear(res);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* carrying a decision out                                                                     */
 
 static void after_lock_acquired(Ha *h) {
     h->lock_valid_until = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
     const Cluster *c = h->cluster;
-    if (c && c->failover.present && !failover_is_empty(&c->failover))
-        (void)dcs_set_failover(h->dcs, "{}", c->failover.version);
+    if (c && c->failover.present && !failover_is_empty(&c->failover)) {
+        if (dyn_of(h)->pause && c->failover.leader && c->failover.candidate) {
+            /* paused: keep the candidate so that the next cycle does not release the lock mid-promotion */
+            char *json = cluster_encode_failover(NULL, c->failover.candidate, c->failover.scheduled_at);
+            (void)dcs_set_failover(h->dcs, json, c->failover.version);
+            free(json);
+        } else {
+            (void)dcs_set_failover(h->dcs, "{}", c->failover.version);
+        }
+    }
 }
 
 static void demote(Ha *h, DemoteMode mode) {
@@ -1379,6 +1503,7 @@ static void publish(Ha *h, const Decision *d) {
     s->dcs_last_seen = h->dcs_last_seen;
     s->tags = effective_tags(h);
     s->sysid = h->sysid[0] ? xstrdup(h->sysid) : NULL;
+    s->pending_restart = h->pending_restart;
     s->is_leader = h->lock_valid_until > now && h->cluster && h->cluster->leader &&
                    streq(h->cluster->leader->name, cfg->name);
     if (h->cluster && h->cluster->sync.leader && h->st.ok && h->st.in_recovery &&
@@ -1465,8 +1590,9 @@ static void run_cycle(Ha *h, bool stale) {
     /* 4. peers, when a race or a switchover needs them */
     PeerStatus *peers = NULL;
     size_t n_peers = 0;
+    bool am_lock_holder = h->cluster && h->cluster->leader && streq(h->cluster->leader->name, cfg_of(h)->name);
     bool probe = h->cluster && !l.data_dir_empty && l.pg_running && !l.async_action &&
-                 ((!h->cluster->leader && !cfg_of(h)->tags.nofailover) ||
+                 ((!h->cluster->leader && !cfg_of(h)->tags.nofailover) || (am_lock_holder && l.start_timed_out) ||
                   (h->cluster->leader && streq(h->cluster->leader->name, cfg_of(h)->name) &&
                    !failover_is_empty(&h->cluster->failover)) ||
                   (!h->cluster->leader && !failover_is_empty(&h->cluster->failover)));
@@ -1476,11 +1602,27 @@ static void run_cycle(Ha *h, bool stale) {
     Observation o = {.cfg = cfg_of(h), .dyn = dyn_of(h), .cluster = h->cluster, .last_locked = h->last_locked,
                      .local = &l, .peers = peers, .n_peers = n_peers, .peers_probed = probe, .stale_tick = stale,
                      .now = now};
+    if (h->cluster && h->cluster->failover.scheduled_at) {
+        double at;
+        if (parse_iso8601(h->cluster->failover.scheduled_at, &at) == 0) {
+            double wall = (double)now_realtime() / 1e6;
+            double lw = loop_wait_s(h);
+            o.scheduled_stale = wall - at > (double)(long long)(1.5 * lw);
+            o.scheduled_due = !o.scheduled_stale && at - wall <= 0;
+            if (!o.scheduled_due && !o.scheduled_stale && at - wall <= lw)
+                h->next_cycle = now + (usec_t)((at - wall) * 1e6) + 1000; /* wake up exactly then */
+        } else {
+            o.scheduled_stale = true; /* unparsable: Patroni drops it as well */
+        }
+    }
     Decision d;
     decide(&o, &d);
     if (!h->fatal)
         execute(h, &d, &l);
     free(peers);
+
+    if (!h->fatal && (d.action == HA_NONE || d.action == HA_UPDATE_LOCK))
+        apply_config_changes(h);
 
     /* 5. our member key, the snapshot, the summary line */
     if (h->cluster && !h->fatal) {
@@ -1752,6 +1894,7 @@ out:
     free(h.bin_dir);
     free(h.last_status);
     free(h.applied_conf);
+    cJSON_Delete(h.pending_reason);
     free(h.last_error);
     sdn_stopping();
     log_info("pgha stopped");

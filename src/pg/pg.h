@@ -128,6 +128,7 @@ YNode *pg_build_parameters(const PghaConfig *cfg, const YNode *dyn_parameters, i
 /* postgresql.conf (including postgresql.base.conf, the original renamed on first use), with the
  * recovery settings appended when `recovery` is a non-NULL map. */
 int pg_write_postgresql_conf(const PghaConfig *cfg, const YNode *params, const YNode *recovery, char **ret_error);
+char *pg_render_postgresql_conf(const PghaConfig *cfg, const YNode *params, const YNode *recovery);
 /* pg_hba.conf from a list of lines (replaces the file). */
 int pg_write_hba(const char *path, const YNode *lines, bool append, char **ret_error);
 /* The passfile: one line per (host, port, user, password); `*` matches anything. */
