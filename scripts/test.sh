@@ -38,7 +38,19 @@ meson test -C build-san --suite unit --print-errorlogs
 unit_total=$(grep -c '"result": "OK"' build/meson-logs/testlog.json build-san/meson-logs/testlog.json 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')
 
 echo "== integration tests (sanitizer build)"
+# The agents run as the postgres user: when the checkout is not reachable for it (a clone under
+# /root, say), run copies of the binaries from a directory it can read.
 export PGHA_BUILD_DIR="$root/build-san"
+if ! setpriv --reuid=postgres --regid=postgres --init-groups test -x "$PGHA_BUILD_DIR/src/pgha" 2>/dev/null; then
+    stage=$(mktemp -d /tmp/pgha-test-bin.XXXXXX)
+    trap 'rm -rf "$stage"' EXIT
+    mkdir -p "$stage/src" "$stage/tests"
+    cp "$PGHA_BUILD_DIR/src/pgha" "$PGHA_BUILD_DIR/src/pgha-ctl" "$stage/src/"
+    cp "$PGHA_BUILD_DIR/tests/dcs-tool" "$stage/tests/"
+    chmod -R a+rX "$stage"
+    echo "the postgres user cannot reach $PGHA_BUILD_DIR: running copies from $stage"
+    export PGHA_BUILD_DIR="$stage"
+fi
 # ASan's leak report at exit goes to the process's stderr, which the harness keeps in the logs;
 # a leak makes the process exit non-zero, which the tests check.
 set +e

@@ -179,7 +179,9 @@ static void local_conn_params(Ha *h, PgConnParams *p, char *hostbuf, size_t host
     strlist_clear(&addrs);
     *p = (PgConnParams){.host = hostbuf, .port = port, .user = cfg->postgresql.superuser.username,
                         .password = cfg->postgresql.superuser.password, .dbname = cfg->postgresql.database,
-                        .application_name = "Patroni", .connect_timeout = 3, .ssl = &cfg->postgresql.superuser};
+                        .application_name = "Patroni", .connect_timeout = 3, .ssl = &cfg->postgresql.superuser,
+                        /* a local connection needs no Kerberos: skipping it saves its start-up cost */
+                        .gssencmode_default = "disable"};
 }
 
 static void close_conn(Ha *h) {

@@ -38,9 +38,11 @@ PGconn *pg_connect(const PgConnParams *p, char **ret_error) {
         KV("sslpassword", p->ssl->sslpassword);
         KV("sslrootcert", p->ssl->sslrootcert);
         KV("sslcrl", p->ssl->sslcrl);
-        KV("gssencmode", p->ssl->gssencmode);
+        KV("gssencmode", p->ssl->gssencmode ? p->ssl->gssencmode : p->gssencmode_default);
         KV("channel_binding", p->ssl->channel_binding);
     }
+    if (!p->ssl && p->gssencmode_default)
+        KV("gssencmode", p->gssencmode_default);
 #undef KV
     keys[n] = NULL;
     vals[n] = NULL;

@@ -76,6 +76,7 @@ typedef struct PgConnParams {
     const char *application_name;
     int connect_timeout;            /* seconds */
     const PgAuth *ssl;              /* sslmode etc., may be NULL */
+    const char *gssencmode_default; /* when the credentials do not set gssencmode */
 } PgConnParams;
 
 PGconn *pg_connect(const PgConnParams *p, char **ret_error);
