@@ -30,7 +30,7 @@ PACKAGES=(
     postgresql-15
     python3-pytest python3-psycopg2 python3-requests python3-yaml
     iproute2 procps openssl curl
-    patroni
+    patroni stress-ng
 )
 
 is_installed() {

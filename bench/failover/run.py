@@ -13,6 +13,15 @@ Writers: one per node, each on a persistent connection, inserting ids unique acr
 20 ms on error (TESTING-NOTES.md).
 
   sudo /usr/bin/python3 bench/failover/run.py [--ttl 30 --loop-wait 10 --retry-timeout 10] [--runs 5]
+
+The fast profile (ttl 5, loop_wait 1, retry_timeout 2, pgha.allow_short_ttl) with the proof that it does
+not fail over spuriously on a loaded machine:
+
+  sudo /usr/bin/python3 bench/failover/run.py --ttl 5 --loop-wait 1 --retry-timeout 2 --allow-short-ttl --stress 120
+
+--stress N runs, before the node-loss runs and for N seconds: stress-ng on both cores and the disk, one etcd
+member stopped and started again, another frozen (SIGSTOP) and resumed, a bulk load followed by a
+CHECKPOINT on the primary, and fails if the leader changed or a DELETE of the leader key was seen.
 """
 
 import argparse
@@ -105,6 +114,48 @@ def first_ack_after(writers, t, exclude=(), only=None, new_connection=False):
     return best
 
 
+def stress(c, args, watch):
+    """Load the machine and the DCS; the leader must stay where it is."""
+    leader = c.wait_healthy(240)
+    deletes_before = len(watch.deletes)
+    t0 = time.monotonic()
+    work = os.path.join(c.basedir, "stress")
+    os.makedirs(work, exist_ok=True)
+    sng = subprocess.Popen(["stress-ng", "--cpu", "2", "--hdd", "1", "--hdd-bytes", "256M", "--timeout",
+                            f"{args.stress}s", "--temp-path", work, "--quiet"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    events = []
+    try:
+        third = args.stress / 3
+        time.sleep(third / 2)
+        c.etcd.stop_member(0)
+        events.append("etcd member 0 stopped")
+        time.sleep(third / 2)
+        c.etcd.start_member(0)
+        events.append("etcd member 0 started")
+        c.etcd.pause_member(1)
+        time.sleep(min(5, third / 2))
+        c.etcd.resume_member(1)
+        events.append("etcd member 1 frozen and resumed")
+        c.sql(leader, "CREATE TABLE IF NOT EXISTS stress_load AS SELECT g, repeat('x', 200) AS pad "
+                      "FROM generate_series(1, 1) g")
+        c.sql(leader, "INSERT INTO stress_load SELECT g, repeat('x', 200) FROM generate_series(1, 1500000) g")
+        tc = time.monotonic()
+        c.sql(leader, "CHECKPOINT")
+        events.append(f"bulk load + CHECKPOINT ({time.monotonic() - tc:.1f} s)")
+        while time.monotonic() - t0 < args.stress:
+            time.sleep(0.5)
+    finally:
+        sng.wait(args.stress + 60)
+        c.etcd.ensure_all_running()
+    changed = c.leader() != leader or len(watch.deletes) != deletes_before
+    if changed:
+        raise SystemExit(f"SPURIOUS FAILOVER under load: leader {leader} -> {c.leader()}, "
+                         f"{len(watch.deletes) - deletes_before} leader key deletions; {events}")
+    return (f"{args.stress} s of load ({'; '.join(events)}; stress-ng cpu x2 + hdd): leader {leader} kept the "
+            f"lock, 0 spurious failovers")
+
+
 def rss_cpu(pid):
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
@@ -121,12 +172,15 @@ def main():
     ap.add_argument("--retry-timeout", type=int, default=10)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--steady", type=int, default=60)
+    ap.add_argument("--allow-short-ttl", action="store_true", help="set pgha.allow_short_ttl (ttl below 20)")
+    ap.add_argument("--stress", type=int, default=0, help="seconds of load that must not cause a failover")
     args = ap.parse_args()
     h.install_safety_net()
     rd = h.RunDir()
+    extra = {"pgha": {"allow_short_ttl": True}} if args.allow_short_ttl else {}
     c = HaCluster(rd.path, n=3, scope="bench",
                   bootstrap={"dcs": {"ttl": args.ttl, "loop_wait": args.loop_wait,
-                                     "retry_timeout": args.retry_timeout}})
+                                     "retry_timeout": args.retry_timeout}}, **extra)
     failed = True
     try:
         c.start(["node1"])
@@ -146,6 +200,10 @@ def main():
         before = {n: rss_cpu(p) for n, p in pids.items()}
         time.sleep(args.steady)
         after = {n: rss_cpu(p) for n, p in pids.items()}
+
+        stress_report = None
+        if args.stress:
+            stress_report = stress(c, args, watch)
 
         total, after_expiry, crash = [], [], []
         for run in range(args.runs):
@@ -189,12 +247,15 @@ def main():
               f"(min {min(after_expiry):.3f}, max {max(after_expiry):.3f})")
         print(f"  postmaster crash: same node writable again after {statistics.median(crash):.3f} s "
               f"(max {max(crash):.3f})")
+        if stress_report:
+            print(f"  stress: {stress_report}")
         for n in pids:
             rss = after[n][0]
             cpu = (after[n][1] - before[n][1]) / args.steady * 100
             print(f"  agent {n}: RSS {rss / 1024:.1f} MB, CPU {cpu:.2f} % over {args.steady} s")
         print(f"\nreproduce: sudo /usr/bin/python3 bench/failover/run.py --ttl {args.ttl} --loop-wait {args.loop_wait} "
-              f"--retry-timeout {args.retry_timeout} --runs {args.runs} --steady {args.steady}")
+              f"--retry-timeout {args.retry_timeout} --runs {args.runs} --steady {args.steady}"
+              + (" --allow-short-ttl" if args.allow_short_ttl else "") + (f" --stress {args.stress}" if args.stress else ""))
         failed = False
     finally:
         c.destroy()

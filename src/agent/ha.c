@@ -847,7 +847,7 @@ static void refresh_dynamic_config(Ha *h) {
     YNode *n = ynode_from_json(c->config, "DCS /config");
     DynConfig next;
     CfgDiag diag = {0};
-    int r = dyn_config_parse(n, &next, &diag);
+    int r = dyn_config_parse_ex(n, cfg_of(h)->pgha.allow_short_ttl, &next, &diag);
     ynode_free(n);
     for (size_t i = 0; i < diag.warnings.n; i++)
         log_warning("%s", diag.warnings.v[i]);

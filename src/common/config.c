@@ -291,6 +291,9 @@ static const CfgEntry local_table[] = {
     {"log.file_size", CT_INT, L(log.file_size), "25000000", 1, 1LL << 40, 0, NULL, NULL},
     {"log.loggers", CT_MAP, L(log.loggers), NULL, NOB, 0, NULL, NULL},
 
+    {"pgha", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
+    {"pgha.allow_short_ttl", CT_BOOL, L(pgha.allow_short_ttl), "false", NOB, 0, NULL, NULL},
+
     {"citus", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"citus.group", CT_INT, L(citus.group), NULL, 0, 1000000, CF_RESTART, NULL, NULL},
     {"citus.database", CT_STR, L(citus.database), NULL, NOB, 0, NULL, NULL},
@@ -768,11 +771,12 @@ void dyn_config_free(DynConfig *c) {
 
 /* The timing rule; warnings name `where`/`path` when given. */
 static void adjust_timeouts_at(const YNode *where, const char *src, const char *path, long long *ttl,
-                               long long *loop_wait, long long *retry_timeout, CfgDiag *diag) {
-    static const struct {
+                               long long *loop_wait, long long *retry_timeout, bool short_ttl, CfgDiag *diag) {
+    /* Patroni's minimums; with pgha.allow_short_ttl the fast profile of bench/failover is allowed */
+    struct {
         const char *name;
         long long min;
-    } mins[] = {{"loop_wait", 1}, {"retry_timeout", 3}, {"ttl", 20}};
+    } mins[] = {{"loop_wait", 1}, {"retry_timeout", short_ttl ? 1 : 3}, {"ttl", short_ttl ? 5 : 20}};
     long long *vals[] = {loop_wait, retry_timeout, ttl};
     for (size_t i = 0; i < ELEMENTSOF(mins); i++)
         if (*vals[i] < mins[i].min) {
@@ -799,7 +803,7 @@ static void adjust_timeouts_at(const YNode *where, const char *src, const char *
 }
 
 void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_timeout, CfgDiag *diag) {
-    adjust_timeouts_at(NULL, NULL, NULL, ttl, loop_wait, retry_timeout, diag);
+    adjust_timeouts_at(NULL, NULL, NULL, ttl, loop_wait, retry_timeout, false, diag);
 }
 
 void dyn_config_defaults(DynConfig *ret) {
@@ -823,7 +827,7 @@ static bool dyn_allowed(const char *path, const YNode *root) {
 }
 
 /* `prefix`: where obj sits in a file (bootstrap.dcs), or NULL for /config itself. */
-static int dyn_parse_at(const YNode *obj, const char *prefix, DynConfig *ret, CfgDiag *diag) {
+static int dyn_parse_at(const YNode *obj, const char *prefix, bool short_ttl, DynConfig *ret, CfgDiag *diag) {
     *ret = (DynConfig){0};
     size_t nerr = diag->errors.n;
     const char *src = obj && obj->file && *obj->file ? obj->file : "dynamic configuration";
@@ -850,7 +854,11 @@ static int dyn_parse_at(const YNode *obj, const char *prefix, DynConfig *ret, Cf
 
     ret->raw = ynode_clone(obj);
     long long ttl = ret->ttl, lw = ret->loop_wait, rt = ret->retry_timeout;
-    adjust_timeouts_at(obj, src, prefix, &ttl, &lw, &rt, diag);
+    adjust_timeouts_at(obj, src, prefix, &ttl, &lw, &rt, short_ttl, diag);
+    if (short_ttl && ttl < 20)
+        diag_warn(diag, obj, src, prefix,
+                  "ttl=%lld is below Patroni's minimum of 20 (allowed by pgha.allow_short_ttl); Patroni nodes "
+                  "would use 20", ttl);
     const struct {
         const char *key;
         long long before, after;
@@ -864,7 +872,13 @@ static int dyn_parse_at(const YNode *obj, const char *prefix, DynConfig *ret, Cf
     return diag->errors.n > nerr ? -EINVAL : 0;
 }
 
-int dyn_config_parse(const YNode *obj, DynConfig *ret, CfgDiag *diag) { return dyn_parse_at(obj, NULL, ret, diag); }
+int dyn_config_parse(const YNode *obj, DynConfig *ret, CfgDiag *diag) {
+    return dyn_parse_at(obj, NULL, false, ret, diag);
+}
+
+int dyn_config_parse_ex(const YNode *obj, bool allow_short_ttl, DynConfig *ret, CfgDiag *diag) {
+    return dyn_parse_at(obj, NULL, allow_short_ttl, ret, diag);
+}
 
 bool dyn_config_is_set(const DynConfig *c, const char *path) {
     for (size_t i = 0; i < ELEMENTSOF(dyn_table); i++)
@@ -1065,7 +1079,7 @@ static void post_process(const YNode *root, PghaConfig *c, const char *src, CfgD
 
     /* bootstrap.dcs: the dynamic configuration, with the timing rule */
     if (c->bootstrap.dcs) {
-        (void)dyn_parse_at(c->bootstrap.dcs, "bootstrap.dcs", &c->bootstrap.dyn, diag);
+        (void)dyn_parse_at(c->bootstrap.dcs, "bootstrap.dcs", c->pgha.allow_short_ttl, &c->bootstrap.dyn, diag);
         ynode_free(c->bootstrap.dcs);
         c->bootstrap.dcs = ynode_clone(c->bootstrap.dyn.raw);
     } else {

@@ -57,6 +57,8 @@ typedef struct DynConfig {
  * loop_wait + 2*retry_timeout <= ttl exactly as Patroni does, with a warning saying what changed,
  * and writes the adjusted values into ret->raw. Returns 0, or -EINVAL with errors in diag. */
 int dyn_config_parse(const YNode *obj, DynConfig *ret, CfgDiag *diag);
+/* The same, with the shorter minimums of pgha.allow_short_ttl (ttl >= 5, retry_timeout >= 1). */
+int dyn_config_parse_ex(const YNode *obj, bool allow_short_ttl, DynConfig *ret, CfgDiag *diag);
 void dyn_config_defaults(DynConfig *ret);
 void dyn_config_free(DynConfig *c);
 bool dyn_config_is_set(const DynConfig *c, const char *path);
@@ -158,6 +160,10 @@ typedef struct PghaConfig {
         long long group;
         char *database;
     } citus;
+
+    struct {
+        bool allow_short_ttl;      /* pgha.allow_short_ttl: accept ttl down to 5 s (pgha-only key) */
+    } pgha;
 
     bool present[192];             /* which local_table entries were given */
 } PghaConfig;

@@ -156,3 +156,24 @@ def test_data_directory_of_another_cluster_is_refused_and_kept(request, etcd_clu
         assert c.leader() == "node1"
     finally:
         c.destroy()
+
+
+def test_failed_bootstrap_is_cancelled_so_that_another_node_can_bootstrap(etcd_cluster, short_base, unique_name):
+    c = HaCluster(short_base, n=2, scope=unique_name, etcd=etcd_cluster,
+                  node_overrides={"node1": {"bootstrap": {"post_bootstrap": "/bin/false"}}})
+    try:
+        n1 = c.nodes["node1"]
+        n1.start()
+        rc = n1.wait(90)
+        assert rc not in (0, None)
+        assert "post_bootstrap" in n1.log_text() and "cancelling the bootstrap" in n1.log_text()
+        assert c.etcd.get(c.key("initialize")) is None, "the initialize key must be released"
+        assert c.leader() is None
+        parent = os.path.dirname(n1.data_dir)
+        assert any(d.startswith("data_") for d in os.listdir(parent)), "the failed data directory is kept aside"
+        assert n1.postmaster_pid() is None
+        c.start(["node2"])
+        assert c.wait_leader(90) == "node2"
+        h.wait_until(lambda: c.writable("node2"), 60)
+    finally:
+        c.destroy()

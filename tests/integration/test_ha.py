@@ -139,3 +139,19 @@ def test_losing_every_etcd_member_demotes_the_primary_and_recovers(cluster):
     h.wait_until(lambda: cluster.primaries() == [new], 60, msg="exactly one primary after etcd returned")
     cluster.wait_streaming(new, [n for n in cluster.nodes if n != new], 120)
     assert cluster.primaries() == [new]
+
+
+def test_a_frozen_primary_agent_demotes_when_it_wakes_up(cluster):
+    """SIGSTOP of the primary's agent (its PostgreSQL keeps running): a replica takes over after ttl; when
+    the old agent resumes it sees, without acting on the stale view, that it lost the lock and demotes."""
+    old = cluster.wait_healthy()
+    cluster.nodes[old].pause()
+    try:
+        new = cluster.wait_leader(TTL + 15, exclude=(old,))
+        h.wait_until(lambda: cluster.writable(new), 30, interval=0.1)
+    finally:
+        cluster.nodes[old].resume()
+    h.wait_until(lambda: not cluster.is_primary(old), 30, msg=f"{old} to demote after waking up")
+    h.wait_until(lambda: cluster.primaries() == [new], 30)
+    cluster.wait_streaming(new, [n for n in cluster.nodes if n != new], 120)
+    assert "woke up late" in cluster.nodes[old].log_text() or "delayed" in cluster.nodes[old].log_text()
