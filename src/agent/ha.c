@@ -762,7 +762,8 @@ static void observe_pg(Ha *h, LocalState *l) {
     if (h->pm_pid <= 0) {
         /* adopt a postmaster that runs without us (agent restarted) */
         PidFile pf;
-        if (pg_read_pid_file(cfg->postgresql.data_dir, &pf) == 0 && pg_process_alive(pf.pid)) {
+        if (pg_read_pid_file(cfg->postgresql.data_dir, &pf) == 0 && pg_process_alive(pf.pid) &&
+            pg_is_postmaster_of(pf.pid, cfg->postgresql.data_dir)) {
             log_info("found an already running postmaster (pid %d); taking it over", (int)pf.pid);
             attach_postmaster(h, pf.pid);
             h->pg_starting = strcmp(pf.status, "ready") != 0 && strcmp(pf.status, "standby") != 0;

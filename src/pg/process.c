@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +22,43 @@
 int pg_pidfd(pid_t pid) {
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
     return fd < 0 ? -errno : fd;
+}
+
+bool pg_is_postmaster_of(pid_t pid, const char *data_dir) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* argv[0] ends in "postgres" and a -D/--pgdata argument names our data directory */
+    const char *argv0 = buf;
+    const char *base = strrchr(argv0, '/');
+    base = base ? base + 1 : argv0;
+    if (strncmp(base, "postgres", 8) != 0)
+        return false;
+    char want[4096];
+    if (!realpath(data_dir, want))
+        snprintf(want, sizeof want, "%s", data_dir);
+    for (size_t off = strlen(buf) + 1; off < n; off += strlen(buf + off) + 1) {
+        const char *arg = buf + off;
+        const char *dir = NULL;
+        if ((strcmp(arg, "-D") == 0 || strcmp(arg, "--pgdata") == 0) && off + strlen(arg) + 1 < n)
+            dir = buf + off + strlen(arg) + 1;
+        else if (strncmp(arg, "--pgdata=", 9) == 0)
+            dir = arg + 9;
+        if (dir) {
+            char got[4096];
+            if (!realpath(dir, got))
+                snprintf(got, sizeof got, "%s", dir);
+            if (strcmp(got, want) == 0)
+                return true;
+        }
+    }
+    return false;
 }
 
 bool pg_process_alive(pid_t pid) {
