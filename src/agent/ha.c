@@ -20,6 +20,7 @@
 #include "agent/decide.h"
 #include "agent/probe.h"
 #include "agent/snapshot.h"
+#include "agent/sync.h"
 #include "common/json.h"
 #include "common/sdnotify.h"
 #include "dcs/dcs.h"
@@ -69,6 +70,7 @@ typedef struct Ha {
     char *applied_conf;  /* unused */
     bool pending_restart;
     cJSON *pending_reason; /* {"guc":{"old_value":..,"new_value":..}} */
+    char *ssn;             /* synchronous_standby_names while pgha manages it (synchronous mode), else NULL */
     char *last_error;
 
     /* DCS view */
@@ -373,6 +375,13 @@ static int write_configuration(Ha *h, bool as_primary, const char *target) {
     prepare_config_dir(h);
     StrList warnings = {0};
     YNode *params = pg_build_parameters(cfg, dyn_of(h)->parameters, h->major, &warnings);
+    if (h->ssn) {
+        /* owned by pgha in synchronous mode: the user's value does not apply (spec §3.7.1) */
+        if (*h->ssn && as_primary)
+            ynode_set(params, "synchronous_standby_names", ynode_new_str(h->ssn, "sync", 0));
+        else
+            ynode_remove(params, "synchronous_standby_names");
+    }
     for (size_t i = 0; i < warnings.n; i++)
         log_warning("%s", warnings.v[i]);
     strlist_clear(&warnings);
@@ -1083,6 +1092,147 @@ static void apply_config_changes(Ha *h) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* synchronous replication (spec §4.10, non-quorum)                                            */
+
+static bool sync_mode_on(Ha *h) {
+    const DynConfig *d = dyn_of(h);
+    return d->synchronous_mode != SYNC_OFF && !(d->standby_cluster && d->standby_cluster->n);
+}
+
+static void set_ssn(Ha *h, const char *ssn) {
+    if (streq(h->ssn, ssn))
+        return;
+    free(h->ssn);
+    h->ssn = xstrdup(ssn);
+}
+
+/* Write synchronous_standby_names now and reload, so that PostgreSQL uses it before /sync moves. */
+static void apply_ssn(Ha *h, const char *ssn) {
+    set_ssn(h, ssn);
+    int r = write_configuration(h, true, NULL);
+    if (r == 1 && h->pm_pid > 0) {
+        log_info("synchronous_standby_names = '%s'", ssn);
+        (void)kill(h->pm_pid, SIGHUP);
+        usleep(100 * 1000);
+    }
+}
+
+static int write_sync(Ha *h, const StrList *standbys, long long *version) {
+    char *json = cluster_encode_sync(cfg_of(h)->name, 0, standbys);
+    long long nv = 0;
+    int r = dcs_set_sync_state(h->dcs, json, *version, &nv);
+    free(json);
+    if (r == 1)
+        *version = nv;
+    else
+        log_warning("failed to write /sync%s%s", r < 0 ? ": " : " (it changed meanwhile)", r < 0 ? dcs_error(h->dcs) : "");
+    return r;
+}
+
+/* Before a replica promotes in synchronous mode: /sync names only us, and the first commits wait
+ * for a standby (strict) or go through (not strict) until one is confirmed. */
+static int sync_before_promote(Ha *h) {
+    if (!sync_mode_on(h))
+        return 0;
+    long long version = h->cluster && h->cluster->sync.present ? h->cluster->sync.version : 0;
+    StrList none = {0};
+    if (write_sync(h, &none, &version) != 1)
+        return -EAGAIN;
+    set_ssn(h, dyn_of(h)->synchronous_mode_strict ? "*" : "");
+    return 0;
+}
+
+static void sync_process(Ha *h) {
+    const Cluster *c = h->cluster;
+    const DynConfig *d = dyn_of(h);
+    const char *me = cfg_of(h)->name;
+    if (!c || !h->st.ok || h->st.in_recovery)
+        return;
+    if (!sync_mode_on(h)) {
+        if (h->ssn) {
+            /* synchronous mode was switched off: drop /sync, give synchronous_standby_names back */
+            if (c->sync.present)
+                (void)dcs_delete_sync_state(h->dcs, c->sync.version);
+            free(h->ssn);
+            h->ssn = NULL;
+            (void)write_configuration(h, true, NULL);
+            if (h->pm_pid > 0)
+                (void)kill(h->pm_pid, SIGHUP);
+        }
+        return;
+    }
+    if (!h->ssn)
+        h->ssn = xstrdup(h->st.synchronous_standby_names);
+    long long version = c->sync.present ? c->sync.version : 0;
+    StrList in_sync = {0}; /* /sync standbys, when /sync is ours */
+    if (!c->sync.leader) {
+        StrList none = {0};
+        if (write_sync(h, &none, &version) != 1)
+            return;
+    } else if (strcasecmp(c->sync.leader, me) != 0) {
+        StrList none = {0};
+        if (write_sync(h, &none, &version) != 1)
+            return;
+    } else {
+        strlist_copy(&in_sync, &c->sync.members);
+    }
+    StrList current;
+    sync_parse_ssn(h->st.synchronous_standby_names, &current);
+    long long count = d->synchronous_node_count;
+    StrList picked, confirmed;
+    sync_pick(h->st.replication, c, me, h->st.synchronous_commit, count, d->maximum_lag_on_syncnode, h->st.flush_lsn,
+              &current, &picked, &confirmed);
+    /* a standby already in /sync stays confirmed while PostgreSQL reports it sync */
+    if (strlist_same_set(&picked, &in_sync) && !strlist_same_set(&in_sync, &confirmed)) {
+        if (write_sync(h, &confirmed, &version) == 1) {
+            strlist_clear(&in_sync);
+            strlist_copy(&in_sync, &confirmed);
+        } else
+            goto out;
+    }
+    bool ssn_ok = strlist_same_set(&picked, &current) && (long long)picked.n <= count;
+    if (strlist_same_set(&picked, &in_sync) && ssn_ok)
+        goto out;
+    /* shrink /sync first: a member leaves /sync before it leaves synchronous_standby_names */
+    {
+        StrList keep = {0};
+        for (size_t i = 0; i < in_sync.n; i++)
+            if (strlist_contains(&confirmed, in_sync.v[i]))
+                strlist_add(&keep, in_sync.v[i]);
+        if (keep.n != in_sync.n) {
+            if (write_sync(h, &keep, &version) != 1) {
+                strlist_clear(&keep);
+                goto out;
+            }
+            strlist_clear(&in_sync);
+            in_sync = keep;
+        } else {
+            strlist_clear(&keep);
+        }
+    }
+    /* then synchronous_standby_names: the picked standbys (or "*" in strict mode without any) */
+    {
+        _cleanup_free_ char *ssn = sync_render_ssn(&picked, count, d->synchronous_mode_strict);
+        apply_ssn(h, ssn);
+    }
+    /* and /sync grows only with what PostgreSQL confirms as synchronous (next cycles) */
+    if (confirmed.n && !strlist_same_set(&confirmed, &in_sync)) {
+        StrList grow = {0};
+        for (size_t i = 0; i < confirmed.n; i++)
+            if (strlist_contains(&current, confirmed.v[i]))
+                strlist_add(&grow, confirmed.v[i]);
+        if (grow.n && !strlist_same_set(&grow, &in_sync))
+            (void)write_sync(h, &grow, &version);
+        strlist_clear(&grow);
+    }
+out:
+    strlist_clear(&in_sync);
+    strlist_clear(&current);
+    strlist_clear(&picked);
+    strlist_clear(&confirmed);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* carrying a decision out                                                                     */
 
 static void after_lock_acquired(Ha *h) {
@@ -1120,6 +1270,8 @@ static void demote(Ha *h, DemoteMode mode) {
         return;
     }
     set_role(h, "demoted");
+    free(h->ssn);
+    h->ssn = NULL;
     run_callback(h, "on_role_change", "demoted");
     refresh_controldata(h);
     checkpoint = h->cd.checkpoint_lsn;
@@ -1411,7 +1563,9 @@ static void execute(Ha *h, Decision *d, const LocalState *l) {
         int r = dcs_attempt_to_acquire_leader(h->dcs);
         if (r == 1) {
             after_lock_acquired(h);
-            if (l->in_recovery && promote_postgres(h) < 0) {
+            if (l->in_recovery && sync_before_promote(h) < 0) {
+                snprintf(d->message, sizeof d->message, "postponing the promotion: /sync could not be updated");
+            } else if (l->in_recovery && promote_postgres(h) < 0) {
                 (void)dcs_delete_leader(h->dcs);
                 h->lock_valid_until = 0;
             }
@@ -1432,7 +1586,9 @@ static void execute(Ha *h, Decision *d, const LocalState *l) {
         if (r == 1) {
             h->lock_valid_until = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
             if (d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->promoting) {
-                if (promote_postgres(h) < 0) {
+                if (sync_before_promote(h) < 0) {
+                    snprintf(d->message, sizeof d->message, "postponing the promotion: /sync could not be updated");
+                } else if (promote_postgres(h) < 0) {
                     (void)dcs_delete_leader(h->dcs);
                     h->lock_valid_until = 0;
                 }
@@ -1447,6 +1603,7 @@ static void execute(Ha *h, Decision *d, const LocalState *l) {
                 update_status(h);
                 update_history(h);
                 ensure_member_slots(h);
+                sync_process(h);
             }
         } else {
             h->lock_valid_until = 0;
@@ -1898,6 +2055,7 @@ out:
     free(h.last_status);
     free(h.applied_conf);
     cJSON_Delete(h.pending_reason);
+    free(h.ssn);
     free(h.last_error);
     sdn_stopping();
     log_info("pgha stopped");
