@@ -411,10 +411,8 @@ void decide(const Observation *o, Decision *d) {
         return;
     }
     if ((!c->has_initialize || !valid_sysid(c->initialize)) && !c->leader && !paused(o)) {
-        if (c->has_initialize && c->initialize[0] == '\0') {
-            set(d, HA_NONE, NULL, "waiting for the bootstrap of another node to finish");
-            return;
-        }
+        /* an empty /initialize is what a bootstrap that died halfway leaves: as Patroni does, a node
+         * with a valid data directory publishes its system identifier instead of waiting forever */
         if (l->pg_running && l->pg_ready && l->in_recovery) {
             set(d, HA_FATAL, NULL, "the cluster has no initialize key and this node runs as a replica; "
                                    "start the primary first");

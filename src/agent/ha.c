@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -93,6 +94,7 @@ typedef struct Ha {
     usec_t next_cycle;
     usec_t next_watchdog;
     usec_t last_cycle;
+    bool reload_pending;
     bool stopping;
     bool fatal;
     usec_t pre_promote_failed_at;
@@ -150,6 +152,8 @@ static int ttl_s(Ha *h) { return (int)(h->dyn_loaded ? h->dyn.ttl : cfg_of(h)->b
 static const DynConfig *dyn_of(Ha *h) { return h->dyn_loaded ? &h->dyn : &cfg_of(h)->bootstrap.dyn; }
 
 static bool use_slots(Ha *h) { return dyn_of(h)->use_slots; }
+
+static bool sync_mode_on(struct Ha *h);
 
 /* Local connection: the unix socket when use_unix_socket, else the first listen address. */
 static void local_conn_params(Ha *h, PgConnParams *p, char *hostbuf, size_t hostlen) {
@@ -377,10 +381,12 @@ static int write_configuration(Ha *h, bool as_primary, const char *target) {
     YNode *params = pg_build_parameters(cfg, dyn_of(h)->parameters, h->major, &warnings);
     if (h->ssn) {
         /* owned by pgha in synchronous mode: the user's value does not apply (spec §3.7.1) */
-        if (*h->ssn && as_primary)
+        if (*h->ssn)
             ynode_set(params, "synchronous_standby_names", ynode_new_str(h->ssn, "sync", 0));
         else
             ynode_remove(params, "synchronous_standby_names");
+    } else if (sync_mode_on(h)) {
+        ynode_remove(params, "synchronous_standby_names");
     }
     for (size_t i = 0; i < warnings.n; i++)
         log_warning("%s", warnings.v[i]);
@@ -437,9 +443,12 @@ static int write_configuration(Ha *h, bool as_primary, const char *target) {
     return r < 0 ? r : changed ? 1 : 0;
 }
 
+/* Only the postmaster is reaped here: a waitpid(-1) could steal the child of a worker thread's
+ * run_command (pg_basebackup, pg_rewind) and make its outcome unknown. Callbacks are double-forked. */
+static pid_t reap_pid;
 static void reap_children(void) {
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
+    if (reap_pid > 0)
+        (void)waitpid(reap_pid, NULL, WNOHANG);
 }
 
 static void forget_postmaster(Ha *h) {
@@ -456,6 +465,7 @@ static void forget_postmaster(Ha *h) {
 
 static void attach_postmaster(Ha *h, pid_t pid) {
     h->pm_pid = pid;
+    reap_pid = pid;
     h->pm_pidfd = pg_pidfd(pid);
     if (h->pm_pidfd < 0)
         log_warning("cannot watch the postmaster %d with a pidfd (%s); its exit is noticed at the next cycle",
@@ -484,18 +494,28 @@ static void run_callback(Ha *h, const char *action, const char *role) {
         cmd = cfg->postgresql.callbacks.on_role_change;
     if (!cmd)
         return;
+    /* everything the child needs is prepared before fork (only async-signal-safe calls after it) */
+    char *line = xasprintf("%s %s %s %s", cmd, action, role, cfg->scope);
     pid_t pid = fork();
     if (pid == 0) {
+        /* double fork: the callback is re-parented, so no zombie waits for us */
+        if (fork() != 0)
+            _exit(0);
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
+        signal(SIGPIPE, SIG_DFL);
         setsid();
-        _cleanup_free_ char *line = xasprintf("%s %s %s %s", cmd, action, role, cfg->scope);
+        for (int fd = 3; fd < 1024; fd++)
+            (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
         execl("/bin/sh", "sh", "-c", line, (char *)NULL);
         _exit(127);
     }
+    free(line);
     if (pid < 0)
         log_warning("cannot run the %s callback: %s", action, strerror(errno));
+    else
+        (void)waitpid(pid, NULL, 0);
 }
 
 static int start_postgres(Ha *h, bool as_primary, const char *target) {
@@ -576,8 +596,14 @@ static int promote_postgres(Ha *h) {
         strlist_add(&argv, "/bin/sh");
         strlist_add(&argv, "-c");
         strlist_add(&argv, cfg->postgresql.pre_promote);
+        /* it runs while we hold the lock: it may not outlive the lease, and the lock is renewed
+         * (and checked) before PostgreSQL is promoted */
+        usec_t now = now_monotonic();
+        usec_t left = h->lock_valid_until > now ? h->lock_valid_until - now : 0;
+        usec_t limit = left > (usec_t)loop_wait_s(h) * USEC_PER_SEC ? left - (usec_t)loop_wait_s(h) * USEC_PER_SEC
+                                                                    : USEC_PER_SEC;
         char *out = NULL;
-        int r = run_command(&argv, NULL, (usec_t)ttl_s(h) * USEC_PER_SEC, &out);
+        int r = run_command(&argv, NULL, limit, &out);
         strlist_clear(&argv);
         if (r != 0) {
             log_error("pre_promote script failed (%d): %s", r, out ? str_trim(out) : "");
@@ -586,6 +612,12 @@ static int promote_postgres(Ha *h) {
             return -ECANCELED;
         }
         free(out);
+        if (dcs_update_leader(h->dcs, NULL) != 1) {
+            log_error("lost the leader lock while pre_promote ran: not promoting");
+            h->lock_valid_until = 0;
+            return -ECANCELED;
+        }
+        h->lock_valid_until = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
     }
     /* pg_promote() over the connection we already have: no fork/exec of pg_ctl on the failover path */
     PGconn *c = get_conn(h);
@@ -729,22 +761,30 @@ static void refresh_controldata(Ha *h) {
     }
 }
 
+/* Empty as Patroni means it: missing, or nothing but dot-files and lost+found. A directory with other
+ * files but no PG_VERSION is not empty (its system identifier is then invalid: no action), and a
+ * directory we cannot read is an error, never "empty" (DESIGN.md invariant 4). */
 static bool data_dir_empty(Ha *h) {
-    const char *dir = cfg_of(h)->postgresql.data_dir;
-    if (pg_data_dir_empty(dir))
-        return true;
-    _cleanup_free_ char *pv = xasprintf("%s/PG_VERSION", dir);
-    struct stat st;
-    return stat(pv, &st) < 0;
+    if (h->pm_pid > 0)
+        return false;
+    return pg_data_dir_empty(cfg_of(h)->postgresql.data_dir);
 }
 
 static void observe_pg(Ha *h, LocalState *l) {
     *l = (LocalState){0};
     const PghaConfig *cfg = cfg_of(h);
     struct stat st;
-    if (stat(cfg->postgresql.data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+    if (stat(cfg->postgresql.data_dir, &st) == 0 ? !S_ISDIR(st.st_mode) : errno != ENOENT) {
         l->data_dir_error = true;
         return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        DIR *dd = opendir(cfg->postgresql.data_dir);
+        if (!dd) {
+            l->data_dir_error = true;
+            return;
+        }
+        closedir(dd);
     }
     l->data_dir_empty = data_dir_empty(h);
     if (l->data_dir_empty) {
@@ -1094,7 +1134,7 @@ static void apply_config_changes(Ha *h) {
 /* ------------------------------------------------------------------------------------------ */
 /* synchronous replication (spec §4.10, non-quorum)                                            */
 
-static bool sync_mode_on(Ha *h) {
+static bool sync_mode_on(struct Ha *h) {
     const DynConfig *d = dyn_of(h);
     return d->synchronous_mode != SYNC_OFF && !(d->standby_cluster && d->standby_cluster->n);
 }
@@ -1139,6 +1179,11 @@ static int sync_before_promote(Ha *h) {
     if (write_sync(h, &none, &version) != 1)
         return -EAGAIN;
     set_ssn(h, dyn_of(h)->synchronous_mode_strict ? "*" : "");
+    /* in force before the promotion, so that no commit is acknowledged unprotected in strict mode */
+    if (write_configuration(h, false, h->following[0] ? h->following : NULL) == 1 && h->pm_pid > 0) {
+        (void)kill(h->pm_pid, SIGHUP);
+        usleep(100 * 1000);
+    }
     return 0;
 }
 
@@ -1256,7 +1301,9 @@ static void demote(Ha *h, DemoteMode mode) {
     if (mode == DEMOTE_GRACEFUL && h->st.ok && !h->st.in_recovery) {
         PGconn *c = get_conn(h);
         char *err = NULL;
-        PGresult *r = c ? pg_query(c, "CHECKPOINT", 0, &err) : NULL;
+        usec_t now = now_monotonic();
+        long budget_ms = h->lock_valid_until > now ? (long)((h->lock_valid_until - now) / USEC_PER_MSEC) / 2 : 1000;
+        PGresult *r = c ? pg_query(c, "CHECKPOINT", (int)(budget_ms > 1000 ? budget_ms : 1000), &err) : NULL;
         if (!r && err) {
             log_warning("CHECKPOINT before demotion failed: %s", err);
             free(err);
@@ -1294,6 +1341,12 @@ static void demote(Ha *h, DemoteMode mode) {
     }
 }
 
+/* pg_control of a stopped node that last ran as a replica */
+static bool was_replica_before(Ha *h) {
+    return h->have_controldata && (strcmp(h->cd.state, "in archive recovery") == 0 ||
+                                   strcmp(h->cd.state, "shut down in recovery") == 0);
+}
+
 static bool needs_rewind(Ha *h, const char *target) {
     /* a former primary joining a leader on a newer timeline: its history may have diverged */
     const Member *m = member_by_name(h, target);
@@ -1308,7 +1361,17 @@ static bool needs_rewind(Ha *h, const char *target) {
 static void execute_start(Ha *h, const Decision *d) {
     const PghaConfig *cfg = cfg_of(h);
     if (d->as_primary) {
-        (void)start_postgres(h, true, NULL);
+        /* the cached view says the key is ours: make sure before starting a primary */
+        int r = dcs_update_leader(h->dcs, h->cluster);
+        if (r != 1) {
+            log_warning("could not renew the leader lock (%s): starting as a replica instead",
+                        r < 0 ? dcs_error(h->dcs) : "someone else has it");
+            h->lock_valid_until = 0;
+            (void)start_postgres(h, false, NULL);
+            return;
+        }
+        h->lock_valid_until = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+        (void)start_postgres(h, !was_replica_before(h), NULL);
         return;
     }
     const char *target = d->target[0] ? d->target : NULL;
@@ -1571,10 +1634,21 @@ static void execute(Ha *h, Decision *d, const LocalState *l) {
             }
         } else if (r == 0) {
             snprintf(d->message, sizeof d->message, "failed to acquire the leader lock: another member was faster");
-            if (l->pg_ready && !l->in_recovery && !dyn_of(h)->pause)
-                demote(h, DEMOTE_IMMEDIATE_NOLOCK);
+            if (l->pg_ready && !l->in_recovery && !dyn_of(h)->pause) {
+                /* our cache may lag our own write: ask etcd whose key it is before demoting */
+                char *holder = NULL;
+                if (dcs_get_raw(h->dcs, "leader", &holder, NULL) == 1 && streq(holder, cfg_of(h)->name)) {
+                    after_lock_acquired(h);
+                    snprintf(d->message, sizeof d->message, "the leader lock is already mine");
+                } else {
+                    demote(h, DEMOTE_IMMEDIATE_NOLOCK);
+                }
+                free(holder);
+            }
         } else {
             snprintf(d->message, sizeof d->message, "failed to acquire the leader lock: %s", dcs_error(h->dcs));
+            if (l->pg_ready && !l->in_recovery && !dyn_of(h)->pause)
+                demote(h, DEMOTE_OFFLINE);
         }
         break;
     }
@@ -1607,7 +1681,10 @@ static void execute(Ha *h, Decision *d, const LocalState *l) {
             }
         } else {
             h->lock_valid_until = 0;
-            if (l->pg_ready && !l->in_recovery && !dyn_of(h)->pause) {
+            if (l->pg_starting && h->start_as_primary && !dyn_of(h)->pause) {
+                log_error("failed to update the leader lock while starting as primary: stopping PostgreSQL");
+                (void)stop_postgres(h, PG_STOP_IMMEDIATE, "lost the lock while starting");
+            } else if (l->pg_ready && !l->in_recovery && !dyn_of(h)->pause) {
                 log_error("failed to update the leader lock%s%s: demoting", r < 0 ? ": " : "",
                           r < 0 ? dcs_error(h->dcs) : "");
                 demote(h, r < 0 ? DEMOTE_OFFLINE : DEMOTE_IMMEDIATE_NOLOCK);
@@ -1801,8 +1878,19 @@ static void run_cycle(Ha *h, bool stale) {
     sdn_watchdog();
 }
 
+/* Between cycles: has PostgreSQL finished starting or promoting (or died)? */
+static bool quick_check(Ha *h) {
+    bool was_starting = h->pg_starting, was_promoting = h->promoting;
+    LocalState l;
+    observe_pg(h, &l);
+    publish(h, NULL);
+    return (was_starting && !h->pg_starting) || (was_promoting && !h->promoting) || h->pm_pid <= 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* startup and shutdown                                                                        */
+
+static bool dyn_of_cfg_failsafe(const PghaConfig *cfg) { return cfg->bootstrap.dyn.failsafe_mode; }
 
 static int setup(Ha *h) {
     const PghaConfig *cfg = cfg_of(h);
@@ -1822,6 +1910,16 @@ static int setup(Ha *h) {
                      h->major);
         return -EINVAL;
     }
+    if (cfg->watchdog.mode == WATCHDOG_REQUIRED) {
+        log_critical("watchdog.mode is 'required', but pgha does not drive /dev/watchdog yet; refusing to run "
+                     "without the fencing the configuration asks for (set watchdog.mode to off or automatic)");
+        return -EINVAL;
+    }
+    if (cfg->watchdog.mode == WATCHDOG_AUTOMATIC)
+        log_warning("watchdog.mode is 'automatic', but pgha does not drive /dev/watchdog yet: running without it");
+    if (dyn_of_cfg_failsafe(cfg))
+        log_warning("failsafe_mode is set, but pgha does not implement failsafe mode yet: a primary that loses "
+                    "the DCS demotes");
     char *err = NULL;
     h->dcs = dcs_new(cfg, &err);
     if (!h->dcs) {
@@ -1994,8 +2092,7 @@ int ha_run(Agent *a) {
                 struct signalfd_siginfo si;
                 while (read(a->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
                     if (si.ssi_signo == SIGHUP) {
-                        if (agent_reload(a) == 0)
-                            write_pgpass(&h);
+                        h.reload_pending = true; /* applied below, when no worker thread reads the config */
                     } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGQUIT) {
                         log_info("received %s, shutting down", strsignal((int)si.ssi_signo));
                         a->stopping = true;
@@ -2013,8 +2110,17 @@ int ha_run(Agent *a) {
             if (pr > 0 && h.pm_pidfd >= 0 && (p[2].revents & (POLLIN | POLLHUP)))
                 woken = true; /* the postmaster exited: act now, not at the next loop */
             now = now_monotonic();
-            if (!woken && now < h.next_cycle && !(h.pg_starting || h.promoting || bootstrap_pending))
-                continue;
+            if (!woken && now < h.next_cycle) {
+                /* between cycles, while PostgreSQL starts or promotes, only look at PostgreSQL (no DCS
+                 * traffic); a full cycle runs as soon as it is ready */
+                if (!(h.pg_starting || h.promoting || bootstrap_pending) || !quick_check(&h))
+                    continue;
+            }
+        }
+        if (h.reload_pending && h.task.kind == TASK_NONE && !h.checkpoint_running) {
+            h.reload_pending = false;
+            if (agent_reload(a) == 0)
+                write_pgpass(&h);
         }
         now = now_monotonic();
         /* TILT: a cycle that starts far later than planned observes but does not act */

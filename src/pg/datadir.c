@@ -25,12 +25,11 @@ void pg_format_lsn(long long lsn, char *buf, size_t len) {
 bool pg_data_dir_empty(const char *dir) {
     DIR *d = opendir(dir);
     if (!d)
-        return true;
+        return errno == ENOENT; /* any other error: we do not know, so it is not empty */
     struct dirent *de;
     bool empty = true;
     while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
-            strcmp(de->d_name, "lost+found") != 0) {
+        if (de->d_name[0] != '.' && strcmp(de->d_name, "lost+found") != 0) {
             empty = false;
             break;
         }

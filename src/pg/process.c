@@ -69,13 +69,26 @@ bool pg_process_alive(pid_t pid) {
     return errno == EPERM;
 }
 
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+/* In a child before exec: the agent's etcd and REST sockets (libcurl does not set FD_CLOEXEC) must not
+ * leak into PostgreSQL or the tools. */
+static void close_inherited_fds(void) {
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        for (int fd = 3; fd < 1024; fd++)
+            (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
 static void reset_child_signals(void) {
+    close_inherited_fds();
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
-            signal(s, SIG_DFL);
+            signal(s, SIG_DFL); /* SIGPIPE included: the agent ignores it, its children must not */
 }
 
 int pg_spawn_postmaster(const char *postgres_path, const char *data_dir, const char *config_file,
@@ -229,9 +242,17 @@ int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, c
         kill(-pid, SIGKILL);
         kill(pid, SIGKILL);
     }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    pid_t w;
+    while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
         ;
-    if (ret_output)
+    if (w < 0) {
+        if (ret_output)
+            *ret_output = sb_steal(&b);
+        else
+            sb_free(&b);
+        return -ECHILD; /* reaped by someone else: the outcome is unknown */
+    }
+    if (ret_output && !*ret_output)
         *ret_output = sb_steal(&b);
     else
         sb_free(&b);

@@ -15,7 +15,7 @@ long long parse_lag(const char *s) {
         return -1;
     char *end;
     double v = strtod(s, &end);
-    if (end == s || v < 0)
+    if (end == s || !(v >= 0) || v > 9e15)
         return -1;
     while (*end == ' ')
         end++;
