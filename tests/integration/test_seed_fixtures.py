@@ -83,3 +83,12 @@ def test_seed_configs_bootstrap_a_two_node_cluster(seed_cluster):
     h.wait_until(lambda: c.sql("ptrn-2", "SELECT count(*) FROM seed_check")[0][0] == 1, 30)
     m = c.member("ptrn-2")
     assert m["role"] == "replica" and m["state"] == "running"
+    # synchronous_mode: true in the seed: ptrn-2 becomes the synchronous standby, in /sync and in
+    # synchronous_standby_names (quoted: the name has a dash)
+    sync = h.wait_until(lambda: (lambda v: json.loads(v) if v else None)(c.etcd.get(c.key("sync"))), 60)
+    h.wait_until(lambda: json.loads(c.etcd.get(c.key("sync")))["sync_standby"] == "ptrn-2", 90,
+                 msg="/sync to name ptrn-2")
+    assert c.sql("ptrn-1", "SHOW synchronous_standby_names")[0][0] == '"ptrn-2"'
+    assert c.sql("ptrn-1", "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'ptrn-2'")[0][0] \
+        == "sync"
+    assert sync["leader"] == "ptrn-1"
