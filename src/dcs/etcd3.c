@@ -422,15 +422,18 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
             msg = cJSON_IsString(e) ? e->valuestring : "unknown error";
         *ret_grpc = (int)code;
         snprintf(err, errlen, "%s: %s (gRPC code %lld)", endpoint, msg, code);
-        cJSON_Delete(j);
-        if (code == 14)
-            return OUT_NEXT;
-        if (code == 16 || strstr(msg, "invalid auth token") || strstr(msg, "revision of auth store is old") ||
-            strstr(msg, "user name is empty") || (code == 7 && strstr(msg, "permission denied")))
-            return OUT_REAUTH;
-        if (code == 4 || code == 9)
-            return OUT_RETRY;
-        return OUT_FAIL;
+        Outcome o = OUT_FAIL;
+        /* Unavailable, and Canceled: a member shutting down answers "grpc: the client connection is
+         * closing" (code 1) for a moment; the next member can serve the request */
+        if (code == 14 || code == 1)
+            o = OUT_NEXT;
+        else if (code == 16 || strstr(msg, "invalid auth token") || strstr(msg, "revision of auth store is old") ||
+                 strstr(msg, "user name is empty") || (code == 7 && strstr(msg, "permission denied")))
+            o = OUT_REAUTH;
+        else if (code == 4 || code == 9)
+            o = OUT_RETRY;
+        cJSON_Delete(j); /* msg points into j */
+        return o;
     }
     if (status >= 400) {
         snprintf(err, errlen, "%s: HTTP %ld", endpoint, status);
@@ -462,7 +465,14 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
 static int authenticate_locked(Dcs *d, Conn *c, const char *endpoint, long timeout_ms, char *err, size_t errlen);
 
 /* A unary call with failover between endpoints, bounded by retry_timeout. The caller holds
- * req_lock. Returns 0 and the answer, or a negative errno with d->error set. */
+ * req_lock. Returns 0 and the answer, or a negative errno with d->error set.
+ *
+ * Like Patroni's api_execute(): a round tries the endpoints in turn, each with the time left split
+ * over as many of them as get at least 1 s (1-node clusters up to 3 tries, 2-node clusters up to 2
+ * per node); when a round fails everywhere, it pauses (0.1 s, doubling up to 1 s) and starts another
+ * one with the time that is left, on the endpoints after the last one tried, until the deadline. A
+ * single round is not enough: while etcd elects a new leader every member fails or times out for a
+ * second or two, and giving up then leaves part of retry_timeout unused. */
 static int call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
     *ret = NULL;
     _cleanup_free_ char *body = cJSON_PrintUnformatted(body_json);
@@ -474,26 +484,47 @@ static int call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
     size_t first = eps.n ? d->current % eps.n : 0;
     _cleanup_free_ char *path = xasprintf("%s%s", d->api_prefix, api);
     pthread_mutex_unlock(&d->lock);
-    size_t n = eps.n ? eps.n : 1;
-    /* per-node timeout retry_timeout/n, dropping nodes until it is at least 1 s */
-    size_t nodes = n;
-    while (nodes > 1 && (usec_t)d->retry_timeout * USEC_PER_SEC / nodes < USEC_PER_SEC)
-        nodes--;
-    usec_t per_node = (usec_t)d->retry_timeout * USEC_PER_SEC / nodes;
-    int max_rounds = nodes == 1 ? 3 : nodes == 2 ? 2 : 1;
-    StrBuf errors;
-    sb_init(&errors);
+    if (eps.n == 0) {
+        set_error(d, "etcd: no endpoint to send the request to");
+        strlist_clear(&eps);
+        return -ENOENT;
+    }
+    size_t n = eps.n;
+    char **errs = xcalloc(n, sizeof(char *)); /* the latest error of each endpoint */
     bool reauthed = false;
     int result = -ETIMEDOUT;
     int last_grpc = 0;
-    for (int round = 0; round < max_rounds && result == -ETIMEDOUT; round++) {
-        for (size_t k = 0; k < nodes; k++) {
-            usec_t now = now_monotonic();
+    size_t next = first;
+    usec_t pause = 100 * USEC_PER_MSEC;
+    for (int round = 0; result == -ETIMEDOUT; round++) {
+        usec_t now = now_monotonic();
+        if (round > 0) {
+            if (now + 150 * USEC_PER_MSEC >= deadline)
+                break;
+            usec_t s = deadline - now - 100 * USEC_PER_MSEC;
+            usleep((useconds_t)(pause < s ? pause : s));
+            pause = pause * 2 < USEC_PER_SEC ? pause * 2 : USEC_PER_SEC;
+            now = now_monotonic();
+        }
+        if (now + 50 * USEC_PER_MSEC >= deadline)
+            break;
+        /* per-try timeout: the time left (all of retry_timeout in the first round) over the nodes,
+         * dropping nodes until it is at least 1 s */
+        usec_t left = deadline - now, budget = round == 0 ? (usec_t)d->retry_timeout * USEC_PER_SEC : left;
+        size_t nodes = n;
+        while (nodes > 1 && budget / nodes < USEC_PER_SEC)
+            nodes--;
+        size_t tries = 1, max_tries = nodes >= 3 ? 1 : 4 - nodes;
+        while (tries < max_tries && budget / nodes / (tries + 1) >= USEC_PER_SEC)
+            tries++;
+        usec_t per_try = budget / nodes / tries;
+        for (size_t k = 0; k < nodes * tries; k++) {
+            now = now_monotonic();
             if (now + 50 * USEC_PER_MSEC >= deadline)
                 break;
-            usec_t left = deadline - now;
-            long timeout_ms = (long)((per_node < left ? per_node : left) / USEC_PER_MSEC);
-            size_t idx = (first + k) % eps.n;
+            left = deadline - now;
+            long timeout_ms = (long)((per_try < left ? per_try : left) / USEC_PER_MSEC);
+            size_t idx = next++ % n;
             const char *ep = eps.v[idx];
             char err[512] = "";
             pthread_mutex_lock(&d->lock);
@@ -503,6 +534,7 @@ static int call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
             Outcome o = post_once(d, &d->conn, ep, path, body, timeout_ms, token, &j, &last_grpc, err, sizeof err);
             if (o == OUT_REAUTH && !reauthed && d->username) {
                 reauthed = true;
+                log_debug("etcd request %s: %s; authenticating again", api, err);
                 char aerr[512] = "";
                 if (authenticate_locked(d, &d->conn, ep, timeout_ms, aerr, sizeof aerr) == 0) {
                     pthread_mutex_lock(&d->lock);
@@ -515,7 +547,7 @@ static int call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
                     o = OUT_FAIL;
                 }
             }
-            for (int tries = 0; o == OUT_RETRY && tries < 3 && now_monotonic() + 100 * USEC_PER_MSEC < deadline; tries++) {
+            for (int t = 0; o == OUT_RETRY && t < 3 && now_monotonic() + 100 * USEC_PER_MSEC < deadline; t++) {
                 usleep(100 * 1000);
                 o = post_once(d, &d->conn, ep, path, body, timeout_ms, token, &j, &last_grpc, err, sizeof err);
             }
@@ -533,24 +565,33 @@ static int call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
                 result = 0;
                 break;
             }
-            if (errors.len)
-                sb_add(&errors, "; ");
-            sb_add(&errors, err);
+            log_debug("etcd request %s failed: %s", api, err);
+            free(errs[idx]);
+            errs[idx] = xstrdup(err);
             if (o == OUT_FAIL || o == OUT_REAUTH) {
                 result = last_grpc == 5 ? -ENOENT : (o == OUT_REAUTH || last_grpc == 7 || last_grpc == 16) ? -EACCES : -EIO;
                 break;
             }
         }
-        if (result == -ETIMEDOUT && round + 1 < max_rounds && now_monotonic() + 200 * USEC_PER_MSEC < deadline)
-            usleep(100 * 1000);
     }
     if (result < 0) {
         double took = (double)(now_monotonic() - start) / 1e6;
+        StrBuf errors;
+        sb_init(&errors);
+        for (size_t k = 0; k < n; k++) {
+            const char *e = errs[(first + k) % n];
+            if (!e)
+                continue;
+            if (errors.len)
+                sb_add(&errors, "; ");
+            sb_add(&errors, e);
+        }
         if (result == -ETIMEDOUT)
             set_error(d, "etcd is not reachable (%.1f s, retry_timeout %d s): %s", took, (int)d->retry_timeout,
                       errors.len ? errors.s : "no endpoint answered");
         else
-            set_error(d, "%s", errors.s ? errors.s : "etcd request failed");
+            set_error(d, "%s", errors.len ? errors.s : "etcd request failed");
+        sb_free(&errors);
         if (result == -ETIMEDOUT) {
             /* every endpoint failed: look for the members again next time, and move the watch */
             pthread_mutex_lock(&d->lock);
@@ -560,7 +601,9 @@ static int call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
             d->watch_reconnect = true;
         }
     }
-    sb_free(&errors);
+    for (size_t i = 0; i < n; i++)
+        free(errs[i]);
+    free(errs);
     strlist_clear(&eps);
     return result;
 }
@@ -922,11 +965,14 @@ static void free_kvs(DcsKv *kvs, size_t n) {
 int dcs_read_cluster(Dcs *d, bool linearizable, Cluster **ret) {
     *ret = NULL;
     pthread_mutex_lock(&d->req_lock);
-    maybe_refresh_members_locked(d);
     DcsKv *kvs = NULL;
     size_t n = 0;
     long long rev = 0;
     int r = range_prefix_locked(d, linearizable, &kvs, &n, &rev);
+    /* after the read, not before: after a failure everywhere a refresh first would spend a second
+     * retry_timeout on the same unreachable endpoints */
+    if (r == 0)
+        maybe_refresh_members_locked(d);
     pthread_mutex_unlock(&d->req_lock);
     if (r < 0)
         return r;
@@ -1619,13 +1665,18 @@ static void *watch_main(void *arg) {
         if (d->watch_stop)
             break;
         d->st_reconnects++;
+        /* The cache is no longer kept current: not ready until the rebuild (Patroni's KVCache does
+         * the same). A watch that was established is rebuilt at once, like Patroni; only a rebuild
+         * that fails, or a stream that never got going, waits 1 s. Waiting after every end left the
+         * stale cache in use for a second whenever a member shut down ("transport is closing"). */
+        cache_set_ready(d, false);
         if (d->watch_reconnect) {
             backoff = 0; /* asked to follow another endpoint or to resync: at once */
             log_debug("etcd watch: reconnecting (endpoint changed or cache stale)");
         } else {
             log_debug("etcd watch on %s ended: %s", endpoint,
                       rc == CURLE_OK ? "closed by the server" : (curl_err[0] ? curl_err : curl_easy_strerror(rc)));
-            if (s.needs_resync)
+            if (s.needs_resync || s.created)
                 backoff = 0;
             /* the member we watched may be gone: let the caller side pick the next one */
             if (rc != CURLE_OK && rc != CURLE_WRITE_ERROR) {
@@ -1633,7 +1684,6 @@ static void *watch_main(void *arg) {
                 if (d->endpoints.n && strcmp(d->endpoints.v[d->current % d->endpoints.n], endpoint) == 0)
                     d->current = (d->current + 1) % d->endpoints.n;
                 pthread_mutex_unlock(&d->lock);
-                cache_set_ready(d, false);
             }
         }
     }
