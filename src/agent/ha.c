@@ -95,6 +95,7 @@ typedef struct Ha {
     usec_t next_watchdog;
     usec_t last_cycle;
     bool reload_pending;
+    usec_t not_answering_since;
     bool stopping;
     bool fatal;
     usec_t pre_promote_failed_at;
@@ -573,10 +574,21 @@ static int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
     h->expect_stop = true;
     set_state(h, "stopping");
     close_conn(h);
-    int r = pg_signal_stop(h->pm_pid, mode, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC);
+    usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
+    if (mode == PG_STOP_IMMEDIATE && limit > 10 * USEC_PER_SEC)
+        limit = 10 * USEC_PER_SEC; /* an immediate stop is a demotion with the lease ticking */
+    int r = pg_signal_stop(h->pm_pid, mode, limit);
     if (r == -ETIMEDOUT && mode != PG_STOP_IMMEDIATE) {
         log_warning("PostgreSQL did not stop within pg_ctl_timeout; sending an immediate shutdown");
-        r = pg_signal_stop(h->pm_pid, PG_STOP_IMMEDIATE, 30 * USEC_PER_SEC);
+        r = pg_signal_stop(h->pm_pid, PG_STOP_IMMEDIATE, 10 * USEC_PER_SEC);
+    }
+    if (r == -ETIMEDOUT) {
+        /* a hung postmaster (stopped, or stuck in the kernel): fence it */
+        log_error("PostgreSQL did not stop; killing the postmaster (pid %d)", (int)h->pm_pid);
+        (void)kill(h->pm_pid, SIGKILL);
+        r = pg_signal_stop(h->pm_pid, PG_STOP_IMMEDIATE, 5 * USEC_PER_SEC);
+        if (r == -ESRCH)
+            r = 0;
     }
     if (r == -ETIMEDOUT) {
         set_state(h, "stop failed");
@@ -876,10 +888,20 @@ static void observe_pg(Ha *h, LocalState *l) {
         long long limit = h->start_as_primary ? dyn_of(h)->primary_start_timeout : cfg->postgresql.pg_ctl_timeout;
         l->start_timed_out = now_monotonic() - h->start_began > (usec_t)limit * USEC_PER_SEC;
     } else {
-        /* running but not answering: treat as starting (e.g. crash recovery in progress) */
+        /* running but not answering (crash recovery, or a hung server): like a start, with a limit:
+         * a lock holder whose PostgreSQL has not answered for ttl lets a healthy replica take over */
         l->pg_starting = true;
         set_state(h, "starting");
+        usec_t now = now_monotonic();
+        if (!h->not_answering_since)
+            h->not_answering_since = now;
+        if (now - h->not_answering_since > (usec_t)ttl_s(h) * USEC_PER_SEC) {
+            l->start_timed_out = true;
+            log_warning("PostgreSQL has not answered for %.0f s", (double)(now - h->not_answering_since) / 1e6);
+        }
     }
+    if (h->st.ok || h->pm_pid <= 0 || h->pg_starting)
+        h->not_answering_since = 0;
     l->following = h->following_set ? (h->following[0] ? h->following : NULL) : NULL;
     if (!h->following_set && h->st.ok && h->st.in_recovery) {
         /* unknown after an agent restart: find the member our primary_conninfo points at */

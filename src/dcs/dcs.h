@@ -40,6 +40,8 @@ void dcs_get_stats(Dcs *d, DcsStats *ret);
 /* The cluster view: from the watch cache when the watch runs (waiting up to retry_timeout for it
  * to be ready), otherwise a serializable range read. */
 int dcs_get_cluster(Dcs *d, Cluster **ret);
+/* The watch cache as it is, without waiting and without a network call: -EAGAIN when not ready. */
+int dcs_get_cluster_cached(Dcs *d, Cluster **ret);
 /* Always a fresh read (linearizable for pgha-ctl, serializable for the daemon). */
 int dcs_read_cluster(Dcs *d, bool linearizable, Cluster **ret);
 

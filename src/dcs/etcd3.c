@@ -983,6 +983,21 @@ int dcs_read_cluster(Dcs *d, bool linearizable, Cluster **ret) {
     return 0;
 }
 
+int dcs_get_cluster_cached(Dcs *d, Cluster **ret) {
+    *ret = NULL;
+    pthread_mutex_lock(&d->cache_lock);
+    if (!d->cache_ready) {
+        pthread_mutex_unlock(&d->cache_lock);
+        return -EAGAIN;
+    }
+    Cluster *c = cluster_from_kvs(d->cache, d->n_cache, d->base);
+    if (d->cache_revision > c->revision)
+        c->revision = d->cache_revision;
+    pthread_mutex_unlock(&d->cache_lock);
+    *ret = c;
+    return 0;
+}
+
 int dcs_get_cluster(Dcs *d, Cluster **ret) {
     *ret = NULL;
     pthread_mutex_lock(&d->cache_lock);
@@ -1040,8 +1055,10 @@ static int grant_lease_locked(Dcs *d) {
 static int refresh_lease_locked(Dcs *d, bool force) {
     if (d->lease_id == 0 || d->lease_ttl != d->ttl)
         return grant_lease_locked(d); /* first use, or ttl changed: a new lease */
-    if (!force && now_monotonic() - d->lease_refreshed < (usec_t)d->loop_wait * USEC_PER_SEC)
+    /* renewed once per HA cycle: compare with a little slack, the cycle is loop_wait long */
+    if (!force && now_monotonic() - d->lease_refreshed + 500 * USEC_PER_MSEC < (usec_t)d->loop_wait * USEC_PER_SEC)
         return 1;
+    usec_t sent = now_monotonic();
     cJSON *req = cJSON_CreateObject();
     add_i64(req, "ID", d->lease_id);
     cJSON *resp = NULL;
@@ -1058,7 +1075,7 @@ static int refresh_lease_locked(Dcs *d, bool force) {
         d->lease_id = 0;
         return grant_lease_locked(d);
     }
-    d->lease_refreshed = now_monotonic();
+    d->lease_refreshed = sent; /* the lease runs from when the keepalive was sent */
     return 1;
 }
 

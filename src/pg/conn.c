@@ -1,11 +1,22 @@
 /* libpq: connections with timeouts, queries with a statement timeout, the status query. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/json.h"
 #include "pg/pg.h"
+
+/* Make a connection whose statement timed out unusable, so that the caller drops it (PQstatus is
+ * then CONNECTION_BAD): shutdown() the socket instead of waiting for the server. */
+static void PQreset_socket_close(PGconn *c) {
+    int fd = PQsocket(c);
+    if (fd >= 0)
+        (void)shutdown(fd, SHUT_RDWR);
+    (void)PQconsumeInput(c);
+}
 
 static void add_kv(const char **keys, const char **vals, int *n, const char *k, const char *v) {
     if (v && *n < 30) {
@@ -59,17 +70,60 @@ PGconn *pg_connect(const PgConnParams *p, char **ret_error) {
     return c;
 }
 
+/* One statement with a client-side deadline too: a hung server (all its processes stopped, a dead
+ * disk) must not block the HA loop. On timeout the connection is left unusable (the caller resets it). */
+static PGresult *exec_with_deadline(PGconn *c, const char *sql, int timeout_ms, char **ret_error) {
+    if (!PQsendQuery(c, sql)) {
+        *ret_error = str_trim(xstrdup(PQerrorMessage(c)));
+        return NULL;
+    }
+    usec_t deadline = now_monotonic() + (usec_t)(timeout_ms > 0 ? timeout_ms + 1000 : 3600 * 1000) * USEC_PER_MSEC;
+    PGresult *last = NULL;
+    for (;;) {
+        while (!PQisBusy(c)) {
+            PGresult *r = PQgetResult(c);
+            if (!r)
+                return last;
+            PQclear(last);
+            last = r;
+        }
+        usec_t now = now_monotonic();
+        if (now >= deadline) {
+            PQclear(last);
+            *ret_error = xasprintf("PostgreSQL did not answer within %d ms", timeout_ms + 1000);
+            PQreset_socket_close(c);
+            return NULL;
+        }
+        struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+        int pr = poll(&p, 1, (int)((deadline - now) / USEC_PER_MSEC) + 1);
+        if (pr < 0 && errno != EINTR) {
+            PQclear(last);
+            *ret_error = xasprintf("poll: %s", strerror(errno));
+            return NULL;
+        }
+        if (!PQconsumeInput(c)) {
+            PQclear(last);
+            *ret_error = str_trim(xstrdup(PQerrorMessage(c)));
+            return NULL;
+        }
+    }
+}
+
 PGresult *pg_query(PGconn *c, const char *sql, int timeout_ms, char **ret_error) {
     char set[64];
     snprintf(set, sizeof set, "SET statement_timeout = %d", timeout_ms > 0 ? timeout_ms : 0);
-    PGresult *r = PQexec(c, set);
+    PGresult *r = exec_with_deadline(c, set, 5000, ret_error);
+    if (!r)
+        return NULL;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         *ret_error = str_trim(xstrdup(PQerrorMessage(c)));
         PQclear(r);
         return NULL;
     }
     PQclear(r);
-    r = PQexec(c, sql);
+    r = exec_with_deadline(c, sql, timeout_ms, ret_error);
+    if (!r)
+        return NULL;
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);

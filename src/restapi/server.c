@@ -84,7 +84,8 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
         if (strcmp(first, "cluster") == 0 || strcmp(first, "history") == 0 || strcmp(first, "config") == 0 ||
             strcmp(first, "failsafe") == 0) {
             Cluster *c = NULL;
-            if (dcs_get_cluster(srv->dcs, &c) < 0)
+            /* the watch cache only, without waiting: a REST thread never blocks on etcd */
+            if (dcs_get_cluster_cached(srv->dcs, &c) < 0)
                 return MHD_NO; /* Patroni closes the connection when the DCS cannot be read */
             char *body = NULL;
             unsigned code = 200;

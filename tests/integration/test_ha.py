@@ -5,6 +5,7 @@ node loss with failover and pg_rewind rejoin, SIGTERM of the primary's agent, an
 etcd member. Timings: ttl 20 (Patroni's minimum), loop_wait 2, retry_timeout 3."""
 
 import json
+import os
 import subprocess
 import time
 
@@ -155,3 +156,29 @@ def test_a_frozen_primary_agent_demotes_when_it_wakes_up(cluster):
     h.wait_until(lambda: cluster.primaries() == [new], 30)
     cluster.wait_streaming(new, [n for n in cluster.nodes if n != new], 120)
     assert "woke up late" in cluster.nodes[old].log_text() or "delayed" in cluster.nodes[old].log_text()
+
+
+def test_a_hung_primary_postgres_is_fenced_and_a_replica_takes_over(cluster):
+    """Every process of the primary's PostgreSQL frozen (a hung server): its status query times out, the
+    agent keeps the lock for ttl, then fences it (immediate stop, then SIGKILL) and releases the lock."""
+    import signal as sig
+    old = cluster.wait_healthy()
+    pm = cluster.nodes[old].postmaster_pid()
+    tree = [pm] + h.descendants(pm)
+    for p in tree:
+        try:
+            os.kill(p, sig.SIGSTOP)
+        except ProcessLookupError:
+            pass
+    try:
+        new = cluster.wait_leader(TTL + 40, exclude=(old,))
+        h.wait_until(lambda: cluster.writable(new), 30, interval=0.1)
+        assert "has not answered" in cluster.nodes[old].log_text()
+    finally:
+        for p in tree:
+            try:
+                os.kill(p, sig.SIGCONT)
+            except ProcessLookupError:
+                pass
+    cluster.wait_streaming(new, [n for n in cluster.nodes if n != new], 180)
+    assert cluster.primaries() == [new]
