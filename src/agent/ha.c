@@ -1376,8 +1376,10 @@ static bool needs_rewind(Ha *h, const char *target) {
         return false;
     bool was_primary = strcmp(h->cd.state, "in production") == 0 || strcmp(h->cd.state, "shut down") == 0 ||
                        strcmp(h->cd.state, "in crash recovery") == 0 || strcmp(h->cd.state, "shutting down") == 0;
-    long long leader_tl = m->has_timeline ? m->timeline : cluster_timeline(h->cluster);
-    return was_primary && leader_tl > h->cd.checkpoint_tli;
+    /* A former primary joining another leader: its WAL may have diverged. The leader's published
+     * timeline can still be the old one right after its promotion, so it is not compared here:
+     * pg_rewind itself finds out ("no rewind required") once the leader's promotion checkpoint is done. */
+    return was_primary && !streq(target, cfg_of(h)->name);
 }
 
 static void execute_start(Ha *h, const Decision *d) {
@@ -1815,7 +1817,9 @@ static void run_cycle(Ha *h, bool stale) {
     }
 
     /* 2. long actions */
-    finish_task(h);
+    /* a stale (TILT) cycle observes only: nothing that starts PostgreSQL or writes to the DCS */
+    if (!stale)
+        finish_task(h);
     finish_post_promote_checkpoint(h, false);
 
     /* 3. the local PostgreSQL */
@@ -1828,7 +1832,9 @@ static void run_cycle(Ha *h, bool stale) {
     l.pre_promote_backoff = h->pre_promote_failed_at &&
                             now - h->pre_promote_failed_at < (usec_t)ttl_s(h) * USEC_PER_SEC;
 
-    if (bootstrap_pending && h->task.kind == TASK_NONE && l.pg_ready) {
+    if (stale) {
+        /* observe only */
+    } else if (bootstrap_pending && h->task.kind == TASK_NONE && l.pg_ready) {
         post_bootstrap(h);
         observe_pg(h, &l);
         l.async_action = NULL;
@@ -1881,10 +1887,11 @@ static void run_cycle(Ha *h, bool stale) {
     free(peers);
 
     if (!h->fatal && (d.action == HA_NONE || d.action == HA_UPDATE_LOCK))
-        apply_config_changes(h);
+        if (!stale)
+            apply_config_changes(h);
 
     /* 5. our member key, the snapshot, the summary line */
-    if (h->cluster && !h->fatal) {
+    if (h->cluster && !h->fatal && !stale) {
         /* re-read what the action changed (role, lsn) before publishing */
         if (d.action != HA_NONE && h->pm_pid > 0 && !h->pg_starting) {
             LocalState l2;
