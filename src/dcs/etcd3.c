@@ -61,6 +61,7 @@ struct Dcs {
 
     /* the caller-side connection */
     pthread_mutex_t req_lock;
+    usec_t op_deadline; /* under req_lock: the deadline of the current multi-request operation, or 0 */
     Conn conn;
 
     /* lease and member key */
@@ -478,6 +479,9 @@ static int call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
     _cleanup_free_ char *body = cJSON_PrintUnformatted(body_json);
     usec_t start = now_monotonic();
     usec_t deadline = start + (usec_t)d->retry_timeout * USEC_PER_SEC;
+    /* a multi-request operation (the leader update) shares one deadline */
+    if (d->op_deadline && d->op_deadline < deadline)
+        deadline = d->op_deadline;
     pthread_mutex_lock(&d->lock);
     StrList eps;
     strlist_copy(&eps, &d->endpoints);
@@ -1191,7 +1195,17 @@ int dcs_attempt_to_acquire_leader(Dcs *d) {
 }
 
 int dcs_update_leader(Dcs *d, const Cluster *c) {
-    pthread_mutex_lock(&d->req_lock);
+    /* The renewal as a whole (waiting for the connection the watch may be using, the keepalive and
+     * the txn) fits in retry_timeout: the timing rule loop_wait + 2*retry_timeout <= ttl counts on it. */
+    usec_t deadline = now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += d->retry_timeout;
+    if (pthread_mutex_timedlock(&d->req_lock, &until) != 0) {
+        set_error(d, "the etcd connection stayed busy for retry_timeout (%d s)", (int)d->retry_timeout);
+        return -ETIMEDOUT;
+    }
+    d->op_deadline = deadline;
     _cleanup_free_ char *key = full_key(d, "leader");
     int r = refresh_lease_locked(d, true);
     if (r >= 0) {
@@ -1217,6 +1231,7 @@ int dcs_update_leader(Dcs *d, const Cluster *c) {
             cJSON_Delete(resp);
         }
     }
+    d->op_deadline = 0;
     pthread_mutex_unlock(&d->req_lock);
     return r;
 }
