@@ -55,6 +55,22 @@ static char *output_tail(char *out) {
     return out;
 }
 
+/* Run a PostgreSQL tool; on failure *ret_error says what failed, its exit code and its output's tail.
+ * Clears argv. */
+static int run_tool(StrList *argv, usec_t timeout, char **ret_error, const char *what) {
+    char *out = NULL;
+    int r = run_command(argv, NULL, timeout, &out);
+    strlist_clear(argv);
+    if (r != 0) {
+        char *tail = output_tail(out); /* out itself, or a new "" when there was none */
+        *ret_error = xasprintf("%s failed (exit %d): %s", what, r, tail);
+        if (tail != out)
+            free(tail);
+    }
+    free(out);
+    return r == 0 ? 0 : r < 0 ? r : -EIO;
+}
+
 int pg_initdb(const PghaConfig *cfg, const char *bin_dir, char **ret_error) {
     const char *dir = cfg->postgresql.data_dir;
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
@@ -86,17 +102,9 @@ int pg_initdb(const PghaConfig *cfg, const char *bin_dir, char **ret_error) {
         _cleanup_free_ char *p = xasprintf("--pwfile=%s", pwfile);
         strlist_add(&argv, p);
     }
-    char *out = NULL;
-    int r = run_command(&argv, NULL, 600 * USEC_PER_SEC, &out);
+    int r = run_tool(&argv, 600 * USEC_PER_SEC, ret_error, "initdb");
     unlink(pwfile);
-    strlist_clear(&argv);
-    if (r != 0) {
-        *ret_error = xasprintf("initdb failed (exit %d): %s", r, output_tail(out));
-        free(out);
-        return r < 0 ? r : -EIO;
-    }
-    free(out);
-    return 0;
+    return r;
 }
 
 static char *quote_literal(PGconn *c, const char *s) {
@@ -270,16 +278,7 @@ int pg_crash_recovery(const PghaConfig *cfg, const char *bin_dir, char **ret_err
     strlist_add(&argv, "-c");
     strlist_add(&argv, "max_connections=100");
     strlist_add(&argv, cfg->postgresql.database ? cfg->postgresql.database : "postgres");
-    char *out = NULL;
-    int r = run_command(&argv, NULL, 3600 * USEC_PER_SEC, &out);
-    strlist_clear(&argv);
-    if (r != 0) {
-        *ret_error = xasprintf("crash recovery in single-user mode failed (exit %d): %s", r, output_tail(out));
-        free(out);
-        return r < 0 ? r : -EIO;
-    }
-    free(out);
-    return 0;
+    return run_tool(&argv, 3600 * USEC_PER_SEC, ret_error, "crash recovery in single-user mode");
 }
 
 int pg_rewind(const PghaConfig *cfg, const char *bin_dir, const char *host, int port, char **ret_error) {
@@ -292,14 +291,6 @@ int pg_rewind(const PghaConfig *cfg, const char *bin_dir, const char *host, int 
     strlist_add(&argv, t);
     _cleanup_free_ char *s = xasprintf("--source-server=%s", dsn);
     strlist_add(&argv, s);
-    char *out = NULL;
-    int r = run_command(&argv, NULL, 3600 * USEC_PER_SEC, &out);
-    strlist_clear(&argv);
-    if (r != 0) {
-        *ret_error = xasprintf("pg_rewind from %s:%d failed (exit %d): %s", host, port, r, output_tail(out));
-        free(out);
-        return r < 0 ? r : -EIO;
-    }
-    free(out);
-    return 0;
+    _cleanup_free_ char *what = xasprintf("pg_rewind from %s:%d", host, port);
+    return run_tool(&argv, 3600 * USEC_PER_SEC, ret_error, what);
 }
