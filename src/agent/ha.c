@@ -2122,6 +2122,7 @@ int ha_run(Agent *a) {
                 while (read(a->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
                     if (si.ssi_signo == SIGHUP) {
                         h.reload_pending = true; /* applied below, when no worker thread reads the config */
+                        sdn_reloading();
                     } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGQUIT) {
                         log_info("received %s, shutting down", strsignal((int)si.ssi_signo));
                         a->stopping = true;
@@ -2129,6 +2130,11 @@ int ha_run(Agent *a) {
                 }
                 if (a->stopping)
                     break;
+            }
+            if (h.reload_pending && h.task.kind == TASK_NONE && !h.checkpoint_running) {
+                h.reload_pending = false;
+                if (agent_reload(a) == 0)
+                    write_pgpass(&h);
             }
             bool woken = false;
             if (pr > 0 && (p[1].revents & POLLIN)) {
