@@ -83,13 +83,17 @@ static bool peer_can_take_over(const Observation *o, const PeerStatus *p) {
 /* Could another member take over from us? Only `candidate` when given; only /sync members when
  * `sync_only`. */
 static bool failover_possible(const Observation *o, const char *candidate, bool sync_only) {
+    long long need = 1;
+    if (!candidate && sync_active(o) && o->dyn->synchronous_mode == SYNC_QUORUM)
+        need = o->cluster->sync.quorum + 1;
+    long long found = 0;
     for (size_t i = 0; i < o->n_peers; i++) {
         const PeerStatus *p = &o->peers[i];
         if (streq(p->name, o->cfg->name) || (candidate && !streq(p->name, candidate)))
             continue;
         if (sync_only && !sync_matches(&o->cluster->sync, p->name))
             continue;
-        if (peer_can_take_over(o, p))
+        if (peer_can_take_over(o, p) && ++found >= need)
             return true;
     }
     return false;
@@ -123,8 +127,13 @@ static bool core_check(const Observation *o, bool check_lag, const char *skip, c
         }
     }
     bool sync = sync_active(o);
+    bool quorum = sync && o->dyn->synchronous_mode == SYNC_QUORUM;
     long long my_priority = o->cfg->tags.failover_priority;
     const char *former = former_leader(o);
+    /* quorum mode: I must see the WAL of /sync.quorum other members of {leader} + voters, none of
+     * them ahead of me (votes start at -1 when I am not in that set) */
+    long long votes = quorum && !sync_matches(&c->sync, o->cfg->name) ? -1 : 0;
+    bool ahead = false;
     for (size_t i = 0; i < o->n_peers; i++) {
         const PeerStatus *p = &o->peers[i];
         if (streq(p->name, o->cfg->name) || (skip && streq(p->name, skip)))
@@ -138,17 +147,35 @@ static bool core_check(const Observation *o, bool check_lag, const char *skip, c
             return false;
         }
         if (p->wal_position > mine) {
-            if (sync && streq(p->name, c->sync.leader))
+            if (sync && streq(p->name, c->sync.leader)) {
+                ahead = true;
                 continue; /* the former primary may be ahead: it is not a candidate */
+            }
             snprintf(why, why_len, "%s has a higher wal position (%lld > %lld)", p->name, p->wal_position, mine);
             return false;
         }
-        if (!sync && p->wal_position > 0 && p->wal_position == mine && p->failover_priority > my_priority &&
+        if (p->wal_position <= 0)
+            continue;
+        bool voter = quorum && sync_matches(&c->sync, p->name);
+        if ((!sync || voter) && p->wal_position == mine && p->failover_priority > my_priority &&
             !streq(p->name, former)) {
             snprintf(why, why_len, "%s has the same wal position and a higher failover_priority (%lld > %lld)",
                      p->name, p->failover_priority, my_priority);
             return false;
         }
+        if (voter)
+            votes++;
+    }
+    /* the /sync leader may take the lock back on its own WAL (nobody ahead) only while /sync is
+     * still its: not once another member has held the lock since (a promotion whose first /sync
+     * write has not happened yet) */
+    bool sync_leader_me = streq(c->sync.leader, o->cfg->name) &&
+                          !(o->last_locked && o->last_locked->leader &&
+                            !strcaseeq(o->last_locked->leader->name, c->sync.leader));
+    if (quorum && votes < c->sync.quorum && !(!ahead && sync_leader_me)) {
+        snprintf(why, why_len, "not enough synchronous replicas confirm my wal position (%lld of quorum %lld)",
+                 votes < 0 ? 0 : votes, c->sync.quorum);
+        return false;
     }
     return true;
 }
@@ -311,7 +338,7 @@ static bool process_manual_failover(const Observation *o, Decision *d) {
         return true;
     }
     /* is a failover target possible? */
-    bool sync_only = sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && f->leader;
+    bool sync_only = sync_active(o) && f->leader;
     if (!failover_possible(o, f->candidate, sync_only)) {
         set(d, HA_CLEAR_FAILOVER, NULL, "manual failover: no healthy members found, failover is not possible");
         return true;

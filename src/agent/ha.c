@@ -72,6 +72,8 @@ typedef struct Ha {
     bool pending_restart;
     cJSON *pending_reason; /* {"guc":{"old_value":..,"new_value":..}} */
     char *ssn;             /* synchronous_standby_names while pgha manages it (synchronous mode), else NULL */
+    long long ssn_flush;   /* primary flush LSN when ssn last took effect (0: not known yet) */
+    usec_t sync_grace_until; /* quorum mode after a promotion: remove no voter before this */
     char *last_error;
 
     /* DCS view */
@@ -1168,7 +1170,26 @@ static void set_ssn(Ha *h, const char *ssn) {
     h->ssn = xstrdup(ssn);
 }
 
-/* Write synchronous_standby_names now and reload, so that PostgreSQL uses it before /sync moves. */
+static long long current_flush_lsn(Ha *h) {
+    PGconn *c = get_conn(h);
+    if (!c)
+        return 0;
+    char *err = NULL;
+    PGresult *r = pg_query(c, "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), '0/0')::bigint", 2000,
+                           &err);
+    long long v = 0;
+    if (r && PQntuples(r) == 1)
+        v = atoll(PQgetvalue(r, 0, 0));
+    else
+        log_warning("could not read the current WAL flush position: %s", err ? err : "no result");
+    PQclear(r);
+    free(err);
+    return v;
+}
+
+/* Write synchronous_standby_names now and reload, so that PostgreSQL uses it before /sync moves.
+ * Records the flush LSN from when it took effect: a standby that reaches it holds every commit
+ * acknowledged before the change. */
 static void apply_ssn(Ha *h, const char *ssn) {
     set_ssn(h, ssn);
     int r = write_configuration(h, true, NULL);
@@ -1176,19 +1197,28 @@ static void apply_ssn(Ha *h, const char *ssn) {
         log_info("synchronous_standby_names = '%s'", ssn);
         (void)kill(h->pm_pid, SIGHUP);
         usleep(100 * 1000);
+        long long f = current_flush_lsn(h);
+        /* unknown: nobody counts as caught up until the next cycle records it */
+        h->ssn_flush = f > 0 ? f : 0;
     }
 }
 
-static int write_sync(Ha *h, const StrList *standbys, long long *version) {
-    char *json = cluster_encode_sync(cfg_of(h)->name, 0, standbys);
+static int write_sync_q(Ha *h, long long quorum, const StrList *standbys, long long *version) {
+    char *json = cluster_encode_sync(cfg_of(h)->name, quorum, standbys);
     long long nv = 0;
     int r = dcs_set_sync_state(h->dcs, json, *version, &nv);
-    free(json);
-    if (r == 1)
+    if (r == 1) {
         *version = nv;
-    else
+        log_info("/sync = %s", json);
+    } else {
         log_warning("failed to write /sync%s%s", r < 0 ? ": " : " (it changed meanwhile)", r < 0 ? dcs_error(h->dcs) : "");
+    }
+    free(json);
     return r;
+}
+
+static int write_sync(Ha *h, const StrList *standbys, long long *version) {
+    return write_sync_q(h, 0, standbys, version);
 }
 
 /* Before a replica promotes in synchronous mode: /sync names only us, and the first commits wait
@@ -1196,17 +1226,71 @@ static int write_sync(Ha *h, const StrList *standbys, long long *version) {
 static int sync_before_promote(Ha *h) {
     if (!sync_mode_on(h))
         return 0;
-    long long version = h->cluster && h->cluster->sync.present ? h->cluster->sync.version : 0;
-    StrList none = {0};
-    if (write_sync(h, &none, &version) != 1)
-        return -EAGAIN;
-    set_ssn(h, dyn_of(h)->synchronous_mode_strict ? "*" : "");
+    const DynConfig *d = dyn_of(h);
+    h->ssn_flush = 0; /* recorded again on the first cycle as primary */
+    if (d->synchronous_mode == SYNC_QUORUM) {
+        /* /sync stays as it is until after the promotion; the first commits wait for enough of
+         * the former voters that the old /sync still covers them (spec §4.10) */
+        h->sync_grace_until = now_monotonic() + (usec_t)loop_wait_s(h) * USEC_PER_SEC + 2 * USEC_PER_SEC;
+        const SyncState *s = h->cluster ? &h->cluster->sync : NULL;
+        _cleanup_free_ char *ssn = NULL;
+        if (s && s->leader) {
+            StrList names;
+            long long num;
+            sync_quorum_pre_promote(s, cfg_of(h)->name, d->synchronous_mode_strict, &names, &num);
+            ssn = sync_render_ssn_quorum(&names, num, d->synchronous_mode_strict && names.n == 0);
+            strlist_clear(&names);
+        } else {
+            ssn = xstrdup(d->synchronous_mode_strict ? "ANY 1 (*)" : "");
+        }
+        set_ssn(h, ssn);
+    } else {
+        long long version = h->cluster && h->cluster->sync.present ? h->cluster->sync.version : 0;
+        StrList none = {0};
+        if (write_sync(h, &none, &version) != 1)
+            return -EAGAIN;
+        set_ssn(h, d->synchronous_mode_strict ? "*" : "");
+    }
     /* in force before the promotion, so that no commit is acknowledged unprotected in strict mode */
     if (write_configuration(h, false, h->following[0] ? h->following : NULL) == 1 && h->pm_pid > 0) {
+        log_info("synchronous_standby_names = '%s' before the promotion", h->ssn);
         (void)kill(h->pm_pid, SIGHUP);
         usleep(100 * 1000);
     }
     return 0;
+}
+
+/* Quorum mode on the primary (spec §4.10): one /sync write and/or one synchronous_standby_names
+ * change per cycle, each safe on its own (sync_quorum_plan). */
+static void sync_process_quorum(Ha *h) {
+    const Cluster *c = h->cluster;
+    const DynConfig *d = dyn_of(h);
+    const char *me = cfg_of(h)->name;
+    if (h->ssn_flush <= 0)
+        h->ssn_flush = h->st.flush_lsn > 0 ? h->st.flush_lsn : 0;
+    SsnValue cur;
+    sync_parse_ssn_full(h->st.synchronous_standby_names, &cur);
+    StrList active, confirmed;
+    sync_quorum_rows(h->st.replication, c, me, h->st.synchronous_commit, d->synchronous_node_count,
+                     d->maximum_lag_on_syncnode, h->st.flush_lsn, h->ssn_flush > 0 ? h->ssn_flush : LLONG_MAX,
+                     &active, &confirmed);
+    QuorumInput in = {.me = me, .sync = &c->sync, .ssn = &cur, .active = &active, .confirmed = &confirmed,
+                      .wanted = d->synchronous_node_count, .strict = d->synchronous_mode_strict,
+                      .grace = now_monotonic() < h->sync_grace_until};
+    QuorumPlan plan;
+    sync_quorum_plan(&in, &plan);
+    long long version = c->sync.present ? c->sync.version : 0;
+    if (plan.write_sync && write_sync_q(h, plan.quorum, &plan.voters, &version) != 1)
+        goto out;
+    if (plan.write_ssn) {
+        _cleanup_free_ char *ssn = sync_render_ssn_quorum(&plan.ssn.names, plan.ssn.num, plan.ssn.star);
+        apply_ssn(h, ssn);
+    }
+out:
+    quorum_plan_clear(&plan);
+    ssn_value_clear(&cur);
+    strlist_clear(&active);
+    strlist_clear(&confirmed);
 }
 
 static void sync_process(Ha *h) {
@@ -1230,6 +1314,12 @@ static void sync_process(Ha *h) {
     }
     if (!h->ssn)
         h->ssn = xstrdup(h->st.synchronous_standby_names);
+    if (d->synchronous_mode == SYNC_QUORUM) {
+        sync_process_quorum(h);
+        return;
+    }
+    if (h->ssn_flush <= 0)
+        h->ssn_flush = h->st.flush_lsn > 0 ? h->st.flush_lsn : 0;
     long long version = c->sync.present ? c->sync.version : 0;
     StrList in_sync = {0}; /* /sync standbys, when /sync is ours */
     if (!c->sync.leader) {
@@ -1248,7 +1338,7 @@ static void sync_process(Ha *h) {
     long long count = d->synchronous_node_count;
     StrList picked, confirmed;
     sync_pick(h->st.replication, c, me, h->st.synchronous_commit, count, d->maximum_lag_on_syncnode, h->st.flush_lsn,
-              &current, &picked, &confirmed);
+              &current, &in_sync, h->ssn_flush > 0 ? h->ssn_flush : LLONG_MAX, &picked, &confirmed);
     /* a standby already in /sync stays confirmed while PostgreSQL reports it sync */
     if (strlist_same_set(&picked, &in_sync) && !strlist_same_set(&in_sync, &confirmed)) {
         if (write_sync(h, &confirmed, &version) == 1) {
