@@ -74,6 +74,7 @@ typedef struct Ha {
     char *ssn;             /* synchronous_standby_names while pgha manages it (synchronous mode), else NULL */
     long long ssn_flush;   /* primary flush LSN when ssn last took effect (0: not known yet) */
     usec_t sync_grace_until; /* quorum mode after a promotion: remove no voter before this */
+    bool leaving_sync;     /* about to stop: publish nosync so that the leader releases us first */
     char *last_error;
 
     /* DCS view */
@@ -258,7 +259,7 @@ static cJSON *effective_tags(Ha *h) {
             else if (strcmp(k, "noloadbalance") == 0)
                 v = cfg->tags.noloadbalance;
             else if (strcmp(k, "nosync") == 0)
-                v = cfg->tags.nosync;
+                v = cfg->tags.nosync || h->leaving_sync;
             else
                 v = cfg->tags.nostream;
             if (v)
@@ -277,6 +278,8 @@ static cJSON *effective_tags(Ha *h) {
     if (config_is_set(cfg, "tags.failover_priority") && !cJSON_GetObjectItemCaseSensitive(t, "nofailover") &&
         cfg->tags.nofailover)
         cJSON_AddTrueToObject(t, "nofailover");
+    if (h->leaving_sync && !cJSON_GetObjectItemCaseSensitive(t, "nosync"))
+        cJSON_AddTrueToObject(t, "nosync");
     return t;
 }
 
@@ -2113,6 +2116,43 @@ static bool duplicate_name(Ha *h) {
     return dup;
 }
 
+/* A synchronous standby about to stop asks to be released first (spec §4.10 "leaving sync duty"):
+ * it publishes nosync and waits up to 2 x loop_wait until /sync no longer names it, so that the
+ * primary moves the duty to another standby instead of finding out when commits start waiting. */
+static bool named_in_sync(const Cluster *c, const char *me) {
+    return c && c->sync.leader && sync_matches(&c->sync, me) && !strcaseeq(c->sync.leader, me);
+}
+
+static void leave_sync_duty(Ha *h) {
+    const char *me = cfg_of(h)->name;
+    if (!sync_mode_on(h) || cfg_of(h)->tags.nosync || !h->st.ok || !h->st.in_recovery || dyn_of(h)->pause)
+        return;
+    Cluster *n = NULL;
+    if (dcs_read_cluster(h->dcs, false, &n) < 0) /* fresh: /sync may have named us a moment ago */
+        return;
+    bool named = named_in_sync(n, me);
+    cluster_free(n);
+    if (!named)
+        return;
+    log_info("asking the leader to release me from synchronous duty before stopping");
+    h->leaving_sync = true;
+    touch_member(h);
+    usec_t until = now_monotonic() + 2 * (usec_t)loop_wait_s(h) * USEC_PER_SEC;
+    while (now_monotonic() < until) {
+        usleep(200 * 1000);
+        n = NULL;
+        if (dcs_read_cluster(h->dcs, false, &n) < 0)
+            continue;
+        named = named_in_sync(n, me);
+        cluster_free(n);
+        if (!named) {
+            log_info("released from synchronous duty");
+            return;
+        }
+    }
+    log_warning("still named in /sync after %d s; stopping anyway", 2 * loop_wait_s(h));
+}
+
 static void shutdown_ha(Ha *h) {
     sdn_stopping();
     const PghaConfig *cfg = cfg_of(h);
@@ -2127,6 +2167,8 @@ static void shutdown_ha(Ha *h) {
     if (paused) {
         log_info("leaving PostgreSQL running and the leader key in place: the cluster is paused");
     } else if (h->pm_pid > 0) {
+        if (!leader)
+            leave_sync_duty(h);
         int r = stop_postgres(h, PG_STOP_FAST, "pgha is shutting down");
         if (r == 0 && leader) {
             refresh_controldata(h);
