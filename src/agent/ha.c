@@ -20,6 +20,7 @@
 
 #include "agent/decide.h"
 #include "agent/probe.h"
+#include "agent/slots.h"
 #include "agent/snapshot.h"
 #include "agent/sync.h"
 #include "common/json.h"
@@ -87,6 +88,15 @@ typedef struct Ha {
     usec_t cluster_read_at;
     usec_t lock_valid_until;
     char *last_status;   /* last /status value we wrote */
+
+    /* replication slots */
+    PgSlot *slot_rows;   /* pg_replication_slots as read this cycle */
+    size_t n_slot_rows;
+    bool slot_rows_ok;
+    bool slots_synced;   /* slots_sync() ran this cycle */
+    RetainTimers retain; /* leader: when each member slot was last seen (retain_slots) */
+    char *slots_errors_logged;
+    StrList slots_not_copied_logged;
 
     Task task;
     /* the CHECKPOINT after a promotion (pg_rewind on other nodes needs it): run in a thread */
@@ -1066,10 +1076,268 @@ static void update_history(Ha *h) {
     free(json);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* replication slots (spec §4.11): the plan is slots.c's, this part only runs it                */
+
+static const char slots_sql[] =
+    "SELECT slot_name, slot_type, plugin, database, active, xmin IS NOT NULL,"
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0),"
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0)"
+    " FROM pg_catalog.pg_replication_slots WHERE NOT temporary";
+
+static void slot_rows_clear(Ha *h) {
+    pg_slots_free(h->slot_rows, h->n_slot_rows);
+    h->slot_rows = NULL;
+    h->n_slot_rows = 0;
+    h->slot_rows_ok = false;
+}
+
+/* One query of pg_replication_slots; the rows stay in h until the next one. */
+static int load_slot_rows(Ha *h, PGconn *c) {
+    slot_rows_clear(h);
+    char *err = NULL;
+    PGresult *r = pg_query(c, slots_sql, 3000, &err);
+    if (!r) {
+        log_error("Failed to read replication slots: %s", err);
+        free(err);
+        return -EIO;
+    }
+    int n = PQntuples(r);
+    h->slot_rows = n > 0 ? xcalloc((size_t)n, sizeof *h->slot_rows) : NULL;
+    for (int i = 0; i < n; i++) {
+        PgSlot *s = &h->slot_rows[h->n_slot_rows++];
+        s->name = xstrdup(PQgetvalue(r, i, 0));
+        s->logical = strcmp(PQgetvalue(r, i, 1), "logical") == 0;
+        s->plugin = PQgetisnull(r, i, 2) ? NULL : xstrdup(PQgetvalue(r, i, 2));
+        s->database = PQgetisnull(r, i, 3) ? NULL : xstrdup(PQgetvalue(r, i, 3));
+        s->active = PQgetvalue(r, i, 4)[0] == 't';
+        s->has_xmin = PQgetvalue(r, i, 5)[0] == 't';
+        s->restart_lsn = atoll(PQgetvalue(r, i, 6));
+        s->confirmed_flush_lsn = atoll(PQgetvalue(r, i, 7));
+    }
+    PQclear(r);
+    h->slot_rows_ok = true;
+    return 0;
+}
+
+static bool is_lock_holder(Ha *h) {
+    return h->cluster && h->cluster->leader && streq(h->cluster->leader->name, cfg_of(h)->name);
+}
+
+static void slots_input(Ha *h, SlotsInput *in) {
+    const PghaConfig *cfg = cfg_of(h);
+    const DynConfig *dyn = dyn_of(h);
+    bool standby_cluster = dyn->standby_cluster && dyn->standby_cluster->n > 0;
+    SlotRole role = !h->st.in_recovery                        ? SLOT_ROLE_PRIMARY
+                    : standby_cluster && is_lock_holder(h) ? SLOT_ROLE_STANDBY_LEADER
+                                                              : SLOT_ROLE_REPLICA;
+    long long v = h->st.server_version;
+    *in = (SlotsInput){.cluster = h->cluster, .dyn = dyn, .name = cfg->name, .role = role,
+                       .pg_major = (int)(v >= 100000 ? v / 10000 : v / 100), .nofailover = cfg->tags.nofailover,
+                       .nostream = cfg->tags.nostream, .replicatefrom = cfg->tags.replicatefrom,
+                       .paused = dyn->pause, .slots = h->slot_rows, .n_slots = h->n_slot_rows,
+                       .replay_lsn = h->st.replay_lsn};
+}
+
+/* A statement on a connection to another database of the local server (logical slots live in one). */
+static PGresult *query_in_database(Ha *h, const char *dbname, const char *sql, int timeout_ms, char **err) {
+    PgConnParams p;
+    char host[256];
+    local_conn_params(h, &p, host, sizeof host);
+    p.dbname = dbname;
+    PGconn *c = pg_connect(&p, err);
+    if (!c)
+        return NULL;
+    PGresult *r = pg_query(c, sql, timeout_ms, err);
+    PQfinish(c);
+    return r;
+}
+
+/* Drop a slot unless it is active. Returns 1 dropped, 0 active (kept), negative on error. */
+static int drop_slot(Ha *h, PGconn *c, const char *name) {
+    char *lit = PQescapeLiteral(c, name, strlen(name));
+    if (!lit)
+        return -ENOMEM;
+    _cleanup_free_ char *sql = xasprintf(
+        "WITH s AS (SELECT slot_name, active FROM pg_catalog.pg_replication_slots WHERE slot_name = %s),"
+        " d AS (SELECT pg_catalog.pg_drop_replication_slot(slot_name) IS NULL AS dropped FROM s WHERE NOT active)"
+        " SELECT s.active, d.dropped IS NOT NULL FROM s LEFT JOIN d ON true", lit);
+    PQfreemem(lit);
+    char *err = NULL;
+    PGresult *r = pg_query(c, sql, 5000, &err);
+    if (!r) {
+        log_error("Failed to drop replication slot '%s': %s", name, err);
+        free(err);
+        return -EIO;
+    }
+    int ret = 1; /* no row: the slot is already gone */
+    if (PQntuples(r) > 0)
+        ret = PQgetvalue(r, 0, 1)[0] == 't' ? 1 : PQgetvalue(r, 0, 0)[0] == 't' ? 0 : -EIO;
+    PQclear(r);
+    if (ret == 1)
+        log_info("Dropped replication slot '%s'", name);
+    else if (ret == 0)
+        log_warning("Unable to drop replication slot '%s', slot is active", name);
+    else
+        log_error("Failed to drop replication slot '%s'", name);
+    (void)h;
+    return ret;
+}
+
+static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *failed_drops) {
+    char *err = NULL;
+    PGresult *r = NULL;
+    char lsn[32];
+    switch (a->kind) {
+    case SLOT_ACT_DROP:
+        switch (a->reason) {
+        case SLOT_DROP_UNKNOWN: log_info("Trying to drop unknown replication slot '%s'", a->name); break;
+        case SLOT_DROP_MISMATCH:
+            log_info("Trying to drop replication slot '%s' because %s", a->name, a->detail);
+            break;
+        case SLOT_DROP_XMIN:
+        case SLOT_DROP_NO_RESTART_LSN:
+            log_warning("Dropping physical replication slot %s because %s", a->name, a->detail);
+            break;
+        }
+        if (drop_slot(h, c, a->name) != 1)
+            strlist_add(failed_drops, a->name);
+        return;
+    case SLOT_ACT_CREATE_PHYSICAL: {
+        if (strlist_contains(failed_drops, a->name))
+            return;
+        char *lit = PQescapeLiteral(c, a->name, strlen(a->name));
+        if (!lit)
+            return;
+        _cleanup_free_ char *sql = xasprintf(
+            "SELECT pg_catalog.pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS (SELECT 1 FROM"
+            " pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = %s)", lit, lit);
+        PQfreemem(lit);
+        r = pg_query(c, sql, 5000, &err);
+        if (!r)
+            log_error("Failed to create physical replication slot '%s': %s", a->name, err);
+        else if (PQntuples(r) > 0)
+            log_info("Created physical replication slot '%s'", a->name);
+        break;
+    }
+    case SLOT_ACT_CREATE_LOGICAL: {
+        if (strlist_contains(failed_drops, a->name))
+            return;
+        char *ln = PQescapeLiteral(c, a->name, strlen(a->name));
+        char *lp = PQescapeLiteral(c, a->plugin, strlen(a->plugin));
+        _cleanup_free_ char *sql =
+            ln && lp ? xasprintf("SELECT pg_catalog.pg_create_logical_replication_slot(%s, %s) WHERE NOT EXISTS"
+                                 " (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_type = 'logical'"
+                                 " AND slot_name = %s)", ln, lp, ln)
+                     : NULL;
+        PQfreemem(ln);
+        PQfreemem(lp);
+        if (!sql)
+            return;
+        /* creating a logical slot waits for running transactions: bounded, retried next cycle */
+        r = query_in_database(h, a->database, sql, 5000, &err);
+        if (!r)
+            log_error("Failed to create logical replication slot '%s' plugin='%s': %s", a->name, a->plugin, err);
+        else if (PQntuples(r) > 0)
+            log_info("Created logical replication slot '%s' (plugin '%s', database '%s')", a->name, a->plugin,
+                     a->database);
+        break;
+    }
+    case SLOT_ACT_ADVANCE: {
+        pg_format_lsn(a->lsn, lsn, sizeof lsn);
+        char *ln = PQescapeLiteral(c, a->name, strlen(a->name));
+        _cleanup_free_ char *sql =
+            ln ? xasprintf("SELECT pg_catalog.pg_replication_slot_advance(%s, '%s')", ln, lsn) : NULL;
+        PQfreemem(ln);
+        if (!sql)
+            return;
+        if (a->logical) {
+            r = query_in_database(h, a->database, sql, 5000, &err);
+            if (!r)
+                log_error("Failed to advance logical replication slot '%s': %s", a->name, err);
+        } else {
+            r = pg_query(c, sql, 5000, &err);
+            if (!r)
+                log_error("Error while advancing replication slot %s to position '%s': %s", a->name, lsn, err);
+        }
+        break;
+    }
+    }
+    free(err);
+    PQclear(r);
+}
+
+/* Once per HA cycle on every node whose PostgreSQL runs: read pg_replication_slots, plan, act on
+ * the differences. A failure is logged and retried next cycle. */
+static void slots_sync(Ha *h) {
+    if (h->slots_synced)
+        return;
+    h->slots_synced = true;
+    slot_rows_clear(h);
+    if (!h->st.ok || h->pg_starting || h->pm_pid <= 0 || !h->cluster || !h->cluster->has_config)
+        return;
+    PGconn *c = get_conn(h);
+    if (!c || load_slot_rows(h, c) < 0)
+        return;
+    SlotsInput in;
+    slots_input(h, &in);
+    SlotsPlan plan;
+    slots_plan(&in, &plan);
+    /* configuration problems: logged when they change, not every cycle */
+    _cleanup_free_ char *errors = strlist_join(&plan.errors, "\n");
+    if (!streq(errors, h->slots_errors_logged)) {
+        for (size_t i = 0; i < plan.errors.n; i++)
+            log_error("%s", plan.errors.v[i]);
+        free(h->slots_errors_logged);
+        h->slots_errors_logged = TAKE_PTR(errors);
+    }
+    for (size_t i = 0; i < plan.not_copied.n; i++)
+        if (!strlist_contains(&h->slots_not_copied_logged, plan.not_copied.v[i])) {
+            log_warning("Logical replication slot '%s' is not copied to this replica (pgha does not copy logical "
+                        "slots from the primary); it will be created if this node is promoted", plan.not_copied.v[i]);
+            strlist_add(&h->slots_not_copied_logged, plan.not_copied.v[i]);
+        }
+    StrList failed_drops = {0};
+    for (size_t i = 0; i < plan.n_actions; i++) {
+        run_slot_action(h, c, &plan.actions[i], &failed_drops);
+        if (PQstatus(c) != CONNECTION_OK) {
+            log_warning("lost the connection to PostgreSQL while changing replication slots");
+            close_conn(h);
+            c = NULL;
+            break;
+        }
+    }
+    strlist_clear(&failed_drops);
+    bool changed = plan.n_actions > 0;
+    slots_plan_free(&plan);
+    /* the leader publishes the positions: read them again after a change */
+    if (changed && c && (load_slot_rows(h, c) < 0))
+        slot_rows_clear(h);
+}
+
+/* /status (spec §1.2), with the leader update: optime, the slots' positions, retain_slots. Written
+ * only when the content changed. */
 static void update_status(Ha *h) {
     if (!h->st.ok || h->st.in_recovery)
         return;
-    char *json = cluster_encode_status(h->st.flush_lsn, NULL, NULL);
+    cJSON *slots = NULL;
+    SlotsInput in;
+    slots_input(h, &in);
+    if (h->slot_rows_ok) {
+        SlotsPlan expected; /* only the expected set is used here: the actions ran in slots_sync() */
+        slots_plan(&in, &expected);
+        slots = slots_status_slots(&in, &expected, h->st.flush_lsn);
+        slots_plan_free(&expected);
+    }
+    StrList retain = {0}, expired = {0};
+    retain_update(&h->retain, &in, slots, (double)now_monotonic() / USEC_PER_SEC, &retain, &expired);
+    for (size_t i = 0; i < expired.n; i++)
+        log_info("Replication slot '%s' for absent cluster member is expired after %lld sec.", expired.v[i],
+                 dyn_of(h)->member_slots_ttl);
+    char *json = cluster_encode_status(h->st.flush_lsn, slots, &retain);
+    cJSON_Delete(slots);
+    strlist_clear(&retain);
+    strlist_clear(&expired);
     if (!streq(json, h->last_status)) {
         if (dcs_set_status(h->dcs, json) == 1) {
             free(h->last_status);
@@ -1080,37 +1348,12 @@ static void update_status(Ha *h) {
     free(json);
 }
 
-/* Physical slots for every other member on the primary (spec §4.11, the part the replicas need
- * to stream: primary_slot_name points at them). */
-static void ensure_member_slots(Ha *h) {
-    if (!use_slots(h) || !h->st.ok || h->st.in_recovery || !h->cluster)
-        return;
-    PGconn *c = get_conn(h);
-    if (!c)
-        return;
-    for (size_t i = 0; i < h->cluster->n_members; i++) {
-        const Member *m = &h->cluster->members[i];
-        if (streq(m->name, cfg_of(h)->name) || member_tag_bool(m, "nostream"))
-            continue;
-        _cleanup_free_ char *slot = slot_name_from_member_name(m->name);
-        char *lit = PQescapeLiteral(c, slot, strlen(slot));
-        if (!lit)
-            continue;
-        _cleanup_free_ char *sql = xasprintf(
-            "SELECT pg_catalog.pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
-            "(SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = %s)", lit, lit);
-        PQfreemem(lit);
-        char *err = NULL;
-        PGresult *r = pg_query(c, sql, 5000, &err);
-        if (!r) {
-            log_warning("could not create replication slot %s: %s", slot, err);
-            free(err);
-            continue;
-        }
-        if (PQntuples(r) > 0)
-            log_info("created replication slot %s for member %s", slot, m->name);
-        PQclear(r);
-    }
+/* A /status write with only a new optime (demotion): slots and retain_slots as last published. */
+static void write_status_optime_only(Ha *h, long long optime) {
+    const ClusterStatus *st = h->cluster ? &h->cluster->status : NULL;
+    char *json = cluster_encode_status(optime, st ? st->slots : NULL, st ? &st->retain_slots : NULL);
+    (void)dcs_set_status(h->dcs, json);
+    free(json);
 }
 
 /* The configuration may have changed (/config, a SIGHUP of pgha): rewrite postgresql.conf, reload
@@ -1439,9 +1682,7 @@ static void demote(Ha *h, DemoteMode mode) {
     checkpoint = h->cd.checkpoint_lsn;
     if (release) {
         if (mode == DEMOTE_GRACEFUL && checkpoint > 0) {
-            char *json = cluster_encode_status(checkpoint, NULL, NULL);
-            (void)dcs_set_status(h->dcs, json);
-            free(json);
+            write_status_optime_only(h, checkpoint);
         }
         if (dcs_delete_leader(h->dcs) < 0)
             log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
@@ -1791,9 +2032,9 @@ static void execute(Ha *h, Decision *d, const LocalState *l) {
                 (void)dcs_set_failover(h->dcs, "{}", h->cluster->failover.version);
             }
             if (l->pg_ready && !l->in_recovery) {
+                slots_sync(h); /* before /status: it publishes the slots' positions */
                 update_status(h);
                 update_history(h);
-                ensure_member_slots(h);
                 sync_process(h);
             }
         } else {
@@ -1975,9 +2216,17 @@ static void run_cycle(Ha *h, bool stale) {
     }
     Decision d;
     decide(&o, &d);
+    h->slots_synced = false;
+    if (!is_lock_holder(h))
+        retain_timers_clear(&h->retain); /* a new term as leader restarts the retention timers */
     if (!h->fatal)
         execute(h, &d, &l);
     free(peers);
+    /* replication slots on every node whose PostgreSQL runs (the leader did it with its lock update) */
+    if (!h->fatal && !stale && h->task.kind == TASK_NONE && !bootstrap_pending &&
+        (d.action == HA_NONE || d.action == HA_UPDATE_LOCK || d.action == HA_UPDATE_LOCK_ONLY ||
+         d.action == HA_CLEAR_FAILOVER || d.action == HA_FOLLOW))
+        slots_sync(h);
 
     if (!h->fatal && (d.action == HA_NONE || d.action == HA_UPDATE_LOCK))
         if (!stale)
@@ -2173,9 +2422,7 @@ static void shutdown_ha(Ha *h) {
         if (r == 0 && leader) {
             refresh_controldata(h);
             if (h->cd.checkpoint_lsn > 0) {
-                char *json = cluster_encode_status(h->cd.checkpoint_lsn, NULL, NULL);
-                (void)dcs_set_status(h->dcs, json);
-                free(json);
+                write_status_optime_only(h, h->cd.checkpoint_lsn);
             }
             if (dcs_delete_leader(h->dcs) == 1)
                 log_info("Leader key released");
@@ -2326,6 +2573,10 @@ out:
     dcs_free(h.dcs);
     free(h.bin_dir);
     free(h.last_status);
+    pg_slots_free(h.slot_rows, h.n_slot_rows);
+    retain_timers_clear(&h.retain);
+    free(h.slots_errors_logged);
+    strlist_clear(&h.slots_not_copied_logged);
     free(h.applied_conf);
     cJSON_Delete(h.pending_reason);
     free(h.ssn);

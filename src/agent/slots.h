@@ -1,0 +1,122 @@
+/* Replication slots (spec §4.11): the pure part. From the cluster view, the dynamic configuration,
+ * this node's name, role, PostgreSQL version and tags, and the rows of pg_replication_slots, work out
+ * which slots this node should have (member slots, retained member slots, permanent slots) and the
+ * actions that get it there: drop, create, advance. Also what the leader publishes in /status
+ * (`slots`, `retain_slots`). Nothing here talks to PostgreSQL or the DCS; ha.c executes the plan. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/config.h"
+#include "common/util.h"
+#include "dcs/cluster.h"
+
+typedef struct cJSON cJSON;
+
+/* One row of pg_replication_slots (temporary slots are not listed). */
+typedef struct PgSlot {
+    char *name;
+    bool logical;
+    char *plugin, *database;       /* logical slots only, else NULL */
+    bool active;
+    bool has_xmin;                 /* xmin IS NOT NULL (hot_standby_feedback through the slot) */
+    long long restart_lsn;         /* 0 when NULL */
+    long long confirmed_flush_lsn; /* 0 when NULL */
+} PgSlot;
+
+void pg_slots_free(PgSlot *slots, size_t n);
+
+typedef enum SlotRole {
+    SLOT_ROLE_REPLICA,
+    SLOT_ROLE_PRIMARY,        /* PostgreSQL runs as a primary */
+    SLOT_ROLE_STANDBY_LEADER, /* lock holder of a standby cluster */
+} SlotRole;
+
+typedef struct SlotsInput {
+    const Cluster *cluster;
+    const DynConfig *dyn;
+    const char *name;              /* this node's member name */
+    SlotRole role;
+    int pg_major;                  /* 13, 16, ...; "advance" features need 11 */
+    bool nofailover, nostream;     /* this node's tags */
+    const char *replicatefrom;
+    bool paused;
+    const PgSlot *slots;           /* pg_replication_slots */
+    size_t n_slots;
+    long long replay_lsn;          /* replicas: logical slots are not advanced past it */
+} SlotsInput;
+
+/* A slot this node should have. */
+typedef struct ExpectedSlot {
+    char *name;
+    bool logical;
+    char *database, *plugin;       /* logical */
+    long long lsn;                 /* position published by the leader (0: unknown) */
+    int expected_active;           /* 1: something streams from it here, 0: nothing should, -1: unknown */
+    bool permanent;
+} ExpectedSlot;
+
+typedef enum SlotActionKind {
+    SLOT_ACT_DROP,
+    SLOT_ACT_CREATE_PHYSICAL,
+    SLOT_ACT_CREATE_LOGICAL,
+    SLOT_ACT_ADVANCE,              /* pg_replication_slot_advance(name, lsn); logical ones in `database` */
+} SlotActionKind;
+
+typedef enum SlotDropReason {
+    SLOT_DROP_UNKNOWN,             /* not expected, not ignored */
+    SLOT_DROP_MISMATCH,            /* type/plugin/database differ from the configuration: recreated */
+    SLOT_DROP_XMIN,                /* physical, not expected to be active, but holds an xmin: recreated */
+    SLOT_DROP_NO_RESTART_LSN,      /* physical without restart_lsn (created by someone else): recreated later */
+} SlotDropReason;
+
+typedef struct SlotAction {
+    SlotActionKind kind;
+    SlotDropReason reason;         /* SLOT_ACT_DROP */
+    char *name;
+    bool logical;
+    char *database, *plugin;
+    long long lsn;                 /* SLOT_ACT_ADVANCE */
+    char *detail;                  /* the log line's explanation (drops), or NULL */
+} SlotAction;
+
+typedef struct SlotsPlan {
+    ExpectedSlot *expected;
+    size_t n_expected;
+    SlotAction *actions;           /* in execution order; a create after a failed drop of the same name is skipped */
+    size_t n_actions;
+    StrList errors;                /* configuration problems (bad permanent slots, conflicting member names) */
+    StrList not_copied;            /* logical slots expected on this replica that pgha does not copy */
+} SlotsPlan;
+
+/* The plan for one HA cycle. With no /config in the DCS nothing is managed (empty plan). */
+void slots_plan(const SlotsInput *in, SlotsPlan *ret);
+void slots_plan_free(SlotsPlan *p);
+const ExpectedSlot *slots_plan_find(const SlotsPlan *p, const char *name);
+
+/* Does a slot match an `ignore_slots` matcher (name/type/database/plugin, each optional)? */
+bool slots_ignored(const YNode *ignore_slots, const PgSlot *s);
+
+/* The leader's /status `slots` (spec §1.2): the managed slots that exist here with their position
+ * (physical: restart_lsn, logical: confirmed_flush_lsn) plus our own member slot at `own_lsn`;
+ * with member_slots_ttl 0 only permanent slots. NULL before PostgreSQL 11 or when empty. */
+cJSON *slots_status_slots(const SlotsInput *in, const SlotsPlan *plan, long long own_lsn);
+
+/* The leader's memory of member slots: when it last saw each (monotonic seconds). */
+typedef struct RetainTimers {
+    char **names;
+    double *seen;
+    size_t n;
+    bool started;                  /* seeded from the DCS's retain_slots in this term as leader */
+} RetainTimers;
+
+void retain_timers_clear(RetainTimers *t);
+
+/* Update the timers for one leader cycle and return the sorted `retain_slots` (spec §4.11): the
+ * first call of a term (after retain_timers_clear) starts a timer for every name in the DCS's
+ * retain_slots, so a new leader restarts them; member slots present in `published` (non-permanent,
+ * member key present, our own included) are refreshed; timers older than member_slots_ttl expire
+ * (names appended to `expired`). */
+void retain_update(RetainTimers *t, const SlotsInput *in, const cJSON *published, double now, StrList *ret_retain,
+                   StrList *ret_expired);
