@@ -1,0 +1,165 @@
+"""Replication slots (spec §4.11, /status §1.2) against real etcd, PostgreSQL and pgha processes.
+
+One 3-node cluster with ttl 10 (pgha.allow_short_ttl), loop_wait 2, member_slots_ttl 15, wal_level logical
+and two permanent slots (one physical, one logical with test_decoding). In order: the slots of a healthy
+cluster on every node and in /status; kill -9 of the primary (agent and postmaster) and the slots of the new
+topology; the dead member's slot retained for member_slots_ttl, then dropped everywhere; the member comes
+back and gets its slot again."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import pghatest as h
+from hacluster import HaCluster
+
+pytestmark = pytest.mark.needs_root
+
+TTL = 10
+MEMBER_SLOTS_TTL = 15
+PERM_PHYS = "perm_phys"
+PERM_LOGICAL = "perm_logical"
+DCS = {
+    "ttl": TTL,
+    "loop_wait": 2,
+    "retry_timeout": 3,
+    "member_slots_ttl": MEMBER_SLOTS_TTL,
+    "slots": {
+        PERM_PHYS: {"type": "physical"},
+        PERM_LOGICAL: {"type": "logical", "database": "postgres", "plugin": "test_decoding"},
+    },
+    "ignore_slots": [{"name": "unmanaged"}],
+    "postgresql": {"parameters": {"wal_level": "logical"}},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(request, run_dir):
+    c = HaCluster(run_dir.subdir("slots"), n=3, bootstrap={"dcs": DCS}, pgha={"allow_short_ttl": True})
+    c.start(["node1"])
+    c.wait_leader(60)
+    c.start(["node2", "node3"])
+    yield c
+    c.destroy(keep=request.session.testsfailed > 0 and h.keep_requested())
+
+
+def slots(cluster, name):
+    """{slot_name: slot_type} of a node's PostgreSQL (temporary slots left out)."""
+    try:
+        rows = cluster.sql(name, "SELECT slot_name, slot_type FROM pg_replication_slots WHERE NOT temporary")
+    except Exception:  # noqa: BLE001 - the node may be restarting
+        return None
+    return {r[0]: r[1] for r in rows}
+
+
+def status(cluster):
+    v = cluster.etcd.get(cluster.key("status"))
+    return json.loads(v) if v else {}
+
+
+def expected_slots(node, nodes, primary):
+    """What a node should have: physical slots for every other member and the permanent physical slot;
+    the primary also has the logical one (pgha does not copy logical slots to replicas)."""
+    want = {n: "physical" for n in nodes if n != node}
+    want[PERM_PHYS] = "physical"
+    if node == primary:
+        want[PERM_LOGICAL] = "logical"
+    return want
+
+
+def wait_slots(cluster, node, want, timeout=40):
+    return h.wait_until(lambda: slots(cluster, node) == want, timeout,
+                        msg=f"slots on {node} to be {want} (have {slots(cluster, node)})")
+
+
+def test_slots_on_every_node_and_in_status(cluster):
+    leader = cluster.wait_healthy()
+    assert leader == "node1"
+    nodes = list(cluster.nodes)
+    for n in nodes:
+        wait_slots(cluster, n, expected_slots(n, nodes, leader))
+    # the replicas stream through their slots on the primary
+    rows = cluster.sql(leader, "SELECT slot_name FROM pg_replication_slots WHERE active ORDER BY 1")
+    assert [r[0] for r in rows] == ["node2", "node3"]
+    # /status: optime, every managed slot of the leader with its position plus its own, retain_slots
+    st = h.wait_until(lambda: (lambda s: s if set(s.get("slots", {})) == {"node1", "node2", "node3", PERM_PHYS,
+                                                                             PERM_LOGICAL} else None)(status(cluster)),
+                      30, msg="/status to publish the slots")
+    assert list(st) == ["optime", "slots", "retain_slots"]
+    assert st["retain_slots"] == ["node1", "node2", "node3"]
+    assert all(isinstance(v, int) and v > 0 for v in st["slots"].values())
+    # an unexpected slot is dropped everywhere, an ignored one is kept
+    cluster.sql(leader, "SELECT pg_create_physical_replication_slot('stray', true)")
+    cluster.sql(leader, "SELECT pg_create_physical_replication_slot('unmanaged', true)")
+    cluster.sql("node2", "SELECT pg_create_physical_replication_slot('stray2', true)")
+    h.wait_until(lambda: "stray" not in slots(cluster, leader) and "stray2" not in slots(cluster, "node2"), 20)
+    assert "unmanaged" in slots(cluster, leader)
+    cluster.sql(leader, "SELECT pg_drop_replication_slot('unmanaged')")
+    assert "Trying to drop unknown replication slot 'stray'" in cluster.nodes[leader].log_text()
+    # the replicas advance their copy of the leader's slot to the position the leader publishes
+    cluster.sql(leader, "CREATE TABLE s (id int)")
+    cluster.sql(leader, "INSERT INTO s SELECT generate_series(1, 1000)")
+    cluster.sql(leader, "CHECKPOINT")
+    optime = h.wait_until(lambda: (lambda s: s["slots"]["node1"] if s["slots"]["node1"] > st["slots"]["node1"]
+                                   else None)(status(cluster)), 30)
+    for n in ("node2", "node3"):
+        h.wait_until(lambda n=n: cluster.sql(n, "SELECT pg_wal_lsn_diff(restart_lsn, '0/0')::bigint FROM "
+                                                "pg_replication_slots WHERE slot_name = 'node1'")[0][0] >= optime,
+                     30, msg=f"{n}'s slot node1 advanced to {optime}")
+    # Debian's patronictl (Patroni 3.0) still reads the cluster with the 4.0 /status format
+    if shutil.which("patronictl"):
+        cfg = os.path.join(cluster.basedir, "patronictl.yml")
+        with open(cfg, "w") as f:
+            f.write(f"scope: {cluster.scope}\nnamespace: /service/\netcd3:\n  hosts: {','.join(cluster.etcd.endpoints)}\n")
+        out = subprocess.run(["patronictl", "-c", cfg, "list", "-f", "json"], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert sorted(m["Member"] for m in json.loads(out.stdout)) == ["node1", "node2", "node3"]
+
+
+def test_failover_moves_the_slots_and_the_dead_members_slot_expires(cluster):
+    old = cluster.wait_healthy()
+    nodes = list(cluster.nodes)
+    cluster.nodes[old].kill9(postmaster=True)
+    new = cluster.wait_leader(TTL + 15, exclude=(old,))
+    h.wait_until(lambda: cluster.is_primary(new), 30)
+    promoted = time.monotonic()
+    third = [n for n in nodes if n not in (old, new)][0]
+    # the new primary: slots for the others (the dead one's retained), both permanent slots; the
+    # logical slot is created anew there
+    wait_slots(cluster, new, expected_slots(new, nodes, new), 30)
+    wait_slots(cluster, third, expected_slots(third, nodes, new), 30)
+    cluster.wait_streaming(new, [third], 60)
+    rows = cluster.sql(new, "SELECT slot_name FROM pg_replication_slots WHERE active")
+    assert [r[0] for r in rows] == [third]
+    # the dead member's key expires with its lease; its slot stays in retain_slots for member_slots_ttl
+    h.wait_until(lambda: cluster.member(old) is None, TTL + 10, msg=f"members/{old} to expire")
+    assert old in status(cluster).get("retain_slots", [])
+    assert old in slots(cluster, new) and old in slots(cluster, third)
+    # ... then it is dropped on every node and no longer retained
+    want_new = {k: v for k, v in expected_slots(new, nodes, new).items() if k != old}
+    want_third = {k: v for k, v in expected_slots(third, nodes, new).items() if k != old}
+    wait_slots(cluster, new, want_new, MEMBER_SLOTS_TTL + 20)
+    wait_slots(cluster, third, want_third, 20)
+    took = time.monotonic() - promoted
+    assert took >= MEMBER_SLOTS_TTL - 1, f"the slot of {old} was dropped after {took:.1f}s"
+    h.wait_until(lambda: old not in status(cluster).get("retain_slots", []), 10)
+    st = status(cluster)
+    assert old not in st["slots"] and sorted(st["retain_slots"]) == sorted([new, third])
+    log = cluster.nodes[new].log_text()
+    assert f"Replication slot '{old}' for absent cluster member is expired after {MEMBER_SLOTS_TTL} sec." in log
+    assert f"Dropped replication slot '{old}'" in log
+    # the member comes back (pg_rewind) and gets its slots again
+    cluster.nodes[old].start()
+    cluster.wait_streaming(new, [third, old], 120)
+    for n in (new, third):
+        wait_slots(cluster, n, expected_slots(n, nodes, new), 40)
+    # the rejoined node may keep its old copy of the logical slot (pg_rewind leaves pg_replslot alone)
+    want_old = expected_slots(old, nodes, new)
+    h.wait_until(lambda: {k: v for k, v in (slots(cluster, old) or {}).items() if k != PERM_LOGICAL} == want_old,
+                 40, msg=f"slots on {old} to be {want_old} (have {slots(cluster, old)})")
+    h.wait_until(lambda: sorted(status(cluster).get("retain_slots", [])) == sorted(nodes), 20)
