@@ -25,6 +25,7 @@
 #include "common/json.h"
 #include "common/sdnotify.h"
 #include "dcs/dcs.h"
+#include "dcs/curlinit.h"
 #include "pg/pg.h"
 #include "restapi/restapi.h"
 
@@ -2198,7 +2199,7 @@ int ha_run(Agent *a) {
         rc = 1;
         goto out;
     }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    pgha_curl_global_init();
     if (!wait_for_dcs(&h, a->signal_fd)) {
         rc = h.stopping ? 0 : 1;
         goto out;

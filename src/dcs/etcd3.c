@@ -23,6 +23,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "dcs/dcs.h"
+#include "dcs/curlinit.h"
 
 #define MAX_RESPONSE (64u * 1024 * 1024)
 
@@ -90,8 +91,6 @@ struct Dcs {
     _Atomic unsigned long long st_requests, st_sent, st_received, st_events, st_reconnects;
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 static void set_error(Dcs *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_error(Dcs *d, const char *fmt, ...) {
@@ -164,7 +163,7 @@ static char *parse_url(const char *url, char **user, char **pass) {
 }
 
 Dcs *dcs_new(const PghaConfig *cfg, char **ret_error) {
-    pthread_once(&curl_once, curl_init_once);
+    pgha_curl_global_init();
     Dcs *d = xcalloc(1, sizeof *d);
     pthread_mutex_init(&d->lock, NULL);
     pthread_mutex_init(&d->req_lock, NULL);
