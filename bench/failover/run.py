@@ -165,6 +165,22 @@ def rss_cpu(pid):
     return rss, ticks / os.sysconf("SC_CLK_TCK")
 
 
+def smaps(pid):
+    """Rss, Pss and anonymous memory (kB) of the process, and the resident kB of each mapped file."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        roll = {l.split(":")[0]: int(l.split()[1]) for l in f if l.split()[-1] == "kB"}
+    per_file, name = {}, None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split()[0]
+            if "-" in first and not first.endswith(":"):
+                parts = line.split()
+                name = os.path.basename(parts[5]) if len(parts) > 5 else "[anon]"
+            elif first == "Rss:":
+                per_file[name] = per_file.get(name, 0) + int(line.split()[1])
+    return roll, per_file
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ttl", type=int, default=30)
@@ -174,6 +190,8 @@ def main():
     ap.add_argument("--steady", type=int, default=60)
     ap.add_argument("--allow-short-ttl", action="store_true", help="set pgha.allow_short_ttl (ttl below 20)")
     ap.add_argument("--stress", type=int, default=0, help="seconds of load that must not cause a failover")
+    ap.add_argument("--rss-only", action="store_true",
+                    help="only the steady-state memory figures, with a per-mapping breakdown (no failover runs)")
     args = ap.parse_args()
     h.install_safety_net()
     rd = h.RunDir()
@@ -200,6 +218,20 @@ def main():
         before = {n: rss_cpu(p) for n, p in pids.items()}
         time.sleep(args.steady)
         after = {n: rss_cpu(p) for n, p in pids.items()}
+        if args.rss_only:
+            for w in writers:
+                w.stop = True
+            watch.close()
+            for n, p in pids.items():
+                roll, per_file = smaps(p)
+                cpu = (after[n][1] - before[n][1]) / args.steady * 100
+                print(f"agent {n}: RSS {roll['Rss'] / 1024:.2f} MB, PSS {roll['Pss'] / 1024:.2f} MB, "
+                      f"anonymous {roll['Anonymous'] / 1024:.2f} MB, CPU {cpu:.2f} % over {args.steady} s")
+                top = sorted(per_file.items(), key=lambda kv: -kv[1])[:12]
+                print("    " + ", ".join(f"{k} {v}" for k, v in top))
+            print(f"\nreproduce: sudo /usr/bin/python3 bench/failover/run.py --rss-only --steady {args.steady}")
+            failed = False
+            return
 
         stress_report = None
         if args.stress:

@@ -289,7 +289,7 @@ static const char *follow_target(const Observation *o) {
     if (o->cfg->tags.replicatefrom && cluster_get_member(c, o->cfg->tags.replicatefrom) &&
         !streq(o->cfg->tags.replicatefrom, o->cfg->name))
         return o->cfg->tags.replicatefrom;
-    return c && c->leader ? c->leader->name : NULL;
+    return c && c->leader && !c->leader->corrupt ? c->leader->name : NULL;
 }
 
 /* A member to clone from: a running `clonefrom` member other than us and the leader, else the leader. */
@@ -400,6 +400,10 @@ void decide(const Observation *o, Decision *d) {
         }
         if (!c->leader && !c->has_initialize && !nofailover(o->cfg) && config_is_set(o->cfg, "bootstrap")) {
             set(d, HA_BOOTSTRAP, NULL, "trying to bootstrap a new cluster");
+            return;
+        }
+        if (c->leader && c->leader->corrupt) {
+            set(d, HA_NONE, NULL, "not cloning: the leader key names no member (locked by an unknown holder)");
             return;
         }
         if (c->leader) {
@@ -534,7 +538,13 @@ void decide(const Observation *o, Decision *d) {
             return;
         }
         d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
-        set(d, HA_DEMOTE, c->leader->name, "demoting self because I do not have the lock and I was a leader");
+        set(d, HA_DEMOTE, c->leader->corrupt ? NULL : c->leader->name,
+            "demoting self because I do not have the lock and I was a leader");
+        return;
+    }
+    if (c->leader->corrupt) {
+        set(d, HA_NONE, l->following, "%sno action: the leader key names no member (locked by an unknown holder)",
+            pause_prefix);
         return;
     }
     const char *t = follow_target(o);

@@ -26,6 +26,7 @@
 #include "common/json.h"
 #include "common/sdnotify.h"
 #include "dcs/dcs.h"
+#include "dcs/curlinit.h"
 #include "pg/pg.h"
 #include "restapi/restapi.h"
 
@@ -40,6 +41,7 @@ typedef struct Task {
     char host[256];
     int port;
     bool crash_recovery; /* rewind: finish crash recovery first */
+    PgChild child;       /* the tool it runs, stopped at shutdown (shutdown_ha) */
     struct Ha *ha;
 } Task;
 
@@ -693,6 +695,7 @@ static void *task_main(void *arg) {
     const PghaConfig *cfg = cfg_of(h);
     char *err = NULL;
     int r = 0;
+    pg_child_bind(&t->child);
     switch (t->kind) {
     case TASK_BOOTSTRAP: r = pg_initdb(cfg, h->bin_dir, &err); break;
     case TASK_CLONE: r = pg_basebackup(cfg, h->bin_dir, t->host, t->port, &err); break;
@@ -704,6 +707,7 @@ static void *task_main(void *arg) {
         break;
     default: break;
     }
+    pg_child_bind(NULL);
     t->result = r;
     t->error = err;
     t->done = true;
@@ -724,9 +728,11 @@ static void task_start(Ha *h, TaskKind kind, const char *host, int port, bool cr
     Task *t = &h->task;
     free(t->error);
     *t = (Task){.kind = kind, .ha = h, .port = port, .crash_recovery = crash_recovery};
+    pg_child_init(&t->child);
     snprintf(t->host, sizeof t->host, "%s", host ? host : "");
     if (pthread_create(&t->thread, NULL, task_main, t) != 0) {
         log_error("cannot start the %s task: %s", task_name(kind), strerror(errno));
+        pg_child_destroy(&t->child);
         t->kind = TASK_NONE;
     }
 }
@@ -1787,6 +1793,7 @@ static void finish_task(Ha *h) {
     if (t->kind == TASK_NONE || !t->done)
         return;
     pthread_join(t->thread, NULL);
+    pg_child_destroy(&t->child);
     TaskKind kind = t->kind;
     int r = t->result;
     char *err = t->error;
@@ -2406,10 +2413,28 @@ static void shutdown_ha(Ha *h) {
     sdn_stopping();
     const PghaConfig *cfg = cfg_of(h);
     if (h->task.kind != TASK_NONE) {
-        log_info("waiting for the %s task to finish", task_name(h->task.kind));
-        pthread_join(h->task.thread, NULL);
-        free(h->task.error);
-        h->task.kind = TASK_NONE;
+        /* Like Patroni's cancellable subprocesses: a clone or rewind is stopped, not waited for
+         * (pg_basebackup can run for hours). pg_basebackup's failure path removes the half-cloned
+         * data directory; an interrupted pg_rewind leaves a data directory that the next start
+         * rewinds again (its control file is only updated when it finishes). initdb is waited for. */
+        Task *t = &h->task;
+        if (t->kind != TASK_BOOTSTRAP && !t->done) {
+            log_info("stopping the %s task", task_name(t->kind));
+            pg_child_cancel(&t->child, SIGTERM);
+            for (int i = 0; i < 50 && !t->done; i++)
+                usleep(100 * 1000);
+            if (!t->done) {
+                log_warning("the %s task did not stop within 5 s; killing it", task_name(t->kind));
+                pg_child_cancel(&t->child, SIGKILL);
+            }
+        } else {
+            log_info("waiting for the %s task to finish", task_name(t->kind));
+        }
+        pthread_join(t->thread, NULL);
+        pg_child_destroy(&t->child);
+        free(t->error);
+        t->error = NULL;
+        t->kind = TASK_NONE;
     }
     bool paused = dyn_of(h)->pause;
     bool leader = h->cluster && h->cluster->leader && streq(h->cluster->leader->name, cfg->name);
@@ -2445,7 +2470,7 @@ int ha_run(Agent *a) {
         rc = 1;
         goto out;
     }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    pgha_curl_global_init();
     if (!wait_for_dcs(&h, a->signal_fd)) {
         rc = h.stopping ? 0 : 1;
         goto out;

@@ -1,4 +1,4 @@
-/* The only module that talks to libsystemd: readiness, reload, stop and watchdog notifications.
+/* systemd notifications (the sd_notify protocol, without libsystemd): readiness, reload, stop and watchdog notifications.
  * Every call is a no-op when NOTIFY_SOCKET is not set (not started by systemd). */
 #pragma once
 

@@ -40,18 +40,24 @@ static struct {
 } warned[64];
 static unsigned warned_next;
 
-static void warn_corrupt(const char *key, long long rev, const char *what) {
+/* Once per (key, revision): the cluster is decoded every loop and at every REST request. */
+static bool first_report(const char *key, long long rev) {
     pthread_mutex_lock(&warned_lock);
     for (size_t i = 0; i < ELEMENTSOF(warned); i++)
         if (warned[i].rev == rev && strncmp(warned[i].key, key, sizeof warned[i].key - 1) == 0) {
             pthread_mutex_unlock(&warned_lock);
-            return;
+            return false;
         }
     unsigned slot = warned_next++ % ELEMENTSOF(warned);
     snprintf(warned[slot].key, sizeof warned[slot].key, "%s", key);
     warned[slot].rev = rev;
     pthread_mutex_unlock(&warned_lock);
-    log_warning("ignoring the value of %s in the DCS (revision %lld): %s", key, rev, what);
+    return true;
+}
+
+static void warn_corrupt(const char *key, long long rev, const char *what) {
+    if (first_report(key, rev))
+        log_warning("ignoring the value of %s in the DCS (revision %lld): %s", key, rev, what);
 }
 
 /* ---- members ---- */
@@ -399,6 +405,10 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
         if (kv->mod_revision > c->revision)
             c->revision = kv->mod_revision;
         const char *rel = kv->key + pl;
+        if (strcmp(rel, "leader") == 0) {
+            leader_kv = kv; /* a corrupt value still means a held key: decoded below */
+            continue;
+        }
         if (strlen(kv->value) != kv->value_len) {
             warn_corrupt(kv->key, kv->mod_revision, "value contains NUL bytes");
             continue;
@@ -418,8 +428,6 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
                 c->config = cJSON_CreateObject();
                 c->config_version = 0;
             }
-        } else if (strcmp(rel, "leader") == 0) {
-            leader_kv = kv;
         } else if (strcmp(rel, "failover") == 0) {
             decode_failover(&c->failover, kv);
         } else if (strcmp(rel, "sync") == 0) {
@@ -469,12 +477,28 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
             warn_corrupt(optime_kv->key, optime_kv->mod_revision, "not an integer");
         }
     }
-    if (leader_kv && leader_kv->value[0]) {
+    if (leader_kv) {
         c->leader = xcalloc(1, sizeof(Leader));
-        c->leader->name = xstrdup(leader_kv->value);
         c->leader->version = leader_kv->mod_revision;
         c->leader->session = xstrdup(leader_kv->lease);
-        c->leader->member = cluster_get_member(c, c->leader->name);
+        bool has_nul = strlen(leader_kv->value) != leader_kv->value_len;
+        if (has_nul || !leader_kv->value[0]) {
+            /* Present but naming nobody (hand-written, or a bug elsewhere): the key, and perhaps the lease
+             * of a primary that still runs, are there, so the cluster is locked by an unknown holder.
+             * Nobody promotes, follows or clones from it until the key is deleted or its lease expires
+             * (Patroni would read an empty name as unlocked; its create-if-absent race then fails
+             * anyway while the key exists). */
+            c->leader->corrupt = true;
+            c->leader->name = xstrdup("");
+            if (first_report(leader_kv->key, leader_kv->mod_revision))
+                log_error("the leader key %s (revision %lld, lease %s) %s: the cluster is treated as locked by an "
+                          "unknown holder; nobody takes over until the key is deleted or its lease expires",
+                          leader_kv->key, leader_kv->mod_revision, leader_kv->lease ? leader_kv->lease : "none",
+                          has_nul ? "contains a NUL byte" : "is empty");
+        } else {
+            c->leader->name = xstrdup(leader_kv->value);
+            c->leader->member = cluster_get_member(c, c->leader->name);
+        }
     }
     return c;
 }

@@ -47,6 +47,8 @@ typedef struct Leader {
     long long version;
     char *session;
     const Member *member;          /* borrowed from Cluster.members, or NULL */
+    bool corrupt;                  /* the key exists but names nobody (empty, NUL byte): name is "",
+                                      the holder is unknown */
 } Leader;
 
 typedef struct Failover {

@@ -32,6 +32,7 @@ void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout);
 /* Find the API version, discover the etcd members, authenticate. */
 int dcs_connect(Dcs *d);
 
+/* The last error of a call made by the calling thread (a per-thread buffer, valid until its next call). */
 const char *dcs_error(const Dcs *d);
 const char *dcs_base_path_of(const Dcs *d);  /* "/service/batman" */
 const char *dcs_endpoint(Dcs *d, char *buf, size_t len); /* the endpoint in use */

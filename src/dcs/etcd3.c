@@ -23,6 +23,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "dcs/dcs.h"
+#include "dcs/curlinit.h"
 
 #define MAX_RESPONSE (64u * 1024 * 1024)
 
@@ -57,7 +58,7 @@ struct Dcs {
     long long cluster_id;
     long long raft_term;
     usec_t members_refreshed;
-    char error[1024];
+    char last_error[1024]; /* under lock: the last error of any thread (the watch thread's, for others) */
 
     /* the caller-side connection */
     pthread_mutex_t req_lock;
@@ -90,20 +91,27 @@ struct Dcs {
     _Atomic unsigned long long st_requests, st_sent, st_received, st_events, st_reconnects;
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 static void set_error(Dcs *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* dcs_error() is per thread: the HA loop, the REST threads and the watch thread each call into the
+ * client, and one shared buffer would let one thread's message be overwritten (or read half-written)
+ * by another's. */
+static _Thread_local char thread_error[1024];
+
 static void set_error(Dcs *d, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    pthread_mutex_lock(&d->lock);
-    vsnprintf(d->error, sizeof d->error, fmt, ap);
-    pthread_mutex_unlock(&d->lock);
+    vsnprintf(thread_error, sizeof thread_error, fmt, ap);
     va_end(ap);
+    pthread_mutex_lock(&d->lock);
+    memcpy(d->last_error, thread_error, sizeof d->last_error);
+    pthread_mutex_unlock(&d->lock);
 }
 
-const char *dcs_error(const Dcs *d) { return d->error; }
+const char *dcs_error(const Dcs *d) {
+    (void)d;
+    return thread_error;
+}
 const char *dcs_base_path_of(const Dcs *d) { return d->base; }
 long long dcs_lease_id(const Dcs *d) { return d->lease_id; }
 
@@ -164,7 +172,7 @@ static char *parse_url(const char *url, char **user, char **pass) {
 }
 
 Dcs *dcs_new(const PghaConfig *cfg, char **ret_error) {
-    pthread_once(&curl_once, curl_init_once);
+    pgha_curl_global_init();
     Dcs *d = xcalloc(1, sizeof *d);
     pthread_mutex_init(&d->lock, NULL);
     pthread_mutex_init(&d->req_lock, NULL);
@@ -466,7 +474,7 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
 static int authenticate_locked(Dcs *d, Conn *c, const char *endpoint, long timeout_ms, char *err, size_t errlen);
 
 /* A unary call with failover between endpoints, bounded by retry_timeout. The caller holds
- * req_lock. Returns 0 and the answer, or a negative errno with d->error set.
+ * req_lock. Returns 0 and the answer, or a negative errno with dcs_error() set.
  *
  * Like Patroni's api_execute(): a round tries the endpoints in turn, each with the time left split
  * over as many of them as get at least 1 s (1-node clusters up to 3 tries, 2-node clusters up to 2
@@ -1023,8 +1031,12 @@ int dcs_get_cluster(Dcs *d, Cluster **ret) {
         }
         pthread_mutex_unlock(&d->cache_lock);
         /* the watch could not rebuild the cache in time: the DCS is not usable now */
-        if (d->error[0] == '\0')
-            set_error(d, "the DCS cache was not ready within retry_timeout (%d s)", (int)d->retry_timeout);
+        char last[sizeof d->last_error];
+        pthread_mutex_lock(&d->lock);
+        memcpy(last, d->last_error, sizeof last);
+        pthread_mutex_unlock(&d->lock);
+        set_error(d, "the DCS cache was not ready within retry_timeout (%d s)%s%s", (int)d->retry_timeout,
+                  last[0] ? "; last error: " : "", last);
         return -ETIMEDOUT;
     }
     pthread_mutex_unlock(&d->cache_lock);

@@ -225,9 +225,11 @@ int pg_basebackup(const PghaConfig *cfg, const char *bin_dir, const char *host, 
     _cleanup_free_ char *dsn = conninfo(&cfg->postgresql.replication, host, port, cfg->postgresql.database,
                                         cfg->postgresql.pgpass);
     int r = -EIO;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (attempt > 0)
-            sleep(5);
+    for (int attempt = 0; attempt < 2 && !pg_child_cancelled(); attempt++) {
+        for (int i = 0; attempt > 0 && i < 50 && !pg_child_cancelled(); i++)
+            usleep(100 * 1000);
+        if (pg_child_cancelled())
+            break;
         (void)pg_remove_data_directory(dir, ret_error);
         free(*ret_error);
         *ret_error = NULL;
@@ -256,6 +258,8 @@ int pg_basebackup(const PghaConfig *cfg, const char *bin_dir, const char *host, 
         *ret_error = xasprintf("pg_basebackup from %s:%d failed (exit %d): %s", host, port, r, output_tail(out));
         free(out);
     }
+    if (pg_child_cancelled() && !*ret_error)
+        *ret_error = xasprintf("pg_basebackup from %s:%d cancelled", host, port);
     char *ignored = NULL;
     (void)pg_remove_data_directory(dir, &ignored);
     free(ignored);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -66,8 +67,29 @@ bool pg_is_postmaster_of(pid_t pid, const char *data_dir);
 int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout);
 
 /* Run a command, wait for it (up to timeout; killed after), capture stdout+stderr. Returns the
- * exit status (>= 0), or -errno. */
+ * exit status (>= 0), or -errno (-ECANCELED: cancelled through the thread's PgChild before it ran).
+ * argv[0] without a '/' is looked up in PATH; extra_env ("NAME=value") adds to or replaces the
+ * environment. Everything the child needs is prepared before fork(): between fork() and execve() the
+ * child calls only async-signal-safe functions (the agent is multi-threaded). The child runs in a
+ * process group of its own. */
 int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, char **ret_output);
+
+/* A long-running tool (pg_basebackup, pg_rewind) that another thread may have to stop: a worker thread
+ * binds a PgChild with pg_child_bind(); run_command() in that thread then publishes its child's pid
+ * there, and pg_child_cancel() from any thread kills the child's process group and makes the thread's
+ * later run_command() calls fail with -ECANCELED. */
+typedef struct PgChild {
+    pthread_mutex_t lock;
+    pid_t pid;       /* the running child (its process group), 0 when none */
+    bool cancelled;
+} PgChild;
+void pg_child_init(PgChild *c);
+void pg_child_destroy(PgChild *c);
+void pg_child_bind(PgChild *c); /* for the calling thread; NULL unbinds */
+/* Mark cancelled and send sig to the running child's process group (if any). */
+void pg_child_cancel(PgChild *c, int sig);
+/* Has the calling thread's bound PgChild been cancelled? */
+bool pg_child_cancelled(void);
 
 /* ---- connections and the status query ---- */
 

@@ -178,24 +178,116 @@ int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout) {
     return -ETIMEDOUT;
 }
 
+/* ---- cancellable children ---- */
+
+static _Thread_local PgChild *bound_child;
+
+void pg_child_init(PgChild *c) {
+    pthread_mutex_init(&c->lock, NULL);
+    c->pid = 0;
+    c->cancelled = false;
+}
+
+void pg_child_destroy(PgChild *c) { pthread_mutex_destroy(&c->lock); }
+
+void pg_child_bind(PgChild *c) { bound_child = c; }
+
+void pg_child_cancel(PgChild *c, int sig) {
+    pthread_mutex_lock(&c->lock);
+    c->cancelled = true;
+    if (c->pid > 0)
+        (void)kill(-c->pid, sig); /* the group exists until run_command reaps its leader */
+    pthread_mutex_unlock(&c->lock);
+}
+
+bool pg_child_cancelled(void) {
+    PgChild *c = bound_child;
+    if (!c)
+        return false;
+    pthread_mutex_lock(&c->lock);
+    bool r = c->cancelled;
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+/* ---- run_command ---- */
+
+/* The environment for the child: ours, with extra ("NAME=value") added or replacing. The strings are
+ * borrowed, only the array is allocated. */
+static char **build_envp(const StrList *extra) {
+    extern char **environ;
+    size_t n = 0;
+    while (environ && environ[n])
+        n++;
+    size_t ne = extra ? extra->n : 0;
+    char **envp = xcalloc(n + ne + 1, sizeof(char *));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < ne && !replaced; j++) {
+            const char *eq = strchr(extra->v[j], '=');
+            size_t len = eq ? (size_t)(eq - extra->v[j]) : strlen(extra->v[j]);
+            replaced = strncmp(environ[i], extra->v[j], len) == 0 && environ[i][len] == '=';
+        }
+        if (!replaced)
+            envp[k++] = environ[i];
+    }
+    for (size_t j = 0; j < ne; j++)
+        if (strchr(extra->v[j], '='))
+            envp[k++] = extra->v[j];
+    envp[k] = NULL;
+    return envp;
+}
+
+/* execvp's lookup, done before fork(): the first executable PATH entry, else the name itself (execve
+ * then fails with ENOENT, reported to the caller). */
+static char *resolve_path(const char *name) {
+    if (strchr(name, '/'))
+        return xstrdup(name);
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    for (const char *p = path;;) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        char *cand = len ? xasprintf("%.*s/%s", (int)len, p, name) : xasprintf("./%s", name);
+        if (access(cand, X_OK) == 0)
+            return cand;
+        free(cand);
+        if (!colon)
+            break;
+        p = colon + 1;
+    }
+    return xstrdup(name);
+}
+
 int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, char **ret_output) {
     if (ret_output)
         *ret_output = NULL;
-    int out[2];
+    if (!argv || argv->n == 0)
+        return -EINVAL;
+    PgChild *child = bound_child;
+    if (pg_child_cancelled())
+        return -ECANCELED;
+    int out[2], errpipe[2];
     if (pipe2(out, O_CLOEXEC) < 0)
         return -errno;
-    char **av = xcalloc(argv->n + 1, sizeof(char *));
-    for (size_t i = 0; i < argv->n; i++)
-        av[i] = argv->v[i];
-    pid_t pid = fork();
-    if (pid < 0) {
+    if (pipe2(errpipe, O_CLOEXEC) < 0) {
         int e = errno;
         close(out[0]);
         close(out[1]);
-        free(av);
         return -e;
     }
+    char **av = xcalloc(argv->n + 1, sizeof(char *));
+    for (size_t i = 0; i < argv->n; i++)
+        av[i] = argv->v[i];
+    char **envp = build_envp(extra_env);
+    char *path = resolve_path(av[0]);
+    if (child)
+        pthread_mutex_lock(&child->lock); /* publish the pid before anyone can cancel without it */
+    pid_t pid = fork();
     if (pid == 0) {
+        /* async-signal-safe calls only from here on */
         reset_child_signals();
         setpgid(0, 0);
         dup2(out[1], 1);
@@ -205,19 +297,46 @@ int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, c
             dup2(devnull, 0);
             close(devnull);
         }
-        for (size_t i = 0; extra_env && i < extra_env->n; i++)
-            putenv(extra_env->v[i]);
-        execvp(av[0], av);
-        dprintf(2, "cannot execute %s: %s\n", av[0], strerror(errno));
+        execve(path, av, envp);
+        int e = errno;
+        (void)!write(errpipe[1], &e, sizeof e);
         _exit(127);
     }
+    int fork_errno = errno;
+    if (pid > 0) {
+        (void)setpgid(pid, pid); /* also here, so that a kill(-pid) right after fork finds the group */
+        if (child) {
+            child->pid = pid;
+            if (child->cancelled)
+                (void)kill(-pid, SIGTERM);
+        }
+    }
+    if (child)
+        pthread_mutex_unlock(&child->lock);
     free(av);
+    free(envp);
     close(out[1]);
+    close(errpipe[1]);
+    if (pid < 0) {
+        free(path);
+        close(out[0]);
+        close(errpipe[0]);
+        return -fork_errno;
+    }
     StrBuf b;
     sb_init(&b);
+    int child_errno = 0;
+    ssize_t en;
+    while ((en = read(errpipe[0], &child_errno, sizeof child_errno)) < 0 && errno == EINTR)
+        ;
+    close(errpipe[0]);
+    bool exec_failed = en == (ssize_t)sizeof child_errno;
+    if (exec_failed)
+        sb_addf(&b, "cannot execute %s: %s\n", path, strerror(child_errno));
+    free(path);
     usec_t end = now_monotonic() + timeout;
     bool timed_out = false;
-    for (;;) {
+    for (; !exec_failed;) {
         usec_t now = now_monotonic();
         if (now >= end) {
             timed_out = true;
@@ -231,6 +350,8 @@ int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, c
             continue;
         char buf[4096];
         ssize_t n = read(out[0], buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             break;
         if (b.len < 4 * 1024 * 1024)
@@ -241,6 +362,12 @@ int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, c
     if (timed_out) {
         kill(-pid, SIGKILL);
         kill(pid, SIGKILL);
+    }
+    /* the pid stays ours until it is reaped: unpublish it first, so that a cancel cannot hit a reused pid */
+    if (child) {
+        pthread_mutex_lock(&child->lock);
+        child->pid = 0;
+        pthread_mutex_unlock(&child->lock);
     }
     pid_t w;
     while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR)

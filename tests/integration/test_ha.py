@@ -182,3 +182,48 @@ def test_a_hung_primary_postgres_is_fenced_and_a_replica_takes_over(cluster):
                 pass
     cluster.wait_streaming(new, [n for n in cluster.nodes if n != new], 180)
     assert cluster.primaries() == [new]
+
+
+def _basebackups(data_dir):
+    """pids of the pg_basebackup processes (and their WAL streamers) writing into data_dir."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"pg_basebackup") and f"--pgdata={data_dir}".encode() in argv:
+            found.append(int(d))
+    return found
+
+
+def test_sigterm_during_a_clone_stops_pg_basebackup_at_once(cluster, run_dir):
+    """A replica cloning at 32 kB/s (pg_basebackup's lowest rate: many minutes for a fresh cluster) gets
+    SIGTERM: the agent stops pg_basebackup's process group instead of waiting for the clone, exits
+    within seconds, and leaves no half-cloned data directory that a later start could take as valid."""
+    c = HaCluster(run_dir.subdir("clonestop"), n=2, scope="clonestop", etcd=cluster.etcd,
+                  node_overrides={"node2": {"postgresql": {"basebackup": {"max-rate": "32k"}}}})
+    try:
+        c.start(["node1"])
+        c.wait_leader(60)
+        c.start(["node2"])
+        node = c.nodes["node2"]
+        h.wait_until(lambda: _basebackups(node.data_dir), 60, msg="pg_basebackup to start on node2")
+        time.sleep(2)  # well into the copy
+        assert _basebackups(node.data_dir), "the clone finished too early for this test"
+        t0 = time.monotonic()
+        assert node.stop(timeout=30) == 0
+        took = time.monotonic() - t0
+        assert took < 8, f"the agent took {took:.1f}s to stop during a clone"
+        h.wait_until(lambda: not _basebackups(node.data_dir), 5, msg="pg_basebackup to be gone")
+        assert not os.path.exists(os.path.join(node.data_dir, "PG_VERSION")), \
+            "a half-cloned data directory was left behind"
+        assert "stopping the clone task" in node.log_text()
+        # the next start clones again
+        node.start()
+        h.wait_until(lambda: _basebackups(node.data_dir), 60, msg="pg_basebackup to start again on node2")
+    finally:
+        c.destroy(keep=False)

@@ -59,6 +59,8 @@ static char *cluster_json(const Cluster *c) {
     if (c->leader) {
         cJSON_AddStringToObject(o, "leader", c->leader->name);
         cJSON_AddStringToObject(o, "leader_session", c->leader->session ? c->leader->session : "");
+        if (c->leader->corrupt)
+            cJSON_AddBoolToObject(o, "leader_unknown_holder", true);
     }
     cJSON *m = cJSON_AddObjectToObject(o, "members");
     for (size_t i = 0; i < c->n_members; i++)

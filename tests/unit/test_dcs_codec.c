@@ -1020,13 +1020,29 @@ static void test_leader(void **state) {
     cluster_free(c);
     c = LOAD({K("leader"), "Node1", 40, NULL, 0}, {K("members/node1"), "{}", 41, NULL, 0});
     assert_null(c->leader->member);
+
+    assert_false(c->leader->corrupt);
     cluster_free(c);
 
-    /* empty value = unlocked; no key = unlocked */
+    /* present but naming nobody (empty, or a NUL byte in it): locked by an unknown holder, never
+     * "unlocked" (a primary may still hold the lease) */
     c = LOAD({K("leader"), "", 50, "1", 0}, {K("members/node1"), "{}", 51, "1", 0});
-    assert_null(c->leader);
-    assert_true(cluster_is_unlocked(c));
+    assert_non_null(c->leader);
+    assert_false(cluster_is_unlocked(c));
+    assert_true(c->leader->corrupt);
+    assert_str(c->leader->name, "");
+    assert_null(c->leader->member);
+    assert_str(c->leader->session, "1");
+    assert_ll(c->leader->version, 50);
     cluster_free(c);
+    c = LOAD({K("leader"), "node1\0junk", 52, "7", 10}, {K("members/node1"), "{}", 53, "7", 0});
+    assert_non_null(c->leader);
+    assert_false(cluster_is_unlocked(c));
+    assert_true(c->leader->corrupt);
+    assert_str(c->leader->name, "");
+    assert_null(c->leader->member); /* not node1: the value is not a name */
+    cluster_free(c);
+    /* no key = unlocked */
     c = LOAD({K("members/node1"), "{}", 51, "1", 0});
     assert_null(c->leader);
     assert_true(cluster_is_unlocked(c));
@@ -1633,7 +1649,11 @@ static void test_embedded_nul_ignored(void **state) {
                       {K("history"), "[]\0[[1,2,\"x\"]]", 17, NULL, 14});
     assert_int_equal(c->n_members, 1);
     assert_str(c->members[0].name, "node2");
-    assert_null(c->leader);
+    /* the leader key is there: held by an unknown holder, neither node1 nor unlocked */
+    assert_non_null(c->leader);
+    assert_true(c->leader->corrupt);
+    assert_false(cluster_is_unlocked(c));
+    assert_str(c->leader->name, "");
     assert_false(c->has_config);
     assert_false(c->has_initialize);
     assert_false(c->failover.present);

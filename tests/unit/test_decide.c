@@ -561,6 +561,20 @@ static void test_table_u(void **state) {
  * table L: a leader key exists (§4.4) */
 
 static const DecideRow table_l_rows[] = {
+    {"corrupt leader key (empty): a replica keeps its upstream, nobody promotes",
+     {.me = "node2", .keys = {K_INIT, K_LEADER(""), K_M1, K_M2, K_M3, K_STATUS(5000)}, .local = {PG_REPLICA}},
+     HA_NONE, 0, false, NULL, "the leader key names no member"},
+    {"corrupt leader key (empty): a primary without the lock demotes, following nobody",
+     {.me = "node1", .keys = {K_INIT, K_LEADER(""), K_M1, K_M2, K_M3, K_STATUS(5000)}, .local = {PG_PRIMARY}},
+     HA_DEMOTE, DEMOTE_IMMEDIATE_NOLOCK, false, "", "demoting self because I do not have the lock"},
+    {"corrupt leader key (empty): no clone from it",
+     {.me = "node2", .keys = {K_INIT, K_LEADER(""), K_M1, K_M2, K_M3, K_STATUS(5000)},
+      .local = {.data_dir_empty = true}},
+     HA_NONE, 0, false, "", "not cloning"},
+    {"corrupt leader key (empty): PostgreSQL down starts as a standby without upstream",
+     {.me = "node2", .keys = {K_INIT, K_LEADER(""), K_M1, K_M2, K_M3, K_STATUS(5000)},
+      .local = {.sysid = SYSID, .pg_running = false}},
+     HA_START, 0, false, "", "starting as a secondary"},
     {"L1: paused lock holder, PostgreSQL not primary -> release the lock",
      {.me = "node1", .dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_REPLICA}},
      HA_RELEASE_LOCK, 0, false, NULL, "PAUSE: "},

@@ -1,0 +1,160 @@
+/* run_command(): PATH lookup, the environment given to the child, exec failures, timeouts, and
+ * cancellation of a running child's process group from another thread (shutdown during a clone). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "pg/pg.h"
+
+static int run(const char *const *args, const StrList *env, usec_t timeout, char **out) {
+    StrList argv = {0};
+    for (size_t i = 0; args[i]; i++)
+        strlist_add(&argv, args[i]);
+    int r = run_command(&argv, env, timeout, out);
+    strlist_clear(&argv);
+    return r;
+}
+
+static void test_path_lookup_and_output(void **state) {
+    (void)state;
+    char *out = NULL;
+    const char *args[] = {"sh", "-c", "echo out; echo err >&2; exit 3", NULL};
+    assert_int_equal(run(args, NULL, 10 * USEC_PER_SEC, &out), 3);
+    assert_non_null(strstr(out, "out\n"));
+    assert_non_null(strstr(out, "err\n"));
+    free(out);
+}
+
+static void test_extra_env_adds_and_replaces(void **state) {
+    (void)state;
+    setenv("PGHA_TEST_KEEP", "kept", 1);
+    setenv("PGHA_TEST_REPLACE", "old", 1);
+    StrList env = {0};
+    strlist_add(&env, "PGHA_TEST_REPLACE=new");
+    strlist_add(&env, "PGHA_TEST_ADD=added");
+    char *out = NULL;
+    const char *args[] = {"/bin/sh", "-c", "echo \"$PGHA_TEST_KEEP $PGHA_TEST_REPLACE $PGHA_TEST_ADD\"; env | grep -c '^PGHA_TEST_REPLACE='", NULL};
+    assert_int_equal(run(args, &env, 10 * USEC_PER_SEC, &out), 0);
+    assert_string_equal(out, "kept new added\n1\n");
+    free(out);
+    strlist_clear(&env);
+    /* the agent's own environment is untouched */
+    assert_string_equal(getenv("PGHA_TEST_REPLACE"), "old");
+    assert_null(getenv("PGHA_TEST_ADD"));
+}
+
+static void test_missing_program_is_reported(void **state) {
+    (void)state;
+    char *out = NULL;
+    const char *args[] = {"pgha-no-such-program-anywhere", NULL};
+    assert_int_equal(run(args, NULL, 10 * USEC_PER_SEC, &out), 127);
+    assert_non_null(strstr(out, "cannot execute pgha-no-such-program-anywhere"));
+    free(out);
+    const char *args2[] = {"/nonexistent/dir/tool", NULL};
+    assert_int_equal(run(args2, NULL, 10 * USEC_PER_SEC, &out), 127);
+    assert_non_null(strstr(out, "No such file"));
+    free(out);
+}
+
+static void test_timeout_kills_the_group(void **state) {
+    (void)state;
+    char *out = NULL;
+    const char *args[] = {"/bin/sh", "-c", "sleep 30 & sleep 30", NULL};
+    usec_t t0 = now_monotonic();
+    assert_int_equal(run(args, NULL, 300 * USEC_PER_MSEC, &out), -ETIMEDOUT);
+    assert_true(now_monotonic() - t0 < 5 * USEC_PER_SEC);
+    free(out);
+}
+
+/* Running (not gone, not a zombie waiting for whoever adopted it). */
+static bool alive(pid_t pid) {
+    for (int i = 0; i < 50; i++) {
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            return false;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
+            return false;
+        usleep(20000);
+    }
+    return true;
+}
+
+typedef struct {
+    PgChild child;
+    int result;
+    pid_t grandchild;
+} CancelArg;
+
+static void *cancel_worker(void *arg) {
+    CancelArg *c = arg;
+    pg_child_bind(&c->child);
+    char *out = NULL;
+    /* a tool that ignores nothing and has a child of its own, like pg_basebackup's WAL streamer */
+    const char *args[] = {"/bin/sh", "-c", "sleep 60 & echo $!; wait", NULL};
+    c->result = run(args, NULL, 120 * USEC_PER_SEC, &out);
+    if (out)
+        c->grandchild = (pid_t)atoi(out);
+    free(out);
+    /* once cancelled, nothing more runs in this thread */
+    const char *again[] = {"/bin/true", NULL};
+    int r = run(again, NULL, 10 * USEC_PER_SEC, NULL);
+    assert_int_equal(r, -ECANCELED);
+    assert_true(pg_child_cancelled());
+    pg_child_bind(NULL);
+    return NULL;
+}
+
+static void test_cancel_kills_the_running_child_group(void **state) {
+    (void)state;
+    CancelArg c = {0};
+    pg_child_init(&c.child);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_worker, &c), 0);
+    /* wait until the child runs */
+    for (int i = 0; i < 200; i++) {
+        pthread_mutex_lock(&c.child.lock);
+        pid_t p = c.child.pid;
+        pthread_mutex_unlock(&c.child.lock);
+        if (p > 0)
+            break;
+        usleep(10000);
+    }
+    usleep(100000);
+    usec_t t0 = now_monotonic();
+    pg_child_cancel(&c.child, SIGTERM);
+    pthread_join(t, NULL);
+    assert_true(now_monotonic() - t0 < 5 * USEC_PER_SEC);
+    assert_int_equal(c.result, 128 + SIGTERM);
+    assert_true(c.grandchild > 0);
+    assert_false(alive(c.grandchild)); /* the whole group went */
+    pg_child_destroy(&c.child);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_path_lookup_and_output),
+        cmocka_unit_test(test_extra_env_adds_and_replaces),
+        cmocka_unit_test(test_missing_program_is_reported),
+        cmocka_unit_test(test_timeout_kills_the_group),
+        cmocka_unit_test(test_cancel_kills_the_running_child_group),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
