@@ -27,7 +27,7 @@ fi
 # initialised instead of two keeps the agent's resident memory down (bench/failover/README.md).
 PACKAGES=(
     build-essential meson ninja-build pkg-config
-    libpq-dev libcurl4-gnutls-dev libssh2-1-dev libcjson-dev libyaml-dev libmicrohttpd-dev libcmocka-dev
+    libpq-dev libcurl4-gnutls-dev libssh2-1-dev libcjson-dev libyaml-dev libsystemd-dev libmicrohttpd-dev libcmocka-dev
     etcd-server etcd-client
     postgresql-15
     python3-pytest python3-psycopg2 python3-requests python3-yaml

@@ -477,24 +477,23 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
             warn_corrupt(optime_kv->key, optime_kv->mod_revision, "not an integer");
         }
     }
-    if (leader_kv) {
+    /* an empty value means "unlocked" (spec §1.5, Patroni's reading; our create-if-absent race still
+     * fails while the key exists, as Patroni's does) */
+    if (leader_kv && leader_kv->value_len > 0) {
         c->leader = xcalloc(1, sizeof(Leader));
         c->leader->version = leader_kv->mod_revision;
         c->leader->session = xstrdup(leader_kv->lease);
-        bool has_nul = strlen(leader_kv->value) != leader_kv->value_len;
-        if (has_nul || !leader_kv->value[0]) {
-            /* Present but naming nobody (hand-written, or a bug elsewhere): the key, and perhaps the lease
-             * of a primary that still runs, are there, so the cluster is locked by an unknown holder.
-             * Nobody promotes, follows or clones from it until the key is deleted or its lease expires
-             * (Patroni would read an empty name as unlocked; its create-if-absent race then fails
-             * anyway while the key exists). */
+        if (strlen(leader_kv->value) != leader_kv->value_len) {
+            /* A NUL byte: not a member name (hand-written, or a bug elsewhere). The key, and perhaps the
+             * lease of a primary that still runs, are there, so the cluster is locked by an unknown
+             * holder: nobody promotes, follows or clones from it until the key is deleted or its lease
+             * expires. */
             c->leader->corrupt = true;
             c->leader->name = xstrdup("");
             if (first_report(leader_kv->key, leader_kv->mod_revision))
-                log_error("the leader key %s (revision %lld, lease %s) %s: the cluster is treated as locked by an "
-                          "unknown holder; nobody takes over until the key is deleted or its lease expires",
-                          leader_kv->key, leader_kv->mod_revision, leader_kv->lease ? leader_kv->lease : "none",
-                          has_nul ? "contains a NUL byte" : "is empty");
+                log_error("the leader key %s (revision %lld, lease %s) contains a NUL byte: the cluster is treated as "
+                          "locked by an unknown holder; nobody takes over until the key is deleted or its lease expires",
+                          leader_kv->key, leader_kv->mod_revision, leader_kv->lease ? leader_kv->lease : "none");
         } else {
             c->leader->name = xstrdup(leader_kv->value);
             c->leader->member = cluster_get_member(c, c->leader->name);

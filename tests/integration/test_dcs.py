@@ -542,6 +542,4 @@ def test_pgha_reads_keys_in_patroni_format(etcd_cluster, tmp_base, unique_name, 
     assert v["optime"] == 67500000 and v["slots"] == {"s1": 67500000} and v["retain_slots"] == ["s1"]
     assert v["history"] == [] and v["timeline"] == 1
     assert "failover" not in v, "{} means no failover request"
-    # an empty leader value: Patroni reads it as unlocked, pgha as held by an unknown member (nobody may
-    # promote while the key, and perhaps a running primary's lease, are there)
-    assert v["leader"] == "" and v.get("leader_unknown_holder") is True
+    assert "leader" not in v, "an empty leader value means unlocked"

@@ -32,8 +32,9 @@
     "{\"conn_url\":\"postgres://" host ":5432/postgres\",\"api_url\":\"http://" host                          \
     ":8008/patroni\",\"state\":\"" state "\",\"role\":\"" role "\",\"version\":\"4.0.6\"" extra "}"
 
-#define K_INIT {"initialize", SYSID}
+#define K_INIT {"initialize", SYSID, 0}
 #define K_LEADER(n) {"leader", n}
+#define K_LEADER_NUL {"leader", "node1\0junk", 10}
 #define K_M1 {"members/node1", MEMBER("10.0.0.1", "running", "primary", ",\"xlog_location\":5000,\"timeline\":1")}
 #define K_M2 {"members/node2", MEMBER("10.0.0.2", "running", "replica", ",\"xlog_location\":5000,\"timeline\":1")}
 #define K_M3 {"members/node3", MEMBER("10.0.0.3", "running", "replica", ",\"xlog_location\":5000,\"timeline\":1")}
@@ -59,6 +60,7 @@
 
 typedef struct Kv {
     const char *rel, *value;
+    size_t len; /* 0: strlen(value); else the value holds NUL bytes */
 } Kv;
 
 /* Inputs shared by both tables. */
@@ -107,7 +109,12 @@ static Cluster *cluster_of(const Kv *keys, size_t max) {
     for (size_t i = 0; i < max && keys[i].rel; i++, n++) {
         kvs[n].key = xasprintf("%s/%s", BASE, keys[i].rel);
         kvs[n].value = xstrdup(keys[i].value);
-        kvs[n].value_len = strlen(keys[i].value);
+        kvs[n].value_len = keys[i].len ? keys[i].len : strlen(keys[i].value);
+        if (keys[i].len) {
+            free(kvs[n].value);
+            kvs[n].value = xcalloc(1, keys[i].len + 1);
+            memcpy(kvs[n].value, keys[i].value, keys[i].len);
+        }
         kvs[n].mod_revision = kvs[n].create_revision = (long long)(i + 10);
         if (strcmp(keys[i].rel, "leader") == 0 || strncmp(keys[i].rel, "members/", 8) == 0)
             kvs[n].lease = xstrdup("7587862073874340106");
@@ -174,7 +181,7 @@ static void world_build(World *w, const Input *in) {
     if (!in->no_dcs)
         w->cluster = cluster_of(in->keys, ELEMENTSOF(in->keys));
     if (in->last_leader) {
-        const Kv keys[] = {K_INIT, {"leader", in->last_leader}};
+        const Kv keys[] = {K_INIT, {"leader", in->last_leader, 0}};
         w->last_locked = cluster_of(keys, ELEMENTSOF(keys));
     }
     size_t n_peers = 0;
@@ -561,18 +568,18 @@ static void test_table_u(void **state) {
  * table L: a leader key exists (§4.4) */
 
 static const DecideRow table_l_rows[] = {
-    {"corrupt leader key (empty): a replica keeps its upstream, nobody promotes",
-     {.me = "node2", .keys = {K_INIT, K_LEADER(""), K_M1, K_M2, K_M3, K_STATUS(5000)}, .local = {PG_REPLICA}},
+    {"corrupt leader key (NUL byte): a replica keeps its upstream, nobody promotes",
+     {.me = "node2", .keys = {K_INIT, K_LEADER_NUL, K_M1, K_M2, K_M3, K_STATUS(5000)}, .local = {PG_REPLICA}},
      HA_NONE, 0, false, NULL, "the leader key names no member"},
-    {"corrupt leader key (empty): a primary without the lock demotes, following nobody",
-     {.me = "node1", .keys = {K_INIT, K_LEADER(""), K_M1, K_M2, K_M3, K_STATUS(5000)}, .local = {PG_PRIMARY}},
+    {"corrupt leader key (NUL byte): a primary without the lock demotes, following nobody",
+     {.me = "node1", .keys = {K_INIT, K_LEADER_NUL, K_M1, K_M2, K_M3, K_STATUS(5000)}, .local = {PG_PRIMARY}},
      HA_DEMOTE, DEMOTE_IMMEDIATE_NOLOCK, false, "", "demoting self because I do not have the lock"},
-    {"corrupt leader key (empty): no clone from it",
-     {.me = "node2", .keys = {K_INIT, K_LEADER(""), K_M1, K_M2, K_M3, K_STATUS(5000)},
+    {"corrupt leader key (NUL byte): no clone from it",
+     {.me = "node2", .keys = {K_INIT, K_LEADER_NUL, K_M1, K_M2, K_M3, K_STATUS(5000)},
       .local = {.data_dir_empty = true}},
      HA_NONE, 0, false, "", "not cloning"},
-    {"corrupt leader key (empty): PostgreSQL down starts as a standby without upstream",
-     {.me = "node2", .keys = {K_INIT, K_LEADER(""), K_M1, K_M2, K_M3, K_STATUS(5000)},
+    {"corrupt leader key (NUL byte): PostgreSQL down starts as a standby without upstream",
+     {.me = "node2", .keys = {K_INIT, K_LEADER_NUL, K_M1, K_M2, K_M3, K_STATUS(5000)},
       .local = {.sysid = SYSID, .pg_running = false}},
      HA_START, 0, false, "", "starting as a secondary"},
     {"L1: paused lock holder, PostgreSQL not primary -> release the lock",
