@@ -78,6 +78,10 @@ typedef struct Ha {
     long long ssn_flush;   /* primary flush LSN when ssn last took effect (0: not known yet) */
     usec_t sync_grace_until; /* quorum mode after a promotion: remove no voter before this */
     bool leaving_sync;     /* about to stop: publish nosync so that the leader releases us first */
+    bool diverged;         /* a replica whose WAL went past the leader's timeline switch: rewind it */
+    bool tilt;             /* this cycle is stale (TILT): observe only */
+    bool rewind_failed;    /* pg_rewind failed and the data directory was kept: do not loop on it */
+    bool diverged_reported;
     char *last_error;
 
     /* DCS view */
@@ -1709,17 +1713,87 @@ static bool was_replica_before(Ha *h) {
                                    strcmp(h->cd.state, "shut down in recovery") == 0);
 }
 
+/* The LSN at which timeline `tl` ended in the cluster's history (/history entries [tl, lsn, ...]). */
+static bool history_switch_lsn(const Cluster *c, long long tl, long long *ret) {
+    if (!c || !c->has_history || !cJSON_IsArray(c->history))
+        return false;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, c->history) {
+        long long etl, lsn;
+        if (cJSON_IsArray(e) && json_item_ll(cJSON_GetArrayItem(e, 0), &etl) && etl == tl &&
+            json_item_ll(cJSON_GetArrayItem(e, 1), &lsn)) {
+            *ret = lsn;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Spec §4.8 (Patroni's check of timeline and LSN): a node on an older timeline than the cluster's
+ * whose WAL went past the point where the leader's history left that timeline has diverged; it
+ * cannot stream from the leader until it is rewound. */
+static bool wal_diverged(Ha *h, long long my_tl, long long my_lsn) {
+    const Cluster *c = h->cluster;
+    long long ctl = cluster_timeline(c), switch_lsn;
+    if (my_tl <= 0 || my_lsn <= 0 || ctl <= my_tl || !history_switch_lsn(c, my_tl, &switch_lsn))
+        return false;
+    if (my_lsn <= switch_lsn)
+        return false;
+    char mine[32], sw[32];
+    pg_format_lsn(my_lsn, mine, sizeof mine);
+    pg_format_lsn(switch_lsn, sw, sizeof sw);
+    log_warning("my WAL position %s on timeline %lld is past the point %s where the cluster's history left "
+                "timeline %lld: it diverged from the leader", mine, my_tl, sw, my_tl);
+    return true;
+}
+
+/* A stopped former replica: its position from pg_control, as Patroni reads it (minimum recovery
+ * ending location and its timeline; the checkpoint when those are zero). */
+static bool stopped_replica_diverged(Ha *h) {
+    if (!h->have_controldata)
+        return false;
+    long long tl = h->cd.min_recovery_tli, lsn = h->cd.min_recovery_lsn;
+    if (tl <= 0 || lsn <= 0) {
+        tl = h->cd.checkpoint_tli;
+        lsn = h->cd.checkpoint_lsn;
+    }
+    return wal_diverged(h, tl, lsn);
+}
+
+/* A running replica following the leader: stop it when its WAL diverged, so that the next cycle
+ * starts it again through pg_rewind (execute_start). */
+static bool check_running_replica(Ha *h) {
+    if (h->tilt || dyn_of(h)->pause || h->pm_pid <= 0 || !h->st.ok || !h->st.in_recovery ||
+        h->task.kind != TASK_NONE || !h->cluster ||
+        !h->cluster->leader || h->cluster->leader->corrupt || streq(h->cluster->leader->name, cfg_of(h)->name))
+        return false;
+    long long lsn = h->st.replay_lsn > 0 ? h->st.replay_lsn : h->st.receive_lsn;
+    if (h->diverged_reported || !wal_diverged(h, h->st.timeline, lsn))
+        return false;
+    const PghaConfig *cfg = cfg_of(h);
+    if (h->rewind_failed || !(dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind ||
+                              cfg->postgresql.remove_data_directory_on_diverged_timelines)) {
+        log_error("this replica cannot stream from the leader until it is rebuilt: %s",
+                  h->rewind_failed ? "pg_rewind failed" : "use_pg_rewind and remove_data_directory_on_diverged_timelines are off");
+        h->diverged_reported = true; /* once: it keeps running as it is */
+        return false;
+    }
+    h->diverged = true;
+    (void)stop_postgres(h, PG_STOP_FAST, "the replica's WAL diverged from the leader's timeline");
+    return true;
+}
+
 static bool needs_rewind(Ha *h, const char *target) {
-    /* a former primary joining a leader on a newer timeline: its history may have diverged */
     const Member *m = member_by_name(h, target);
-    if (!m || !h->have_controldata)
+    if (!m || !h->have_controldata || streq(target, cfg_of(h)->name))
         return false;
     bool was_primary = strcmp(h->cd.state, "in production") == 0 || strcmp(h->cd.state, "shut down") == 0 ||
                        strcmp(h->cd.state, "in crash recovery") == 0 || strcmp(h->cd.state, "shutting down") == 0;
     /* A former primary joining another leader: its WAL may have diverged. The leader's published
      * timeline can still be the old one right after its promotion, so it is not compared here:
-     * pg_rewind itself finds out ("no rewind required") once the leader's promotion checkpoint is done. */
-    return was_primary && !streq(target, cfg_of(h)->name);
+     * pg_rewind itself finds out ("no rewind required") once the leader's promotion checkpoint is done.
+     * A former replica: only when its position is past the switch point of its timeline. */
+    return was_primary || h->diverged || stopped_replica_diverged(h);
 }
 
 static void execute_start(Ha *h, const Decision *d) {
@@ -1858,12 +1932,16 @@ static void finish_task(Ha *h) {
                 h->sysid[0] = '\0';
             } else {
                 log_warning("pg_rewind failed; starting as a replica anyway");
+                h->rewind_failed = true;
                 refresh_controldata(h);
                 (void)start_postgres(h, false, h->cluster && h->cluster->leader ? h->cluster->leader->name : NULL);
             }
             break;
         }
         log_info("pg_rewind finished");
+        h->diverged = false;
+        h->rewind_failed = false;
+        h->diverged_reported = false;
         refresh_controldata(h);
         (void)start_postgres(h, false, h->cluster && h->cluster->leader ? h->cluster->leader->name : NULL);
         break;
@@ -1949,7 +2027,9 @@ cancel:
 static void execute(Ha *h, Decision *d, const LocalState *l) {
     const PghaConfig *cfg = cfg_of(h);
     switch (d->action) {
-    case HA_NONE: break;
+    case HA_NONE:
+        (void)check_running_replica(h);
+        break;
     case HA_FATAL:
         log_critical("%s", d->message);
         h->fatal = true;
@@ -2067,7 +2147,10 @@ static void execute(Ha *h, Decision *d, const LocalState *l) {
         log_info("%s", d->message);
         demote(h, d->demote_mode);
         break;
-    case HA_FOLLOW: execute_follow(h, d->target[0] ? d->target : NULL); break;
+    case HA_FOLLOW:
+        if (!check_running_replica(h))
+            execute_follow(h, d->target[0] ? d->target : NULL);
+        break;
     }
 }
 
@@ -2127,6 +2210,7 @@ static void publish(Ha *h, const Decision *d) {
 /* the cycle                                                                                   */
 
 static void run_cycle(Ha *h, bool stale) {
+    h->tilt = stale;
     usec_t now = now_monotonic();
     /* 1. the cluster view */
     Cluster *c = NULL;
