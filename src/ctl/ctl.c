@@ -253,6 +253,12 @@ static long long py_round(double x) {
     return (long long)r;
 }
 
+/* synchronous_mode: quorum in /config (patronictl labels the /sync members "Quorum Standby" then) */
+static bool quorum_mode(const Cluster *cl) {
+    const cJSON *v = cl->config ? cJSON_GetObjectItemCaseSensitive(cl->config, "synchronous_mode") : NULL;
+    return cJSON_IsString(v) && strcasecmp(v->valuestring, "quorum") == 0;
+}
+
 static int cmd_list(Ctl *c, int argc, char **argv) {
     bool extended = false, timestamp = false;
     const char *fmt = c->format;
@@ -337,7 +343,7 @@ static int cmd_list(Ctl *c, int argc, char **argv) {
         if (is_leader)
             role = streq(m->role, "standby_leader") ? "Standby Leader" : "Leader";
         else if (cl->sync.leader && sync_matches(&cl->sync, m->name))
-            role = cl->sync.quorum > 0 ? "Quorum Standby" : "Sync Standby";
+            role = quorum_mode(cl) ? "Quorum Standby" : "Sync Standby";
         strlist_add(&row, role);
         const char *state = m->state ? m->state : "";
         if (!(is_leader && !streq(m->role, "standby_leader")) && m->replication_state)
