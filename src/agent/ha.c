@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -44,6 +45,13 @@ typedef struct Task {
     PgChild child;       /* the tool it runs, stopped at shutdown (shutdown_ha) */
     struct Ha *ha;
 } Task;
+
+/* A copied logical slot waiting for its readiness check, with the catalog_xmin its original had on the
+ * primary when the primary's physical slot for us first held one (0: not yet). */
+typedef struct PendingSlot {
+    char *name;
+    long long primary_xmin;
+} PendingSlot;
 
 typedef struct Ha {
     Agent *a;
@@ -102,7 +110,14 @@ typedef struct Ha {
     bool slots_synced;   /* slots_sync() ran this cycle */
     RetainTimers retain; /* leader: when each member slot was last seen (retain_slots) */
     char *slots_errors_logged;
-    StrList slots_not_copied_logged;
+    /* logical slots on replicas (copied from the primary, Patroni's copy_logical_slots) */
+    bool enforce_hsf;         /* hot_standby_feedback forced on: this node (or a cascade below it) carries them */
+    StrList slots_recopy;     /* advance failed for lack of WAL or invalidation: copy again */
+    PendingSlot *slots_unready; /* copies not yet known to be safe to use after a failover */
+    size_t n_slots_unready;
+    bool slots_check_local;   /* after a (re)start: check the local logical slots' readiness again */
+    usec_t slots_copy_after;  /* back-off after a refused or failed copy */
+    StrList slots_copy_logged; /* copy notes already logged (cleared when there is nothing to copy) */
 
     Task task;
     /* the CHECKPOINT after a promotion (pg_rewind on other nodes needs it): run in a thread */
@@ -173,7 +188,17 @@ static const DynConfig *dyn_of(Ha *h) { return h->dyn_loaded ? &h->dyn : &cfg_of
 
 static bool use_slots(Ha *h) { return dyn_of(h)->use_slots; }
 
+/* The server parameters, with hot_standby_feedback forced on while this node is to carry logical slots
+ * (Patroni's enforce_hot_standby_feedback). */
+static YNode *build_params(Ha *h, StrList *warnings) {
+    YNode *params = pg_build_parameters(cfg_of(h), dyn_of(h)->parameters, h->major, warnings);
+    if (h->enforce_hsf)
+        ynode_set(params, "hot_standby_feedback", ynode_new_str("on", "parameters", 0));
+    return params;
+}
+
 static bool sync_mode_on(struct Ha *h);
+static void slots_on_promote(Ha *h);
 
 /* Local connection: the unix socket when use_unix_socket, else the first listen address. */
 static void local_conn_params(Ha *h, PgConnParams *p, char *hostbuf, size_t hostlen) {
@@ -400,7 +425,7 @@ static int write_configuration(Ha *h, bool as_primary, const char *target) {
     const PghaConfig *cfg = cfg_of(h);
     prepare_config_dir(h);
     StrList warnings = {0};
-    YNode *params = pg_build_parameters(cfg, dyn_of(h)->parameters, h->major, &warnings);
+    YNode *params = build_params(h, &warnings);
     if (h->ssn) {
         /* owned by pgha in synchronous mode: the user's value does not apply (spec §3.7.1) */
         if (*h->ssn)
@@ -545,7 +570,7 @@ static int start_postgres(Ha *h, bool as_primary, const char *target) {
     if (write_configuration(h, as_primary, target) < 0)
         return -EIO;
     StrList warnings = {0};
-    YNode *params = pg_build_parameters(cfg, dyn_of(h)->parameters, h->major, &warnings);
+    YNode *params = build_params(h, &warnings);
     strlist_clear(&warnings);
     StrList args = {0};
     pg_cmdline_options(params, &args);
@@ -565,6 +590,7 @@ static int start_postgres(Ha *h, bool as_primary, const char *target) {
     }
     attach_postmaster(h, pid);
     h->pg_starting = true;
+    h->slots_check_local = true;
     h->start_as_primary = as_primary;
     h->start_began = now_monotonic();
     h->expect_stop = false;
@@ -661,6 +687,7 @@ static int promote_postgres(Ha *h) {
             PQclear(pr);
             h->promoting = true;
             set_role(h, "promoted");
+            slots_on_promote(h);
             run_callback(h, "on_role_change", "primary");
             return 0;
         }
@@ -686,6 +713,7 @@ static int promote_postgres(Ha *h) {
     free(out);
     h->promoting = true;
     set_role(h, "promoted");
+    slots_on_promote(h);
     run_callback(h, "on_role_change", "primary");
     return 0;
 }
@@ -1092,7 +1120,8 @@ static void update_history(Ha *h) {
 static const char slots_sql[] =
     "SELECT slot_name, slot_type, plugin, database, active, xmin IS NOT NULL,"
     " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0),"
-    " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0)"
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0),"
+    " COALESCE(catalog_xmin::text::bigint, 0)"
     " FROM pg_catalog.pg_replication_slots WHERE NOT temporary";
 
 static void slot_rows_clear(Ha *h) {
@@ -1124,6 +1153,7 @@ static int load_slot_rows(Ha *h, PGconn *c) {
         s->has_xmin = PQgetvalue(r, i, 5)[0] == 't';
         s->restart_lsn = atoll(PQgetvalue(r, i, 6));
         s->confirmed_flush_lsn = atoll(PQgetvalue(r, i, 7));
+        s->catalog_xmin = atoll(PQgetvalue(r, i, 8));
     }
     PQclear(r);
     h->slot_rows_ok = true;
@@ -1146,7 +1176,7 @@ static void slots_input(Ha *h, SlotsInput *in) {
                        .pg_major = (int)(v >= 100000 ? v / 10000 : v / 100), .nofailover = cfg->tags.nofailover,
                        .nostream = cfg->tags.nostream, .replicatefrom = cfg->tags.replicatefrom,
                        .paused = dyn->pause, .slots = h->slot_rows, .n_slots = h->n_slot_rows,
-                       .replay_lsn = h->st.replay_lsn};
+                       .replay_lsn = h->st.replay_lsn, .recopy = &h->slots_recopy};
 }
 
 /* A statement on a connection to another database of the local server (logical slots live in one). */
@@ -1263,8 +1293,13 @@ static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *fail
             return;
         if (a->logical) {
             r = query_in_database(h, a->database, sql, 5000, &err);
-            if (!r)
+            if (!r) {
                 log_error("Failed to advance logical replication slot '%s': %s", a->name, err);
+                /* its WAL is gone here, or it was invalidated: copy it again from the primary */
+                if (err && (strstr(err, "SQLSTATE 58P01") || strstr(err, "SQLSTATE 55000")) &&
+                    !strlist_contains(&h->slots_recopy, a->name))
+                    strlist_add(&h->slots_recopy, a->name);
+            }
         } else {
             r = pg_query(c, sql, 5000, &err);
             if (!r)
@@ -1275,6 +1310,430 @@ static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *fail
     }
     free(err);
     PQclear(r);
+}
+
+/* ---- logical slots on replicas: copy from the primary, readiness ---------------------------- */
+
+/* A connection to the leader's PostgreSQL with the rewind credentials (they may read files of its
+ * data directory; they default to the superuser's), as Patroni's _get_leader_connection_cursor. */
+static PGconn *leader_conn(Ha *h, char **err) {
+    const Leader *l = h->cluster ? h->cluster->leader : NULL;
+    const Member *m = l ? (l->member ? l->member : member_by_name(h, l->name)) : NULL;
+    char host[256];
+    int port;
+    if (!m || !member_host_port(m, host, sizeof host, &port)) {
+        *err = xstrdup("the leader's connection address is unknown");
+        return NULL;
+    }
+    const PghaConfig *cfg = cfg_of(h);
+    PgConnParams p = {.host = host, .port = port, .user = cfg->postgresql.rewind.username,
+                      .password = cfg->postgresql.rewind.password, .dbname = cfg->postgresql.database,
+                      .application_name = "Patroni", .connect_timeout = 3, .ssl = &cfg->postgresql.rewind};
+    return pg_connect(&p, err);
+}
+
+/* ARRAY['a', 'b']::text[] */
+static char *sql_text_array(PGconn *c, const StrList *names) {
+    StrBuf b;
+    sb_init(&b);
+    sb_add(&b, "ARRAY[");
+    for (size_t i = 0; i < names->n; i++) {
+        char *lit = PQescapeLiteral(c, names->v[i], strlen(names->v[i]));
+        if (!lit) {
+            free(sb_steal(&b));
+            return NULL;
+        }
+        sb_addf(&b, "%s%s", i ? ", " : "", lit);
+        PQfreemem(lit);
+    }
+    sb_add(&b, "]::text[]");
+    return sb_steal(&b);
+}
+
+/* Copy notes are logged once per key (what and which slot) until there is nothing left to copy. */
+static void copy_note(Ha *h, LogLevel level, const char *key, const char *msg) {
+    if (strlist_contains(&h->slots_copy_logged, key))
+        return;
+    strlist_add(&h->slots_copy_logged, key);
+    log_msg(level, __FILE__, __LINE__, __func__, "%s", msg);
+}
+
+static ssize_t unready_find(Ha *h, const char *name) {
+    for (size_t i = 0; i < h->n_slots_unready; i++)
+        if (streq(h->slots_unready[i].name, name))
+            return (ssize_t)i;
+    return -1;
+}
+
+static void unready_add(Ha *h, const char *name) {
+    if (unready_find(h, name) >= 0)
+        return;
+    h->slots_unready = xrealloc(h->slots_unready, (h->n_slots_unready + 1) * sizeof *h->slots_unready);
+    h->slots_unready[h->n_slots_unready++] = (PendingSlot){.name = xstrdup(name)};
+}
+
+static void unready_remove(Ha *h, size_t i) {
+    free(h->slots_unready[i].name);
+    memmove(&h->slots_unready[i], &h->slots_unready[i + 1], (h->n_slots_unready - i - 1) * sizeof *h->slots_unready);
+    h->n_slots_unready--;
+}
+
+static void unready_clear(Ha *h) {
+    while (h->n_slots_unready)
+        unready_remove(h, h->n_slots_unready - 1);
+    free(h->slots_unready);
+    h->slots_unready = NULL;
+}
+
+/* On promotion (Patroni's on_promote): copies not known to be safe are reported; the queues reset. */
+static void slots_on_promote(Ha *h) {
+    if (h->n_slots_unready) {
+        StrList names = {0};
+        for (size_t i = 0; i < h->n_slots_unready; i++)
+            strlist_add(&names, h->slots_unready[i].name);
+        _cleanup_free_ char *j = strlist_join(&names, "', '");
+        log_warning("Logical replication slots that might be unsafe to use after promote: {'%s'}", j);
+        strlist_clear(&names);
+    }
+    unready_clear(h);
+    strlist_clear(&h->slots_recopy);
+    strlist_clear(&h->slots_copy_logged);
+}
+
+static const PgSlot *local_slot(Ha *h, const char *name) {
+    for (size_t i = 0; i < h->n_slot_rows; i++)
+        if (streq(h->slot_rows[i].name, name))
+            return &h->slot_rows[i];
+    return NULL;
+}
+
+/* Patroni's check_logical_slots_readiness(): the catalog_xmin of our physical slot on the primary
+ * (fed by hot_standby_feedback) against those of the logical slots there and here. */
+static void check_logical_slots_readiness(Ha *h, const SlotsInput *in) {
+    for (size_t i = 0; i < h->n_slots_unready;) {
+        const PgSlot *r = local_slot(h, h->slots_unready[i].name);
+        if (!r || !r->logical)
+            unready_remove(h, i); /* gone here: nothing to check */
+        else
+            i++;
+    }
+    if (!h->n_slots_unready || !h->cluster || !h->cluster->leader || is_lock_holder(h) || !h->st.in_recovery)
+        return;
+    _cleanup_free_ char *phys = slots_name_on_primary(in);
+    if (!phys)
+        return;
+    char *err = NULL;
+    PGconn *lc = leader_conn(h, &err);
+    if (!lc) {
+        log_error("Failed to check %s physical slot on the primary: %s", phys, err);
+        free(err);
+        return;
+    }
+    StrList names = {0};
+    for (size_t i = 0; i < h->n_slots_unready; i++)
+        if (!h->slots_unready[i].primary_xmin)
+            strlist_add(&names, h->slots_unready[i].name);
+    strlist_add(&names, phys);
+    _cleanup_free_ char *arr = sql_text_array(lc, &names);
+    strlist_clear(&names);
+    _cleanup_free_ char *sql =
+        arr ? xasprintf("SELECT slot_name, COALESCE(catalog_xmin::text::bigint, 0) FROM"
+                        " pg_catalog.pg_get_replication_slots() WHERE NOT pg_catalog.pg_is_in_recovery()"
+                        " AND slot_name = ANY(%s)", arr)
+            : NULL;
+    PGresult *r = sql ? pg_query(lc, sql, 2000, &err) : NULL;
+    PQfinish(lc);
+    if (!r) {
+        log_error("Failed to check %s physical slot on the primary: %s", phys, err ? err : "out of memory");
+        free(err);
+        return;
+    }
+    long long phys_xmin = -1;
+    for (int i = 0; i < PQntuples(r); i++)
+        if (streq(PQgetvalue(r, i, 0), phys))
+            phys_xmin = atoll(PQgetvalue(r, i, 1));
+    if (phys_xmin < 0) {
+        log_warning("Physical slot %s does not exist on the primary", phys);
+    } else if (phys_xmin == 0) {
+        /* not streaming through it yet, or hot_standby_feedback is off */
+        PGconn *c = get_conn(h);
+        PGresult *hr = c ? pg_query(c, "SELECT pg_catalog.current_setting('hot_standby_feedback')::boolean", 2000,
+                                    &err)
+                         : NULL;
+        if (hr && PQntuples(hr) == 1 && PQgetvalue(hr, 0, 0)[0] != 't')
+            log_error("Logical slot failover requires \"hot_standby_feedback\". Please check postgresql.auto.conf");
+        else if (!hr && err)
+            log_error("Failed to check the hot_standby_feedback setting: %s", err);
+        free(err);
+        PQclear(hr);
+    } else {
+        /* remember the primary's logical catalog_xmin when the physical one became valid */
+        for (int i = 0; i < PQntuples(r); i++) {
+            ssize_t k = unready_find(h, PQgetvalue(r, i, 0));
+            if (k >= 0 && !h->slots_unready[k].primary_xmin)
+                h->slots_unready[k].primary_xmin = atoll(PQgetvalue(r, i, 1));
+        }
+        for (size_t i = 0; i < h->n_slots_unready;) {
+            const PendingSlot *ps = &h->slots_unready[i];
+            const PgSlot *ls = local_slot(h, ps->name);
+            if (ls && slot_copy_safe(ps->primary_xmin, phys_xmin, ls->catalog_xmin)) {
+                log_info("Logical slot %s is safe to be used after a failover", ps->name);
+                unready_remove(h, i);
+            } else {
+                i++;
+            }
+        }
+    }
+    PQclear(r);
+}
+
+static int remove_tree_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path) < 0 ? -1 : 0;
+}
+
+static int remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    return nftw(path, remove_tree_cb, 16, FTW_DEPTH | FTW_PHYS) < 0 ? -errno : 0;
+}
+
+static int fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return r;
+}
+
+/* pg_replslot/<name>/state as PostgreSQL writes it: a .tmp directory (PostgreSQL removes a leftover
+ * one at start-up), the file fsync'ed, the directory renamed into place. Modes follow the data
+ * directory's (group access or not). */
+static int write_slot_state(Ha *h, const char *name, const unsigned char *data, size_t len, char **err) {
+    const char *dd = cfg_of(h)->postgresql.data_dir;
+    struct stat st;
+    bool group = stat(dd, &st) == 0 && (st.st_mode & S_IRWXG);
+    mode_t dmode = group ? 0750 : 0700, fmode = group ? 0640 : 0600;
+    _cleanup_free_ char *base = xasprintf("%s/pg_replslot", dd);
+    _cleanup_free_ char *tmp = xasprintf("%s/%s.tmp", base, name);
+    _cleanup_free_ char *dir = xasprintf("%s/%s", base, name);
+    _cleanup_free_ char *file = xasprintf("%s/state", tmp);
+    int r = remove_tree(tmp);
+    if (r < 0) {
+        *err = xasprintf("cannot remove %s: %s", tmp, strerror(-r));
+        return r;
+    }
+    if (mkdir(tmp, dmode) < 0 || chmod(tmp, dmode) < 0) {
+        r = -errno;
+        *err = xasprintf("cannot create %s: %s", tmp, strerror(-r));
+        return r;
+    }
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, fmode);
+    if (fd < 0) {
+        r = -errno;
+        *err = xasprintf("cannot create %s: %s", file, strerror(-r));
+        return r;
+    }
+    size_t off = 0;
+    while (r == 0 && off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            r = n < 0 ? -errno : -EIO;
+        else
+            off += (size_t)n;
+    }
+    if (r == 0 && (fchmod(fd, fmode) < 0 || fsync(fd) < 0))
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r == 0)
+        r = fsync_path(tmp);
+    if (r == 0)
+        r = remove_tree(dir);
+    if (r == 0 && rename(tmp, dir) < 0)
+        r = -errno;
+    if (r == 0)
+        r = fsync_path(dir);
+    if (r == 0)
+        r = fsync_path(base);
+    if (r < 0) {
+        *err = xasprintf("cannot write %s/state: %s", dir, strerror(-r));
+        (void)remove_tree(tmp);
+    }
+    return r;
+}
+
+typedef struct SlotCopy {
+    char *name;
+    unsigned char *state;
+    size_t len;
+} SlotCopy;
+
+/* Patroni's copy_logical_slots(): read the slots' state files on the primary, stop PostgreSQL, write
+ * them, start it again (PostgreSQL loads slots only at start-up). Only on a streaming replica that
+ * has replayed past the slot's position on the primary, with wal_level logical and
+ * hot_standby_feedback on. Runs last in slots_sync(): the local connection is gone afterwards. */
+static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
+    if (!plan->copy.n) {
+        strlist_clear(&h->slots_copy_logged);
+        return;
+    }
+    const Leader *l = h->cluster ? h->cluster->leader : NULL;
+    if (!l || is_lock_holder(h) || !h->st.in_recovery || now_monotonic() < h->slots_copy_after)
+        return;
+    _cleanup_free_ char *list = strlist_join(&plan->copy, "', '");
+    if (dyn_of(h)->pause) {
+        _cleanup_free_ char *m = xasprintf("Not copying logical slots ['%s'] from the primary: maintenance mode "
+                                           "(copying restarts PostgreSQL)", list);
+        copy_note(h, LOG_INFO, "pause", m);
+        return;
+    }
+    if (!h->st.streaming) {
+        _cleanup_free_ char *m =
+            xasprintf("Not copying logical slots ['%s'] from the primary yet: this replica is not streaming", list);
+        copy_note(h, LOG_INFO, "streaming", m);
+        return;
+    }
+    char *err = NULL;
+    PGconn *c = get_conn(h);
+    PGresult *r = c ? pg_query(c,
+                               "SELECT pg_catalog.current_setting('wal_level') = 'logical',"
+                               " pg_catalog.current_setting('hot_standby_feedback')::boolean,"
+                               " pg_catalog.current_setting('max_replication_slots')::bigint - (SELECT count(*) FROM"
+                               " pg_catalog.pg_replication_slots WHERE NOT temporary)",
+                               2000, &err)
+                    : NULL;
+    if (!r || PQntuples(r) != 1) {
+        log_error("Failed to read the settings for copying logical slots: %s", err ? err : "no connection");
+        free(err);
+        PQclear(r);
+        return;
+    }
+    SlotCopyLocal loc = {.replay_lsn = h->st.replay_lsn, .wal_level_logical = PQgetvalue(r, 0, 0)[0] == 't',
+                         .hot_standby_feedback = PQgetvalue(r, 0, 1)[0] == 't',
+                         .free_slots = atoll(PQgetvalue(r, 0, 2))};
+    PQclear(r);
+    PGconn *lc = leader_conn(h, &err);
+    if (!lc) {
+        _cleanup_free_ char *m = xasprintf("Failed to copy logical slots from the %s via postgresql connection: %s",
+                                           l->name, err);
+        copy_note(h, LOG_ERROR, "connect", m);
+        free(err);
+        h->slots_copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+        return;
+    }
+    _cleanup_free_ char *arr = sql_text_array(lc, &plan->copy);
+    _cleanup_free_ char *sql =
+        arr ? xasprintf("SELECT slot_name, slot_type, datname, plugin,"
+                        " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0),"
+                        " pg_catalog.pg_read_binary_file('pg_replslot/' || slot_name || '/state'),"
+                        " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0)"
+                        " FROM pg_catalog.pg_get_replication_slots() JOIN pg_catalog.pg_database ON datoid = oid"
+                        " WHERE NOT pg_catalog.pg_is_in_recovery() AND slot_name = ANY(%s)", arr)
+            : NULL;
+    r = sql ? pg_query(lc, sql, 2000, &err) : NULL;
+    PQfinish(lc);
+    if (!r) {
+        _cleanup_free_ char *m = xasprintf("Failed to copy logical slots from the %s via postgresql connection: %s",
+                                           l->name, err ? err : "out of memory");
+        copy_note(h, LOG_ERROR, "query", m);
+        free(err);
+        h->slots_copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+        return;
+    }
+    SlotCopy *todo = NULL;
+    size_t n_todo = 0;
+    StrList seen = {0};
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        if (!strlist_contains(&plan->copy, name) || strlist_contains(&seen, name))
+            continue;
+        strlist_add(&seen, name);
+        size_t len = 0;
+        unsigned char *state = PQgetisnull(r, i, 5) ? NULL
+                                                     : PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 5), &len);
+        SlotCopySource src = {.name = name, .type = PQgetvalue(r, i, 1),
+                              .database = PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2),
+                              .plugin = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3),
+                              .confirmed_flush_lsn = atoll(PQgetvalue(r, i, 4)), .state = state, .state_len = len,
+                              .restart_lsn = atoll(PQgetvalue(r, i, 6))};
+        const PgSlot *mine = local_slot(h, name);
+        if (mine && strlist_contains(&h->slots_recopy, name))
+            src.local_restart_lsn = mine->restart_lsn;
+        char *msg = NULL;
+        SlotCopyVerdict v = slot_copy_check(slots_plan_find(plan, name), &src, &loc, &msg);
+        if (v == SLOT_COPY_OK) {
+            todo = xrealloc(todo, (n_todo + 1) * sizeof *todo);
+            todo[n_todo].name = xstrdup(name);
+            todo[n_todo].len = len;
+            todo[n_todo].state = xmalloc(len);
+            memcpy(todo[n_todo].state, state, len);
+            n_todo++;
+            if (!local_slot(h, name))
+                loc.free_slots--;
+        } else {
+            _cleanup_free_ char *key = xasprintf("%s:%s", v == SLOT_COPY_REFUSE ? "refuse" : "wait", name);
+            copy_note(h, v == SLOT_COPY_REFUSE ? LOG_ERROR : LOG_INFO, key, msg);
+            if (v == SLOT_COPY_REFUSE)
+                h->slots_copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+        }
+        free(msg);
+        PQfreemem(state);
+    }
+    PQclear(r);
+    for (size_t i = 0; i < plan->copy.n; i++)
+        if (!strlist_contains(&seen, plan->copy.v[i])) {
+            _cleanup_free_ char *m = xasprintf("Logical slot '%s' does not exist on the primary %s: not copied",
+                                               plan->copy.v[i], l->name);
+            _cleanup_free_ char *key = xasprintf("missing:%s", plan->copy.v[i]);
+            copy_note(h, LOG_WARNING, key, m);
+        }
+    strlist_clear(&seen);
+    if (n_todo) {
+        StrList names = {0};
+        for (size_t i = 0; i < n_todo; i++)
+            strlist_add(&names, todo[i].name);
+        _cleanup_free_ char *j = strlist_join(&names, "', '");
+        strlist_clear(&names);
+        log_info("Copying logical slots ['%s'] from the primary %s", j, l->name);
+        _cleanup_free_ char *target = xstrdup(h->following_set && h->following[0] ? h->following : l->name);
+        if (stop_postgres(h, PG_STOP_FAST, "copying logical replication slots from the primary") < 0) {
+            log_error("PostgreSQL did not stop: the logical slots are not copied");
+            h->slots_copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+        } else {
+            for (size_t i = 0; i < n_todo; i++) {
+                if (write_slot_state(h, todo[i].name, todo[i].state, todo[i].len, &err) < 0) {
+                    log_error("Failed to copy logical slot '%s': %s", todo[i].name, err);
+                    free(err);
+                    err = NULL;
+                    h->slots_copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+                    continue;
+                }
+                log_info("Copied logical slot '%s' from the primary", todo[i].name);
+                unready_add(h, todo[i].name);
+                for (size_t k = 0; k < h->slots_recopy.n; k++)
+                    if (streq(h->slots_recopy.v[k], todo[i].name)) {
+                        free(h->slots_recopy.v[k]);
+                        memmove(&h->slots_recopy.v[k], &h->slots_recopy.v[k + 1],
+                                (h->slots_recopy.n - k - 1) * sizeof *h->slots_recopy.v);
+                        h->slots_recopy.n--;
+                        break;
+                    }
+            }
+            (void)start_postgres(h, false, target);
+        }
+    }
+    for (size_t i = 0; i < n_todo; i++) {
+        free(todo[i].name);
+        free(todo[i].state);
+    }
+    free(todo);
 }
 
 /* Once per HA cycle on every node whose PostgreSQL runs: read pg_replication_slots, plan, act on
@@ -1301,12 +1760,6 @@ static void slots_sync(Ha *h) {
         free(h->slots_errors_logged);
         h->slots_errors_logged = TAKE_PTR(errors);
     }
-    for (size_t i = 0; i < plan.not_copied.n; i++)
-        if (!strlist_contains(&h->slots_not_copied_logged, plan.not_copied.v[i])) {
-            log_warning("Logical replication slot '%s' is not copied to this replica (pgha does not copy logical "
-                        "slots from the primary); it will be created if this node is promoted", plan.not_copied.v[i]);
-            strlist_add(&h->slots_not_copied_logged, plan.not_copied.v[i]);
-        }
     StrList failed_drops = {0};
     for (size_t i = 0; i < plan.n_actions; i++) {
         run_slot_action(h, c, &plan.actions[i], &failed_drops);
@@ -1317,12 +1770,50 @@ static void slots_sync(Ha *h) {
             break;
         }
     }
-    strlist_clear(&failed_drops);
     bool changed = plan.n_actions > 0;
-    slots_plan_free(&plan);
     /* the leader publishes the positions: read them again after a change */
     if (changed && c && (load_slot_rows(h, c) < 0))
         slot_rows_clear(h);
+    if (in.role != SLOT_ROLE_REPLICA) {
+        unready_clear(h);
+        strlist_clear(&h->slots_recopy);
+        h->slots_check_local = false;
+    } else if (c && h->slot_rows_ok) {
+        /* after a (re)start: the logical slots found here are checked again (Patroni's schedule()) */
+        if (h->slots_check_local)
+            for (size_t i = 0; i < h->n_slot_rows; i++) {
+                const ExpectedSlot *e = slots_plan_find(&plan, h->slot_rows[i].name);
+                if (h->slot_rows[i].logical && e && e->logical)
+                    unready_add(h, h->slot_rows[i].name);
+            }
+        h->slots_check_local = false;
+        check_logical_slots_readiness(h, &in);
+        /* a drop that failed leaves the slot in place: not copied over it this cycle */
+        for (size_t i = 0; i < plan.copy.n;)
+            if (strlist_contains(&failed_drops, plan.copy.v[i])) {
+                free(plan.copy.v[i]);
+                memmove(&plan.copy.v[i], &plan.copy.v[i + 1], (plan.copy.n - i - 1) * sizeof *plan.copy.v);
+                plan.copy.n--;
+            } else {
+                i++;
+            }
+        copy_logical_slots(h, &plan); /* last: it may restart PostgreSQL */
+    }
+    strlist_clear(&failed_drops);
+    slots_plan_free(&plan);
+}
+
+/* hot_standby_feedback is forced on while this node (or a member cascading from it) is to carry
+ * permanent logical slots; the configuration is rewritten and reloaded by apply_config_changes(). */
+static void update_enforce_hsf(Ha *h) {
+    SlotsInput in;
+    slots_input(h, &in);
+    if (!in.pg_major)
+        in.pg_major = h->major; /* PostgreSQL is not running: the data directory's version */
+    bool v = slots_enforce_hot_standby_feedback(&in);
+    if (v != h->enforce_hsf)
+        log_info("%s hot_standby_feedback (permanent logical replication slots)", v ? "enforcing" : "no longer enforcing");
+    h->enforce_hsf = v;
 }
 
 /* /status (spec §1.2), with the leader update: optime, the slots' positions, retain_slots. Written
@@ -1395,7 +1886,7 @@ static void apply_config_changes(Ha *h) {
     h->pending_restart = PQntuples(res) > 0;
     if (h->pending_restart) {
         StrList warnings = {0};
-        YNode *params = pg_build_parameters(cfg_of(h), dyn_of(h)->parameters, h->major, &warnings);
+        YNode *params = build_params(h, &warnings);
         strlist_clear(&warnings);
         h->pending_reason = cJSON_CreateObject();
         for (int i = 0; i < PQntuples(res); i++) {
@@ -2228,6 +2719,7 @@ static void run_cycle(Ha *h, bool stale) {
             }
         }
         refresh_dynamic_config(h);
+        update_enforce_hsf(h);
     } else {
         cluster_free(h->cluster);
         h->cluster = NULL;
@@ -2548,7 +3040,7 @@ static void shutdown_ha(Ha *h) {
 }
 
 int ha_run(Agent *a) {
-    Ha h = {.a = a, .pm_pidfd = -1, .wake_fd = -1};
+    Ha h = {.a = a, .pm_pidfd = -1, .wake_fd = -1, .slots_check_local = true};
     int rc = 0;
     if (setup(&h) < 0) {
         rc = 1;
@@ -2685,7 +3177,9 @@ out:
     pg_slots_free(h.slot_rows, h.n_slot_rows);
     retain_timers_clear(&h.retain);
     free(h.slots_errors_logged);
-    strlist_clear(&h.slots_not_copied_logged);
+    strlist_clear(&h.slots_recopy);
+    strlist_clear(&h.slots_copy_logged);
+    unready_clear(&h);
     free(h.applied_conf);
     cJSON_Delete(h.pending_reason);
     free(h.ssn);

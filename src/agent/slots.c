@@ -1,6 +1,7 @@
 #include "agent/slots.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -482,7 +483,11 @@ void slots_plan(const SlotsInput *in, SlotsPlan *p) {
                 a->database = xstrdup(e->database);
                 a->plugin = xstrdup(e->plugin);
             }
-        } else if (r) {
+        } else if (!r || (in->recopy && strlist_contains(in->recopy, e->name))) {
+            /* only slots with a position published by the leader are copied (it has them) */
+            if (e->lsn > 0 && in->role == SLOT_ROLE_REPLICA)
+                strlist_add(&p->copy, e->name);
+        } else {
             long long target = e->lsn < in->replay_lsn ? e->lsn : in->replay_lsn; /* not past replay */
             if (e->lsn > 0 && r->confirmed_flush_lsn < target) {
                 SlotAction *a = action_add(p, SLOT_ACT_ADVANCE, e->name);
@@ -490,8 +495,6 @@ void slots_plan(const SlotsInput *in, SlotsPlan *p) {
                 a->database = xstrdup(e->database);
                 a->lsn = target;
             }
-        } else if (e->lsn > 0) {
-            strlist_add(&p->not_copied, e->name);
         }
     }
 }
@@ -511,8 +514,196 @@ void slots_plan_free(SlotsPlan *p) {
     }
     free(p->actions);
     strlist_clear(&p->errors);
-    strlist_clear(&p->not_copied);
+    strlist_clear(&p->copy);
     *p = (SlotsPlan){0};
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* hot_standby_feedback, the slot on the primary                                                */
+
+char *slots_name_on_primary(const SlotsInput *in) {
+    if (!in->cluster || no_slot_on_primary(in))
+        return NULL;
+    /* follow replicatefrom up to the member that streams from the primary */
+    const Cluster *c = in->cluster;
+    const char *name = in->name, *rf = in->replicatefrom;
+    for (size_t hops = 0; hops <= c->n_members; hops++) {
+        const Member *up = rf && !streq(rf, name) ? find_member(c, rf) : NULL;
+        if (!up)
+            return slot_name_from_member_name(name);
+        name = up->name;
+        rf = member_replicatefrom(up);
+    }
+    return NULL; /* a loop: no_slot_on_primary() said there is none */
+}
+
+static bool enforce_hsf(const SlotsInput *in, StrList *seen) {
+    strlist_add(seen, in->name);
+    /* permanent logical slots expected here as a replica */
+    SlotsInput r = *in;
+    r.role = SLOT_ROLE_REPLICA;
+    r.slots = NULL;
+    r.n_slots = 0;
+    r.recopy = NULL;
+    SlotsPlan p;
+    slots_plan(&r, &p);
+    bool any = false;
+    for (size_t i = 0; i < p.n_expected; i++)
+        any = any || (p.expected[i].logical && p.expected[i].permanent);
+    slots_plan_free(&p);
+    if (any)
+        return true;
+    if (!in->dyn->use_slots || no_slot_on_primary(in))
+        return false;
+    /* a member that cascades from us and carries logical slots needs our feedback too */
+    const Cluster *c = in->cluster;
+    const Leader *l = c->leader;
+    for (size_t i = 0; i < c->n_members; i++) {
+        const Member *m = &c->members[i];
+        if (!streq(member_replicatefrom(m), in->name) || (l && streq(m->name, l->name)) ||
+            strlist_contains(seen, m->name))
+            continue;
+        SlotsInput mi = *in;
+        mi.name = m->name;
+        mi.nofailover = member_tag_bool(m, "nofailover");
+        mi.nostream = member_tag_bool(m, "nostream");
+        mi.replicatefrom = member_replicatefrom(m);
+        if (enforce_hsf(&mi, seen))
+            return true;
+    }
+    return false;
+}
+
+bool slots_enforce_hot_standby_feedback(const SlotsInput *in) {
+    if (!in->cluster || !in->cluster->has_config || !can_advance(in) || standby_cluster(in->dyn))
+        return false;
+    StrList seen = {0};
+    bool r = enforce_hsf(in, &seen);
+    strlist_clear(&seen);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* copying logical slots                                                                        */
+
+uint32_t slot_crc32c(const unsigned char *data, size_t len) {
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= data[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+    }
+    return crc ^ 0xFFFFFFFFu;
+}
+
+/* ReplicationSlotOnDisk (replication/slot.c): uint32 magic, pg_crc32c checksum, uint32 version,
+ * uint32 length, then `length` bytes of ReplicationSlotPersistentData whose first member is the
+ * slot's NameData (64 bytes). The checksum covers everything after itself. Native byte order: the
+ * primary and its replicas share the platform. */
+#define SLOT_MAGIC 0x1051CA1u
+#define SLOT_CONSTANT_SIZE 16u
+#define SLOT_NAMEDATALEN 64u
+
+static uint32_t u32_at(const unsigned char *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+int slot_state_validate(const unsigned char *data, size_t len, const char *name, char **ret_error) {
+    if (!data || len < SLOT_CONSTANT_SIZE + SLOT_NAMEDATALEN) {
+        *ret_error = xasprintf("the state file of slot '%s' is too short (%zu bytes)", name, data ? len : 0);
+        return -EINVAL;
+    }
+    if (u32_at(data) != SLOT_MAGIC) {
+        *ret_error = xasprintf("the state file of slot '%s' has a bad magic number %08x (expected %08x)", name,
+                               u32_at(data), SLOT_MAGIC);
+        return -EINVAL;
+    }
+    uint32_t length = u32_at(data + 12);
+    if ((size_t)length != len - SLOT_CONSTANT_SIZE) {
+        *ret_error = xasprintf("the state file of slot '%s' declares %u bytes of data but has %zu", name, length,
+                               len - SLOT_CONSTANT_SIZE);
+        return -EINVAL;
+    }
+    uint32_t want = u32_at(data + 4), got = slot_crc32c(data + 8, len - 8);
+    if (want != got) {
+        *ret_error = xasprintf("the state file of slot '%s' has a checksum mismatch (%08x, computed %08x)", name,
+                               want, got);
+        return -EINVAL;
+    }
+    const char *fname = (const char *)data + SLOT_CONSTANT_SIZE;
+    if (!memchr(fname, '\0', SLOT_NAMEDATALEN) || !streq(fname, name)) {
+        *ret_error = xasprintf("the state file of slot '%s' is that of another slot ('%.*s')", name,
+                               (int)strnlen(fname, SLOT_NAMEDATALEN), fname);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+SlotCopyVerdict slot_copy_check(const ExpectedSlot *e, const SlotCopySource *s, const SlotCopyLocal *l,
+                                char **ret_msg) {
+    *ret_msg = NULL;
+    if (!e || !e->logical || !e->permanent) {
+        *ret_msg = xasprintf("Will not copy the slot \"%s\": it is not a permanent logical slot of the "
+                             "configuration", s->name);
+        return SLOT_COPY_REFUSE;
+    }
+    if (!streq(s->type, "logical") || !streq(s->database, e->database) || !streq(s->plugin, e->plugin)) {
+        *ret_msg = xasprintf("Will not copy the logical slot \"%s\" due to the configuration mismatch: "
+                             "configuration={'type': 'logical', 'database': '%s', 'plugin': '%s'}, slot on the "
+                             "primary={'type': '%s', 'database': '%s', 'plugin': '%s'}", s->name, e->database,
+                             e->plugin, s->type ? s->type : "", s->database ? s->database : "",
+                             s->plugin ? s->plugin : "");
+        return SLOT_COPY_REFUSE;
+    }
+    char *err = NULL;
+    if (slot_state_validate(s->state, s->state_len, s->name, &err) < 0) {
+        *ret_msg = xasprintf("Will not copy the logical slot \"%s\": %s", s->name, err);
+        free(err);
+        return SLOT_COPY_REFUSE;
+    }
+    if (s->confirmed_flush_lsn <= 0) {
+        *ret_msg = xasprintf("Will not copy the logical slot \"%s\": it has no confirmed_flush_lsn on the primary",
+                             s->name);
+        return SLOT_COPY_REFUSE;
+    }
+    /* copied again because the WAL from its restart_lsn is gone here: useless until the primary's
+     * slot has moved past that position (else every cycle would restart PostgreSQL for nothing) */
+    if (s->local_restart_lsn > 0 && s->restart_lsn <= s->local_restart_lsn) {
+        *ret_msg = xasprintf("Not copying the logical slot \"%s\" again yet: its restart_lsn on the primary (%lld) has "
+                             "not moved past that of the copy here (%lld), whose WAL is gone", s->name, s->restart_lsn,
+                             s->local_restart_lsn);
+        return SLOT_COPY_WAIT;
+    }
+    if (!l->wal_level_logical) {
+        *ret_msg = xasprintf("Not copying the logical slot \"%s\" yet: wal_level is not logical here", s->name);
+        return SLOT_COPY_WAIT;
+    }
+    if (!l->hot_standby_feedback) {
+        *ret_msg = xasprintf("Not copying the logical slot \"%s\" yet: hot_standby_feedback is off here", s->name);
+        return SLOT_COPY_WAIT;
+    }
+    /* the copy must not be ahead of this replica: after a promotion its position must exist here */
+    if (l->replay_lsn < s->confirmed_flush_lsn) {
+        *ret_msg = xasprintf("Not copying the logical slot \"%s\" yet: replayed up to %lld, the slot is at %lld on "
+                             "the primary", s->name, l->replay_lsn, s->confirmed_flush_lsn);
+        return SLOT_COPY_WAIT;
+    }
+    if (l->free_slots <= 0) {
+        *ret_msg = xasprintf("Not copying the logical slot \"%s\": max_replication_slots is reached here", s->name);
+        return SLOT_COPY_WAIT;
+    }
+    return SLOT_COPY_OK;
+}
+
+/* TransactionIdPrecedesOrEquals() for normal xids: modulo 2^32 */
+static bool xid_le(long long a, long long b) { return (int32_t)((uint32_t)a - (uint32_t)b) <= 0; }
+
+bool slot_copy_safe(long long primary_logical, long long primary_physical, long long standby_logical) {
+    if (primary_logical <= 0 || primary_physical <= 0 || standby_logical <= 0)
+        return false;
+    return xid_le(primary_logical, primary_physical) && xid_le(primary_physical, standby_logical);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/config.h"
 #include "common/util.h"
@@ -23,6 +24,7 @@ typedef struct PgSlot {
     bool has_xmin;                 /* xmin IS NOT NULL (hot_standby_feedback through the slot) */
     long long restart_lsn;         /* 0 when NULL */
     long long confirmed_flush_lsn; /* 0 when NULL */
+    long long catalog_xmin;        /* 0 when NULL (InvalidTransactionId) */
 } PgSlot;
 
 void pg_slots_free(PgSlot *slots, size_t n);
@@ -45,6 +47,8 @@ typedef struct SlotsInput {
     const PgSlot *slots;           /* pg_replication_slots */
     size_t n_slots;
     long long replay_lsn;          /* replicas: logical slots are not advanced past it */
+    const StrList *recopy;         /* replicas: logical slots whose advance failed because their WAL is gone or
+                                    * they were invalidated (SQLSTATE 58P01, 55000): copied again, not advanced */
 } SlotsInput;
 
 /* A slot this node should have. */
@@ -87,13 +91,69 @@ typedef struct SlotsPlan {
     SlotAction *actions;           /* in execution order; a create after a failed drop of the same name is skipped */
     size_t n_actions;
     StrList errors;                /* configuration problems (bad permanent slots, conflicting member names) */
-    StrList not_copied;            /* logical slots expected on this replica that pgha does not copy */
+    StrList copy;                  /* replicas: logical slots to copy from the primary (missing here, or in
+                                    * `recopy`, and with a position in /status.slots) */
 } SlotsPlan;
 
 /* The plan for one HA cycle. With no /config in the DCS nothing is managed (empty plan). */
 void slots_plan(const SlotsInput *in, SlotsPlan *ret);
 void slots_plan_free(SlotsPlan *p);
 const ExpectedSlot *slots_plan_find(const SlotsPlan *p, const char *name);
+
+/* Patroni's should_enforce_hot_standby_feedback(): this node is supposed to carry permanent logical
+ * slots as a replica, or one of its cascading members is (PostgreSQL 11+, not in a standby cluster).
+ * The role in `in` does not matter (the answer must not change on promotion). */
+bool slots_enforce_hot_standby_feedback(const SlotsInput *in);
+
+/* The physical slot on the primary that carries this node's feedback: our own member slot, or that of
+ * the member we cascade from (get_slot_name_on_primary). NULL (nostream, a replicatefrom loop). */
+char *slots_name_on_primary(const SlotsInput *in);
+
+/* ---- copying logical slots to a replica (Patroni's copy_logical_slots) ---- */
+
+/* One row of the copy query on the primary. */
+typedef struct SlotCopySource {
+    const char *name, *type, *database, *plugin;
+    long long confirmed_flush_lsn;  /* 0 when NULL */
+    long long restart_lsn;          /* 0 when NULL */
+    const unsigned char *state;     /* pg_replslot/<name>/state as read on the primary */
+    size_t state_len;
+    long long local_restart_lsn;    /* a copy again (its WAL is gone here): the restart_lsn of the local slot */
+} SlotCopySource;
+
+/* What the copy needs from this replica's running PostgreSQL. */
+typedef struct SlotCopyLocal {
+    long long replay_lsn;
+    bool wal_level_logical;         /* else PostgreSQL refuses to start with a logical slot */
+    bool hot_standby_feedback;      /* else the primary does not protect the copy's catalog_xmin */
+    long long free_slots;           /* max_replication_slots minus the slots that exist (and are being copied) */
+} SlotCopyLocal;
+
+typedef enum SlotCopyVerdict {
+    SLOT_COPY_OK,
+    SLOT_COPY_WAIT,                 /* not yet (this replica is behind the slot, feedback off, no free slot) */
+    SLOT_COPY_REFUSE,               /* the configuration does not match, or the state file is not valid */
+} SlotCopyVerdict;
+
+/* May the slot be copied now? `expected` is the plan's entry of that name (NULL: not expected).
+ * *ret_msg explains WAIT and REFUSE. */
+SlotCopyVerdict slot_copy_check(const ExpectedSlot *expected, const SlotCopySource *src, const SlotCopyLocal *local,
+                                char **ret_msg);
+
+/* Would PostgreSQL load this slot state file (ReplicationSlotOnDisk: magic, length, CRC-32C) and is it
+ * the slot `name`? PostgreSQL PANICs at start-up on a bad one: it must be checked before it is
+ * written. 0, or -EINVAL with *ret_error. */
+int slot_state_validate(const unsigned char *data, size_t len, const char *name, char **ret_error);
+
+/* CRC-32C (Castagnoli) as PostgreSQL computes it (pg_crc32c). */
+uint32_t slot_crc32c(const unsigned char *data, size_t len);
+
+/* Patroni's _ready_logical_slots(): a copied slot is safe to use after a failover once the primary's
+ * physical slot for this node holds a catalog_xmin (hot_standby_feedback) that has overtaken the
+ * catalog_xmin the primary's logical slot had when that feedback started, and is not newer than the
+ * copy's own catalog_xmin: primary_logical <= primary_physical <= standby_logical (xids, modulo 2^32).
+ * 0 (NULL) anywhere: not safe. */
+bool slot_copy_safe(long long primary_logical_xmin, long long primary_physical_xmin, long long standby_logical_xmin);
 
 /* Does a slot match an `ignore_slots` matcher (name/type/database/plugin, each optional)? */
 bool slots_ignored(const YNode *ignore_slots, const PgSlot *s);

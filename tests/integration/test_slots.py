@@ -2,9 +2,11 @@
 
 One 3-node cluster with ttl 10 (pgha.allow_short_ttl), loop_wait 2, member_slots_ttl 15, wal_level logical
 and two permanent slots (one physical, one logical with test_decoding). In order: the slots of a healthy
-cluster on every node and in /status; kill -9 of the primary (agent and postmaster) and the slots of the new
-topology; the dead member's slot retained for member_slots_ttl, then dropped everywhere; the member comes
-back and gets its slot again."""
+cluster on every node and in /status; the logical slot copied to the replicas (hot_standby_feedback forced
+on there) and advanced to what a consumer confirmed on the primary; kill -9 of the primary (agent and
+postmaster): the new primary's copy returns exactly the changes the consumer had not confirmed, and the slots
+of the new topology; the dead member's slot retained for member_slots_ttl, then dropped everywhere; the
+member comes back and gets its slot again."""
 
 import json
 import os
@@ -62,16 +64,15 @@ def status(cluster):
 
 
 def expected_slots(node, nodes, primary):
-    """What a node should have: physical slots for every other member and the permanent physical slot;
-    the primary also has the logical one (pgha does not copy logical slots to replicas)."""
+    """What a node should have: physical slots for every other member and both permanent slots (the
+    replicas have a copy of the primary's logical slot)."""
     want = {n: "physical" for n in nodes if n != node}
     want[PERM_PHYS] = "physical"
-    if node == primary:
-        want[PERM_LOGICAL] = "logical"
+    want[PERM_LOGICAL] = "logical"
     return want
 
 
-def wait_slots(cluster, node, want, timeout=40):
+def wait_slots(cluster, node, want, timeout=60):
     return h.wait_until(lambda: slots(cluster, node) == want, timeout,
                         msg=f"slots on {node} to be {want} (have {slots(cluster, node)})")
 
@@ -121,6 +122,48 @@ def test_slots_on_every_node_and_in_status(cluster):
         assert sorted(m["Member"] for m in json.loads(out.stdout)) == ["node1", "node2", "node3"]
 
 
+def confirmed_flush(cluster, node):
+    try:
+        rows = cluster.sql(node, "SELECT pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint FROM "
+                                 "pg_replication_slots WHERE slot_name = %s", (PERM_LOGICAL,))
+    except Exception:  # noqa: BLE001 - the node may be restarting to load a copied slot
+        return None
+    return rows[0][0] if rows else None
+
+
+def test_logical_slot_is_copied_to_the_replicas_and_advanced(cluster):
+    leader = cluster.wait_healthy()
+    replicas = [n for n in cluster.nodes if n != leader]
+    for n in replicas:
+        wait_slots(cluster, n, expected_slots(n, list(cluster.nodes), leader))
+        assert cluster.sql(n, "SHOW hot_standby_feedback")[0][0] == "on"
+        log = cluster.nodes[n].log_text()
+        assert f"Copying logical slots ['{PERM_LOGICAL}'] from the primary {leader}" in log
+    # a consumer reads part of the changes on the primary: the rows 'a', not the rows 'b'
+    cluster.sql(leader, "CREATE TABLE lt (id int PRIMARY KEY, v text)")
+    cluster.sql(leader, "INSERT INTO lt SELECT g, 'a' FROM generate_series(1, 5) g")
+    cluster.sql(leader, "CHECKPOINT")  # a running_xacts record: the slot's restart_lsn may move past it
+    upto = cluster.sql(leader, "SELECT pg_current_wal_lsn()")[0][0]
+    cluster.sql(leader, "INSERT INTO lt SELECT g, 'b' FROM generate_series(6, 10) g")
+    got = [r[0] for r in cluster.sql(leader, "SELECT data FROM pg_logical_slot_get_changes(%s, %s, NULL)",
+                                     (PERM_LOGICAL, upto))]
+    assert sum("INSERT" in d and "'a'" in d for d in got) == 5 and not any("'b'" in d for d in got), got
+    consumed = confirmed_flush(cluster, leader)
+    # the leader publishes the position, the replicas advance their copy to it (not further)
+    h.wait_until(lambda: status(cluster).get("slots", {}).get(PERM_LOGICAL, 0) >= consumed, 30,
+                 msg="/status to publish the consumed position")
+    for n in replicas:
+        h.wait_until(lambda n=n: confirmed_flush(cluster, n) == consumed, 60,
+                     msg=f"{n}'s copy of {PERM_LOGICAL} advanced to {consumed} (at {confirmed_flush(cluster, n)})")
+    # the copies are protected by the replicas' feedback (Patroni's readiness check)
+    for n in replicas:
+        h.wait_until(lambda n=n: f"Logical slot {PERM_LOGICAL} is safe to be used after a failover"
+                     in cluster.nodes[n].log_text(), 40, msg=f"{n}'s copy to be safe to use")
+    cluster.wait_streaming(leader, replicas, 60)
+    for n in replicas:  # everything written so far has been replayed
+        h.wait_until(lambda n=n: cluster.sql(n, "SELECT count(*) FROM lt")[0][0] == 10, 30)
+
+
 def test_failover_moves_the_slots_and_the_dead_members_slot_expires(cluster):
     old = cluster.wait_healthy()
     nodes = list(cluster.nodes)
@@ -129,8 +172,14 @@ def test_failover_moves_the_slots_and_the_dead_members_slot_expires(cluster):
     h.wait_until(lambda: cluster.is_primary(new), 30)
     promoted = time.monotonic()
     third = [n for n in nodes if n not in (old, new)][0]
-    # the new primary: slots for the others (the dead one's retained), both permanent slots; the
-    # logical slot is created anew there
+    # the consumer resumes on the new primary's copy of the logical slot: the rows it had not
+    # confirmed are all there, the ones it had are not
+    changes = [r[0] for r in cluster.sql(new, "SELECT data FROM pg_logical_slot_peek_changes(%s, NULL, NULL)",
+                                         (PERM_LOGICAL,))]
+    inserts = [d for d in changes if d.startswith("table public.lt: INSERT")]
+    assert inserts == [f"table public.lt: INSERT: id[integer]:{i} v[text]:'b'" for i in range(6, 11)], changes
+    assert "might be unsafe to use after promote" not in cluster.nodes[new].log_text()
+    # the new primary: slots for the others (the dead one's retained), both permanent slots
     wait_slots(cluster, new, expected_slots(new, nodes, new), 30)
     wait_slots(cluster, third, expected_slots(third, nodes, new), 30)
     cluster.wait_streaming(new, [third], 60)
@@ -158,8 +207,9 @@ def test_failover_moves_the_slots_and_the_dead_members_slot_expires(cluster):
     cluster.wait_streaming(new, [third, old], 120)
     for n in (new, third):
         wait_slots(cluster, n, expected_slots(n, nodes, new), 40)
-    # the rejoined node may keep its old copy of the logical slot (pg_rewind leaves pg_replslot alone)
-    want_old = expected_slots(old, nodes, new)
+    # the rejoined node may keep its old copy of the logical slot (pg_rewind leaves pg_replslot alone), or
+    # copy it again
+    want_old = {k: v for k, v in expected_slots(old, nodes, new).items() if k != PERM_LOGICAL}
     h.wait_until(lambda: {k: v for k, v in (slots(cluster, old) or {}).items() if k != PERM_LOGICAL} == want_old,
                  40, msg=f"slots on {old} to be {want_old} (have {slots(cluster, old)})")
     h.wait_until(lambda: sorted(status(cluster).get("retain_slots", [])) == sorted(nodes), 20)

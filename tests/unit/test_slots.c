@@ -2,6 +2,7 @@
  * complete situations — the DCS keys exactly as etcd holds them, /config, this node's name, role,
  * PostgreSQL version and tags, the rows of pg_replication_slots — and the expected slots and actions
  * rendered as short strings. Pure: no PostgreSQL, no DCS, time is injected. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,7 +62,8 @@ typedef struct Case {
     const char *expected;    /* "name:p|l:a1|a0|a-:lsn[:perm]" joined with spaces, in plan order */
     const char *actions;     /* "drop(reason) create-p create-l(db,plugin) advance(lsn)" per name */
     const char *errors;      /* substring expected in the joined errors, or NULL for none */
-    const char *not_copied;  /* joined names, or NULL */
+    const char *copy;        /* joined names of the slots to copy from the primary, or NULL */
+    const char *recopy;      /* names (space separated) whose advance failed for lack of WAL, or NULL */
 } Case;
 
 static Cluster *cluster_of(const Kv *keys, size_t max) {
@@ -104,6 +106,7 @@ typedef struct World {
     DynConfig dyn;
     PgSlot rows[8];
     size_t n_rows;
+    StrList recopy;
     SlotsInput in;
 } World;
 
@@ -116,10 +119,16 @@ static void world_build(World *w, const Case *k) {
     w->in = (SlotsInput){.cluster = w->cluster, .dyn = &w->dyn, .name = k->me ? k->me : "node1", .role = k->role,
                          .pg_major = k->pg_major ? k->pg_major : 16, .nofailover = k->nofailover,
                          .nostream = k->nostream, .replicatefrom = k->replicatefrom, .paused = k->paused,
-                         .slots = w->rows, .n_slots = w->n_rows, .replay_lsn = k->replay_lsn};
+                         .slots = w->rows, .n_slots = w->n_rows, .replay_lsn = k->replay_lsn, .recopy = &w->recopy};
+    if (k->recopy) {
+        _cleanup_free_ char *names = xstrdup(k->recopy);
+        for (char *save = NULL, *t = strtok_r(names, " ", &save); t; t = strtok_r(NULL, " ", &save))
+            strlist_add(&w->recopy, t);
+    }
 }
 
 static void world_free(World *w) {
+    strlist_clear(&w->recopy);
     cluster_free(w->cluster);
     dyn_config_free(&w->dyn);
 }
@@ -164,14 +173,15 @@ static void run_case(const Case *k) {
     _cleanup_free_ char *exp = render_expected(&p);
     _cleanup_free_ char *act = render_actions(&p);
     _cleanup_free_ char *errs = strlist_join(&p.errors, " | ");
-    _cleanup_free_ char *nc = strlist_join(&p.not_copied, " ");
+    _cleanup_free_ char *nc = strlist_join(&p.copy, " ");
     bool ok = streq(exp, k->expected) && streq(act, k->actions) &&
               (k->errors ? strstr(errs, k->errors) != NULL : p.errors.n == 0) &&
-              streq(nc, k->not_copied ? k->not_copied : "");
+              streq(nc, k->copy ? k->copy : "");
     if (!ok)
         print_error("case: %s\n  expected: %s\n      want: %s\n   actions: %s\n      want: %s\n    errors: %s\n"
-                    "      want: %s\nnot copied: %s\n",
-                    k->desc, exp, k->expected, act, k->actions, errs, k->errors ? k->errors : "(none)", nc);
+                    "      want: %s\n      copy: %s\n      want: %s\n",
+                    k->desc, exp, k->expected, act, k->actions, errs, k->errors ? k->errors : "(none)", nc,
+                    k->copy ? k->copy : "");
     slots_plan_free(&p);
     world_free(&w);
     assert_true(ok);
@@ -317,13 +327,13 @@ static const Case permanent_cases[] = {
      .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
      .expected = "node2:p:a1:7000 node3:p:a1:6000 perm_p:p:a1:0:perm perm_l:l:a-:0:perm",
      .actions = "perm_p:create-p perm_l:create-l(postgres,test_decoding)"},
-    {.desc = "replica: physical permanent slot kept and advanced, the logical one is not copied",
+    {.desc = "replica: physical permanent slot kept and advanced, the logical one (in /status) is to be copied",
      .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
               K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000,\"perm_l\":8500}}")},
      .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 100)},
      .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:8500:perm",
-     .actions = "perm_p:advance(8000)", .not_copied = "perm_l"},
+     .actions = "perm_p:advance(8000)", .copy = "perm_l"},
     {.desc = "replica with a copy of the logical slot: advanced, never past the replay position",
      .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML, .replay_lsn = 8200,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
@@ -333,6 +343,35 @@ static const Case permanent_cases[] = {
                .confirmed_flush_lsn = 7000}},
      .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:8500:perm",
      .actions = "perm_l:advance(8200,postgres)"},
+    {.desc = "replica: a logical slot the leader does not publish (not created there yet) is not copied",
+     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML,
+     .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
+              K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000}}")},
+     .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 8000)},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:0:perm", .actions = ""},
+    {.desc = "replica: the copy's advance failed for lack of WAL: copied again, not advanced",
+     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML, .replay_lsn = 9000, .recopy = "perm_l other",
+     .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
+              K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000,\"perm_l\":8500}}")},
+     .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 8000),
+              {.name = "perm_l", .logical = true, .database = "postgres", .plugin = "test_decoding",
+               .confirmed_flush_lsn = 7000}},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:8500:perm",
+     .actions = "", .copy = "perm_l"},
+    {.desc = "replica: a local slot of that name with another plugin is dropped, then copied",
+     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML, .replay_lsn = 9000,
+     .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
+              K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000,\"perm_l\":8500}}")},
+     .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 8000),
+              {.name = "perm_l", .logical = true, .database = "postgres", .plugin = "pgoutput",
+               .confirmed_flush_lsn = 7000}},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:8500:perm",
+     .actions = "perm_l:drop(mismatch)", .copy = "perm_l"},
+    {.desc = "nostream replica: no logical slots (it has no slot on the primary to protect them)",
+     .me = "node2", .role = SLOT_ROLE_REPLICA, .nostream = true, .dyn_yaml = PERM_YAML,
+     .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
+              K_STATUS("{\"optime\":9000,\"slots\":{\"perm_p\":8000,\"perm_l\":8500}}")},
+     .expected = "node1:p:a0:0 node3:p:a0:0 perm_p:p:a0:8000:perm", .actions = "node1:create-p node3:create-p perm_p:create-p"},
     {.desc = "nofailover replica: no permanent slots",
      .me = "node2", .role = SLOT_ROLE_REPLICA, .nofailover = true, .dyn_yaml = PERM_YAML, .keys = {CLUSTER3},
      .rows = {ROW_PHYS("perm_p", 100)}, .expected = "", .actions = "perm_p:drop(unknown)"},
@@ -505,12 +544,218 @@ static void test_retain(void **state) {
     world_free(&w);
 }
 
+
+/* ------------------------------------------------------------------------------------------------
+ * logical slots on replicas: hot_standby_feedback, the copy, readiness */
+
+static bool hsf_for(const Case *k) {
+    World w;
+    world_build(&w, k);
+    bool r = slots_enforce_hot_standby_feedback(&w.in);
+    world_free(&w);
+    return r;
+}
+
+static char *name_on_primary_for(const Case *k) {
+    World w;
+    world_build(&w, k);
+    char *r = slots_name_on_primary(&w.in);
+    world_free(&w);
+    return r ? r : xstrdup("(none)");
+}
+
+static void test_hot_standby_feedback(void **state) {
+    (void)state;
+    Case k = {.me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML, .keys = {CLUSTER3}};
+    assert_true(hsf_for(&k));
+    /* the same answer as a primary: nothing changes on promotion */
+    k.role = SLOT_ROLE_PRIMARY;
+    assert_true(hsf_for(&k));
+    k.role = SLOT_ROLE_REPLICA;
+    /* physical permanent slots only */
+    k.dyn_yaml = "slots:\n  perm_p:\n";
+    assert_false(hsf_for(&k));
+    k.dyn_yaml = PERM_YAML;
+    /* PostgreSQL 10, a standby cluster, nostream, nofailover: no logical slots here */
+    k.pg_major = 10;
+    assert_false(hsf_for(&k));
+    k.pg_major = 0;
+    k.dyn_yaml = "standby_cluster:\n  host: 10.1.1.1\n" PERM_YAML;
+    assert_false(hsf_for(&k));
+    k.dyn_yaml = PERM_YAML;
+    k.nostream = true;
+    assert_false(hsf_for(&k));
+    k.nostream = false;
+    k.nofailover = true;
+    assert_false(hsf_for(&k));
+    /* ... unless a member that cascades from it carries them */
+    k.keys[4] = (Kv)K_M3_FROM2;
+    assert_true(hsf_for(&k));
+    /* no /config: nothing is managed */
+    Case k2 = {.me = "node2", .role = SLOT_ROLE_REPLICA, .keys = {K_LEADER("node1"), K_M1, K_M2}};
+    assert_false(hsf_for(&k2));
+
+    /* the slot on the primary that carries our feedback */
+    Case n = {.me = "node2", .role = SLOT_ROLE_REPLICA, .keys = {CLUSTER3}};
+    _cleanup_free_ char *a = name_on_primary_for(&n);
+    assert_string_equal(a, "node2");
+    n.keys[4] = (Kv)K_M3_FROM2;
+    n.me = "node3";
+    n.replicatefrom = "node2";
+    _cleanup_free_ char *b = name_on_primary_for(&n);
+    assert_string_equal(b, "node2");
+    n.nostream = true;
+    _cleanup_free_ char *c = name_on_primary_for(&n);
+    assert_string_equal(c, "(none)");
+}
+
+/* A state file as PostgreSQL 15 writes it: 16-byte header, then the persistent data (name first). */
+static size_t make_state(unsigned char *buf, size_t size, const char *name) {
+    assert_true(size >= 200);
+    memset(buf, 0, size);
+    size_t len = 16 + 184;
+    uint32_t magic = 0x1051CA1u, version = 3, length = (uint32_t)(len - 16);
+    memcpy(buf, &magic, 4);
+    memcpy(buf + 8, &version, 4);
+    memcpy(buf + 12, &length, 4);
+    memcpy(buf + 16, name, strlen(name));
+    uint32_t db = 5;
+    memcpy(buf + 16 + 64, &db, 4);
+    uint32_t crc = slot_crc32c(buf + 8, len - 8);
+    memcpy(buf + 4, &crc, 4);
+    return len;
+}
+
+static void expect_invalid(const unsigned char *data, size_t len, const char *name, const char *what) {
+    char *err = NULL;
+    assert_int_equal(slot_state_validate(data, len, name, &err), -EINVAL);
+    if (!strstr(err, what))
+        print_error("error: %s\n want: %s\n", err, what);
+    assert_non_null(strstr(err, what));
+    free(err);
+}
+
+static void test_slot_state_file(void **state) {
+    (void)state;
+    /* the check value of CRC-32C */
+    assert_int_equal(slot_crc32c((const unsigned char *)"123456789", 9), 0xE3069283u);
+    unsigned char buf[256];
+    size_t len = make_state(buf, sizeof buf, "perm_l");
+    char *err = NULL;
+    assert_int_equal(slot_state_validate(buf, len, "perm_l", &err), 0);
+    assert_null(err);
+    expect_invalid(buf, len, "other", "is that of another slot ('perm_l')");
+    expect_invalid(buf, 40, "perm_l", "too short (40 bytes)");
+    expect_invalid(NULL, 0, "perm_l", "too short");
+    expect_invalid(buf, len - 1, "perm_l", "declares 184 bytes of data but has 183");
+    unsigned char bad[256];
+    memcpy(bad, buf, sizeof bad);
+    bad[100] ^= 1;
+    expect_invalid(bad, len, "perm_l", "checksum mismatch");
+    memcpy(bad, buf, sizeof bad);
+    bad[0] ^= 0xff;
+    expect_invalid(bad, len, "perm_l", "bad magic number");
+    /* a name without its terminating NUL inside NameData */
+    memcpy(bad, buf, sizeof bad);
+    memset(bad + 16, 'a', 64);
+    uint32_t crc = slot_crc32c(bad + 8, len - 8);
+    memcpy(bad + 4, &crc, 4);
+    expect_invalid(bad, len, "perm_l", "another slot");
+}
+
+static void test_slot_copy_check(void **state) {
+    (void)state;
+    unsigned char buf[256];
+    size_t len = make_state(buf, sizeof buf, "perm_l");
+    ExpectedSlot e = {.name = "perm_l", .logical = true, .database = "postgres", .plugin = "test_decoding",
+                      .permanent = true, .lsn = 8500};
+    SlotCopySource src = {.name = "perm_l", .type = "logical", .database = "postgres", .plugin = "test_decoding",
+                          .confirmed_flush_lsn = 8400, .state = buf, .state_len = len};
+    SlotCopyLocal loc = {.replay_lsn = 9000, .wal_level_logical = true, .hot_standby_feedback = true,
+                         .free_slots = 3};
+    char *msg = NULL;
+    assert_int_equal(slot_copy_check(&e, &src, &loc, &msg), SLOT_COPY_OK);
+    assert_null(msg);
+#define EXPECT(verdict, what)                                                                                 \
+    do {                                                                                                      \
+        assert_int_equal(slot_copy_check(pe, &s2, &l2, &msg), verdict);                                       \
+        if (!strstr(msg, what))                                                                               \
+            print_error("msg: %s\nwant: %s\n", msg, what);                                                   \
+        assert_non_null(strstr(msg, what));                                                                   \
+        free(msg);                                                                                            \
+    } while (0)
+    const ExpectedSlot *pe = NULL;
+    SlotCopySource s2 = src;
+    SlotCopyLocal l2 = loc;
+    EXPECT(SLOT_COPY_REFUSE, "it is not a permanent logical slot of the configuration");
+    pe = &e;
+    s2.plugin = "pgoutput";
+    EXPECT(SLOT_COPY_REFUSE, "due to the configuration mismatch: configuration={'type': 'logical', 'database': "
+                             "'postgres', 'plugin': 'test_decoding'}, slot on the primary={'type': 'logical', "
+                             "'database': 'postgres', 'plugin': 'pgoutput'}");
+    s2 = src;
+    s2.type = "physical";
+    s2.database = s2.plugin = NULL;
+    EXPECT(SLOT_COPY_REFUSE, "configuration mismatch");
+    s2 = src;
+    s2.state_len = len - 4;
+    EXPECT(SLOT_COPY_REFUSE, "Will not copy the logical slot \"perm_l\": the state file of slot 'perm_l' declares");
+    s2 = src;
+    s2.state = NULL;
+    s2.state_len = 0;
+    EXPECT(SLOT_COPY_REFUSE, "too short");
+    s2 = src;
+    s2.confirmed_flush_lsn = 0;
+    EXPECT(SLOT_COPY_REFUSE, "no confirmed_flush_lsn");
+    s2 = src;
+    l2.replay_lsn = 8399;
+    EXPECT(SLOT_COPY_WAIT, "replayed up to 8399, the slot is at 8400 on the primary");
+    l2 = loc;
+    l2.hot_standby_feedback = false;
+    EXPECT(SLOT_COPY_WAIT, "hot_standby_feedback is off");
+    l2 = loc;
+    l2.wal_level_logical = false;
+    EXPECT(SLOT_COPY_WAIT, "wal_level is not logical");
+    l2 = loc;
+    l2.free_slots = 0;
+    EXPECT(SLOT_COPY_WAIT, "max_replication_slots");
+    /* copied again (the local copy's WAL is gone): only once the primary's slot has moved past it */
+    l2 = loc;
+    s2.restart_lsn = 5000;
+    s2.local_restart_lsn = 5000;
+    EXPECT(SLOT_COPY_WAIT, "its restart_lsn on the primary (5000) has not moved past that of the copy here (5000)");
+    s2.restart_lsn = 5001;
+    assert_int_equal(slot_copy_check(pe, &s2, &l2, &msg), SLOT_COPY_OK);
+#undef EXPECT
+}
+
+static void test_slot_copy_safe(void **state) {
+    (void)state;
+    assert_true(slot_copy_safe(724, 724, 724));
+    assert_true(slot_copy_safe(700, 724, 730));
+    /* the feedback has not overtaken the primary's slot yet */
+    assert_false(slot_copy_safe(730, 724, 724));
+    /* the copy is older than what the primary protects for it */
+    assert_false(slot_copy_safe(700, 724, 720));
+    /* unknown (NULL) anywhere */
+    assert_false(slot_copy_safe(0, 724, 724));
+    assert_false(slot_copy_safe(724, 0, 724));
+    assert_false(slot_copy_safe(724, 724, 0));
+    /* xids wrap around */
+    assert_true(slot_copy_safe(4294967290LL, 5, 10));
+    assert_false(slot_copy_safe(10, 5, 4294967290LL));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_member_slots),
         cmocka_unit_test(test_permanent_slots),
         cmocka_unit_test(test_status_slots),
         cmocka_unit_test(test_retain),
+        cmocka_unit_test(test_hot_standby_feedback),
+        cmocka_unit_test(test_slot_state_file),
+        cmocka_unit_test(test_slot_copy_check),
+        cmocka_unit_test(test_slot_copy_safe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
