@@ -1947,6 +1947,18 @@ static void apply_ssn(Ha *h, const char *ssn) {
         long long f = current_flush_lsn(h);
         /* unknown: nobody counts as caught up until the next cycle records it */
         h->ssn_flush = f > 0 ? f : 0;
+        /* Commits already waiting are released only when a standby reports again, which it does when
+         * WAL arrives (or after wal_receiver_status_interval, 10 s). A tiny WAL record makes every
+         * standby reply within the WAL writer's delay instead. */
+        PGconn *c = get_conn(h);
+        char *err = NULL;
+        PGresult *res = c ? pg_query(c, "SELECT pg_catalog.pg_logical_emit_message(false, 'pgha', "
+                                        "'synchronous_standby_names changed')", 2000, &err)
+                          : NULL;
+        if (c && !res)
+            log_debug("could not write a WAL record to wake the standbys: %s", err ? err : "?");
+        PQclear(res);
+        free(err);
     }
 }
 
