@@ -404,13 +404,24 @@ def sc(request, run_dir):
         c.start(["node1"])
         c.wait_leader(60)
         c.start(["node2", "node3"])
-        leader = c.wait_healthy(120)
+        leader = c.wait_healthy(180)
         if c.quorum:
             reason = _quorum_works(c, leader)
             if reason:
                 pytest.skip(reason)
         leader, _ = c.wait_steady(90)
         c.sql(leader, "CREATE TABLE zl (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
+    except BaseException as e:
+        # a failed setup is not attributed to a test: show the agents' and servers' logs here
+        for name, node in (c.nodes.items() if isinstance(e, Exception) else ()):
+            print(f"===== {name}: pgha.log (tail) =====\n" + "\n".join(node.log_text().splitlines()[-60:]))
+            pglog = os.path.join(node.dir, "pg_log", "postgresql.log")
+            if os.path.exists(pglog):
+                with open(pglog, errors="replace") as f:
+                    print(f"===== {name}: postgresql.log (tail) =====\n" + "".join(f.readlines()[-30:]))
+        c.destroy(keep=isinstance(e, Exception) and h.keep_requested())
+        raise
+    try:
         yield c
     finally:
         findings = sanitizer_findings(c)
