@@ -839,11 +839,12 @@ static void observe_pg(Ha *h, LocalState *l) {
     *l = (LocalState){0};
     const PghaConfig *cfg = cfg_of(h);
     struct stat st;
-    if (stat(cfg->postgresql.data_dir, &st) == 0 ? !S_ISDIR(st.st_mode) : errno != ENOENT) {
+    bool exists = stat(cfg->postgresql.data_dir, &st) == 0;
+    if (exists ? !S_ISDIR(st.st_mode) : errno != ENOENT) {
         l->data_dir_error = true;
         return;
     }
-    if (S_ISDIR(st.st_mode)) {
+    if (exists) { /* (st is only valid then: a missing directory is simply empty) */
         DIR *dd = opendir(cfg->postgresql.data_dir);
         if (!dd) {
             l->data_dir_error = true;
