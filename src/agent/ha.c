@@ -90,6 +90,7 @@ typedef struct Ha {
     bool tilt;             /* this cycle is stale (TILT): observe only */
     bool rewind_failed;    /* pg_rewind failed and the data directory was kept: do not loop on it */
     bool diverged_reported;
+    int slots_timeout_ms;  /* per statement of slots_sync(): bounded by what is left of the lease */
     char *last_error;
 
     /* DCS view */
@@ -1136,7 +1137,7 @@ static void slot_rows_clear(Ha *h) {
 static int load_slot_rows(Ha *h, PGconn *c) {
     slot_rows_clear(h);
     char *err = NULL;
-    PGresult *r = pg_query(c, slots_sql, 3000, &err);
+    PGresult *r = pg_query(c, slots_sql, h->slots_timeout_ms, &err);
     if (!r) {
         log_error("Failed to read replication slots: %s", err);
         free(err);
@@ -1205,7 +1206,7 @@ static int drop_slot(Ha *h, PGconn *c, const char *name) {
         " SELECT s.active, d.dropped IS NOT NULL FROM s LEFT JOIN d ON true", lit);
     PQfreemem(lit);
     char *err = NULL;
-    PGresult *r = pg_query(c, sql, 5000, &err);
+    PGresult *r = pg_query(c, sql, h->slots_timeout_ms, &err);
     if (!r) {
         log_error("Failed to drop replication slot '%s': %s", name, err);
         free(err);
@@ -1254,7 +1255,7 @@ static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *fail
             "SELECT pg_catalog.pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS (SELECT 1 FROM"
             " pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = %s)", lit, lit);
         PQfreemem(lit);
-        r = pg_query(c, sql, 5000, &err);
+        r = pg_query(c, sql, h->slots_timeout_ms, &err);
         if (!r)
             log_error("Failed to create physical replication slot '%s': %s", a->name, err);
         else if (PQntuples(r) > 0)
@@ -1276,7 +1277,7 @@ static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *fail
         if (!sql)
             return;
         /* creating a logical slot waits for running transactions: bounded, retried next cycle */
-        r = query_in_database(h, a->database, sql, 5000, &err);
+        r = query_in_database(h, a->database, sql, h->slots_timeout_ms, &err);
         if (!r)
             log_error("Failed to create logical replication slot '%s' plugin='%s': %s", a->name, a->plugin, err);
         else if (PQntuples(r) > 0)
@@ -1293,7 +1294,7 @@ static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *fail
         if (!sql)
             return;
         if (a->logical) {
-            r = query_in_database(h, a->database, sql, 5000, &err);
+            r = query_in_database(h, a->database, sql, h->slots_timeout_ms, &err);
             if (!r) {
                 log_error("Failed to advance logical replication slot '%s': %s", a->name, err);
                 /* its WAL is gone here, or it was invalidated: copy it again from the primary */
@@ -1302,7 +1303,7 @@ static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *fail
                     strlist_add(&h->slots_recopy, a->name);
             }
         } else {
-            r = pg_query(c, sql, 5000, &err);
+            r = pg_query(c, sql, h->slots_timeout_ms, &err);
             if (!r)
                 log_error("Error while advancing replication slot %s to position '%s': %s", a->name, lsn, err);
         }
@@ -1746,6 +1747,21 @@ static void slots_sync(Ha *h) {
     slot_rows_clear(h);
     if (!h->st.ok || h->pg_starting || h->pm_pid <= 0 || !h->cluster || !h->cluster->has_config)
         return;
+    /* Slot work must never cost the lock: on the lock holder, each statement may use what is left of
+     * the lease after the next renewal's worst case (retry_timeout) and the loop's wait; when that is
+     * less than 0.2 s (a slow PostgreSQL or DCS this cycle), the slots wait for the next cycle. */
+    h->slots_timeout_ms = 5000;
+    if (is_lock_holder(h)) {
+        usec_t now = now_monotonic();
+        usec_t reserve = (usec_t)(dyn_of(h)->retry_timeout + loop_wait_s(h)) * USEC_PER_SEC;
+        usec_t budget = h->lock_valid_until > now + reserve ? h->lock_valid_until - now - reserve : 0;
+        if (budget < 200 * USEC_PER_MSEC) {
+            log_debug("replication slots: skipped this cycle, the lease leaves no time for them");
+            return;
+        }
+        if (budget < 5000 * USEC_PER_MSEC)
+            h->slots_timeout_ms = (int)(budget / USEC_PER_MSEC);
+    }
     PGconn *c = get_conn(h);
     if (!c || load_slot_rows(h, c) < 0)
         return;
