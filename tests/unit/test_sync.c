@@ -623,7 +623,7 @@ static void test_quorum_model(void **state) {
         model_run(seed + 3000, 3, 1, true, stats);
     }
     /* the histories exercised what they should: failovers that happened, failovers refused, commits */
-    print_message("model: %lld failovers, %lld refused, %lld acknowledged commits\n", stats[0], stats[1], stats[2]);
+    print_message("# model: %lld failovers, %lld refused, %lld acknowledged commits\n", stats[0], stats[1], stats[2]);
     assert_true(stats[0] > 100);
     assert_true(stats[1] > 10);
     assert_true(stats[2] > 1000);
