@@ -175,24 +175,29 @@ static void add_name(StrBuf *b, const char *name) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-char *sync_render_ssn(const StrList *names, long long count, bool strict) {
-    if (!names || names->n == 0)
-        return xstrdup(strict ? "*" : "");
+/* The names sorted, comma-separated, each quoted when it needs to be. */
+static void add_sorted_names(StrBuf *b, const StrList *names) {
     StrList sorted;
     strlist_copy(&sorted, names);
     qsort(sorted.v, sorted.n, sizeof(char *), cmp_str);
-    StrBuf b;
-    sb_init(&b);
-    if (sorted.n > 1)
-        sb_addf(&b, "%lld (", count < (long long)sorted.n ? count : (long long)sorted.n);
     for (size_t i = 0; i < sorted.n; i++) {
         if (i)
-            sb_addc(&b, ',');
-        add_name(&b, sorted.v[i]);
+            sb_addc(b, ',');
+        add_name(b, sorted.v[i]);
     }
-    if (sorted.n > 1)
-        sb_addc(&b, ')');
     strlist_clear(&sorted);
+}
+
+char *sync_render_ssn(const StrList *names, long long count, bool strict) {
+    if (!names || names->n == 0)
+        return xstrdup(strict ? "*" : "");
+    StrBuf b;
+    sb_init(&b);
+    if (names->n > 1)
+        sb_addf(&b, "%lld (", count < (long long)names->n ? count : (long long)names->n);
+    add_sorted_names(&b, names);
+    if (names->n > 1)
+        sb_addc(&b, ')');
     return sb_steal(&b);
 }
 
@@ -275,19 +280,11 @@ char *sync_render_ssn_quorum(const StrList *names, long long num, bool star) {
         return xstrdup("ANY 1 (*)");
     if (!names || names->n == 0 || num <= 0)
         return xstrdup("");
-    StrList sorted;
-    strlist_copy(&sorted, names);
-    qsort(sorted.v, sorted.n, sizeof(char *), cmp_str);
     StrBuf b;
     sb_init(&b);
-    sb_addf(&b, "ANY %lld (", num < (long long)sorted.n ? num : (long long)sorted.n);
-    for (size_t i = 0; i < sorted.n; i++) {
-        if (i)
-            sb_addc(&b, ',');
-        add_name(&b, sorted.v[i]);
-    }
+    sb_addf(&b, "ANY %lld (", num < (long long)names->n ? num : (long long)names->n);
+    add_sorted_names(&b, names);
     sb_addc(&b, ')');
-    strlist_clear(&sorted);
     return sb_steal(&b);
 }
 
@@ -303,10 +300,6 @@ static size_t count_not_in(const StrList *a, const StrList *b) {
 }
 
 static size_t count_in(const StrList *a, const StrList *b) { return a->n - count_not_in(a, b); }
-
-static bool ci_same_set(const StrList *a, const StrList *b) {
-    return count_not_in(a, b) == 0 && count_not_in(b, a) == 0;
-}
 
 long long sync_quorum_guarantee(const SsnValue *ssn, const StrList *voters, const StrList *confirmed) {
     if (ssn->num <= 0 || ssn->star)
@@ -352,7 +345,8 @@ void sync_quorum_plan(const QuorumInput *in, QuorumPlan *out) {
     StrList voters = {0};
     if (!next.star)
         strlist_copy(&voters, in->active);
-    bool ssn_same = in->ssn->num == next.num && in->ssn->star == next.star && ci_same_set(&in->ssn->names, &next.names);
+    bool ssn_same = in->ssn->num == next.num && in->ssn->star == next.star &&
+                    strlist_same_set(&in->ssn->names, &next.names);
     long long g = sync_quorum_guarantee(in->ssn, &voters, in->confirmed);
     if (!ssn_same) {
         /* /sync first, with a quorum that holds under the value in force and under the next one
@@ -368,7 +362,7 @@ void sync_quorum_plan(const QuorumInput *in, QuorumPlan *out) {
         ssn_value_clear(&next);
     }
     long long q = quorum_for(&voters, g);
-    if (!mine || s->quorum != q || !ci_same_set(&s->members, &voters)) {
+    if (!mine || s->quorum != q || !strlist_same_set(&s->members, &voters)) {
         out->write_sync = true;
         out->quorum = q;
         out->voters = voters;

@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit_helpers.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,25 +155,6 @@ static void load_config(PghaConfig *cfg, const Input *in) {
     assert_int_equal(r, 0);
     cfg_diag_clear(&diag);
     ynode_free(root);
-}
-
-static void load_dyn(DynConfig *dyn, const char *yaml) {
-    if (!yaml) {
-        dyn_config_defaults(dyn);
-        return;
-    }
-    char *err = NULL;
-    YNode *n = yaml_parse_string(yaml, strlen(yaml), "/config", &err);
-    if (!n)
-        print_error("/config: %s\n", err);
-    assert_non_null(n);
-    CfgDiag diag = {0};
-    int r = dyn_config_parse(n, dyn, &diag);
-    for (size_t i = 0; i < diag.errors.n; i++)
-        print_error("/config: %s\n", diag.errors.v[i]);
-    assert_int_equal(r, 0);
-    cfg_diag_clear(&diag);
-    ynode_free(n);
 }
 
 static void world_build(World *w, const Input *in) {

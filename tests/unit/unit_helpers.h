@@ -11,7 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/config.h"
 #include "common/util.h"
+#include "common/yamltree.h"
 
 /* The seed fixtures live in shared/, beside the repository. */
 #define SEED_FIXTURE(name) SOURCE_ROOT "/../shared/fixtures/seed/" name
@@ -106,4 +108,24 @@ static inline int line_of(const char *text, const char *marker) {
         if (*p == '\n')
             line++;
     return line;
+}
+
+/* A dynamic configuration from its YAML text (NULL: the defaults); any error fails the test. */
+static inline void load_dyn(DynConfig *dyn, const char *yaml) {
+    if (!yaml) {
+        dyn_config_defaults(dyn);
+        return;
+    }
+    char *err = NULL;
+    YNode *n = yaml_parse_string(yaml, strlen(yaml), "/config", &err);
+    if (!n)
+        print_error("/config: %s\n", err);
+    assert_non_null(n);
+    CfgDiag diag = {0};
+    int r = dyn_config_parse(n, dyn, &diag);
+    for (size_t i = 0; i < diag.errors.n; i++)
+        print_error("/config: %s\n", diag.errors.v[i]);
+    assert_int_equal(r, 0);
+    cfg_diag_clear(&diag);
+    ynode_free(n);
 }
