@@ -12,7 +12,6 @@
 #include <cjson/cJSON.h>
 #include <pthread.h>
 
-#include "agent/ha.h"
 #include "common/sdnotify.h"
 
 void agent_log_settings(const PghaConfig *cfg, LogSettings *ret) {
@@ -124,13 +123,11 @@ static int setup_signals(Agent *a) {
     return 0;
 }
 
-int agent_run(Agent *a) {
+int agent_setup_signals(Agent *a) {
     int r = setup_signals(a);
-    if (r < 0) {
+    if (r < 0)
         log_critical("cannot set up signal handling: %s", strerror(-r));
-        return 1;
-    }
-    return ha_run(a);
+    return r;
 }
 
 /* ---- command line ---- */
@@ -154,7 +151,7 @@ static void usage(FILE *f) {
             PGHA_PATRONI_VERSION);
 }
 
-int pgha_main(int argc, char **argv) {
+int pgha_main(int argc, char **argv, int (*run)(Agent *a)) {
     enum { OPT_VALIDATE = 256, OPT_IGNORE_PORT, OPT_PRINT, OPT_PRINT_CONFIG, OPT_SHOW_SECRETS, OPT_VERSION };
     static const struct option opts[] = {
         {"validate-config", no_argument, NULL, OPT_VALIDATE},
@@ -220,7 +217,7 @@ int pgha_main(int argc, char **argv) {
         agent_done(&a);
         return 1;
     }
-    int code = agent_run(&a);
+    int code = agent_setup_signals(&a) < 0 ? 1 : run(&a);
     agent_done(&a);
     return code;
 }

@@ -22,8 +22,10 @@ int agent_init(Agent *a, const char *config_path);
 /* Re-read the configuration: on success swap it in and log what changed; on any error keep
  * the running configuration and log why. Returns 0 or -EINVAL. */
 int agent_reload(Agent *a);
-/* Run until SIGTERM/SIGINT. Returns the process exit code. */
-int agent_run(Agent *a);
+/* Block SIGHUP/SIGTERM/SIGINT/SIGQUIT and read them from a->signal_fd. 0 or -errno (logged). */
+int agent_setup_signals(Agent *a);
 void agent_done(Agent *a);
 
-int pgha_main(int argc, char **argv);
+/* The pgha command line: --validate-config, --print-config, ... or, for the daemon, load the
+ * configuration, set up signals and call run(). */
+int pgha_main(int argc, char **argv, int (*run)(Agent *a));

@@ -548,11 +548,41 @@ void decide(const Observation *o, Decision *d) {
         return;
     }
     const char *t = follow_target(o);
-    if (!streq(t, l->following)) {
+    if (l->following_unknown || !streq(t, l->following)) {
         set(d, HA_FOLLOW, t, "%sI am (%s), a secondary, and following a leader (%s)%s", pause_prefix, me,
             c->leader->name, t && !streq(t, c->leader->name) ? " through a cascade" : "");
         return;
     }
     set(d, HA_NONE, t, "%sno action. I am (%s), a secondary, and following a leader (%s)", pause_prefix, me,
         c->leader->name);
+}
+
+LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn, const char *me, HaAction action,
+                                      const LockFailure *f) {
+    bool running_primary = l->pg_ready && !l->in_recovery && !dyn->pause;
+    if (action == HA_ACQUIRE_LOCK) {
+        if (!running_primary)
+            return LOCK_FAIL_NOTHING;
+        if (f->dcs_error)
+            return LOCK_FAIL_DEMOTE_OFFLINE;
+        if (!f->reread)
+            return LOCK_FAIL_REREAD;
+        return streq(f->holder, me) ? LOCK_FAIL_MINE : LOCK_FAIL_DEMOTE_NOLOCK;
+    }
+    if (f->while_starting_as_primary && !dyn->pause)
+        return LOCK_FAIL_STOP_STARTING;
+    if (running_primary)
+        return f->dcs_error ? LOCK_FAIL_DEMOTE_OFFLINE : LOCK_FAIL_DEMOTE_NOLOCK;
+    return LOCK_FAIL_NOTHING;
+}
+
+bool decide_needs_peers(const Observation *o) {
+    const Cluster *c = o->cluster;
+    const LocalState *l = o->local;
+    if (!c || l->data_dir_empty || !l->pg_running || l->async_action)
+        return false;
+    bool mine = c->leader && streq(c->leader->name, o->cfg->name);
+    bool failover = !failover_is_empty(&c->failover);
+    return (!c->leader && !o->cfg->tags.nofailover) || (mine && l->start_timed_out) || (mine && failover) ||
+           (!c->leader && failover);
 }

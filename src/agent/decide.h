@@ -24,6 +24,7 @@ typedef struct LocalState {
     bool start_timed_out;       /* a start has exceeded primary_start_timeout */
     bool crashed;               /* the postmaster exited without us asking */
     const char *following;      /* member our replication currently points at, NULL = none */
+    bool following_unknown;     /* running replica whose upstream we have not set since the agent started */
     bool leader_lock_valid;     /* we acquired/renewed the leader lock less than ttl ago */
     bool watchdog_failed;
     bool pre_promote_backoff;   /* within ttl of a failed pre_promote */
@@ -92,6 +93,31 @@ const char *ha_action_name(HaAction a);
 const char *demote_mode_name(DemoteMode m);
 
 void decide(const Observation *o, Decision *ret);
+
+/* After the lock race was lost or a renewal failed (spec §4.5, §4.7): what the executor does next. */
+typedef enum LockFailureAction {
+    LOCK_FAIL_NOTHING,          /* nothing to undo (a replica, a paused cluster) */
+    LOCK_FAIL_REREAD,           /* a primary lost the race: read the leader key from etcd, then ask again */
+    LOCK_FAIL_MINE,             /* the key is ours after all (the cache lagged our own write) */
+    LOCK_FAIL_STOP_STARTING,    /* a start as primary is under way: stop it */
+    LOCK_FAIL_DEMOTE_NOLOCK,    /* another member holds the key: immediate stop */
+    LOCK_FAIL_DEMOTE_OFFLINE,   /* the DCS is unreachable: stop, restart read-only without upstream */
+} LockFailureAction;
+
+typedef struct LockFailure {
+    bool dcs_error;                 /* the call failed (not a lost compare-and-swap) */
+    bool reread;                    /* the leader key was read again after a lost race... */
+    const char *holder;             /* ... and named this member (NULL: nobody, or the read failed) */
+    bool while_starting_as_primary; /* PostgreSQL is being started as a primary */
+} LockFailure;
+
+/* `action` is the decision whose lock call failed: HA_ACQUIRE_LOCK or one of the renewals. */
+LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn, const char *me, HaAction action,
+                                      const LockFailure *f);
+
+/* Does this cycle need the other members' /patroni answers (a race, a switchover, a start that timed
+ * out)? The executor probes them only then. */
+bool decide_needs_peers(const Observation *o);
 
 /* Spec §4.5: may this node take the leader key? (pure; uses o->peers). */
 bool is_healthiest_node(const Observation *o, char *why, size_t why_len);

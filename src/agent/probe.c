@@ -52,6 +52,56 @@ void probe_parse(const char *body, PeerStatus *p) {
     cJSON_Delete(j);
 }
 
+/* One client for every request to another member's REST API: the ctl/restapi credentials and TLS
+ * settings, a total and a connect timeout. */
+static CURL *new_handle(const char *url, const PghaConfig *cfg, long timeout_ms, StrBuf *body) {
+    CURL *h = curl_easy_init();
+    if (!h)
+        return NULL;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    const char *user = cfg->ctl.username ? cfg->ctl.username : cfg->restapi.username;
+    const char *pass = cfg->ctl.username ? cfg->ctl.password : cfg->restapi.password;
+    if (user) {
+        curl_easy_setopt(h, CURLOPT_USERNAME, user);
+        curl_easy_setopt(h, CURLOPT_PASSWORD, pass ? pass : "");
+    }
+    if (cfg->ctl.insecure) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    const char *ca = cfg->ctl.cacert ? cfg->ctl.cacert : cfg->restapi.cafile;
+    if (ca)
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+    if (cfg->ctl.certfile)
+        curl_easy_setopt(h, CURLOPT_SSLCERT, cfg->ctl.certfile);
+    if (cfg->ctl.keyfile)
+        curl_easy_setopt(h, CURLOPT_SSLKEY, cfg->ctl.keyfile);
+    return h;
+}
+
+bool probe_liveness(const char *api_url, const PghaConfig *cfg, long timeout_ms, char **ret_url) {
+    char *base = xstrdup(api_url);
+    char *p = strstr(base, "/patroni");
+    if (p)
+        *p = '\0';
+    *ret_url = xasprintf("%s/liveness", base);
+    free(base);
+    StrBuf body;
+    sb_init(&body);
+    CURL *h = new_handle(*ret_url, cfg, timeout_ms, &body);
+    bool ok = h && curl_easy_perform(h) == CURLE_OK;
+    if (h)
+        curl_easy_cleanup(h);
+    sb_free(&body);
+    return ok;
+}
+
 PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg,
                           long timeout_ms, size_t *ret_n) {
     size_t cap = (c ? c->n_members : 0) + (also ? also->n_members : 0);
@@ -72,34 +122,10 @@ PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me,
         }
     }
     CURLM *multi = curl_multi_init();
-    const char *user = cfg->ctl.username ? cfg->ctl.username : cfg->restapi.username;
-    const char *pass = cfg->ctl.username ? cfg->ctl.password : cfg->restapi.password;
     for (size_t i = 0; i < n; i++) {
         Probe *p = &probes[i];
         sb_init(&p->body);
-        p->h = curl_easy_init();
-        curl_easy_setopt(p->h, CURLOPT_URL, p->m->api_url);
-        curl_easy_setopt(p->h, CURLOPT_TIMEOUT_MS, timeout_ms);
-        curl_easy_setopt(p->h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-        curl_easy_setopt(p->h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(p->h, CURLOPT_WRITEFUNCTION, write_cb);
-        curl_easy_setopt(p->h, CURLOPT_WRITEDATA, &p->body);
-        curl_easy_setopt(p->h, CURLOPT_PROTOCOLS_STR, "http,https");
-        if (user) {
-            curl_easy_setopt(p->h, CURLOPT_USERNAME, user);
-            curl_easy_setopt(p->h, CURLOPT_PASSWORD, pass ? pass : "");
-        }
-        if (cfg->ctl.insecure) {
-            curl_easy_setopt(p->h, CURLOPT_SSL_VERIFYPEER, 0L);
-            curl_easy_setopt(p->h, CURLOPT_SSL_VERIFYHOST, 0L);
-        }
-        const char *ca = cfg->ctl.cacert ? cfg->ctl.cacert : cfg->restapi.cafile;
-        if (ca)
-            curl_easy_setopt(p->h, CURLOPT_CAINFO, ca);
-        if (cfg->ctl.certfile)
-            curl_easy_setopt(p->h, CURLOPT_SSLCERT, cfg->ctl.certfile);
-        if (cfg->ctl.keyfile)
-            curl_easy_setopt(p->h, CURLOPT_SSLKEY, cfg->ctl.keyfile);
+        p->h = new_handle(p->m->api_url, cfg, timeout_ms, &p->body);
         curl_multi_add_handle(multi, p->h);
     }
     int running = 1;

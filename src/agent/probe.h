@@ -10,5 +10,8 @@
  * api_url. Returns an array (names point into the clusters) and its length in *ret_n. */
 PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg,
                           long timeout_ms, size_t *ret_n);
+/* Does a REST API answer at api_url's /liveness (the duplicate-name check at start-up)? *ret_url: the
+ * URL asked (caller frees). */
+bool probe_liveness(const char *api_url, const PghaConfig *cfg, long timeout_ms, char **ret_url);
 /* Parse one /patroni answer into a PeerStatus (exposed for tests). */
 void probe_parse(const char *body, PeerStatus *p);

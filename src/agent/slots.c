@@ -9,15 +9,6 @@
 #include "common/json.h"
 #include "common/yamltree.h"
 
-void pg_slots_free(PgSlot *slots, size_t n) {
-    for (size_t i = 0; slots && i < n; i++) {
-        free(slots[i].name);
-        free(slots[i].plugin);
-        free(slots[i].database);
-    }
-    free(slots);
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* helpers                                                                                     */
 

@@ -12,22 +12,9 @@
 #include "common/config.h"
 #include "common/util.h"
 #include "dcs/cluster.h"
+#include "pg/pg.h"
 
 typedef struct cJSON cJSON;
-
-/* One row of pg_replication_slots (temporary slots are not listed). */
-typedef struct PgSlot {
-    char *name;
-    bool logical;
-    char *plugin, *database;       /* logical slots only, else NULL */
-    bool active;
-    bool has_xmin;                 /* xmin IS NOT NULL (hot_standby_feedback through the slot) */
-    long long restart_lsn;         /* 0 when NULL */
-    long long confirmed_flush_lsn; /* 0 when NULL */
-    long long catalog_xmin;        /* 0 when NULL (InvalidTransactionId) */
-} PgSlot;
-
-void pg_slots_free(PgSlot *slots, size_t n);
 
 typedef enum SlotRole {
     SLOT_ROLE_REPLICA,

@@ -1,3 +1,4 @@
+#include <stdarg.h>
 #include "common/util.h"
 
 #include <ctype.h>
@@ -121,6 +122,15 @@ void sb_free(StrBuf *b) {
 void strlist_add(StrList *l, const char *s) {
     l->v = xrealloc(l->v, (l->n + 1) * sizeof(char *));
     l->v[l->n++] = xstrdup(s);
+}
+
+void strlist_addf(StrList *l, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = xvasprintf(fmt, ap);
+    va_end(ap);
+    l->v = xrealloc(l->v, (l->n + 1) * sizeof(char *));
+    l->v[l->n++] = s;
 }
 
 void strlist_clear(StrList *l) {

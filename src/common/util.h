@@ -52,6 +52,7 @@ typedef struct StrList {
 } StrList;
 
 void strlist_add(StrList *l, const char *s);
+void strlist_addf(StrList *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void strlist_clear(StrList *l);
 void strlist_copy(StrList *dst, const StrList *src);
 bool strlist_equal(const StrList *a, const StrList *b);

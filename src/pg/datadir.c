@@ -5,6 +5,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "pg/pg.h"
 
@@ -151,4 +153,40 @@ int pg_read_pid_file(const char *data_dir, PidFile *ret) {
     }
     fclose(f);
     return ret->pid > 0 ? 0 : -EINVAL;
+}
+
+int pg_read_timeline_history(const char *data_dir, long long tl, PgTimelineSwitch **ret, size_t *ret_n,
+                             time_t *ret_mtime, char **ret_error) {
+    *ret = NULL;
+    *ret_n = 0;
+    _cleanup_free_ char *path = xasprintf("%s/pg_wal/%08llX.history", data_dir, (unsigned long long)tl);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        int e = errno;
+        *ret_error = xasprintf("cannot open %s: %s", path, strerror(e));
+        return -e;
+    }
+    struct stat st;
+    *ret_mtime = fstat(fileno(f), &st) == 0 ? st.st_mtime : time(NULL);
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        char *p = str_trim(line);
+        if (!*p || *p == '#')
+            continue;
+        char *save = NULL;
+        char *tli = strtok_r(p, "\t ", &save), *lsn = strtok_r(NULL, "\t ", &save), *reason = strtok_r(NULL, "", &save);
+        long long tv, lv;
+        if (!tli || !lsn || parse_ll(tli, &tv) < 0 || pg_parse_lsn(lsn, &lv) < 0)
+            continue;
+        *ret = xrealloc(*ret, (*ret_n + 1) * sizeof **ret);
+        (*ret)[(*ret_n)++] = (PgTimelineSwitch){.tli = tv, .lsn = lv, .reason = xstrdup(reason ? str_trim(reason) : "")};
+    }
+    fclose(f);
+    return 0;
+}
+
+void pg_timeline_history_free(PgTimelineSwitch *h, size_t n) {
+    for (size_t i = 0; h && i < n; i++)
+        free(h[i].reason);
+    free(h);
 }

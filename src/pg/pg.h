@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "common/config.h"
 #include "common/util.h"
@@ -51,6 +52,16 @@ typedef struct PidFile {
 } PidFile;
 int pg_read_pid_file(const char *data_dir, PidFile *ret);
 
+/* pg_wal/<tl>.history: the switches that led to timeline `tl`, oldest first, and the file's mtime. */
+typedef struct PgTimelineSwitch {
+    long long tli;                  /* the timeline that ended */
+    long long lsn;                  /* where it ended */
+    char *reason;
+} PgTimelineSwitch;
+int pg_read_timeline_history(const char *data_dir, long long tl, PgTimelineSwitch **ret, size_t *ret_n,
+                             time_t *ret_mtime, char **ret_error);
+void pg_timeline_history_free(PgTimelineSwitch *h, size_t n);
+
 /* ---- the postmaster process ---- */
 
 typedef enum PgStopMode { PG_STOP_SMART, PG_STOP_FAST, PG_STOP_IMMEDIATE } PgStopMode;
@@ -73,6 +84,11 @@ int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout);
  * child calls only async-signal-safe functions (the agent is multi-threaded). The child runs in a
  * process group of its own. */
 int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, char **ret_output);
+/* run_command() of `/bin/sh -c line` (scripts of the configuration: before_stop, pre_promote, ...). */
+int run_shell(const char *line, const StrList *extra_env, usec_t timeout, char **ret_output);
+/* A callback (spec §3.8): `cmd action role scope` through /bin/sh, double-forked so that the agent
+ * does not wait for it. 0, or -errno when it could not be started. */
+int pg_run_callback(const char *cmd, const char *action, const char *role, const char *scope);
 
 /* A long-running tool (pg_basebackup, pg_rewind) that another thread may have to stop: a worker thread
  * binds a PgChild with pg_child_bind(); run_command() in that thread then publishes its child's pid
@@ -132,6 +148,60 @@ typedef struct PgStatus {
 int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error);
 void pg_status_free(PgStatus *s);
 
+/* ---- replication slots (spec §4.11) ---- */
+
+/* One row of pg_replication_slots (temporary slots are not listed). */
+typedef struct PgSlot {
+    char *name;
+    bool logical;
+    char *plugin, *database;       /* logical slots only, else NULL */
+    bool active;
+    bool has_xmin;                 /* xmin IS NOT NULL (hot_standby_feedback through the slot) */
+    long long restart_lsn;         /* 0 when NULL */
+    long long confirmed_flush_lsn; /* 0 when NULL */
+    long long catalog_xmin;        /* 0 when NULL (InvalidTransactionId) */
+} PgSlot;
+
+void pg_slots_free(PgSlot *slots, size_t n);
+
+/* pg_replication_slots (without temporary slots). */
+int pg_slots_read(PGconn *c, int timeout_ms, PgSlot **ret, size_t *ret_n, char **ret_error);
+/* Drop a slot unless it is active: 1 dropped (or already gone), 0 active (kept), negative on error. */
+int pg_slot_drop(PGconn *c, const char *name, int timeout_ms, char **ret_error);
+/* Create a slot unless one of that name and type exists: 1 created, 0 it existed, negative on error. */
+int pg_slot_create_physical(PGconn *c, const char *name, int timeout_ms, char **ret_error);
+/* `c` is a connection to the slot's database. */
+int pg_slot_create_logical(PGconn *c, const char *name, const char *plugin, int timeout_ms, char **ret_error);
+/* pg_replication_slot_advance(); for a logical slot `c` is a connection to its database. */
+int pg_slot_advance(PGconn *c, const char *name, long long lsn, int timeout_ms, char **ret_error);
+
+/* What a replica needs before it copies logical slots. */
+typedef struct PgSlotCopySettings {
+    bool wal_level_logical;
+    bool hot_standby_feedback;
+    long long free_slots;          /* max_replication_slots - slots in use */
+} PgSlotCopySettings;
+int pg_slot_copy_settings(PGconn *c, PgSlotCopySettings *ret, char **ret_error);
+
+/* A logical slot on the primary, with its state file (pg_replslot/<name>/state). */
+typedef struct PgSlotState {
+    char *name, *type, *database, *plugin; /* database, plugin may be NULL */
+    long long confirmed_flush_lsn, restart_lsn;
+    unsigned char *state;          /* NULL when it could not be read */
+    size_t state_len;
+} PgSlotState;
+/* On the primary (`c` connects to it with a role that may read files): the named slots. */
+int pg_slot_states_read(PGconn *c, const StrList *names, PgSlotState **ret, size_t *ret_n, char **ret_error);
+void pg_slot_states_free(PgSlotState *s, size_t n);
+/* On the primary: catalog_xmin of the named slots (0 when NULL), as parallel lists; a slot that does not
+ * exist is not listed. */
+int pg_slot_catalog_xmins(PGconn *c, const StrList *names, StrList *ret_names, long long **ret_xmins,
+                          char **ret_error);
+/* Write pg_replslot/<name>/state as PostgreSQL does (a .tmp directory, fsync, rename); PostgreSQL must
+ * be stopped, and loads it at its next start. */
+int pg_write_slot_state(const char *data_dir, const char *name, const unsigned char *data, size_t len,
+                        char **ret_error);
+
 /* ---- configuration files ---- */
 
 /* A GUC value as PostgreSQL's configuration file wants it (quoted, escaped). */
@@ -154,6 +224,11 @@ YNode *pg_build_parameters(const PghaConfig *cfg, const YNode *dyn_parameters, i
  * recovery settings appended when `recovery` is a non-NULL map. */
 int pg_write_postgresql_conf(const PghaConfig *cfg, const YNode *params, const YNode *recovery, char **ret_error);
 char *pg_render_postgresql_conf(const PghaConfig *cfg, const YNode *params, const YNode *recovery);
+/* pg_write_postgresql_conf() unless the file already has that content: 1 written, 0 unchanged, or -errno. */
+int pg_update_postgresql_conf(const PghaConfig *cfg, const YNode *params, const YNode *recovery, char **ret_error);
+/* With config_dir outside data_dir: copy pg_hba.conf, pg_ident.conf and postgresql.conf (as
+ * postgresql.base.conf) from data_dir where config_dir has none yet. Problems go to `warnings`. */
+void pg_prepare_config_dir(const PghaConfig *cfg, StrList *warnings);
 /* pg_hba.conf from a list of lines (replaces the file). */
 int pg_write_hba(const char *path, const YNode *lines, bool append, char **ret_error);
 /* The passfile: one line per (host, port, user, password); `*` matches anything. */

@@ -365,3 +365,72 @@ char *pg_primary_conninfo(const PghaConfig *cfg, const char *host, int port) {
     conninfo_add(&b, "channel_binding", a->channel_binding ? a->channel_binding : "prefer");
     return sb_steal(&b);
 }
+
+static char *read_small_file(const char *path) {
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return NULL;
+    StrBuf b;
+    sb_init(&b);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0 && b.len < 16 * 1024 * 1024)
+        sb_addn(&b, buf, n);
+    fclose(f);
+    return sb_steal(&b);
+}
+
+int pg_update_postgresql_conf(const PghaConfig *cfg, const YNode *params, const YNode *recovery, char **ret_error) {
+    _cleanup_free_ char *text = pg_render_postgresql_conf(cfg, params, recovery);
+    _cleanup_free_ char *conf_path = xasprintf("%s/postgresql.conf", cfg->postgresql.config_dir);
+    _cleanup_free_ char *current = read_small_file(conf_path);
+    if (streq(text, current))
+        return 0;
+    int r = pg_write_postgresql_conf(cfg, params, recovery, ret_error);
+    return r < 0 ? r : 1;
+}
+
+static int copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "re");
+    if (!in)
+        return -errno;
+    int fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        fclose(in);
+        return -e;
+    }
+    char buf[8192];
+    size_t n;
+    int r = 0;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (write(fd, buf, n) != (ssize_t)n) {
+            r = -EIO;
+            break;
+        }
+    fclose(in);
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    return r;
+}
+
+void pg_prepare_config_dir(const PghaConfig *cfg, StrList *warnings) {
+    if (streq(cfg->postgresql.config_dir, cfg->postgresql.data_dir))
+        return;
+    if (mkdir(cfg->postgresql.config_dir, 0700) < 0 && errno != EEXIST)
+        strlist_addf(warnings, "cannot create %s: %s", cfg->postgresql.config_dir, strerror(errno));
+    static const struct {
+        const char *from, *to;
+    } files[] = {{"pg_hba.conf", "pg_hba.conf"}, {"pg_ident.conf", "pg_ident.conf"},
+                 {"postgresql.conf", "postgresql.base.conf"}};
+    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+        _cleanup_free_ char *from = xasprintf("%s/%s", cfg->postgresql.data_dir, files[i].from);
+        _cleanup_free_ char *to = xasprintf("%s/%s", cfg->postgresql.config_dir, files[i].to);
+        struct stat st;
+        if (stat(to, &st) == 0 || stat(from, &st) < 0)
+            continue;
+        int r = copy_file(from, to);
+        if (r < 0)
+            strlist_addf(warnings, "cannot copy %s to %s: %s", from, to, strerror(-r));
+    }
+}

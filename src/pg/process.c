@@ -389,3 +389,34 @@ int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, c
         return WEXITSTATUS(status);
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
+
+int run_shell(const char *line, const StrList *extra_env, usec_t timeout, char **ret_output) {
+    StrList argv = {0};
+    strlist_add(&argv, "/bin/sh");
+    strlist_add(&argv, "-c");
+    strlist_add(&argv, line);
+    int r = run_command(&argv, extra_env, timeout, ret_output);
+    strlist_clear(&argv);
+    return r;
+}
+
+int pg_run_callback(const char *cmd, const char *action, const char *role, const char *scope) {
+    /* everything the child needs is prepared before fork (only async-signal-safe calls after it) */
+    char *line = xasprintf("%s %s %s %s", cmd, action, role, scope);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* double fork: the callback is re-parented, so no zombie waits for us */
+        if (fork() != 0)
+            _exit(0);
+        reset_child_signals(); /* also closes the agent's descriptors on exec */
+        setsid();
+        execl("/bin/sh", "sh", "-c", line, (char *)NULL);
+        _exit(127);
+    }
+    int e = errno;
+    free(line);
+    if (pid < 0)
+        return -e;
+    (void)waitpid(pid, NULL, 0);
+    return 0;
+}

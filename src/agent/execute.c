@@ -1,0 +1,411 @@
+/* The executor: one function per HaAction carries out what decide() chose. What to do when an action
+ * does not go as planned (a lost race, a failed renewal) is decided by decide_lock_failure(). */
+#include "agent/ha_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void after_lock_acquired(Ha *h, usec_t sent) {
+    lease_renewed(h, sent);
+    const Cluster *c = h->view.cluster;
+    if (c && c->failover.present && !failover_is_empty(&c->failover)) {
+        if (dyn_of(h)->pause && c->failover.leader && c->failover.candidate) {
+            /* paused: keep the candidate so that the next cycle does not release the lock mid-promotion */
+            char *json = cluster_encode_failover(NULL, c->failover.candidate, c->failover.scheduled_at);
+            (void)dcs_set_failover(h->dcs, json, c->failover.version);
+            free(json);
+        } else {
+            (void)dcs_set_failover(h->dcs, "{}", c->failover.version);
+        }
+    }
+}
+
+void demote(Ha *h, DemoteMode mode) {
+    bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
+    long long checkpoint = 0;
+    if (mode == DEMOTE_GRACEFUL && h->pg.st.ok && !h->pg.st.in_recovery) {
+        PGconn *c = local_conn(h);
+        char *err = NULL;
+        usec_t now = now_monotonic();
+        long budget_ms = h->view.lock_valid_until > now ? (long)((h->view.lock_valid_until - now) / USEC_PER_MSEC) / 2 : 1000;
+        if (c && pg_checkpoint(c, (int)(budget_ms > 1000 ? budget_ms : 1000), &err) < 0)
+            log_warning("CHECKPOINT before demotion failed: %s", err);
+        free(err);
+    }
+    int sr = stop_postgres(h, mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE ? PG_STOP_FAST : PG_STOP_IMMEDIATE,
+                           demote_mode_name(mode));
+    if (sr < 0) {
+        log_error("could not stop PostgreSQL for the demotion; keeping the leader key");
+        return;
+    }
+    set_role(h, "demoted");
+    sync_forget(h);
+    run_callback(h, "on_role_change", "demoted");
+    refresh_controldata(h);
+    checkpoint = h->pg.cd.checkpoint_lsn;
+    if (release) {
+        if (mode == DEMOTE_GRACEFUL && checkpoint > 0) {
+            write_status_optime_only(h, checkpoint);
+        }
+        if (dcs_delete_leader(h->dcs) < 0)
+            log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
+        lease_lost(h);
+        if (mode == DEMOTE_GRACEFUL)
+            sleep(2); /* let a replica take the key before we race again */
+    }
+    lease_lost(h);
+    if (mode == DEMOTE_OFFLINE) {
+        /* read-only, without upstream, until the DCS comes back */
+        (void)start_postgres(h, false, NULL);
+    }
+}
+
+/* pg_control of a stopped node that last ran as a replica */
+static bool was_replica_before(Ha *h) {
+    return h->pg.have_controldata && pg_state_was_replica(h->pg.cd.state);
+}
+
+/* The LSN at which timeline `tl` ended in the cluster's history (/history entries [tl, lsn, ...]). */
+static bool history_switch_lsn(const Cluster *c, long long tl, long long *ret) {
+    if (!c || !c->has_history || !cJSON_IsArray(c->history))
+        return false;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, c->history) {
+        long long etl, lsn;
+        if (cJSON_IsArray(e) && json_item_ll(cJSON_GetArrayItem(e, 0), &etl) && etl == tl &&
+            json_item_ll(cJSON_GetArrayItem(e, 1), &lsn)) {
+            *ret = lsn;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Spec §4.8 (Patroni's check of timeline and LSN): a node on an older timeline than the cluster's
+ * whose WAL went past the point where the leader's history left that timeline has diverged; it
+ * cannot stream from the leader until it is rewound. */
+static bool wal_diverged(Ha *h, long long my_tl, long long my_lsn) {
+    const Cluster *c = h->view.cluster;
+    long long ctl = cluster_timeline(c), switch_lsn;
+    if (my_tl <= 0 || my_lsn <= 0 || ctl <= my_tl || !history_switch_lsn(c, my_tl, &switch_lsn))
+        return false;
+    if (my_lsn <= switch_lsn)
+        return false;
+    char mine[32], sw[32];
+    pg_format_lsn(my_lsn, mine, sizeof mine);
+    pg_format_lsn(switch_lsn, sw, sizeof sw);
+    log_warning("my WAL position %s on timeline %lld is past the point %s where the cluster's history left "
+                "timeline %lld: it diverged from the leader", mine, my_tl, sw, my_tl);
+    return true;
+}
+
+/* A stopped former replica: its position from pg_control, as Patroni reads it (minimum recovery
+ * ending location and its timeline; the checkpoint when those are zero). */
+static bool stopped_replica_diverged(Ha *h) {
+    if (!h->pg.have_controldata)
+        return false;
+    long long tl = h->pg.cd.min_recovery_tli, lsn = h->pg.cd.min_recovery_lsn;
+    if (tl <= 0 || lsn <= 0) {
+        tl = h->pg.cd.checkpoint_tli;
+        lsn = h->pg.cd.checkpoint_lsn;
+    }
+    return wal_diverged(h, tl, lsn);
+}
+
+/* A running replica following the leader: stop it when its WAL diverged, so that the next cycle
+ * starts it again through pg_rewind (execute_start). */
+static bool check_running_replica(Ha *h) {
+    if (h->tilt || dyn_of(h)->pause || h->pg.inst.pid <= 0 || !h->pg.st.ok || !h->pg.st.in_recovery ||
+        h->work.task.kind != TASK_NONE || !h->view.cluster ||
+        !h->view.cluster->leader || h->view.cluster->leader->corrupt || is_lock_holder(h))
+        return false;
+    long long lsn = h->pg.st.replay_lsn > 0 ? h->pg.st.replay_lsn : h->pg.st.receive_lsn;
+    if (h->pg.diverged_reported || !wal_diverged(h, h->pg.st.timeline, lsn))
+        return false;
+    const PghaConfig *cfg = cfg_of(h);
+    if (h->pg.rewind_failed || !(dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind ||
+                              cfg->postgresql.remove_data_directory_on_diverged_timelines)) {
+        log_error("this replica cannot stream from the leader until it is rebuilt: %s",
+                  h->pg.rewind_failed ? "pg_rewind failed" : "use_pg_rewind and remove_data_directory_on_diverged_timelines are off");
+        h->pg.diverged_reported = true; /* once: it keeps running as it is */
+        return false;
+    }
+    h->pg.diverged = true;
+    (void)stop_postgres(h, PG_STOP_FAST, "the replica's WAL diverged from the leader's timeline");
+    return true;
+}
+
+static bool needs_rewind(Ha *h, const char *target) {
+    const Member *m = member_by_name(h, target);
+    if (!m || !h->pg.have_controldata || streq(target, cfg_of(h)->name))
+        return false;
+    bool was_primary = pg_state_was_primary(h->pg.cd.state);
+    /* A former primary joining another leader: its WAL may have diverged. The leader's published
+     * timeline can still be the old one right after its promotion, so it is not compared here:
+     * pg_rewind itself finds out ("no rewind required") once the leader's promotion checkpoint is done.
+     * A former replica: only when its position is past the switch point of its timeline. */
+    return was_primary || h->pg.diverged || stopped_replica_diverged(h);
+}
+
+static void execute_start(Ha *h, const Decision *d) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (d->as_primary) {
+        /* the cached view says the key is ours: make sure before starting a primary */
+        usec_t sent = now_monotonic();
+        int r = dcs_update_leader(h->dcs, h->view.cluster);
+        if (r != 1) {
+            log_warning("could not renew the leader lock (%s): starting as a replica instead",
+                        r < 0 ? dcs_error(h->dcs) : "someone else has it");
+            lease_lost(h);
+            (void)start_postgres(h, false, NULL);
+            return;
+        }
+        lease_renewed(h, sent);
+        (void)start_postgres(h, !was_replica_before(h), NULL);
+        return;
+    }
+    const char *target = d->target[0] ? d->target : NULL;
+    if (target && needs_rewind(h, target)) {
+        const Member *m = member_by_name(h, target);
+        char host[256];
+        int port;
+        bool leader_ready = m && m->role && strcmp(m->role, "primary") == 0 && !m->checkpoint_after_promote_false;
+        if (dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind) {
+            if (!leader_ready) {
+                log_info("waiting for the leader %s to finish its promotion before pg_rewind", target);
+                return;
+            }
+            if (member_host_port(m, host, sizeof host, &port)) {
+                bool crash = pg_state_needs_crash_recovery(h->pg.cd.state);
+                log_info("running pg_rewind from %s%s", target, crash ? " (after crash recovery)" : "");
+                write_pgpass(h);
+                set_state(h, "running custom bootstrap script");
+                task_start(h, TASK_REWIND, host, port, crash);
+                return;
+            }
+        } else if (cfg->postgresql.remove_data_directory_on_diverged_timelines) {
+            log_warning("timelines diverged and remove_data_directory_on_diverged_timelines is set: removing the "
+                        "data directory to clone it again");
+            char *err = NULL;
+            if (pg_remove_data_directory(cfg->postgresql.data_dir, &err) < 0) {
+                log_error("%s", err);
+                free(err);
+            }
+            h->pg.sysid[0] = '\0';
+            return;
+        } else {
+            log_warning("the timeline of %s is newer than mine and use_pg_rewind is off: starting as a replica "
+                        "anyway; it may not be able to stream", target);
+        }
+    }
+    (void)start_postgres(h, false, target);
+}
+
+static void execute_follow(Ha *h, const char *target) {
+    /* PostgreSQL 13+ reloads primary_conninfo and primary_slot_name without a restart */
+    if (write_configuration(h, false, target) < 0)
+        return;
+    if (h->pg.inst.major >= 13 && h->pg.inst.pid > 0) {
+        reload_postgres(h);
+    } else if (h->pg.inst.pid > 0) {
+        (void)stop_postgres(h, PG_STOP_FAST, "restart to follow a new upstream");
+        (void)start_postgres(h, false, target);
+    }
+}
+
+/* ---- one function per action ---- */
+
+static void do_none(Ha *h, Decision *d, const LocalState *l) {
+    (void)d;
+    (void)l;
+    (void)check_running_replica(h);
+}
+
+static void do_fatal(Ha *h, Decision *d, const LocalState *l) {
+    (void)l;
+    log_critical("%s", d->message);
+    h->fatal = true;
+}
+
+static void do_write_initialize(Ha *h, Decision *d, const LocalState *l) {
+    (void)d;
+    if (dcs_initialize(h->dcs, !(h->view.cluster && h->view.cluster->has_initialize), l->sysid) < 0)
+        log_warning("failed to write /initialize: %s", dcs_error(h->dcs));
+}
+
+static void do_bootstrap(Ha *h, Decision *d, const LocalState *l) {
+    (void)d;
+    (void)l;
+    int r = dcs_initialize(h->dcs, true, "");
+    if (r == 1) {
+        log_info("Lock owner: None; I am %s", cfg_of(h)->name);
+        log_info("trying to bootstrap a new cluster");
+        set_state(h, "initializing new cluster");
+        h->work.bootstrap_pending = true;
+        task_start(h, TASK_BOOTSTRAP, NULL, 0, false);
+    } else if (r == 0) {
+        log_info("failed to acquire initialize lock");
+    } else {
+        log_warning("bootstrap: %s", dcs_error(h->dcs));
+    }
+}
+
+static void do_clone(Ha *h, Decision *d, const LocalState *l) {
+    (void)l;
+    const Member *m = member_by_name(h, d->target);
+    char host[256];
+    int port;
+    if (!m || !member_host_port(m, host, sizeof host, &port)) {
+        log_warning("cannot clone from %s: its connection address is unknown", d->target);
+        return;
+    }
+    write_pgpass(h);
+    set_state(h, "creating replica");
+    task_start(h, TASK_CLONE, host, port, false);
+}
+
+static void do_start(Ha *h, Decision *d, const LocalState *l) {
+    (void)l;
+    execute_start(h, d);
+}
+
+/* The lock is ours: a replica promotes (after /sync allows it); a failed promotion gives the key back. */
+static void promote_with_lock(Ha *h, Decision *d) {
+    if (sync_before_promote(h) < 0) {
+        snprintf(d->message, sizeof d->message, "postponing the promotion: /sync could not be updated");
+    } else if (promote_postgres(h) < 0) {
+        (void)dcs_delete_leader(h->dcs);
+        lease_lost(h);
+    }
+}
+
+/* What decide_lock_failure() chose, carried out. */
+static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure *f, usec_t sent) {
+    LockFailureAction a = decide_lock_failure(l, dyn_of(h), cfg_of(h)->name, d->action, f);
+    if (a == LOCK_FAIL_REREAD) {
+        /* our cache may lag our own write: ask etcd whose key it is before demoting */
+        char *holder = NULL;
+        if (dcs_get_raw(h->dcs, "leader", &holder, NULL) != 1) {
+            free(holder);
+            holder = NULL;
+        }
+        f->reread = true;
+        f->holder = holder;
+        a = decide_lock_failure(l, dyn_of(h), cfg_of(h)->name, d->action, f);
+        free(holder);
+        f->holder = NULL;
+    }
+    const char *why = f->dcs_error ? dcs_error(h->dcs) : NULL;
+    switch (a) {
+    case LOCK_FAIL_REREAD: /* (not returned twice) */
+    case LOCK_FAIL_NOTHING:
+        if (d->action != HA_ACQUIRE_LOCK)
+            log_warning("failed to update the leader lock%s%s", why ? ": " : "", why ? why : "");
+        break;
+    case LOCK_FAIL_MINE:
+        after_lock_acquired(h, sent);
+        snprintf(d->message, sizeof d->message, "the leader lock is already mine");
+        break;
+    case LOCK_FAIL_STOP_STARTING:
+        log_error("failed to update the leader lock while starting as primary: stopping PostgreSQL");
+        (void)stop_postgres(h, PG_STOP_IMMEDIATE, "lost the lock while starting");
+        break;
+    case LOCK_FAIL_DEMOTE_NOLOCK:
+    case LOCK_FAIL_DEMOTE_OFFLINE:
+        if (d->action != HA_ACQUIRE_LOCK)
+            log_error("failed to update the leader lock%s%s: demoting", why ? ": " : "", why ? why : "");
+        demote(h, a == LOCK_FAIL_DEMOTE_OFFLINE ? DEMOTE_OFFLINE : DEMOTE_IMMEDIATE_NOLOCK);
+        break;
+    }
+}
+
+static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
+    usec_t sent = now_monotonic();
+    int r = dcs_attempt_to_acquire_leader(h->dcs);
+    if (r == 1) {
+        after_lock_acquired(h, sent);
+        if (l->in_recovery)
+            promote_with_lock(h, d);
+        return;
+    }
+    if (r == 0)
+        snprintf(d->message, sizeof d->message, "failed to acquire the leader lock: another member was faster");
+    else
+        snprintf(d->message, sizeof d->message, "failed to acquire the leader lock: %s", dcs_error(h->dcs));
+    LockFailure f = {.dcs_error = r < 0};
+    on_lock_failure(h, d, l, &f, sent);
+}
+
+/* HA_UPDATE_LOCK, HA_UPDATE_LOCK_ONLY, HA_SWITCHOVER, HA_CLEAR_FAILOVER: renew, then the action's own part;
+ * the leader's per-cycle work (slots, /status, /history, synchronous replication) follows a renewal. */
+static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
+    usec_t sent = now_monotonic();
+    int r = dcs_update_leader(h->dcs, h->view.cluster);
+    if (r != 1) {
+        lease_lost(h);
+        LockFailure f = {.dcs_error = r < 0, .while_starting_as_primary = l->pg_starting && h->pg.start_as_primary};
+        on_lock_failure(h, d, l, &f, sent);
+        return;
+    }
+    lease_renewed(h, sent);
+    if (d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->pg.promoting) {
+        promote_with_lock(h, d);
+    } else if (d->action == HA_SWITCHOVER) {
+        log_info("%s", d->message);
+        demote(h, DEMOTE_GRACEFUL);
+    } else if (d->action == HA_CLEAR_FAILOVER && h->view.cluster) {
+        log_info("%s", d->message);
+        (void)dcs_set_failover(h->dcs, "{}", h->view.cluster->failover.version);
+    }
+    if (l->pg_ready && !l->in_recovery) {
+        slots_sync(h); /* before /status: it publishes the slots' positions */
+        update_status(h);
+        update_history(h);
+        sync_process(h);
+    }
+}
+
+static void do_release_lock(Ha *h, Decision *d, const LocalState *l) {
+    (void)d;
+    (void)l;
+    (void)dcs_delete_leader(h->dcs);
+    lease_lost(h);
+}
+
+static void do_demote(Ha *h, Decision *d, const LocalState *l) {
+    (void)l;
+    log_info("%s", d->message);
+    demote(h, d->demote_mode);
+}
+
+static void do_follow(Ha *h, Decision *d, const LocalState *l) {
+    (void)l;
+    if (!check_running_replica(h))
+        execute_follow(h, d->target[0] ? d->target : NULL);
+}
+
+typedef void (*ActionFn)(Ha *h, Decision *d, const LocalState *l);
+
+static const ActionFn actions[] = {
+    [HA_NONE] = do_none,
+    [HA_FATAL] = do_fatal,
+    [HA_WRITE_INITIALIZE] = do_write_initialize,
+    [HA_BOOTSTRAP] = do_bootstrap,
+    [HA_CLONE] = do_clone,
+    [HA_START] = do_start,
+    [HA_ACQUIRE_LOCK] = do_acquire_lock,
+    [HA_UPDATE_LOCK] = do_update_lock,
+    [HA_UPDATE_LOCK_ONLY] = do_update_lock,
+    [HA_RELEASE_LOCK] = do_release_lock,
+    [HA_DEMOTE] = do_demote,
+    [HA_FOLLOW] = do_follow,
+    [HA_SWITCHOVER] = do_update_lock,
+    [HA_CLEAR_FAILOVER] = do_update_lock,
+};
+
+void execute(Ha *h, Decision *d, const LocalState *l) {
+    if ((size_t)d->action < ELEMENTSOF(actions) && actions[d->action])
+        actions[d->action](h, d, l);
+}

@@ -1,0 +1,215 @@
+/* The HA loop's state and the functions its files share (private to src/agent).
+ *
+ * struct Ha is made of parts, each owned (written) by one file:
+ *   HaLocal  local.c      the local PostgreSQL as the agent sees it (instance, status, role, state)
+ *   HaView   view.c       the cluster view from the DCS, the dynamic configuration, the lease deadline
+ *   HaSync   sync_exec.c  synchronous replication on the primary (synchronous_standby_names, /sync)
+ *   HaSlots  slots_exec.c replication slots
+ *   HaWork   work.c       long actions in worker threads (bootstrap, clone, rewind, the post-promote CHECKPOINT)
+ *   the rest ha.c         the loop's own timing and flags
+ * Other files read any part. */
+#pragma once
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "agent/agent.h"
+#include "agent/decide.h"
+#include "agent/slots.h"
+#include "agent/sync.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "dcs/dcs.h"
+#include "pg/instance.h"
+#include "pg/pg.h"
+
+typedef struct Ha Ha;
+
+/* ---- HaLocal (local.c) ---- */
+typedef struct HaLocal {
+    PgInstance inst;
+    bool starting;             /* spawned, not yet answering */
+    bool start_as_primary;
+    usec_t start_began;
+    bool promoting;
+    bool expect_stop;          /* we stopped it: its exit is no crash */
+    bool crashed;
+    PgStatus st;               /* the status query of this cycle */
+    char sysid[32];
+    bool have_controldata;
+    ControlData cd;
+    char state[64];            /* member state: running, stopped, starting, ... */
+    char role[32];             /* primary, replica, uninitialized, demoted, promoted */
+    char following[128];       /* the member replication points at ("" = none) */
+    bool following_set;        /* false after an agent restart until the configuration is written */
+    bool pending_restart;
+    cJSON *pending_reason;     /* {"guc":{"old_value":..,"new_value":..}} */
+    usec_t not_answering_since;
+    bool diverged;             /* a replica whose WAL went past the leader's timeline switch: rewind it */
+    bool rewind_failed;        /* pg_rewind failed and the data directory was kept: do not loop on it */
+    bool diverged_reported;
+} HaLocal;
+
+/* ---- HaView (view.c) ---- */
+typedef struct HaView {
+    Cluster *cluster;          /* NULL when the DCS could not be read this cycle */
+    Cluster *last_locked;      /* the last view with a leader: the candidate set of the next race */
+    DynConfig dyn;
+    long long dyn_version;
+    bool dyn_loaded;
+    long long dcs_last_seen;
+    usec_t cluster_read_at;
+    usec_t lock_valid_until;   /* monotonic: our lease counts until then */
+    char *last_status;         /* last /status value we wrote */
+} HaView;
+
+/* ---- HaSync (sync_exec.c) ---- */
+typedef struct HaSync {
+    char *ssn;                 /* synchronous_standby_names while pgha manages it (synchronous mode), else NULL */
+    long long flush;           /* primary flush LSN when ssn last took effect (0: not known yet) */
+    usec_t grace_until;        /* quorum mode after a promotion: remove no voter before this */
+    bool leaving;              /* about to stop: publish nosync so that the leader releases us first */
+} HaSync;
+
+/* ---- HaSlots (slots_exec.c) ---- */
+/* A copied logical slot waiting for its readiness check, with the catalog_xmin its original had on the
+ * primary when the primary's physical slot for us first held one (0: not yet). */
+typedef struct PendingSlot {
+    char *name;
+    long long primary_xmin;
+} PendingSlot;
+
+typedef struct HaSlots {
+    PgSlot *rows;              /* pg_replication_slots as read this cycle */
+    size_t n_rows;
+    bool rows_ok;
+    bool synced;               /* slots_sync() ran this cycle */
+    int timeout_ms;            /* per statement of slots_sync(): bounded by what is left of the lease */
+    RetainTimers retain;       /* leader: when each member slot was last seen (retain_slots) */
+    char *errors_logged;
+    bool enforce_hsf;          /* hot_standby_feedback forced on: this node (or a cascade below it) carries them */
+    StrList recopy;            /* advance failed for lack of WAL or invalidation: copy again */
+    PendingSlot *unready;      /* copies not yet known to be safe to use after a failover */
+    size_t n_unready;
+    bool check_local;          /* after a (re)start: check the local logical slots' readiness again */
+    usec_t copy_after;         /* back-off after a refused or failed copy */
+    StrList copy_logged;       /* copy notes already logged (cleared when there is nothing to copy) */
+} HaSlots;
+
+/* ---- HaWork (work.c) ---- */
+typedef enum TaskKind { TASK_NONE, TASK_BOOTSTRAP, TASK_CLONE, TASK_REWIND } TaskKind;
+
+typedef struct Task {
+    TaskKind kind;
+    pthread_t thread;
+    _Atomic bool done;
+    int result;
+    char *error;
+    char host[256];
+    int port;
+    bool crash_recovery;       /* rewind: finish crash recovery first */
+    PgChild child;             /* the tool it runs, stopped at shutdown */
+    Ha *ha;
+} Task;
+
+typedef struct HaWork {
+    Task task;
+    bool bootstrap_pending;    /* initdb done or running: roles, post_bootstrap and the DCS keys follow */
+    /* the CHECKPOINT after a promotion (pg_rewind on other nodes needs it): run in a thread */
+    pthread_t checkpoint_thread;
+    bool checkpoint_running;
+    _Atomic bool checkpoint_done;
+    bool checkpoint_pending;   /* published as checkpoint_after_promote: false */
+} HaWork;
+
+struct Ha {
+    Agent *a;
+    Dcs *dcs;
+    int wake_fd;
+    HaLocal pg;
+    HaView view;
+    HaSync sync;
+    HaSlots slots;
+    HaWork work;
+    /* the loop (ha.c) */
+    usec_t next_cycle;
+    usec_t next_watchdog;
+    usec_t last_cycle;
+    bool reload_pending;
+    bool tilt;                 /* this cycle is stale (TILT): observe only */
+    bool fatal;
+    usec_t pre_promote_failed_at;
+};
+
+static inline const PghaConfig *cfg_of(const Ha *h) { return &h->a->cfg; }
+
+/* ha.c */
+void ha_wake(void *ud);
+
+/* view.c */
+int parse_iso8601(const char *s, double *ret);
+const DynConfig *dyn_of(const Ha *h);
+int loop_wait_s(const Ha *h);
+int ttl_s(const Ha *h);
+bool use_slots(const Ha *h);
+const Member *member_by_name(const Ha *h, const char *name);
+bool member_host_port(const Member *m, char *host, size_t hostlen, int *port);
+bool is_lock_holder(const Ha *h);
+void lease_renewed(Ha *h, usec_t sent_at);
+void lease_lost(Ha *h);
+void view_read_cluster(Ha *h, usec_t now);
+void refresh_dynamic_config(Ha *h);
+void view_free(HaView *v);
+
+/* local.c */
+void set_state(Ha *h, const char *state);
+void set_role(Ha *h, const char *role);
+PGconn *local_conn(Ha *h);
+void write_pgpass(Ha *h);
+int write_configuration(Ha *h, bool as_primary, const char *target);
+void reload_postgres(Ha *h);
+void run_callback(Ha *h, const char *action, const char *role);
+int start_postgres(Ha *h, bool as_primary, const char *target);
+int stop_postgres(Ha *h, PgStopMode mode, const char *why);
+int promote_postgres(Ha *h);
+void refresh_controldata(Ha *h);
+void observe_pg(Ha *h, LocalState *l);
+void apply_config_changes(Ha *h);
+void local_free(HaLocal *l);
+
+/* publish.c */
+char *api_url(const Ha *h);
+void touch_member(Ha *h);
+void update_history(Ha *h);
+void update_status(Ha *h);
+void write_status_optime_only(Ha *h, long long optime);
+void publish(Ha *h);
+
+/* work.c */
+const char *task_name(TaskKind k);
+void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery);
+void task_stop(Ha *h);
+void finish_task(Ha *h);
+void start_post_promote_checkpoint(Ha *h);
+void finish_post_promote_checkpoint(Ha *h, bool wait);
+void post_bootstrap(Ha *h);
+
+/* slots_exec.c */
+void slots_sync(Ha *h);
+void slots_on_promote(Ha *h);
+void update_enforce_hsf(Ha *h);
+void slots_input(Ha *h, SlotsInput *in);
+void slots_free(HaSlots *s);
+
+/* sync_exec.c */
+bool sync_mode_on(const Ha *h);
+int sync_before_promote(Ha *h);
+void sync_process(Ha *h);
+void leave_sync_duty(Ha *h);
+void sync_forget(Ha *h);
+
+/* execute.c */
+void execute(Ha *h, Decision *d, const LocalState *l);
+void demote(Ha *h, DemoteMode mode);

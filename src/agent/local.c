@@ -1,0 +1,476 @@
+/* The local PostgreSQL as the HA loop drives it: the files it is started with, start, stop, promote,
+ * observation, configuration changes. The mechanism is src/pg's (PgInstance); this file adds what the
+ * agent decides around it: its state and role strings, callbacks, scripts, and what it logs. */
+#include "agent/ha_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void local_forget(Ha *h);
+
+void set_state(Ha *h, const char *state) { snprintf(h->pg.state, sizeof h->pg.state, "%s", state); }
+
+void set_role(Ha *h, const char *role) { snprintf(h->pg.role, sizeof h->pg.role, "%s", role); }
+
+/* The server parameters, with hot_standby_feedback forced on while this node is to carry logical slots
+ * (Patroni's enforce_hot_standby_feedback). */
+static YNode *build_params(Ha *h, StrList *warnings) {
+    YNode *params = pg_build_parameters(cfg_of(h), dyn_of(h)->parameters, h->pg.inst.major, warnings);
+    if (h->slots.enforce_hsf)
+        ynode_set(params, "hot_standby_feedback", ynode_new_str("on", "parameters", 0));
+    return params;
+}
+
+void write_pgpass(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (!cfg->postgresql.pgpass)
+        return;
+    StrList lines = {0};
+    const PgAuth *auths[] = {&cfg->postgresql.replication, &cfg->postgresql.superuser, &cfg->postgresql.rewind};
+    for (size_t i = 0; i < ELEMENTSOF(auths); i++)
+        if (auths[i]->username && auths[i]->password) {
+            _cleanup_free_ char *l = pg_pgpass_line("*", "*", auths[i]->username, auths[i]->password);
+            if (!strlist_contains(&lines, l))
+                strlist_add(&lines, l);
+        }
+    char *err = NULL;
+    if (pg_write_pgpass(cfg->postgresql.pgpass, &lines, &err) < 0) {
+        log_error("%s", err);
+        free(err);
+    }
+    strlist_clear(&lines);
+}
+
+/* With config_dir outside data_dir, the files initdb or pg_basebackup left in data_dir are the
+ * starting point of the ones in config_dir (Patroni's behaviour with a Debian-style layout). */
+static void prepare_config_dir(Ha *h) {
+    StrList warnings = {0};
+    pg_prepare_config_dir(cfg_of(h), &warnings);
+    for (size_t i = 0; i < warnings.n; i++)
+        log_warning("%s", warnings.v[i]);
+    strlist_clear(&warnings);
+}
+
+/* Write postgresql.conf (and standby.signal) for a start as primary or as a replica of `target`. */
+int write_configuration(Ha *h, bool as_primary, const char *target) {
+    const PghaConfig *cfg = cfg_of(h);
+    prepare_config_dir(h);
+    StrList warnings = {0};
+    YNode *params = build_params(h, &warnings);
+    if (h->sync.ssn) {
+        /* owned by pgha in synchronous mode: the user's value does not apply (spec §3.7.1) */
+        if (*h->sync.ssn)
+            ynode_set(params, "synchronous_standby_names", ynode_new_str(h->sync.ssn, "sync", 0));
+        else
+            ynode_remove(params, "synchronous_standby_names");
+    } else if (sync_mode_on(h)) {
+        ynode_remove(params, "synchronous_standby_names");
+    }
+    for (size_t i = 0; i < warnings.n; i++)
+        log_warning("%s", warnings.v[i]);
+    strlist_clear(&warnings);
+    YNode *recovery = NULL;
+    if (!as_primary) {
+        recovery = ynode_new(Y_MAP, "recovery", 0);
+        const Member *m = target ? member_by_name(h, target) : NULL;
+        char host[256];
+        int port;
+        if (m && member_host_port(m, host, sizeof host, &port)) {
+            _cleanup_free_ char *ci = pg_primary_conninfo(cfg, host, port);
+            ynode_set(recovery, "primary_conninfo", ynode_new_str(ci, "recovery", 0));
+            if (use_slots(h) && !cfg->tags.nostream) {
+                _cleanup_free_ char *slot = slot_name_from_member_name(cfg->name);
+                ynode_set(recovery, "primary_slot_name", ynode_new_str(slot, "recovery", 0));
+            }
+        }
+        ynode_set(recovery, "recovery_target_timeline", ynode_new_str("latest", "recovery", 0));
+        const YNode *rc = cfg->postgresql.recovery_conf ? cfg->postgresql.recovery_conf : dyn_of(h)->recovery_conf;
+        for (size_t i = 0; rc && i < rc->n; i++)
+            if (!ynode_get(recovery, rc->keys[i]))
+                ynode_set(recovery, rc->keys[i], ynode_clone(rc->items[i]));
+    }
+    char *err = NULL;
+    /* unchanged content: nothing to write (and nothing to reload) */
+    int r = pg_update_postgresql_conf(cfg, params, recovery, &err);
+    bool changed = r == 1;
+    if (r > 0)
+        r = 0;
+    if (r == 0)
+        r = pg_set_standby_signal(cfg->postgresql.data_dir, !as_primary, &err);
+    /* pg_hba / pg_ident: the local configuration wins over the dynamic one */
+    const YNode *hba = cfg->postgresql.pg_hba ? cfg->postgresql.pg_hba : dyn_of(h)->pg_hba;
+    if (r == 0 && hba) {
+        _cleanup_free_ char *path = xasprintf("%s/pg_hba.conf", cfg->postgresql.config_dir);
+        r = pg_write_hba(path, hba, false, &err);
+    }
+    const YNode *ident = cfg->postgresql.pg_ident ? cfg->postgresql.pg_ident : dyn_of(h)->pg_ident;
+    if (r == 0 && ident) {
+        _cleanup_free_ char *path = xasprintf("%s/pg_ident.conf", cfg->postgresql.config_dir);
+        r = pg_write_hba(path, ident, false, &err);
+    }
+    if (r < 0) {
+        log_error("cannot write the PostgreSQL configuration: %s", err);
+        free(err);
+    }
+    ynode_free(params);
+    ynode_free(recovery);
+    snprintf(h->pg.following, sizeof h->pg.following, "%s", as_primary || !target ? "" : target);
+    h->pg.following_set = true;
+    write_pgpass(h);
+    return r < 0 ? r : changed ? 1 : 0;
+}
+
+void run_callback(Ha *h, const char *action, const char *role) {
+    const PghaConfig *cfg = cfg_of(h);
+    const char *cmd = NULL;
+    if (strcmp(action, "on_start") == 0)
+        cmd = cfg->postgresql.callbacks.on_start;
+    else if (strcmp(action, "on_stop") == 0)
+        cmd = cfg->postgresql.callbacks.on_stop;
+    else if (strcmp(action, "on_restart") == 0)
+        cmd = cfg->postgresql.callbacks.on_restart;
+    else if (strcmp(action, "on_reload") == 0)
+        cmd = cfg->postgresql.callbacks.on_reload;
+    else if (strcmp(action, "on_role_change") == 0)
+        cmd = cfg->postgresql.callbacks.on_role_change;
+    if (!cmd)
+        return;
+    int r = pg_run_callback(cmd, action, role, cfg->scope);
+    if (r < 0)
+        log_warning("cannot run the %s callback: %s", action, strerror(-r));
+}
+
+int start_postgres(Ha *h, bool as_primary, const char *target) {
+    if (write_configuration(h, as_primary, target) < 0)
+        return -EIO;
+    StrList warnings = {0};
+    YNode *params = build_params(h, &warnings);
+    strlist_clear(&warnings);
+    StrList args = {0};
+    pg_cmdline_options(params, &args);
+    ynode_free(params);
+    char *err = NULL;
+    int r = pg_instance_start(&h->pg.inst, &args, &err);
+    strlist_clear(&args);
+    if (r < 0) {
+        log_error("cannot start PostgreSQL: %s", err);
+        free(err);
+        set_state(h, "start failed");
+        return r;
+    }
+    pid_t pid = h->pg.inst.pid;
+    if (h->pg.inst.pidfd < 0)
+        log_warning("cannot watch the postmaster %d with a pidfd; its exit is noticed at the next cycle", (int)pid);
+    h->pg.starting = true;
+    h->slots.check_local = true;
+    h->pg.start_as_primary = as_primary;
+    h->pg.start_began = now_monotonic();
+    h->pg.expect_stop = false;
+    h->pg.crashed = false;
+    set_state(h, "starting");
+    log_info("postmaster pid=%d", (int)pid);
+    return 0;
+}
+
+int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
+    if (h->pg.inst.pid <= 0)
+        return 0;
+    const PghaConfig *cfg = cfg_of(h);
+    if (cfg->postgresql.before_stop) {
+        char *out = NULL;
+        int r = run_shell(cfg->postgresql.before_stop, NULL, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC, &out);
+        if (r != 0)
+            log_warning("before_stop script exited with %d: %s", r, out ? str_trim(out) : "");
+        free(out);
+    }
+    log_info("stopping PostgreSQL (%s)%s%s", mode == PG_STOP_FAST ? "fast" : mode == PG_STOP_IMMEDIATE ? "immediate" : "smart",
+             why ? ": " : "", why ? why : "");
+    h->pg.expect_stop = true;
+    set_state(h, "stopping");
+    usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
+    if (mode == PG_STOP_IMMEDIATE && limit > 10 * USEC_PER_SEC)
+        limit = 10 * USEC_PER_SEC; /* an immediate stop is a demotion with the lease ticking */
+    pid_t pid = h->pg.inst.pid;
+    PgStopReport rep;
+    int r = pg_instance_stop(&h->pg.inst, mode, limit, &rep);
+    if (rep.escalated_immediate)
+        log_warning("PostgreSQL did not stop within pg_ctl_timeout; sent an immediate shutdown");
+    if (rep.killed)
+        log_error("PostgreSQL did not stop; killed the postmaster (pid %d)", (int)pid);
+    if (r < 0) {
+        set_state(h, "stop failed");
+        return r;
+    }
+    local_forget(h);
+    set_state(h, "stopped");
+    run_callback(h, "on_stop", h->pg.role);
+    return 0;
+}
+
+int promote_postgres(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (cfg->postgresql.pre_promote) {
+        /* it runs while we hold the lock: it may not outlive the lease, and the lock is renewed
+         * (and checked) before PostgreSQL is promoted */
+        usec_t now = now_monotonic();
+        usec_t left = h->view.lock_valid_until > now ? h->view.lock_valid_until - now : 0;
+        usec_t limit = left > (usec_t)loop_wait_s(h) * USEC_PER_SEC ? left - (usec_t)loop_wait_s(h) * USEC_PER_SEC
+                                                                    : USEC_PER_SEC;
+        char *out = NULL;
+        int r = run_shell(cfg->postgresql.pre_promote, NULL, limit, &out);
+        if (r != 0) {
+            log_error("pre_promote script failed (%d): %s", r, out ? str_trim(out) : "");
+            free(out);
+            h->pre_promote_failed_at = now_monotonic();
+            return -ECANCELED;
+        }
+        free(out);
+        usec_t sent = now_monotonic();
+        if (dcs_update_leader(h->dcs, NULL) != 1) {
+            log_error("lost the leader lock while pre_promote ran: not promoting");
+            lease_lost(h);
+            return -ECANCELED;
+        }
+        lease_renewed(h, sent);
+    }
+    char *note = NULL, *err = NULL;
+    int r = pg_instance_promote(&h->pg.inst, &note, &err);
+    if (note)
+        log_warning("pg_promote() failed (%s); used pg_ctl promote", note);
+    free(note);
+    if (r < 0) {
+        log_error("%s", err);
+        free(err);
+        return -EIO;
+    }
+    h->pg.promoting = true;
+    set_role(h, "promoted");
+    slots_on_promote(h);
+    run_callback(h, "on_role_change", "primary");
+    return 0;
+}
+
+void refresh_controldata(Ha *h) {
+    char *err = NULL;
+    h->pg.have_controldata = pg_instance_controldata(&h->pg.inst, &h->pg.cd, &err) == 0;
+    if (h->pg.have_controldata)
+        snprintf(h->pg.sysid, sizeof h->pg.sysid, "%s", h->pg.cd.sysid);
+    else {
+        log_debug("pg_controldata: %s", err);
+        free(err);
+    }
+}
+
+/* Empty as Patroni means it: missing, or nothing but dot-files and lost+found. A directory with other
+ * files but no PG_VERSION is not empty (its system identifier is then invalid: no action), and a
+ * directory we cannot read is an error, never "empty" (DESIGN.md invariant 4). */
+static bool data_dir_empty(Ha *h) {
+    if (h->pg.inst.pid > 0)
+        return false;
+    return pg_data_dir_empty(cfg_of(h)->postgresql.data_dir);
+}
+
+void observe_pg(Ha *h, LocalState *l) {
+    *l = (LocalState){0};
+    const PghaConfig *cfg = cfg_of(h);
+    struct stat st;
+    bool exists = stat(cfg->postgresql.data_dir, &st) == 0;
+    if (exists ? !S_ISDIR(st.st_mode) : errno != ENOENT) {
+        l->data_dir_error = true;
+        return;
+    }
+    if (exists) { /* (st is only valid then: a missing directory is simply empty) */
+        DIR *dd = opendir(cfg->postgresql.data_dir);
+        if (!dd) {
+            l->data_dir_error = true;
+            return;
+        }
+        closedir(dd);
+    }
+    l->data_dir_empty = data_dir_empty(h);
+    if (l->data_dir_empty) {
+        if (h->pg.inst.pid <= 0)
+            set_role(h, "uninitialized");
+        h->pg.sysid[0] = '\0';
+        return;
+    }
+    if (!h->pg.sysid[0] || !h->pg.inst.pid)
+        refresh_controldata(h);
+    l->sysid = h->pg.sysid[0] ? h->pg.sysid : NULL;
+
+    if (h->pg.inst.pid > 0 && !pg_instance_alive(&h->pg.inst)) {
+        bool expected = h->pg.expect_stop;
+        local_forget(h);
+        if (!expected) {
+            log_warning("postmaster is not running (it exited on its own)");
+            h->pg.crashed = true;
+            set_state(h, "crashed");
+        } else {
+            set_state(h, "stopped");
+        }
+    }
+    if (h->pg.inst.pid <= 0) {
+        /* adopt a postmaster that runs without us (agent restarted) */
+        PidFile pf;
+        if (pg_instance_find_running(&h->pg.inst, &pf)) {
+            log_info("found an already running postmaster (pid %d); taking it over", (int)pf.pid);
+            if (pg_instance_attach(&h->pg.inst, pf.pid) < 0)
+                log_warning("cannot watch the postmaster %d with a pidfd; its exit is noticed at the next cycle",
+                            (int)pf.pid);
+            h->pg.starting = strcmp(pf.status, "ready") != 0 && strcmp(pf.status, "standby") != 0;
+            if (h->pg.starting)
+                h->pg.start_began = now_monotonic();
+        }
+    }
+    l->pg_running = h->pg.inst.pid > 0;
+    l->crashed = h->pg.crashed;
+    if (!l->pg_running) {
+        refresh_controldata(h);
+        l->timeline = h->pg.cd.checkpoint_tli;
+        l->wal_position = h->pg.cd.checkpoint_lsn;
+        l->was_primary = h->pg.have_controldata && pg_state_was_primary(h->pg.cd.state);
+        pg_status_free(&h->pg.st);
+        h->pg.st = (PgStatus){0};
+        if (strcmp(h->pg.state, "crashed") != 0)
+            set_state(h, "stopped");
+        return;
+    }
+    PGconn *c = local_conn(h);
+    if (c) {
+        pg_status_free(&h->pg.st);
+        char *err = NULL;
+        if (pg_query_status(c, &h->pg.st, &err) < 0) {
+            log_debug("status query failed: %s", err);
+            free(err);
+            pg_instance_close_conn(&h->pg.inst);
+        }
+    } else {
+        pg_status_free(&h->pg.st);
+        h->pg.st = (PgStatus){0};
+    }
+    if (h->pg.starting && h->pg.st.ok) {
+        h->pg.starting = false;
+        log_info("PostgreSQL is running%s", h->pg.st.in_recovery ? " as a replica" : "");
+        run_callback(h, "on_start", h->pg.st.in_recovery ? "replica" : "primary");
+    }
+    l->pg_starting = h->pg.starting;
+    l->pg_ready = h->pg.st.ok;
+    if (h->pg.st.ok) {
+        set_state(h, "running");
+        l->in_recovery = h->pg.st.in_recovery;
+        l->timeline = h->pg.st.timeline;
+        l->wal_position = h->pg.st.wal_position;
+        if (!h->pg.st.in_recovery) {
+            if (h->pg.promoting) {
+                log_info("promotion complete: PostgreSQL is a primary on timeline %lld", h->pg.st.timeline);
+                start_post_promote_checkpoint(h);
+            }
+            h->pg.promoting = false;
+            set_role(h, "primary");
+        } else if (!h->pg.promoting) {
+            set_role(h, "replica");
+        }
+    } else if (h->pg.starting) {
+        set_state(h, "starting");
+        long long limit = h->pg.start_as_primary ? dyn_of(h)->primary_start_timeout : cfg->postgresql.pg_ctl_timeout;
+        l->start_timed_out = now_monotonic() - h->pg.start_began > (usec_t)limit * USEC_PER_SEC;
+    } else {
+        /* running but not answering (crash recovery, or a hung server): like a start, with a limit:
+         * a lock holder whose PostgreSQL has not answered for ttl lets a healthy replica take over */
+        l->pg_starting = true;
+        set_state(h, "starting");
+        usec_t now = now_monotonic();
+        if (!h->pg.not_answering_since)
+            h->pg.not_answering_since = now;
+        if (now - h->pg.not_answering_since > (usec_t)ttl_s(h) * USEC_PER_SEC) {
+            l->start_timed_out = true;
+            log_warning("PostgreSQL has not answered for %.0f s", (double)(now - h->pg.not_answering_since) / 1e6);
+        }
+    }
+    if (h->pg.st.ok || h->pg.inst.pid <= 0 || h->pg.starting)
+        h->pg.not_answering_since = 0;
+    l->following = h->pg.following_set ? (h->pg.following[0] ? h->pg.following : NULL) : NULL;
+    /* unknown after an agent restart until the configuration is written again */
+    l->following_unknown = !h->pg.following_set && h->pg.st.ok && h->pg.st.in_recovery;
+}
+
+/* The configuration may have changed (/config, a SIGHUP of pgha): rewrite postgresql.conf, reload
+ * PostgreSQL, and find the changes that need a restart (pending_restart). */
+void apply_config_changes(Ha *h) {
+    if (!h->pg.st.ok || h->pg.starting || h->work.task.kind != TASK_NONE || h->pg.inst.pid <= 0 || !h->pg.following_set)
+        return;
+    bool primary = !h->pg.st.in_recovery;
+    int r = write_configuration(h, primary, primary || !h->pg.following[0] ? NULL : h->pg.following);
+    if (r == 1) {
+        log_info("Reloading PostgreSQL configuration.");
+        reload_postgres(h);
+        run_callback(h, "on_reload", h->pg.role);
+        usleep(100 * 1000); /* let the postmaster read the file before pending_restart is queried */
+    }
+    PGconn *c = local_conn(h);
+    if (!c)
+        return;
+    char *err = NULL;
+    StrList names = {0}, settings = {0};
+    if (pg_pending_restart(c, &names, &settings, &err) < 0) {
+        log_debug("pending_restart query failed: %s", err);
+        free(err);
+        return;
+    }
+    cJSON_Delete(h->pg.pending_reason);
+    h->pg.pending_reason = NULL;
+    h->pg.pending_restart = names.n > 0;
+    if (h->pg.pending_restart) {
+        StrList warnings = {0};
+        YNode *params = build_params(h, &warnings);
+        strlist_clear(&warnings);
+        h->pg.pending_reason = cJSON_CreateObject();
+        for (size_t i = 0; i < names.n; i++) {
+            const YNode *nv = ynode_get(params, names.v[i]);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "old_value", settings.v[i]);
+            cJSON_AddStringToObject(e, "new_value", nv && nv->text ? nv->text : "");
+            cJSON_AddItemToObject(h->pg.pending_reason, names.v[i], e);
+        }
+        ynode_free(params);
+    }
+    strlist_clear(&names);
+    strlist_clear(&settings);
+}
+
+/* The agent's connection to its PostgreSQL, or NULL (logged at debug level: observe_pg says the rest). */
+PGconn *local_conn(Ha *h) {
+    char *err = NULL;
+    PGconn *c = pg_instance_conn(&h->pg.inst, &err);
+    if (!c) {
+        log_debug("cannot connect to the local PostgreSQL: %s", err);
+        free(err);
+    }
+    return c;
+}
+
+/* The postmaster exited or was stopped: what we knew about the running server goes with it. */
+static void local_forget(Ha *h) {
+    pg_instance_forget(&h->pg.inst);
+    pg_status_free(&h->pg.st);
+    h->pg.st = (PgStatus){0};
+    h->pg.starting = false;
+    h->pg.promoting = false;
+}
+
+void reload_postgres(Ha *h) {
+    int r = pg_instance_reload(&h->pg.inst);
+    if (r < 0)
+        log_warning("cannot reload PostgreSQL: %s", strerror(-r));
+}
+
+void local_free(HaLocal *l) {
+    pg_instance_done(&l->inst);
+    pg_status_free(&l->st);
+    cJSON_Delete(l->pending_reason);
+    l->pending_reason = NULL;
+}

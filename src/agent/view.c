@@ -1,0 +1,139 @@
+/* The cluster view: what the DCS says this cycle, the dynamic configuration it carries, and whether
+ * the leader lease is ours and until when. */
+#include "agent/ha_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* "2025-06-01T12:00:00+00:00", "...Z", with optional fractional seconds: epoch seconds. */
+int parse_iso8601(const char *s, double *ret) {
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!p)
+        return -EINVAL;
+    double frac = 0;
+    if (*p == '.') {
+        char *end;
+        frac = strtod(p, &end);
+        p = end;
+    }
+    long off = 0;
+    if (*p == 'Z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p == '-' ? -1 : 1;
+        int hh = 0, mm = 0;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) < 1 && sscanf(p + 1, "%2d%2d", &hh, &mm) < 1)
+            return -EINVAL;
+        off = sign * (hh * 3600L + mm * 60L);
+        p += strlen(p);
+    } else {
+        return -EINVAL; /* a timezone is mandatory */
+    }
+    time_t t = timegm(&tm);
+    *ret = (double)t - (double)off + frac;
+    return 0;
+}
+
+int loop_wait_s(const Ha *h) { return (int)(h->view.dyn_loaded ? h->view.dyn.loop_wait : cfg_of(h)->bootstrap.dyn.loop_wait); }
+
+int ttl_s(const Ha *h) { return (int)(h->view.dyn_loaded ? h->view.dyn.ttl : cfg_of(h)->bootstrap.dyn.ttl); }
+
+const DynConfig *dyn_of(const Ha *h) { return h->view.dyn_loaded ? &h->view.dyn : &cfg_of(h)->bootstrap.dyn; }
+
+bool use_slots(const Ha *h) { return dyn_of(h)->use_slots; }
+
+const Member *member_by_name(const Ha *h, const char *name) { return cluster_get_member(h->view.cluster, name); }
+
+bool member_host_port(const Member *m, char *host, size_t hostlen, int *port) {
+    char *hst = NULL;
+    if (!member_conn_host_port(m, &hst, port))
+        return false;
+    snprintf(host, hostlen, "%s", hst);
+    free(hst);
+    return true;
+}
+
+bool is_lock_holder(const Ha *h) {
+    return h->view.cluster && h->view.cluster->leader && streq(h->view.cluster->leader->name, cfg_of(h)->name);
+}
+
+void refresh_dynamic_config(Ha *h) {
+    const Cluster *c = h->view.cluster;
+    if (!c || !c->has_config || c->config_version <= 0 || c->config_version == h->view.dyn_version)
+        return;
+    YNode *n = ynode_from_json(c->config, "DCS /config");
+    DynConfig next;
+    CfgDiag diag = {0};
+    int r = dyn_config_parse_ex(n, cfg_of(h)->pgha.allow_short_ttl, &next, &diag);
+    ynode_free(n);
+    for (size_t i = 0; i < diag.warnings.n; i++)
+        log_warning("%s", diag.warnings.v[i]);
+    if (r < 0) {
+        for (size_t i = 0; i < diag.errors.n; i++)
+            log_error("%s", diag.errors.v[i]);
+        log_error("the dynamic configuration in the DCS is invalid; keeping the previous one");
+        dyn_config_free(&next);
+    } else {
+        if (h->view.dyn_loaded && (next.ttl != h->view.dyn.ttl || next.loop_wait != h->view.dyn.loop_wait ||
+                              next.retry_timeout != h->view.dyn.retry_timeout))
+            log_info("dynamic configuration changed: ttl=%lld loop_wait=%lld retry_timeout=%lld", next.ttl,
+                     next.loop_wait, next.retry_timeout);
+        if (h->view.dyn_loaded)
+            dyn_config_free(&h->view.dyn);
+        h->view.dyn = next;
+        h->view.dyn_loaded = true;
+        dcs_set_timings(h->dcs, (int)h->view.dyn.ttl, (int)h->view.dyn.loop_wait, (int)h->view.dyn.retry_timeout);
+    }
+    h->view.dyn_version = c->config_version;
+    cfg_diag_clear(&diag);
+}
+
+/* The lease counts from when the renewal was sent: etcd's TTL started no earlier. */
+void lease_renewed(Ha *h, usec_t sent_at) { h->view.lock_valid_until = sent_at + (usec_t)ttl_s(h) * USEC_PER_SEC; }
+
+void lease_lost(Ha *h) { h->view.lock_valid_until = 0; }
+
+/* Step 1 of a cycle: the cluster view (the watch cache or a read), the dynamic configuration in it,
+ * and the last view with a leader for the candidate set of the next race. */
+void view_read_cluster(Ha *h, usec_t now) {
+    Cluster *c = NULL;
+    if (dcs_get_cluster(h->dcs, &c) == 0) {
+        cluster_free(h->view.cluster);
+        h->view.cluster = c;
+        h->view.dcs_last_seen = (long long)(now_realtime() / USEC_PER_SEC);
+        h->view.cluster_read_at = now;
+        if (c->leader) {
+            Cluster *copy = NULL;
+            if (dcs_get_cluster(h->dcs, &copy) == 0) {
+                cluster_free(h->view.last_locked);
+                h->view.last_locked = copy;
+            }
+        }
+        refresh_dynamic_config(h);
+    } else {
+        cluster_free(h->view.cluster);
+        h->view.cluster = NULL;
+    }
+    if (is_lock_holder(h)) {
+        char lease[32];
+        snprintf(lease, sizeof lease, "%lld", dcs_lease_id(h->dcs));
+        if (h->view.cluster->leader->session && dcs_lease_id(h->dcs) && !streq(h->view.cluster->leader->session, lease))
+            log_debug("the leader key is ours but on another lease (%s != %s)", h->view.cluster->leader->session, lease);
+    } else {
+        lease_lost(h);
+    }
+}
+
+void view_free(HaView *v) {
+    cluster_free(v->cluster);
+    cluster_free(v->last_locked);
+    if (v->dyn_loaded)
+        dyn_config_free(&v->dyn);
+    free(v->last_status);
+    *v = (HaView){0};
+}

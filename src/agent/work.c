@@ -1,0 +1,287 @@
+/* Long actions in worker threads, so that the HA loop keeps renewing the lease and answering: initdb,
+ * pg_basebackup, pg_rewind, and the CHECKPOINT after a promotion; what follows when they finish
+ * (including the rest of a bootstrap: roles, post_bootstrap, the DCS keys). */
+#include "agent/ha_int.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void *task_main(void *arg) {
+    Task *t = arg;
+    Ha *h = t->ha;
+    const PghaConfig *cfg = cfg_of(h);
+    char *err = NULL;
+    int r = 0;
+    pg_child_bind(&t->child);
+    switch (t->kind) {
+    case TASK_BOOTSTRAP: r = pg_initdb(cfg, h->pg.inst.bin_dir, &err); break;
+    case TASK_CLONE: r = pg_basebackup(cfg, h->pg.inst.bin_dir, t->host, t->port, &err); break;
+    case TASK_REWIND:
+        if (t->crash_recovery)
+            r = pg_crash_recovery(cfg, h->pg.inst.bin_dir, &err);
+        if (r == 0)
+            r = pg_rewind(cfg, h->pg.inst.bin_dir, t->host, t->port, &err);
+        break;
+    default: break;
+    }
+    pg_child_bind(NULL);
+    t->result = r;
+    t->error = err;
+    t->done = true;
+    ha_wake(h);
+    return NULL;
+}
+
+const char *task_name(TaskKind k) {
+    switch (k) {
+    case TASK_BOOTSTRAP: return "bootstrap";
+    case TASK_CLONE: return "clone";
+    case TASK_REWIND: return "rewind";
+    default: return NULL;
+    }
+}
+
+void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery) {
+    Task *t = &h->work.task;
+    free(t->error);
+    *t = (Task){.kind = kind, .ha = h, .port = port, .crash_recovery = crash_recovery};
+    pg_child_init(&t->child);
+    snprintf(t->host, sizeof t->host, "%s", host ? host : "");
+    if (pthread_create(&t->thread, NULL, task_main, t) != 0) {
+        log_error("cannot start the %s task: %s", task_name(kind), strerror(errno));
+        pg_child_destroy(&t->child);
+        t->kind = TASK_NONE;
+    }
+}
+
+static void *checkpoint_main(void *arg) {
+    Ha *h = arg;
+    char *err = NULL;
+    PGconn *c = pg_instance_connect_db(&h->pg.inst, NULL, "Patroni checkpoint", &err);
+    if (c) {
+        (void)pg_checkpoint(c, 0, &err);
+        PQfinish(c);
+    }
+    if (err) {
+        log_warning("CHECKPOINT after promote failed: %s", err);
+        free(err);
+    }
+    h->work.checkpoint_done = true;
+    ha_wake(h);
+    return NULL;
+}
+
+void start_post_promote_checkpoint(Ha *h) {
+    if (h->work.checkpoint_running)
+        return;
+    h->work.checkpoint_done = false;
+    h->work.checkpoint_pending = true;
+    if (pthread_create(&h->work.checkpoint_thread, NULL, checkpoint_main, h) == 0)
+        h->work.checkpoint_running = true;
+    else
+        h->work.checkpoint_pending = false;
+}
+
+void finish_post_promote_checkpoint(Ha *h, bool wait) {
+    if (!h->work.checkpoint_running || (!wait && !h->work.checkpoint_done))
+        return;
+    pthread_join(h->work.checkpoint_thread, NULL);
+    h->work.checkpoint_running = false;
+    h->work.checkpoint_pending = false;
+}
+
+void finish_task(Ha *h) {
+    Task *t = &h->work.task;
+    if (t->kind == TASK_NONE || !t->done)
+        return;
+    pthread_join(t->thread, NULL);
+    pg_child_destroy(&t->child);
+    TaskKind kind = t->kind;
+    int r = t->result;
+    char *err = t->error;
+    t->error = NULL;
+    t->kind = TASK_NONE;
+    const PghaConfig *cfg = cfg_of(h);
+    switch (kind) {
+    case TASK_BOOTSTRAP:
+        if (r < 0) {
+            log_error("%s", err);
+            set_state(h, "initdb failed");
+            (void)dcs_cancel_initialization(h->dcs);
+            char *e2 = NULL;
+            if (pg_move_data_directory_aside(cfg->postgresql.data_dir, &e2) < 0) {
+                log_error("%s", e2);
+                free(e2);
+            }
+            log_critical("bootstrap failed; the initialize key was released so that another node can try");
+            h->fatal = true;
+            break;
+        }
+        /* hba additions from bootstrap.pg_hba (unless postgresql.pg_hba replaces the file); into the
+         * data directory, so that replicas cloned from it have them too */
+        if (!cfg->postgresql.pg_hba && cfg->bootstrap.pg_hba) {
+            _cleanup_free_ char *path = xasprintf("%s/pg_hba.conf", cfg->postgresql.data_dir);
+            char *e2 = NULL;
+            if (pg_write_hba(path, cfg->bootstrap.pg_hba, true, &e2) < 0) {
+                log_error("%s", e2);
+                free(e2);
+            }
+        }
+        refresh_controldata(h);
+        set_state(h, "initializing new cluster");
+        if (start_postgres(h, true, NULL) < 0) {
+            (void)dcs_cancel_initialization(h->dcs);
+            h->fatal = true;
+        }
+        h->work.task.kind = TASK_NONE;
+        h->work.task.result = 1; /* post-bootstrap pending: see post_bootstrap() */
+        break;
+    case TASK_CLONE:
+        if (r < 0) {
+            log_error("failed to bootstrap from the leader: %s", err);
+            set_state(h, "stopped");
+            break;
+        }
+        log_info("replica has been created using basebackup");
+        refresh_controldata(h);
+        (void)start_postgres(h, false, h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+        break;
+    case TASK_REWIND:
+        if (r < 0) {
+            log_error("%s", err);
+            if (cfg->postgresql.remove_data_directory_on_rewind_failure ||
+                cfg->postgresql.remove_data_directory_on_diverged_timelines) {
+                log_warning("removing the data directory after the pg_rewind failure, as configured");
+                char *e2 = NULL;
+                if (pg_remove_data_directory(cfg->postgresql.data_dir, &e2) < 0) {
+                    log_error("%s", e2);
+                    free(e2);
+                }
+                h->pg.sysid[0] = '\0';
+            } else {
+                log_warning("pg_rewind failed; starting as a replica anyway");
+                h->pg.rewind_failed = true;
+                refresh_controldata(h);
+                (void)start_postgres(h, false, h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+            }
+            break;
+        }
+        log_info("pg_rewind finished");
+        h->pg.diverged = false;
+        h->pg.rewind_failed = false;
+        h->pg.diverged_reported = false;
+        refresh_controldata(h);
+        (void)start_postgres(h, false, h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+        break;
+    default: break;
+    }
+    free(err);
+}
+
+static char *bootstrap_config_json(Ha *h) {
+    const YNode *dcs = cfg_of(h)->bootstrap.dcs;
+    if (!dcs)
+        return xstrdup("{}");
+    cJSON *j = ynode_to_json(dcs);
+    char *s = json_dumps(j, false);
+    cJSON_Delete(j);
+    return s;
+}
+
+void post_bootstrap(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    PGconn *c = local_conn(h);
+    char *err = NULL;
+    char *json = NULL;
+    if (!c || pg_create_roles(c, cfg, h->pg.inst.major, &err) < 0) {
+        log_error("failed to create the roles after bootstrap: %s", err ? err : "no connection");
+        free(err);
+        goto cancel;
+    }
+    if (cfg->bootstrap.post_bootstrap) {
+        PgConnParams p;
+        char host[256];
+        pg_local_conn_params(cfg, &p, host, sizeof host);
+        _cleanup_free_ char *dsn = xasprintf("host=%s port=%d user=%s dbname=%s", p.host, p.port, p.user,
+                                             p.dbname ? p.dbname : "postgres");
+        StrList env = {0};
+        _cleanup_free_ char *line = xasprintf("%s '%s'", cfg->bootstrap.post_bootstrap, dsn);
+        if (cfg->postgresql.pgpass) {
+            _cleanup_free_ char *e = xasprintf("PGPASSFILE=%s", cfg->postgresql.pgpass);
+            strlist_add(&env, e);
+        }
+        strlist_add(&env, "PGOPTIONS=-c synchronous_commit=local -c statement_timeout=0");
+        char *out = NULL;
+        int r = run_shell(line, &env, 3600 * USEC_PER_SEC, &out);
+        strlist_clear(&env);
+        if (r != 0) {
+            log_error("post_bootstrap script %s failed (%d): %s", cfg->bootstrap.post_bootstrap, r,
+                      out ? str_trim(out) : "");
+            free(out);
+            goto cancel;
+        }
+        free(out);
+    }
+    refresh_controldata(h);
+    if (dcs_initialize(h->dcs, false, h->pg.sysid) < 0) {
+        log_error("failed to write /initialize: %s", dcs_error(h->dcs));
+        goto cancel;
+    }
+    json = bootstrap_config_json(h);
+    if (dcs_set_config(h->dcs, json, 0) < 0)
+        log_error("failed to write /config: %s", dcs_error(h->dcs));
+    free(json);
+    json = NULL;
+    usec_t sent = now_monotonic();
+    if (dcs_take_leader(h->dcs) < 0) {
+        log_error("failed to take the leader key after bootstrap: %s", dcs_error(h->dcs));
+        goto cancel;
+    }
+    lease_renewed(h, sent);
+    set_role(h, "primary");
+    log_info("initialized a new cluster");
+    h->work.bootstrap_pending = false;
+    run_callback(h, "on_start", "primary");
+    return;
+cancel:
+    log_critical("cancelling the bootstrap");
+    (void)stop_postgres(h, PG_STOP_IMMEDIATE, "bootstrap failed");
+    (void)dcs_cancel_initialization(h->dcs);
+    char *e2 = NULL;
+    if (pg_move_data_directory_aside(cfg->postgresql.data_dir, &e2) < 0) {
+        log_error("%s", e2);
+        free(e2);
+    }
+    h->work.bootstrap_pending = false;
+    h->fatal = true;
+}
+
+/* At shutdown: like Patroni's cancellable subprocesses, a clone or rewind is stopped, not waited for
+ * (pg_basebackup can run for hours). pg_basebackup's failure path removes the half-cloned data
+ * directory; an interrupted pg_rewind leaves a data directory that the next start rewinds again (its
+ * control file is only updated when it finishes). initdb is waited for. */
+void task_stop(Ha *h) {
+    Task *t = &h->work.task;
+    if (t->kind == TASK_NONE)
+        return;
+    if (t->kind != TASK_BOOTSTRAP && !t->done) {
+        log_info("stopping the %s task", task_name(t->kind));
+        pg_child_cancel(&t->child, SIGTERM);
+        for (int i = 0; i < 50 && !t->done; i++)
+            usleep(100 * 1000);
+        if (!t->done) {
+            log_warning("the %s task did not stop within 5 s; killing it", task_name(t->kind));
+            pg_child_cancel(&t->child, SIGKILL);
+        }
+    } else {
+        log_info("waiting for the %s task to finish", task_name(t->kind));
+    }
+    pthread_join(t->thread, NULL);
+    pg_child_destroy(&t->child);
+    free(t->error);
+    t->error = NULL;
+    t->kind = TASK_NONE;
+}

@@ -1,0 +1,26 @@
+/* pgha's composition root: the agent (HA loop) and the REST API meet only here. The REST server reads
+ * the snapshot the agent publishes and the DCS client's cache; the agent does not know it exists. */
+#include "agent/agent.h"
+#include "agent/ha.h"
+#include "restapi/restapi.h"
+
+static int run_daemon(Agent *a) {
+    int code = 1;
+    Ha *h = ha_new(a, &code);
+    if (!h)
+        return code;
+    char *err = NULL;
+    RestServer *rest = rest_start(&a->cfg, ha_dcs(h), &err);
+    if (!rest) {
+        log_critical("REST API: %s", err);
+        free(err);
+        ha_free(h);
+        return 1;
+    }
+    code = ha_run(h);
+    rest_stop(rest);
+    ha_free(h);
+    return code;
+}
+
+int main(int argc, char **argv) { return pgha_main(argc, argv, run_daemon); }

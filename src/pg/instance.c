@@ -1,0 +1,286 @@
+/* The local PostgreSQL instance: postmaster, connection, control operations (see instance.h). */
+#include "pg/instance.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int pg_instance_init(PgInstance *pg, const PghaConfig *cfg, char **ret_error) {
+    *pg = (PgInstance){.cfg = cfg, .pidfd = -1, .bin_dir = xstrdup(cfg->postgresql.bin_dir)};
+    _cleanup_free_ char *postgres = pg_bin(pg->bin_dir, cfg->postgresql.bin_name.postgres);
+    int v = pg_bin_version(postgres);
+    if (v < 0) {
+        *ret_error = xasprintf("cannot run %s --version: %s; check postgresql.bin_dir", postgres, strerror(-v));
+        return -EINVAL;
+    }
+    pg->major = v >= 100000 ? v / 10000 : v / 100;
+    int dmaj = pg_data_dir_major(cfg->postgresql.data_dir);
+    if (dmaj > 0 && dmaj != pg->major) {
+        *ret_error = xasprintf("the data directory %s is PostgreSQL %d but %s is %d", cfg->postgresql.data_dir, dmaj,
+                               postgres, pg->major);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void pg_instance_done(PgInstance *pg) {
+    pg_instance_close_conn(pg);
+    if (pg->pidfd >= 0)
+        close(pg->pidfd);
+    pg->pidfd = -1;
+    free(pg->bin_dir);
+    pg->bin_dir = NULL;
+}
+
+void pg_local_conn_params(const PghaConfig *cfg, PgConnParams *p, char *hostbuf, size_t hostlen) {
+    StrList addrs = {0};
+    int port = 5432;
+    (void)parse_listen(cfg->postgresql.listen, &addrs, &port);
+    const char *host = addrs.n ? addrs.v[0] : "127.0.0.1";
+    if (strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0)
+        host = "127.0.0.1";
+    else if (strcmp(host, "::") == 0)
+        host = "::1";
+    snprintf(hostbuf, hostlen, "%s", host);
+    if (cfg->postgresql.use_unix_socket) {
+        const YNode *sd = cfg->postgresql.parameters ? ynode_get(cfg->postgresql.parameters, "unix_socket_directories")
+                                                     : NULL;
+        if (sd && sd->type == Y_STR) {
+            _cleanup_free_ char *first = xstrdup(sd->text);
+            char *comma = strchr(first, ',');
+            if (comma)
+                *comma = '\0';
+            str_trim(first);
+            if (*first)
+                snprintf(hostbuf, hostlen, "%s", first);
+        } else {
+            snprintf(hostbuf, hostlen, "/var/run/postgresql");
+        }
+    }
+    strlist_clear(&addrs);
+    *p = (PgConnParams){.host = hostbuf, .port = port, .user = cfg->postgresql.superuser.username,
+                        .password = cfg->postgresql.superuser.password, .dbname = cfg->postgresql.database,
+                        .application_name = "Patroni", .connect_timeout = 3, .ssl = &cfg->postgresql.superuser,
+                        /* a local connection needs no Kerberos: skipping it saves its start-up cost */
+                        .gssencmode_default = "disable"};
+}
+
+PGconn *pg_instance_connect_db(const PgInstance *pg, const char *dbname, const char *application_name,
+                               char **ret_error) {
+    PgConnParams p;
+    char host[256];
+    pg_local_conn_params(pg->cfg, &p, host, sizeof host);
+    if (dbname)
+        p.dbname = dbname;
+    if (application_name)
+        p.application_name = application_name;
+    return pg_connect(&p, ret_error);
+}
+
+void pg_instance_close_conn(PgInstance *pg) {
+    if (pg->conn)
+        PQfinish(pg->conn);
+    pg->conn = NULL;
+}
+
+PGconn *pg_instance_conn(PgInstance *pg, char **ret_error) {
+    if (pg->conn && PQstatus(pg->conn) == CONNECTION_OK)
+        return pg->conn;
+    pg_instance_close_conn(pg);
+    pg->conn = pg_instance_connect_db(pg, NULL, NULL, ret_error);
+    return pg->conn;
+}
+
+/* Only the postmaster is reaped: a waitpid(-1) could steal the child of a worker thread's run_command
+ * (pg_basebackup, pg_rewind) and make its outcome unknown. Callbacks are double-forked. */
+static void reap(PgInstance *pg) {
+    if (pg->pid > 0)
+        (void)waitpid(pg->pid, NULL, WNOHANG);
+}
+
+int pg_instance_attach(PgInstance *pg, pid_t pid) {
+    pg->pid = pid;
+    pg->pidfd = pg_pidfd(pid);
+    return pg->pidfd < 0 ? pg->pidfd : 0;
+}
+
+void pg_instance_forget(PgInstance *pg) {
+    reap(pg);
+    if (pg->pidfd >= 0)
+        close(pg->pidfd);
+    pg->pidfd = -1;
+    pg->pid = 0;
+    pg_instance_close_conn(pg);
+}
+
+bool pg_instance_alive(PgInstance *pg) {
+    if (pg->pid <= 0)
+        return false;
+    reap(pg);
+    return pg_process_alive(pg->pid);
+}
+
+bool pg_instance_find_running(const PgInstance *pg, PidFile *ret) {
+    const char *dd = pg->cfg->postgresql.data_dir;
+    return pg_read_pid_file(dd, ret) == 0 && pg_process_alive(ret->pid) && pg_is_postmaster_of(ret->pid, dd);
+}
+
+int pg_instance_start(PgInstance *pg, const StrList *args, char **ret_error) {
+    const PghaConfig *cfg = pg->cfg;
+    _cleanup_free_ char *postgres = pg_bin(pg->bin_dir, cfg->postgresql.bin_name.postgres);
+    _cleanup_free_ char *conf = xasprintf("%s/postgresql.conf", cfg->postgresql.config_dir);
+    /* a stale postmaster.pid of a dead postmaster blocks the start: PostgreSQL checks it itself */
+    pid_t pid = 0;
+    int r = pg_spawn_postmaster(postgres, cfg->postgresql.data_dir, conf, args, &pid, ret_error);
+    if (r < 0)
+        return r;
+    (void)pg_instance_attach(pg, pid); /* without a pidfd its exit is noticed at the next cycle */
+    return 0;
+}
+
+int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit, PgStopReport *ret) {
+    *ret = (PgStopReport){0};
+    if (pg->pid <= 0)
+        return 0;
+    pg_instance_close_conn(pg);
+    int r = pg_signal_stop(pg->pid, mode, limit);
+    if (r == -ETIMEDOUT && mode != PG_STOP_IMMEDIATE) {
+        ret->escalated_immediate = true;
+        r = pg_signal_stop(pg->pid, PG_STOP_IMMEDIATE, 10 * USEC_PER_SEC);
+    }
+    if (r == -ETIMEDOUT) {
+        /* a hung postmaster (stopped, or stuck in the kernel): fence it */
+        ret->killed = true;
+        (void)kill(pg->pid, SIGKILL);
+        r = pg_signal_stop(pg->pid, PG_STOP_IMMEDIATE, 5 * USEC_PER_SEC);
+        if (r == -ESRCH)
+            r = 0;
+    }
+    if (r == -ETIMEDOUT)
+        return r;
+    pg_instance_forget(pg);
+    return 0;
+}
+
+int pg_instance_reload(PgInstance *pg) {
+    if (pg->pid <= 0)
+        return -ESRCH;
+    return kill(pg->pid, SIGHUP) < 0 ? -errno : 0;
+}
+
+int pg_instance_promote(PgInstance *pg, char **ret_note, char **ret_error) {
+    *ret_note = NULL;
+    /* pg_promote() over the connection we already have: no fork/exec of pg_ctl on the failover path */
+    char *err = NULL;
+    PGconn *c = pg_instance_conn(pg, &err);
+    if (c) {
+        PGresult *pr = pg_query(c, "SELECT pg_catalog.pg_promote(false)", 5000, &err);
+        bool ok = pr && PQntuples(pr) == 1 && PQgetvalue(pr, 0, 0)[0] == 't';
+        PQclear(pr);
+        if (ok)
+            return 0;
+    }
+    *ret_note = err ? err : xstrdup("returned false");
+    const PghaConfig *cfg = pg->cfg;
+    StrList argv = {0};
+    _cleanup_free_ char *pg_ctl = pg_bin(pg->bin_dir, cfg->postgresql.bin_name.pg_ctl);
+    strlist_add(&argv, pg_ctl);
+    strlist_add(&argv, "promote");
+    strlist_add(&argv, "-W");
+    strlist_add(&argv, "-D");
+    strlist_add(&argv, cfg->postgresql.data_dir);
+    char *out = NULL;
+    int r = run_command(&argv, NULL, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC, &out);
+    strlist_clear(&argv);
+    if (r != 0) {
+        *ret_error = xasprintf("pg_ctl promote failed (%d): %s", r, out ? str_trim(out) : "");
+        free(out);
+        return -EIO;
+    }
+    free(out);
+    return 0;
+}
+
+int pg_instance_controldata(const PgInstance *pg, ControlData *ret, char **ret_error) {
+    _cleanup_free_ char *bin = pg_bin(pg->bin_dir, pg->cfg->postgresql.bin_name.pg_controldata);
+    return pg_controldata(bin, pg->cfg->postgresql.data_dir, ret, ret_error);
+}
+
+bool pg_state_was_primary(const char *s) {
+    return streq(s, "in production") || streq(s, "shut down") || streq(s, "shutting down") ||
+           streq(s, "in crash recovery");
+}
+
+bool pg_state_was_replica(const char *s) { return streq(s, "in archive recovery") || streq(s, "shut down in recovery"); }
+
+bool pg_state_needs_crash_recovery(const char *s) { return streq(s, "in production") || streq(s, "in crash recovery"); }
+
+/* ---- statements ---- */
+
+static int query_ll(PGconn *c, const char *sql, int timeout_ms, long long *ret, char **ret_error) {
+    PGresult *r = pg_query(c, sql, timeout_ms, ret_error);
+    if (!r)
+        return -EIO;
+    int rc = 0;
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0) || parse_ll(PQgetvalue(r, 0, 0), ret) < 0) {
+        *ret_error = xasprintf("unexpected result of %s", sql);
+        rc = -EPROTO;
+    }
+    PQclear(r);
+    return rc;
+}
+
+int pg_current_flush_lsn(PGconn *c, long long *ret, char **ret_error) {
+    return query_ll(c, "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), '0/0')::bigint", 2000,
+                    ret, ret_error);
+}
+
+int pg_emit_wake_message(PGconn *c, char **ret_error) {
+    PGresult *r = pg_query(c, "SELECT pg_catalog.pg_logical_emit_message(false, 'pgha', "
+                              "'synchronous_standby_names changed')", 2000, ret_error);
+    PQclear(r);
+    return r ? 0 : -EIO;
+}
+
+int pg_checkpoint(PGconn *c, int timeout_ms, char **ret_error) {
+    PGresult *r = pg_query(c, "CHECKPOINT", timeout_ms, ret_error);
+    PQclear(r);
+    return r ? 0 : -EIO;
+}
+
+int pg_pending_restart(PGconn *c, StrList *ret_names, StrList *ret_settings, char **ret_error) {
+    PGresult *r = pg_query(c, "SELECT name, setting FROM pg_catalog.pg_settings WHERE pending_restart", 2000, ret_error);
+    if (!r)
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        strlist_add(ret_names, PQgetvalue(r, i, 0));
+        strlist_add(ret_settings, PQgetvalue(r, i, 1));
+    }
+    PQclear(r);
+    return 0;
+}
+
+int pg_setting_bool(PGconn *c, const char *name, bool *ret, char **ret_error) {
+    char *lit = PQescapeLiteral(c, name, strlen(name));
+    if (!lit) {
+        *ret_error = xstrdup("out of memory");
+        return -ENOMEM;
+    }
+    _cleanup_free_ char *sql = xasprintf("SELECT pg_catalog.current_setting(%s)::boolean", lit);
+    PQfreemem(lit);
+    PGresult *r = pg_query(c, sql, 2000, ret_error);
+    if (!r)
+        return -EIO;
+    int rc = 0;
+    if (PQntuples(r) == 1)
+        *ret = PQgetvalue(r, 0, 0)[0] == 't';
+    else {
+        *ret_error = xasprintf("unexpected result of %s", sql);
+        rc = -EPROTO;
+    }
+    PQclear(r);
+    return rc;
+}

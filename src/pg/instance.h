@@ -1,0 +1,87 @@
+/* The local PostgreSQL instance as one object: its binaries and version, the postmaster (pid and a
+ * pidfd that becomes readable when it exits), the agent's libpq connection to it, and the control
+ * operations (start, stop with escalation, reload, promote). Mechanism only: nothing here decides,
+ * knows the DCS or logs; every call returns 0 / negative errno and says why in *ret_error. */
+#pragma once
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "common/config.h"
+#include "pg/pg.h"
+
+typedef struct PgInstance {
+    const PghaConfig *cfg; /* borrowed: the agent's configuration (replaced on reload) */
+    char *bin_dir;
+    int major;             /* 13..17, from `postgres --version` */
+    pid_t pid;             /* the postmaster we watch, 0 when none */
+    int pidfd;             /* -1 when none */
+    PGconn *conn;          /* the agent's connection (status queries, control statements) */
+} PgInstance;
+
+/* The binaries' version; refuses a data directory of another major version. */
+int pg_instance_init(PgInstance *pg, const PghaConfig *cfg, char **ret_error);
+void pg_instance_done(PgInstance *pg);
+
+/* The agent's local connection parameters: the unix socket when use_unix_socket, else the first
+ * listen address (a wildcard becomes loopback). */
+void pg_local_conn_params(const PghaConfig *cfg, PgConnParams *p, char *hostbuf, size_t hostlen);
+/* A connection to another database of the local server (logical slots live in one). Caller PQfinish()es. */
+PGconn *pg_instance_connect_db(const PgInstance *pg, const char *dbname, const char *application_name,
+                               char **ret_error);
+
+/* The open connection, reconnecting when it broke: NULL with *ret_error set when PostgreSQL does not answer. */
+PGconn *pg_instance_conn(PgInstance *pg, char **ret_error);
+void pg_instance_close_conn(PgInstance *pg);
+
+/* Watch pid as our postmaster. Returns 0, or -errno when no pidfd could be opened (its exit is then
+ * noticed by polling). */
+int pg_instance_attach(PgInstance *pg, pid_t pid);
+/* Forget the postmaster (it exited or was stopped): closes the pidfd and the connection. */
+void pg_instance_forget(PgInstance *pg);
+/* Is the watched postmaster alive? (reaps it when it is our child and exited) */
+bool pg_instance_alive(PgInstance *pg);
+/* A postmaster of our data directory that runs without us (agent restarted): its postmaster.pid. */
+bool pg_instance_find_running(const PgInstance *pg, PidFile *ret);
+
+/* Spawn the postmaster with the configuration file and the command-line options; attach to it. */
+int pg_instance_start(PgInstance *pg, const StrList *args, char **ret_error);
+
+/* How a stop went, for the agent to report. */
+typedef struct PgStopReport {
+    bool escalated_immediate; /* did not stop within the limit: an immediate shutdown was sent */
+    bool killed;              /* did not stop at all: SIGKILL */
+} PgStopReport;
+/* Stop the postmaster: `mode`, escalating to an immediate shutdown after `limit` and to SIGKILL when
+ * that does not work either. 0 (stopped, forgotten) or -ETIMEDOUT. */
+int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit, PgStopReport *ret);
+/* SIGHUP to the postmaster. */
+int pg_instance_reload(PgInstance *pg);
+/* Promote: pg_promote() over the agent's connection, or pg_ctl promote when that fails (*ret_note says
+ * why the first way failed, NULL otherwise). */
+int pg_instance_promote(PgInstance *pg, char **ret_note, char **ret_error);
+/* pg_controldata of the data directory. */
+int pg_instance_controldata(const PgInstance *pg, ControlData *ret, char **ret_error);
+
+/* pg_control states (the "Database cluster state" line). */
+/* The last run was a primary: in production, shut down, shutting down, in crash recovery. */
+bool pg_state_was_primary(const char *state);
+/* The last run was a replica: in archive recovery, shut down in recovery. */
+bool pg_state_was_replica(const char *state);
+/* A primary that did not shut down cleanly: in production, in crash recovery. */
+bool pg_state_needs_crash_recovery(const char *state);
+
+/* ---- statements the agent runs (each with a statement timeout) ---- */
+
+/* pg_current_wal_flush_lsn() as a byte position. */
+int pg_current_flush_lsn(PGconn *c, long long *ret, char **ret_error);
+/* A tiny WAL record (pg_logical_emit_message): every standby replies at once, so that commits waiting
+ * on a changed synchronous_standby_names are released without waiting for wal_receiver_status_interval. */
+int pg_emit_wake_message(PGconn *c, char **ret_error);
+/* CHECKPOINT with a statement timeout (0: none). */
+int pg_checkpoint(PGconn *c, int timeout_ms, char **ret_error);
+/* Parameters waiting for a restart: names and running values (parallel lists). */
+int pg_pending_restart(PGconn *c, StrList *ret_names, StrList *ret_settings, char **ret_error);
+/* A boolean setting (current_setting(name)::boolean). */
+int pg_setting_bool(PGconn *c, const char *name, bool *ret, char **ret_error);
