@@ -21,19 +21,9 @@ void dyn_config_defaults(DynConfig *ret) {
     cfg_diag_clear(&d);
 }
 
-/* Keys the dynamic configuration may carry: the table's and the slot aliases. */
-static const char *const dyn_known_top[] = {
-    "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "maximum_lag_on_syncnode",
-    "max_timelines_history", "primary_start_timeout", "master_start_timeout", "primary_stop_timeout",
-    "master_stop_timeout", "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count",
-    "failsafe_mode", "check_timeline", "pause", "member_slots_ttl", "postgresql", "slots", "permanent_slots",
-    "permanent_replication_slots", "ignore_slots", "standby_cluster", NULL};
-
-static bool in_list(const char *const *list, const char *s) {
-    for (; *list; list++)
-        if (strcmp(*list, s) == 0)
-            return true;
-    return false;
+/* Whether `name` (a path of the table, an alias or a slot key) starts with the segment `top`. */
+static bool has_top(const char *name, const char *top, size_t len) {
+    return name && strncmp(name, top, len) == 0 && (name[len] == '\0' || name[len] == '.');
 }
 
 static bool dyn_allowed(const char *path, const YNode *root) {
@@ -41,11 +31,16 @@ static bool dyn_allowed(const char *path, const YNode *root) {
     /* postgresql.* in /config may carry anything the local postgresql section can (spec §3.1) */
     if (str_startswith(path, "postgresql."))
         return true;
+    /* a top-level key the table knows (by its path or its alias) or a slot key, or one below it */
     const char *dot = strchr(path, '.');
-    if (!dot)
-        return in_list(dyn_known_top, path);
-    _cleanup_free_ char *top = xstrndup(path, (size_t)(dot - path));
-    return in_list(dyn_known_top, top);
+    size_t len = dot ? (size_t)(dot - path) : strlen(path);
+    for (size_t i = 0; i < ELEMENTSOF(slot_keys); i++)
+        if (has_top(slot_keys[i], path, len))
+            return true;
+    for (size_t i = 0; i < cfg_dyn.n; i++)
+        if (has_top(cfg_dyn.v[i].path, path, len) || has_top(cfg_dyn.v[i].alias, path, len))
+            return true;
+    return false;
 }
 
 int cfg_dyn_parse_at(const YNode *obj, const char *prefix, bool short_ttl, DynConfig *ret, CfgDiag *diag) {
