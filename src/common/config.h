@@ -1,7 +1,8 @@
-/* patroni.yml, read unchanged (spec §3). One declarative table (config.c: local_table[]) drives
- * parsing, defaults, type and range validation, the dump (`pgha --print-config`) and the diff
- * on reload; the dynamic configuration (`bootstrap.dcs`, the DCS `/config` key) has a table of
- * its own (dyn_table[]) and the timing rule of spec §4.1. */
+/* patroni.yml, read unchanged (spec §3). One declarative table (config_table.c: local_table[])
+ * drives parsing, defaults, type and range validation, the dump (`pgha --print-config`) and the
+ * diff on reload; the dynamic configuration (`bootstrap.dcs`, the DCS `/config` key) has a table
+ * of its own (dyn_table[]) and the timing rule of spec §4.1. The implementation's files are
+ * listed in config_int.h. */
 #pragma once
 
 #include <stdbool.h>

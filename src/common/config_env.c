@@ -1,10 +1,11 @@
 /* Environment overrides of patroni.yml (spec §3.10): PATRONI_* variables, with PGHA_* accepted
  * as aliases (a PGHA_ variable wins over the PATRONI_ one of the same name). */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "common/config.h"
+#include "common/config_int.h"
 
 typedef enum EnvKind {
     EV_STR,  /* the value as a string */
@@ -83,11 +84,6 @@ static const EnvMapping env_map[] = {
     {"CITUS_GROUP", "citus.group", EV_SCALAR},
     {"CITUS_DATABASE", "citus.database", EV_STR},
 };
-
-static const char *const auth_users[] = {"SUPERUSER", "REPLICATION", "REWIND"};
-static const char *const auth_suffixes[] = {"USERNAME", "PASSWORD", "SSLMODE", "SSLCERT", "SSLKEY", "SSLPASSWORD",
-                                            "SSLROOTCERT", "SSLCRL", "SSLCRLDIR", "GSSENCMODE", "CHANNEL_BINDING",
-                                            "SSLNEGOTIATION"};
 
 static const struct {
     const char *suffix;
@@ -192,19 +188,17 @@ void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *user
     for (size_t i = 0; i < ELEMENTSOF(env_map); i++)
         apply(&ctx, overlay, env_map[i].suffix, env_map[i].path, env_map[i].kind);
 
-    for (size_t u = 0; u < ELEMENTSOF(auth_users); u++)
-        for (size_t s = 0; s < ELEMENTSOF(auth_suffixes); s++) {
-            _cleanup_free_ char *suffix = xasprintf("%s_%s", auth_users[u], auth_suffixes[s]);
-            _cleanup_free_ char *user = xstrdup(auth_users[u]);
-            _cleanup_free_ char *key = xstrdup(auth_suffixes[s]);
-            for (char *p = user; *p; p++)
-                *p = (char)(*p - 'A' + 'a');
-            for (char *p = key; *p; p++)
-                if (*p >= 'A' && *p <= 'Z')
-                    *p = (char)(*p - 'A' + 'a');
-            _cleanup_free_ char *dotted = xasprintf("postgresql.authentication.%s.%s", user, key);
-            apply(&ctx, overlay, suffix, dotted, EV_STR);
-        }
+    /* PATRONI_<USER>_<KEY> for every postgresql.authentication.<user>.<key> of the table */
+    static const char auth_prefix[] = "postgresql.authentication.";
+    for (size_t i = 0; i < cfg_local.n; i++) {
+        const CfgEntry *e = &cfg_local.v[i];
+        if (e->type != CT_STR || !str_startswith(e->path, auth_prefix))
+            continue;
+        _cleanup_free_ char *suffix = xstrdup(e->path + strlen(auth_prefix));
+        for (char *p = suffix; *p; p++)
+            *p = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+        apply(&ctx, overlay, suffix, e->path, EV_STR);
+    }
 
     bool etcd3_any = false;
     for (size_t i = 0; i < ELEMENTSOF(etcd3_suffixes); i++) {
