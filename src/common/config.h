@@ -222,3 +222,8 @@ int parse_listen(const char *s, StrList *ret_addresses, int *ret_port);
 
 /* Member slot name for a member name (spec §3.7 / §7.9). */
 char *slot_name_from_member_name(const char *name);
+
+/* The GUCs only the dynamic configuration may set (spec §3.7.1), NULL-terminated: pgha writes them
+ * itself (with Patroni's defaults) and passes most of them on the postmaster's command line. */
+extern const char *const config_controlled_gucs[];
+bool config_is_controlled_guc(const char *name);

@@ -110,11 +110,15 @@ static const char *const other_dcs[] = {"etcd", "consul", "zookeeper", "exhibito
                                         NULL};
 
 /* GUCs only the dynamic configuration may set (spec §3.7.1). */
-static const char *const controlled_gucs[] = {
+const char *const config_controlled_gucs[] = {
     "listen_addresses", "port", "cluster_name", "hot_standby", "wal_level", "max_connections",
     "max_wal_senders", "wal_keep_segments", "wal_keep_size", "max_prepared_transactions",
     "max_locks_per_transaction", "track_commit_timestamp", "max_replication_slots", "max_worker_processes",
     "wal_log_hints", NULL};
+
+static bool in_list(const char *const *list, const char *s);
+
+bool config_is_controlled_guc(const char *name) { return in_list(config_controlled_gucs, name); }
 
 static bool in_list(const char *const *list, const char *s) {
     for (; *list; list++)
@@ -336,7 +340,7 @@ void cfg_post_process(const YNode *root, PghaConfig *c, const char *src, CfgDiag
     if (c->postgresql.parameters)
         for (size_t i = 0; i < c->postgresql.parameters->n; i++) {
             const char *g = c->postgresql.parameters->keys[i];
-            if (in_list(controlled_gucs, g))
+            if (config_is_controlled_guc(g))
                 cfg_diag_warn(diag, c->postgresql.parameters->items[i], src, "postgresql.parameters",
                               "'%s' is controlled by pgha and can only be set in the dynamic configuration "
                               "(bootstrap.dcs or /config); the local value is ignored", g);

@@ -241,15 +241,3 @@ char *pg_guc_value_string(const YNode *v) {
     }
 }
 
-static const char *const controlled[] = {
-    "listen_addresses", "port", "cluster_name", "hot_standby", "wal_level", "max_connections",
-    "max_wal_senders", "wal_keep_segments", "wal_keep_size", "max_prepared_transactions",
-    "max_locks_per_transaction", "track_commit_timestamp", "max_replication_slots", "max_worker_processes",
-    "wal_log_hints", NULL};
-
-bool pg_is_controlled_guc(const char *name) {
-    for (int i = 0; controlled[i]; i++)
-        if (strcmp(controlled[i], name) == 0)
-            return true;
-    return false;
-}

@@ -209,7 +209,6 @@ char *pg_guc_quote(const char *value);
 /* Render a YAML/JSON scalar as Patroni does: booleans -> on/off, numbers as written. */
 char *pg_guc_value_string(const YNode *v);
 
-bool pg_is_controlled_guc(const char *name);
 
 /* ---- the files pgha writes (spec §3.6) ---- */
 

@@ -65,7 +65,7 @@ YNode *pg_build_parameters(const PghaConfig *cfg, const YNode *dyn_parameters, i
     /* local on top, except the controlled ones */
     const YNode *local = cfg->postgresql.parameters;
     for (size_t i = 0; local && i < local->n; i++) {
-        if (pg_is_controlled_guc(local->keys[i]))
+        if (config_is_controlled_guc(local->keys[i]))
             continue;
         _cleanup_free_ char *v = pg_guc_value_string(local->items[i]);
         if (v)
@@ -313,14 +313,14 @@ int pg_set_standby_signal(const char *data_dir, bool standby, char **ret_error) 
 }
 
 void pg_cmdline_options(const YNode *params, StrList *ret) {
-    static const char *const on_cmdline[] = {"listen_addresses", "port", "cluster_name", "hot_standby", "wal_level",
-                                             "max_connections", "max_wal_senders", "max_prepared_transactions",
-                                             "max_locks_per_transaction", "track_commit_timestamp",
-                                             "max_replication_slots", "max_worker_processes", "wal_log_hints", NULL};
-    for (int i = 0; on_cmdline[i]; i++) {
-        const char *v = param_get(params, on_cmdline[i]);
+    for (int i = 0; config_controlled_gucs[i]; i++) {
+        const char *name = config_controlled_gucs[i];
+        /* wal_keep_* stay in postgresql.conf, as Patroni does (they are not among its CMDLINE_OPTIONS) */
+        if (streq(name, "wal_keep_segments") || streq(name, "wal_keep_size"))
+            continue;
+        const char *v = param_get(params, name);
         if (v) {
-            _cleanup_free_ char *o = xasprintf("--%s=%s", on_cmdline[i], v);
+            _cleanup_free_ char *o = xasprintf("--%s=%s", name, v);
             strlist_add(ret, o);
         }
     }
