@@ -10,13 +10,13 @@
 #include "common/log.h"
 #include "dcs/etcd3_int.h"
 
-void etcd3_add_b64(cJSON *o, const char *field, const char *s) {
+static void add_b64(cJSON *o, const char *field, const char *s) {
     char *b = base64_encode(s, strlen(s));
     cJSON_AddStringToObject(o, field, b);
     free(b);
 }
 
-void etcd3_add_i64(cJSON *o, const char *field, long long v) {
+static void add_i64(cJSON *o, const char *field, long long v) {
     char buf[32];
     snprintf(buf, sizeof buf, "%lld", v);
     cJSON_AddStringToObject(o, field, buf);
@@ -24,33 +24,41 @@ void etcd3_add_i64(cJSON *o, const char *field, long long v) {
 
 cJSON *etcd3_key_request(const char *key, const char *range_end) {
     cJSON *o = cJSON_CreateObject();
-    etcd3_add_b64(o, "key", key);
+    add_b64(o, "key", key);
     if (range_end)
-        etcd3_add_b64(o, "range_end", range_end);
+        add_b64(o, "range_end", range_end);
     return o;
 }
 
 cJSON *etcd3_put_request(const char *key, const char *value, long long lease) {
     cJSON *p = cJSON_CreateObject();
-    etcd3_add_b64(p, "key", key);
-    etcd3_add_b64(p, "value", value);
+    add_b64(p, "key", key);
+    add_b64(p, "value", value);
     if (lease)
-        etcd3_add_i64(p, "lease", lease);
+        add_i64(p, "lease", lease);
     return p;
 }
 
 cJSON *etcd3_lease_request(long long id) {
     cJSON *o = cJSON_CreateObject();
-    etcd3_add_i64(o, "ID", id);
+    add_i64(o, "ID", id);
     return o;
+}
+
+cJSON *etcd3_watch_request(const char *key, const char *range_end, long long start_revision) {
+    cJSON *cr = etcd3_key_request(key, range_end);
+    add_i64(cr, "start_revision", start_revision);
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddItemToObject(req, "create_request", cr);
+    return req;
 }
 
 static cJSON *compare(const char *key, const char *target, const char *field, const char *value, bool b64) {
     cJSON *c = cJSON_CreateObject();
-    etcd3_add_b64(c, "key", key);
+    add_b64(c, "key", key);
     cJSON_AddStringToObject(c, "target", target);
     if (b64)
-        etcd3_add_b64(c, field, value);
+        add_b64(c, field, value);
     else
         cJSON_AddStringToObject(c, field, value);
     return c;

@@ -89,7 +89,7 @@ struct Dcs {
 
 /* Set this thread's dcs_error() and the client's last_error. */
 void etcd3_set_error(Dcs *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* The endpoint in use (under lock), NULL when there is none. */
+/* The endpoint in use (caller holds lock), NULL when there is none. */
 const char *etcd3_current_endpoint_locked(const Dcs *d);
 /* Range over the cluster prefix (caller holds req_lock). */
 int etcd3_range_prefix_locked(Dcs *d, bool linearizable, DcsKv **ret_kvs, size_t *ret_n, long long *ret_rev);
@@ -117,18 +117,18 @@ int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, c
  * retry_timeout (and op_deadline). The caller holds req_lock. 0 and the answer, or a negative errno
  * with dcs_error() set. */
 int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret);
-/* Re-discover members every 10*ttl, or after every endpoint failed. */
+/* Re-discover members every 10*ttl, or after every endpoint failed (caller holds req_lock). */
 void etcd3_maybe_refresh_members_locked(Dcs *d);
 
 /* ---- etcd3_codec.c ---- */
 
-void etcd3_add_b64(cJSON *o, const char *field, const char *s);
-void etcd3_add_i64(cJSON *o, const char *field, long long v);
-/* {"key": key[, "range_end": range_end]}: a range, a delete, the start of a watch. */
+/* {"key": key[, "range_end": range_end]}: a range or a delete. */
 cJSON *etcd3_key_request(const char *key, const char *range_end);
 cJSON *etcd3_put_request(const char *key, const char *value, long long lease);
 /* {"ID": id}: a lease keepalive or revoke. */
 cJSON *etcd3_lease_request(long long id);
+/* A watch of [key, range_end) from start_revision on. */
+cJSON *etcd3_watch_request(const char *key, const char *range_end, long long start_revision);
 /* Compares: the key does not exist; its value is value; its mod_revision is version. */
 cJSON *etcd3_compare_absent(const char *key);
 cJSON *etcd3_compare_value(const char *key, const char *value);
@@ -145,6 +145,7 @@ void etcd3_free_kvs(DcsKv *kvs, size_t n);
 
 /* ---- etcd3_watch.c ---- */
 
+/* Under cache_lock (or with the watch stopped, for dcs_free). */
 DcsKv *etcd3_cache_find_locked(Dcs *d, const char *key);
 void etcd3_cache_clear_locked(Dcs *d);
 /* Apply our own successful write at once (spec §1.4): put (value != NULL) or delete. */

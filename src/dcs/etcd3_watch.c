@@ -134,7 +134,6 @@ typedef struct Stream {
     bool ended;        /* the server ended the watch (error, cancel, compaction) */
     bool created;
     bool needs_resync; /* compacted: rebuild from a fresh range */
-    long long last_revision;
 } Stream;
 
 static bool relevant_wake(Dcs *d, const char *rel, const DcsKv *old, const char *new_value) {
@@ -221,7 +220,6 @@ static void handle_message(Stream *s, const char *text, size_t len) {
     }
     if (rev > d->cache_revision)
         d->cache_revision = rev;
-    s->last_revision = d->cache_revision;
     pthread_mutex_unlock(&d->cache_lock);
     cJSON_Delete(j);
     if (wake && d->wake)
@@ -331,15 +329,12 @@ static void *watch_main(void *arg) {
             d->wake(d->wake_data);
 
         /* 2. the streaming watch from the next revision */
-        cJSON *cr = etcd3_key_request(d->prefix_key, d->range_end);
-        etcd3_add_i64(cr, "start_revision", rev + 1);
-        cJSON *req = cJSON_CreateObject();
-        cJSON_AddItemToObject(req, "create_request", cr);
+        cJSON *req = etcd3_watch_request(d->prefix_key, d->range_end, rev + 1);
         _cleanup_free_ char *body = cJSON_PrintUnformatted(req);
         cJSON_Delete(req);
         etcd3_conn_prepare(d, &wconn, token);
         _cleanup_free_ char *url = xasprintf("%s%s", endpoint, path);
-        Stream s = {.d = d, .last_revision = rev};
+        Stream s = {.d = d};
         sb_init(&s.buf);
         char curl_err[CURL_ERROR_SIZE] = "";
         long connect_ms = (long)d->retry_timeout * 1000 / 3;
