@@ -1,0 +1,414 @@
+/* The etcd client's call policy: a unary call with its deadline, failover between the endpoints, the
+ * auth token and re-authentication; and the connection (API version, authentication, members).
+ *
+ * The watch always follows the endpoint the caller side last used successfully: when a request fails
+ * over to another etcd member, the watch is told to reconnect there, so a frozen member (SIGSTOP keeps
+ * its sockets open) cannot leave the cache silently stale while the leader lease is renewed elsewhere. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "dcs/etcd3_int.h"
+
+typedef enum Outcome {
+    OUT_OK,          /* a JSON answer without error */
+    OUT_NEXT,        /* this endpoint is unusable now: try the next one */
+    OUT_RETRY,       /* try the same endpoint again (DeadlineExceeded, FailedPrecondition) */
+    OUT_REAUTH,      /* the token is invalid or expired */
+    OUT_FAIL,        /* a definite error from etcd: stop */
+} Outcome;
+
+/* One POST to one endpoint. */
+static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path, const char *body,
+                         long timeout_ms, const char *token, cJSON **ret, int *ret_grpc, char *err, size_t errlen) {
+    *ret = NULL;
+    *ret_grpc = 0;
+    cJSON *j = NULL;
+    long status = 0;
+    if (etcd3_http_fetch(d, c, token, endpoint, path, body, timeout_ms, &j, &status, err, errlen) < 0)
+        return OUT_NEXT;
+    if (!cJSON_IsObject(j)) {
+        snprintf(err, errlen, "%s: HTTP %ld with a response that is not a JSON object", endpoint, status);
+        cJSON_Delete(j);
+        return OUT_NEXT;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    if (e) {
+        long long code = 0;
+        (void)json_get_ll(j, "code", &code);
+        const char *msg = json_get_string(j, "message");
+        if (!msg)
+            msg = cJSON_IsString(e) ? e->valuestring : "unknown error";
+        *ret_grpc = (int)code;
+        snprintf(err, errlen, "%s: %s (gRPC code %lld)", endpoint, msg, code);
+        Outcome o = OUT_FAIL;
+        /* Unavailable, and Canceled: a member shutting down answers "grpc: the client connection is
+         * closing" (code 1) for a moment; the next member can serve the request */
+        if (code == 14 || code == 1)
+            o = OUT_NEXT;
+        else if (code == 16 || strstr(msg, "invalid auth token") || strstr(msg, "revision of auth store is old") ||
+                 strstr(msg, "user name is empty") || (code == 7 && strstr(msg, "permission denied")))
+            o = OUT_REAUTH;
+        else if (code == 4 || code == 9)
+            o = OUT_RETRY;
+        cJSON_Delete(j); /* msg points into j */
+        return o;
+    }
+    if (status >= 400) {
+        snprintf(err, errlen, "%s: HTTP %ld", endpoint, status);
+        cJSON_Delete(j);
+        return OUT_NEXT;
+    }
+    /* a member with a lower raft term than one seen before for the same cluster is stale */
+    const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
+    long long cid = 0, term = 0;
+    if (hdr && json_get_i64str(hdr, "cluster_id", &cid) && json_get_i64str(hdr, "raft_term", &term)) {
+        pthread_mutex_lock(&d->lock);
+        bool stale = cid == d->cluster_id && term < d->raft_term;
+        if (cid != d->cluster_id || term > d->raft_term) {
+            d->cluster_id = cid;
+            d->raft_term = term;
+        }
+        pthread_mutex_unlock(&d->lock);
+        if (stale) {
+            snprintf(err, errlen, "%s: raft term %lld is older than %lld seen before; the member is stale",
+                     endpoint, term, d->raft_term);
+            cJSON_Delete(j);
+            return OUT_NEXT;
+        }
+    }
+    *ret = j;
+    return OUT_OK;
+}
+
+static int authenticate_locked(Dcs *d, Conn *c, const char *endpoint, long timeout_ms, char *err, size_t errlen) {
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "name", d->username ? d->username : "");
+    cJSON_AddStringToObject(req, "password", d->password ? d->password : "");
+    _cleanup_free_ char *body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    pthread_mutex_lock(&d->lock);
+    _cleanup_free_ char *path = xasprintf("%s/auth/authenticate", d->api_prefix);
+    pthread_mutex_unlock(&d->lock);
+    cJSON *j = NULL;
+    int grpc = 0;
+    Outcome o = post_once(d, c, endpoint, path, body, timeout_ms, NULL, &j, &grpc, err, errlen);
+    if (o != OUT_OK) {
+        if (strstr(err, "authentication is not enabled")) {
+            pthread_mutex_lock(&d->lock);
+            free(d->token);
+            d->token = NULL;
+            pthread_mutex_unlock(&d->lock);
+            return 0;
+        }
+        return o == OUT_NEXT ? -ETIMEDOUT : -EACCES;
+    }
+    const char *token = json_get_string(j, "token");
+    if (!token) {
+        snprintf(err, errlen, "%s: authentication answer without a token", endpoint);
+        cJSON_Delete(j);
+        return -EPROTO;
+    }
+    pthread_mutex_lock(&d->lock);
+    free(d->token);
+    d->token = xstrdup(token);
+    pthread_mutex_unlock(&d->lock);
+    cJSON_Delete(j);
+    return 0;
+}
+
+/* Make ep the endpoint in use when it is in the list (caller holds lock); false when it is not. */
+static bool select_endpoint(Dcs *d, const char *ep) {
+    bool found = false;
+    for (size_t i = 0; i < d->endpoints.n; i++)
+        if (strcmp(d->endpoints.v[i], ep) == 0) {
+            d->current = i;
+            found = true;
+        }
+    return found;
+}
+
+/* Like Patroni's api_execute(): a round tries the endpoints in turn, each with the time left split
+ * over as many of them as get at least 1 s (1-node clusters up to 3 tries, 2-node clusters up to 2
+ * per node); when a round fails everywhere, it pauses (0.1 s, doubling up to 1 s) and starts another
+ * one with the time that is left, on the endpoints after the last one tried, until the deadline. A
+ * single round is not enough: while etcd elects a new leader every member fails or times out for a
+ * second or two, and giving up then leaves part of retry_timeout unused. */
+int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
+    *ret = NULL;
+    _cleanup_free_ char *body = cJSON_PrintUnformatted(body_json);
+    usec_t start = now_monotonic();
+    usec_t deadline = start + (usec_t)d->retry_timeout * USEC_PER_SEC;
+    /* a multi-request operation (the leader update) shares one deadline */
+    if (d->op_deadline && d->op_deadline < deadline)
+        deadline = d->op_deadline;
+    pthread_mutex_lock(&d->lock);
+    StrList eps;
+    strlist_copy(&eps, &d->endpoints);
+    size_t first = eps.n ? d->current % eps.n : 0;
+    _cleanup_free_ char *path = xasprintf("%s%s", d->api_prefix, api);
+    pthread_mutex_unlock(&d->lock);
+    if (eps.n == 0) {
+        etcd3_set_error(d, "etcd: no endpoint to send the request to");
+        strlist_clear(&eps);
+        return -ENOENT;
+    }
+    size_t n = eps.n;
+    char **errs = xcalloc(n, sizeof(char *)); /* the latest error of each endpoint */
+    bool reauthed = false;
+    int result = -ETIMEDOUT;
+    int last_grpc = 0;
+    size_t next = first;
+    usec_t pause = 100 * USEC_PER_MSEC;
+    for (int round = 0; result == -ETIMEDOUT; round++) {
+        usec_t now = now_monotonic();
+        if (round > 0) {
+            if (now + 150 * USEC_PER_MSEC >= deadline)
+                break;
+            usec_t s = deadline - now - 100 * USEC_PER_MSEC;
+            usleep((useconds_t)(pause < s ? pause : s));
+            pause = pause * 2 < USEC_PER_SEC ? pause * 2 : USEC_PER_SEC;
+            now = now_monotonic();
+        }
+        if (now + 50 * USEC_PER_MSEC >= deadline)
+            break;
+        /* per-try timeout: the time left (all of retry_timeout in the first round) over the nodes,
+         * dropping nodes until it is at least 1 s */
+        usec_t left = deadline - now, budget = round == 0 ? (usec_t)d->retry_timeout * USEC_PER_SEC : left;
+        size_t nodes = n;
+        while (nodes > 1 && budget / nodes < USEC_PER_SEC)
+            nodes--;
+        size_t tries = 1, max_tries = nodes >= 3 ? 1 : 4 - nodes;
+        while (tries < max_tries && budget / nodes / (tries + 1) >= USEC_PER_SEC)
+            tries++;
+        usec_t per_try = budget / nodes / tries;
+        for (size_t k = 0; k < nodes * tries; k++) {
+            now = now_monotonic();
+            if (now + 50 * USEC_PER_MSEC >= deadline)
+                break;
+            left = deadline - now;
+            long timeout_ms = (long)((per_try < left ? per_try : left) / USEC_PER_MSEC);
+            size_t idx = next++ % n;
+            const char *ep = eps.v[idx];
+            char err[512] = "";
+            pthread_mutex_lock(&d->lock);
+            _cleanup_free_ char *token = xstrdup(d->token);
+            pthread_mutex_unlock(&d->lock);
+            cJSON *j = NULL;
+            Outcome o = post_once(d, &d->conn, ep, path, body, timeout_ms, token, &j, &last_grpc, err, sizeof err);
+            if (o == OUT_REAUTH && !reauthed && d->username) {
+                reauthed = true;
+                log_debug("etcd request %s: %s; authenticating again", api, err);
+                char aerr[512] = "";
+                if (authenticate_locked(d, &d->conn, ep, timeout_ms, aerr, sizeof aerr) == 0) {
+                    pthread_mutex_lock(&d->lock);
+                    free(token);
+                    token = xstrdup(d->token);
+                    pthread_mutex_unlock(&d->lock);
+                    o = post_once(d, &d->conn, ep, path, body, timeout_ms, token, &j, &last_grpc, err, sizeof err);
+                } else {
+                    snprintf(err, sizeof err, "%s", aerr);
+                    o = OUT_FAIL;
+                }
+            }
+            for (int t = 0; o == OUT_RETRY && t < 3 && now_monotonic() + 100 * USEC_PER_MSEC < deadline; t++) {
+                usleep(100 * 1000);
+                o = post_once(d, &d->conn, ep, path, body, timeout_ms, token, &j, &last_grpc, err, sizeof err);
+            }
+            if (o == OUT_OK) {
+                pthread_mutex_lock(&d->lock);
+                /* remember the endpoint that works; the watch follows it */
+                (void)select_endpoint(d, ep);
+                bool moved = d->watch_endpoint && strcmp(d->watch_endpoint, ep) != 0;
+                pthread_mutex_unlock(&d->lock);
+                if (moved)
+                    d->watch_reconnect = true;
+                *ret = j;
+                result = 0;
+                break;
+            }
+            log_debug("etcd request %s failed: %s", api, err);
+            free(errs[idx]);
+            errs[idx] = xstrdup(err);
+            if (o == OUT_FAIL || o == OUT_REAUTH) {
+                result = last_grpc == 5 ? -ENOENT : (o == OUT_REAUTH || last_grpc == 7 || last_grpc == 16) ? -EACCES : -EIO;
+                break;
+            }
+        }
+    }
+    if (result < 0) {
+        double took = (double)(now_monotonic() - start) / 1e6;
+        StrBuf errors;
+        sb_init(&errors);
+        for (size_t k = 0; k < n; k++) {
+            const char *e = errs[(first + k) % n];
+            if (!e)
+                continue;
+            if (errors.len)
+                sb_add(&errors, "; ");
+            sb_add(&errors, e);
+        }
+        if (result == -ETIMEDOUT)
+            etcd3_set_error(d, "etcd is not reachable (%.1f s, retry_timeout %d s): %s", took,
+                            (int)d->retry_timeout, errors.len ? errors.s : "no endpoint answered");
+        else
+            etcd3_set_error(d, "%s", errors.len ? errors.s : "etcd request failed");
+        sb_free(&errors);
+        if (result == -ETIMEDOUT) {
+            /* every endpoint failed: look for the members again next time, and move the watch */
+            pthread_mutex_lock(&d->lock);
+            d->members_refreshed = 0;
+            d->current = (first + 1) % n;
+            pthread_mutex_unlock(&d->lock);
+            d->watch_reconnect = true;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(errs[i]);
+    free(errs);
+    strlist_clear(&eps);
+    return result;
+}
+
+/* ---- connect: API version, members, authentication ---- */
+
+static int get_version(Dcs *d, const char *endpoint, long timeout_ms, char *err, size_t errlen) {
+    cJSON *j = NULL;
+    long status = 0;
+    int r = etcd3_http_fetch(d, &d->conn, NULL, endpoint, "/version", NULL, timeout_ms, &j, &status, err, errlen);
+    if (r < 0)
+        return -ETIMEDOUT;
+    const char *server = json_get_string(j, "etcdserver"), *cluster = json_get_string(j, "etcdcluster");
+    if (!server || !cluster) {
+        snprintf(err, errlen, "%s: /version did not answer like etcd", endpoint);
+        cJSON_Delete(j);
+        return -EPROTO;
+    }
+    int smaj = 0, smin = 0, spatch = 0, cmaj = 0, cmin = 0;
+    (void)sscanf(server, "%d.%d.%d", &smaj, &smin, &spatch);
+    (void)sscanf(cluster, "%d.%d", &cmaj, &cmin);
+    if (smaj < 3 || (smaj == 3 && smin == 0 && spatch < 4) || cmaj < 3) {
+        snprintf(err, errlen, "%s: etcd %s (cluster %s) is too old; etcd >= 3.0.4 with the v3 API is required",
+                 endpoint, server, cluster);
+        r = -EPROTONOSUPPORT;
+    } else {
+        const char *prefix = (cmaj == 3 && cmin < 3) ? "/v3alpha" : (cmaj == 3 && cmin == 3) ? "/v3beta" : "/v3";
+        pthread_mutex_lock(&d->lock);
+        free(d->api_prefix);
+        d->api_prefix = xstrdup(prefix);
+        pthread_mutex_unlock(&d->lock);
+    }
+    cJSON_Delete(j);
+    return r;
+}
+
+static void refresh_members_locked(Dcs *d) {
+    if (d->use_proxies)
+        return;
+    cJSON *req = cJSON_CreateObject();
+    cJSON *resp = NULL;
+    int r = etcd3_call(d, "/cluster/member/list", req, &resp);
+    cJSON_Delete(req);
+    if (r < 0)
+        return;
+    StrList urls = {0};
+    const cJSON *members = cJSON_GetObjectItemCaseSensitive(resp, "members");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, members) {
+        const cJSON *cu = cJSON_GetObjectItemCaseSensitive(m, "clientURLs");
+        const cJSON *u;
+        cJSON_ArrayForEach(u, cu) if (cJSON_IsString(u) && !strlist_contains(&urls, u->valuestring))
+            strlist_add(&urls, u->valuestring);
+    }
+    cJSON_Delete(resp);
+    if (urls.n == 0) {
+        strlist_clear(&urls);
+        return;
+    }
+    pthread_mutex_lock(&d->lock);
+    const char *cur = etcd3_current_endpoint_locked(d);
+    size_t new_current = 0;
+    for (size_t i = 0; cur && i < urls.n; i++)
+        if (strcmp(urls.v[i], cur) == 0)
+            new_current = i;
+    strlist_clear(&d->endpoints);
+    d->endpoints = urls;
+    d->current = new_current;
+    d->members_refreshed = now_monotonic();
+    pthread_mutex_unlock(&d->lock);
+}
+
+static int connect_locked(Dcs *d) {
+    usec_t deadline = now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC;
+    StrBuf errors;
+    sb_init(&errors);
+    int r = -ETIMEDOUT;
+    pthread_mutex_lock(&d->lock);
+    StrList eps;
+    strlist_copy(&eps, &d->endpoints);
+    for (size_t i = 0; i < d->configured.n; i++)
+        if (!strlist_contains(&eps, d->configured.v[i]))
+            strlist_add(&eps, d->configured.v[i]);
+    size_t first = d->current;
+    pthread_mutex_unlock(&d->lock);
+    for (size_t k = 0; k < eps.n; k++) {
+        usec_t now = now_monotonic();
+        if (now >= deadline)
+            break;
+        long timeout_ms = (long)((deadline - now) / USEC_PER_MSEC);
+        long per_node = (long)d->retry_timeout * 1000 / (long)eps.n;
+        if (per_node < 1000)
+            per_node = 1000;
+        if (timeout_ms > per_node)
+            timeout_ms = per_node;
+        const char *ep = eps.v[(first + k) % eps.n];
+        char err[512] = "";
+        r = get_version(d, ep, timeout_ms, err, sizeof err);
+        if (r == 0 && d->username)
+            r = authenticate_locked(d, &d->conn, ep, timeout_ms, err, sizeof err);
+        if (r == 0) {
+            pthread_mutex_lock(&d->lock);
+            if (!select_endpoint(d, ep)) {
+                strlist_add(&d->endpoints, ep);
+                d->current = d->endpoints.n - 1;
+            }
+            pthread_mutex_unlock(&d->lock);
+            break;
+        }
+        if (errors.len)
+            sb_add(&errors, "; ");
+        sb_add(&errors, err);
+        if (r == -EACCES || r == -EPROTONOSUPPORT)
+            break;
+    }
+    if (r == 0)
+        refresh_members_locked(d);
+    else
+        etcd3_set_error(d, "cannot connect to etcd: %s", errors.len ? errors.s : "no endpoint");
+    sb_free(&errors);
+    strlist_clear(&eps);
+    return r;
+}
+
+int dcs_connect(Dcs *d) {
+    pthread_mutex_lock(&d->req_lock);
+    int r = connect_locked(d);
+    pthread_mutex_unlock(&d->req_lock);
+    return r;
+}
+
+void etcd3_maybe_refresh_members_locked(Dcs *d) {
+    pthread_mutex_lock(&d->lock);
+    bool due = !d->use_proxies &&
+               (d->members_refreshed == 0 ||
+                now_monotonic() - d->members_refreshed > (usec_t)(10 * d->ttl) * USEC_PER_SEC);
+    pthread_mutex_unlock(&d->lock);
+    if (due)
+        refresh_members_locked(d);
+}

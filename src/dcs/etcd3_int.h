@@ -1,0 +1,154 @@
+/* The etcd v3 client's insides, shared by its files (none of this is seen above src/dcs):
+ *
+ *   etcd3.c        the dcs.h operations: the client from the configuration, reads, the lease, writes
+ *   etcd3_call.c   the call policy: per-call deadline, endpoint rotation, auth token and re-auth; connect
+ *   etcd3_http.c   the transport: libcurl handles, TLS, socket options, one HTTP exchange
+ *   etcd3_codec.c  the JSON of etcd requests and replies (base64 keys, range/txn/lease bodies, kvs)
+ *   etcd3_watch.c  the watch thread and the cache it keeps
+ *
+ * Locks: req_lock (the caller-side connection, the lease, the member key) is taken before lock (endpoints,
+ * token, last error) or cache_lock (the cache and the watch's state), never while holding either. */
+#pragma once
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "common/util.h"
+#include "dcs/dcs.h"
+
+#define MAX_RESPONSE (64u * 1024 * 1024)
+
+typedef struct Conn {
+    CURL *curl;
+    struct curl_slist *headers;
+    char *token_in_headers;
+} Conn;
+
+struct Dcs {
+    /* configuration */
+    char *name;
+    char *base;          /* /service/batman */
+    char *prefix_key;    /* /service/batman/ */
+    char *range_end;     /* /service/batman0 */
+    char *protocol;      /* http or https */
+    StrList configured;  /* endpoints from the configuration, as base URLs */
+    bool use_proxies;
+    char *username, *password;
+    char *cacert, *cert, *key;
+    char *user_agent;
+
+    /* timings (seconds) */
+    _Atomic int ttl, loop_wait, retry_timeout;
+
+    /* shared client state, under lock */
+    pthread_mutex_t lock;
+    StrList endpoints;
+    size_t current;
+    char *api_prefix;    /* "/v3" */
+    char *token;
+    long long cluster_id;
+    long long raft_term;
+    usec_t members_refreshed;
+    char last_error[1024]; /* under lock: the last error of any thread (the watch thread's, for others) */
+
+    /* the caller-side connection */
+    pthread_mutex_t req_lock;
+    usec_t op_deadline; /* under req_lock: the deadline of the current multi-request operation, or 0 */
+    Conn conn;
+
+    /* lease and member key */
+    long long lease_id;
+    long long lease_ttl;
+    usec_t lease_refreshed;
+    char *member_value;   /* last value written to our member key */
+    long long member_lease;
+
+    /* watch and cache, under cache_lock */
+    pthread_mutex_t cache_lock;
+    pthread_cond_t cache_cond;
+    DcsKv *cache;
+    size_t n_cache;
+    long long cache_revision;
+    bool cache_ready;
+    pthread_t watch_thread;
+    bool watch_running;
+    _Atomic bool watch_stop;
+    _Atomic bool watch_reconnect;
+    char *watch_endpoint; /* under lock */
+    DcsWakeFn wake;
+    void *wake_data;
+
+    /* statistics */
+    _Atomic unsigned long long st_requests, st_sent, st_received, st_events, st_reconnects;
+};
+
+/* ---- etcd3.c ---- */
+
+/* Set this thread's dcs_error() and the client's last_error. */
+void etcd3_set_error(Dcs *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The endpoint in use (caller holds lock), NULL when there is none. */
+const char *etcd3_current_endpoint_locked(const Dcs *d);
+/* Range over the cluster prefix (caller holds req_lock). */
+int etcd3_range_prefix_locked(Dcs *d, bool linearizable, DcsKv **ret_kvs, size_t *ret_n, long long *ret_rev);
+/* The cluster of these keys, at least at revision. */
+Cluster *etcd3_cluster_of(const Dcs *d, const DcsKv *kvs, size_t n, long long revision);
+
+/* ---- etcd3_http.c ---- */
+
+/* The handle set up for a request: headers (with the auth token, if any), TLS files, socket options. */
+void etcd3_conn_prepare(Dcs *d, Conn *c, const char *token);
+void etcd3_conn_free(Conn *c);
+/* One HTTP exchange on a prepared handle: a POST of body, or a GET when body is NULL. The answer goes
+ * to write_fn; curl_err (CURL_ERROR_SIZE) receives curl's message. Counts the request and the bytes sent. */
+CURLcode etcd3_http_perform(Dcs *d, Conn *c, const char *url, const char *body, long timeout_ms,
+                            long connect_ms, curl_write_callback write_fn, void *write_data, char *curl_err);
+/* One request to endpoint+path (GET when body is NULL) with the token, both timeouts timeout_ms, the
+ * answer (at most MAX_RESPONSE) buffered. 0 with the HTTP status and the answer parsed as JSON (NULL when
+ * it is not); -1 when there was no answer, with err set to "endpoint: why". */
+int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, const char *path,
+                     const char *body, long timeout_ms, cJSON **ret, long *ret_status, char *err, size_t errlen);
+
+/* ---- etcd3_call.c ---- */
+
+/* A unary call to the API path api ("/kv/range") with failover between endpoints, bounded by
+ * retry_timeout (and op_deadline). The caller holds req_lock. 0 and the answer, or a negative errno
+ * with dcs_error() set. */
+int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret);
+/* Re-discover members every 10*ttl, or after every endpoint failed (caller holds req_lock). */
+void etcd3_maybe_refresh_members_locked(Dcs *d);
+
+/* ---- etcd3_codec.c ---- */
+
+/* {"key": key[, "range_end": range_end]}: a range or a delete. */
+cJSON *etcd3_key_request(const char *key, const char *range_end);
+cJSON *etcd3_put_request(const char *key, const char *value, long long lease);
+/* {"ID": id}: a lease keepalive or revoke. */
+cJSON *etcd3_lease_request(long long id);
+/* A watch of [key, range_end) from start_revision on. */
+cJSON *etcd3_watch_request(const char *key, const char *range_end, long long start_revision);
+/* Compares: the key does not exist; its value is value; its mod_revision is version. */
+cJSON *etcd3_compare_absent(const char *key);
+cJSON *etcd3_compare_value(const char *key, const char *value);
+cJSON *etcd3_compare_mod(const char *key, long long version);
+/* A txn of one compare and one operation (success_kind: "request_put", ...), and on failure an
+ * optional nested txn; takes ownership of its arguments. */
+cJSON *etcd3_txn(cJSON *cmp, cJSON *success_op, const char *success_kind, cJSON *failure_txn);
+long long etcd3_header_revision(const cJSON *resp);
+bool etcd3_txn_succeeded(const cJSON *resp);
+bool etcd3_decode_kv(const cJSON *j, DcsKv *ret);
+/* The "kvs" of a range answer, without the entries that do not decode. */
+DcsKv *etcd3_decode_kvs(const cJSON *resp, size_t *ret_n);
+void etcd3_free_kvs(DcsKv *kvs, size_t n);
+
+/* ---- etcd3_watch.c ---- */
+
+/* Under cache_lock (or with the watch stopped, for dcs_free). */
+DcsKv *etcd3_cache_find_locked(Dcs *d, const char *key);
+void etcd3_cache_clear_locked(Dcs *d);
+/* Apply our own successful write at once (spec §1.4): put (value != NULL) or delete. */
+void etcd3_cache_apply_own(Dcs *d, const char *key, const char *value, long long lease, long long revision);
+/* A lost compare-and-swap means our view was stale: make the watch rebuild its cache. */
+void etcd3_cas_lost(Dcs *d);
