@@ -1,4 +1,4 @@
-"""The first users' patroni.yml files (../shared/fixtures/seed) run unchanged but for addresses, ports,
+"""The first users' patroni.yml files (tests/fixtures/seed) run unchanged but for addresses, ports,
 directories, bin_dir, locale and memory sizes: they bootstrap and run a working 2-node cluster."""
 
 import copy
@@ -12,7 +12,7 @@ from hacluster import HaCluster
 
 pytestmark = pytest.mark.needs_root
 
-SEED_DIR = os.path.join(h.util.repo_root(), "..", "shared", "fixtures", "seed")
+SEED_DIR = os.path.join(h.util.repo_root(), "tests", "fixtures", "seed")
 
 
 def rewrite(seed, name, etcd, pg_port, rest_port, basedir):
