@@ -1046,7 +1046,9 @@ static void update_history(Ha *h) {
         return;
     int n = c->history ? cJSON_GetArraySize(c->history) : -1;
     if (tl == 1) {
-        if (n != 0)
+        /* as Patroni: no /history without a timeline switch; only a stale one (entries left from an
+         * earlier incarnation of the cluster) is reset to [] */
+        if (n > 0)
             (void)dcs_set_history(h->dcs, "[]");
         return;
     }
