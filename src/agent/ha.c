@@ -1577,6 +1577,7 @@ typedef struct SlotCopy {
     char *name;
     unsigned char *state;
     size_t len;
+    long long restart_lsn; /* on the primary: the copy needs the WAL from there on */
 } SlotCopy;
 
 /* Patroni's copy_logical_slots(): read the slots' state files on the primary, stop PostgreSQL, write
@@ -1610,7 +1611,8 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
                                "SELECT pg_catalog.current_setting('wal_level') = 'logical',"
                                " pg_catalog.current_setting('hot_standby_feedback')::boolean,"
                                " pg_catalog.current_setting('max_replication_slots')::bigint - (SELECT count(*) FROM"
-                               " pg_catalog.pg_replication_slots WHERE NOT temporary)",
+                               " pg_catalog.pg_replication_slots WHERE NOT temporary),"
+                               " (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size')",
                                2000, &err)
                     : NULL;
     if (!r || PQntuples(r) != 1) {
@@ -1622,6 +1624,9 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
     SlotCopyLocal loc = {.replay_lsn = h->st.replay_lsn, .wal_level_logical = PQgetvalue(r, 0, 0)[0] == 't',
                          .hot_standby_feedback = PQgetvalue(r, 0, 1)[0] == 't',
                          .free_slots = atoll(PQgetvalue(r, 0, 2))};
+    long long seg_size = atoll(PQgetvalue(r, 0, 3));
+    const char *data_dir = cfg_of(h)->postgresql.data_dir;
+    loc.oldest_wal_lsn = slots_oldest_wal_lsn(data_dir, seg_size);
     PQclear(r);
     PGconn *lc = leader_conn(h, &err);
     if (!lc) {
@@ -1676,6 +1681,7 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
             todo = xrealloc(todo, (n_todo + 1) * sizeof *todo);
             todo[n_todo].name = xstrdup(name);
             todo[n_todo].len = len;
+            todo[n_todo].restart_lsn = src.restart_lsn;
             todo[n_todo].state = xmalloc(len);
             memcpy(todo[n_todo].state, state, len);
             n_todo++;
@@ -1711,7 +1717,19 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
             log_error("PostgreSQL did not stop: the logical slots are not copied");
             h->slots_copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
         } else {
+            /* the shutdown restartpoint may have removed WAL that no slot here held yet: checked again
+             * now that nothing runs (the copy holds it from the start on) */
+            long long oldest = slots_oldest_wal_lsn(data_dir, seg_size);
             for (size_t i = 0; i < n_todo; i++) {
+                if (oldest > 0 && todo[i].restart_lsn > 0 && todo[i].restart_lsn < oldest) {
+                    char need[32], have[32];
+                    pg_format_lsn(todo[i].restart_lsn, need, sizeof need);
+                    pg_format_lsn(oldest, have, sizeof have);
+                    log_warning("Not copying logical slot '%s': the WAL from its restart_lsn %s was removed here "
+                                "while PostgreSQL stopped (the oldest WAL here starts at %s)", todo[i].name, need, have);
+                    h->slots_copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+                    continue;
+                }
                 if (write_slot_state(h, todo[i].name, todo[i].state, todo[i].len, &err) < 0) {
                     log_error("Failed to copy logical slot '%s': %s", todo[i].name, err);
                     free(err);

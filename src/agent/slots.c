@@ -1,6 +1,7 @@
 #include "agent/slots.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 
 #include "common/json.h"
 #include "common/yamltree.h"
+#include "pg/pg.h"
 
 void pg_slots_free(PgSlot *slots, size_t n) {
     for (size_t i = 0; slots && i < n; i++) {
@@ -690,11 +692,51 @@ SlotCopyVerdict slot_copy_check(const ExpectedSlot *e, const SlotCopySource *s, 
                              "the primary", s->name, l->replay_lsn, s->confirmed_flush_lsn);
         return SLOT_COPY_WAIT;
     }
+    /* the copy decodes from its restart_lsn: WAL this replica never had (it was cloned after the slot
+     * was created) or has removed would make a copy that cannot be advanced nor used after a promotion */
+    if (l->oldest_wal_lsn > 0 && s->restart_lsn > 0 && s->restart_lsn < l->oldest_wal_lsn) {
+        char have[32], need[32];
+        pg_format_lsn(s->restart_lsn, need, sizeof need);
+        pg_format_lsn(l->oldest_wal_lsn, have, sizeof have);
+        *ret_msg = xasprintf("Not copying the logical slot \"%s\" yet: its restart_lsn on the primary (%s) is older "
+                             "than the oldest WAL here (%s); waiting for the slot to move on the primary", s->name,
+                             need, have);
+        return SLOT_COPY_WAIT;
+    }
     if (l->free_slots <= 0) {
         *ret_msg = xasprintf("Not copying the logical slot \"%s\": max_replication_slots is reached here", s->name);
         return SLOT_COPY_WAIT;
     }
     return SLOT_COPY_OK;
+}
+
+long long slots_oldest_wal_lsn(const char *data_dir, long long seg_size) {
+    /* a power of two from 1 MB to 1 GB, as PostgreSQL allows */
+    if (seg_size < (1LL << 20) || seg_size > (1LL << 30) || (seg_size & (seg_size - 1)))
+        return 0;
+    _cleanup_free_ char *path = xasprintf("%s/pg_wal", data_dir);
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    long long segs_per_id = 0x100000000LL / seg_size, oldest = -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        if (strlen(n) != 24 || strspn(n, "0123456789ABCDEF") != 24)
+            continue;
+        char log[9], seg[9];
+        memcpy(log, n + 8, 8);
+        memcpy(seg, n + 16, 8);
+        log[8] = seg[8] = '\0';
+        long long lo = strtoll(log, NULL, 16), se = strtoll(seg, NULL, 16);
+        if (se >= segs_per_id)
+            continue;
+        long long segno = lo * segs_per_id + se;
+        if (oldest < 0 || segno < oldest)
+            oldest = segno;
+    }
+    closedir(d);
+    return oldest < 0 ? 0 : oldest * seg_size;
 }
 
 /* TransactionIdPrecedesOrEquals() for normal xids: modulo 2^32 */

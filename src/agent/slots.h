@@ -127,6 +127,7 @@ typedef struct SlotCopyLocal {
     bool wal_level_logical;         /* else PostgreSQL refuses to start with a logical slot */
     bool hot_standby_feedback;      /* else the primary does not protect the copy's catalog_xmin */
     long long free_slots;           /* max_replication_slots minus the slots that exist (and are being copied) */
+    long long oldest_wal_lsn;       /* where the oldest WAL segment in pg_wal here starts (0: not known) */
 } SlotCopyLocal;
 
 typedef enum SlotCopyVerdict {
@@ -134,6 +135,12 @@ typedef enum SlotCopyVerdict {
     SLOT_COPY_WAIT,                 /* not yet (this replica is behind the slot, feedback off, no free slot) */
     SLOT_COPY_REFUSE,               /* the configuration does not match, or the state file is not valid */
 } SlotCopyVerdict;
+
+/* Where the oldest WAL segment file in <data_dir>/pg_wal starts (an LSN; segment files of any timeline,
+ * named as PostgreSQL's XLogFileName()), for segments of seg_size bytes. 0 when there is none or the
+ * directory cannot be read. A copied logical slot needs the WAL from its restart_lsn on: PostgreSQL
+ * decodes from there (pg_replication_slot_advance, and the consumer after a promotion). */
+long long slots_oldest_wal_lsn(const char *data_dir, long long seg_size);
 
 /* May the slot be copied now? `expected` is the plan's entry of that name (NULL: not expected).
  * *ret_msg explains WAIT and REFUSE. */
