@@ -111,8 +111,13 @@ void update_history(Ha *h) {
     if (!c || tl <= 0)
         return;
     int n = c->history ? cJSON_GetArraySize(c->history) : -1;
-    if (tl == 1)
-        return; /* no history yet: Patroni writes /history only when there is some */
+    if (tl == 1) {
+        /* as Patroni: no /history without a timeline switch; only a stale one (entries left from an
+         * earlier incarnation of the cluster) is reset to [] */
+        if (n > 0)
+            (void)dcs_set_history(h->dcs, "[]");
+        return;
+    }
     if (n > 0) {
         const cJSON *last = cJSON_GetArrayItem(c->history, n - 1);
         long long last_tl = 0;

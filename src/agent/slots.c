@@ -8,6 +8,7 @@
 
 #include "common/json.h"
 #include "common/yamltree.h"
+#include "pg/pg.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* helpers                                                                                     */
@@ -679,6 +680,17 @@ SlotCopyVerdict slot_copy_check(const ExpectedSlot *e, const SlotCopySource *s, 
     if (l->replay_lsn < s->confirmed_flush_lsn) {
         *ret_msg = xasprintf("Not copying the logical slot \"%s\" yet: replayed up to %lld, the slot is at %lld on "
                              "the primary", s->name, l->replay_lsn, s->confirmed_flush_lsn);
+        return SLOT_COPY_WAIT;
+    }
+    /* the copy decodes from its restart_lsn: WAL this replica never had (it was cloned after the slot
+     * was created) or has removed would make a copy that cannot be advanced nor used after a promotion */
+    if (l->oldest_wal_lsn > 0 && s->restart_lsn > 0 && s->restart_lsn < l->oldest_wal_lsn) {
+        char have[32], need[32];
+        pg_format_lsn(s->restart_lsn, need, sizeof need);
+        pg_format_lsn(l->oldest_wal_lsn, have, sizeof have);
+        *ret_msg = xasprintf("Not copying the logical slot \"%s\" yet: its restart_lsn on the primary (%s) is older "
+                             "than the oldest WAL here (%s); waiting for the slot to move on the primary", s->name,
+                             need, have);
         return SLOT_COPY_WAIT;
     }
     if (l->free_slots <= 0) {

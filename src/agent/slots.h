@@ -114,6 +114,7 @@ typedef struct SlotCopyLocal {
     bool wal_level_logical;         /* else PostgreSQL refuses to start with a logical slot */
     bool hot_standby_feedback;      /* else the primary does not protect the copy's catalog_xmin */
     long long free_slots;           /* max_replication_slots minus the slots that exist (and are being copied) */
+    long long oldest_wal_lsn;       /* where the oldest WAL segment in pg_wal here starts (0: not known) */
 } SlotCopyLocal;
 
 typedef enum SlotCopyVerdict {

@@ -280,6 +280,7 @@ typedef struct SlotCopy {
     char *name;
     unsigned char *state;
     size_t len;
+    long long restart_lsn; /* on the primary: the copy needs the WAL from there on */
 } SlotCopy;
 
 /* Patroni's copy_logical_slots(): read the slots' state files on the primary, stop PostgreSQL, write
@@ -317,6 +318,8 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
     }
     SlotCopyLocal loc = {.replay_lsn = h->pg.st.replay_lsn, .wal_level_logical = set.wal_level_logical,
                          .hot_standby_feedback = set.hot_standby_feedback, .free_slots = set.free_slots};
+    const char *data_dir = cfg_of(h)->postgresql.data_dir;
+    loc.oldest_wal_lsn = pg_oldest_wal_lsn(data_dir, set.wal_segment_size);
     PGconn *lc = leader_conn(h, &err);
     if (!lc) {
         _cleanup_free_ char *m = xasprintf("Failed to copy logical slots from the %s via postgresql connection: %s",
@@ -361,6 +364,7 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
             todo = xrealloc(todo, (n_todo + 1) * sizeof *todo);
             todo[n_todo].name = xstrdup(name);
             todo[n_todo].len = len;
+            todo[n_todo].restart_lsn = src.restart_lsn;
             todo[n_todo].state = xmalloc(len);
             memcpy(todo[n_todo].state, state, len);
             n_todo++;
@@ -395,7 +399,19 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
             log_error("PostgreSQL did not stop: the logical slots are not copied");
             h->slots.copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
         } else {
+            /* the shutdown restartpoint may have removed WAL that no slot here held yet: checked again
+             * now that nothing runs (the copy holds it from the start on) */
+            long long oldest = pg_oldest_wal_lsn(data_dir, set.wal_segment_size);
             for (size_t i = 0; i < n_todo; i++) {
+                if (oldest > 0 && todo[i].restart_lsn > 0 && todo[i].restart_lsn < oldest) {
+                    char need[32], have[32];
+                    pg_format_lsn(todo[i].restart_lsn, need, sizeof need);
+                    pg_format_lsn(oldest, have, sizeof have);
+                    log_warning("Not copying logical slot '%s': the WAL from its restart_lsn %s was removed here "
+                                "while PostgreSQL stopped (the oldest WAL here starts at %s)", todo[i].name, need, have);
+                    h->slots.copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
+                    continue;
+                }
                 if (pg_write_slot_state(cfg_of(h)->postgresql.data_dir, todo[i].name, todo[i].state, todo[i].len,
                                         &err) < 0) {
                     log_error("Failed to copy logical slot '%s': %s", todo[i].name, err);

@@ -190,3 +190,32 @@ void pg_timeline_history_free(PgTimelineSwitch *h, size_t n) {
         free(h[i].reason);
     free(h);
 }
+
+long long pg_oldest_wal_lsn(const char *data_dir, long long seg_size) {
+    /* a power of two from 1 MB to 1 GB, as PostgreSQL allows */
+    if (seg_size < (1LL << 20) || seg_size > (1LL << 30) || (seg_size & (seg_size - 1)))
+        return 0;
+    _cleanup_free_ char *path = xasprintf("%s/pg_wal", data_dir);
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    long long segs_per_id = 0x100000000LL / seg_size, oldest = -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        if (strlen(n) != 24 || strspn(n, "0123456789ABCDEF") != 24)
+            continue;
+        char log[9], seg[9];
+        memcpy(log, n + 8, 8);
+        memcpy(seg, n + 16, 8);
+        log[8] = seg[8] = '\0';
+        long long lo = strtoll(log, NULL, 16), se = strtoll(seg, NULL, 16);
+        if (se >= segs_per_id)
+            continue;
+        long long segno = lo * segs_per_id + se;
+        if (oldest < 0 || segno < oldest)
+            oldest = segno;
+    }
+    closedir(d);
+    return oldest < 0 ? 0 : oldest * seg_size;
+}

@@ -61,6 +61,11 @@ typedef struct PgTimelineSwitch {
 int pg_read_timeline_history(const char *data_dir, long long tl, PgTimelineSwitch **ret, size_t *ret_n,
                              time_t *ret_mtime, char **ret_error);
 void pg_timeline_history_free(PgTimelineSwitch *h, size_t n);
+/* Where the oldest WAL segment file in <data_dir>/pg_wal starts (an LSN; segment files of any timeline,
+ * named as PostgreSQL's XLogFileName()), for segments of seg_size bytes. 0 when there is none or the
+ * directory cannot be read. A copied logical slot needs the WAL from its restart_lsn on: PostgreSQL
+ * decodes from there (pg_replication_slot_advance, and the consumer after a promotion). */
+long long pg_oldest_wal_lsn(const char *data_dir, long long seg_size);
 
 /* ---- the postmaster process ---- */
 
@@ -180,6 +185,7 @@ typedef struct PgSlotCopySettings {
     bool wal_level_logical;
     bool hot_standby_feedback;
     long long free_slots;          /* max_replication_slots - slots in use */
+    long long wal_segment_size;    /* bytes */
 } PgSlotCopySettings;
 int pg_slot_copy_settings(PGconn *c, PgSlotCopySettings *ret, char **ret_error);
 

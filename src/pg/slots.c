@@ -148,7 +148,8 @@ int pg_slot_copy_settings(PGconn *c, PgSlotCopySettings *ret, char **ret_error) 
                            "SELECT pg_catalog.current_setting('wal_level') = 'logical',"
                            " pg_catalog.current_setting('hot_standby_feedback')::boolean,"
                            " pg_catalog.current_setting('max_replication_slots')::bigint - (SELECT count(*) FROM"
-                           " pg_catalog.pg_replication_slots WHERE NOT temporary)",
+                           " pg_catalog.pg_replication_slots WHERE NOT temporary),"
+                           " (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size')",
                            2000, ret_error);
     if (!r)
         return -EIO;
@@ -159,7 +160,7 @@ int pg_slot_copy_settings(PGconn *c, PgSlotCopySettings *ret, char **ret_error) 
     }
     *ret = (PgSlotCopySettings){.wal_level_logical = PQgetvalue(r, 0, 0)[0] == 't',
                                 .hot_standby_feedback = PQgetvalue(r, 0, 1)[0] == 't',
-                                .free_slots = ll_value(r, 0, 2)};
+                                .free_slots = ll_value(r, 0, 2), .wal_segment_size = ll_value(r, 0, 3)};
     PQclear(r);
     return 0;
 }

@@ -100,7 +100,8 @@ def test_dynamic_configuration_change_reloads_and_reports_pending_restart(single
     node = single.nodes["node1"]
     node.start()
     single.wait_healthy()
-    cfg = json.loads(single.etcd.get(single.key("config")))
+    cfg = single.wait_value("config", lambda v: v and "parameters" in v.get("postgresql", {}), 30,
+                            msg="/config (bootstrap.dcs)")
     cfg["postgresql"]["parameters"]["max_connections"] = 60         # needs a restart
     cfg["postgresql"]["parameters"]["log_min_duration_statement"] = 1234  # reloadable
     single.etcd.put(single.key("config"), json.dumps(cfg, separators=(",", ":")))
@@ -115,7 +116,7 @@ def test_pause_mode_takes_no_automatic_action(single):
     node = single.nodes["node1"]
     node.start()
     single.wait_healthy()
-    cfg = json.loads(single.etcd.get(single.key("config")))
+    cfg = single.wait_value("config", lambda v: v and "postgresql" in v, 30, msg="/config (bootstrap.dcs)")
     cfg["pause"] = True
     single.etcd.put(single.key("config"), json.dumps(cfg, separators=(",", ":")))
     h.wait_until(lambda: single.member("node1").get("pause") is True, 20, msg="pause in the member key")

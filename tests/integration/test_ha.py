@@ -2,9 +2,11 @@
 
 One 3-node cluster is shared by the scenarios of this module, in order: bootstrap, postmaster crash,
 node loss with failover and pg_rewind rejoin, SIGTERM of the primary's agent, and the loss of every
-etcd member. Timings: ttl 20 (Patroni's minimum), loop_wait 2, retry_timeout 3."""
+etcd member. Before each scenario the cluster is checked (every agent running, one leader, every other
+node streaming from it) and built anew when it is not healthy, so that one failed scenario does not fail
+the following ones; no scenario depends on what an earlier one did. Timings: ttl 20 (Patroni's minimum),
+loop_wait 2, retry_timeout 3."""
 
-import json
 import os
 import subprocess
 import time
@@ -12,21 +14,42 @@ import time
 import pytest
 
 import pghatest as h
-from hacluster import HaCluster
+from hacluster import HaCluster, SharedCluster
 
 pytestmark = pytest.mark.needs_root
 
 TTL = 20
 
 
+def build_cluster(basedir):
+    c = HaCluster(basedir, n=3)
+    try:
+        c.start(["node1"])
+        c.wait_leader(60)
+        c.start(["node2", "node3"])
+        c.wait_healthy(120)
+    except BaseException:
+        c.destroy(keep=h.keep_requested())
+        raise
+    return c
+
+
 @pytest.fixture(scope="module")
-def cluster(request, run_dir):
-    c = HaCluster(run_dir.subdir("ha"), n=3)
-    c.start(["node1"])
-    c.wait_leader(60)
-    c.start(["node2", "node3"])
-    yield c
-    c.destroy(keep=request.session.testsfailed > 0 and h.keep_requested())
+def shared_cluster(request, run_dir):
+    shared = SharedCluster(run_dir, "ha", build_cluster)
+    yield shared
+    shared.close(keep=request.session.testsfailed > 0 and h.keep_requested())
+
+
+@pytest.fixture
+def cluster(shared_cluster):
+    """The module's cluster, healthy (rebuilt if the previous scenario left it broken)."""
+    return shared_cluster.acquire()
+
+
+def current_timeline(cluster, name):
+    """The timeline a primary writes WAL on."""
+    return cluster.sql(name, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")[0][0]
 
 
 def controldata_sysid(node):
@@ -43,19 +66,21 @@ def test_bootstrap_one_primary_two_streaming_replicas(cluster):
     assert leader == "node1"
     assert cluster.primaries() == ["node1"]
     # /initialize holds the system identifier, the same on every node
-    sysid = cluster.etcd.get(cluster.key("initialize"))
-    assert sysid == controldata_sysid(cluster.nodes["node1"])
+    sysid = controldata_sysid(cluster.nodes["node1"])
+    h.wait_until(lambda: cluster.etcd.get(cluster.key("initialize")) == sysid, 30,
+                 msg=f"/initialize to hold the system identifier {sysid}")
     for n in ("node2", "node3"):
         assert controldata_sysid(cluster.nodes[n]) == sysid
     # /config is bootstrap.dcs, written as compact JSON
-    cfg = json.loads(cluster.etcd.get(cluster.key("config")))
-    assert cfg == cluster.nodes["node1"].config["bootstrap"]["dcs"]
+    want = cluster.nodes["node1"].config["bootstrap"]["dcs"]
+    cluster.wait_value("config", lambda v: v == want, 30, msg="/config to be bootstrap.dcs")
     # member keys in Patroni's format
-    m = cluster.member("node2")
-    assert m["role"] == "replica" and m["state"] == "running" and m["version"] == "4.0.6"
+    m = cluster.wait_value("members/node2", lambda m: m and m.get("role") == "replica" and m.get("state") == "running"
+                           and m.get("replication_state") == "streaming", 30,
+                           msg="members/node2 to be a running, streaming replica")
+    assert m["version"] == "4.0.6"
     assert m["conn_url"] == f"postgres://127.0.0.1:{cluster.nodes['node2'].pg_port}/postgres"
     assert m["api_url"].endswith("/patroni")
-    h.wait_until(lambda: cluster.member("node2").get("replication_state") == "streaming", 30)
     # REST: leader and replica health checks answer from the snapshot
     assert cluster.nodes["node1"].rest("GET", "/primary").status_code == 200
     assert cluster.nodes["node2"].rest("GET", "/primary").status_code == 503
@@ -85,7 +110,10 @@ def test_postmaster_crash_restarts_the_same_primary(cluster):
 
 def test_node_loss_fails_over_and_the_old_primary_rejoins_with_pg_rewind(cluster):
     old = cluster.wait_healthy()
-    cluster.sql(old, "INSERT INTO t VALUES (2)")
+    cluster.sql(old, "CREATE TABLE IF NOT EXISTS t_loss (id int PRIMARY KEY)")
+    cluster.sql(old, "INSERT INTO t_loss SELECT coalesce(max(id), 0) + 1 FROM t_loss")
+    rows = cluster.sql(old, "SELECT count(*) FROM t_loss")[0][0]
+    old_tl = current_timeline(cluster, old)
     others = [n for n in cluster.nodes if n != old]
     cluster.nodes[old].kill9(postmaster=True)
     t0 = time.monotonic()
@@ -95,17 +123,21 @@ def test_node_loss_fails_over_and_the_old_primary_rejoins_with_pg_rewind(cluster
     assert new in others
     third = [n for n in others if n != new][0]
     cluster.wait_streaming(new, [third], 60)
-    assert cluster.sql(new, "SELECT count(*) FROM t")[0][0] == 2
-    # history records the switch
-    hist = json.loads(h.wait_until(lambda: cluster.etcd.get(cluster.key("history")), 30))
-    assert hist and hist[-1][4] == new
+    assert cluster.sql(new, "SELECT count(*) FROM t_loss")[0][0] == rows
+    assert current_timeline(cluster, new) == old_tl + 1
+    # /history records the switch: its last entry is the timeline the new primary left, with its name
+    # (the DCS may hold an older history first, or none at all on timeline 1)
+    hist = cluster.wait_value("history", lambda v: isinstance(v, list) and v and isinstance(v[-1], list)
+                              and len(v[-1]) == 5 and v[-1][0] == old_tl, 30,
+                              msg=f"/history to record the switch from timeline {old_tl}")
+    assert hist[-1][4] == new
     # the old primary comes back as a replica of the new one
     cluster.nodes[old].start()
     cluster.wait_streaming(new, [third, old], 120)
     assert not cluster.is_primary(old)
     assert "pg_rewind" in cluster.nodes[old].log_text()
-    cluster.sql(new, "INSERT INTO t VALUES (3)")
-    h.wait_until(lambda: cluster.sql(old, "SELECT count(*) FROM t")[0][0] == 3, 30)
+    cluster.sql(new, "INSERT INTO t_loss SELECT max(id) + 1 FROM t_loss")
+    h.wait_until(lambda: cluster.sql(old, "SELECT count(*) FROM t_loss")[0][0] == rows + 1, 30)
 
 
 def test_sigterm_of_the_primary_agent_hands_over_without_waiting_for_ttl(cluster):

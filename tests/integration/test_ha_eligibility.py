@@ -1,7 +1,6 @@
 """Who may be promoted (spec §4.5): a `nofailover` replica never is, and neither is a replica that lags
 more than maximum_lag_on_failover behind the last known leader position."""
 
-import json
 import os
 import signal
 import time
@@ -31,7 +30,8 @@ def cluster(request, tmp_base):
 def test_nofailover_and_lagging_replicas_are_never_promoted(cluster):
     leader = cluster.wait_healthy()
     assert leader == "node1"
-    assert cluster.member("node2")["tags"] == {"nofailover": True}
+    cluster.wait_value("members/node2", lambda m: m and m.get("tags") == {"nofailover": True}, 30,
+                       msg="members/node2 to carry the nofailover tag")
     # make node3 lag: freeze its WAL receiver, then write well over maximum_lag_on_failover
     wr = cluster.sql("node3", "SELECT pid FROM pg_stat_wal_receiver")[0][0]
     os.kill(wr, signal.SIGSTOP)
@@ -39,10 +39,11 @@ def test_nofailover_and_lagging_replicas_are_never_promoted(cluster):
         cluster.sql("node1", "CREATE TABLE big AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g")
         flush = cluster.sql("node1", "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint")[0][0]
         # the leader publishes its position in /status
-        h.wait_until(lambda: json.loads(cluster.etcd.get(cluster.key("status")) or "{}").get("optime", 0) >= flush,
-                     30, msg="/status optime to reach the primary's flush position")
-        lag_pos = cluster.member("node3").get("xlog_location", 0)
-        assert flush - lag_pos > 1048576
+        cluster.wait_value("status", lambda v: v and v.get("optime", 0) >= flush, 30,
+                           msg="/status optime to reach the primary's flush position")
+        m = cluster.wait_value("members/node3", lambda m: m and "xlog_location" in m, 30,
+                               msg="members/node3 to report its position")
+        assert flush - m["xlog_location"] > 1048576
         cluster.nodes["node1"].kill9(postmaster=True)
         # the lease expires after ttl; then nobody may take over for a good while
         h.wait_until(lambda: cluster.leader() is None, TTL + 10, msg="the old leader key to expire")

@@ -54,7 +54,9 @@ def test_a_replica_that_received_more_than_the_new_leader_is_rewound(cluster):
         h.wait_until(lambda: c.writable("node2"), 60, msg="node2 accepting writes")
         c.sql("node2", "ALTER ROLE replicator LOGIN")
         c.sql("node2", "INSERT INTO t VALUES (1000, 'after the failover')")
-        h.wait_until(lambda: c.etcd.get(c.key("history")), 30, msg="/history written by node2")
+        # the entry of node2's promotion (timeline 1 -> 2), not any value
+        c.wait_value("history", lambda v: isinstance(v, list) and v and isinstance(v[-1], list) and len(v[-1]) == 5
+                     and v[-1][0] == 1 and v[-1][4] == "node2", 30, msg="/history to record node2's promotion")
     finally:
         c.nodes["node3"].resume()
 

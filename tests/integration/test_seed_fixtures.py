@@ -1,4 +1,4 @@
-"""The first users' patroni.yml files (../shared/fixtures/seed) run unchanged but for addresses, ports,
+"""The first users' patroni.yml files (tests/fixtures/seed) run unchanged but for addresses, ports,
 directories, bin_dir, locale and memory sizes: they bootstrap and run a working 2-node cluster."""
 
 import copy
@@ -12,7 +12,7 @@ from hacluster import HaCluster
 
 pytestmark = pytest.mark.needs_root
 
-SEED_DIR = os.path.join(h.util.repo_root(), "..", "shared", "fixtures", "seed")
+SEED_DIR = os.path.join(h.util.repo_root(), "tests", "fixtures", "seed")
 
 
 def rewrite(seed, name, etcd, pg_port, rest_port, basedir):
@@ -68,8 +68,7 @@ def test_seed_configs_bootstrap_a_two_node_cluster(seed_cluster):
     c.start(["ptrn-2"])
     c.wait_streaming("ptrn-1", ["ptrn-2"], 180)
     # the dynamic configuration is the seed's bootstrap.dcs, with loop_wait adjusted by the timing rule
-    import json
-    cfg = json.loads(c.etcd.get(c.key("config")))
+    cfg = c.wait_value("config", lambda v: v and v.get("ttl") == 60, 30, msg="/config from the seed's bootstrap.dcs")
     assert cfg["ttl"] == 60 and cfg["retry_timeout"] == 27 and cfg["loop_wait"] == 6
     assert cfg["master_start_timeout"] == 300 and cfg["synchronous_mode"] is True
     # PostgreSQL 15 runs with wal_keep_size instead of the seed's wal_keep_segments: 130 x 16MB
@@ -81,13 +80,11 @@ def test_seed_configs_bootstrap_a_two_node_cluster(seed_cluster):
     c.sql("ptrn-1", "CREATE TABLE seed_check (id int)")
     c.sql("ptrn-1", "INSERT INTO seed_check VALUES (42)")
     h.wait_until(lambda: c.sql("ptrn-2", "SELECT count(*) FROM seed_check")[0][0] == 1, 30)
-    m = c.member("ptrn-2")
-    assert m["role"] == "replica" and m["state"] == "running"
+    c.wait_value("members/ptrn-2", lambda m: m and m.get("role") == "replica" and m.get("state") == "running", 30,
+                 msg="members/ptrn-2 to be a running replica")
     # synchronous_mode: true in the seed: ptrn-2 becomes the synchronous standby, in /sync and in
     # synchronous_standby_names (quoted: the name has a dash)
-    sync = h.wait_until(lambda: (lambda v: json.loads(v) if v else None)(c.etcd.get(c.key("sync"))), 60)
-    h.wait_until(lambda: json.loads(c.etcd.get(c.key("sync")))["sync_standby"] == "ptrn-2", 90,
-                 msg="/sync to name ptrn-2")
+    sync = c.wait_value("sync", lambda v: v and v.get("sync_standby") == "ptrn-2", 90, msg="/sync to name ptrn-2")
     assert c.sql("ptrn-1", "SHOW synchronous_standby_names")[0][0] == '"ptrn-2"'
     assert c.sql("ptrn-1", "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'ptrn-2'")[0][0] \
         == "sync"

@@ -6,7 +6,12 @@ cluster on every node and in /status; the logical slot copied to the replicas (h
 on there) and advanced to what a consumer confirmed on the primary; kill -9 of the primary (agent and
 postmaster): the new primary's copy returns exactly the changes the consumer had not confirmed, and the slots
 of the new topology; the dead member's slot retained for member_slots_ttl, then dropped everywhere; the
-member comes back and gets its slot again."""
+member comes back and gets its slot again.
+
+The logical slot is created on the primary right after the bootstrap, before the replicas are cloned: its
+restart_lsn is in WAL that pg_basebackup never gives them (a base backup starts in a new segment). A copy
+would need that WAL (PostgreSQL decodes from restart_lsn), so the replicas copy the slot only once a
+consumer has moved it on the primary past WAL they have."""
 
 import json
 import os
@@ -63,13 +68,26 @@ def status(cluster):
     return json.loads(v) if v else {}
 
 
-def expected_slots(node, nodes, primary):
+def expected_slots(node, nodes, primary, logical=True):
     """What a node should have: physical slots for every other member and both permanent slots (the
-    replicas have a copy of the primary's logical slot)."""
+    replicas have a copy of the primary's logical slot, once it can be copied)."""
     want = {n: "physical" for n in nodes if n != node}
     want[PERM_PHYS] = "physical"
-    want[PERM_LOGICAL] = "logical"
+    if logical:
+        want[PERM_LOGICAL] = "logical"
     return want
+
+
+def without_logical(have):
+    return {k: v for k, v in (have or {}).items() if k != PERM_LOGICAL} if have is not None else None
+
+
+def copy_is_safe(cluster, node):
+    """The last copy of the logical slot on node has been found safe to use after a failover (a readiness
+    line logged after it, not one about an earlier copy)."""
+    log = cluster.nodes[node].log_text()
+    copied = log.rfind(f"Copied logical slot '{PERM_LOGICAL}' from the primary")
+    return copied >= 0 and log.rfind(f"Logical slot {PERM_LOGICAL} is safe to be used after a failover") > copied
 
 
 def wait_slots(cluster, node, want, timeout=60):
@@ -81,8 +99,12 @@ def test_slots_on_every_node_and_in_status(cluster):
     leader = cluster.wait_healthy()
     assert leader == "node1"
     nodes = list(cluster.nodes)
+    wait_slots(cluster, leader, expected_slots(leader, nodes, leader))
     for n in nodes:
-        wait_slots(cluster, n, expected_slots(n, nodes, leader))
+        if n != leader:  # the logical slot: see the module's docstring and the next scenario
+            want = expected_slots(n, nodes, leader, logical=False)
+            h.wait_until(lambda n=n: without_logical(slots(cluster, n)) == want, 60,
+                         msg=f"slots on {n} to be {want} (have {slots(cluster, n)})")
     # the replicas stream through their slots on the primary
     rows = cluster.sql(leader, "SELECT slot_name FROM pg_replication_slots WHERE active ORDER BY 1")
     assert [r[0] for r in rows] == ["node2", "node3"]
@@ -135,10 +157,7 @@ def test_logical_slot_is_copied_to_the_replicas_and_advanced(cluster):
     leader = cluster.wait_healthy()
     replicas = [n for n in cluster.nodes if n != leader]
     for n in replicas:
-        wait_slots(cluster, n, expected_slots(n, list(cluster.nodes), leader))
         assert cluster.sql(n, "SHOW hot_standby_feedback")[0][0] == "on"
-        log = cluster.nodes[n].log_text()
-        assert f"Copying logical slots ['{PERM_LOGICAL}'] from the primary {leader}" in log
     # a consumer reads part of the changes on the primary: the rows 'a', not the rows 'b'
     cluster.sql(leader, "CREATE TABLE lt (id int PRIMARY KEY, v text)")
     cluster.sql(leader, "INSERT INTO lt SELECT g, 'a' FROM generate_series(1, 5) g")
@@ -149,16 +168,22 @@ def test_logical_slot_is_copied_to_the_replicas_and_advanced(cluster):
                                      (PERM_LOGICAL, upto))]
     assert sum("INSERT" in d and "'a'" in d for d in got) == 5 and not any("'b'" in d for d in got), got
     consumed = confirmed_flush(cluster, leader)
-    # the leader publishes the position, the replicas advance their copy to it (not further)
+    # the leader publishes the position; the replicas copy the slot (now that its restart_lsn is in WAL
+    # they have) or advance their copy to it (not further)
     h.wait_until(lambda: status(cluster).get("slots", {}).get(PERM_LOGICAL, 0) >= consumed, 30,
                  msg="/status to publish the consumed position")
     for n in replicas:
+        wait_slots(cluster, n, expected_slots(n, list(cluster.nodes), leader))
+        assert f"Copying logical slots ['{PERM_LOGICAL}'] from the primary {leader}" in cluster.nodes[n].log_text()
         h.wait_until(lambda n=n: confirmed_flush(cluster, n) == consumed, 60,
                      msg=f"{n}'s copy of {PERM_LOGICAL} advanced to {consumed} (at {confirmed_flush(cluster, n)})")
-    # the copies are protected by the replicas' feedback (Patroni's readiness check)
+    # the copies are protected by the replicas' feedback (Patroni's readiness check): the copy that is
+    # there now, not an earlier one
     for n in replicas:
-        h.wait_until(lambda n=n: f"Logical slot {PERM_LOGICAL} is safe to be used after a failover"
-                     in cluster.nodes[n].log_text(), 40, msg=f"{n}'s copy to be safe to use")
+        h.wait_until(lambda n=n: copy_is_safe(cluster, n), 40, msg=f"{n}'s copy to be safe to use")
+    # and usable: the WAL from its restart_lsn is there (an advance that found it gone would have said so)
+    for n in replicas:
+        assert "has already been removed" not in cluster.nodes[n].log_text(), f"{n} lacks WAL of its copy"
     cluster.wait_streaming(leader, replicas, 60)
     for n in replicas:  # everything written so far has been replayed
         h.wait_until(lambda n=n: cluster.sql(n, "SELECT count(*) FROM lt")[0][0] == 10, 30)
@@ -196,9 +221,10 @@ def test_failover_moves_the_slots_and_the_dead_members_slot_expires(cluster):
     wait_slots(cluster, third, want_third, 20)
     took = time.monotonic() - promoted
     assert took >= MEMBER_SLOTS_TTL - 1, f"the slot of {old} was dropped after {took:.1f}s"
-    h.wait_until(lambda: old not in status(cluster).get("retain_slots", []), 10)
-    st = status(cluster)
-    assert old not in st["slots"] and sorted(st["retain_slots"]) == sorted([new, third])
+    st = cluster.wait_value("status", lambda s: s and old not in s.get("retain_slots", [])
+                            and old not in s.get("slots", {}), 10,
+                            msg=f"/status to no longer retain nor publish the slot of {old}")
+    assert sorted(st["retain_slots"]) == sorted([new, third])
     log = cluster.nodes[new].log_text()
     assert f"Replication slot '{old}' for absent cluster member is expired after {MEMBER_SLOTS_TTL} sec." in log
     assert f"Dropped replication slot '{old}'" in log

@@ -15,7 +15,9 @@ scenarios check it end to end, for `synchronous_mode: on`, `on` + `synchronous_m
   acknowledged commits need (the "reached the primary's flush LSN recorded when synchronous_standby_names
   last changed" rule of §4.10); a standby being shut down leaves sync duty before its PostgreSQL stops.
 
-One 3-node cluster per mode is shared by the scenarios of that mode (module-scoped, parametrised fixture).
+One 3-node cluster per mode is shared by the scenarios of that mode (module-scoped, parametrised fixture);
+before each scenario it is checked (agents running, streaming, the mode's steady state) and built anew
+when it is not healthy, so that a failed scenario does not fail the following ones.
 Timings: ttl 10 (pgha.allow_short_ttl), loop_wait 1, retry_timeout 4 (loop_wait + 2*retry_timeout <= ttl).
 
 Quorum mode: the scenarios skip (with the reason) when the agent does not run `synchronous_mode: quorum` as
@@ -41,7 +43,7 @@ import psycopg2
 import pytest
 
 import pghatest as h
-from hacluster import HaCluster
+from hacluster import HaCluster, SharedCluster
 
 pytestmark = pytest.mark.needs_root
 
@@ -396,10 +398,8 @@ def _quorum_works(c, leader):
                 f"and a quorum field)")
 
 
-@pytest.fixture(scope="module", params=list(MODES))
-def sc(request, run_dir):
-    mode = request.param
-    c = SyncCluster(run_dir.subdir(f"sync-{mode}"), mode)
+def build_sync_cluster(basedir, mode):
+    c = SyncCluster(basedir, mode)
     try:
         c.start(["node1"])
         c.wait_leader(60)
@@ -421,12 +421,31 @@ def sc(request, run_dir):
                     print(f"===== {name}: postgresql.log (tail) =====\n" + "".join(f.readlines()[-30:]))
         c.destroy(keep=isinstance(e, Exception) and h.keep_requested())
         raise
-    try:
-        yield c
-    finally:
-        findings = sanitizer_findings(c)
-        c.destroy(keep=request.session.testsfailed > 0 and h.keep_requested())
-    assert not findings, "sanitizer reports in the agents' logs:\n" + "\n".join(findings)
+    return c
+
+
+def check_sync_healthy(c, timeout=60):
+    """Before each scenario: every agent running, one leader, the others streaming, the mode's steady
+    state (a scenario may still restart what it stopped; a cluster that does not get there is rebuilt)."""
+    leader = c.check_healthy(timeout)
+    h.wait_until(lambda: c.steady(leader), timeout, interval=0.2,
+                 msg=f"synchronous steady state ({c.mode}) on {leader}: /sync={c.sync()}")
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def shared_sc(request, run_dir):
+    mode = request.param
+    shared = SharedCluster(run_dir, f"sync-{mode}", lambda basedir: build_sync_cluster(basedir, mode),
+                           check=check_sync_healthy, teardown=sanitizer_findings)
+    yield shared
+    shared.close(keep=request.session.testsfailed > 0 and h.keep_requested())
+    assert not shared.findings, "sanitizer reports in the agents' logs:\n" + "\n".join(shared.findings[:40])
+
+
+@pytest.fixture
+def sc(shared_sc):
+    """The mode's cluster, healthy and in its steady state (rebuilt if the previous scenario broke it)."""
+    return shared_sc.acquire()
 
 
 def sanitizer_findings(c):
@@ -602,9 +621,9 @@ def _both_standbys_die_strict(c):
         # the synchronous standby leaves gracefully (it asks to be released from sync duty first)
         assert c.nodes[sync].stop(timeout=60) == 0
         assert c.nodes[sync].postmaster_pid() is None
-        h.wait_until(lambda: c.ssn(leader) == "*" and sync_names(c.sync()) == [], 20, interval=0.2,
-                     msg=f"ssn '*' and an empty /sync; ssn={c.ssn(leader)!r} /sync={c.sync()}")
-        assert c.sync()["leader"] == leader
+        h.wait_until(lambda: c.ssn(leader) == "*" and sync_names(c.sync()) == []
+                     and (c.sync() or {}).get("leader") == leader, 20, interval=0.2,
+                     msg=f"ssn '*' and an empty /sync of {leader}; ssn={c.ssn(leader)!r} /sync={c.sync()}")
         t.start()
         t.join(5)
         assert t.is_alive(), f"a commit returned without any synchronous standby: {result}"

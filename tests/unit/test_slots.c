@@ -709,7 +709,53 @@ static void test_slot_copy_check(void **state) {
     EXPECT(SLOT_COPY_WAIT, "its restart_lsn on the primary (5000) has not moved past that of the copy here (5000)");
     s2.restart_lsn = 5001;
     assert_int_equal(slot_copy_check(pe, &s2, &l2, &msg), SLOT_COPY_OK);
+    /* the copy decodes from its restart_lsn: not copied while that WAL is not here (a replica cloned
+     * after the slot was created never had it) */
+    s2 = src;
+    l2 = loc;
+    s2.restart_lsn = 0x1500000;
+    l2.oldest_wal_lsn = 0x2000000;
+    EXPECT(SLOT_COPY_WAIT, "its restart_lsn on the primary (0/1500000) is older than the oldest WAL here (0/2000000)");
+    l2.oldest_wal_lsn = 0x1000000;
+    assert_int_equal(slot_copy_check(pe, &s2, &l2, &msg), SLOT_COPY_OK);
+    l2.oldest_wal_lsn = 0; /* not known: not checked */
+    s2.restart_lsn = 0x1500000;
+    assert_int_equal(slot_copy_check(pe, &s2, &l2, &msg), SLOT_COPY_OK);
 #undef EXPECT
+}
+
+static void test_oldest_wal(void **state) {
+    (void)state;
+    char *dd = tmpdir_make();
+    assert_non_null(dd);
+    assert_true(pg_oldest_wal_lsn(dd, 16LL << 20) == 0); /* no pg_wal */
+    char *wal = xasprintf("%s/pg_wal", dd);
+    assert_int_equal(mkdir(wal, 0700), 0);
+    assert_true(pg_oldest_wal_lsn(dd, 16LL << 20) == 0); /* empty */
+    /* not segments: history, backup label, partial segment, lower case, archive_status */
+    free(write_file(wal, "00000002.history", "1\t0/3000000\tno recovery target specified\n"));
+    free(write_file(wal, "000000010000000000000001.00000028.backup", "x"));
+    free(write_file(wal, "000000010000000000000001.partial", "x"));
+    free(write_file(wal, "00000001000000000000000a", "x"));
+    char *status = xasprintf("%s/archive_status", wal);
+    assert_int_equal(mkdir(status, 0700), 0);
+    free(status);
+    assert_true(pg_oldest_wal_lsn(dd, 16LL << 20) == 0);
+    /* any timeline; log and segment parts (256 segments of 16 MB per log id) */
+    free(write_file(wal, "000000020000000100000003", "x"));
+    free(write_file(wal, "0000000300000001000000FF", "x"));
+    free(write_file(wal, "000000020000000200000000", "x"));
+    assert_true(pg_oldest_wal_lsn(dd, 16LL << 20) == 0x103000000LL);
+    free(write_file(wal, "000000010000000000000004", "x"));
+    assert_true(pg_oldest_wal_lsn(dd, 16LL << 20) == 0x4000000LL);
+    /* 64 MB segments: 64 per log id; a segment number past that is not a segment name */
+    free(write_file(wal, "000000010000000000000040", "x"));
+    assert_true(pg_oldest_wal_lsn(dd, 64LL << 20) == 0x10000000LL);
+    /* an invalid segment size: not checked */
+    assert_true(pg_oldest_wal_lsn(dd, 0) == 0);
+    assert_true(pg_oldest_wal_lsn(dd, 3LL << 20) == 0);
+    free(wal);
+    dd = tmpdir_remove(dd);
 }
 
 static void test_slot_copy_safe(void **state) {
@@ -738,6 +784,7 @@ int main(void) {
         cmocka_unit_test(test_hot_standby_feedback),
         cmocka_unit_test(test_slot_state_file),
         cmocka_unit_test(test_slot_copy_check),
+        cmocka_unit_test(test_oldest_wal),
         cmocka_unit_test(test_slot_copy_safe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,8 +15,8 @@
 #include "common/util.h"
 #include "common/yamltree.h"
 
-/* The seed fixtures live in shared/, beside the repository. */
-#define SEED_FIXTURE(name) SOURCE_ROOT "/../shared/fixtures/seed/" name
+/* The seed fixtures live in the repository, in tests/fixtures/seed/. */
+#define SEED_FIXTURE(name) SOURCE_ROOT "/tests/fixtures/seed/" name
 
 /* A fresh directory under $TMPDIR (or /tmp); free with tmpdir_remove(). */
 static inline char *tmpdir_make(void) {
