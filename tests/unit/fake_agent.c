@@ -81,12 +81,13 @@ void write_pgpass(Ha *h) {
 
 int write_configuration(Ha *h, bool as_primary, const char *target) {
     if (h->sync.ssn)
-        fake_event("write_configuration(%s, %s, ssn='%s')", as_primary ? "primary" : "replica", target ? target : "-",
-                   h->sync.ssn);
+        fake_event("write_configuration(%s, %s, ssn='%s')", as_primary ? "primary" : "replica",
+                   target ? target : "-", h->sync.ssn);
     else
         fake_event("write_configuration(%s, %s)", as_primary ? "primary" : "replica", target ? target : "-");
-    int r = fake.hooks.write_configuration ? fake.hooks.write_configuration(fake.hooks.ud, h, as_primary, target)
-                                           : fake.write_configuration;
+    int r = fake.write_configuration;
+    if (fake.hooks.write_configuration)
+        r = fake.hooks.write_configuration(fake.hooks.ud, h, as_primary, target);
     if (r >= 0) {
         snprintf(h->pg.following, sizeof h->pg.following, "%s", as_primary || !target ? "" : target);
         h->pg.following_set = true;
@@ -170,9 +171,10 @@ void write_status_optime_only(Ha *h, long long optime) {
 /* ---- work.c ---- */
 
 void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery) {
-    static const char *const names[] = {[TASK_NONE] = "none", [TASK_BOOTSTRAP] = "bootstrap", [TASK_CLONE] = "clone",
-                                        [TASK_REWIND] = "rewind"};
-    fake_event("task_start(%s, %s:%d%s)", names[kind], host ? host : "-", port, crash_recovery ? ", crash recovery" : "");
+    static const char *const names[] = {[TASK_NONE] = "none", [TASK_BOOTSTRAP] = "bootstrap",
+                                        [TASK_CLONE] = "clone", [TASK_REWIND] = "rewind"};
+    fake_event("task_start(%s, %s:%d%s)", names[kind], host ? host : "-", port,
+               crash_recovery ? ", crash recovery" : "");
     h->work.task.kind = kind;
 }
 
