@@ -1056,6 +1056,141 @@ static void test_pure(void **state) {
     assert_string_equal(demote_mode_name(DEMOTE_OFFLINE), "offline");
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * decide_lock_failure(): after a lost race or a failed renewal (spec §4.5, §4.7) */
+
+#define RUNNING_PRIMARY .pg_running = true, .pg_ready = true, .in_recovery = false
+#define RUNNING_REPLICA .pg_running = true, .pg_ready = true, .in_recovery = true
+#define STARTING .pg_running = true, .pg_starting = true
+
+typedef struct LockFailureRow {
+    const char *desc;
+    bool paused;
+    LocalState local;
+    HaAction action;
+    LockFailure f;
+    LockFailureAction want;
+} LockFailureRow;
+
+static const LockFailureRow lock_failure_rows[] = {
+    {"race lost by a replica", false, {RUNNING_REPLICA}, HA_ACQUIRE_LOCK, {0}, LOCK_FAIL_NOTHING},
+    {"race failed on a DCS error, replica", false, {RUNNING_REPLICA}, HA_ACQUIRE_LOCK, {.dcs_error = true},
+     LOCK_FAIL_NOTHING},
+    {"race lost, PostgreSQL stopped", false, {0}, HA_ACQUIRE_LOCK, {0}, LOCK_FAIL_NOTHING},
+    {"race lost, PostgreSQL starting", false, {STARTING}, HA_ACQUIRE_LOCK,
+     {.while_starting_as_primary = true}, LOCK_FAIL_NOTHING},
+    {"race lost by a primary, paused", true, {RUNNING_PRIMARY}, HA_ACQUIRE_LOCK, {0}, LOCK_FAIL_NOTHING},
+    {"race lost by a primary: read the key first", false, {RUNNING_PRIMARY}, HA_ACQUIRE_LOCK, {0},
+     LOCK_FAIL_REREAD},
+    {"race lost by a primary, the key names me", false, {RUNNING_PRIMARY}, HA_ACQUIRE_LOCK,
+     {.reread = true, .holder = "node2"}, LOCK_FAIL_MINE},
+    {"race lost by a primary, the key names another", false, {RUNNING_PRIMARY}, HA_ACQUIRE_LOCK,
+     {.reread = true, .holder = "node1"}, LOCK_FAIL_DEMOTE_NOLOCK},
+    {"race lost by a primary, no key or the read failed", false, {RUNNING_PRIMARY}, HA_ACQUIRE_LOCK,
+     {.reread = true}, LOCK_FAIL_DEMOTE_NOLOCK},
+    {"race lost by a primary, the key names me in another case", false, {RUNNING_PRIMARY}, HA_ACQUIRE_LOCK,
+     {.reread = true, .holder = "NODE2"}, LOCK_FAIL_DEMOTE_NOLOCK},
+    {"race failed on a DCS error, primary", false, {RUNNING_PRIMARY}, HA_ACQUIRE_LOCK, {.dcs_error = true},
+     LOCK_FAIL_DEMOTE_OFFLINE},
+    {"race failed on a DCS error, primary, paused", true, {RUNNING_PRIMARY}, HA_ACQUIRE_LOCK,
+     {.dcs_error = true}, LOCK_FAIL_NOTHING},
+    {"renewal lost while starting as primary", false, {STARTING}, HA_UPDATE_LOCK_ONLY,
+     {.while_starting_as_primary = true}, LOCK_FAIL_STOP_STARTING},
+    {"renewal failed on a DCS error while starting as primary", false, {STARTING}, HA_UPDATE_LOCK_ONLY,
+     {.dcs_error = true, .while_starting_as_primary = true}, LOCK_FAIL_STOP_STARTING},
+    {"renewal lost while starting as primary, paused", true, {STARTING}, HA_UPDATE_LOCK_ONLY,
+     {.while_starting_as_primary = true}, LOCK_FAIL_NOTHING},
+    {"renewal lost while starting as a replica", false, {STARTING}, HA_UPDATE_LOCK_ONLY, {0},
+     LOCK_FAIL_NOTHING},
+    {"renewal lost by a primary", false, {RUNNING_PRIMARY}, HA_UPDATE_LOCK, {0}, LOCK_FAIL_DEMOTE_NOLOCK},
+    {"renewal failed on a DCS error, primary", false, {RUNNING_PRIMARY}, HA_UPDATE_LOCK, {.dcs_error = true},
+     LOCK_FAIL_DEMOTE_OFFLINE},
+    {"renewal lost by a primary, paused", true, {RUNNING_PRIMARY}, HA_UPDATE_LOCK, {.dcs_error = true},
+     LOCK_FAIL_NOTHING},
+    {"renewal lost before a switchover", false, {RUNNING_PRIMARY}, HA_SWITCHOVER, {0},
+     LOCK_FAIL_DEMOTE_NOLOCK},
+    {"renewal failed before clearing the failover key", false, {RUNNING_PRIMARY}, HA_CLEAR_FAILOVER,
+     {.dcs_error = true}, LOCK_FAIL_DEMOTE_OFFLINE},
+    {"renewal lost: a renewal never reads the key again", false, {RUNNING_PRIMARY}, HA_UPDATE_LOCK,
+     {.reread = true, .holder = "node2"}, LOCK_FAIL_DEMOTE_NOLOCK},
+    {"renewal lost by a replica holding the key", false, {RUNNING_REPLICA}, HA_UPDATE_LOCK, {0},
+     LOCK_FAIL_NOTHING},
+    {"renewal failed on a DCS error, replica", false, {RUNNING_REPLICA}, HA_UPDATE_LOCK, {.dcs_error = true},
+     LOCK_FAIL_NOTHING},
+};
+
+static void test_lock_failure(void **state) {
+    (void)state;
+    DynConfig dyn, paused;
+    load_dyn(&dyn, NULL);
+    load_dyn(&paused, "pause: true\n");
+    size_t failed = 0;
+    for (size_t i = 0; i < ELEMENTSOF(lock_failure_rows); i++) {
+        const LockFailureRow *r = &lock_failure_rows[i];
+        LockFailureAction got =
+            decide_lock_failure(&r->local, r->paused ? &paused : &dyn, "node2", r->action, &r->f);
+        if (got != r->want) {
+            failed++;
+            print_error("row %zu FAILED: %s: want %d, got %d\n", i, r->desc, r->want, got);
+        }
+    }
+    dyn_config_free(&dyn);
+    dyn_config_free(&paused);
+    assert_int_equal(failed, 0);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * decide_needs_peers(): is the cycle worth probing the other members' REST APIs? */
+
+typedef struct NeedsPeersRow {
+    const char *desc;
+    Input in;
+    bool want;
+} NeedsPeersRow;
+
+#define K_FAILOVER_TO_N3 K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node3\"}")
+
+static const NeedsPeersRow needs_peers_rows[] = {
+    {"unlocked: a race", {.keys = {UNLOCKED}, .local = {PG_REPLICA}}, true},
+    {"unlocked, PostgreSQL stopped: a start first", {.keys = {UNLOCKED}, .local = {PG_STOPPED}}, false},
+    {"unlocked, nofailover: no race", {.local_yaml = "tags:\n  nofailover: true\n", .keys = {UNLOCKED},
+                                       .local = {PG_REPLICA}}, false},
+    {"unlocked, nofailover, a failover key: a candidate may need us",
+     {.local_yaml = "tags:\n  nofailover: true\n", .keys = {UNLOCKED, K_FAILOVER_TO_N3},
+      .local = {PG_REPLICA}},
+     true},
+    {"unlocked, DCS unreadable", {.no_dcs = true, .local = {PG_REPLICA}}, false},
+    {"unlocked, empty data directory",
+     {.keys = {UNLOCKED}, .local = {.data_dir_empty = true, .pg_running = true}}, false},
+    {"unlocked, a long action runs", {.keys = {UNLOCKED}, .local = {PG_REPLICA, .async_action = "clone"}},
+     false},
+    {"locked by another", {.keys = {LOCKED}, .local = {PG_REPLICA}}, false},
+    {"locked by another, a failover key", {.keys = {LOCKED, K_FAILOVER_TO_N3}, .local = {PG_REPLICA}}, false},
+    {"mine, steady", {.me = "node1", .keys = {LOCKED}, .local = {PG_PRIMARY}}, false},
+    {"mine, a start that timed out",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_PRIMARY, .start_timed_out = true}}, true},
+    {"mine, a switchover", {.me = "node1", .keys = {LOCKED, K_FAILOVER_TO_N3}, .local = {PG_PRIMARY}}, true},
+    {"mine, an empty failover key",
+     {.me = "node1", .keys = {LOCKED, K_FAILOVER("{}")}, .local = {PG_PRIMARY}}, false},
+};
+
+static void test_needs_peers(void **state) {
+    (void)state;
+    size_t failed = 0;
+    for (size_t i = 0; i < ELEMENTSOF(needs_peers_rows); i++) {
+        const NeedsPeersRow *r = &needs_peers_rows[i];
+        World w;
+        world_build(&w, &r->in);
+        bool got = decide_needs_peers(&w.o);
+        if (got != r->want) {
+            failed++;
+            print_error("row %zu FAILED: %s: want %d, got %d\n", i, r->desc, r->want, got);
+        }
+        world_free(&w);
+    }
+    assert_int_equal(failed, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tilt_and_dcs_error),
@@ -1068,6 +1203,8 @@ int main(void) {
         cmocka_unit_test(test_switchover_on_leader),
         cmocka_unit_test(test_is_healthiest_node),
         cmocka_unit_test(test_pure),
+        cmocka_unit_test(test_lock_failure),
+        cmocka_unit_test(test_needs_peers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

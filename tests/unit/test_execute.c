@@ -1,0 +1,812 @@
+/* The executor (src/agent/execute.c, with the real sync_exec.c and view.c) against fakes of the pg and
+ * dcs interfaces and of the agent files around it (fakes.h): for each HaAction, the calls it makes in
+ * order, including what it does when the lock race is lost or a renewal fails (decide_lock_failure()).
+ * Each test builds a struct Ha from patroni.yml, /config and the DCS keys as etcd holds them, scripts
+ * the fakes' results, runs execute() once and compares the whole event log. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "unit_helpers.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fakes.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * fixtures */
+
+#define BASE "/service/demo"
+#define SYSID "7401234567890123456"
+
+/* A member key as Patroni 4.0.6 writes it (spec §1.2). */
+#define MEMBER(host, state, role)                                                                    \
+    "{\"conn_url\":\"postgres://" host ":5432/postgres\",\"api_url\":\"http://" host                  \
+    ":8008/patroni\",\"state\":\"" state "\",\"role\":\"" role "\",\"version\":\"4.0.6\","             \
+    "\"xlog_location\":5000,\"timeline\":1}"
+
+#define K_INIT {"initialize", SYSID}
+#define K_LEADER(n) {"leader", n}
+#define K_M1 {"members/node1", MEMBER("10.0.0.1", "running", "primary")}
+#define K_M2 {"members/node2", MEMBER("10.0.0.2", "running", "replica")}
+#define K_M3 {"members/node3", MEMBER("10.0.0.3", "running", "replica")}
+#define K_STATUS {"status", "{\"optime\":5000}"}
+#define K_FAILOVER(json) {"failover", json}
+#define K_SYNC(json) {"sync", json}
+#define K_SYNC_N1_N2 K_SYNC("{\"leader\":\"node1\",\"sync_standby\":\"node2\"}")
+#define K_HISTORY_TL3 {"history", "[[1,100,\"no recovery target specified\"],[2,200,\"no recovery target\"]]"}
+
+/* node1 leads; node1 leads with node2 (this node) as the leader; nobody leads */
+#define LOCKED K_INIT, K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS
+#define MINE K_INIT, K_LEADER("node2"), K_M1, K_M2, K_M3, K_STATUS
+#define UNLOCKED K_INIT, K_M1, K_M2, K_M3, K_STATUS
+
+typedef struct Kv {
+    const char *rel, *value;
+} Kv;
+
+/* The keys in order get mod_revision 10, 11, ...: a key's version is 10 + its index. */
+static Cluster *cluster_of(const Kv *keys, size_t max) {
+    DcsKv kvs[16] = {{0}};
+    size_t n = 0;
+    for (size_t i = 0; i < max && keys[i].rel; i++, n++) {
+        kvs[n].key = xasprintf("%s/%s", BASE, keys[i].rel);
+        kvs[n].value = xstrdup(keys[i].value);
+        kvs[n].value_len = strlen(keys[i].value);
+        kvs[n].mod_revision = kvs[n].create_revision = (long long)(i + 10);
+        if (strcmp(keys[i].rel, "leader") == 0 || strncmp(keys[i].rel, "members/", 8) == 0)
+            kvs[n].lease = xstrdup("7587862073874340106");
+    }
+    Cluster *c = cluster_from_kvs(kvs, n, BASE);
+    for (size_t i = 0; i < n; i++)
+        dcs_kv_free_contents(&kvs[i]);
+    assert_non_null(c);
+    return c;
+}
+
+static void load_config(PghaConfig *cfg, const char *me) {
+    _cleanup_free_ char *text = xasprintf("scope: demo\nname: %s\nrestapi:\n  listen: 127.0.0.1:8008\n"
+                                          "etcd3:\n  hosts: 127.0.0.1:2379\n"
+                                          "postgresql:\n  listen: 127.0.0.1:5432\n"
+                                          "  data_dir: /nonexistent/pgha-unit/data\n"
+                                          "  authentication:\n    superuser:\n      username: postgres\n"
+                                          "    replication:\n      username: replicator\n",
+                                          me);
+    char *err = NULL;
+    YNode *root = yaml_parse_string(text, strlen(text), "patroni.yml", &err);
+    assert_non_null(root);
+    CfgDiag diag = {0};
+    assert_int_equal(config_from_tree(root, "patroni.yml", cfg, &diag), 0);
+    cfg_diag_clear(&diag);
+    ynode_free(root);
+}
+
+/* One executor run: the agent, its struct Ha, the cycle's LocalState and the decision. */
+typedef struct T {
+    Agent a;
+    Ha h;
+    LocalState l;
+    Decision d;
+} T;
+
+/* node2 with /config `dyn_yaml` (NULL: defaults) and the DCS keys; PostgreSQL not running. */
+#define T_INIT(t, dyn_yaml, ...)                                                                            \
+    do {                                                                                                    \
+        const Kv keys_[] = {__VA_ARGS__};                                                                   \
+        t_init(t, dyn_yaml, keys_, ELEMENTSOF(keys_));                                                      \
+    } while (0)
+
+static void t_init(T *t, const char *dyn_yaml, const Kv *keys, size_t n) {
+    fake_reset();
+    *t = (T){0};
+    load_config(&t->a.cfg, "node2");
+    t->h.a = &t->a;
+    t->h.dcs = FAKE_DCS;
+    t->h.wake_fd = -1;
+    t->h.pg.inst.pidfd = -1;
+    t->h.pg.inst.major = 16;
+    t->h.pg.inst.conn = FAKE_CONN;
+    load_dyn(&t->h.view.dyn, dyn_yaml);
+    t->h.view.dyn_loaded = true;
+    t->h.view.cluster = cluster_of(keys, n);
+    t->l.sysid = SYSID;
+    t->l.timeline = 1;
+}
+
+/* A running primary / replica (following node1), as observe_pg() leaves it. */
+static void t_primary(T *t) {
+    t->h.pg.inst.pid = 4242;
+    t->h.pg.st.ok = true;
+    t->h.pg.st.in_recovery = false;
+    t->h.pg.st.timeline = 1;
+    t->h.pg.st.flush_lsn = 0x2000000;
+    snprintf(t->h.pg.st.synchronous_commit, sizeof t->h.pg.st.synchronous_commit, "on");
+    snprintf(t->h.pg.role, sizeof t->h.pg.role, "primary");
+    t->l.pg_running = t->l.pg_ready = true;
+    t->l.in_recovery = false;
+}
+
+static void t_replica(T *t) {
+    t->h.pg.inst.pid = 4242;
+    t->h.pg.st.ok = true;
+    t->h.pg.st.in_recovery = true;
+    t->h.pg.st.timeline = 1;
+    t->h.pg.st.receive_lsn = t->h.pg.st.replay_lsn = 0x1000000;
+    snprintf(t->h.pg.role, sizeof t->h.pg.role, "replica");
+    snprintf(t->h.pg.following, sizeof t->h.pg.following, "node1");
+    t->l.pg_running = t->l.pg_ready = true;
+    t->l.in_recovery = true;
+    t->l.following = "node1";
+}
+
+static void t_run(T *t, HaAction action) {
+    t->d.action = action;
+    fake_events_clear();
+    execute(&t->h, &t->d, &t->l);
+}
+
+static void t_free(T *t) {
+    view_free(&t->h.view);
+    cJSON_Delete(t->h.pg.st.replication);
+    free(t->h.sync.ssn);
+    config_free(&t->a.cfg);
+    fake_done();
+}
+
+static bool lease_held(const T *t) { return t->h.view.lock_valid_until > now_monotonic(); }
+
+/* The event log must be exactly `want` (NULL-terminated). */
+static void expect_events_(const char *const *want, const char *file, int line) {
+    size_t n = 0;
+    while (want[n])
+        n++;
+    bool same = n == fake.events.n;
+    for (size_t i = 0; same && i < n; i++)
+        same = strcmp(want[i], fake.events.v[i]) == 0;
+    if (same)
+        return;
+    print_error("%s:%d: unexpected calls\n", file, line);
+    for (size_t i = 0; i < n || i < fake.events.n; i++)
+        print_error("  %2zu  want %-60s got %s\n", i, i < n ? want[i] : "-",
+                    i < fake.events.n ? fake.events.v[i] : "-");
+    fail();
+}
+
+#define EXPECT_EVENTS(...) expect_events_((const char *const[]){__VA_ARGS__, NULL}, __FILE__, __LINE__)
+#define EXPECT_NO_EVENTS() expect_events_((const char *const[]){NULL}, __FILE__, __LINE__)
+
+/* /sync naming only `me` */
+#define SYNC_ONLY(me) "{\"leader\":\"" me "\",\"quorum\":0,\"sync_standby\":null}"
+#define SYNC_ONLY_NODE2_AT(version) "dcs_set_sync_state(" SYNC_ONLY("node2") ", " #version ")"
+
+/* The calls of a demotion after the stop (demote()): the role, its callback, pg_control. */
+#define DEMOTED "set_role(demoted)", "run_callback(on_role_change, demoted)", "refresh_controldata"
+
+/* ------------------------------------------------------------------------------------------------
+ * HA_ACQUIRE_LOCK */
+
+static void test_acquire_won_replica_promotes(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, UNLOCKED);
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "promote_postgres");
+    assert_true(lease_held(&t));
+    assert_true(t.h.pg.promoting);
+    t_free(&t);
+
+    /* a failover key is cleared once the lock is ours, before the promotion */
+    T_INIT(&t, NULL, UNLOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}"));
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_set_failover({}, 15)", "promote_postgres");
+    t_free(&t);
+
+    /* paused: the candidate stays so that the next cycle does not release the lock mid-promotion */
+    T_INIT(&t, "pause: true\n", UNLOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}"));
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_set_failover({\"member\":\"node2\"}, 15)",
+                  "promote_postgres");
+    t_free(&t);
+
+    /* a running primary that wins (after a DCS outage) has nothing to promote */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_primary(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader");
+    assert_true(lease_held(&t));
+    t_free(&t);
+}
+
+static void test_acquire_won_promotion_fails(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, UNLOCKED);
+    t_replica(&t);
+    fake.promote = -EIO;
+    t_run(&t, HA_ACQUIRE_LOCK);
+    /* the key goes back at once: another member may take over */
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "promote_postgres", "dcs_delete_leader");
+    assert_false(lease_held(&t));
+    t_free(&t);
+}
+
+/* Synchronous mode: /sync names only us, then synchronous_standby_names is in force, then the promotion. */
+static void test_acquire_won_sync_mode(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, "synchronous_mode: true\n", UNLOCKED, K_SYNC_N1_N2);
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", SYNC_ONLY_NODE2_AT(15),
+                  "write_configuration(replica, node1, ssn='')", "reload_postgres", "usleep(100000)",
+                  "promote_postgres");
+    t_free(&t);
+
+    /* strict: commits wait for a standby from the first one on */
+    T_INIT(&t, "synchronous_mode: true\nsynchronous_mode_strict: true\n", UNLOCKED);
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", SYNC_ONLY_NODE2_AT(0),
+                  "write_configuration(replica, node1, ssn='*')", "reload_postgres", "usleep(100000)",
+                  "promote_postgres");
+    t_free(&t);
+
+    /* /sync cannot be written (someone changed it): no promotion this cycle, the lock is kept */
+    T_INIT(&t, "synchronous_mode: true\n", UNLOCKED, K_SYNC_N1_N2);
+    t_replica(&t);
+    fake.set_sync = 0;
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", SYNC_ONLY_NODE2_AT(15));
+    assert_non_null(strstr(t.d.message, "postponing the promotion"));
+    assert_true(lease_held(&t));
+    assert_false(t.h.pg.promoting);
+    t_free(&t);
+}
+
+/* Quorum mode: /sync stays as the old leader wrote it; synchronous_standby_names covers it before the
+ * promotion. */
+static void test_acquire_won_quorum_mode(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, "synchronous_mode: quorum\n", UNLOCKED,
+           K_SYNC("{\"leader\":\"node1\",\"quorum\":1,\"sync_standby\":\"node2,node3\"}"));
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader",
+                  "write_configuration(replica, node1, ssn='ANY 1 (node1,node3)')", "reload_postgres",
+                  "usleep(100000)", "promote_postgres");
+    assert_true(t.h.sync.grace_until > now_monotonic());
+    t_free(&t);
+}
+
+/* A running primary that lost the race asks etcd whose key it is before it demotes. */
+static void test_acquire_lost_primary(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, UNLOCKED);
+    t_primary(&t);
+    fake.acquire = 0;
+    fake.raw_value = "node1";
+    t_run(&t, HA_ACQUIRE_LOCK);
+    /* someone else's: immediate stop, no key to delete, no restart */
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)",
+                  DEMOTED);
+    assert_non_null(strstr(t.d.message, "another member was faster"));
+    assert_false(lease_held(&t));
+    assert_string_equal(t.h.pg.role, "demoted");
+    t_free(&t);
+
+    /* the key is mine after all: the cache lagged our own write */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_primary(&t);
+    fake.acquire = 0;
+    fake.raw_value = "node2";
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)");
+    assert_string_equal(t.d.message, "the leader lock is already mine");
+    assert_true(lease_held(&t));
+    t_free(&t);
+
+    /* the re-read fails or finds no key: nobody says it is ours, demote */
+    for (int r = -EIO; r <= 0; r += EIO) {
+        T_INIT(&t, NULL, UNLOCKED);
+        t_primary(&t);
+        fake.acquire = 0;
+        fake.get_raw = r;
+        fake.raw_value = "node2";
+        t_run(&t, HA_ACQUIRE_LOCK);
+        EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)",
+                      DEMOTED);
+        t_free(&t);
+    }
+}
+
+/* The DCS failed during the race: a running primary goes read-only until the DCS comes back. */
+static void test_acquire_dcs_error_primary(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, UNLOCKED);
+    t_primary(&t);
+    fake.acquire = -ETIMEDOUT;
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "stop_postgres(fast)", DEMOTED,
+                  "start_postgres(replica, -)");
+    assert_non_null(strstr(t.d.message, "fake DCS error"));
+    t_free(&t);
+}
+
+/* Nothing to undo on a replica or in a paused cluster. */
+static void test_acquire_lost_nothing_to_undo(void **state) {
+    (void)state;
+    for (int r = -EIO; r <= 0; r += EIO) {
+        T t;
+        T_INIT(&t, NULL, UNLOCKED);
+        t_replica(&t);
+        fake.acquire = r;
+        t_run(&t, HA_ACQUIRE_LOCK);
+        EXPECT_EVENTS("dcs_attempt_to_acquire_leader");
+        assert_false(t.h.pg.promoting);
+        t_free(&t);
+
+        T_INIT(&t, "pause: true\n", UNLOCKED);
+        t_primary(&t);
+        fake.acquire = r;
+        t_run(&t, HA_ACQUIRE_LOCK);
+        EXPECT_EVENTS("dcs_attempt_to_acquire_leader");
+        t_free(&t);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * HA_UPDATE_LOCK, HA_UPDATE_LOCK_ONLY, HA_CLEAR_FAILOVER */
+
+static void test_update_lock_primary(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t_run(&t, HA_UPDATE_LOCK);
+    /* the leader's per-cycle work: slots before /status (it publishes their positions), then /history */
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history");
+    assert_true(lease_held(&t));
+    t_free(&t);
+
+    T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node9\"}"));
+    t_primary(&t);
+    t_run(&t, HA_CLEAR_FAILOVER);
+    EXPECT_EVENTS("dcs_update_leader", "dcs_set_failover({}, 16)", "slots_sync", "update_status",
+                  "update_history");
+    t_free(&t);
+
+    /* renewing while a start or a long action runs: nothing else */
+    T_INIT(&t, NULL, MINE);
+    t.h.pg.inst.pid = 4242;
+    t.l.pg_running = t.l.pg_starting = true;
+    t_run(&t, HA_UPDATE_LOCK_ONLY);
+    EXPECT_EVENTS("dcs_update_leader");
+    t_free(&t);
+
+    /* a replica holding the key promotes */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "promote_postgres");
+    t_free(&t);
+}
+
+static cJSON *replication_rows(const char *spec) {
+    /* "name:sync_state:flush;..." */
+    cJSON *a = cJSON_CreateArray();
+    char *dup = xstrdup(spec), *save = NULL;
+    for (char *tok = strtok_r(dup, ";", &save); tok; tok = strtok_r(NULL, ";", &save)) {
+        char name[64], ss[32];
+        long long lsn;
+        assert_int_equal(sscanf(tok, "%63[^:]:%31[^:]:%lld", name, ss, &lsn), 3);
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "application_name", name);
+        cJSON_AddStringToObject(r, "state", "streaming");
+        cJSON_AddStringToObject(r, "sync_state", ss);
+        cJSON_AddNumberToObject(r, "flush_lsn", (double)lsn);
+        cJSON_AddNumberToObject(r, "write_lsn", (double)lsn);
+        cJSON_AddNumberToObject(r, "replay_lsn", (double)lsn);
+        cJSON_AddItemToArray(a, r);
+    }
+    free(dup);
+    return a;
+}
+
+/* Synchronous mode (not quorum) on the renewing primary: /sync first, then synchronous_standby_names. */
+static void test_update_lock_primary_sync(void **state) {
+    (void)state;
+    T t;
+    /* no /sync yet, node3 streams: /sync = {me, nobody}, then node3 becomes the synchronous standby */
+    T_INIT(&t, "synchronous_mode: true\n", MINE);
+    t_primary(&t);
+    t.h.pg.st.replication = replication_rows("node3:async:33554432");
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(0),
+                  "write_configuration(primary, -, ssn='node3')", "reload_postgres", "usleep(100000)",
+                  "pg_current_flush_lsn", "pg_emit_wake_message");
+    assert_string_equal(t.h.sync.ssn, "node3");
+    assert_int_equal(t.h.sync.flush, fake.flush_lsn);
+    t_free(&t);
+
+    /* the synchronous standby node3 disconnected, node1 streams: node3 leaves /sync before it leaves
+     * synchronous_standby_names */
+    T_INIT(&t, "synchronous_mode: true\n", MINE, K_SYNC("{\"leader\":\"node2\",\"sync_standby\":\"node3\"}"));
+    t_primary(&t);
+    snprintf(t.h.pg.st.synchronous_standby_names, sizeof t.h.pg.st.synchronous_standby_names, "node3");
+    t.h.pg.st.replication = replication_rows("node1:async:33554432");
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(16),
+                  "write_configuration(primary, -, ssn='node1')", "reload_postgres", "usleep(100000)",
+                  "pg_current_flush_lsn", "pg_emit_wake_message");
+    t_free(&t);
+
+    /* the shrinking /sync write fails: synchronous_standby_names stays as it is */
+    T_INIT(&t, "synchronous_mode: true\n", MINE, K_SYNC("{\"leader\":\"node2\",\"sync_standby\":\"node3\"}"));
+    t_primary(&t);
+    snprintf(t.h.pg.st.synchronous_standby_names, sizeof t.h.pg.st.synchronous_standby_names, "node3");
+    t.h.pg.st.replication = replication_rows("node1:async:33554432");
+    fake.set_sync = 0;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(16));
+    t_free(&t);
+
+    /* node1 is now reported sync under ssn 'node1' and has reached the flush LSN of the change: /sync
+     * grows */
+    T_INIT(&t, "synchronous_mode: true\n", MINE, K_SYNC("{\"leader\":\"node2\",\"sync_standby\":null}"));
+    t_primary(&t);
+    snprintf(t.h.pg.st.synchronous_standby_names, sizeof t.h.pg.st.synchronous_standby_names, "node1");
+    t.h.pg.st.replication = replication_rows("node1:sync:33554432");
+    t.h.sync.ssn = xstrdup("node1");
+    t.h.sync.flush = 33554432;
+    fake.write_configuration = 0; /* postgresql.conf already says so: no reload */
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
+                  "write_configuration(primary, -, ssn='node1')",
+                  "dcs_set_sync_state({\"leader\":\"node2\",\"quorum\":0,\"sync_standby\":\"node1\"}, 16)");
+    t_free(&t);
+}
+
+static void test_update_lock_fails(void **state) {
+    (void)state;
+    T t;
+    /* while starting as primary: stop the start, nothing else */
+    for (int r = -EIO; r <= 0; r += EIO) {
+        T_INIT(&t, NULL, MINE);
+        t.h.pg.inst.pid = 4242;
+        t.h.pg.starting = t.h.pg.start_as_primary = true;
+        t.l.pg_running = t.l.pg_starting = true;
+        fake.update_leader = r;
+        t_run(&t, HA_UPDATE_LOCK_ONLY);
+        EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)");
+        assert_false(lease_held(&t));
+        t_free(&t);
+    }
+
+    /* a running primary whose key is someone else's now: immediate stop, nothing to release */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    fake.update_leader = 0;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)", DEMOTED);
+    assert_false(lease_held(&t));
+    t_free(&t);
+
+    /* the DCS failed: read-only without upstream */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    fake.update_leader = -ETIMEDOUT;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
+    t_free(&t);
+
+    /* the stop fails: the demotion stops there (the key is not ours anyway) */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    fake.update_leader = 0;
+    fake.stop = -ETIMEDOUT;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)");
+    t_free(&t);
+
+    /* a replica, a paused primary: nothing to undo */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    fake.update_leader = 0;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader");
+    t_free(&t);
+    T_INIT(&t, "pause: true\n", MINE);
+    t_primary(&t);
+    fake.update_leader = -EIO;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader");
+    t_free(&t);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * HA_SWITCHOVER, HA_DEMOTE, HA_RELEASE_LOCK */
+
+static void test_switchover(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_primary(&t);
+    t.h.sync.ssn = xstrdup("node3");
+    fake.have_controldata = true;
+    fake.cd.checkpoint_lsn = 0x5000000;
+    snprintf(t.d.message, sizeof t.d.message, "manual failover: demoting myself");
+    t_run(&t, HA_SWITCHOVER);
+    /* renew, CHECKPOINT, fast stop, /status with the shutdown checkpoint, delete the key, let a replica
+     * take it. The leader's per-cycle work that follows a renewal is still called (on the LocalState
+     * observed before the demotion); the real functions find PostgreSQL stopped and do nothing. */
+    EXPECT_EVENTS("dcs_update_leader", "pg_checkpoint", "stop_postgres(fast)", DEMOTED,
+                  "write_status_optime_only(83886080)", "dcs_delete_leader", "sleep(2)", "slots_sync",
+                  "update_status", "update_history");
+    assert_false(lease_held(&t));
+    assert_null(t.h.sync.ssn); /* not ours to manage any more */
+    t_free(&t);
+
+    /* the renewal fails: no switchover, the lock failure path (someone else's key: stop) */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    fake.update_leader = 0;
+    t_run(&t, HA_SWITCHOVER);
+    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)", DEMOTED);
+    t_free(&t);
+}
+
+static void test_demote_modes(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.d.demote_mode = DEMOTE_IMMEDIATE;
+    t_run(&t, HA_DEMOTE);
+    EXPECT_EVENTS("stop_postgres(immediate)", DEMOTED, "dcs_delete_leader");
+    t_free(&t);
+
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.d.demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+    t_run(&t, HA_DEMOTE);
+    EXPECT_EVENTS("stop_postgres(immediate)", DEMOTED);
+    t_free(&t);
+
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.d.demote_mode = DEMOTE_OFFLINE;
+    t_run(&t, HA_DEMOTE);
+    EXPECT_EVENTS("stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
+    t_free(&t);
+
+    /* graceful without a checkpoint location in pg_control: no /status write */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.d.demote_mode = DEMOTE_GRACEFUL;
+    t_run(&t, HA_DEMOTE);
+    EXPECT_EVENTS("pg_checkpoint", "stop_postgres(fast)", DEMOTED, "dcs_delete_leader", "sleep(2)");
+    t_free(&t);
+
+    /* the stop fails: the key is kept */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.d.demote_mode = DEMOTE_IMMEDIATE;
+    fake.stop = -ETIMEDOUT;
+    t_run(&t, HA_DEMOTE);
+    EXPECT_EVENTS("stop_postgres(immediate)");
+    t_free(&t);
+}
+
+static void test_release_lock(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, MINE);
+    t.h.view.lock_valid_until = now_monotonic() + 30 * USEC_PER_SEC;
+    t_run(&t, HA_RELEASE_LOCK);
+    EXPECT_EVENTS("dcs_delete_leader");
+    assert_false(lease_held(&t));
+    t_free(&t);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * HA_FOLLOW, HA_START, HA_CLONE, HA_BOOTSTRAP, HA_WRITE_INITIALIZE, HA_NONE, HA_FATAL */
+
+static void test_follow(void **state) {
+    (void)state;
+    T t;
+    /* PostgreSQL 13+ reloads primary_conninfo */
+    T_INIT(&t, NULL, LOCKED);
+    t_replica(&t);
+    snprintf(t.d.target, sizeof t.d.target, "node3");
+    t_run(&t, HA_FOLLOW);
+    EXPECT_EVENTS("write_configuration(replica, node3)", "reload_postgres");
+    assert_string_equal(t.h.pg.following, "node3");
+    t_free(&t);
+
+    /* before 13: a restart */
+    T_INIT(&t, NULL, LOCKED);
+    t_replica(&t);
+    t.h.pg.inst.major = 12;
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_FOLLOW);
+    EXPECT_EVENTS("write_configuration(replica, node1)", "stop_postgres(fast)",
+                  "start_postgres(replica, node1)");
+    t_free(&t);
+
+    /* the configuration cannot be written: nothing else */
+    T_INIT(&t, NULL, LOCKED);
+    t_replica(&t);
+    fake.write_configuration = -EIO;
+    t_run(&t, HA_FOLLOW);
+    EXPECT_EVENTS("write_configuration(replica, -)");
+    t_free(&t);
+
+    /* a replica whose WAL went past the leader's timeline switch: stopped, to be rewound */
+    T_INIT(&t, "postgresql:\n  use_pg_rewind: true\n", LOCKED, K_HISTORY_TL3);
+    t_replica(&t);
+    t.h.pg.st.replay_lsn = 150;
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_FOLLOW);
+    EXPECT_EVENTS("stop_postgres(fast)");
+    assert_true(t.h.pg.diverged);
+    t_free(&t);
+}
+
+static void test_start(void **state) {
+    (void)state;
+    T t;
+    /* as primary: make sure of the key first */
+    T_INIT(&t, NULL, MINE);
+    t.d.as_primary = true;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("dcs_update_leader", "start_postgres(primary, -)");
+    assert_true(lease_held(&t));
+    t_free(&t);
+
+    /* ... a former replica starts as one and is promoted by a later cycle */
+    T_INIT(&t, NULL, MINE);
+    t.d.as_primary = true;
+    t.h.pg.have_controldata = true;
+    snprintf(t.h.pg.cd.state, sizeof t.h.pg.cd.state, "shut down in recovery");
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("dcs_update_leader", "start_postgres(replica, -)");
+    t_free(&t);
+
+    /* ... the key is not ours: as a replica, without upstream */
+    for (int r = -EIO; r <= 0; r += EIO) {
+        T_INIT(&t, NULL, MINE);
+        t.d.as_primary = true;
+        fake.update_leader = r;
+        t_run(&t, HA_START);
+        EXPECT_EVENTS("dcs_update_leader", "start_postgres(replica, -)");
+        assert_false(lease_held(&t));
+        t_free(&t);
+    }
+
+    /* a replica of node1 */
+    T_INIT(&t, NULL, LOCKED);
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
+    t_free(&t);
+
+    /* a former primary joining node1 with use_pg_rewind: pg_rewind first */
+    T_INIT(&t, "postgresql:\n  use_pg_rewind: true\n", LOCKED);
+    t.h.pg.have_controldata = true;
+    snprintf(t.h.pg.cd.state, sizeof t.h.pg.cd.state, "shut down");
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("write_pgpass", "set_state(running custom bootstrap script)",
+                  "task_start(rewind, 10.0.0.1:5432)");
+    t_free(&t);
+}
+
+static void test_clone(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, LOCKED);
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_CLONE);
+    EXPECT_EVENTS("write_pgpass", "set_state(creating replica)", "task_start(clone, 10.0.0.1:5432)");
+    assert_int_equal(t.h.work.task.kind, TASK_CLONE);
+    t_free(&t);
+
+    /* a member without a connection address, a member that is not there: nothing is started */
+    T_INIT(&t, NULL, LOCKED, {"members/node4", "{\"state\":\"running\",\"role\":\"replica\"}"});
+    snprintf(t.d.target, sizeof t.d.target, "node4");
+    t_run(&t, HA_CLONE);
+    EXPECT_NO_EVENTS();
+    snprintf(t.d.target, sizeof t.d.target, "node9");
+    t_run(&t, HA_CLONE);
+    EXPECT_NO_EVENTS();
+    assert_int_equal(t.h.work.task.kind, TASK_NONE);
+    t_free(&t);
+}
+
+static void test_bootstrap_and_initialize(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, K_M2);
+    t_run(&t, HA_BOOTSTRAP);
+    EXPECT_EVENTS("dcs_initialize(create, \"\")", "set_state(initializing new cluster)",
+                  "task_start(bootstrap, -:0)");
+    assert_true(t.h.work.bootstrap_pending);
+    t_free(&t);
+
+    for (int r = -EIO; r <= 0; r += EIO) {
+        T_INIT(&t, NULL, K_M2);
+        fake.initialize = r;
+        t_run(&t, HA_BOOTSTRAP);
+        EXPECT_EVENTS("dcs_initialize(create, \"\")");
+        assert_false(t.h.work.bootstrap_pending);
+        t_free(&t);
+    }
+
+    /* /initialize missing: created; present (empty during a bootstrap): updated */
+    T_INIT(&t, NULL, K_M2);
+    t_run(&t, HA_WRITE_INITIALIZE);
+    EXPECT_EVENTS("dcs_initialize(create, \"" SYSID "\")");
+    t_free(&t);
+    T_INIT(&t, NULL, {"initialize", ""}, K_M2);
+    t_run(&t, HA_WRITE_INITIALIZE);
+    EXPECT_EVENTS("dcs_initialize(update, \"" SYSID "\")");
+    t_free(&t);
+}
+
+static void test_none_and_fatal(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, LOCKED);
+    t_replica(&t);
+    t_run(&t, HA_NONE);
+    EXPECT_NO_EVENTS();
+    snprintf(t.d.message, sizeof t.d.message, "refusing to run");
+    t_run(&t, HA_FATAL);
+    EXPECT_NO_EVENTS();
+    assert_true(t.h.fatal);
+    t_run(&t, (HaAction)99); /* not an action: ignored */
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+}
+
+int main(void) {
+    /* the executor's own log lines are not what these tests check */
+    log_configure(&(LogSettings){.level = LOG_CRITICAL + 1, .file_num = 4, .mode = -1});
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_acquire_won_replica_promotes),
+        cmocka_unit_test(test_acquire_won_promotion_fails),
+        cmocka_unit_test(test_acquire_won_sync_mode),
+        cmocka_unit_test(test_acquire_won_quorum_mode),
+        cmocka_unit_test(test_acquire_lost_primary),
+        cmocka_unit_test(test_acquire_dcs_error_primary),
+        cmocka_unit_test(test_acquire_lost_nothing_to_undo),
+        cmocka_unit_test(test_update_lock_primary),
+        cmocka_unit_test(test_update_lock_primary_sync),
+        cmocka_unit_test(test_update_lock_fails),
+        cmocka_unit_test(test_switchover),
+        cmocka_unit_test(test_demote_modes),
+        cmocka_unit_test(test_release_lock),
+        cmocka_unit_test(test_follow),
+        cmocka_unit_test(test_start),
+        cmocka_unit_test(test_clone),
+        cmocka_unit_test(test_bootstrap_and_initialize),
+        cmocka_unit_test(test_none_and_fatal),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    log_reset();
+    return r;
+}
