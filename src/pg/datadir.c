@@ -10,20 +10,6 @@
 
 #include "pg/pg.h"
 
-int pg_parse_lsn(const char *s, long long *ret) {
-    unsigned long hi, lo;
-    char extra;
-    if (!s || sscanf(s, "%lX/%lX%c", &hi, &lo, &extra) != 2)
-        return -EINVAL;
-    *ret = (long long)(((unsigned long long)hi << 32) | (lo & 0xFFFFFFFFUL));
-    return 0;
-}
-
-void pg_format_lsn(long long lsn, char *buf, size_t len) {
-    unsigned long long u = (unsigned long long)lsn;
-    snprintf(buf, len, "%llX/%llX", u >> 32, u & 0xFFFFFFFFULL);
-}
-
 bool pg_data_dir_empty(const char *dir) {
     DIR *d = opendir(dir);
     if (!d)

@@ -209,15 +209,6 @@ int pg_instance_controldata(const PgInstance *pg, ControlData *ret, char **ret_e
     return pg_controldata(bin, pg->cfg->postgresql.data_dir, ret, ret_error);
 }
 
-bool pg_state_was_primary(const char *s) {
-    return streq(s, "in production") || streq(s, "shut down") || streq(s, "shutting down") ||
-           streq(s, "in crash recovery");
-}
-
-bool pg_state_was_replica(const char *s) { return streq(s, "in archive recovery") || streq(s, "shut down in recovery"); }
-
-bool pg_state_needs_crash_recovery(const char *s) { return streq(s, "in production") || streq(s, "in crash recovery"); }
-
 /* ---- statements ---- */
 
 static int query_ll(PGconn *c, const char *sql, int timeout_ms, long long *ret, char **ret_error) {

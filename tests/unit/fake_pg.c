@@ -1,6 +1,5 @@
-/* Fake of the local PostgreSQL's statements and pg_control helpers (src/pg/instance.h, src/pg/pg.h)
- * the executor calls. The pure helpers (pg_format_lsn, pg_state_*) behave as src/pg's: they live in
- * files that also spawn processes, which a unit test must not link. */
+/* Fake of the local PostgreSQL's statements (src/pg/instance.h, src/pg/pg.h) the executor calls. The
+ * pure helpers (LSNs, pg_control states) are the real ones: src/pg/lsn.c is linked. */
 #include "fakes.h"
 
 #include <errno.h>
@@ -39,24 +38,4 @@ int pg_remove_data_directory(const char *data_dir, char **ret_error) {
     (void)ret_error;
     fake_event("pg_remove_data_directory(%s)", data_dir);
     return 0;
-}
-
-/* ---- pure helpers (not logged) ---- */
-
-void pg_format_lsn(long long lsn, char *buf, size_t len) {
-    unsigned long long u = (unsigned long long)lsn;
-    snprintf(buf, len, "%llX/%llX", u >> 32, u & 0xFFFFFFFFULL);
-}
-
-bool pg_state_was_primary(const char *s) {
-    return streq(s, "in production") || streq(s, "shut down") || streq(s, "shutting down") ||
-           streq(s, "in crash recovery");
-}
-
-bool pg_state_was_replica(const char *s) {
-    return streq(s, "in archive recovery") || streq(s, "shut down in recovery");
-}
-
-bool pg_state_needs_crash_recovery(const char *s) {
-    return streq(s, "in production") || streq(s, "in crash recovery");
 }
