@@ -129,10 +129,10 @@ static bool check_running_replica(Ha *h) {
                               cfg->postgresql.remove_data_directory_on_diverged_timelines)) {
         log_error("this replica cannot stream from the leader until it is rebuilt: %s",
                   h->pg.rewind_failed ? "pg_rewind failed" : "use_pg_rewind and remove_data_directory_on_diverged_timelines are off");
-        h->pg.diverged_reported = true; /* once: it keeps running as it is */
+        local_set_diverged(h, false, true); /* reported once: it keeps running as it is */
         return false;
     }
-    h->pg.diverged = true;
+    local_set_diverged(h, true, false);
     (void)stop_postgres(h, PG_STOP_FAST, "the replica's WAL diverged from the leader's timeline");
     return true;
 }
@@ -188,12 +188,7 @@ static void execute_start(Ha *h, const Decision *d) {
         } else if (cfg->postgresql.remove_data_directory_on_diverged_timelines) {
             log_warning("timelines diverged and remove_data_directory_on_diverged_timelines is set: removing the "
                         "data directory to clone it again");
-            char *err = NULL;
-            if (pg_remove_data_directory(cfg->postgresql.data_dir, &err) < 0) {
-                log_error("%s", err);
-                free(err);
-            }
-            h->pg.sysid[0] = '\0';
+            remove_data_directory(h);
             return;
         } else {
             log_warning("the timeline of %s is newer than mine and use_pg_rewind is off: starting as a replica "
@@ -243,8 +238,7 @@ static void do_bootstrap(Ha *h, Decision *d, const LocalState *l) {
         log_info("Lock owner: None; I am %s", cfg_of(h)->name);
         log_info("trying to bootstrap a new cluster");
         set_state(h, "initializing new cluster");
-        h->work.bootstrap_pending = true;
-        task_start(h, TASK_BOOTSTRAP, NULL, 0, false);
+        bootstrap_begin(h);
     } else if (r == 0) {
         log_info("failed to acquire initialize lock");
     } else {

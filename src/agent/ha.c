@@ -55,18 +55,9 @@ static void run_cycle(Ha *h, bool stale) {
         post_bootstrap(h);
         observe_pg(h, &l);
         l.async_action = NULL;
-        if (h->view.cluster) {
-            Cluster *c2 = NULL;
-            if (dcs_get_cluster(h->dcs, &c2) == 0) {
-                cluster_free(h->view.cluster);
-                h->view.cluster = c2;
-            }
-        }
+        view_reread(h); /* the keys the bootstrap wrote */
     } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && !l.pg_running && !h->fatal) {
-        log_error("PostgreSQL did not start after initdb");
-        h->work.bootstrap_pending = false;
-        (void)dcs_cancel_initialization(h->dcs);
-        h->fatal = true;
+        bootstrap_abandon(h);
     }
 
     /* 4. peers, when a race or a switchover needs them */
@@ -93,9 +84,7 @@ static void run_cycle(Ha *h, bool stale) {
     }
     Decision d;
     decide(&o, &d);
-    h->slots.synced = false;
-    if (!is_lock_holder(h))
-        retain_timers_clear(&h->slots.retain); /* a new term as leader restarts the retention timers */
+    slots_new_cycle(h);
     if (!h->fatal)
         execute(h, &d, &l);
     free(peers);
@@ -266,8 +255,7 @@ static void maybe_reload(Ha *h) {
         return;
     h->reload_pending = false;
     if (agent_reload(h->a) == 0) {
-        h->pg.inst.cfg = cfg_of(h);
-        write_pgpass(h);
+        local_config_reloaded(h);
     }
 }
 
@@ -382,6 +370,7 @@ Ha *ha_free(Ha *h) {
     if (h->wake_fd >= 0)
         close(h->wake_fd);
     view_free(&h->view);
+    publish_free(&h->published);
     dcs_free(h->dcs);
     slots_free(&h->slots);
     sync_forget(h);

@@ -6,6 +6,7 @@
  *   HaSync   sync_exec.c  synchronous replication on the primary (synchronous_standby_names, /sync)
  *   HaSlots  slots_exec.c replication slots
  *   HaWork   work.c       long actions in worker threads (bootstrap, clone, rewind, the post-promote CHECKPOINT)
+ *   HaPublished publish.c what this node last wrote for others (/status)
  *   the rest ha.c         the loop's own timing and flags
  * Other files read any part. */
 #pragma once
@@ -62,8 +63,12 @@ typedef struct HaView {
     long long dcs_last_seen;
     usec_t cluster_read_at;
     usec_t lock_valid_until;   /* monotonic: our lease counts until then */
-    char *last_status;         /* last /status value we wrote */
 } HaView;
+
+/* ---- HaPublished (publish.c) ---- */
+typedef struct HaPublished {
+    char *last_status;         /* last /status value we wrote */
+} HaPublished;
 
 /* ---- HaSync (sync_exec.c) ---- */
 typedef struct HaSync {
@@ -133,6 +138,7 @@ struct Ha {
     HaSync sync;
     HaSlots slots;
     HaWork work;
+    HaPublished published;
     /* the loop (ha.c) */
     usec_t next_cycle;
     usec_t next_watchdog;
@@ -161,6 +167,7 @@ void lease_renewed(Ha *h, usec_t sent_at);
 void lease_lost(Ha *h);
 void view_read_cluster(Ha *h, usec_t now);
 void refresh_dynamic_config(Ha *h);
+void view_reread(Ha *h);
 void view_free(HaView *v);
 
 /* local.c */
@@ -177,6 +184,10 @@ int promote_postgres(Ha *h);
 void refresh_controldata(Ha *h);
 void observe_pg(Ha *h, LocalState *l);
 void apply_config_changes(Ha *h);
+void local_config_reloaded(Ha *h);
+void local_set_diverged(Ha *h, bool diverged, bool reported);
+void local_rewind_finished(Ha *h, bool ok);
+void remove_data_directory(Ha *h);
 void local_free(HaLocal *l);
 
 /* publish.c */
@@ -186,6 +197,7 @@ void update_history(Ha *h);
 void update_status(Ha *h);
 void write_status_optime_only(Ha *h, long long optime);
 void publish(Ha *h);
+void publish_free(HaPublished *p);
 
 /* work.c */
 const char *task_name(TaskKind k);
@@ -195,12 +207,16 @@ void finish_task(Ha *h);
 void start_post_promote_checkpoint(Ha *h);
 void finish_post_promote_checkpoint(Ha *h, bool wait);
 void post_bootstrap(Ha *h);
+void bootstrap_begin(Ha *h);
+void bootstrap_abandon(Ha *h);
 
 /* slots_exec.c */
 void slots_sync(Ha *h);
 void slots_on_promote(Ha *h);
 void update_enforce_hsf(Ha *h);
 void slots_input(Ha *h, SlotsInput *in);
+void slots_new_cycle(Ha *h);
+void slots_postgres_started(Ha *h);
 void slots_free(HaSlots *s);
 
 /* sync_exec.c */

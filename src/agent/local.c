@@ -166,7 +166,7 @@ int start_postgres(Ha *h, bool as_primary, const char *target) {
     if (h->pg.inst.pidfd < 0)
         log_warning("cannot watch the postmaster %d with a pidfd; its exit is noticed at the next cycle", (int)pid);
     h->pg.starting = true;
-    h->slots.check_local = true;
+    slots_postgres_started(h);
     h->pg.start_as_primary = as_primary;
     h->pg.start_began = now_monotonic();
     h->pg.expect_stop = false;
@@ -473,4 +473,36 @@ void local_free(HaLocal *l) {
     pg_status_free(&l->st);
     cJSON_Delete(l->pending_reason);
     l->pending_reason = NULL;
+}
+
+/* The configuration was reloaded (SIGHUP): the instance reads the new one; the passfile follows it. */
+void local_config_reloaded(Ha *h) {
+    h->pg.inst.cfg = cfg_of(h);
+    write_pgpass(h);
+}
+
+/* A running replica found diverged (rewind it), or reported once as beyond repair here. */
+void local_set_diverged(Ha *h, bool diverged, bool reported) {
+    h->pg.diverged = diverged;
+    h->pg.diverged_reported = reported;
+}
+
+/* pg_rewind ended: success clears the divergence; a failure is remembered so that it is not retried in a loop. */
+void local_rewind_finished(Ha *h, bool ok) {
+    h->pg.rewind_failed = !ok;
+    if (ok) {
+        h->pg.diverged = false;
+        h->pg.diverged_reported = false;
+    }
+}
+
+/* Remove the data directory (only where the configuration asks for it, DESIGN.md invariant 4): it is
+ * cloned again. */
+void remove_data_directory(Ha *h) {
+    char *err = NULL;
+    if (pg_remove_data_directory(cfg_of(h)->postgresql.data_dir, &err) < 0) {
+        log_error("%s", err);
+        free(err);
+    }
+    h->pg.sysid[0] = '\0';
 }

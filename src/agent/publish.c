@@ -200,10 +200,10 @@ void update_status(Ha *h) {
     cJSON_Delete(slots);
     strlist_clear(&retain);
     strlist_clear(&expired);
-    if (!streq(json, h->view.last_status)) {
+    if (!streq(json, h->published.last_status)) {
         if (dcs_set_status(h->dcs, json) == 1) {
-            free(h->view.last_status);
-            h->view.last_status = json;
+            free(h->published.last_status);
+            h->published.last_status = json;
             json = NULL;
         }
     }
@@ -263,4 +263,9 @@ void publish(Ha *h) {
     s->loop_wait = loop_wait_s(h);
     s->published = now;
     snapshot_publish(s);
+}
+
+void publish_free(HaPublished *p) {
+    free(p->last_status);
+    p->last_status = NULL;
 }

@@ -536,6 +536,17 @@ void update_enforce_hsf(Ha *h) {
     h->slots.enforce_hsf = v;
 }
 
+/* A new HA cycle: slots_sync() may run again; a node that does not hold the lock restarts the
+ * retention timers of its next term as leader. */
+void slots_new_cycle(Ha *h) {
+    h->slots.synced = false;
+    if (!is_lock_holder(h))
+        retain_timers_clear(&h->slots.retain);
+}
+
+/* PostgreSQL (re)started: the logical slots found there are checked for readiness again. */
+void slots_postgres_started(Ha *h) { h->slots.check_local = true; }
+
 void slots_free(HaSlots *s) {
     pg_slots_free(s->rows, s->n_rows);
     retain_timers_clear(&s->retain);

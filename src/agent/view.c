@@ -129,11 +129,19 @@ void view_read_cluster(Ha *h, usec_t now) {
     }
 }
 
+/* Read the cluster again after this cycle's own writes (the bootstrap's keys). */
+void view_reread(Ha *h) {
+    Cluster *c = NULL;
+    if (h->view.cluster && dcs_get_cluster(h->dcs, &c) == 0) {
+        cluster_free(h->view.cluster);
+        h->view.cluster = c;
+    }
+}
+
 void view_free(HaView *v) {
     cluster_free(v->cluster);
     cluster_free(v->last_locked);
     if (v->dyn_loaded)
         dyn_config_free(&v->dyn);
-    free(v->last_status);
     *v = (HaView){0};
 }

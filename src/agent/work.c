@@ -155,24 +155,17 @@ void finish_task(Ha *h) {
             if (cfg->postgresql.remove_data_directory_on_rewind_failure ||
                 cfg->postgresql.remove_data_directory_on_diverged_timelines) {
                 log_warning("removing the data directory after the pg_rewind failure, as configured");
-                char *e2 = NULL;
-                if (pg_remove_data_directory(cfg->postgresql.data_dir, &e2) < 0) {
-                    log_error("%s", e2);
-                    free(e2);
-                }
-                h->pg.sysid[0] = '\0';
+                remove_data_directory(h);
             } else {
                 log_warning("pg_rewind failed; starting as a replica anyway");
-                h->pg.rewind_failed = true;
+                local_rewind_finished(h, false);
                 refresh_controldata(h);
                 (void)start_postgres(h, false, h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
             }
             break;
         }
         log_info("pg_rewind finished");
-        h->pg.diverged = false;
-        h->pg.rewind_failed = false;
-        h->pg.diverged_reported = false;
+        local_rewind_finished(h, true);
         refresh_controldata(h);
         (void)start_postgres(h, false, h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
         break;
@@ -284,4 +277,19 @@ void task_stop(Ha *h) {
     free(t->error);
     t->error = NULL;
     t->kind = TASK_NONE;
+}
+
+/* HA_BOOTSTRAP won the /initialize race: initdb in a worker; roles, post_bootstrap and the DCS keys
+ * follow once PostgreSQL runs (post_bootstrap()). */
+void bootstrap_begin(Ha *h) {
+    h->work.bootstrap_pending = true;
+    task_start(h, TASK_BOOTSTRAP, NULL, 0, false);
+}
+
+/* initdb finished but PostgreSQL did not start: give /initialize back for another node. */
+void bootstrap_abandon(Ha *h) {
+    log_error("PostgreSQL did not start after initdb");
+    h->work.bootstrap_pending = false;
+    (void)dcs_cancel_initialization(h->dcs);
+    h->fatal = true;
 }

@@ -178,6 +178,21 @@ void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_rec
     h->work.task.kind = kind;
 }
 
+void bootstrap_begin(Ha *h) {
+    h->work.bootstrap_pending = true;
+    task_start(h, TASK_BOOTSTRAP, NULL, 0, false);
+}
+
+void local_set_diverged(Ha *h, bool diverged, bool reported) {
+    h->pg.diverged = diverged;
+    h->pg.diverged_reported = reported;
+}
+
+void remove_data_directory(Ha *h) {
+    fake_event("remove_data_directory");
+    h->pg.sysid[0] = '\0';
+}
+
 /* ---- slots_exec.c ---- */
 
 void slots_sync(Ha *h) {

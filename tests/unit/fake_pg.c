@@ -34,8 +34,3 @@ int pg_emit_wake_message(PGconn *c, char **ret_error) {
     return 0;
 }
 
-int pg_remove_data_directory(const char *data_dir, char **ret_error) {
-    (void)ret_error;
-    fake_event("pg_remove_data_directory(%s)", data_dir);
-    return 0;
-}
