@@ -129,10 +129,10 @@ static bool check_running_replica(Ha *h) {
                               cfg->postgresql.remove_data_directory_on_diverged_timelines)) {
         log_error("this replica cannot stream from the leader until it is rebuilt: %s",
                   h->pg.rewind_failed ? "pg_rewind failed" : "use_pg_rewind and remove_data_directory_on_diverged_timelines are off");
-        local_set_diverged(h, false, true); /* reported once: it keeps running as it is */
+        local_divergence_reported(h);
         return false;
     }
-    local_set_diverged(h, true, false);
+    local_mark_diverged(h);
     (void)stop_postgres(h, PG_STOP_FAST, "the replica's WAL diverged from the leader's timeline");
     return true;
 }

@@ -194,13 +194,16 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
     usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
     if (mode == PG_STOP_IMMEDIATE && limit > 10 * USEC_PER_SEC)
         limit = 10 * USEC_PER_SEC; /* an immediate stop is a demotion with the lease ticking */
-    pid_t pid = h->pg.inst.pid;
-    PgStopReport rep;
-    int r = pg_instance_stop(&h->pg.inst, mode, limit, &rep);
-    if (rep.escalated_immediate)
-        log_warning("PostgreSQL did not stop within pg_ctl_timeout; sent an immediate shutdown");
-    if (rep.killed)
-        log_error("PostgreSQL did not stop; killed the postmaster (pid %d)", (int)pid);
+    int r = pg_instance_stop(&h->pg.inst, mode, limit);
+    if (r == -ETIMEDOUT && mode != PG_STOP_IMMEDIATE) {
+        log_warning("PostgreSQL did not stop within pg_ctl_timeout; sending an immediate shutdown");
+        r = pg_instance_stop(&h->pg.inst, PG_STOP_IMMEDIATE, 10 * USEC_PER_SEC);
+    }
+    if (r == -ETIMEDOUT) {
+        /* a hung postmaster (stopped, or stuck in the kernel): fence it */
+        log_error("PostgreSQL did not stop; killing the postmaster (pid %d)", (int)h->pg.inst.pid);
+        r = pg_instance_kill(&h->pg.inst);
+    }
     if (r < 0) {
         set_state(h, "stop failed");
         return r;
@@ -237,15 +240,18 @@ int promote_postgres(Ha *h) {
         }
         lease_renewed(h, sent);
     }
-    char *note = NULL, *err = NULL;
-    int r = pg_instance_promote(&h->pg.inst, &note, &err);
-    if (note)
-        log_warning("pg_promote() failed (%s); used pg_ctl promote", note);
-    free(note);
+    char *err = NULL;
+    int r = pg_instance_promote(&h->pg.inst, &err);
     if (r < 0) {
-        log_error("%s", err);
+        if (r != -ENOTCONN)
+            log_warning("pg_promote() failed (%s); trying pg_ctl promote", err);
         free(err);
-        return -EIO;
+        err = NULL;
+        if (pg_instance_promote_pg_ctl(&h->pg.inst, &err) < 0) {
+            log_error("%s", err);
+            free(err);
+            return -EIO;
+        }
     }
     h->pg.promoting = true;
     set_role(h, "promoted");
@@ -481,11 +487,11 @@ void local_config_reloaded(Ha *h) {
     write_pgpass(h);
 }
 
-/* A running replica found diverged (rewind it), or reported once as beyond repair here. */
-void local_set_diverged(Ha *h, bool diverged, bool reported) {
-    h->pg.diverged = diverged;
-    h->pg.diverged_reported = reported;
-}
+/* A running replica found diverged: stopped, then rewound. */
+void local_mark_diverged(Ha *h) { h->pg.diverged = true; }
+
+/* A diverged replica that cannot be repaired here: reported once, it keeps running as it is. */
+void local_divergence_reported(Ha *h) { h->pg.diverged_reported = true; }
 
 /* pg_rewind ended: success clears the divergence; a failure is remembered so that it is not retried in a loop. */
 void local_rewind_finished(Ha *h, bool ok) {

@@ -93,8 +93,15 @@ void refresh_dynamic_config(Ha *h) {
     cfg_diag_clear(&diag);
 }
 
-/* The lease counts from when the renewal was sent: etcd's TTL started no earlier. */
-void lease_renewed(Ha *h, usec_t sent_at) { h->view.lock_valid_until = sent_at + (usec_t)ttl_s(h) * USEC_PER_SEC; }
+/* The leader key is ours until our lease can expire: ttl after the later of the request's send time and
+ * the lease's last keepalive, whichever came first (acquiring the key attaches the lease without a
+ * keepalive when one was sent less than loop_wait ago). */
+void lease_renewed(Ha *h, usec_t sent_at) {
+    usec_t since = dcs_lease_refreshed_at(h->dcs);
+    if (since && since < sent_at)
+        sent_at = since;
+    h->view.lock_valid_until = sent_at + (usec_t)ttl_s(h) * USEC_PER_SEC;
+}
 
 void lease_lost(Ha *h) { h->view.lock_valid_until = 0; }
 

@@ -55,6 +55,10 @@ int dcs_take_leader(Dcs *d);          /* unconditional put with our lease (after
 /* The lease: granted on first use, kept alive at most once per loop_wait unless forced. */
 int dcs_refresh_lease(Dcs *d, bool force);
 long long dcs_lease_id(const Dcs *d); /* 0 when there is none */
+/* Monotonic time at which the last grant or keepalive of our lease was sent (0: no lease): the lease
+ * cannot expire before this + ttl. A write that attaches the lease without a keepalive (acquiring the
+ * leader key) is valid only that long. */
+usec_t dcs_lease_refreshed_at(Dcs *d);
 int dcs_revoke_lease(Dcs *d);
 
 /* Our member key (with the lease); written only when its value or the lease changed. */

@@ -270,6 +270,7 @@ static int grant_lease_locked(Dcs *d) {
     cJSON *req = cJSON_CreateObject();
     cJSON_AddNumberToObject(req, "TTL", d->ttl);
     cJSON *resp = NULL;
+    usec_t sent = now_monotonic();
     int r = etcd3_call(d, "/lease/grant", req, &resp);
     cJSON_Delete(req);
     if (r < 0)
@@ -285,7 +286,7 @@ static int grant_lease_locked(Dcs *d) {
     cJSON_Delete(resp);
     d->lease_id = id;
     d->lease_ttl = d->ttl;
-    d->lease_refreshed = now_monotonic();
+    d->lease_refreshed = sent; /* the lease runs from when the grant was sent */
     log_debug("granted lease %lld with TTL %lld", id, ttl);
     return 1;
 }
@@ -315,6 +316,9 @@ static int refresh_lease_locked(Dcs *d, bool force) {
     d->lease_refreshed = sent; /* the lease runs from when the keepalive was sent */
     return 1;
 }
+
+/* Like dcs_lease_id(): the lease is used by the calling (HA) thread only, which wrote these itself. */
+usec_t dcs_lease_refreshed_at(Dcs *d) { return d->lease_id ? d->lease_refreshed : 0; }
 
 int dcs_refresh_lease(Dcs *d, bool force) {
     pthread_mutex_lock(&d->req_lock);

@@ -141,24 +141,22 @@ int pg_instance_start(PgInstance *pg, const StrList *args, char **ret_error) {
     return 0;
 }
 
-int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit, PgStopReport *ret) {
-    *ret = (PgStopReport){0};
+int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit) {
     if (pg->pid <= 0)
         return 0;
     pg_instance_close_conn(pg);
     int r = pg_signal_stop(pg->pid, mode, limit);
-    if (r == -ETIMEDOUT && mode != PG_STOP_IMMEDIATE) {
-        ret->escalated_immediate = true;
-        r = pg_signal_stop(pg->pid, PG_STOP_IMMEDIATE, 10 * USEC_PER_SEC);
-    }
-    if (r == -ETIMEDOUT) {
-        /* a hung postmaster (stopped, or stuck in the kernel): fence it */
-        ret->killed = true;
-        (void)kill(pg->pid, SIGKILL);
-        r = pg_signal_stop(pg->pid, PG_STOP_IMMEDIATE, 5 * USEC_PER_SEC);
-        if (r == -ESRCH)
-            r = 0;
-    }
+    if (r == -ETIMEDOUT)
+        return r;
+    pg_instance_forget(pg);
+    return 0;
+}
+
+int pg_instance_kill(PgInstance *pg) {
+    if (pg->pid <= 0)
+        return 0;
+    (void)kill(pg->pid, SIGKILL);
+    int r = pg_signal_stop(pg->pid, PG_STOP_IMMEDIATE, 5 * USEC_PER_SEC);
     if (r == -ETIMEDOUT)
         return r;
     pg_instance_forget(pg);
@@ -171,19 +169,23 @@ int pg_instance_reload(PgInstance *pg) {
     return kill(pg->pid, SIGHUP) < 0 ? -errno : 0;
 }
 
-int pg_instance_promote(PgInstance *pg, char **ret_note, char **ret_error) {
-    *ret_note = NULL;
-    /* pg_promote() over the connection we already have: no fork/exec of pg_ctl on the failover path */
-    char *err = NULL;
-    PGconn *c = pg_instance_conn(pg, &err);
-    if (c) {
-        PGresult *pr = pg_query(c, "SELECT pg_catalog.pg_promote(false)", 5000, &err);
-        bool ok = pr && PQntuples(pr) == 1 && PQgetvalue(pr, 0, 0)[0] == 't';
-        PQclear(pr);
-        if (ok)
-            return 0;
+int pg_instance_promote(PgInstance *pg, char **ret_error) {
+    PGconn *c = pg_instance_conn(pg, ret_error);
+    if (!c)
+        return -ENOTCONN;
+    PGresult *r = pg_query(c, "SELECT pg_catalog.pg_promote(false)", 5000, ret_error);
+    if (!r)
+        return -EIO;
+    bool ok = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!ok) {
+        *ret_error = xstrdup("pg_promote() returned false");
+        return -EIO;
     }
-    *ret_note = err ? err : xstrdup("returned false");
+    return 0;
+}
+
+int pg_instance_promote_pg_ctl(PgInstance *pg, char **ret_error) {
     const PghaConfig *cfg = pg->cfg;
     StrList argv = {0};
     _cleanup_free_ char *pg_ctl = pg_bin(pg->bin_dir, cfg->postgresql.bin_name.pg_ctl);

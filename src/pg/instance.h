@@ -48,19 +48,17 @@ bool pg_instance_find_running(const PgInstance *pg, PidFile *ret);
 /* Spawn the postmaster with the configuration file and the command-line options; attach to it. */
 int pg_instance_start(PgInstance *pg, const StrList *args, char **ret_error);
 
-/* How a stop went, for the agent to report. */
-typedef struct PgStopReport {
-    bool escalated_immediate; /* did not stop within the limit: an immediate shutdown was sent */
-    bool killed;              /* did not stop at all: SIGKILL */
-} PgStopReport;
-/* Stop the postmaster: `mode`, escalating to an immediate shutdown after `limit` and to SIGKILL when
- * that does not work either. 0 (stopped, forgotten) or -ETIMEDOUT. */
-int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit, PgStopReport *ret);
+/* Ask the postmaster to stop (`mode`) and wait up to `limit`: 0 (stopped and forgotten) or -ETIMEDOUT (still
+ * running: the caller escalates, to an immediate stop and then to pg_instance_kill()). */
+int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit);
+/* SIGKILL the postmaster (a hung one: stopped, or stuck in the kernel) and wait up to 5 s for it to go. */
+int pg_instance_kill(PgInstance *pg);
 /* SIGHUP to the postmaster. */
 int pg_instance_reload(PgInstance *pg);
-/* Promote: pg_promote() over the agent's connection, or pg_ctl promote when that fails (*ret_note says
- * why the first way failed, NULL otherwise). */
-int pg_instance_promote(PgInstance *pg, char **ret_note, char **ret_error);
+/* Promote with pg_promote() over the agent's connection (no fork/exec on the failover path). */
+int pg_instance_promote(PgInstance *pg, char **ret_error);
+/* Promote with `pg_ctl promote -W` (when pg_promote() could not be used). */
+int pg_instance_promote_pg_ctl(PgInstance *pg, char **ret_error);
 /* pg_controldata of the data directory. */
 int pg_instance_controldata(const PgInstance *pg, ControlData *ret, char **ret_error);
 

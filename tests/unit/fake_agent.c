@@ -183,10 +183,9 @@ void bootstrap_begin(Ha *h) {
     task_start(h, TASK_BOOTSTRAP, NULL, 0, false);
 }
 
-void local_set_diverged(Ha *h, bool diverged, bool reported) {
-    h->pg.diverged = diverged;
-    h->pg.diverged_reported = reported;
-}
+void local_mark_diverged(Ha *h) { h->pg.diverged = true; }
+
+void local_divergence_reported(Ha *h) { h->pg.diverged_reported = true; }
 
 void remove_data_directory(Ha *h) {
     fake_event("remove_data_directory");

@@ -88,6 +88,11 @@ long long dcs_lease_id(const Dcs *d) {
     return 0;
 }
 
+usec_t dcs_lease_refreshed_at(Dcs *d) {
+    (void)d;
+    return 0;
+}
+
 void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout) {
     (void)d;
     (void)ttl;
