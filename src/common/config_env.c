@@ -174,13 +174,15 @@ static void set_path(YNode *root, const char *path, YNode *val) {
     ynode_free(val);
 }
 
-static void apply(EnvCtx *ctx, YNode *overlay, const char *suffix, const char *path, EnvKind kind) {
+/* Returns whether the variable was set. */
+static bool apply(EnvCtx *ctx, YNode *overlay, const char *suffix, const char *path, EnvKind kind) {
     _cleanup_free_ char *name = NULL;
     _cleanup_free_ char *value = lookup(ctx, suffix, &name);
     if (!value)
-        return;
+        return false;
     _cleanup_free_ char *origin = xasprintf("environment variable %s", name);
     set_path(overlay, path, make_node(value, kind, origin));
+    return true;
 }
 
 void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *userdata) {
@@ -213,9 +215,8 @@ void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *user
         for (char *p = dotted; *p; p++)
             if (*p >= 'A' && *p <= 'Z')
                 *p = (char)(*p - 'A' + 'a');
-        size_t before = src->env_consumed.n;
-        apply(&ctx, overlay, suffix, dotted, etcd3_suffixes[i].kind);
-        etcd3_any |= src->env_consumed.n > before;
+        if (apply(&ctx, overlay, suffix, dotted, etcd3_suffixes[i].kind))
+            etcd3_any = true;
     }
     /* Patroni's quirk: credentials only count when another PATRONI_ETCD3_* is set */
     if (etcd3_any) {

@@ -80,9 +80,9 @@ static bool construct_int(const char *text, long long *ret) {
     } else if (strchr(p, ':')) {
         /* sexagesimal: 1:30 == 90 */
         unsigned long long base = 1, total = 0;
-        char *parts[64];
+        char *parts[64], *save = NULL;
         int n = 0;
-        for (char *tok = strtok(p, ":"); tok && n < 64; tok = strtok(NULL, ":"))
+        for (char *tok = strtok_r(p, ":", &save); tok && n < 64; tok = strtok_r(NULL, ":", &save))
             parts[n++] = tok;
         for (int i = n - 1; i >= 0; i--) {
             total += strtoull(parts[i], NULL, 10) * base;
@@ -113,9 +113,9 @@ static double construct_float(const char *text) {
         return NAN;
     if (strchr(p, ':')) {
         double base = 1, total = 0;
-        char *parts[64];
+        char *parts[64], *save = NULL;
         int n = 0;
-        for (char *tok = strtok(p, ":"); tok && n < 64; tok = strtok(NULL, ":"))
+        for (char *tok = strtok_r(p, ":", &save); tok && n < 64; tok = strtok_r(NULL, ":", &save))
             parts[n++] = tok;
         for (int i = n - 1; i >= 0; i--) {
             total += strtod(parts[i], NULL) * base;
@@ -316,14 +316,15 @@ void py_float_repr(double d, char *buf, size_t len) {
     if (p > 17)
         p = 17;
     char *e = strchr(tmp, 'e');
-    int exp10 = e ? atoi(e + 1) : 0;
+    int exp10 = e ? (int)strtol(e + 1, NULL, 10) : 0;
     if (exp10 >= -4 && exp10 < 16) {
         int decimals = p - 1 - exp10;
         if (decimals < 0)
             decimals = 0;
         snprintf(buf, len, "%.*f", decimals, d);
-        if (!strchr(buf, '.'))
-            strncat(buf, ".0", len - strlen(buf) - 1);
+        size_t used = strlen(buf);
+        if (!strchr(buf, '.') && used < len)
+            snprintf(buf + used, len - used, ".0");
     } else {
         /* Python: mantissa digits, 'e', sign, at least two exponent digits */
         char mant[40];
