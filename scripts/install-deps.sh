@@ -23,6 +23,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# clang-format, cppcheck, perl: the source checks of scripts/check.sh (run by scripts/test.sh).
 # libcurl4-gnutls-dev, not -openssl-dev: libmicrohttpd already loads GnuTLS, and one TLS library
 # initialised instead of two keeps the agent's resident memory down (bench/failover/README.md).
 PACKAGES=(
@@ -33,6 +34,7 @@ PACKAGES=(
     python3-pytest python3-psycopg2 python3-requests python3-yaml
     iproute2 procps openssl curl
     patroni stress-ng
+    clang-format cppcheck perl
 )
 
 is_installed() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of pgha: installs what it needs (Debian 12, as root), builds the normal and the
-# AddressSanitizer+UndefinedBehaviorSanitizer builds, runs the cmocka unit tests in both and the
+# AddressSanitizer+UndefinedBehaviorSanitizer builds, runs the source checks (scripts/check.sh:
+# formatting, cppcheck, banned functions; a finding fails the run), the cmocka unit tests in both and the
 # integration tests (real etcd, PostgreSQL and pgha processes on loopback) against the sanitizer
 # build. Idempotent; safe to run again.
 #
@@ -26,6 +27,9 @@ echo "== build (normal)"
 setup build
 echo "== build (ASan + UBSan)"
 setup build-san -Dsanitize=true
+
+echo "== source checks (format, cppcheck, banned functions)"
+bash scripts/check.sh
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:print_summary=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"

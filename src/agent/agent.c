@@ -80,8 +80,8 @@ int agent_reload(Agent *a) {
     size_t n = config_diff(&a->cfg, &next, &changes);
     bool restart = false;
     for (size_t i = 0; i < n; i++) {
-        log_info("configuration changed: %s: %s -> %s%s", changes[i].path, changes[i].old_value,
-                 changes[i].new_value, changes[i].needs_restart ? " (takes effect after a restart of pgha)" : "");
+        log_info("configuration changed: %s: %s -> %s%s", changes[i].path, changes[i].old_value, changes[i].new_value,
+                 changes[i].needs_restart ? " (takes effect after a restart of pgha)" : "");
         restart |= changes[i].needs_restart;
     }
     if (n == 0)

@@ -6,11 +6,20 @@
 
 const char *ha_action_name(HaAction a) {
     static const char *const names[] = {
-        [HA_NONE] = "none", [HA_FATAL] = "fatal", [HA_WRITE_INITIALIZE] = "write_initialize",
-        [HA_BOOTSTRAP] = "bootstrap", [HA_CLONE] = "clone", [HA_START] = "start",
-        [HA_ACQUIRE_LOCK] = "acquire_lock", [HA_UPDATE_LOCK] = "update_lock",
-        [HA_UPDATE_LOCK_ONLY] = "update_lock_only", [HA_RELEASE_LOCK] = "release_lock", [HA_DEMOTE] = "demote",
-        [HA_FOLLOW] = "follow", [HA_SWITCHOVER] = "switchover", [HA_CLEAR_FAILOVER] = "clear_failover",
+        [HA_NONE] = "none",
+        [HA_FATAL] = "fatal",
+        [HA_WRITE_INITIALIZE] = "write_initialize",
+        [HA_BOOTSTRAP] = "bootstrap",
+        [HA_CLONE] = "clone",
+        [HA_START] = "start",
+        [HA_ACQUIRE_LOCK] = "acquire_lock",
+        [HA_UPDATE_LOCK] = "update_lock",
+        [HA_UPDATE_LOCK_ONLY] = "update_lock_only",
+        [HA_RELEASE_LOCK] = "release_lock",
+        [HA_DEMOTE] = "demote",
+        [HA_FOLLOW] = "follow",
+        [HA_SWITCHOVER] = "switchover",
+        [HA_CLEAR_FAILOVER] = "clear_failover",
     };
     return (size_t)a < ELEMENTSOF(names) && names[a] ? names[a] : "?";
 }
@@ -25,7 +34,8 @@ const char *demote_mode_name(DemoteMode m) {
     return "?";
 }
 
-static void set(Decision *d, HaAction a, const char *target, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void set(Decision *d, HaAction a, const char *target, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void set(Decision *d, HaAction a, const char *target, const char *fmt, ...) {
     d->action = a;
     snprintf(d->target, sizeof d->target, "%s", target ? target : "");
@@ -113,10 +123,11 @@ static bool core_check(const Observation *o, bool check_lag, const char *skip, c
     const LocalState *l = o->local;
     long long mine = l->wal_position;
     const Cluster *c = o->cluster;
-    if (check_lag && c && c->status.has_optime && o->dyn &&
-        c->status.optime - mine > o->dyn->maximum_lag_on_failover) {
-        snprintf(why, why_len, "my wal position %lld is behind the last known leader position %lld by more "
-                 "than maximum_lag_on_failover (%lld)", mine, c->status.optime, o->dyn->maximum_lag_on_failover);
+    if (check_lag && c && c->status.has_optime && o->dyn && c->status.optime - mine > o->dyn->maximum_lag_on_failover) {
+        snprintf(why, why_len,
+                 "my wal position %lld is behind the last known leader position %lld by more "
+                 "than maximum_lag_on_failover (%lld)",
+                 mine, c->status.optime, o->dyn->maximum_lag_on_failover);
         return false;
     }
     if (o->dyn && o->dyn->check_timeline) {
@@ -159,8 +170,8 @@ static bool core_check(const Observation *o, bool check_lag, const char *skip, c
         bool voter = quorum && sync_matches(&c->sync, p->name);
         if ((!sync || voter) && p->wal_position == mine && p->failover_priority > my_priority &&
             !streq(p->name, former)) {
-            snprintf(why, why_len, "%s has the same wal position and a higher failover_priority (%lld > %lld)",
-                     p->name, p->failover_priority, my_priority);
+            snprintf(why, why_len, "%s has the same wal position and a higher failover_priority (%lld > %lld)", p->name,
+                     p->failover_priority, my_priority);
             return false;
         }
         if (voter)
@@ -249,7 +260,8 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
         }
         long long ctl = cluster_timeline(c);
         if (ctl > 0 && l->timeline < ctl) {
-            snprintf(why, why_len, "I am a primary on timeline %lld, behind the cluster timeline %lld", l->timeline, ctl);
+            snprintf(why, why_len, "I am a primary on timeline %lld, behind the cluster timeline %lld", l->timeline,
+                     ctl);
             return false;
         }
         return true;
@@ -325,8 +337,8 @@ static bool process_manual_failover(const Observation *o, Decision *d) {
             return false; /* waiting for its time; the executor wakes up for it */
     }
     if (f->leader && !streq(f->leader, me)) {
-        set(d, HA_CLEAR_FAILOVER, NULL, "leader name does not match: %s != %s; clearing the failover key",
-            f->leader, me);
+        set(d, HA_CLEAR_FAILOVER, NULL, "leader name does not match: %s != %s; clearing the failover key", f->leader,
+            me);
         return true;
     }
     if (f->candidate && streq(f->candidate, me)) {
@@ -409,7 +421,8 @@ void decide(const Observation *o, Decision *d) {
         if (c->leader) {
             const Member *lm = c->leader->member;
             if (lm && lm->state && strcmp(lm->state, "running") != 0 && strcmp(clone_source(o), c->leader->name) == 0) {
-                set(d, HA_NONE, NULL, "waiting for the leader %s to be running before cloning from it", c->leader->name);
+                set(d, HA_NONE, NULL, "waiting for the leader %s to be running before cloning from it",
+                    c->leader->name);
                 return;
             }
             const char *src = clone_source(o);
@@ -423,8 +436,9 @@ void decide(const Observation *o, Decision *d) {
 
     /* the data directory belongs to this cluster? (§4.2 step 4) */
     if (!valid_sysid(l->sysid)) {
-        set(d, HA_NONE, NULL, "data dir for the cluster is not empty, but system ID is invalid; consider doing "
-                              "reinitialize");
+        set(d, HA_NONE, NULL,
+            "data dir for the cluster is not empty, but system ID is invalid; consider doing "
+            "reinitialize");
         return;
     }
     if (c->has_initialize && valid_sysid(c->initialize) && !streq(c->initialize, l->sysid)) {
@@ -445,8 +459,9 @@ void decide(const Observation *o, Decision *d) {
         /* an empty /initialize is what a bootstrap that died halfway leaves: as Patroni does, a node
          * with a valid data directory publishes its system identifier instead of waiting forever */
         if (l->pg_running && l->pg_ready && l->in_recovery) {
-            set(d, HA_FATAL, NULL, "the cluster has no initialize key and this node runs as a replica; "
-                                   "start the primary first");
+            set(d, HA_FATAL, NULL,
+                "the cluster has no initialize key and this node runs as a replica; "
+                "start the primary first");
             return;
         }
         set(d, HA_WRITE_INITIALIZE, NULL, "publishing system identifier %s as /initialize", l->sysid);
@@ -498,8 +513,9 @@ void decide(const Observation *o, Decision *d) {
     if (!c->leader) {
         char why[256];
         if (is_healthiest_node(o, why, sizeof why)) {
-            set(d, HA_ACQUIRE_LOCK, NULL, pg_is_primary(l) ? "acquired session lock as a leader"
-                                                            : "promoted self to leader by acquiring session lock");
+            set(d, HA_ACQUIRE_LOCK, NULL,
+                pg_is_primary(l) ? "acquired session lock as a leader"
+                                 : "promoted self to leader by acquiring session lock");
             return;
         }
         if (pg_is_primary(l) && !paused(o)) {
@@ -507,8 +523,8 @@ void decide(const Observation *o, Decision *d) {
             set(d, HA_DEMOTE, NULL, "demoting self because I am not the healthiest node: %s", why);
             return;
         }
-        set(d, HA_NONE, NULL, "%sI am (%s), not the healthiest node (%s); waiting for a new leader", pause_prefix,
-            me, why);
+        set(d, HA_NONE, NULL, "%sI am (%s), not the healthiest node (%s); waiting for a new leader", pause_prefix, me,
+            why);
         return;
     }
 
@@ -516,10 +532,12 @@ void decide(const Observation *o, Decision *d) {
     if (am_leader(o)) {
         if (paused(o) && !pg_is_primary(l)) {
             if (c->failover.candidate && streq(c->failover.candidate, me)) {
-                set(d, HA_UPDATE_LOCK_ONLY, NULL, "%swaiting to become the leader after a manual failover", pause_prefix);
+                set(d, HA_UPDATE_LOCK_ONLY, NULL, "%swaiting to become the leader after a manual failover",
+                    pause_prefix);
                 return;
             }
-            set(d, HA_RELEASE_LOCK, NULL, "%sreleasing the leader key: postgres is not running as primary", pause_prefix);
+            set(d, HA_RELEASE_LOCK, NULL, "%sreleasing the leader key: postgres is not running as primary",
+                pause_prefix);
             return;
         }
         if (pg_is_primary(l) && process_manual_failover(o, d))

@@ -10,32 +10,32 @@
 
 /* What the local node looks like this cycle. */
 typedef struct LocalState {
-    bool data_dir_empty;        /* no cluster in data_dir (missing, empty, no PG_VERSION) */
-    bool data_dir_error;        /* data_dir not accessible */
-    const char *sysid;          /* our system identifier, NULL when unknown */
-    bool pg_running;            /* the postmaster is alive */
-    bool pg_starting;           /* spawned, not yet accepting connections */
-    bool pg_ready;              /* the status query ran this cycle */
-    bool in_recovery;           /* meaningful when pg_ready */
-    long long timeline;         /* current timeline (running), or pg_control's (stopped) */
-    long long wal_position;     /* primary: flush LSN; replica: max(receive, replay) */
-    bool was_primary;           /* pg_control says the last run was a primary (stopped PG) */
-    const char *async_action;   /* name of a running long action (bootstrap, clone, rewind), or NULL */
-    bool start_timed_out;       /* a start has exceeded primary_start_timeout */
-    bool crashed;               /* the postmaster exited without us asking */
-    const char *following;      /* member our replication currently points at, NULL = none */
-    bool following_unknown;     /* running replica whose upstream we have not set since the agent started */
-    bool leader_lock_valid;     /* we acquired/renewed the leader lock less than ttl ago */
+    bool data_dir_empty;      /* no cluster in data_dir (missing, empty, no PG_VERSION) */
+    bool data_dir_error;      /* data_dir not accessible */
+    const char *sysid;        /* our system identifier, NULL when unknown */
+    bool pg_running;          /* the postmaster is alive */
+    bool pg_starting;         /* spawned, not yet accepting connections */
+    bool pg_ready;            /* the status query ran this cycle */
+    bool in_recovery;         /* meaningful when pg_ready */
+    long long timeline;       /* current timeline (running), or pg_control's (stopped) */
+    long long wal_position;   /* primary: flush LSN; replica: max(receive, replay) */
+    bool was_primary;         /* pg_control says the last run was a primary (stopped PG) */
+    const char *async_action; /* name of a running long action (bootstrap, clone, rewind), or NULL */
+    bool start_timed_out;     /* a start has exceeded primary_start_timeout */
+    bool crashed;             /* the postmaster exited without us asking */
+    const char *following;    /* member our replication currently points at, NULL = none */
+    bool following_unknown;   /* running replica whose upstream we have not set since the agent started */
+    bool leader_lock_valid;   /* we acquired/renewed the leader lock less than ttl ago */
     bool watchdog_failed;
-    bool pre_promote_backoff;   /* within ttl of a failed pre_promote */
+    bool pre_promote_backoff; /* within ttl of a failed pre_promote */
 } LocalState;
 
 /* Another member's answer to GET /patroni during the leader race (spec §4.5 step 9). */
 typedef struct PeerStatus {
     const char *name;
-    bool reachable;             /* answered with an xlog object */
-    bool is_primary;            /* role primary / not in recovery */
-    long long wal_position;     /* max(received, replayed) or location */
+    bool reachable;         /* answered with an xlog object */
+    bool is_primary;        /* role primary / not in recovery */
+    long long wal_position; /* max(received, replayed) or location */
     bool nofailover;
     long long failover_priority;
     bool watchdog_failed;
@@ -47,46 +47,46 @@ typedef struct Observation {
     const Cluster *cluster;     /* NULL when the DCS could not be read */
     const Cluster *last_locked; /* the last view that had a leader (candidate set), may be NULL */
     const LocalState *local;
-    const PeerStatus *peers;    /* probed only when the cluster is unlocked */
+    const PeerStatus *peers; /* probed only when the cluster is unlocked */
     size_t n_peers;
     bool peers_probed;
-    bool stale_tick;            /* the loop woke far later than planned: observe, do not act */
+    bool stale_tick; /* the loop woke far later than planned: observe, do not act */
     /* a scheduled switchover (failover key with scheduled_at), judged by the executor's wall clock */
-    bool scheduled_due;         /* its time has come (within loop_wait) */
-    bool scheduled_stale;       /* it is more than 1.5 * loop_wait in the past */
+    bool scheduled_due;   /* its time has come (within loop_wait) */
+    bool scheduled_stale; /* it is more than 1.5 * loop_wait in the past */
     usec_t now;
 } Observation;
 
 typedef enum HaAction {
-    HA_NONE,                    /* nothing to do (message says why) */
-    HA_FATAL,                   /* refuse to run: the message says why; the agent exits */
-    HA_WRITE_INITIALIZE,        /* publish our sysid as /initialize, then continue */
-    HA_BOOTSTRAP,               /* race for /initialize; the winner runs initdb */
-    HA_CLONE,                   /* create a replica from `target` */
-    HA_START,                   /* start PostgreSQL: as primary if `as_primary`, else following `target` */
-    HA_ACQUIRE_LOCK,            /* race for the leader key; promote when won, follow when lost */
-    HA_UPDATE_LOCK,             /* renew; then promote when PG is a replica */
-    HA_UPDATE_LOCK_ONLY,        /* renew while a long action or a start runs */
-    HA_RELEASE_LOCK,            /* delete our leader key */
-    HA_DEMOTE,                  /* stop being primary: `demote_mode` */
-    HA_FOLLOW,                  /* make replication point at `target` (NULL: nobody) */
-    HA_SWITCHOVER,              /* a manual switchover/failover asks us to step down (graceful) */
-    HA_CLEAR_FAILOVER,          /* the failover key is stale or not for us: clear it */
+    HA_NONE,             /* nothing to do (message says why) */
+    HA_FATAL,            /* refuse to run: the message says why; the agent exits */
+    HA_WRITE_INITIALIZE, /* publish our sysid as /initialize, then continue */
+    HA_BOOTSTRAP,        /* race for /initialize; the winner runs initdb */
+    HA_CLONE,            /* create a replica from `target` */
+    HA_START,            /* start PostgreSQL: as primary if `as_primary`, else following `target` */
+    HA_ACQUIRE_LOCK,     /* race for the leader key; promote when won, follow when lost */
+    HA_UPDATE_LOCK,      /* renew; then promote when PG is a replica */
+    HA_UPDATE_LOCK_ONLY, /* renew while a long action or a start runs */
+    HA_RELEASE_LOCK,     /* delete our leader key */
+    HA_DEMOTE,           /* stop being primary: `demote_mode` */
+    HA_FOLLOW,           /* make replication point at `target` (NULL: nobody) */
+    HA_SWITCHOVER,       /* a manual switchover/failover asks us to step down (graceful) */
+    HA_CLEAR_FAILOVER,   /* the failover key is stale or not for us: clear it */
 } HaAction;
 
 typedef enum DemoteMode {
-    DEMOTE_GRACEFUL,            /* switchover: fast stop with checkpoint, release, follow */
-    DEMOTE_IMMEDIATE,           /* unfit to be primary: immediate stop, release */
-    DEMOTE_IMMEDIATE_NOLOCK,    /* lost the lock: immediate stop, nothing to release */
-    DEMOTE_OFFLINE,             /* DCS unreachable: fast stop, restart read-only without upstream */
+    DEMOTE_GRACEFUL,         /* switchover: fast stop with checkpoint, release, follow */
+    DEMOTE_IMMEDIATE,        /* unfit to be primary: immediate stop, release */
+    DEMOTE_IMMEDIATE_NOLOCK, /* lost the lock: immediate stop, nothing to release */
+    DEMOTE_OFFLINE,          /* DCS unreachable: fast stop, restart read-only without upstream */
 } DemoteMode;
 
 typedef struct Decision {
     HaAction action;
     DemoteMode demote_mode;
-    bool as_primary;            /* HA_START */
-    char target[128];           /* member name for CLONE/START/FOLLOW, "" = none */
-    char message[512];          /* the cycle's summary line */
+    bool as_primary;   /* HA_START */
+    char target[128];  /* member name for CLONE/START/FOLLOW, "" = none */
+    char message[512]; /* the cycle's summary line */
 } Decision;
 
 const char *ha_action_name(HaAction a);
@@ -96,12 +96,12 @@ void decide(const Observation *o, Decision *ret);
 
 /* After the lock race was lost or a renewal failed (spec §4.5, §4.7): what the executor does next. */
 typedef enum LockFailureAction {
-    LOCK_FAIL_NOTHING,          /* nothing to undo (a replica, a paused cluster) */
-    LOCK_FAIL_REREAD,           /* a primary lost the race: read the leader key from etcd, then ask again */
-    LOCK_FAIL_MINE,             /* the key is ours after all (the cache lagged our own write) */
-    LOCK_FAIL_STOP_STARTING,    /* a start as primary is under way: stop it */
-    LOCK_FAIL_DEMOTE_NOLOCK,    /* another member holds the key: immediate stop */
-    LOCK_FAIL_DEMOTE_OFFLINE,   /* the DCS is unreachable: stop, restart read-only without upstream */
+    LOCK_FAIL_NOTHING,        /* nothing to undo (a replica, a paused cluster) */
+    LOCK_FAIL_REREAD,         /* a primary lost the race: read the leader key from etcd, then ask again */
+    LOCK_FAIL_MINE,           /* the key is ours after all (the cache lagged our own write) */
+    LOCK_FAIL_STOP_STARTING,  /* a start as primary is under way: stop it */
+    LOCK_FAIL_DEMOTE_NOLOCK,  /* another member holds the key: immediate stop */
+    LOCK_FAIL_DEMOTE_OFFLINE, /* the DCS is unreachable: stop, restart read-only without upstream */
 } LockFailureAction;
 
 typedef struct LockFailure {

@@ -29,7 +29,8 @@ void demote(Ha *h, DemoteMode mode) {
         PGconn *c = local_conn(h);
         char *err = NULL;
         usec_t now = now_monotonic();
-        long budget_ms = h->view.lock_valid_until > now ? (long)((h->view.lock_valid_until - now) / USEC_PER_MSEC) / 2 : 1000;
+        long budget_ms = h->view.lock_valid_until > now ? (long)((h->view.lock_valid_until - now) / USEC_PER_MSEC) / 2
+                                                        : 1000;
         if (c && pg_checkpoint(c, (int)(budget_ms > 1000 ? budget_ms : 1000), &err) < 0)
             log_warning("CHECKPOINT before demotion failed: %s", err);
         free(err);
@@ -63,9 +64,7 @@ void demote(Ha *h, DemoteMode mode) {
 }
 
 /* pg_control of a stopped node that last ran as a replica */
-static bool was_replica_before(Ha *h) {
-    return h->pg.have_controldata && pg_state_was_replica(h->pg.cd.state);
-}
+static bool was_replica_before(Ha *h) { return h->pg.have_controldata && pg_state_was_replica(h->pg.cd.state); }
 
 /* The LSN at which timeline `tl` ended in the cluster's history (/history entries [tl, lsn, ...]). */
 static bool history_switch_lsn(const Cluster *c, long long tl, long long *ret) {
@@ -97,7 +96,8 @@ static bool wal_diverged(Ha *h, long long my_tl, long long my_lsn) {
     pg_format_lsn(my_lsn, mine, sizeof mine);
     pg_format_lsn(switch_lsn, sw, sizeof sw);
     log_warning("my WAL position %s on timeline %lld is past the point %s where the cluster's history left "
-                "timeline %lld: it diverged from the leader", mine, my_tl, sw, my_tl);
+                "timeline %lld: it diverged from the leader",
+                mine, my_tl, sw, my_tl);
     return true;
 }
 
@@ -118,17 +118,18 @@ static bool stopped_replica_diverged(Ha *h) {
  * starts it again through pg_rewind (execute_start). */
 static bool check_running_replica(Ha *h) {
     if (h->tilt || dyn_of(h)->pause || h->pg.inst.pid <= 0 || !h->pg.st.ok || !h->pg.st.in_recovery ||
-        h->work.task.kind != TASK_NONE || !h->view.cluster ||
-        !h->view.cluster->leader || h->view.cluster->leader->corrupt || is_lock_holder(h))
+        h->work.task.kind != TASK_NONE || !h->view.cluster || !h->view.cluster->leader ||
+        h->view.cluster->leader->corrupt || is_lock_holder(h))
         return false;
     long long lsn = h->pg.st.replay_lsn > 0 ? h->pg.st.replay_lsn : h->pg.st.receive_lsn;
     if (h->pg.diverged_reported || !wal_diverged(h, h->pg.st.timeline, lsn))
         return false;
     const PghaConfig *cfg = cfg_of(h);
     if (h->pg.rewind_failed || !(dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind ||
-                              cfg->postgresql.remove_data_directory_on_diverged_timelines)) {
+                                 cfg->postgresql.remove_data_directory_on_diverged_timelines)) {
         log_error("this replica cannot stream from the leader until it is rebuilt: %s",
-                  h->pg.rewind_failed ? "pg_rewind failed" : "use_pg_rewind and remove_data_directory_on_diverged_timelines are off");
+                  h->pg.rewind_failed ? "pg_rewind failed"
+                                      : "use_pg_rewind and remove_data_directory_on_diverged_timelines are off");
         local_divergence_reported(h);
         return false;
     }
@@ -169,14 +170,14 @@ static void execute_start(Ha *h, const Decision *d) {
     const char *target = d->target[0] ? d->target : NULL;
     if (target && needs_rewind(h, target)) {
         const Member *m = member_by_name(h, target);
-        char host[256];
-        int port;
         bool leader_ready = m && m->role && strcmp(m->role, "primary") == 0 && !m->checkpoint_after_promote_false;
         if (dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind) {
             if (!leader_ready) {
                 log_info("waiting for the leader %s to finish its promotion before pg_rewind", target);
                 return;
             }
+            char host[256];
+            int port;
             if (member_host_port(m, host, sizeof host, &port)) {
                 bool crash = pg_state_needs_crash_recovery(h->pg.cd.state);
                 log_info("running pg_rewind from %s%s", target, crash ? " (after crash recovery)" : "");
@@ -192,7 +193,8 @@ static void execute_start(Ha *h, const Decision *d) {
             return;
         } else {
             log_warning("the timeline of %s is newer than mine and use_pg_rewind is off: starting as a replica "
-                        "anyway; it may not be able to stream", target);
+                        "anyway; it may not be able to stream",
+                        target);
         }
     }
     (void)start_postgres(h, false, target);

@@ -61,8 +61,13 @@ static void run_cycle(Ha *h, bool stale) {
     }
 
     /* 4. peers, when a race or a switchover needs them */
-    Observation o = {.cfg = cfg_of(h), .dyn = dyn_of(h), .cluster = h->view.cluster, .last_locked = h->view.last_locked,
-                     .local = &l, .stale_tick = stale, .now = now};
+    Observation o = {.cfg = cfg_of(h),
+                     .dyn = dyn_of(h),
+                     .cluster = h->view.cluster,
+                     .last_locked = h->view.last_locked,
+                     .local = &l,
+                     .stale_tick = stale,
+                     .now = now};
     PeerStatus *peers = NULL;
     if (decide_needs_peers(&o)) {
         peers = probe_members(h->view.cluster, h->view.last_locked, cfg_of(h)->name, cfg_of(h), 2000, &o.n_peers);

@@ -31,51 +31,51 @@ typedef struct Ha Ha;
 /* ---- HaLocal (local.c) ---- */
 typedef struct HaLocal {
     PgInstance inst;
-    bool starting;             /* spawned, not yet answering */
+    bool starting; /* spawned, not yet answering */
     bool start_as_primary;
     usec_t start_began;
     bool promoting;
-    bool expect_stop;          /* we stopped it: its exit is no crash */
+    bool expect_stop; /* we stopped it: its exit is no crash */
     bool crashed;
-    PgStatus st;               /* the status query of this cycle */
+    PgStatus st; /* the status query of this cycle */
     char sysid[32];
     bool have_controldata;
     ControlData cd;
-    char state[64];            /* member state: running, stopped, starting, ... */
-    char role[32];             /* primary, replica, uninitialized, demoted, promoted */
-    char following[128];       /* the member replication points at ("" = none) */
-    bool following_set;        /* false after an agent restart until the configuration is written */
+    char state[64];      /* member state: running, stopped, starting, ... */
+    char role[32];       /* primary, replica, uninitialized, demoted, promoted */
+    char following[128]; /* the member replication points at ("" = none) */
+    bool following_set;  /* false after an agent restart until the configuration is written */
     bool pending_restart;
-    cJSON *pending_reason;     /* {"guc":{"old_value":..,"new_value":..}} */
+    cJSON *pending_reason; /* {"guc":{"old_value":..,"new_value":..}} */
     usec_t not_answering_since;
-    bool diverged;             /* a replica whose WAL went past the leader's timeline switch: rewind it */
-    bool rewind_failed;        /* pg_rewind failed and the data directory was kept: do not loop on it */
+    bool diverged;      /* a replica whose WAL went past the leader's timeline switch: rewind it */
+    bool rewind_failed; /* pg_rewind failed and the data directory was kept: do not loop on it */
     bool diverged_reported;
 } HaLocal;
 
 /* ---- HaView (view.c) ---- */
 typedef struct HaView {
-    Cluster *cluster;          /* NULL when the DCS could not be read this cycle */
-    Cluster *last_locked;      /* the last view with a leader: the candidate set of the next race */
+    Cluster *cluster;     /* NULL when the DCS could not be read this cycle */
+    Cluster *last_locked; /* the last view with a leader: the candidate set of the next race */
     DynConfig dyn;
     long long dyn_version;
     bool dyn_loaded;
     long long dcs_last_seen;
     usec_t cluster_read_at;
-    usec_t lock_valid_until;   /* monotonic: our lease counts until then */
+    usec_t lock_valid_until; /* monotonic: our lease counts until then */
 } HaView;
 
 /* ---- HaPublished (publish.c) ---- */
 typedef struct HaPublished {
-    char *last_status;         /* last /status value we wrote */
+    char *last_status; /* last /status value we wrote */
 } HaPublished;
 
 /* ---- HaSync (sync_exec.c) ---- */
 typedef struct HaSync {
-    char *ssn;                 /* synchronous_standby_names while pgha manages it (synchronous mode), else NULL */
-    long long flush;           /* primary flush LSN when ssn last took effect (0: not known yet) */
-    usec_t grace_until;        /* quorum mode after a promotion: remove no voter before this */
-    bool leaving;              /* about to stop: publish nosync so that the leader releases us first */
+    char *ssn;          /* synchronous_standby_names while pgha manages it (synchronous mode), else NULL */
+    long long flush;    /* primary flush LSN when ssn last took effect (0: not known yet) */
+    usec_t grace_until; /* quorum mode after a promotion: remove no voter before this */
+    bool leaving;       /* about to stop: publish nosync so that the leader releases us first */
 } HaSync;
 
 /* ---- HaSlots (slots_exec.c) ---- */
@@ -87,20 +87,20 @@ typedef struct PendingSlot {
 } PendingSlot;
 
 typedef struct HaSlots {
-    PgSlot *rows;              /* pg_replication_slots as read this cycle */
+    PgSlot *rows; /* pg_replication_slots as read this cycle */
     size_t n_rows;
     bool rows_ok;
-    bool synced;               /* slots_sync() ran this cycle */
-    int timeout_ms;            /* per statement of slots_sync(): bounded by what is left of the lease */
-    RetainTimers retain;       /* leader: when each member slot was last seen (retain_slots) */
+    bool synced;         /* slots_sync() ran this cycle */
+    int timeout_ms;      /* per statement of slots_sync(): bounded by what is left of the lease */
+    RetainTimers retain; /* leader: when each member slot was last seen (retain_slots) */
     char *errors_logged;
-    bool enforce_hsf;          /* hot_standby_feedback forced on: this node (or a cascade below it) carries them */
-    StrList recopy;            /* advance failed for lack of WAL or invalidation: copy again */
-    PendingSlot *unready;      /* copies not yet known to be safe to use after a failover */
+    bool enforce_hsf;     /* hot_standby_feedback forced on: this node (or a cascade below it) carries them */
+    StrList recopy;       /* advance failed for lack of WAL or invalidation: copy again */
+    PendingSlot *unready; /* copies not yet known to be safe to use after a failover */
     size_t n_unready;
-    bool check_local;          /* after a (re)start: check the local logical slots' readiness again */
-    usec_t copy_after;         /* back-off after a refused or failed copy */
-    StrList copy_logged;       /* copy notes already logged (cleared when there is nothing to copy) */
+    bool check_local;    /* after a (re)start: check the local logical slots' readiness again */
+    usec_t copy_after;   /* back-off after a refused or failed copy */
+    StrList copy_logged; /* copy notes already logged (cleared when there is nothing to copy) */
 } HaSlots;
 
 /* ---- HaWork (work.c) ---- */
@@ -114,19 +114,19 @@ typedef struct Task {
     char *error;
     char host[256];
     int port;
-    bool crash_recovery;       /* rewind: finish crash recovery first */
-    PgChild child;             /* the tool it runs, stopped at shutdown */
+    bool crash_recovery; /* rewind: finish crash recovery first */
+    PgChild child;       /* the tool it runs, stopped at shutdown */
     Ha *ha;
 } Task;
 
 typedef struct HaWork {
     Task task;
-    bool bootstrap_pending;    /* initdb done or running: roles, post_bootstrap and the DCS keys follow */
+    bool bootstrap_pending; /* initdb done or running: roles, post_bootstrap and the DCS keys follow */
     /* the CHECKPOINT after a promotion (pg_rewind on other nodes needs it): run in a thread */
     pthread_t checkpoint_thread;
     bool checkpoint_running;
     _Atomic bool checkpoint_done;
-    bool checkpoint_pending;   /* published as checkpoint_after_promote: false */
+    bool checkpoint_pending; /* published as checkpoint_after_promote: false */
 } HaWork;
 
 struct Ha {
@@ -144,7 +144,7 @@ struct Ha {
     usec_t next_watchdog;
     usec_t last_cycle;
     bool reload_pending;
-    bool tilt;                 /* this cycle is stale (TILT): observe only */
+    bool tilt; /* this cycle is stale (TILT): observe only */
     bool fatal;
     usec_t pre_promote_failed_at;
 };

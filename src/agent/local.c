@@ -182,12 +182,16 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
     const PghaConfig *cfg = cfg_of(h);
     if (cfg->postgresql.before_stop) {
         char *out = NULL;
-        int r = run_shell(cfg->postgresql.before_stop, NULL, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC, &out);
+        int r = run_shell(cfg->postgresql.before_stop, NULL, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC,
+                          &out);
         if (r != 0)
             log_warning("before_stop script exited with %d: %s", r, out ? str_trim(out) : "");
         free(out);
     }
-    log_info("stopping PostgreSQL (%s)%s%s", mode == PG_STOP_FAST ? "fast" : mode == PG_STOP_IMMEDIATE ? "immediate" : "smart",
+    log_info("stopping PostgreSQL (%s)%s%s",
+             mode == PG_STOP_FAST        ? "fast"
+             : mode == PG_STOP_IMMEDIATE ? "immediate"
+                                         : "smart",
              why ? ": " : "", why ? why : "");
     h->pg.expect_stop = true;
     set_state(h, "stopping");

@@ -102,8 +102,8 @@ bool probe_liveness(const char *api_url, const PghaConfig *cfg, long timeout_ms,
     return ok;
 }
 
-PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg,
-                          long timeout_ms, size_t *ret_n) {
+PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg, long timeout_ms,
+                          size_t *ret_n) {
     size_t cap = (c ? c->n_members : 0) + (also ? also->n_members : 0);
     Probe *probes = xcalloc(cap + 1, sizeof(Probe));
     size_t n = 0;

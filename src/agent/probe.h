@@ -8,8 +8,8 @@
 
 /* Probe every member of `c` (and of `also`, when not already in c) except `me` that has an
  * api_url. Returns an array (names point into the clusters) and its length in *ret_n. */
-PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg,
-                          long timeout_ms, size_t *ret_n);
+PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg, long timeout_ms,
+                          size_t *ret_n);
 /* Does a REST API answer at api_url's /liveness (the duplicate-name check at start-up)? *ret_url: the
  * URL asked (caller frees). */
 bool probe_liveness(const char *api_url, const PghaConfig *cfg, long timeout_ms, char **ret_url);

@@ -82,7 +82,8 @@ void touch_member(Ha *h) {
     m.role = xstrdup(h->pg.role);
     m.version = xstrdup(PGHA_PATRONI_VERSION);
     m.proxy_url = cfg_of(h)->postgresql.proxy_address
-                      ? xasprintf("postgres://%s/%s", cfg_of(h)->postgresql.proxy_address, cfg_of(h)->postgresql.database)
+                      ? xasprintf("postgres://%s/%s", cfg_of(h)->postgresql.proxy_address,
+                                  cfg_of(h)->postgresql.database)
                       : NULL;
     m.tags = effective_tags(h);
     if (h->pg.st.ok && h->work.task.kind == TASK_NONE) {

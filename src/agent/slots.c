@@ -243,8 +243,9 @@ static void merge_permanent(const SlotsInput *in, SlotsPlan *p) {
             continue;
         if (!valid_slot_name(name)) {
             add_error(p,
-                "Invalid permanent replication slot name '%s'; slot name may only contain lower case letters, "
-                "numbers, and the underscore chars", name);
+                      "Invalid permanent replication slot name '%s'; slot name may only contain lower case letters, "
+                      "numbers, and the underscore chars",
+                      name);
             continue;
         }
         if (kind == PERM_PHYSICAL) {
@@ -275,8 +276,9 @@ static void merge_permanent(const SlotsInput *in, SlotsPlan *p) {
                 strlist_add(&disabled, name);
             } else if (slots_plan_find(p, name)) {
                 add_error(p,
-                    "Permanent logical replication slot {'%s': {'database': '%s', 'plugin': '%s'}} is "
-                    "conflicting with physical replication slot for cluster member", name, db, plugin);
+                          "Permanent logical replication slot {'%s': {'database': '%s', 'plugin': '%s'}} is "
+                          "conflicting with physical replication slot for cluster member",
+                          name, db, plugin);
             } else {
                 ExpectedSlot *e = expected_add(p, name);
                 e->permanent = true;
@@ -287,15 +289,15 @@ static void merge_permanent(const SlotsInput *in, SlotsPlan *p) {
             }
         } else {
             _cleanup_free_ char *val = ynode_scalar_string(v);
-            add_error(p,
-                "Bad value for slot '%s' in permanent_slots: %s", name, val ? val : "(a collection)");
+            add_error(p, "Bad value for slot '%s' in permanent_slots: %s", name, val ? val : "(a collection)");
         }
     }
     if (disabled.n) {
         _cleanup_free_ char *list = strlist_join(&disabled, "', '");
         add_error(p,
-            "Permanent logical replication slots supported by Patroni only starting from PostgreSQL 11. "
-            "Following slots will not be created: ['%s'].", list);
+                  "Permanent logical replication slots supported by Patroni only starting from PostgreSQL 11. "
+                  "Following slots will not be created: ['%s'].",
+                  list);
     }
     strlist_clear(&disabled);
 }
@@ -371,8 +373,7 @@ static void member_slots(const SlotsInput *in, SlotsPlan *p) {
         }
         strlist_clear(&done);
         _cleanup_free_ char *txt = sb_steal(&b);
-        add_error(p,
-            "Following cluster members share a replication slot name: %s", txt);
+        add_error(p, "Following cluster members share a replication slot name: %s", txt);
     }
     /* retained slots of members that went away (not on nofailover nodes, never our own) */
     _cleanup_free_ char *own = slot_name_from_member_name(in->name);
@@ -396,7 +397,8 @@ bool slots_ignored(const YNode *ignore, const PgSlot *s) {
         const YNode *name = ynode_get(m, "name");
         if (name && name->type != Y_NULL && !(name->type == Y_STR && streq(name->text, s->name)))
             continue;
-        const char *attrs[][2] = {{"database", s->database}, {"plugin", s->plugin},
+        const char *attrs[][2] = {{"database", s->database},
+                                  {"plugin", s->plugin},
                                   {"type", s->logical ? "logical" : "physical"}};
         bool ok = true;
         for (size_t k = 0; ok && k < ELEMENTSOF(attrs); k++) {
@@ -620,8 +622,8 @@ int slot_state_validate(const unsigned char *data, size_t len, const char *name,
     }
     uint32_t want = u32_at(data + 4), got = slot_crc32c(data + 8, len - 8);
     if (want != got) {
-        *ret_error = xasprintf("the state file of slot '%s' has a checksum mismatch (%08x, computed %08x)", name,
-                               want, got);
+        *ret_error = xasprintf("the state file of slot '%s' has a checksum mismatch (%08x, computed %08x)", name, want,
+                               got);
         return -EINVAL;
     }
     const char *fname = (const char *)data + SLOT_CONSTANT_SIZE;
@@ -638,14 +640,15 @@ SlotCopyVerdict slot_copy_check(const ExpectedSlot *e, const SlotCopySource *s, 
     *ret_msg = NULL;
     if (!e || !e->logical || !e->permanent) {
         *ret_msg = xasprintf("Will not copy the slot \"%s\": it is not a permanent logical slot of the "
-                             "configuration", s->name);
+                             "configuration",
+                             s->name);
         return SLOT_COPY_REFUSE;
     }
     if (!streq(s->type, "logical") || !streq(s->database, e->database) || !streq(s->plugin, e->plugin)) {
         *ret_msg = xasprintf("Will not copy the logical slot \"%s\" due to the configuration mismatch: "
                              "configuration={'type': 'logical', 'database': '%s', 'plugin': '%s'}, slot on the "
-                             "primary={'type': '%s', 'database': '%s', 'plugin': '%s'}", s->name, e->database,
-                             e->plugin, s->type ? s->type : "", s->database ? s->database : "",
+                             "primary={'type': '%s', 'database': '%s', 'plugin': '%s'}",
+                             s->name, e->database, e->plugin, s->type ? s->type : "", s->database ? s->database : "",
                              s->plugin ? s->plugin : "");
         return SLOT_COPY_REFUSE;
     }
@@ -664,8 +667,8 @@ SlotCopyVerdict slot_copy_check(const ExpectedSlot *e, const SlotCopySource *s, 
      * slot has moved past that position (else every cycle would restart PostgreSQL for nothing) */
     if (s->local_restart_lsn > 0 && s->restart_lsn <= s->local_restart_lsn) {
         *ret_msg = xasprintf("Not copying the logical slot \"%s\" again yet: its restart_lsn on the primary (%lld) has "
-                             "not moved past that of the copy here (%lld), whose WAL is gone", s->name, s->restart_lsn,
-                             s->local_restart_lsn);
+                             "not moved past that of the copy here (%lld), whose WAL is gone",
+                             s->name, s->restart_lsn, s->local_restart_lsn);
         return SLOT_COPY_WAIT;
     }
     if (!l->wal_level_logical) {
@@ -679,7 +682,8 @@ SlotCopyVerdict slot_copy_check(const ExpectedSlot *e, const SlotCopySource *s, 
     /* the copy must not be ahead of this replica: after a promotion its position must exist here */
     if (l->replay_lsn < s->confirmed_flush_lsn) {
         *ret_msg = xasprintf("Not copying the logical slot \"%s\" yet: replayed up to %lld, the slot is at %lld on "
-                             "the primary", s->name, l->replay_lsn, s->confirmed_flush_lsn);
+                             "the primary",
+                             s->name, l->replay_lsn, s->confirmed_flush_lsn);
         return SLOT_COPY_WAIT;
     }
     /* the copy decodes from its restart_lsn: WAL this replica never had (it was cloned after the slot
@@ -689,8 +693,8 @@ SlotCopyVerdict slot_copy_check(const ExpectedSlot *e, const SlotCopySource *s, 
         pg_format_lsn(s->restart_lsn, need, sizeof need);
         pg_format_lsn(l->oldest_wal_lsn, have, sizeof have);
         *ret_msg = xasprintf("Not copying the logical slot \"%s\" yet: its restart_lsn on the primary (%s) is older "
-                             "than the oldest WAL here (%s); waiting for the slot to move on the primary", s->name,
-                             need, have);
+                             "than the oldest WAL here (%s); waiting for the slot to move on the primary",
+                             s->name, need, have);
         return SLOT_COPY_WAIT;
     }
     if (l->free_slots <= 0) {
@@ -854,8 +858,8 @@ void retain_update(RetainTimers *t, const SlotsInput *in, const cJSON *published
             if (!strlist_contains(&members, it->string))
                 continue;
             const char *db, *plugin;
-            if (perm && ynode_get(perm, it->string) && perm_kind(ynode_get(perm, it->string), &db, &plugin) ==
-                                                           PERM_PHYSICAL)
+            if (perm && ynode_get(perm, it->string) &&
+                perm_kind(ynode_get(perm, it->string), &db, &plugin) == PERM_PHYSICAL)
                 continue; /* only non-permanent member slots are retained */
             timer_set(t, it->string, now, false);
         }
@@ -879,4 +883,3 @@ void retain_update(RetainTimers *t, const SlotsInput *in, const cJSON *published
     if (ret->n > 1)
         qsort(ret->v, ret->n, sizeof *ret->v, cmp_strp);
 }
-

@@ -25,16 +25,16 @@ typedef enum SlotRole {
 typedef struct SlotsInput {
     const Cluster *cluster;
     const DynConfig *dyn;
-    const char *name;              /* this node's member name */
+    const char *name; /* this node's member name */
     SlotRole role;
-    int pg_major;                  /* 13, 16, ...; "advance" features need 11 */
-    bool nofailover, nostream;     /* this node's tags */
+    int pg_major;              /* 13, 16, ...; "advance" features need 11 */
+    bool nofailover, nostream; /* this node's tags */
     const char *replicatefrom;
     bool paused;
-    const PgSlot *slots;           /* pg_replication_slots */
+    const PgSlot *slots; /* pg_replication_slots */
     size_t n_slots;
-    long long replay_lsn;          /* replicas: logical slots are not advanced past it */
-    const StrList *recopy;         /* replicas: logical slots whose advance failed because their WAL is gone or
+    long long replay_lsn;  /* replicas: logical slots are not advanced past it */
+    const StrList *recopy; /* replicas: logical slots whose advance failed because their WAL is gone or
                                     * they were invalidated (SQLSTATE 58P01, 55000): copied again, not advanced */
 } SlotsInput;
 
@@ -42,9 +42,9 @@ typedef struct SlotsInput {
 typedef struct ExpectedSlot {
     char *name;
     bool logical;
-    char *database, *plugin;       /* logical */
-    long long lsn;                 /* position published by the leader (0: unknown) */
-    int expected_active;           /* 1: something streams from it here, 0: nothing should, -1: unknown */
+    char *database, *plugin; /* logical */
+    long long lsn;           /* position published by the leader (0: unknown) */
+    int expected_active;     /* 1: something streams from it here, 0: nothing should, -1: unknown */
     bool permanent;
 } ExpectedSlot;
 
@@ -52,33 +52,33 @@ typedef enum SlotActionKind {
     SLOT_ACT_DROP,
     SLOT_ACT_CREATE_PHYSICAL,
     SLOT_ACT_CREATE_LOGICAL,
-    SLOT_ACT_ADVANCE,              /* pg_replication_slot_advance(name, lsn); logical ones in `database` */
+    SLOT_ACT_ADVANCE, /* pg_replication_slot_advance(name, lsn); logical ones in `database` */
 } SlotActionKind;
 
 typedef enum SlotDropReason {
-    SLOT_DROP_UNKNOWN,             /* not expected, not ignored */
-    SLOT_DROP_MISMATCH,            /* type/plugin/database differ from the configuration: recreated */
-    SLOT_DROP_XMIN,                /* physical, not expected to be active, but holds an xmin: recreated */
-    SLOT_DROP_NO_RESTART_LSN,      /* physical without restart_lsn (created by someone else): recreated later */
+    SLOT_DROP_UNKNOWN,        /* not expected, not ignored */
+    SLOT_DROP_MISMATCH,       /* type/plugin/database differ from the configuration: recreated */
+    SLOT_DROP_XMIN,           /* physical, not expected to be active, but holds an xmin: recreated */
+    SLOT_DROP_NO_RESTART_LSN, /* physical without restart_lsn (created by someone else): recreated later */
 } SlotDropReason;
 
 typedef struct SlotAction {
     SlotActionKind kind;
-    SlotDropReason reason;         /* SLOT_ACT_DROP */
+    SlotDropReason reason; /* SLOT_ACT_DROP */
     char *name;
     bool logical;
     char *database, *plugin;
-    long long lsn;                 /* SLOT_ACT_ADVANCE */
-    char *detail;                  /* the log line's explanation (drops), or NULL */
+    long long lsn; /* SLOT_ACT_ADVANCE */
+    char *detail;  /* the log line's explanation (drops), or NULL */
 } SlotAction;
 
 typedef struct SlotsPlan {
     ExpectedSlot *expected;
     size_t n_expected;
-    SlotAction *actions;           /* in execution order; a create after a failed drop of the same name is skipped */
+    SlotAction *actions; /* in execution order; a create after a failed drop of the same name is skipped */
     size_t n_actions;
-    StrList errors;                /* configuration problems (bad permanent slots, conflicting member names) */
-    StrList copy;                  /* replicas: logical slots to copy from the primary (missing here, or in
+    StrList errors; /* configuration problems (bad permanent slots, conflicting member names) */
+    StrList copy;   /* replicas: logical slots to copy from the primary (missing here, or in
                                     * `recopy`, and with a position in /status.slots) */
 } SlotsPlan;
 
@@ -101,26 +101,26 @@ char *slots_name_on_primary(const SlotsInput *in);
 /* One row of the copy query on the primary. */
 typedef struct SlotCopySource {
     const char *name, *type, *database, *plugin;
-    long long confirmed_flush_lsn;  /* 0 when NULL */
-    long long restart_lsn;          /* 0 when NULL */
-    const unsigned char *state;     /* pg_replslot/<name>/state as read on the primary */
+    long long confirmed_flush_lsn; /* 0 when NULL */
+    long long restart_lsn;         /* 0 when NULL */
+    const unsigned char *state;    /* pg_replslot/<name>/state as read on the primary */
     size_t state_len;
-    long long local_restart_lsn;    /* a copy again (its WAL is gone here): the restart_lsn of the local slot */
+    long long local_restart_lsn; /* a copy again (its WAL is gone here): the restart_lsn of the local slot */
 } SlotCopySource;
 
 /* What the copy needs from this replica's running PostgreSQL. */
 typedef struct SlotCopyLocal {
     long long replay_lsn;
-    bool wal_level_logical;         /* else PostgreSQL refuses to start with a logical slot */
-    bool hot_standby_feedback;      /* else the primary does not protect the copy's catalog_xmin */
-    long long free_slots;           /* max_replication_slots minus the slots that exist (and are being copied) */
-    long long oldest_wal_lsn;       /* where the oldest WAL segment in pg_wal here starts (0: not known) */
+    bool wal_level_logical;    /* else PostgreSQL refuses to start with a logical slot */
+    bool hot_standby_feedback; /* else the primary does not protect the copy's catalog_xmin */
+    long long free_slots;      /* max_replication_slots minus the slots that exist (and are being copied) */
+    long long oldest_wal_lsn;  /* where the oldest WAL segment in pg_wal here starts (0: not known) */
 } SlotCopyLocal;
 
 typedef enum SlotCopyVerdict {
     SLOT_COPY_OK,
-    SLOT_COPY_WAIT,                 /* not yet (this replica is behind the slot, feedback off, no free slot) */
-    SLOT_COPY_REFUSE,               /* the configuration does not match, or the state file is not valid */
+    SLOT_COPY_WAIT,   /* not yet (this replica is behind the slot, feedback off, no free slot) */
+    SLOT_COPY_REFUSE, /* the configuration does not match, or the state file is not valid */
 } SlotCopyVerdict;
 
 /* May the slot be copied now? `expected` is the plan's entry of that name (NULL: not expected).
@@ -156,7 +156,7 @@ typedef struct RetainTimers {
     char **names;
     double *seen;
     size_t n;
-    bool started;                  /* seeded from the DCS's retain_slots in this term as leader */
+    bool started; /* seeded from the DCS's retain_slots in this term as leader */
 } RetainTimers;
 
 void retain_timers_clear(RetainTimers *t);

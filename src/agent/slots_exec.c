@@ -35,11 +35,19 @@ void slots_input(Ha *h, SlotsInput *in) {
                     : standby_cluster && is_lock_holder(h) ? SLOT_ROLE_STANDBY_LEADER
                                                            : SLOT_ROLE_REPLICA;
     long long v = h->pg.st.server_version;
-    *in = (SlotsInput){.cluster = h->view.cluster, .dyn = dyn, .name = cfg->name, .role = role,
-                       .pg_major = (int)(v >= 100000 ? v / 10000 : v / 100), .nofailover = cfg->tags.nofailover,
-                       .nostream = cfg->tags.nostream, .replicatefrom = cfg->tags.replicatefrom,
-                       .paused = dyn->pause, .slots = h->slots.rows, .n_slots = h->slots.n_rows,
-                       .replay_lsn = h->pg.st.replay_lsn, .recopy = &h->slots.recopy};
+    *in = (SlotsInput){.cluster = h->view.cluster,
+                       .dyn = dyn,
+                       .name = cfg->name,
+                       .role = role,
+                       .pg_major = (int)(v >= 100000 ? v / 10000 : v / 100),
+                       .nofailover = cfg->tags.nofailover,
+                       .nostream = cfg->tags.nostream,
+                       .replicatefrom = cfg->tags.replicatefrom,
+                       .paused = dyn->pause,
+                       .slots = h->slots.rows,
+                       .n_slots = h->slots.n_rows,
+                       .replay_lsn = h->pg.st.replay_lsn,
+                       .recopy = &h->slots.recopy};
 }
 
 /* A connection to the slot's database on the local server. */
@@ -68,9 +76,7 @@ static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *fail
     case SLOT_ACT_DROP:
         switch (a->reason) {
         case SLOT_DROP_UNKNOWN: log_info("Trying to drop unknown replication slot '%s'", a->name); break;
-        case SLOT_DROP_MISMATCH:
-            log_info("Trying to drop replication slot '%s' because %s", a->name, a->detail);
-            break;
+        case SLOT_DROP_MISMATCH: log_info("Trying to drop replication slot '%s' because %s", a->name, a->detail); break;
         case SLOT_DROP_XMIN:
         case SLOT_DROP_NO_RESTART_LSN:
             log_warning("Dropping physical replication slot %s because %s", a->name, a->detail);
@@ -138,9 +144,14 @@ static PGconn *leader_conn(Ha *h, char **err) {
         return NULL;
     }
     const PghaConfig *cfg = cfg_of(h);
-    PgConnParams p = {.host = host, .port = port, .user = cfg->postgresql.rewind.username,
-                      .password = cfg->postgresql.rewind.password, .dbname = cfg->postgresql.database,
-                      .application_name = "Patroni", .connect_timeout = 3, .ssl = &cfg->postgresql.rewind};
+    PgConnParams p = {.host = host,
+                      .port = port,
+                      .user = cfg->postgresql.rewind.username,
+                      .password = cfg->postgresql.rewind.password,
+                      .dbname = cfg->postgresql.database,
+                      .application_name = "Patroni",
+                      .connect_timeout = 3,
+                      .ssl = &cfg->postgresql.rewind};
     return pg_connect(&p, err);
 }
 
@@ -211,7 +222,8 @@ static void check_logical_slots_readiness(Ha *h, const SlotsInput *in) {
         else
             i++;
     }
-    if (!h->slots.n_unready || !h->view.cluster || !h->view.cluster->leader || is_lock_holder(h) || !h->pg.st.in_recovery)
+    if (!h->slots.n_unready || !h->view.cluster || !h->view.cluster->leader || is_lock_holder(h) ||
+        !h->pg.st.in_recovery)
         return;
     _cleanup_free_ char *phys = slots_name_on_primary(in);
     if (!phys)
@@ -298,13 +310,14 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
     _cleanup_free_ char *list = strlist_join(&plan->copy, "', '");
     if (dyn_of(h)->pause) {
         _cleanup_free_ char *m = xasprintf("Not copying logical slots ['%s'] from the primary: maintenance mode "
-                                           "(copying restarts PostgreSQL)", list);
+                                           "(copying restarts PostgreSQL)",
+                                           list);
         copy_note(h, LOG_INFO, "pause", m);
         return;
     }
     if (!h->pg.st.streaming) {
-        _cleanup_free_ char *m =
-            xasprintf("Not copying logical slots ['%s'] from the primary yet: this replica is not streaming", list);
+        _cleanup_free_ char *m = xasprintf(
+            "Not copying logical slots ['%s'] from the primary yet: this replica is not streaming", list);
         copy_note(h, LOG_INFO, "streaming", m);
         return;
     }
@@ -316,8 +329,10 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
         free(err);
         return;
     }
-    SlotCopyLocal loc = {.replay_lsn = h->pg.st.replay_lsn, .wal_level_logical = set.wal_level_logical,
-                         .hot_standby_feedback = set.hot_standby_feedback, .free_slots = set.free_slots};
+    SlotCopyLocal loc = {.replay_lsn = h->pg.st.replay_lsn,
+                         .wal_level_logical = set.wal_level_logical,
+                         .hot_standby_feedback = set.hot_standby_feedback,
+                         .free_slots = set.free_slots};
     const char *data_dir = cfg_of(h)->postgresql.data_dir;
     loc.oldest_wal_lsn = pg_oldest_wal_lsn(data_dir, set.wal_segment_size);
     PGconn *lc = leader_conn(h, &err);
@@ -352,8 +367,13 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
         strlist_add(&seen, name);
         const unsigned char *state = row->state;
         size_t len = row->state_len;
-        SlotCopySource src = {.name = name, .type = row->type, .database = row->database, .plugin = row->plugin,
-                              .confirmed_flush_lsn = row->confirmed_flush_lsn, .state = state, .state_len = len,
+        SlotCopySource src = {.name = name,
+                              .type = row->type,
+                              .database = row->database,
+                              .plugin = row->plugin,
+                              .confirmed_flush_lsn = row->confirmed_flush_lsn,
+                              .state = state,
+                              .state_len = len,
                               .restart_lsn = row->restart_lsn};
         const PgSlot *mine = local_slot(h, name);
         if (mine && strlist_contains(&h->slots.recopy, name))
@@ -408,7 +428,8 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
                     pg_format_lsn(todo[i].restart_lsn, need, sizeof need);
                     pg_format_lsn(oldest, have, sizeof have);
                     log_warning("Not copying logical slot '%s': the WAL from its restart_lsn %s was removed here "
-                                "while PostgreSQL stopped (the oldest WAL here starts at %s)", todo[i].name, need, have);
+                                "while PostgreSQL stopped (the oldest WAL here starts at %s)",
+                                todo[i].name, need, have);
                     h->slots.copy_after = now_monotonic() + (usec_t)ttl_s(h) * USEC_PER_SEC;
                     continue;
                 }
@@ -532,7 +553,8 @@ void update_enforce_hsf(Ha *h) {
         in.pg_major = h->pg.inst.major; /* PostgreSQL is not running: the data directory's version */
     bool v = slots_enforce_hot_standby_feedback(&in);
     if (v != h->slots.enforce_hsf)
-        log_info("%s hot_standby_feedback (permanent logical replication slots)", v ? "enforcing" : "no longer enforcing");
+        log_info("%s hot_standby_feedback (permanent logical replication slots)",
+                 v ? "enforcing" : "no longer enforcing");
     h->slots.enforce_hsf = v;
 }
 

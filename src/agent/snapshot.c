@@ -95,8 +95,8 @@ char *snapshot_status_json(const Snapshot *s) {
             const cJSON *r;
             cJSON_ArrayForEach(r, s->replication) {
                 cJSON *e = cJSON_CreateObject();
-                static const char *const keys[] = {"usename", "application_name", "client_addr", "state",
-                                                   "sync_state", "sync_priority"};
+                static const char *const keys[] = {"usename", "application_name", "client_addr",
+                                                   "state",   "sync_state",       "sync_priority"};
                 for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
                     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, keys[i]);
                     cJSON_AddItemToObject(e, keys[i], v ? cJSON_Duplicate(v, true) : cJSON_CreateNull());

@@ -12,38 +12,38 @@ typedef struct cJSON cJSON;
 typedef struct Snapshot {
     atomic_int refs;
     char *scope, *name;
-    char *state;                    /* member state: running, stopped, starting, crashed, ... */
-    char *role;                     /* primary, replica, uninitialized, demoted, promoted */
-    bool pg_running;                /* the status query ran */
+    char *state;     /* member state: running, stopped, starting, crashed, ... */
+    char *role;      /* primary, replica, uninitialized, demoted, promoted */
+    bool pg_running; /* the status query ran */
     long long server_version;
-    char *postmaster_start_time;    /* "2024-08-28 19:39:26.352526+00:00" */
+    char *postmaster_start_time; /* "2024-08-28 19:39:26.352526+00:00" */
     double postmaster_start_epoch;
     bool in_recovery;
     bool has_timeline;
     long long timeline;
-    long long xlog_location;        /* primary */
+    long long xlog_location;                        /* primary */
     long long received_location, replayed_location; /* replica */
-    char *replayed_timestamp;       /* NULL: null */
+    char *replayed_timestamp;                       /* NULL: null */
     bool replay_paused;
-    char *replication_state;        /* streaming / in archive recovery / NULL */
-    cJSON *replication;             /* pg_stat_replication rows or NULL */
+    char *replication_state; /* streaming / in archive recovery / NULL */
+    cJSON *replication;      /* pg_stat_replication rows or NULL */
     bool pause;
-    bool has_cluster;               /* the DCS was read less than ttl ago */
+    bool has_cluster; /* the DCS was read less than ttl ago */
     bool cluster_unlocked;
     bool failsafe_active;
-    long long dcs_last_seen;        /* epoch seconds */
-    cJSON *tags;                    /* effective tags (object) or NULL */
+    long long dcs_last_seen; /* epoch seconds */
+    cJSON *tags;             /* effective tags (object) or NULL */
     char *sysid;
     bool sync_standby, quorum_standby;
     bool pending_restart;
     bool watchdog_failed;
-    bool is_leader;                 /* holds the lock, renewed less than ttl ago */
+    bool is_leader; /* holds the lock, renewed less than ttl ago */
     bool has_optime;
-    long long cluster_optime;       /* /status optime */
+    long long cluster_optime; /* /status optime */
     bool standby_cluster;
-    usec_t next_cycle;              /* monotonic time of the next scheduled HA cycle */
+    usec_t next_cycle; /* monotonic time of the next scheduled HA cycle */
     long long ttl, loop_wait;
-    usec_t published;               /* monotonic */
+    usec_t published; /* monotonic */
 } Snapshot;
 
 Snapshot *snapshot_new(void);

@@ -96,7 +96,9 @@ static Row *collect_rows(const cJSON *replication, const Cluster *c, const char 
             continue; /* two walsenders with one application_name: count the member once */
         long long lsn = 0;
         (void)json_get_ll(r, lsn_field, &lsn);
-        rows[nr++] = (Row){.name = m->name, .sync_state = json_get_string(r, "sync_state"), .lsn = lsn,
+        rows[nr++] = (Row){.name = m->name,
+                           .sync_state = json_get_string(r, "sync_state"),
+                           .lsn = lsn,
                            .nofailover = member_nofailover(m)};
     }
     qsort(rows, nr, sizeof(Row), cmp_rows);

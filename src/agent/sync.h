@@ -53,20 +53,20 @@ long long sync_quorum_guarantee(const SsnValue *ssn, const StrList *voters, cons
 
 typedef struct QuorumInput {
     const char *me;
-    const SyncState *sync;       /* /sync as read */
-    const SsnValue *ssn;         /* synchronous_standby_names in force */
-    const StrList *active;       /* eligible streaming replicas (sync_quorum_rows) */
+    const SyncState *sync; /* /sync as read */
+    const SsnValue *ssn;   /* synchronous_standby_names in force */
+    const StrList *active; /* eligible streaming replicas (sync_quorum_rows) */
     const StrList *confirmed;
-    long long wanted;            /* synchronous_node_count */
+    long long wanted; /* synchronous_node_count */
     bool strict;
-    bool grace;                  /* just promoted: take /sync over, remove nobody yet */
+    bool grace; /* just promoted: take /sync over, remove nobody yet */
 } QuorumInput;
 
 typedef struct QuorumPlan {
-    bool write_sync;             /* first: /sync = {me, quorum, voters} */
+    bool write_sync; /* first: /sync = {me, quorum, voters} */
     long long quorum;
     StrList voters;
-    bool write_ssn;              /* then: synchronous_standby_names = ssn */
+    bool write_ssn; /* then: synchronous_standby_names = ssn */
     SsnValue ssn;
 } QuorumPlan;
 

@@ -67,7 +67,8 @@ static int write_sync_q(Ha *h, long long quorum, const StrList *standbys, long l
         *version = nv;
         log_info("/sync = %s", json);
     } else {
-        log_warning("failed to write /sync%s%s", r < 0 ? ": " : " (it changed meanwhile)", r < 0 ? dcs_error(h->dcs) : "");
+        log_warning("failed to write /sync%s%s", r < 0 ? ": " : " (it changed meanwhile)",
+                    r < 0 ? dcs_error(h->dcs) : "");
     }
     free(json);
     return r;
@@ -130,8 +131,13 @@ static void sync_process_quorum(Ha *h) {
     sync_quorum_rows(h->pg.st.replication, c, me, h->pg.st.synchronous_commit, d->synchronous_node_count,
                      d->maximum_lag_on_syncnode, h->pg.st.flush_lsn, h->sync.flush > 0 ? h->sync.flush : LLONG_MAX,
                      &active, &confirmed);
-    QuorumInput in = {.me = me, .sync = &c->sync, .ssn = &cur, .active = &active, .confirmed = &confirmed,
-                      .wanted = d->synchronous_node_count, .strict = d->synchronous_mode_strict,
+    QuorumInput in = {.me = me,
+                      .sync = &c->sync,
+                      .ssn = &cur,
+                      .active = &active,
+                      .confirmed = &confirmed,
+                      .wanted = d->synchronous_node_count,
+                      .strict = d->synchronous_mode_strict,
                       .grace = now_monotonic() < h->sync.grace_until};
     QuorumPlan plan;
     sync_quorum_plan(&in, &plan);
@@ -193,8 +199,9 @@ void sync_process(Ha *h) {
     sync_parse_ssn(h->pg.st.synchronous_standby_names, &current);
     long long count = d->synchronous_node_count;
     StrList picked, confirmed;
-    sync_pick(h->pg.st.replication, c, me, h->pg.st.synchronous_commit, count, d->maximum_lag_on_syncnode, h->pg.st.flush_lsn,
-              &current, &in_sync, h->sync.flush > 0 ? h->sync.flush : LLONG_MAX, &picked, &confirmed);
+    sync_pick(h->pg.st.replication, c, me, h->pg.st.synchronous_commit, count, d->maximum_lag_on_syncnode,
+              h->pg.st.flush_lsn, &current, &in_sync, h->sync.flush > 0 ? h->sync.flush : LLONG_MAX, &picked,
+              &confirmed);
     /* a standby already in /sync stays confirmed while PostgreSQL reports it sync */
     if (strlist_same_set(&picked, &in_sync) && !strlist_same_set(&in_sync, &confirmed)) {
         if (write_sync(h, &confirmed, &version) == 1) {

@@ -23,14 +23,13 @@ int parse_iso8601(const char *s, double *ret) {
     }
     long off = 0;
     if (*p == 'Z') {
-        p++;
+        /* UTC */
     } else if (*p == '+' || *p == '-') {
         int sign = *p == '-' ? -1 : 1;
         int hh = 0, mm = 0;
         if (sscanf(p + 1, "%2d:%2d", &hh, &mm) < 1 && sscanf(p + 1, "%2d%2d", &hh, &mm) < 1)
             return -EINVAL;
         off = sign * (hh * 3600L + mm * 60L);
-        p += strlen(p);
     } else {
         return -EINVAL; /* a timezone is mandatory */
     }
@@ -39,7 +38,9 @@ int parse_iso8601(const char *s, double *ret) {
     return 0;
 }
 
-int loop_wait_s(const Ha *h) { return (int)(h->view.dyn_loaded ? h->view.dyn.loop_wait : cfg_of(h)->bootstrap.dyn.loop_wait); }
+int loop_wait_s(const Ha *h) {
+    return (int)(h->view.dyn_loaded ? h->view.dyn.loop_wait : cfg_of(h)->bootstrap.dyn.loop_wait);
+}
 
 int ttl_s(const Ha *h) { return (int)(h->view.dyn_loaded ? h->view.dyn.ttl : cfg_of(h)->bootstrap.dyn.ttl); }
 
@@ -80,7 +81,7 @@ void refresh_dynamic_config(Ha *h) {
         dyn_config_free(&next);
     } else {
         if (h->view.dyn_loaded && (next.ttl != h->view.dyn.ttl || next.loop_wait != h->view.dyn.loop_wait ||
-                              next.retry_timeout != h->view.dyn.retry_timeout))
+                                   next.retry_timeout != h->view.dyn.retry_timeout))
             log_info("dynamic configuration changed: ttl=%lld loop_wait=%lld retry_timeout=%lld", next.ttl,
                      next.loop_wait, next.retry_timeout);
         if (h->view.dyn_loaded)
@@ -130,7 +131,8 @@ void view_read_cluster(Ha *h, usec_t now) {
         char lease[32];
         snprintf(lease, sizeof lease, "%lld", dcs_lease_id(h->dcs));
         if (h->view.cluster->leader->session && dcs_lease_id(h->dcs) && !streq(h->view.cluster->leader->session, lease))
-            log_debug("the leader key is ours but on another lease (%s != %s)", h->view.cluster->leader->session, lease);
+            log_debug("the leader key is ours but on another lease (%s != %s)", h->view.cluster->leader->session,
+                      lease);
     } else {
         lease_lost(h);
     }

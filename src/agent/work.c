@@ -147,7 +147,8 @@ void finish_task(Ha *h) {
         }
         log_info("replica has been created using basebackup");
         refresh_controldata(h);
-        (void)start_postgres(h, false, h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+        (void)start_postgres(h, false,
+                             h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
         break;
     case TASK_REWIND:
         if (r < 0) {
@@ -160,14 +161,16 @@ void finish_task(Ha *h) {
                 log_warning("pg_rewind failed; starting as a replica anyway");
                 local_rewind_finished(h, false);
                 refresh_controldata(h);
-                (void)start_postgres(h, false, h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+                (void)start_postgres(h, false,
+                                     h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
             }
             break;
         }
         log_info("pg_rewind finished");
         local_rewind_finished(h, true);
         refresh_controldata(h);
-        (void)start_postgres(h, false, h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+        (void)start_postgres(h, false,
+                             h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
         break;
     default: break;
     }

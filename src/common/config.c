@@ -24,9 +24,7 @@ void config_free(PghaConfig *c) {
     c->source = NULL;
 }
 
-bool config_is_set(const PghaConfig *c, const char *path) {
-    return cfg_table_is_set(&cfg_local, c->present, path);
-}
+bool config_is_set(const PghaConfig *c, const char *path) { return cfg_table_is_set(&cfg_local, c->present, path); }
 
 int config_from_tree(const YNode *root, const char *source, PghaConfig *ret, CfgDiag *diag) {
     *ret = (PghaConfig){0};
@@ -112,8 +110,7 @@ YNode *cfg_source_load_tree(const CfgSource *src, CfgDiag *diag) {
             free(err);
             return NULL;
         }
-    } else if (src->path && src->env_configuration == NULL &&
-               (!src->env_overlay || src->env_overlay->n == 0)) {
+    } else if (src->path && src->env_configuration == NULL && (!src->env_overlay || src->env_overlay->n == 0)) {
         cfg_diag_error(diag, NULL, src->path, NULL, "no such file or directory");
         return NULL;
     } else if (src->env_configuration) {
@@ -205,11 +202,8 @@ void config_keep_restart_values(PghaConfig *next, const PghaConfig *running) {
             free(*(char **)dst);
             *(char **)dst = xstrdup(*(char *const *)src);
             break;
-        case CT_INT:
-            *(long long *)dst = *(const long long *)src;
-            break;
-        default:
-            break;
+        case CT_INT: *(long long *)dst = *(const long long *)src; break;
+        default: break;
         }
         next->present[i] = running->present[i];
     }
@@ -222,4 +216,3 @@ void config_changes_free(CfgChange *changes, size_t n) {
     }
     free(changes);
 }
-

@@ -34,24 +34,24 @@ typedef struct DynConfig {
     long long max_timelines_history;
     long long primary_start_timeout;
     long long primary_stop_timeout;
-    int synchronous_mode;          /* SyncMode */
+    int synchronous_mode; /* SyncMode */
     bool synchronous_mode_strict;
     long long synchronous_node_count;
     bool failsafe_mode;
     bool check_timeline;
     bool pause;
-    long long member_slots_ttl;    /* seconds */
+    long long member_slots_ttl; /* seconds */
     bool use_pg_rewind;
     bool use_slots;
-    YNode *parameters;             /* postgresql.parameters (map) or NULL */
-    YNode *pg_hba;                 /* postgresql.pg_hba (list) or NULL */
+    YNode *parameters; /* postgresql.parameters (map) or NULL */
+    YNode *pg_hba;     /* postgresql.pg_hba (list) or NULL */
     YNode *pg_ident;
     YNode *recovery_conf;
-    YNode *slots;                  /* permanent slots, from the first non-empty alias */
+    YNode *slots; /* permanent slots, from the first non-empty alias */
     YNode *ignore_slots;
     YNode *standby_cluster;
-    YNode *raw;                    /* the whole object as given (after timing adjustments) */
-    bool present[64];              /* which dyn_table entries were given */
+    YNode *raw;       /* the whole object as given (after timing adjustments) */
+    bool present[64]; /* which dyn_table entries were given */
 } DynConfig;
 
 /* Parse and validate a dynamic configuration object. Applies the §4.1 minimums and the rule
@@ -74,7 +74,7 @@ typedef struct PgAuth {
 } PgAuth;
 
 typedef struct PghaConfig {
-    char *source;                  /* file or directory it came from, for messages */
+    char *source; /* file or directory it came from, for messages */
 
     char *name, *scope, *namespace_;
 
@@ -82,7 +82,7 @@ typedef struct PghaConfig {
         char *listen, *connect_address;
         char *username, *password;
         char *certfile, *keyfile, *keyfile_password, *cafile, *ciphers;
-        int verify_client;         /* VerifyClient */
+        int verify_client; /* VerifyClient */
         StrList allowlist;
         bool allowlist_include_members;
         YNode *http_extra_headers, *https_extra_headers;
@@ -107,12 +107,12 @@ typedef struct PghaConfig {
 
     struct {
         char *method;
-        YNode *dcs;                /* raw bootstrap.dcs after timing adjustment: written to /config */
-        DynConfig dyn;             /* parsed bootstrap.dcs */
-        YNode *initdb;             /* list or map of initdb options */
-        YNode *pg_hba;             /* list of lines */
+        YNode *dcs;    /* raw bootstrap.dcs after timing adjustment: written to /config */
+        DynConfig dyn; /* parsed bootstrap.dcs */
+        YNode *initdb; /* list or map of initdb options */
+        YNode *pg_hba; /* list of lines */
         char *post_bootstrap;
-        YNode *method_section;     /* bootstrap.<method> for a custom method */
+        YNode *method_section; /* bootstrap.<method> for a custom method */
     } bootstrap;
 
     struct {
@@ -129,7 +129,7 @@ typedef struct PghaConfig {
         } callbacks;
         StrList create_replica_methods;
         YNode *basebackup;
-        YNode *replica_methods;    /* map: method name -> its section, for custom methods */
+        YNode *replica_methods; /* map: method name -> its section, for custom methods */
         bool use_unix_socket, use_unix_socket_repl;
         long long pg_ctl_timeout;
         bool use_pg_rewind;
@@ -138,13 +138,13 @@ typedef struct PghaConfig {
     } postgresql;
 
     struct {
-        int mode;                  /* WatchdogMode */
+        int mode; /* WatchdogMode */
         char *device;
         long long safety_margin;
     } watchdog;
 
     struct {
-        YNode *all;                /* the whole tags map (custom tags included) */
+        YNode *all; /* the whole tags map (custom tags included) */
         bool nofailover, clonefrom, noloadbalance, nosync, nostream;
         long long failover_priority;
         char *replicatefrom;
@@ -152,7 +152,7 @@ typedef struct PghaConfig {
 
     struct {
         char *type, *level, *traceback_level, *dateformat, *dir;
-        YNode *format;             /* string, list or map */
+        YNode *format; /* string, list or map */
         YNode *static_fields, *loggers;
         long long max_queue_size, file_num, file_size, mode;
     } log;
@@ -163,10 +163,10 @@ typedef struct PghaConfig {
     } citus;
 
     struct {
-        bool allow_short_ttl;      /* pgha.allow_short_ttl: accept ttl down to 5 s (pgha-only key) */
+        bool allow_short_ttl; /* pgha.allow_short_ttl: accept ttl down to 5 s (pgha-only key) */
     } pgha;
 
-    bool present[192];             /* which local_table entries were given */
+    bool present[192]; /* which local_table entries were given */
 } PghaConfig;
 
 /* Where a configuration comes from: a file, a directory of .yml/.yaml files, or (path absent)
@@ -174,9 +174,9 @@ typedef struct PghaConfig {
  * reload sees the same environment (as Patroni does). */
 typedef struct CfgSource {
     char *path;
-    YNode *env_overlay;            /* PATRONI_* / PGHA_* overrides, a map */
-    char *env_configuration;       /* PATRONI_CONFIGURATION text, or NULL */
-    StrList env_consumed;          /* names of the variables used */
+    YNode *env_overlay;      /* PATRONI_* / PGHA_* overrides, a map */
+    char *env_configuration; /* PATRONI_CONFIGURATION text, or NULL */
+    StrList env_consumed;    /* names of the variables used */
 } CfgSource;
 
 typedef char *(*EnvGetter)(const char *name, void *userdata);

@@ -72,9 +72,7 @@ int cfg_dyn_parse_at(const YNode *obj, const char *prefix, bool short_ttl, DynCo
     const struct {
         const char *key;
         long long before, after;
-    } adj[] = {{"ttl", ret->ttl, ttl},
-               {"loop_wait", ret->loop_wait, lw},
-               {"retry_timeout", ret->retry_timeout, rt}};
+    } adj[] = {{"ttl", ret->ttl, ttl}, {"loop_wait", ret->loop_wait, lw}, {"retry_timeout", ret->retry_timeout, rt}};
     for (size_t i = 0; i < ELEMENTSOF(adj); i++)
         if (adj[i].before != adj[i].after)
             ynode_set(ret->raw, adj[i].key, ynode_new_int(adj[i].after, src, 0));
@@ -92,6 +90,4 @@ int dyn_config_parse_ex(const YNode *obj, bool allow_short_ttl, DynConfig *ret, 
     return cfg_dyn_parse_at(obj, NULL, allow_short_ttl, ret, diag);
 }
 
-bool dyn_config_is_set(const DynConfig *c, const char *path) {
-    return cfg_table_is_set(&cfg_dyn, c->present, path);
-}
+bool dyn_config_is_set(const DynConfig *c, const char *path) { return cfg_table_is_set(&cfg_dyn, c->present, path); }

@@ -8,15 +8,15 @@
 #include "common/config_int.h"
 
 typedef enum EnvKind {
-    EV_STR,  /* the value as a string */
-    EV_SCALAR, /* resolved like a YAML plain scalar: PORT, bool and int settings */
-    EV_LIST, /* YAML list; a bare `a,b` stays a comma-separated string */
-    EV_MAP,  /* YAML mapping */
+    EV_STR,       /* the value as a string */
+    EV_SCALAR,    /* resolved like a YAML plain scalar: PORT, bool and int settings */
+    EV_LIST,      /* YAML list; a bare `a,b` stays a comma-separated string */
+    EV_MAP,       /* YAML mapping */
     EV_LOGFORMAT, /* a %-format string, or a YAML list when it has no "%(" */
 } EnvKind;
 
 typedef struct EnvMapping {
-    const char *suffix;  /* after PATRONI_ / PGHA_ */
+    const char *suffix; /* after PATRONI_ / PGHA_ */
     const char *path;
     EnvKind kind;
 } EnvMapping;
@@ -26,7 +26,7 @@ static const EnvMapping env_map[] = {
     {"NAMESPACE", "namespace", EV_STR},
     {"SCOPE", "scope", EV_STR},
 
-    {"LOGLEVEL", "log.level", EV_STR},        /* legacy */
+    {"LOGLEVEL", "log.level", EV_STR},         /* legacy */
     {"LOGFORMAT", "log.format", EV_LOGFORMAT}, /* legacy */
     {"LOG_DATEFMT", "log.dateformat", EV_STR}, /* legacy */
     {"LOG_TYPE", "log.type", EV_STR},
@@ -88,9 +88,9 @@ static const EnvMapping env_map[] = {
 static const struct {
     const char *suffix;
     EnvKind kind;
-} etcd3_suffixes[] = {{"HOST", EV_STR}, {"HOSTS", EV_LIST}, {"PORT", EV_SCALAR}, {"USE_PROXIES", EV_SCALAR},
-                      {"PROTOCOL", EV_STR}, {"SRV", EV_STR}, {"SRV_SUFFIX", EV_STR}, {"URL", EV_STR},
-                      {"PROXY", EV_STR}, {"CACERT", EV_STR}, {"CERT", EV_STR}, {"KEY", EV_STR}};
+} etcd3_suffixes[] = {{"HOST", EV_STR},     {"HOSTS", EV_LIST}, {"PORT", EV_SCALAR},    {"USE_PROXIES", EV_SCALAR},
+                      {"PROTOCOL", EV_STR}, {"SRV", EV_STR},    {"SRV_SUFFIX", EV_STR}, {"URL", EV_STR},
+                      {"PROXY", EV_STR},    {"CACERT", EV_STR}, {"CERT", EV_STR},       {"KEY", EV_STR}};
 
 typedef struct EnvCtx {
     EnvGetter get;
@@ -170,13 +170,15 @@ static void set_path(YNode *root, const char *path, YNode *val) {
     ynode_free(val);
 }
 
-static void apply(EnvCtx *ctx, YNode *overlay, const char *suffix, const char *path, EnvKind kind) {
+/* Returns whether the variable was set. */
+static bool apply(EnvCtx *ctx, YNode *overlay, const char *suffix, const char *path, EnvKind kind) {
     _cleanup_free_ char *name = NULL;
     _cleanup_free_ char *value = lookup(ctx, suffix, &name);
     if (!value)
-        return;
+        return false;
     _cleanup_free_ char *origin = xasprintf("environment variable %s", name);
     set_path(overlay, path, make_node(value, kind, origin));
+    return true;
 }
 
 void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *userdata) {
@@ -207,9 +209,8 @@ void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *user
         for (char *p = dotted; *p; p++)
             if (*p >= 'A' && *p <= 'Z')
                 *p = (char)(*p - 'A' + 'a');
-        size_t before = src->env_consumed.n;
-        apply(&ctx, overlay, suffix, dotted, etcd3_suffixes[i].kind);
-        etcd3_any |= src->env_consumed.n > before;
+        if (apply(&ctx, overlay, suffix, dotted, etcd3_suffixes[i].kind))
+            etcd3_any = true;
     }
     /* Patroni's quirk: credentials only count when another PATRONI_ETCD3_* is set */
     if (etcd3_any) {

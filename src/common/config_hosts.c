@@ -133,9 +133,10 @@ char *slot_name_from_member_name(const char *name) {
 /* ------------------------------------------------------------------------------------------ */
 /* environment checks for --validate-config                                                    */
 
-static void check_listen_port(const char *what, const char *host, int port, bool ignore_port,
-                              const YNode *where, const char *src, CfgDiag *diag) {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+static void check_listen_port(const char *what, const char *host, int port, bool ignore_port, const YNode *where,
+                              const char *src, CfgDiag *diag) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char portstr[16];
@@ -155,8 +156,7 @@ static void check_listen_port(const char *what, const char *host, int port, bool
         (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
             if (errno == EADDRINUSE && !ignore_port)
-                cfg_diag_error(diag, where, src, what, "port %d on '%s' is already in use", port,
-                               host ? host : "*");
+                cfg_diag_error(diag, where, src, what, "port %d on '%s' is already in use", port, host ? host : "*");
             else if (errno == EADDRNOTAVAIL)
                 cfg_diag_warn(diag, where, src, what, "address '%s' is not configured on this host", host);
         }
@@ -188,15 +188,14 @@ void config_validate_environment(const PghaConfig *c, bool ignore_listen_port, C
             cfg_diag_warn(diag, NULL, src, "postgresql.bin_dir", "directory '%s' does not exist on this host",
                           c->postgresql.bin_dir);
         } else {
-            const char *bins[] = {c->postgresql.bin_name.pg_ctl, c->postgresql.bin_name.initdb,
+            const char *bins[] = {c->postgresql.bin_name.pg_ctl,         c->postgresql.bin_name.initdb,
                                   c->postgresql.bin_name.pg_controldata, c->postgresql.bin_name.pg_basebackup,
-                                  c->postgresql.bin_name.postgres, c->postgresql.bin_name.pg_isready,
+                                  c->postgresql.bin_name.postgres,       c->postgresql.bin_name.pg_isready,
                                   c->postgresql.bin_name.pg_rewind};
             for (size_t i = 0; i < ELEMENTSOF(bins); i++) {
                 _cleanup_free_ char *p = xasprintf("%s/%s", c->postgresql.bin_dir, bins[i]);
                 if (access(p, X_OK) < 0)
-                    cfg_diag_warn(diag, NULL, src, "postgresql.bin_dir", "'%s' is missing or not executable",
-                                  p);
+                    cfg_diag_warn(diag, NULL, src, "postgresql.bin_dir", "'%s' is missing or not executable", p);
             }
         }
     }

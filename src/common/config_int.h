@@ -29,18 +29,18 @@ void cfg_diag_warn(CfgDiag *d, const YNode *where, const char *src, const char *
 /* the declarative tables (config_table.c)                                                     */
 
 typedef enum CfgType {
-    CT_SECTION,   /* a mapping that holds other entries */
+    CT_SECTION, /* a mapping that holds other entries */
     CT_STR,
     CT_INT,
     CT_BOOL,
-    CT_STRLIST,   /* list of scalars, or one comma-separated string */
-    CT_MAP,       /* raw mapping kept as a YNode */
-    CT_LIST,      /* raw list kept as a YNode */
-    CT_ANY,       /* raw value of any shape */
-    CT_DURATION,  /* seconds: an integer or "30min", "2h", "90s", "1d" */
+    CT_STRLIST,  /* list of scalars, or one comma-separated string */
+    CT_MAP,      /* raw mapping kept as a YNode */
+    CT_LIST,     /* raw list kept as a YNode */
+    CT_ANY,      /* raw value of any shape */
+    CT_DURATION, /* seconds: an integer or "30min", "2h", "90s", "1d" */
     CT_SYNCMODE,
     CT_WATCHDOG,
-    CT_ENUM,      /* a string among `choices` */
+    CT_ENUM, /* a string among `choices` */
 } CfgType;
 
 enum {
@@ -56,12 +56,12 @@ enum {
 typedef struct CfgEntry {
     const char *path;
     CfgType type;
-    size_t offset;          /* of the value in PghaConfig / DynConfig, or NO_OFFSET */
-    const char *def;        /* default, parsed like a YAML plain scalar; NULL: absent */
-    long long min, max;     /* CT_INT / CT_DURATION bounds (min > max: unbounded) */
+    size_t offset;      /* of the value in PghaConfig / DynConfig, or NO_OFFSET */
+    const char *def;    /* default, parsed like a YAML plain scalar; NULL: absent */
+    long long min, max; /* CT_INT / CT_DURATION bounds (min > max: unbounded) */
     unsigned flags;
     const char *const *choices;
-    const char *alias;      /* legacy name accepted when `path` is absent */
+    const char *alias; /* legacy name accepted when `path` is absent */
 } CfgEntry;
 
 #define NO_OFFSET ((size_t)-1)
@@ -109,8 +109,8 @@ char *cfg_value_string(const CfgEntry *e, const void *base, bool present, bool s
 /* Patroni's minimums and the rule loop_wait + 2*retry_timeout <= ttl, applied in place (with the
  * shorter minimums of pgha.allow_short_ttl when short_ttl); the warnings name `where`/`src`/`path`
  * when given. */
-void cfg_adjust_timeouts(const YNode *where, const char *src, const char *path, long long *ttl,
-                         long long *loop_wait, long long *retry_timeout, bool short_ttl, CfgDiag *diag);
+void cfg_adjust_timeouts(const YNode *where, const char *src, const char *path, long long *ttl, long long *loop_wait,
+                         long long *retry_timeout, bool short_ttl, CfgDiag *diag);
 
 /* The keys of patroni.yml the table does not list but that are not unknown either. */
 bool cfg_local_allowed(const char *path, const YNode *root);

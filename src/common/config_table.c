@@ -15,32 +15,65 @@ static const char *const protocol_choices[] = {"http", "https", NULL};
 static const char *const verify_choices[] = {"none", "optional", "required", NULL};
 static const char *const log_type_choices[] = {"plain", "json", NULL};
 
-#define AUTH_ENTRIES(kind)                                                                             \
-    {"postgresql.authentication." #kind, CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},             \
-    {"postgresql.authentication." #kind ".username", CT_STR, L(postgresql.kind.username), NULL, NOB,   \
-     0, NULL, NULL},                                                                                   \
-    {"postgresql.authentication." #kind ".password", CT_STR, L(postgresql.kind.password), NULL, NOB,   \
-     CF_SECRET, NULL, NULL},                                                                           \
-    {"postgresql.authentication." #kind ".sslmode", CT_STR, L(postgresql.kind.sslmode), NULL, NOB, 0,  \
-     NULL, NULL},                                                                                      \
-    {"postgresql.authentication." #kind ".sslcert", CT_STR, L(postgresql.kind.sslcert), NULL, NOB, 0,  \
-     NULL, NULL},                                                                                      \
-    {"postgresql.authentication." #kind ".sslkey", CT_STR, L(postgresql.kind.sslkey), NULL, NOB, 0,    \
-     NULL, NULL},                                                                                      \
-    {"postgresql.authentication." #kind ".sslpassword", CT_STR, L(postgresql.kind.sslpassword), NULL,  \
-     NOB, CF_SECRET, NULL, NULL},                                                                      \
-    {"postgresql.authentication." #kind ".sslrootcert", CT_STR, L(postgresql.kind.sslrootcert), NULL,  \
-     NOB, 0, NULL, NULL},                                                                              \
-    {"postgresql.authentication." #kind ".sslcrl", CT_STR, L(postgresql.kind.sslcrl), NULL, NOB, 0,    \
-     NULL, NULL},                                                                                      \
-    {"postgresql.authentication." #kind ".sslcrldir", CT_STR, L(postgresql.kind.sslcrldir), NULL, NOB, \
-     0, NULL, NULL},                                                                                   \
-    {"postgresql.authentication." #kind ".gssencmode", CT_STR, L(postgresql.kind.gssencmode), NULL,    \
-     NOB, 0, NULL, NULL},                                                                              \
-    {"postgresql.authentication." #kind ".channel_binding", CT_STR,                                    \
-     L(postgresql.kind.channel_binding), NULL, NOB, 0, NULL, NULL},                                    \
-    {"postgresql.authentication." #kind ".sslnegotiation", CT_STR, L(postgresql.kind.sslnegotiation),  \
-     NULL, NOB, 0, NULL, NULL}
+#define AUTH_ENTRIES(kind)                                                                                               \
+    {"postgresql.authentication." #kind, CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},                               \
+        {"postgresql.authentication." #kind ".username", CT_STR, L(postgresql.kind.username), NULL, NOB, 0, NULL, NULL}, \
+        {"postgresql.authentication." #kind ".password",                                                                 \
+         CT_STR,                                                                                                         \
+         L(postgresql.kind.password),                                                                                    \
+         NULL,                                                                                                           \
+         NOB,                                                                                                            \
+         CF_SECRET,                                                                                                      \
+         NULL,                                                                                                           \
+         NULL},                                                                                                          \
+        {"postgresql.authentication." #kind ".sslmode", CT_STR, L(postgresql.kind.sslmode), NULL, NOB, 0, NULL, NULL},   \
+        {"postgresql.authentication." #kind ".sslcert", CT_STR, L(postgresql.kind.sslcert), NULL, NOB, 0, NULL, NULL},   \
+        {"postgresql.authentication." #kind ".sslkey", CT_STR, L(postgresql.kind.sslkey), NULL, NOB, 0, NULL, NULL},     \
+        {"postgresql.authentication." #kind ".sslpassword",                                                              \
+         CT_STR,                                                                                                         \
+         L(postgresql.kind.sslpassword),                                                                                 \
+         NULL,                                                                                                           \
+         NOB,                                                                                                            \
+         CF_SECRET,                                                                                                      \
+         NULL,                                                                                                           \
+         NULL},                                                                                                          \
+        {"postgresql.authentication." #kind ".sslrootcert",                                                              \
+         CT_STR,                                                                                                         \
+         L(postgresql.kind.sslrootcert),                                                                                 \
+         NULL,                                                                                                           \
+         NOB,                                                                                                            \
+         0,                                                                                                              \
+         NULL,                                                                                                           \
+         NULL},                                                                                                          \
+        {"postgresql.authentication." #kind ".sslcrl", CT_STR, L(postgresql.kind.sslcrl), NULL, NOB, 0, NULL, NULL},     \
+        {"postgresql.authentication." #kind ".sslcrldir",                                                                \
+         CT_STR,                                                                                                         \
+         L(postgresql.kind.sslcrldir),                                                                                   \
+         NULL,                                                                                                           \
+         NOB,                                                                                                            \
+         0,                                                                                                              \
+         NULL,                                                                                                           \
+         NULL},                                                                                                          \
+        {"postgresql.authentication." #kind ".gssencmode",                                                               \
+         CT_STR,                                                                                                         \
+         L(postgresql.kind.gssencmode),                                                                                  \
+         NULL,                                                                                                           \
+         NOB,                                                                                                            \
+         0,                                                                                                              \
+         NULL,                                                                                                           \
+         NULL},                                                                                                          \
+        {"postgresql.authentication." #kind ".channel_binding",                                                          \
+         CT_STR,                                                                                                         \
+         L(postgresql.kind.channel_binding),                                                                             \
+         NULL,                                                                                                           \
+         NOB,                                                                                                            \
+         0,                                                                                                              \
+         NULL,                                                                                                           \
+         NULL},                                                                                                          \
+    {                                                                                                                    \
+        "postgresql.authentication." #kind ".sslnegotiation", CT_STR, L(postgresql.kind.sslnegotiation), NULL, NOB, 0,   \
+            NULL, NULL                                                                                                   \
+    }
 
 static const CfgEntry local_table[] = {
     {"name", CT_STR, L(name), NULL, NOB, CF_REQUIRED | CF_RESTART, NULL, NULL},
@@ -58,15 +91,12 @@ static const CfgEntry local_table[] = {
     {"restapi.keyfile_password", CT_STR, L(restapi.keyfile_password), NULL, NOB, CF_SECRET, NULL, NULL},
     {"restapi.cafile", CT_STR, L(restapi.cafile), NULL, NOB, 0, NULL, NULL},
     {"restapi.ciphers", CT_STR, L(restapi.ciphers), NULL, NOB, 0, NULL, NULL},
-    {"restapi.verify_client", CT_ENUM, L(restapi.verify_client), "none", NOB, CF_INDEX, verify_choices,
-     NULL},
+    {"restapi.verify_client", CT_ENUM, L(restapi.verify_client), "none", NOB, CF_INDEX, verify_choices, NULL},
     {"restapi.allowlist", CT_STRLIST, L(restapi.allowlist), NULL, NOB, 0, NULL, NULL},
-    {"restapi.allowlist_include_members", CT_BOOL, L(restapi.allowlist_include_members), "false", NOB, 0,
-     NULL, NULL},
+    {"restapi.allowlist_include_members", CT_BOOL, L(restapi.allowlist_include_members), "false", NOB, 0, NULL, NULL},
     {"restapi.http_extra_headers", CT_MAP, L(restapi.http_extra_headers), NULL, NOB, 0, NULL, NULL},
     {"restapi.https_extra_headers", CT_MAP, L(restapi.https_extra_headers), NULL, NOB, 0, NULL, NULL},
-    {"restapi.request_queue_size", CT_INT, L(restapi.request_queue_size), "5", 0, 4096, CF_RESTART, NULL,
-     NULL},
+    {"restapi.request_queue_size", CT_INT, L(restapi.request_queue_size), "5", 0, 4096, CF_RESTART, NULL, NULL},
 
     {"ctl", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"ctl.authentication", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
@@ -99,16 +129,13 @@ static const CfgEntry local_table[] = {
     {"bootstrap.dcs", CT_MAP, L(bootstrap.dcs), NULL, NOB, 0, NULL, NULL},
     {"bootstrap.initdb", CT_ANY, L(bootstrap.initdb), NULL, NOB, 0, NULL, NULL},
     {"bootstrap.pg_hba", CT_LIST, L(bootstrap.pg_hba), NULL, NOB, 0, NULL, NULL},
-    {"bootstrap.post_bootstrap", CT_STR, L(bootstrap.post_bootstrap), NULL, NOB, 0, NULL,
-     "bootstrap.post_init"},
+    {"bootstrap.post_bootstrap", CT_STR, L(bootstrap.post_bootstrap), NULL, NOB, 0, NULL, "bootstrap.post_init"},
 
     {"postgresql", CT_SECTION, NO_OFFSET, NULL, NOB, CF_REQUIRED, NULL, NULL},
     {"postgresql.listen", CT_STR, L(postgresql.listen), NULL, NOB, CF_REQUIRED | CF_LISTEN, NULL, NULL},
-    {"postgresql.connect_address", CT_STR, L(postgresql.connect_address), NULL, NOB, CF_HOSTPORT, NULL,
-     NULL},
+    {"postgresql.connect_address", CT_STR, L(postgresql.connect_address), NULL, NOB, CF_HOSTPORT, NULL, NULL},
     {"postgresql.proxy_address", CT_STR, L(postgresql.proxy_address), NULL, NOB, CF_HOSTPORT, NULL, NULL},
-    {"postgresql.data_dir", CT_STR, L(postgresql.data_dir), NULL, NOB, CF_REQUIRED | CF_RESTART, NULL,
-     NULL},
+    {"postgresql.data_dir", CT_STR, L(postgresql.data_dir), NULL, NOB, CF_REQUIRED | CF_RESTART, NULL, NULL},
     {"postgresql.config_dir", CT_STR, L(postgresql.config_dir), NULL, NOB, CF_RESTART, NULL, NULL},
     {"postgresql.bin_dir", CT_STR, L(postgresql.bin_dir), "", NOB, 0, NULL, NULL},
     {"postgresql.pgpass", CT_STR, L(postgresql.pgpass), NULL, NOB, 0, NULL, NULL},
@@ -119,16 +146,13 @@ static const CfgEntry local_table[] = {
     {"postgresql.bin_name", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"postgresql.bin_name.pg_ctl", CT_STR, L(postgresql.bin_name.pg_ctl), "pg_ctl", NOB, 0, NULL, NULL},
     {"postgresql.bin_name.initdb", CT_STR, L(postgresql.bin_name.initdb), "initdb", NOB, 0, NULL, NULL},
-    {"postgresql.bin_name.pg_controldata", CT_STR, L(postgresql.bin_name.pg_controldata), "pg_controldata",
-     NOB, 0, NULL, NULL},
-    {"postgresql.bin_name.pg_basebackup", CT_STR, L(postgresql.bin_name.pg_basebackup), "pg_basebackup",
-     NOB, 0, NULL, NULL},
-    {"postgresql.bin_name.postgres", CT_STR, L(postgresql.bin_name.postgres), "postgres", NOB, 0, NULL,
-     NULL},
-    {"postgresql.bin_name.pg_isready", CT_STR, L(postgresql.bin_name.pg_isready), "pg_isready", NOB, 0,
+    {"postgresql.bin_name.pg_controldata", CT_STR, L(postgresql.bin_name.pg_controldata), "pg_controldata", NOB, 0,
      NULL, NULL},
-    {"postgresql.bin_name.pg_rewind", CT_STR, L(postgresql.bin_name.pg_rewind), "pg_rewind", NOB, 0, NULL,
+    {"postgresql.bin_name.pg_basebackup", CT_STR, L(postgresql.bin_name.pg_basebackup), "pg_basebackup", NOB, 0, NULL,
      NULL},
+    {"postgresql.bin_name.postgres", CT_STR, L(postgresql.bin_name.postgres), "postgres", NOB, 0, NULL, NULL},
+    {"postgresql.bin_name.pg_isready", CT_STR, L(postgresql.bin_name.pg_isready), "pg_isready", NOB, 0, NULL, NULL},
+    {"postgresql.bin_name.pg_rewind", CT_STR, L(postgresql.bin_name.pg_rewind), "pg_rewind", NOB, 0, NULL, NULL},
     {"postgresql.authentication", CT_SECTION, NO_OFFSET, NULL, NOB, CF_REQUIRED, NULL, NULL},
     AUTH_ENTRIES(superuser),
     AUTH_ENTRIES(replication),
@@ -140,17 +164,14 @@ static const CfgEntry local_table[] = {
     {"postgresql.callbacks", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"postgresql.callbacks.on_start", CT_STR, L(postgresql.callbacks.on_start), NULL, NOB, 0, NULL, NULL},
     {"postgresql.callbacks.on_stop", CT_STR, L(postgresql.callbacks.on_stop), NULL, NOB, 0, NULL, NULL},
-    {"postgresql.callbacks.on_restart", CT_STR, L(postgresql.callbacks.on_restart), NULL, NOB, 0, NULL,
-     NULL},
+    {"postgresql.callbacks.on_restart", CT_STR, L(postgresql.callbacks.on_restart), NULL, NOB, 0, NULL, NULL},
     {"postgresql.callbacks.on_reload", CT_STR, L(postgresql.callbacks.on_reload), NULL, NOB, 0, NULL, NULL},
-    {"postgresql.callbacks.on_role_change", CT_STR, L(postgresql.callbacks.on_role_change), NULL, NOB, 0,
-     NULL, NULL},
-    {"postgresql.create_replica_methods", CT_STRLIST, L(postgresql.create_replica_methods), NULL, NOB, 0,
-     NULL, "postgresql.create_replica_method"},
+    {"postgresql.callbacks.on_role_change", CT_STR, L(postgresql.callbacks.on_role_change), NULL, NOB, 0, NULL, NULL},
+    {"postgresql.create_replica_methods", CT_STRLIST, L(postgresql.create_replica_methods), NULL, NOB, 0, NULL,
+     "postgresql.create_replica_method"},
     {"postgresql.basebackup", CT_ANY, L(postgresql.basebackup), NULL, NOB, 0, NULL, NULL},
     {"postgresql.use_unix_socket", CT_BOOL, L(postgresql.use_unix_socket), "false", NOB, 0, NULL, NULL},
-    {"postgresql.use_unix_socket_repl", CT_BOOL, L(postgresql.use_unix_socket_repl), "false", NOB, 0, NULL,
-     NULL},
+    {"postgresql.use_unix_socket_repl", CT_BOOL, L(postgresql.use_unix_socket_repl), "false", NOB, 0, NULL, NULL},
     {"postgresql.pg_ctl_timeout", CT_INT, L(postgresql.pg_ctl_timeout), "60", 1, 86400, 0, NULL, NULL},
     {"postgresql.use_pg_rewind", CT_BOOL, L(postgresql.use_pg_rewind), "false", NOB, 0, NULL, NULL},
     {"postgresql.remove_data_directory_on_rewind_failure", CT_BOOL,
@@ -201,10 +222,8 @@ static const CfgEntry dyn_table[] = {
     {"maximum_lag_on_failover", CT_INT, D(maximum_lag_on_failover), "1048576", 0, LLONG_MAX, 0, NULL, NULL},
     {"maximum_lag_on_syncnode", CT_INT, D(maximum_lag_on_syncnode), "-1", -1, LLONG_MAX, 0, NULL, NULL},
     {"max_timelines_history", CT_INT, D(max_timelines_history), "0", 0, LLONG_MAX, 0, NULL, NULL},
-    {"primary_start_timeout", CT_INT, D(primary_start_timeout), "300", 0, LLONG_MAX, 0, NULL,
-     "master_start_timeout"},
-    {"primary_stop_timeout", CT_INT, D(primary_stop_timeout), "0", 0, LLONG_MAX, 0, NULL,
-     "master_stop_timeout"},
+    {"primary_start_timeout", CT_INT, D(primary_start_timeout), "300", 0, LLONG_MAX, 0, NULL, "master_start_timeout"},
+    {"primary_stop_timeout", CT_INT, D(primary_stop_timeout), "0", 0, LLONG_MAX, 0, NULL, "master_stop_timeout"},
     {"synchronous_mode", CT_SYNCMODE, D(synchronous_mode), "off", NOB, 0, NULL, NULL},
     {"synchronous_mode_strict", CT_BOOL, D(synchronous_mode_strict), "false", NOB, 0, NULL, NULL},
     {"synchronous_node_count", CT_INT, D(synchronous_node_count), "1", 1, 1000, 0, NULL, NULL},
@@ -305,9 +324,8 @@ static bool is_prefix_of_entry(const CfgTable *t, const char *path) {
 }
 
 /* `map` sits at `prefix` (relative to the table, NULL for `root` itself). */
-static void warn_unknown_at(const CfgTable *t, const YNode *map, const char *prefix,
-                            const char *display_prefix, const YNode *root, AllowFn allowed, const char *src,
-                            CfgDiag *diag) {
+static void warn_unknown_at(const CfgTable *t, const YNode *map, const char *prefix, const char *display_prefix,
+                            const YNode *root, AllowFn allowed, const char *src, CfgDiag *diag) {
     for (size_t i = 0; i < map->n; i++) {
         _cleanup_free_ char *path = full_path(prefix, map->keys[i]);
         const CfgEntry *e = find_entry(t, path);

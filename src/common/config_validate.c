@@ -22,10 +22,10 @@ void cfg_diag_log(const CfgDiag *d) {
         log_error("%s", d->errors.v[i]);
 }
 
-static void diag_add(StrList *l, const YNode *where, const char *fallback_source, const char *path,
-                     const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
-static void diag_add(StrList *l, const YNode *where, const char *fallback_source, const char *path,
-                     const char *fmt, va_list ap) {
+static void diag_add(StrList *l, const YNode *where, const char *fallback_source, const char *path, const char *fmt,
+                     va_list ap) __attribute__((format(printf, 5, 0)));
+static void diag_add(StrList *l, const YNode *where, const char *fallback_source, const char *path, const char *fmt,
+                     va_list ap) {
     _cleanup_free_ char *msg = xvasprintf(fmt, ap);
     _cleanup_free_ char *loc = NULL;
     if (where && where->file && *where->file)
@@ -61,8 +61,8 @@ void cfg_diag_warn(CfgDiag *d, const YNode *where, const char *src, const char *
 /* ------------------------------------------------------------------------------------------ */
 /* the timing rule                                                                             */
 
-void cfg_adjust_timeouts(const YNode *where, const char *src, const char *path, long long *ttl,
-                         long long *loop_wait, long long *retry_timeout, bool short_ttl, CfgDiag *diag) {
+void cfg_adjust_timeouts(const YNode *where, const char *src, const char *path, long long *ttl, long long *loop_wait,
+                         long long *retry_timeout, bool short_ttl, CfgDiag *diag) {
     /* Patroni's minimums; with pgha.allow_short_ttl the fast profile of bench/failover is allowed */
     struct {
         const char *name;
@@ -71,9 +71,8 @@ void cfg_adjust_timeouts(const YNode *where, const char *src, const char *path, 
     long long *vals[] = {loop_wait, retry_timeout, ttl};
     for (size_t i = 0; i < ELEMENTSOF(mins); i++)
         if (*vals[i] < mins[i].min) {
-            cfg_diag_warn(diag, where, src, path,
-                          "%s=%lld can't be smaller than %lld, the value is set to %lld", mins[i].name,
-                          *vals[i], mins[i].min, mins[i].min);
+            cfg_diag_warn(diag, where, src, path, "%s=%lld can't be smaller than %lld, the value is set to %lld",
+                          mins[i].name, *vals[i], mins[i].min, mins[i].min);
             *vals[i] = mins[i].min;
         }
     if (1 + 2 * *retry_timeout > *ttl) {
@@ -95,7 +94,8 @@ void cfg_adjust_timeouts(const YNode *where, const char *src, const char *path, 
     if (short_ttl && *ttl < 20)
         cfg_diag_warn(diag, where, src, path,
                       "ttl=%lld is below Patroni's minimum of 20 (allowed by pgha.allow_short_ttl); Patroni "
-                      "nodes would use 20", *ttl);
+                      "nodes would use 20",
+                      *ttl);
 }
 
 void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_timeout, CfgDiag *diag) {
@@ -106,15 +106,25 @@ void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_
 /* the local configuration                                                                     */
 
 /* The DCS sections of Patroni other than etcd3: reported by check_dcs, not as unknown keys. */
-static const char *const other_dcs[] = {"etcd", "consul", "zookeeper", "exhibitor", "kubernetes", "raft",
-                                        NULL};
+static const char *const other_dcs[] = {"etcd", "consul", "zookeeper", "exhibitor", "kubernetes", "raft", NULL};
 
 /* GUCs only the dynamic configuration may set (spec §3.7.1). */
-const char *const config_controlled_gucs[] = {
-    "listen_addresses", "port", "cluster_name", "hot_standby", "wal_level", "max_connections",
-    "max_wal_senders", "wal_keep_segments", "wal_keep_size", "max_prepared_transactions",
-    "max_locks_per_transaction", "track_commit_timestamp", "max_replication_slots", "max_worker_processes",
-    "wal_log_hints", NULL};
+const char *const config_controlled_gucs[] = {"listen_addresses",
+                                              "port",
+                                              "cluster_name",
+                                              "hot_standby",
+                                              "wal_level",
+                                              "max_connections",
+                                              "max_wal_senders",
+                                              "wal_keep_segments",
+                                              "wal_keep_size",
+                                              "max_prepared_transactions",
+                                              "max_locks_per_transaction",
+                                              "track_commit_timestamp",
+                                              "max_replication_slots",
+                                              "max_worker_processes",
+                                              "wal_log_hints",
+                                              NULL};
 
 static bool in_list(const char *const *list, const char *s);
 
@@ -179,8 +189,7 @@ static void check_dcs(const YNode *root, const PghaConfig *c, const char *src, C
         if (!s)
             continue;
         if (have_etcd3)
-            cfg_diag_warn(diag, s, src, other_dcs[i],
-                          "pgha supports only the etcd3 DCS; this section is ignored");
+            cfg_diag_warn(diag, s, src, other_dcs[i], "pgha supports only the etcd3 DCS; this section is ignored");
         else
             cfg_diag_error(diag, s, src, other_dcs[i],
                            "pgha supports only the etcd3 DCS (etcd v3 API); use an 'etcd3' section instead");
@@ -203,9 +212,7 @@ static void check_dcs(const YNode *root, const PghaConfig *c, const char *src, C
             cfg_diag_error(diag, ynode_get_path(root, "etcd3.hosts"), src, "etcd3.hosts",
                            "'%s' is not a valid host[:port]", c->etcd3.hosts.v[i]);
     }
-    const struct {
-        const char *path, *url;
-    } urls[] = {{"etcd3.url", c->etcd3.url}, {"etcd3.proxy", c->etcd3.proxy}};
+    const struct { const char *path, *url; } urls[] = {{"etcd3.url", c->etcd3.url}, {"etcd3.proxy", c->etcd3.proxy}};
     for (size_t i = 0; i < ELEMENTSOF(urls); i++) {
         const char *u = urls[i].url;
         if (u && !str_startswith(u, "http://") && !str_startswith(u, "https://"))
@@ -250,8 +257,7 @@ static void check_methods(const YNode *root, PghaConfig *c, const char *src, Cfg
         const YNode *s = ynode_get(ynode_get(root, "postgresql"), m);
         if (s && s->type != Y_MAP) {
             _cleanup_free_ char *path = xasprintf("postgresql.%s", m);
-            cfg_diag_error(diag, s, src, path, "a replica method section must be a mapping, got %s",
-                           cfg_describe(s));
+            cfg_diag_error(diag, s, src, path, "a replica method section must be a mapping, got %s", cfg_describe(s));
             continue;
         }
         if (s)
@@ -259,8 +265,7 @@ static void check_methods(const YNode *root, PghaConfig *c, const char *src, Cfg
         else
             cfg_diag_warn(diag, ynode_get_path(root, "postgresql.create_replica_methods"), src,
                           "postgresql.create_replica_methods",
-                          "method '%s' has no 'postgresql.%s' section; its command defaults to '%s'", m, m,
-                          m);
+                          "method '%s' has no 'postgresql.%s' section; its command defaults to '%s'", m, m, m);
     }
 
     /* the bootstrap method */
@@ -279,11 +284,10 @@ static void check_methods(const YNode *root, PghaConfig *c, const char *src, Cfg
                       "post_bootstrap");
 
     /* initdb / basebackup options: a list of strings and one-key maps, or a map */
-    static const char *const initdb_forbidden[] = {"pgdata", "nosync", "pwfile", "sync-only", "version",
-                                                   NULL};
-    static const char *const bb_forbidden[] = {"pgdata", "format", "wal-method", "xlog-method", "gzip",
-                                               "version", "compress", "dbname", "host", "port", "username",
-                                               "password", NULL};
+    static const char *const initdb_forbidden[] = {"pgdata", "nosync", "pwfile", "sync-only", "version", NULL};
+    static const char *const bb_forbidden[] = {"pgdata",   "format",   "wal-method", "xlog-method", "gzip",
+                                               "version",  "compress", "dbname",     "host",        "port",
+                                               "username", "password", NULL};
     const struct {
         const char *path;
         const YNode *opts;
@@ -311,12 +315,13 @@ static void check_methods(const YNode *root, PghaConfig *c, const char *src, Cfg
             else {
                 cfg_diag_error(diag, it, src, optsets[k].path,
                                "item %zu: expected an option name or a one-key mapping (e.g. 'encoding: "
-                               "UTF8')", i);
+                               "UTF8')",
+                               i);
                 continue;
             }
             if (in_list(optsets[k].forbidden, key))
-                cfg_diag_error(diag, it, src, optsets[k].path,
-                               "option '%s' is set by pgha itself and is not allowed", key);
+                cfg_diag_error(diag, it, src, optsets[k].path, "option '%s' is set by pgha itself and is not allowed",
+                               key);
         }
     }
 }
@@ -328,8 +333,7 @@ void cfg_post_process(const YNode *root, PghaConfig *c, const char *src, CfgDiag
 
     /* bootstrap.dcs: the dynamic configuration, with the timing rule */
     if (c->bootstrap.dcs) {
-        (void)cfg_dyn_parse_at(c->bootstrap.dcs, "bootstrap.dcs", c->pgha.allow_short_ttl, &c->bootstrap.dyn,
-                               diag);
+        (void)cfg_dyn_parse_at(c->bootstrap.dcs, "bootstrap.dcs", c->pgha.allow_short_ttl, &c->bootstrap.dyn, diag);
         ynode_free(c->bootstrap.dcs);
         c->bootstrap.dcs = ynode_clone(c->bootstrap.dyn.raw);
     } else {
@@ -343,7 +347,8 @@ void cfg_post_process(const YNode *root, PghaConfig *c, const char *src, CfgDiag
             if (config_is_controlled_guc(g))
                 cfg_diag_warn(diag, c->postgresql.parameters->items[i], src, "postgresql.parameters",
                               "'%s' is controlled by pgha and can only be set in the dynamic configuration "
-                              "(bootstrap.dcs or /config); the local value is ignored", g);
+                              "(bootstrap.dcs or /config); the local value is ignored",
+                              g);
         }
     if (ynode_get_path(root, "postgresql.use_slots"))
         cfg_diag_warn(diag, ynode_get_path(root, "postgresql.use_slots"), src, "postgresql.use_slots",
@@ -359,8 +364,7 @@ void cfg_post_process(const YNode *root, PghaConfig *c, const char *src, CfgDiag
             cfg_diag_error(diag, ynode_get_path(root, levels[i].path), src, levels[i].path,
                            "'%s' is not one of: DEBUG, INFO, WARNING, ERROR, CRITICAL", levels[i].value);
     }
-    if (c->log.format && c->log.format->type != Y_STR && c->log.format->type != Y_SEQ &&
-        c->log.format->type != Y_MAP)
+    if (c->log.format && c->log.format->type != Y_STR && c->log.format->type != Y_SEQ && c->log.format->type != Y_MAP)
         cfg_diag_error(diag, c->log.format, src, "log.format", "expected a string, a list or a mapping");
 
     /* names */

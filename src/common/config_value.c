@@ -131,9 +131,9 @@ void cfg_free_value(const CfgEntry *e, void *base) {
         *(char **)p = NULL;
         break;
     case CT_STRLIST: strlist_clear((StrList *)p); break;
-    case CT_MAP: case CT_LIST: case CT_ANY:
-        *(YNode **)p = ynode_free(*(YNode **)p);
-        break;
+    case CT_MAP:
+    case CT_LIST:
+    case CT_ANY: *(YNode **)p = ynode_free(*(YNode **)p); break;
     default: break;
     }
 }
@@ -226,8 +226,7 @@ bool cfg_set_value(const CfgEntry *e, void *base, const YNode *n, const char *sr
         if (bool_from_node(n, &v) < 0) {
             _cleanup_free_ char *s = ynode_scalar_string(n);
             if (s)
-                cfg_diag_error(diag, n, src, path,
-                               "expected a boolean (true/false, on/off, yes/no), got '%s'", s);
+                cfg_diag_error(diag, n, src, path, "expected a boolean (true/false, on/off, yes/no), got '%s'", s);
             else
                 cfg_diag_error(diag, n, src, path, "expected a boolean, got %s", cfg_describe(n));
             return false;
@@ -259,16 +258,16 @@ bool cfg_set_value(const CfgEntry *e, void *base, const YNode *n, const char *sr
         static const struct {
             const char *name;
             WatchdogMode m;
-        } modes[] = {{"off", WATCHDOG_OFF}, {"disable", WATCHDOG_OFF}, {"disabled", WATCHDOG_OFF},
-                     {"automatic", WATCHDOG_AUTOMATIC}, {"auto", WATCHDOG_AUTOMATIC},
-                     {"required", WATCHDOG_REQUIRED}, {"require", WATCHDOG_REQUIRED}};
+        } modes[] = {{"off", WATCHDOG_OFF},         {"disable", WATCHDOG_OFF},
+                     {"disabled", WATCHDOG_OFF},    {"automatic", WATCHDOG_AUTOMATIC},
+                     {"auto", WATCHDOG_AUTOMATIC},  {"required", WATCHDOG_REQUIRED},
+                     {"require", WATCHDOG_REQUIRED}};
         for (size_t i = 0; s && i < ELEMENTSOF(modes); i++)
             if (strcasecmp(s, modes[i].name) == 0) {
                 *(int *)p = modes[i].m;
                 return true;
             }
-        cfg_diag_error(diag, n, src, path, "'%s' is not one of: off, automatic, required",
-                       s ? s : cfg_describe(n));
+        cfg_diag_error(diag, n, src, path, "'%s' is not one of: off, automatic, required", s ? s : cfg_describe(n));
         return false;
     }
     case CT_STRLIST: {
@@ -277,8 +276,8 @@ bool cfg_set_value(const CfgEntry *e, void *base, const YNode *n, const char *sr
             for (size_t i = 0; i < n->n; i++) {
                 _cleanup_free_ char *s = str_from_node(n->items[i]);
                 if (!s) {
-                    cfg_diag_error(diag, n->items[i], src, path, "list item %zu: expected a string, got %s",
-                                   i, cfg_describe(n->items[i]));
+                    cfg_diag_error(diag, n->items[i], src, path, "list item %zu: expected a string, got %s", i,
+                                   cfg_describe(n->items[i]));
                     strlist_clear(&l);
                     return false;
                 }
@@ -291,8 +290,7 @@ bool cfg_set_value(const CfgEntry *e, void *base, const YNode *n, const char *sr
                 if (*str_trim(tok))
                     strlist_add(&l, tok);
         } else {
-            cfg_diag_error(diag, n, src, path, "expected a list or a comma-separated string, got %s",
-                           cfg_describe(n));
+            cfg_diag_error(diag, n, src, path, "expected a list or a comma-separated string, got %s", cfg_describe(n));
             return false;
         }
         strlist_clear((StrList *)p);
@@ -325,9 +323,8 @@ char *cfg_value_string(const CfgEntry *e, const void *base, bool present, bool s
         return NULL;
     /* A number or flag neither given nor defaulted has no value, whatever its zeroed field holds:
      * `log.mode: 0` is not "no mode", and `citus.group: 0` would enable Citus. (Pointers are NULL.) */
-    bool by_value = e->type == CT_INT || e->type == CT_DURATION || e->type == CT_BOOL ||
-                    e->type == CT_SYNCMODE || e->type == CT_WATCHDOG ||
-                    (e->type == CT_ENUM && (e->flags & CF_INDEX));
+    bool by_value = e->type == CT_INT || e->type == CT_DURATION || e->type == CT_BOOL || e->type == CT_SYNCMODE ||
+                    e->type == CT_WATCHDOG || (e->type == CT_ENUM && (e->flags & CF_INDEX));
     if (by_value && !present && !e->def)
         return NULL;
     const void *p = (const char *)base + e->offset;

@@ -13,13 +13,34 @@ void json_add_string(StrBuf *b, const char *s) {
     while (*p) {
         unsigned c = *p;
         switch (c) {
-        case '"': sb_add(b, "\\\""); p++; continue;
-        case '\\': sb_add(b, "\\\\"); p++; continue;
-        case '\n': sb_add(b, "\\n"); p++; continue;
-        case '\r': sb_add(b, "\\r"); p++; continue;
-        case '\t': sb_add(b, "\\t"); p++; continue;
-        case '\b': sb_add(b, "\\b"); p++; continue;
-        case '\f': sb_add(b, "\\f"); p++; continue;
+        case '"':
+            sb_add(b, "\\\"");
+            p++;
+            continue;
+        case '\\':
+            sb_add(b, "\\\\");
+            p++;
+            continue;
+        case '\n':
+            sb_add(b, "\\n");
+            p++;
+            continue;
+        case '\r':
+            sb_add(b, "\\r");
+            p++;
+            continue;
+        case '\t':
+            sb_add(b, "\\t");
+            p++;
+            continue;
+        case '\b':
+            sb_add(b, "\\b");
+            p++;
+            continue;
+        case '\f':
+            sb_add(b, "\\f");
+            p++;
+            continue;
         default: break;
         }
         if (c < 0x20) {

@@ -37,15 +37,18 @@ static struct {
     usec_t hb_interval;
     usec_t hb_last;
     char *hb_msg;
-} L = {.level = LOG_INFO, .file_size = DEFAULT_FILE_SIZE, .file_num = DEFAULT_FILE_NUM, .mode = -1,
+} L = {.level = LOG_INFO,
+       .file_size = DEFAULT_FILE_SIZE,
+       .file_num = DEFAULT_FILE_NUM,
+       .mode = -1,
        .hb_interval = 300 * USEC_PER_SEC};
 
 static const struct {
     LogLevel level;
     const char *name;
 } level_names[] = {
-    {LOG_DEBUG, "DEBUG"}, {LOG_INFO, "INFO"}, {LOG_WARNING, "WARNING"}, {LOG_ERROR, "ERROR"},
-    {LOG_CRITICAL, "CRITICAL"},
+    {LOG_DEBUG, "DEBUG"}, {LOG_INFO, "INFO"},         {LOG_WARNING, "WARNING"},
+    {LOG_ERROR, "ERROR"}, {LOG_CRITICAL, "CRITICAL"},
 };
 
 const char *log_level_to_string(LogLevel l) {
@@ -227,8 +230,8 @@ static const char *basename_of(const char *p) {
 }
 
 /* Returns true and fills *str or *num for a known attribute. */
-static bool record_attr(const Record *r, const char *name, const char **str, double *num, bool *is_num,
-                        char *tmp, size_t tmplen) {
+static bool record_attr(const Record *r, const char *name, const char **str, double *num, bool *is_num, char *tmp,
+                        size_t tmplen) {
     *is_num = false;
     if (strcmp(name, "asctime") == 0)
         *str = r->asctime;
@@ -372,12 +375,13 @@ static char *render_json(const Record *r) {
     cJSON *obj = cJSON_CreateObject();
     if (L.format_json && cJSON_IsArray(L.format_json)) {
         const cJSON *it;
-        cJSON_ArrayForEach(it, L.format_json) if (cJSON_IsString(it))
-            json_add_attr(obj, it->valuestring, it->valuestring, r);
+        cJSON_ArrayForEach(it, L.format_json)
+            if (cJSON_IsString(it))
+                json_add_attr(obj, it->valuestring, it->valuestring, r);
     } else if (L.format_json && cJSON_IsObject(L.format_json)) {
         const cJSON *it;
-        cJSON_ArrayForEach(it, L.format_json) json_add_attr(
-            obj, cJSON_IsString(it) ? it->valuestring : it->string, it->string, r);
+        cJSON_ArrayForEach(it, L.format_json)
+            json_add_attr(obj, cJSON_IsString(it) ? it->valuestring : it->string, it->string, r);
     } else {
         const char *fmt = L.format ? L.format : DEFAULT_FORMAT;
         for (const char *p = strstr(fmt, "%("); p; p = strstr(p + 2, "%(")) {
@@ -393,8 +397,9 @@ static char *render_json(const Record *r) {
     }
     if (L.static_fields && cJSON_IsObject(L.static_fields)) {
         const cJSON *it;
-        cJSON_ArrayForEach(it, L.static_fields) if (!cJSON_GetObjectItemCaseSensitive(obj, it->string))
-            cJSON_AddItemToObject(obj, it->string, cJSON_Duplicate(it, true));
+        cJSON_ArrayForEach(it, L.static_fields)
+            if (!cJSON_GetObjectItemCaseSensitive(obj, it->string))
+                cJSON_AddItemToObject(obj, it->string, cJSON_Duplicate(it, true));
     }
     char *s = cJSON_PrintUnformatted(obj);
     cJSON_Delete(obj);
@@ -403,8 +408,7 @@ static char *render_json(const Record *r) {
 
 static char *format_locked(LogLevel level, usec_t realtime, const char *file, int line, const char *func,
                            const char *message) {
-    Record r = {.level = level, .realtime = realtime, .file = file, .line = line, .func = func,
-                .message = message};
+    Record r = {.level = level, .realtime = realtime, .file = file, .line = line, .func = func, .message = message};
     format_asctime(&r, L.dateformat);
     if (L.json)
         return render_json(&r);

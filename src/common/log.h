@@ -24,16 +24,16 @@ int log_level_from_string(const char *s, LogLevel *ret);
 typedef struct cJSON cJSON;
 
 typedef struct LogSettings {
-    bool json;               /* log.type == json */
-    LogLevel level;          /* log.level */
-    const char *format;      /* log.format when it is a string (NULL: default) */
-    const cJSON *format_json; /* log.format when it is a list or map (json only) */
-    const char *dateformat;  /* log.dateformat (NULL: Python logging's default) */
+    bool json;                  /* log.type == json */
+    LogLevel level;             /* log.level */
+    const char *format;         /* log.format when it is a string (NULL: default) */
+    const cJSON *format_json;   /* log.format when it is a list or map (json only) */
+    const char *dateformat;     /* log.dateformat (NULL: Python logging's default) */
     const cJSON *static_fields; /* log.static_fields (json only) */
-    const char *dir;         /* log.dir: log to <dir>/patroni.log with rotation */
-    long long file_size;     /* log.file_size, bytes (default 25000000) */
-    int file_num;            /* log.file_num (default 4) */
-    int mode;                /* log.mode, file mode or -1 */
+    const char *dir;            /* log.dir: log to <dir>/patroni.log with rotation */
+    long long file_size;        /* log.file_size, bytes (default 25000000) */
+    int file_num;               /* log.file_num (default 4) */
+    int mode;                   /* log.mode, file mode or -1 */
 } LogSettings;
 
 /* Apply settings (thread-safe; may be called again on reload). Returns 0 or -errno when the log

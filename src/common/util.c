@@ -185,9 +185,7 @@ bool strcaseeq(const char *a, const char *b) {
     return strcasecmp(a, b) == 0;
 }
 
-bool str_startswith(const char *s, const char *prefix) {
-    return s && strncmp(s, prefix, strlen(prefix)) == 0;
-}
+bool str_startswith(const char *s, const char *prefix) { return s && strncmp(s, prefix, strlen(prefix)) == 0; }
 
 char *str_trim(char *s) {
     char *e = s + strlen(s);

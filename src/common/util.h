@@ -59,10 +59,10 @@ bool strlist_equal(const StrList *a, const StrList *b);
 bool strlist_contains(const StrList *l, const char *s);
 char *strlist_join(const StrList *l, const char *sep);
 
-bool streq(const char *a, const char *b);          /* NULL-safe */
-bool strcaseeq(const char *a, const char *b);      /* NULL-safe, ASCII case-insensitive */
+bool streq(const char *a, const char *b);     /* NULL-safe */
+bool strcaseeq(const char *a, const char *b); /* NULL-safe, ASCII case-insensitive */
 bool str_startswith(const char *s, const char *prefix);
-char *str_trim(char *s);                            /* in place, returns s */
+char *str_trim(char *s); /* in place, returns s */
 
 /* Parse a whole string as an integer / non-negative number. Return 0 or -EINVAL/-ERANGE. */
 int parse_ll(const char *s, long long *ret);

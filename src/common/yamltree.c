@@ -80,9 +80,9 @@ static bool construct_int(const char *text, long long *ret) {
     } else if (strchr(p, ':')) {
         /* sexagesimal: 1:30 == 90 */
         unsigned long long base = 1, total = 0;
-        char *parts[64];
+        char *parts[64], *save = NULL;
         int n = 0;
-        for (char *tok = strtok(p, ":"); tok && n < 64; tok = strtok(NULL, ":"))
+        for (char *tok = strtok_r(p, ":", &save); tok && n < 64; tok = strtok_r(NULL, ":", &save))
             parts[n++] = tok;
         for (int i = n - 1; i >= 0; i--) {
             total += strtoull(parts[i], NULL, 10) * base;
@@ -113,9 +113,9 @@ static double construct_float(const char *text) {
         return NAN;
     if (strchr(p, ':')) {
         double base = 1, total = 0;
-        char *parts[64];
+        char *parts[64], *save = NULL;
         int n = 0;
-        for (char *tok = strtok(p, ":"); tok && n < 64; tok = strtok(NULL, ":"))
+        for (char *tok = strtok_r(p, ":", &save); tok && n < 64; tok = strtok_r(NULL, ":", &save))
             parts[n++] = tok;
         for (int i = n - 1; i >= 0; i--) {
             total += strtod(parts[i], NULL) * base;
@@ -166,8 +166,8 @@ YNode *ynode_new_scalar(const char *text, bool quoted, const char *file, int lin
         n->type = Y_NULL;
     } else if (regexec(&re_bool, text, 0, NULL, 0) == 0) {
         n->type = Y_BOOL;
-        n->b = strchr("yYtT", text[0]) != NULL || ((text[0] == 'o' || text[0] == 'O') &&
-                                                    (text[1] == 'n' || text[1] == 'N'));
+        n->b = strchr("yYtT", text[0]) != NULL ||
+               ((text[0] == 'o' || text[0] == 'O') && (text[1] == 'n' || text[1] == 'N'));
     } else if (regexec(&re_int, text, 0, NULL, 0) == 0) {
         long long v;
         if (construct_int(text, &v)) {
@@ -316,14 +316,15 @@ void py_float_repr(double d, char *buf, size_t len) {
     if (p > 17)
         p = 17;
     char *e = strchr(tmp, 'e');
-    int exp10 = e ? atoi(e + 1) : 0;
+    int exp10 = e ? (int)strtol(e + 1, NULL, 10) : 0;
     if (exp10 >= -4 && exp10 < 16) {
         int decimals = p - 1 - exp10;
         if (decimals < 0)
             decimals = 0;
         snprintf(buf, len, "%.*f", decimals, d);
-        if (!strchr(buf, '.'))
-            strncat(buf, ".0", len - strlen(buf) - 1);
+        size_t used = strlen(buf);
+        if (!strchr(buf, '.') && used < len)
+            snprintf(buf + used, len - used, ".0");
     } else {
         /* Python: mantissa digits, 'e', sign, at least two exponent digits */
         char mant[40];
@@ -381,9 +382,7 @@ cJSON *ynode_to_json(const YNode *n) {
     switch (n->type) {
     case Y_NULL: return cJSON_CreateNull();
     case Y_BOOL: return cJSON_CreateBool(n->b);
-    case Y_INT:
-        snprintf(buf, sizeof buf, "%lld", n->i);
-        return cJSON_CreateRaw(buf);
+    case Y_INT: snprintf(buf, sizeof buf, "%lld", n->i); return cJSON_CreateRaw(buf);
     case Y_FLOAT:
         if (!isfinite(n->d)) /* json.dumps writes Infinity/NaN, which no JSON parser reads */
             return cJSON_CreateNull();
@@ -429,12 +428,14 @@ YNode *ynode_from_json(const cJSON *j, const char *file) {
     if (cJSON_IsArray(j)) {
         YNode *s = ynode_new(Y_SEQ, file, 0);
         const cJSON *it;
-        cJSON_ArrayForEach(it, j) ynode_append(s, ynode_from_json(it, file));
+        cJSON_ArrayForEach(it, j)
+            ynode_append(s, ynode_from_json(it, file));
         return s;
     }
     YNode *m = ynode_new(Y_MAP, file, 0);
     const cJSON *it;
-    cJSON_ArrayForEach(it, j) ynode_set(m, it->string ? it->string : "", ynode_from_json(it, file));
+    cJSON_ArrayForEach(it, j)
+        ynode_set(m, it->string ? it->string : "", ynode_from_json(it, file));
     return m;
 }
 
@@ -481,8 +482,8 @@ static YNode *find_anchor(Builder *b, const char *name) {
 static bool next_event(Builder *b, yaml_event_t *ev) {
     if (!yaml_parser_parse(&b->parser, ev)) {
         builder_error(b, (int)b->parser.problem_mark.line + 1, "invalid YAML: %s%s%s",
-                      b->parser.problem ? b->parser.problem : "parse error",
-                      b->parser.context ? " " : "", b->parser.context ? b->parser.context : "");
+                      b->parser.problem ? b->parser.problem : "parse error", b->parser.context ? " " : "",
+                      b->parser.context ? b->parser.context : "");
         return false;
     }
     return true;
@@ -506,8 +507,7 @@ static YNode *scalar_from_event(Builder *b, yaml_event_t *ev) {
                                : strcmp(tag, YAML_BOOL_TAG) == 0  ? "boolean"
                                : strcmp(tag, YAML_FLOAT_TAG) == 0 ? "float"
                                                                   : "null";
-            if (strcmp(ytype_name(n->type), want) != 0 &&
-                !(n->type == Y_INT && strcmp(want, "float") == 0)) {
+            if (strcmp(ytype_name(n->type), want) != 0 && !(n->type == Y_INT && strcmp(want, "float") == 0)) {
                 builder_error(b, line, "value '%s' tagged %s is not a valid %s", value, tag, want);
             } else if (n->type == Y_INT && strcmp(want, "float") == 0) {
                 n->type = Y_FLOAT;
@@ -624,9 +624,7 @@ static YNode *build_node(Builder *b, yaml_event_t *ev, int depth) {
         }
     }
     case YAML_MAPPING_START_EVENT: return build_mapping(b, ev, depth);
-    default:
-        builder_error(b, (int)ev->start_mark.line + 1, "unexpected YAML event");
-        return NULL;
+    default: builder_error(b, (int)ev->start_mark.line + 1, "unexpected YAML event"); return NULL;
     }
 }
 

@@ -22,16 +22,16 @@ typedef enum YType {
 typedef struct YNode YNode;
 struct YNode {
     YType type;
-    char *text;     /* scalars: the source text (for Y_STR the value); NULL for collections */
-    bool quoted;    /* scalar was quoted or a block scalar */
-    bool b;         /* Y_BOOL */
-    long long i;    /* Y_INT */
-    double d;       /* Y_FLOAT */
-    char *file;     /* where it was defined: a path, or e.g. "environment variable PATRONI_NAME" */
-    int line;       /* 1-based, 0 when unknown */
-    size_t n;       /* children of Y_MAP / Y_SEQ */
-    char **keys;    /* Y_MAP keys (strings) */
-    YNode **items;  /* children */
+    char *text;    /* scalars: the source text (for Y_STR the value); NULL for collections */
+    bool quoted;   /* scalar was quoted or a block scalar */
+    bool b;        /* Y_BOOL */
+    long long i;   /* Y_INT */
+    double d;      /* Y_FLOAT */
+    char *file;    /* where it was defined: a path, or e.g. "environment variable PATRONI_NAME" */
+    int line;      /* 1-based, 0 when unknown */
+    size_t n;      /* children of Y_MAP / Y_SEQ */
+    char **keys;   /* Y_MAP keys (strings) */
+    YNode **items; /* children */
 };
 
 const char *ytype_name(YType t);

@@ -26,22 +26,21 @@ typedef struct Ctl {
 } Ctl;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "Usage: pgha-ctl [OPTIONS] COMMAND [ARGS]...\n"
-            "\n"
-            "Command-line interface for a pgha/Patroni cluster (mirrors patronictl).\n"
-            "\n"
-            "Options:\n"
-            "  -c, --config-file PATH   configuration file (default: $PATRONICTL_CONFIG_FILE or\n"
-            "                           " DEFAULT_CTL_CONFIG ")\n"
-            "  --version                print the version and exit\n"
-            "  -h, --help               show this help and exit\n"
-            "\n"
-            "Commands:\n"
-            "  list [-f pretty|tsv|json] [-e] [-t] [CLUSTER]   the members and their state\n"
-            "  history [-f pretty|tsv|json] [CLUSTER]          the timeline history\n"
-            "  show-config [CLUSTER]                           the dynamic configuration\n"
-            "  version                                         print the version\n");
+    fprintf(f, "Usage: pgha-ctl [OPTIONS] COMMAND [ARGS]...\n"
+               "\n"
+               "Command-line interface for a pgha/Patroni cluster (mirrors patronictl).\n"
+               "\n"
+               "Options:\n"
+               "  -c, --config-file PATH   configuration file (default: $PATRONICTL_CONFIG_FILE or\n"
+               "                           " DEFAULT_CTL_CONFIG ")\n"
+               "  --version                print the version and exit\n"
+               "  -h, --help               show this help and exit\n"
+               "\n"
+               "Commands:\n"
+               "  list [-f pretty|tsv|json] [-e] [-t] [CLUSTER]   the members and their state\n"
+               "  history [-f pretty|tsv|json] [CLUSTER]          the timeline history\n"
+               "  show-config [CLUSTER]                           the dynamic configuration\n"
+               "  version                                         print the version\n");
 }
 
 static int load(Ctl *c) {

@@ -383,7 +383,9 @@ static void decode_status(ClusterStatus *st, const DcsKv *kv) {
             retain = parsed = json_parse(retain->valuestring);
         if (cJSON_IsArray(retain)) {
             const cJSON *it;
-            cJSON_ArrayForEach(it, retain) if (cJSON_IsString(it)) strlist_add(&st->retain_slots, it->valuestring);
+            cJSON_ArrayForEach(it, retain)
+                if (cJSON_IsString(it))
+                    strlist_add(&st->retain_slots, it->valuestring);
         }
         cJSON_Delete(parsed);
     } else {
@@ -491,9 +493,10 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
             c->leader->corrupt = true;
             c->leader->name = xstrdup("");
             if (first_report(leader_kv->key, leader_kv->mod_revision))
-                log_error("the leader key %s (revision %lld, lease %s) contains a NUL byte: the cluster is treated as "
-                          "locked by an unknown holder; nobody takes over until the key is deleted or its lease expires",
-                          leader_kv->key, leader_kv->mod_revision, leader_kv->lease ? leader_kv->lease : "none");
+                log_error(
+                    "the leader key %s (revision %lld, lease %s) contains a NUL byte: the cluster is treated as "
+                    "locked by an unknown holder; nobody takes over until the key is deleted or its lease expires",
+                    leader_kv->key, leader_kv->mod_revision, leader_kv->lease ? leader_kv->lease : "none");
         } else {
             c->leader->name = xstrdup(leader_kv->value);
             c->leader->member = cluster_get_member(c, c->leader->name);

@@ -11,12 +11,12 @@ typedef struct cJSON cJSON;
 
 /* One key as a DCS backend returns it. */
 typedef struct DcsKv {
-    char *key;             /* absolute key */
-    char *value;           /* decoded value, NUL-terminated */
+    char *key;   /* absolute key */
+    char *value; /* decoded value, NUL-terminated */
     size_t value_len;
     long long mod_revision;
     long long create_revision;
-    char *lease;           /* lease id (decimal) or NULL */
+    char *lease; /* lease id (decimal) or NULL */
 } DcsKv;
 
 void dcs_kv_free_contents(DcsKv *kv);
@@ -30,67 +30,67 @@ typedef struct Member {
     char *replication_state;
     bool has_timeline;
     long long timeline;
-    cJSON *tags;                   /* object, or NULL */
+    cJSON *tags; /* object, or NULL */
     bool pending_restart;
     cJSON *pending_restart_reason; /* object, or NULL */
     cJSON *scheduled_restart;      /* object, or NULL */
     bool pause;
     bool checkpoint_after_promote_false; /* published `checkpoint_after_promote: false` */
     bool watchdog_failed;
-    cJSON *data;                   /* the whole decoded object (empty object when unparsable) */
-    long long revision;            /* mod_revision (Patroni calls it the member version) */
-    char *session;                 /* lease */
+    cJSON *data;        /* the whole decoded object (empty object when unparsable) */
+    long long revision; /* mod_revision (Patroni calls it the member version) */
+    char *session;      /* lease */
 } Member;
 
 typedef struct Leader {
     char *name;
     long long version;
     char *session;
-    const Member *member;          /* borrowed from Cluster.members, or NULL */
-    bool corrupt;                  /* the key exists but names nobody (empty, NUL byte): name is "",
+    const Member *member; /* borrowed from Cluster.members, or NULL */
+    bool corrupt;         /* the key exists but names nobody (empty, NUL byte): name is "",
                                       the holder is unknown */
 } Leader;
 
 typedef struct Failover {
-    bool present;                  /* key exists */
-    char *leader, *candidate;      /* candidate is the key's `member` field */
-    char *scheduled_at;            /* as stored */
+    bool present;             /* key exists */
+    char *leader, *candidate; /* candidate is the key's `member` field */
+    char *scheduled_at;       /* as stored */
     long long version;
 } Failover;
 
 typedef struct SyncState {
-    bool present;                  /* key exists */
-    char *leader;                  /* NULL: no sync state */
+    bool present; /* key exists */
+    char *leader; /* NULL: no sync state */
     long long quorum;
-    StrList members;               /* sync_standby, split on ',' */
+    StrList members; /* sync_standby, split on ',' */
     long long version;
 } SyncState;
 
 typedef struct ClusterStatus {
     bool has_optime;
     long long optime;
-    cJSON *slots;                  /* object name -> lsn, or NULL */
+    cJSON *slots; /* object name -> lsn, or NULL */
     StrList retain_slots;
     long long version;
 } ClusterStatus;
 
 typedef struct Cluster {
     bool has_initialize;
-    char *initialize;              /* "" while bootstrapping, then the system identifier */
+    char *initialize; /* "" while bootstrapping, then the system identifier */
     bool has_config;
-    cJSON *config;                 /* object; {} when unparsable */
-    long long config_version;      /* 0 when missing or unparsable */
-    Leader *leader;                /* NULL: unlocked */
+    cJSON *config;            /* object; {} when unparsable */
+    long long config_version; /* 0 when missing or unparsable */
+    Leader *leader;           /* NULL: unlocked */
     Member *members;
     size_t n_members;
     Failover failover;
     SyncState sync;
     bool has_history;
-    cJSON *history;                /* array or NULL */
+    cJSON *history; /* array or NULL */
     long long history_version;
     ClusterStatus status;
-    cJSON *failsafe;               /* object or NULL */
-    long long revision;            /* DCS revision the view was read at */
+    cJSON *failsafe;    /* object or NULL */
+    long long revision; /* DCS revision the view was read at */
 } Cluster;
 
 /* Base path of a cluster: "/" + namespace + "/" + scope with repeated slashes collapsed. */

@@ -14,8 +14,8 @@
 typedef struct Dcs Dcs;
 
 typedef struct DcsStats {
-    unsigned long long requests;     /* unary requests (range, put, txn, lease, auth, ...) */
-    unsigned long long bytes_sent;   /* request bodies */
+    unsigned long long requests;       /* unary requests (range, put, txn, lease, auth, ...) */
+    unsigned long long bytes_sent;     /* request bodies */
     unsigned long long bytes_received; /* response bodies, including the watch stream */
     unsigned long long watch_events;
     unsigned long long watch_reconnects;
@@ -34,7 +34,7 @@ int dcs_connect(Dcs *d);
 
 /* The last error of a call made by the calling thread (a per-thread buffer, valid until its next call). */
 const char *dcs_error(const Dcs *d);
-const char *dcs_base_path_of(const Dcs *d);  /* "/service/batman" */
+const char *dcs_base_path_of(const Dcs *d);              /* "/service/batman" */
 const char *dcs_endpoint(Dcs *d, char *buf, size_t len); /* the endpoint in use */
 void dcs_get_stats(Dcs *d, DcsStats *ret);
 
@@ -50,7 +50,7 @@ int dcs_read_cluster(Dcs *d, bool linearizable, Cluster **ret);
 int dcs_attempt_to_acquire_leader(Dcs *d);
 int dcs_update_leader(Dcs *d, const Cluster *c);
 int dcs_delete_leader(Dcs *d);
-int dcs_take_leader(Dcs *d);          /* unconditional put with our lease (after bootstrap) */
+int dcs_take_leader(Dcs *d); /* unconditional put with our lease (after bootstrap) */
 
 /* The lease: granted on first use, kept alive at most once per loop_wait unless forced. */
 int dcs_refresh_lease(Dcs *d, bool force);

@@ -40,8 +40,11 @@ const char *dcs_base_path_of(const Dcs *d) { return d->base; }
 long long dcs_lease_id(const Dcs *d) { return d->lease_id; }
 
 void dcs_get_stats(Dcs *d, DcsStats *ret) {
-    *ret = (DcsStats){.requests = d->st_requests, .bytes_sent = d->st_sent, .bytes_received = d->st_received,
-                      .watch_events = d->st_events, .watch_reconnects = d->st_reconnects};
+    *ret = (DcsStats){.requests = d->st_requests,
+                      .bytes_sent = d->st_sent,
+                      .bytes_received = d->st_received,
+                      .watch_events = d->st_events,
+                      .watch_reconnects = d->st_reconnects};
 }
 
 const char *etcd3_current_endpoint_locked(const Dcs *d) {
@@ -388,8 +391,7 @@ static int txn_locked(Dcs *d, cJSON *t, cJSON **ret_resp) {
 /* A compare-and-swap txn t (freed here) on key: 1 when it succeeded, with the write (value, or NULL for
  * a delete) applied to the cache and its revision in *ret_rev; 0 when the compare failed (our view was
  * stale), and the watch rebuilds its cache. */
-static int cas_txn_locked(Dcs *d, cJSON *t, const char *key, const char *value, long long lease,
-                          long long *ret_rev) {
+static int cas_txn_locked(Dcs *d, cJSON *t, const char *key, const char *value, long long lease, long long *ret_rev) {
     cJSON *resp = NULL;
     int r = txn_locked(d, t, &resp);
     cJSON_Delete(t);
@@ -564,7 +566,9 @@ static int cas_put(Dcs *d, const char *rel, const char *json, long long version,
 }
 
 int dcs_set_config(Dcs *d, const char *json, long long version) { return cas_put(d, "config", json, version, NULL); }
-int dcs_set_failover(Dcs *d, const char *json, long long version) { return cas_put(d, "failover", json, version, NULL); }
+int dcs_set_failover(Dcs *d, const char *json, long long version) {
+    return cas_put(d, "failover", json, version, NULL);
+}
 int dcs_set_sync_state(Dcs *d, const char *json, long long version, long long *ret_new_version) {
     return cas_put(d, "sync", json, version, ret_new_version);
 }

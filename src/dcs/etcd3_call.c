@@ -17,16 +17,16 @@
 #include "dcs/etcd3_int.h"
 
 typedef enum Outcome {
-    OUT_OK,          /* a JSON answer without error */
-    OUT_NEXT,        /* this endpoint is unusable now: try the next one */
-    OUT_RETRY,       /* try the same endpoint again (DeadlineExceeded, FailedPrecondition) */
-    OUT_REAUTH,      /* the token is invalid or expired */
-    OUT_FAIL,        /* a definite error from etcd: stop */
+    OUT_OK,     /* a JSON answer without error */
+    OUT_NEXT,   /* this endpoint is unusable now: try the next one */
+    OUT_RETRY,  /* try the same endpoint again (DeadlineExceeded, FailedPrecondition) */
+    OUT_REAUTH, /* the token is invalid or expired */
+    OUT_FAIL,   /* a definite error from etcd: stop */
 } Outcome;
 
 /* One POST to one endpoint. */
-static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path, const char *body,
-                         long timeout_ms, const char *token, cJSON **ret, int *ret_grpc, char *err, size_t errlen) {
+static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path, const char *body, long timeout_ms,
+                         const char *token, cJSON **ret, int *ret_grpc, char *err, size_t errlen) {
     *ret = NULL;
     *ret_grpc = 0;
     cJSON *j = NULL;
@@ -77,8 +77,8 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
         }
         pthread_mutex_unlock(&d->lock);
         if (stale) {
-            snprintf(err, errlen, "%s: raft term %lld is older than %lld seen before; the member is stale",
-                     endpoint, term, d->raft_term);
+            snprintf(err, errlen, "%s: raft term %lld is older than %lld seen before; the member is stale", endpoint,
+                     term, d->raft_term);
             cJSON_Delete(j);
             return OUT_NEXT;
         }
@@ -237,7 +237,9 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
             free(errs[idx]);
             errs[idx] = xstrdup(err);
             if (o == OUT_FAIL || o == OUT_REAUTH) {
-                result = last_grpc == 5 ? -ENOENT : (o == OUT_REAUTH || last_grpc == 7 || last_grpc == 16) ? -EACCES : -EIO;
+                result = last_grpc == 5                                           ? -ENOENT
+                         : (o == OUT_REAUTH || last_grpc == 7 || last_grpc == 16) ? -EACCES
+                                                                                  : -EIO;
                 break;
             }
         }
@@ -255,8 +257,8 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
             sb_add(&errors, e);
         }
         if (result == -ETIMEDOUT)
-            etcd3_set_error(d, "etcd is not reachable (%.1f s, retry_timeout %d s): %s", took,
-                            (int)d->retry_timeout, errors.len ? errors.s : "no endpoint answered");
+            etcd3_set_error(d, "etcd is not reachable (%.1f s, retry_timeout %d s): %s", took, (int)d->retry_timeout,
+                            errors.len ? errors.s : "no endpoint answered");
         else
             etcd3_set_error(d, "%s", errors.len ? errors.s : "etcd request failed");
         sb_free(&errors);
@@ -298,7 +300,12 @@ static int get_version(Dcs *d, const char *endpoint, long timeout_ms, char *err,
                  endpoint, server, cluster);
         r = -EPROTONOSUPPORT;
     } else {
-        const char *prefix = (cmaj == 3 && cmin < 3) ? "/v3alpha" : (cmaj == 3 && cmin == 3) ? "/v3beta" : "/v3";
+        /* the gateway's path by cluster version: 3.0-3.2 /v3alpha, 3.3 /v3beta, later (and 4.x) /v3 */
+        const char *prefix = "/v3";
+        if (cmaj == 3 && cmin < 3)
+            prefix = "/v3alpha";
+        else if (cmaj == 3 && cmin == 3)
+            prefix = "/v3beta";
         pthread_mutex_lock(&d->lock);
         free(d->api_prefix);
         d->api_prefix = xstrdup(prefix);
@@ -323,8 +330,9 @@ static void refresh_members_locked(Dcs *d) {
     cJSON_ArrayForEach(m, members) {
         const cJSON *cu = cJSON_GetObjectItemCaseSensitive(m, "clientURLs");
         const cJSON *u;
-        cJSON_ArrayForEach(u, cu) if (cJSON_IsString(u) && !strlist_contains(&urls, u->valuestring))
-            strlist_add(&urls, u->valuestring);
+        cJSON_ArrayForEach(u, cu)
+            if (cJSON_IsString(u) && !strlist_contains(&urls, u->valuestring))
+                strlist_add(&urls, u->valuestring);
     }
     cJSON_Delete(resp);
     if (urls.n == 0) {
@@ -405,9 +413,8 @@ int dcs_connect(Dcs *d) {
 
 void etcd3_maybe_refresh_members_locked(Dcs *d) {
     pthread_mutex_lock(&d->lock);
-    bool due = !d->use_proxies &&
-               (d->members_refreshed == 0 ||
-                now_monotonic() - d->members_refreshed > (usec_t)(10 * d->ttl) * USEC_PER_SEC);
+    bool due = !d->use_proxies && (d->members_refreshed == 0 ||
+                                   now_monotonic() - d->members_refreshed > (usec_t)(10 * d->ttl) * USEC_PER_SEC);
     pthread_mutex_unlock(&d->lock);
     if (due)
         refresh_members_locked(d);

@@ -66,9 +66,7 @@ static cJSON *compare(const char *key, const char *target, const char *field, co
 
 cJSON *etcd3_compare_absent(const char *key) { return compare(key, "CREATE", "create_revision", "0", false); }
 
-cJSON *etcd3_compare_value(const char *key, const char *value) {
-    return compare(key, "VALUE", "value", value, true);
-}
+cJSON *etcd3_compare_value(const char *key, const char *value) { return compare(key, "VALUE", "value", value, true); }
 
 cJSON *etcd3_compare_mod(const char *key, long long version) {
     char v[32];

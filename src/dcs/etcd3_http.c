@@ -86,8 +86,8 @@ void etcd3_conn_free(Conn *c) {
     *c = (Conn){0};
 }
 
-CURLcode etcd3_http_perform(Dcs *d, Conn *c, const char *url, const char *body, long timeout_ms,
-                            long connect_ms, curl_write_callback write_fn, void *write_data, char *curl_err) {
+CURLcode etcd3_http_perform(Dcs *d, Conn *c, const char *url, const char *body, long timeout_ms, long connect_ms,
+                            curl_write_callback write_fn, void *write_data, char *curl_err) {
     CURL *h = c->curl;
     curl_easy_setopt(h, CURLOPT_URL, url);
     if (body) {
@@ -109,8 +109,8 @@ CURLcode etcd3_http_perform(Dcs *d, Conn *c, const char *url, const char *body, 
     return rc;
 }
 
-int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, const char *path,
-                     const char *body, long timeout_ms, cJSON **ret, long *ret_status, char *err, size_t errlen) {
+int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, const char *path, const char *body,
+                     long timeout_ms, cJSON **ret, long *ret_status, char *err, size_t errlen) {
     *ret = NULL;
     *ret_status = 0;
     etcd3_conn_prepare(d, c, token);

@@ -30,11 +30,11 @@ typedef struct Conn {
 struct Dcs {
     /* configuration */
     char *name;
-    char *base;          /* /service/batman */
-    char *prefix_key;    /* /service/batman/ */
-    char *range_end;     /* /service/batman0 */
-    char *protocol;      /* http or https */
-    StrList configured;  /* endpoints from the configuration, as base URLs */
+    char *base;         /* /service/batman */
+    char *prefix_key;   /* /service/batman/ */
+    char *range_end;    /* /service/batman0 */
+    char *protocol;     /* http or https */
+    StrList configured; /* endpoints from the configuration, as base URLs */
     bool use_proxies;
     char *username, *password;
     char *cacert, *cert, *key;
@@ -47,7 +47,7 @@ struct Dcs {
     pthread_mutex_t lock;
     StrList endpoints;
     size_t current;
-    char *api_prefix;    /* "/v3" */
+    char *api_prefix; /* "/v3" */
     char *token;
     long long cluster_id;
     long long raft_term;
@@ -63,7 +63,7 @@ struct Dcs {
     long long lease_id;
     long long lease_ttl;
     usec_t lease_refreshed;
-    char *member_value;   /* last value written to our member key */
+    char *member_value; /* last value written to our member key */
     long long member_lease;
 
     /* watch and cache, under cache_lock */
@@ -103,13 +103,13 @@ void etcd3_conn_prepare(Dcs *d, Conn *c, const char *token);
 void etcd3_conn_free(Conn *c);
 /* One HTTP exchange on a prepared handle: a POST of body, or a GET when body is NULL. The answer goes
  * to write_fn; curl_err (CURL_ERROR_SIZE) receives curl's message. Counts the request and the bytes sent. */
-CURLcode etcd3_http_perform(Dcs *d, Conn *c, const char *url, const char *body, long timeout_ms,
-                            long connect_ms, curl_write_callback write_fn, void *write_data, char *curl_err);
+CURLcode etcd3_http_perform(Dcs *d, Conn *c, const char *url, const char *body, long timeout_ms, long connect_ms,
+                            curl_write_callback write_fn, void *write_data, char *curl_err);
 /* One request to endpoint+path (GET when body is NULL) with the token, both timeouts timeout_ms, the
  * answer (at most MAX_RESPONSE) buffered. 0 with the HTTP status and the answer parsed as JSON (NULL when
  * it is not); -1 when there was no answer, with err set to "endpoint: why". */
-int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, const char *path,
-                     const char *body, long timeout_ms, cJSON **ret, long *ret_status, char *err, size_t errlen);
+int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, const char *path, const char *body,
+                     long timeout_ms, cJSON **ret, long *ret_status, char *err, size_t errlen);
 
 /* ---- etcd3_call.c ---- */
 

@@ -118,8 +118,8 @@ int dcs_get_cluster(Dcs *d, Cluster **ret) {
         pthread_mutex_lock(&d->lock);
         memcpy(last, d->last_error, sizeof last);
         pthread_mutex_unlock(&d->lock);
-        etcd3_set_error(d, "the DCS cache was not ready within retry_timeout (%d s)%s%s",
-                        (int)d->retry_timeout, last[0] ? "; last error: " : "", last);
+        etcd3_set_error(d, "the DCS cache was not ready within retry_timeout (%d s)%s%s", (int)d->retry_timeout,
+                        last[0] ? "; last error: " : "", last);
         return -ETIMEDOUT;
     }
     pthread_mutex_unlock(&d->cache_lock);
@@ -130,8 +130,8 @@ int dcs_get_cluster(Dcs *d, Cluster **ret) {
 
 typedef struct Stream {
     Dcs *d;
-    StrBuf buf;        /* bytes not yet parsed */
-    bool ended;        /* the server ended the watch (error, cancel, compaction) */
+    StrBuf buf; /* bytes not yet parsed */
+    bool ended; /* the server ended the watch (error, cancel, compaction) */
     bool created;
     bool needs_resync; /* compacted: rebuild from a fresh range */
 } Stream;

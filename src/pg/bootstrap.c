@@ -135,20 +135,18 @@ static int create_or_update_role(PGconn *c, const char *name, const char *passwo
     _cleanup_free_ char *ident = quote_ident(c, name);
     _cleanup_free_ char *lit = quote_literal(c, name);
     _cleanup_free_ char *pw = password ? quote_literal(c, password) : NULL;
-    _cleanup_free_ char *sql = xasprintf(
-        "SET synchronous_commit = 'local'; "
-        "DO $$ BEGIN "
-        "IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN "
-        "CREATE ROLE %s WITH %s%s%s; "
-        "ELSE ALTER ROLE %s WITH %s%s%s; END IF; END $$",
-        lit, ident, options, pw ? " PASSWORD " : "", pw ? pw : "", ident, options, pw ? " PASSWORD " : "",
-        pw ? pw : "");
+    _cleanup_free_ char *sql = xasprintf("SET synchronous_commit = 'local'; "
+                                         "DO $$ BEGIN "
+                                         "IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s) THEN "
+                                         "CREATE ROLE %s WITH %s%s%s; "
+                                         "ELSE ALTER ROLE %s WITH %s%s%s; END IF; END $$",
+                                         lit, ident, options, pw ? " PASSWORD " : "", pw ? pw : "", ident, options,
+                                         pw ? " PASSWORD " : "", pw ? pw : "");
     return exec_sql(c, sql, ret_error);
 }
 
 int pg_create_roles(PGconn *c, const PghaConfig *cfg, int major, char **ret_error) {
-    const PgAuth *su = &cfg->postgresql.superuser, *repl = &cfg->postgresql.replication,
-                 *rw = &cfg->postgresql.rewind;
+    const PgAuth *su = &cfg->postgresql.superuser, *repl = &cfg->postgresql.replication, *rw = &cfg->postgresql.rewind;
     int r = 0;
     if (su->username && su->password)
         r = create_or_update_role(c, su->username, su->password, "SUPERUSER LOGIN", ret_error);

@@ -109,6 +109,20 @@ static PGresult *exec_with_deadline(PGconn *c, const char *sql, int timeout_ms, 
     }
 }
 
+long long pg_value_ll(const PGresult *r, int row, int col) {
+    long long v = 0;
+    if (parse_ll(PQgetvalue(r, row, col), &v) < 0)
+        return 0;
+    return v;
+}
+
+double pg_value_double(const PGresult *r, int row, int col) {
+    double v = 0;
+    if (parse_double(PQgetvalue(r, row, col), &v) < 0)
+        return 0;
+    return v;
+}
+
 PGresult *pg_query(PGconn *c, const char *sql, int timeout_ms, char **ret_error) {
     char set[64];
     snprintf(set, sizeof set, "SET statement_timeout = %d", timeout_ms > 0 ? timeout_ms : 0);
@@ -173,15 +187,15 @@ int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error) {
         PQclear(r);
         return -EPROTO;
     }
-    ret->server_version = atoll(PQgetvalue(r, 0, 0));
+    ret->server_version = pg_value_ll(r, 0, 0);
     snprintf(ret->postmaster_start_str, sizeof ret->postmaster_start_str, "%s%s", PQgetvalue(r, 0, 1),
              PQgetvalue(r, 0, 2));
-    ret->postmaster_start_time = atof(PQgetvalue(r, 0, 3));
+    ret->postmaster_start_time = pg_value_double(r, 0, 3);
     ret->in_recovery = PQgetvalue(r, 0, 4)[0] == 't';
-    ret->timeline = atoll(PQgetvalue(r, 0, 5));
-    ret->flush_lsn = atoll(PQgetvalue(r, 0, 6));
-    ret->receive_lsn = atoll(PQgetvalue(r, 0, 7));
-    ret->replay_lsn = atoll(PQgetvalue(r, 0, 8));
+    ret->timeline = pg_value_ll(r, 0, 5);
+    ret->flush_lsn = pg_value_ll(r, 0, 6);
+    ret->receive_lsn = pg_value_ll(r, 0, 7);
+    ret->replay_lsn = pg_value_ll(r, 0, 8);
     if (ret->receive_lsn == 0)
         ret->receive_lsn = ret->replay_lsn;
     ret->replay_paused = PQgetvalue(r, 0, 9)[0] == 't';
@@ -195,9 +209,8 @@ int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error) {
     snprintf(ret->synchronous_commit, sizeof ret->synchronous_commit, "%s", PQgetvalue(r, 0, 15));
     if (!PQgetisnull(r, 0, 16))
         ret->replication = cJSON_Parse(PQgetvalue(r, 0, 16));
-    ret->wal_position = ret->in_recovery
-                            ? (ret->receive_lsn > ret->replay_lsn ? ret->receive_lsn : ret->replay_lsn)
-                            : ret->flush_lsn;
+    ret->wal_position = ret->in_recovery ? (ret->receive_lsn > ret->replay_lsn ? ret->receive_lsn : ret->replay_lsn)
+                                         : ret->flush_lsn;
     ret->ok = true;
     PQclear(r);
     return 0;
@@ -240,4 +253,3 @@ char *pg_guc_value_string(const YNode *v) {
     default: return NULL;
     }
 }
-

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -89,6 +90,7 @@ int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret,
             continue;
         *colon = '\0';
         char *key = str_trim(line), *val = str_trim(colon + 1);
+        long long v;
         if (strcmp(key, "Database cluster state") == 0)
             snprintf(ret->state, sizeof ret->state, "%s", val);
         else if (strcmp(key, "Database system identifier") == 0)
@@ -98,15 +100,15 @@ int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret,
         else if (strcmp(key, "Latest checkpoint's REDO location") == 0)
             (void)pg_parse_lsn(val, &ret->redo_lsn);
         else if (strcmp(key, "Latest checkpoint's TimeLineID") == 0)
-            ret->checkpoint_tli = atoll(val);
+            (void)parse_ll(val, &ret->checkpoint_tli);
         else if (strcmp(key, "Minimum recovery ending location") == 0)
             (void)pg_parse_lsn(val, &ret->min_recovery_lsn);
         else if (strcmp(key, "Min recovery ending loc's timeline") == 0)
-            ret->min_recovery_tli = atoll(val);
+            (void)parse_ll(val, &ret->min_recovery_tli);
         else if (strcmp(key, "wal_log_hints setting") == 0)
             ret->wal_log_hints = strcmp(val, "on") == 0;
         else if (strcmp(key, "Data page checksum version") == 0)
-            ret->data_checksum_version = atoi(val);
+            ret->data_checksum_version = parse_ll(val, &v) == 0 && v >= 0 && v <= INT_MAX ? (int)v : 0;
     }
     free(out);
     if (!ret->sysid[0]) {
@@ -126,10 +128,12 @@ int pg_read_pid_file(const char *data_dir, PidFile *ret) {
     int n = 0;
     while (fgets(line, sizeof line, f) && n < 8) {
         str_trim(line);
+        long long v = 0;
+        bool num = parse_ll(line, &v) == 0;
         switch (n) {
-        case 0: ret->pid = (pid_t)atol(line); break;
-        case 2: ret->start_time = atoll(line); break;
-        case 3: ret->port = atoi(line); break;
+        case 0: ret->pid = num && v >= INT_MIN && v <= INT_MAX ? (pid_t)v : 0; break;
+        case 2: ret->start_time = num ? v : 0; break;
+        case 3: ret->port = num && v >= 0 && v <= 65535 ? (int)v : 0; break;
         case 4: snprintf(ret->socket_dir, sizeof ret->socket_dir, "%.255s", line); break;
         case 5: snprintf(ret->listen, sizeof ret->listen, "%.255s", line); break;
         case 7: snprintf(ret->status, sizeof ret->status, "%.15s", line); break;
@@ -165,7 +169,9 @@ int pg_read_timeline_history(const char *data_dir, long long tl, PgTimelineSwitc
         if (!tli || !lsn || parse_ll(tli, &tv) < 0 || pg_parse_lsn(lsn, &lv) < 0)
             continue;
         *ret = xrealloc(*ret, (*ret_n + 1) * sizeof **ret);
-        (*ret)[(*ret_n)++] = (PgTimelineSwitch){.tli = tv, .lsn = lv, .reason = xstrdup(reason ? str_trim(reason) : "")};
+        (*ret)[(*ret_n)++] = (PgTimelineSwitch){.tli = tv,
+                                                .lsn = lv,
+                                                .reason = xstrdup(reason ? str_trim(reason) : "")};
     }
     fclose(f);
     return 0;

@@ -61,9 +61,14 @@ void pg_local_conn_params(const PghaConfig *cfg, PgConnParams *p, char *hostbuf,
         }
     }
     strlist_clear(&addrs);
-    *p = (PgConnParams){.host = hostbuf, .port = port, .user = cfg->postgresql.superuser.username,
-                        .password = cfg->postgresql.superuser.password, .dbname = cfg->postgresql.database,
-                        .application_name = "Patroni", .connect_timeout = 3, .ssl = &cfg->postgresql.superuser,
+    *p = (PgConnParams){.host = hostbuf,
+                        .port = port,
+                        .user = cfg->postgresql.superuser.username,
+                        .password = cfg->postgresql.superuser.password,
+                        .dbname = cfg->postgresql.database,
+                        .application_name = "Patroni",
+                        .connect_timeout = 3,
+                        .ssl = &cfg->postgresql.superuser,
                         /* a local connection needs no Kerberos: skipping it saves its start-up cost */
                         .gssencmode_default = "disable"};
 }
@@ -232,8 +237,10 @@ int pg_current_flush_lsn(PGconn *c, long long *ret, char **ret_error) {
 }
 
 int pg_emit_wake_message(PGconn *c, char **ret_error) {
-    PGresult *r = pg_query(c, "SELECT pg_catalog.pg_logical_emit_message(false, 'pgha', "
-                              "'synchronous_standby_names changed')", 2000, ret_error);
+    PGresult *r = pg_query(c,
+                           "SELECT pg_catalog.pg_logical_emit_message(false, 'pgha', "
+                           "'synchronous_standby_names changed')",
+                           2000, ret_error);
     PQclear(r);
     return r ? 0 : -EIO;
 }
@@ -245,7 +252,8 @@ int pg_checkpoint(PGconn *c, int timeout_ms, char **ret_error) {
 }
 
 int pg_pending_restart(PGconn *c, StrList *ret_names, StrList *ret_settings, char **ret_error) {
-    PGresult *r = pg_query(c, "SELECT name, setting FROM pg_catalog.pg_settings WHERE pending_restart", 2000, ret_error);
+    PGresult *r = pg_query(c, "SELECT name, setting FROM pg_catalog.pg_settings WHERE pending_restart", 2000,
+                           ret_error);
     if (!r)
         return -EIO;
     for (int i = 0; i < PQntuples(r); i++) {

@@ -14,10 +14,10 @@
 typedef struct PgInstance {
     const PghaConfig *cfg; /* borrowed: the agent's configuration (replaced on reload) */
     char *bin_dir;
-    int major;             /* 13..17, from `postgres --version` */
-    pid_t pid;             /* the postmaster we watch, 0 when none */
-    int pidfd;             /* -1 when none */
-    PGconn *conn;          /* the agent's connection (status queries, control statements) */
+    int major;    /* 13..17, from `postgres --version` */
+    pid_t pid;    /* the postmaster we watch, 0 when none */
+    int pidfd;    /* -1 when none */
+    PGconn *conn; /* the agent's connection (status queries, control statements) */
 } PgInstance;
 
 /* The binaries' version; refuses a data directory of another major version. */

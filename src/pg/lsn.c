@@ -27,7 +27,8 @@ bool pg_state_was_primary(const char *s) {
            streq(s, "in crash recovery");
 }
 
-bool pg_state_was_replica(const char *s) { return streq(s, "in archive recovery") || streq(s, "shut down in recovery"); }
+bool pg_state_was_replica(const char *s) {
+    return streq(s, "in archive recovery") || streq(s, "shut down in recovery");
+}
 
 bool pg_state_needs_crash_recovery(const char *s) { return streq(s, "in production") || streq(s, "in crash recovery"); }
-

@@ -18,12 +18,12 @@ typedef struct cJSON cJSON;
 /* ---- pg_controldata ---- */
 
 typedef struct ControlData {
-    char state[64];                 /* "in production", "shut down", "shut down in recovery", ... */
-    char sysid[32];                 /* Database system identifier */
-    long long checkpoint_lsn;       /* Latest checkpoint location */
-    long long redo_lsn;             /* Latest checkpoint's REDO location */
-    long long checkpoint_tli;       /* Latest checkpoint's TimeLineID */
-    long long min_recovery_lsn;     /* Minimum recovery ending location */
+    char state[64];             /* "in production", "shut down", "shut down in recovery", ... */
+    char sysid[32];             /* Database system identifier */
+    long long checkpoint_lsn;   /* Latest checkpoint location */
+    long long redo_lsn;         /* Latest checkpoint's REDO location */
+    long long checkpoint_tli;   /* Latest checkpoint's TimeLineID */
+    long long min_recovery_lsn; /* Minimum recovery ending location */
     long long min_recovery_tli;
     bool wal_log_hints;
     int data_checksum_version;
@@ -36,26 +36,26 @@ void pg_format_lsn(long long lsn, char *buf, size_t len);
 
 /* ---- data directory ---- */
 
-bool pg_data_dir_empty(const char *dir);           /* missing or empty */
-int pg_data_dir_major(const char *dir);            /* from PG_VERSION: 15, 16, ... or -errno */
+bool pg_data_dir_empty(const char *dir); /* missing or empty */
+int pg_data_dir_major(const char *dir);  /* from PG_VERSION: 15, 16, ... or -errno */
 /* `postgres --version` of a binary directory: 150005 style, or -errno. */
 int pg_bin_version(const char *postgres_path);
 
 /* postmaster.pid */
 typedef struct PidFile {
     pid_t pid;
-    long long start_time;           /* epoch seconds */
+    long long start_time; /* epoch seconds */
     int port;
     char socket_dir[256];
     char listen[256];
-    char status[16];                /* "starting", "stopping", "ready", "standby", "" */
+    char status[16]; /* "starting", "stopping", "ready", "standby", "" */
 } PidFile;
 int pg_read_pid_file(const char *data_dir, PidFile *ret);
 
 /* pg_wal/<tl>.history: the switches that led to timeline `tl`, oldest first, and the file's mtime. */
 typedef struct PgTimelineSwitch {
-    long long tli;                  /* the timeline that ended */
-    long long lsn;                  /* where it ended */
+    long long tli; /* the timeline that ended */
+    long long lsn; /* where it ended */
     char *reason;
 } PgTimelineSwitch;
 int pg_read_timeline_history(const char *data_dir, long long tl, PgTimelineSwitch **ret, size_t *ret_n,
@@ -72,8 +72,8 @@ long long pg_oldest_wal_lsn(const char *data_dir, long long seg_size);
 typedef enum PgStopMode { PG_STOP_SMART, PG_STOP_FAST, PG_STOP_IMMEDIATE } PgStopMode;
 
 /* Start `postgres -D data_dir --config-file=... <args>` in its own session. Returns its pid. */
-int pg_spawn_postmaster(const char *postgres_path, const char *data_dir, const char *config_file,
-                        const StrList *args, pid_t *ret_pid, char **ret_error);
+int pg_spawn_postmaster(const char *postgres_path, const char *data_dir, const char *config_file, const StrList *args,
+                        pid_t *ret_pid, char **ret_error);
 /* A pidfd that becomes readable when the process exits (works for non-children too), or -errno. */
 int pg_pidfd(pid_t pid);
 bool pg_process_alive(pid_t pid);
@@ -101,7 +101,7 @@ int pg_run_callback(const char *cmd, const char *action, const char *role, const
  * later run_command() calls fail with -ECANCELED. */
 typedef struct PgChild {
     pthread_mutex_t lock;
-    pid_t pid;       /* the running child (its process group), 0 when none */
+    pid_t pid; /* the running child (its process group), 0 when none */
     bool cancelled;
 } PgChild;
 void pg_child_init(PgChild *c);
@@ -115,7 +115,7 @@ bool pg_child_cancelled(void);
 /* ---- connections and the status query ---- */
 
 typedef struct PgConnParams {
-    const char *host;               /* socket dir or address */
+    const char *host; /* socket dir or address */
     int port;
     const char *user, *password, *dbname;
     const char *application_name;
@@ -128,26 +128,30 @@ PGconn *pg_connect(const PgConnParams *p, char **ret_error);
 /* Run a query with a statement timeout (ms). Returns the result (PGRES_TUPLES_OK or COMMAND_OK)
  * or NULL with *ret_error set (including the SQLSTATE). */
 PGresult *pg_query(PGconn *c, const char *sql, int timeout_ms, char **ret_error);
+/* A column of a result row as a number: 0 when it is NULL or not a number (what atoll()/atof()
+ * gave for the "" of a NULL, without their undefined behaviour on out-of-range values). */
+long long pg_value_ll(const PGresult *r, int row, int col);
+double pg_value_double(const PGresult *r, int row, int col);
 
 typedef struct PgStatus {
-    bool ok;                        /* the query ran */
-    long long server_version;       /* 150005 */
-    double postmaster_start_time;   /* epoch seconds with microseconds */
-    char postmaster_start_str[64];  /* "2024-08-28 19:39:26.352526+00:00" */
+    bool ok;                       /* the query ran */
+    long long server_version;      /* 150005 */
+    double postmaster_start_time;  /* epoch seconds with microseconds */
+    char postmaster_start_str[64]; /* "2024-08-28 19:39:26.352526+00:00" */
     bool in_recovery;
-    long long timeline;             /* primary: current; replica: receiver/replay timeline or 0 */
-    long long wal_position;         /* primary: flush LSN; replica: max(receive, replay) */
-    long long flush_lsn;            /* primary */
+    long long timeline;                /* primary: current; replica: receiver/replay timeline or 0 */
+    long long wal_position;            /* primary: flush LSN; replica: max(receive, replay) */
+    long long flush_lsn;               /* primary */
     long long receive_lsn, replay_lsn; /* replica (receive falls back to replay) */
     bool replay_paused;
     bool has_replay_timestamp;
     char replay_timestamp[64];
-    bool streaming;                 /* WAL receiver streaming */
+    bool streaming; /* WAL receiver streaming */
     char receiver_slot[128];
     char receiver_conninfo[1024];
     char synchronous_standby_names[1024];
     char synchronous_commit[32];
-    cJSON *replication;             /* pg_stat_replication rows, or NULL */
+    cJSON *replication; /* pg_stat_replication rows, or NULL */
 } PgStatus;
 
 int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error);
@@ -159,7 +163,7 @@ void pg_status_free(PgStatus *s);
 typedef struct PgSlot {
     char *name;
     bool logical;
-    char *plugin, *database;       /* logical slots only, else NULL */
+    char *plugin, *database; /* logical slots only, else NULL */
     bool active;
     bool has_xmin;                 /* xmin IS NOT NULL (hot_standby_feedback through the slot) */
     long long restart_lsn;         /* 0 when NULL */
@@ -184,8 +188,8 @@ int pg_slot_advance(PGconn *c, const char *name, long long lsn, int timeout_ms, 
 typedef struct PgSlotCopySettings {
     bool wal_level_logical;
     bool hot_standby_feedback;
-    long long free_slots;          /* max_replication_slots - slots in use */
-    long long wal_segment_size;    /* bytes */
+    long long free_slots;       /* max_replication_slots - slots in use */
+    long long wal_segment_size; /* bytes */
 } PgSlotCopySettings;
 int pg_slot_copy_settings(PGconn *c, PgSlotCopySettings *ret, char **ret_error);
 
@@ -193,7 +197,7 @@ int pg_slot_copy_settings(PGconn *c, PgSlotCopySettings *ret, char **ret_error);
 typedef struct PgSlotState {
     char *name, *type, *database, *plugin; /* database, plugin may be NULL */
     long long confirmed_flush_lsn, restart_lsn;
-    unsigned char *state;          /* NULL when it could not be read */
+    unsigned char *state; /* NULL when it could not be read */
     size_t state_len;
 } PgSlotState;
 /* On the primary (`c` connects to it with a role that may read files): the named slots. */
@@ -201,8 +205,7 @@ int pg_slot_states_read(PGconn *c, const StrList *names, PgSlotState **ret, size
 void pg_slot_states_free(PgSlotState *s, size_t n);
 /* On the primary: catalog_xmin of the named slots (0 when NULL), as parallel lists; a slot that does not
  * exist is not listed. */
-int pg_slot_catalog_xmins(PGconn *c, const StrList *names, StrList *ret_names, long long **ret_xmins,
-                          char **ret_error);
+int pg_slot_catalog_xmins(PGconn *c, const StrList *names, StrList *ret_names, long long **ret_xmins, char **ret_error);
 /* Write pg_replslot/<name>/state as PostgreSQL does (a .tmp directory, fsync, rename); PostgreSQL must
  * be stopped, and loads it at its next start. */
 int pg_write_slot_state(const char *data_dir, const char *name, const unsigned char *data, size_t len,
@@ -214,7 +217,6 @@ int pg_write_slot_state(const char *data_dir, const char *name, const unsigned c
 char *pg_guc_quote(const char *value);
 /* Render a YAML/JSON scalar as Patroni does: booleans -> on/off, numbers as written. */
 char *pg_guc_value_string(const YNode *v);
-
 
 /* ---- the files pgha writes (spec §3.6) ---- */
 

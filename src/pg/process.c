@@ -91,8 +91,8 @@ static void reset_child_signals(void) {
             signal(s, SIG_DFL); /* SIGPIPE included: the agent ignores it, its children must not */
 }
 
-int pg_spawn_postmaster(const char *postgres_path, const char *data_dir, const char *config_file,
-                        const StrList *args, pid_t *ret_pid, char **ret_error) {
+int pg_spawn_postmaster(const char *postgres_path, const char *data_dir, const char *config_file, const StrList *args,
+                        pid_t *ret_pid, char **ret_error) {
     StrList argv = {0};
     strlist_add(&argv, postgres_path);
     strlist_add(&argv, "-D");

@@ -26,12 +26,11 @@ static long long ll_value(const PGresult *r, int row, int col) {
     return v;
 }
 
-static const char slots_sql[] =
-    "SELECT slot_name, slot_type, plugin, database, active, xmin IS NOT NULL,"
-    " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0),"
-    " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0),"
-    " COALESCE(catalog_xmin::text::bigint, 0)"
-    " FROM pg_catalog.pg_replication_slots WHERE NOT temporary";
+static const char slots_sql[] = "SELECT slot_name, slot_type, plugin, database, active, xmin IS NOT NULL,"
+                                " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0),"
+                                " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0),"
+                                " COALESCE(catalog_xmin::text::bigint, 0)"
+                                " FROM pg_catalog.pg_replication_slots WHERE NOT temporary";
 
 int pg_slots_read(PGconn *c, int timeout_ms, PgSlot **ret, size_t *ret_n, char **ret_error) {
     *ret = NULL;
@@ -78,7 +77,8 @@ int pg_slot_drop(PGconn *c, const char *name, int timeout_ms, char **ret_error) 
     _cleanup_free_ char *sql = xasprintf(
         "WITH s AS (SELECT slot_name, active FROM pg_catalog.pg_replication_slots WHERE slot_name = %s),"
         " d AS (SELECT pg_catalog.pg_drop_replication_slot(slot_name) IS NULL AS dropped FROM s WHERE NOT active)"
-        " SELECT s.active, d.dropped IS NOT NULL FROM s LEFT JOIN d ON true", lit);
+        " SELECT s.active, d.dropped IS NOT NULL FROM s LEFT JOIN d ON true",
+        lit);
     PQfreemem(lit);
     PGresult *r;
     if (slot_statement(c, sql, timeout_ms, &r, ret_error) < 0)
@@ -98,7 +98,8 @@ int pg_slot_create_physical(PGconn *c, const char *name, int timeout_ms, char **
         return -ENOMEM;
     _cleanup_free_ char *sql = xasprintf(
         "SELECT pg_catalog.pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS (SELECT 1 FROM"
-        " pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = %s)", lit, lit);
+        " pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = %s)",
+        lit, lit);
     PQfreemem(lit);
     PGresult *r;
     if (slot_statement(c, sql, timeout_ms, &r, ret_error) < 0)
@@ -117,7 +118,8 @@ int pg_slot_create_logical(PGconn *c, const char *name, const char *plugin, int 
     }
     _cleanup_free_ char *sql = xasprintf("SELECT pg_catalog.pg_create_logical_replication_slot(%s, %s) WHERE NOT EXISTS"
                                          " (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_type = 'logical'"
-                                         " AND slot_name = %s)", ln, lp, ln);
+                                         " AND slot_name = %s)",
+                                         ln, lp, ln);
     PQfreemem(ln);
     PQfreemem(lp);
     PGresult *r;
@@ -160,7 +162,8 @@ int pg_slot_copy_settings(PGconn *c, PgSlotCopySettings *ret, char **ret_error) 
     }
     *ret = (PgSlotCopySettings){.wal_level_logical = PQgetvalue(r, 0, 0)[0] == 't',
                                 .hot_standby_feedback = PQgetvalue(r, 0, 1)[0] == 't',
-                                .free_slots = ll_value(r, 0, 2), .wal_segment_size = ll_value(r, 0, 3)};
+                                .free_slots = ll_value(r, 0, 2),
+                                .wal_segment_size = ll_value(r, 0, 3)};
     PQclear(r);
     return 0;
 }
@@ -189,13 +192,14 @@ int pg_slot_states_read(PGconn *c, const StrList *names, PgSlotState **ret, size
     _cleanup_free_ char *arr = text_array(c, names, ret_error);
     if (!arr)
         return -ENOMEM;
-    _cleanup_free_ char *sql =
-        xasprintf("SELECT slot_name, slot_type, datname, plugin,"
-                  " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0),"
-                  " pg_catalog.pg_read_binary_file('pg_replslot/' || slot_name || '/state'),"
-                  " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0)"
-                  " FROM pg_catalog.pg_get_replication_slots() JOIN pg_catalog.pg_database ON datoid = oid"
-                  " WHERE NOT pg_catalog.pg_is_in_recovery() AND slot_name = ANY(%s)", arr);
+    _cleanup_free_ char *sql = xasprintf(
+        "SELECT slot_name, slot_type, datname, plugin,"
+        " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0),"
+        " pg_catalog.pg_read_binary_file('pg_replslot/' || slot_name || '/state'),"
+        " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0)"
+        " FROM pg_catalog.pg_get_replication_slots() JOIN pg_catalog.pg_database ON datoid = oid"
+        " WHERE NOT pg_catalog.pg_is_in_recovery() AND slot_name = ANY(%s)",
+        arr);
     PGresult *r = pg_query(c, sql, 2000, ret_error);
     if (!r)
         return -EIO;
@@ -243,9 +247,11 @@ int pg_slot_catalog_xmins(PGconn *c, const StrList *names, StrList *ret_names, l
     _cleanup_free_ char *arr = text_array(c, names, ret_error);
     if (!arr)
         return -ENOMEM;
-    _cleanup_free_ char *sql = xasprintf("SELECT slot_name, COALESCE(catalog_xmin::text::bigint, 0) FROM"
-                                         " pg_catalog.pg_get_replication_slots() WHERE NOT pg_catalog.pg_is_in_recovery()"
-                                         " AND slot_name = ANY(%s)", arr);
+    _cleanup_free_ char *sql = xasprintf(
+        "SELECT slot_name, COALESCE(catalog_xmin::text::bigint, 0) FROM"
+        " pg_catalog.pg_get_replication_slots() WHERE NOT pg_catalog.pg_is_in_recovery()"
+        " AND slot_name = ANY(%s)",
+        arr);
     PGresult *r = pg_query(c, sql, 2000, ret_error);
     if (!r)
         return -EIO;

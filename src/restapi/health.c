@@ -22,7 +22,11 @@ long long parse_lag(const char *s) {
     static const struct {
         const char *unit;
         double mult;
-    } units[] = {{"", 1}, {"B", 1}, {"kB", 1024.0}, {"MB", 1024.0 * 1024}, {"GB", 1024.0 * 1024 * 1024},
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"kB", 1024.0},
+                 {"MB", 1024.0 * 1024},
+                 {"GB", 1024.0 * 1024 * 1024},
                  {"TB", 1024.0 * 1024 * 1024 * 1024}};
     for (size_t i = 0; i < ELEMENTSOF(units); i++)
         if (strcmp(end, units[i].unit) == 0)
@@ -79,7 +83,8 @@ static bool tag_matches(const Snapshot *s, const char *key, const char *want) {
 
 static bool tag_filter_ok(const Snapshot *s, const QueryParam *params, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (str_startswith(params[i].key, "tag_") && !tag_matches(s, params[i].key + 4, params[i].value ? params[i].value : ""))
+        if (str_startswith(params[i].key, "tag_") &&
+            !tag_matches(s, params[i].key + 4, params[i].value ? params[i].value : ""))
             return false;
     return true;
 }
@@ -92,8 +97,9 @@ int health_check_code(const Snapshot *s, const char *path, const QueryParam *par
         if (strcmp(params[i].key, "lag") == 0)
             lag = parse_lag(params[i].value);
     bool running = s->state && strcmp(s->state, "running") == 0;
-    const char *role = s->pg_running ? (s->in_recovery ? (s->standby_cluster && s->role ? s->role : "replica") : "primary")
-                                     : (s->role ? s->role : "");
+    const char *role = s->pg_running
+                           ? (s->in_recovery ? (s->standby_cluster && s->role ? s->role : "replica") : "primary")
+                           : (s->role ? s->role : "");
     long long replayed = s->pg_running && s->in_recovery ? s->replayed_location : 0;
     bool lagging = lag >= 0 && (s->has_optime ? s->cluster_optime : 0) > replayed + lag;
     bool noloadbalance = s->tags && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s->tags, "noloadbalance"));
@@ -130,8 +136,8 @@ int health_check_code(const Snapshot *s, const char *path, const QueryParam *par
         code = (primary_code == 200 || standby_leader_code == 200) ? 200 : replica_code;
     } else if (strstr(path, "health")) {
         code = running ? 200 : 503;
-    } else if (s->has_cluster && (strcmp(path, "/sync") == 0 || strcmp(path, "/synchronous") == 0) &&
-               s->sync_standby && !s->quorum_standby) {
+    } else if (s->has_cluster && (strcmp(path, "/sync") == 0 || strcmp(path, "/synchronous") == 0) && s->sync_standby &&
+               !s->quorum_standby) {
         code = replica_code;
     } else if (s->has_cluster && strcmp(path, "/quorum") == 0 && s->quorum_standby) {
         code = replica_code;
@@ -140,10 +146,11 @@ int health_check_code(const Snapshot *s, const char *path, const QueryParam *par
         code = replica_code;
     } else if (s->has_cluster && strcmp(path, "/read-only-quorum") == 0) {
         code = (primary_code == 200 || standby_leader_code == 200) ? 200 : s->quorum_standby ? replica_code : 503;
-    } else if (s->has_cluster && (strcmp(path, "/read-only-sync") == 0 || strcmp(path, "/read-only-synchronous") == 0)) {
+    } else if (s->has_cluster &&
+               (strcmp(path, "/read-only-sync") == 0 || strcmp(path, "/read-only-synchronous") == 0)) {
         code = (primary_code == 200 || standby_leader_code == 200) ? 200
-               : (s->sync_standby && !s->quorum_standby) ? replica_code
-                                                          : 503;
+               : (s->sync_standby && !s->quorum_standby)           ? replica_code
+                                                                   : 503;
     } else {
         code = 503;
         apply_tags = false;

@@ -121,8 +121,7 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                               const char *version, const char *upload_data, size_t *upload_data_size,
-                               void **con_cls) {
+                               const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
     (void)version;
     (void)upload_data;
     static int first_call_marker;
@@ -167,7 +166,8 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
         *ret_error = xasprintf("restapi.listen: '%s' is not a valid host:port", cfg->restapi.listen);
         return NULL;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char portstr[16];
@@ -186,15 +186,11 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
     if (res->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned backlog = cfg->restapi.request_queue_size > 16 ? (unsigned)cfg->restapi.request_queue_size : 16;
-    srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, srv,
-                                MHD_OPTION_SOCK_ADDR, res->ai_addr,
-                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
-                                MHD_OPTION_LISTEN_BACKLOG_SIZE, backlog,
-                                MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                                MHD_OPTION_END);
+    srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, srv, MHD_OPTION_SOCK_ADDR, res->ai_addr,
+                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_LISTEN_BACKLOG_SIZE, backlog,
+                                MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                                NULL, MHD_OPTION_END);
     freeaddrinfo(res);
     if (!srv->mhd) {
         *ret_error = xasprintf("cannot listen on %s (address in use or not available)", cfg->restapi.listen);

@@ -20,6 +20,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,9 +32,21 @@
 #include "dcs/dcs.h"
 
 static volatile sig_atomic_t stop;
-static void on_signal(int sig) { (void)sig; stop = 1; }
+static void on_signal(int sig) {
+    (void)sig;
+    stop = 1;
+}
 
 static double now_s(void) { return (double)now_realtime() / 1e6; }
+
+/* A whole-number option, checked: a typo must not silently become 0. */
+static bool int_arg(const char *s, int *ret) {
+    long long v;
+    if (parse_ll(s, &v) < 0 || v < 0 || v > INT_MAX)
+        return false;
+    *ret = (int)v;
+    return true;
+}
 
 static void print_result(const char *op, int r, double secs, Dcs *d) {
     StrBuf b;
@@ -142,16 +155,32 @@ int main(int argc, char **argv) {
                                          {"retry-timeout", required_argument, NULL, 'r'},
                                          {0}};
     int c;
+    bool ok = true;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         switch (c) {
-        case 't': ttl = atoi(optarg); break;
-        case 'l': loop_wait = atoi(optarg); break;
-        case 'r': retry_timeout = atoi(optarg); break;
+        case 't': ok = int_arg(optarg, &ttl); break;
+        case 'l': ok = int_arg(optarg, &loop_wait); break;
+        case 'r': ok = int_arg(optarg, &retry_timeout); break;
         default: return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "dcs-tool: %s is not a valid number of seconds\n", optarg);
+            return 2;
         }
     }
     if (argc - optind < 2) {
         fprintf(stderr, "usage: dcs-tool [--ttl N --loop-wait N --retry-timeout N] CONFIG COMMAND [ARGS]\n");
+        return 2;
+    }
+    const char *cmd = argv[optind + 1];
+    char **args = argv + optind + 2;
+    int nargs = argc - optind - 2;
+    /* the commands that run for a while take SECONDS first */
+    double secs = 0;
+    bool timed = strcmp(cmd, "race") == 0 || strcmp(cmd, "hold") == 0 || strcmp(cmd, "member") == 0 ||
+                 strcmp(cmd, "watch") == 0 || strcmp(cmd, "steady") == 0;
+    if (timed && nargs >= 1 && (parse_double(args[0], &secs) < 0 || secs < 0)) {
+        fprintf(stderr, "dcs-tool: %s is not a valid number of seconds\n", args[0]);
         return 2;
     }
     signal(SIGTERM, on_signal);
@@ -176,9 +205,6 @@ int main(int argc, char **argv) {
         return 2;
     }
     dcs_set_timings(d, ttl, loop_wait, retry_timeout);
-    const char *cmd = argv[optind + 1];
-    char **args = argv + optind + 2;
-    int nargs = argc - optind - 2;
     int rc = 0;
     usec_t t0 = now_monotonic();
     int r = dcs_connect(d);
@@ -194,7 +220,6 @@ int main(int argc, char **argv) {
         r = dcs_attempt_to_acquire_leader(d);
         printf("{\"won\":%s,\"result\":%d,\"t\":%.3f}\n", r == 1 ? "true" : "false", r, now_s());
         fflush(stdout);
-        double secs = atof(args[0]);
         usec_t end = now_monotonic() + (usec_t)(secs * 1e6);
         while (r == 1 && !stop && now_monotonic() < end) {
             sleep_until_stop(loop_wait);
@@ -215,7 +240,6 @@ int main(int argc, char **argv) {
         printf("{\"leader\":%s,\"member\":%d,\"lease\":\"%lld\",\"t\":%.3f}\n", leader ? "true" : "false", t,
                dcs_lease_id(d), now_s());
         fflush(stdout);
-        double secs = atof(args[0]);
         usec_t end = now_monotonic() + (usec_t)(secs * 1e6);
         while (!stop && now_monotonic() < end) {
             sleep_until_stop(loop_wait);
@@ -232,7 +256,6 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "member") == 0 && nargs >= 2) {
         r = dcs_touch_member(d, args[1]);
         print_result("touch_member", r, 0, d);
-        double secs = atof(args[0]);
         usec_t end = now_monotonic() + (usec_t)(secs * 1e6);
         while (!stop && now_monotonic() < end) {
             sleep_until_stop(loop_wait);
@@ -240,7 +263,6 @@ int main(int argc, char **argv) {
         }
     } else if (strcmp(cmd, "watch") == 0 && nargs >= 1) {
         dcs_start_watch(d, wake_cb, NULL);
-        double secs = atof(args[0]);
         usec_t end = now_monotonic() + (usec_t)(secs * 1e6);
         char *last = NULL;
         while (!stop && now_monotonic() < end) {
@@ -297,9 +319,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "ops") == 0) {
         struct {
             const char *name;
-        } ops[] = {{"read_cluster"}, {"acquire"}, {"update_leader"}, {"touch_member"}, {"initialize"},
-                   {"set_config"}, {"set_failover"}, {"set_sync"}, {"set_history"}, {"set_status"},
-                   {"delete_leader"}, {"cancel_initialization"}};
+        } ops[] = {{"read_cluster"}, {"acquire"},    {"update_leader"}, {"touch_member"},
+                   {"initialize"},   {"set_config"}, {"set_failover"},  {"set_sync"},
+                   {"set_history"},  {"set_status"}, {"delete_leader"}, {"cancel_initialization"}};
         for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
             usec_t t = now_monotonic();
             Cluster *cl = NULL;
@@ -349,7 +371,6 @@ int main(int argc, char **argv) {
         }
         DcsStats before;
         dcs_get_stats(d, &before);
-        double secs = atof(args[0]);
         usec_t start = now_monotonic(), end = start + (usec_t)(secs * 1e6);
         long long xlog = 50331648;
         unsigned loops = 0;

@@ -81,8 +81,8 @@ void write_pgpass(Ha *h) {
 
 int write_configuration(Ha *h, bool as_primary, const char *target) {
     if (h->sync.ssn)
-        fake_event("write_configuration(%s, %s, ssn='%s')", as_primary ? "primary" : "replica",
-                   target ? target : "-", h->sync.ssn);
+        fake_event("write_configuration(%s, %s, ssn='%s')", as_primary ? "primary" : "replica", target ? target : "-",
+                   h->sync.ssn);
     else
         fake_event("write_configuration(%s, %s)", as_primary ? "primary" : "replica", target ? target : "-");
     int r = fake.write_configuration;
@@ -171,8 +171,8 @@ void write_status_optime_only(Ha *h, long long optime) {
 /* ---- work.c ---- */
 
 void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery) {
-    static const char *const names[] = {[TASK_NONE] = "none", [TASK_BOOTSTRAP] = "bootstrap",
-                                        [TASK_CLONE] = "clone", [TASK_REWIND] = "rewind"};
+    static const char *const names[] =
+        {[TASK_NONE] = "none", [TASK_BOOTSTRAP] = "bootstrap", [TASK_CLONE] = "clone", [TASK_REWIND] = "rewind"};
     fake_event("task_start(%s, %s:%d%s)", names[kind], host ? host : "-", port,
                crash_recovery ? ", crash recovery" : "");
     h->work.task.kind = kind;

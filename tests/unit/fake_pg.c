@@ -33,4 +33,3 @@ int pg_emit_wake_message(PGconn *c, char **ret_error) {
     fake_event("pg_emit_wake_message");
     return 0;
 }
-

@@ -27,30 +27,30 @@ typedef struct FakeHooks {
 } FakeHooks;
 
 typedef struct Fake {
-    StrList events;             /* every call, in order */
+    StrList events; /* every call, in order */
     /* scripted results of the DCS (1 done, 0 lost compare-and-swap, negative errno) */
-    int acquire;                /* dcs_attempt_to_acquire_leader */
-    int update_leader;          /* dcs_update_leader */
+    int acquire;       /* dcs_attempt_to_acquire_leader */
+    int update_leader; /* dcs_update_leader */
     int delete_leader;
-    int get_raw;                /* dcs_get_raw: 1 found, 0 absent, negative error */
-    const char *raw_value;      /* ... and the value it returns */
+    int get_raw;           /* dcs_get_raw: 1 found, 0 absent, negative error */
+    const char *raw_value; /* ... and the value it returns */
     int initialize;
     int set_failover;
-    int set_sync;               /* dcs_set_sync_state */
-    long long sync_version;     /* the new version it returns */
+    int set_sync;           /* dcs_set_sync_state */
+    long long sync_version; /* the new version it returns */
     int delete_sync;
-    const char *dcs_error;      /* what dcs_error() says */
+    const char *dcs_error; /* what dcs_error() says */
     /* scripted results of PostgreSQL */
-    int start;                  /* start_postgres */
-    int stop;                   /* stop_postgres */
-    int promote;                /* promote_postgres */
-    int write_configuration;    /* 1 changed, 0 unchanged, negative error */
-    int checkpoint;             /* pg_checkpoint */
-    int flush_result;           /* pg_current_flush_lsn ... */
-    long long flush_lsn;        /* ... and the LSN */
-    bool have_controldata;      /* refresh_controldata(): h->pg.cd = cd when true */
+    int start;               /* start_postgres */
+    int stop;                /* stop_postgres */
+    int promote;             /* promote_postgres */
+    int write_configuration; /* 1 changed, 0 unchanged, negative error */
+    int checkpoint;          /* pg_checkpoint */
+    int flush_result;        /* pg_current_flush_lsn ... */
+    long long flush_lsn;     /* ... and the LSN */
+    bool have_controldata;   /* refresh_controldata(): h->pg.cd = cd when true */
     ControlData cd;
-    pid_t started_pid;          /* the postmaster a successful start_postgres() attaches */
+    pid_t started_pid; /* the postmaster a successful start_postgres() attaches */
     FakeHooks hooks;
 } Fake;
 

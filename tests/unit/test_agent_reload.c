@@ -13,8 +13,8 @@ extern char **environ;
 
 static char *g_dir;
 static char *g_path;
-static StrList g_msgs;   /* messages the logger emitted */
-static StrList g_lines;  /* ... as formatted */
+static StrList g_msgs;  /* messages the logger emitted */
+static StrList g_lines; /* ... as formatted */
 
 static void sink(LogLevel level, const char *message, const char *line, void *userdata) {
     (void)level;
@@ -61,30 +61,28 @@ static int teardown(void **state) {
     return 0;
 }
 
-#define GOOD                                                                                             \
-    "scope: demo\n"                                                                                      \
-    "name: node1\n"                                                                                      \
-    "restapi:\n"                                                                                         \
-    "  listen: 127.0.0.1:8008\n"                                                                         \
-    "  authentication: {username: patroni, password: '123456'}\n"                                       \
-    "etcd3:\n"                                                                                           \
-    "  hosts: 127.0.0.1:2379,127.0.0.1:2380\n"                                                           \
-    "bootstrap:\n"                                                                                       \
-    "  dcs: {ttl: 60, loop_wait: 10, retry_timeout: 27}\n"                                               \
-    "postgresql:\n"                                                                                      \
-    "  listen: 127.0.0.1:5432\n"                                                                         \
-    "  data_dir: /nonexistent/pgha-unit/data\n"                                                          \
-    "  authentication:\n"                                                                                \
-    "    superuser: {username: postgres, password: 123456}\n"                                            \
-    "    replication: {username: replicator, password: rep}\n"                                           \
-    "tags:\n"                                                                                            \
+#define GOOD                                                      \
+    "scope: demo\n"                                               \
+    "name: node1\n"                                               \
+    "restapi:\n"                                                  \
+    "  listen: 127.0.0.1:8008\n"                                  \
+    "  authentication: {username: patroni, password: '123456'}\n" \
+    "etcd3:\n"                                                    \
+    "  hosts: 127.0.0.1:2379,127.0.0.1:2380\n"                    \
+    "bootstrap:\n"                                                \
+    "  dcs: {ttl: 60, loop_wait: 10, retry_timeout: 27}\n"        \
+    "postgresql:\n"                                               \
+    "  listen: 127.0.0.1:5432\n"                                  \
+    "  data_dir: /nonexistent/pgha-unit/data\n"                   \
+    "  authentication:\n"                                         \
+    "    superuser: {username: postgres, password: 123456}\n"     \
+    "    replication: {username: replicator, password: rep}\n"    \
+    "tags:\n"                                                     \
     "  nosync: false\n"
 
 static void put_config(const char *text) { free(write_file(g_dir, "patroni.yml", text)); }
 
-static bool logged(const char *a, const char *b) {
-    return find_entry_with(&g_msgs, a, b, (const char *)NULL) >= 0;
-}
+static bool logged(const char *a, const char *b) { return find_entry_with(&g_msgs, a, b, (const char *)NULL) >= 0; }
 
 static void start(Agent *a, const char *text) {
     put_config(text);

@@ -47,21 +47,21 @@ static const char *const no_env[] = {NULL};
 #define BASE_TOP "scope: demo\nname: node1\n"
 #define BASE_RESTAPI "restapi:\n  listen: 127.0.0.1:8008\n"
 #define BASE_ETCD3 "etcd3:\n  hosts: 127.0.0.1:2379\n"
-#define BASE_PG                                                                                          \
-    "postgresql:\n"                                                                                      \
-    "  listen: 127.0.0.1:5432\n"                                                                         \
-    "  data_dir: /nonexistent/pgha-unit/data\n"                                                          \
-    "  authentication:\n"                                                                                \
-    "    superuser:\n"                                                                                   \
-    "      username: postgres\n"                                                                         \
-    "    replication:\n"                                                                                 \
+#define BASE_PG                                 \
+    "postgresql:\n"                             \
+    "  listen: 127.0.0.1:5432\n"                \
+    "  data_dir: /nonexistent/pgha-unit/data\n" \
+    "  authentication:\n"                       \
+    "    superuser:\n"                          \
+    "      username: postgres\n"                \
+    "    replication:\n"                        \
     "      username: replicator\n"
 #define BASE BASE_TOP BASE_RESTAPI BASE_ETCD3 BASE_PG
 
 /* Load `text` from a file named `name` in the test directory, with the given environment.
  * Returns config_load's result; *ret_path (optional) gets the file's path. */
-static int load_text_env(const char *name, const char *text, const char *const *env, PghaConfig *cfg,
-                         CfgDiag *diag, char **ret_path) {
+static int load_text_env(const char *name, const char *text, const char *const *env, PghaConfig *cfg, CfgDiag *diag,
+                         char **ret_path) {
     char *path = write_file(g_dir, name, text);
     CfgSource src;
     cfg_source_init(&src, path, fake_getenv, (void *)env);
@@ -299,8 +299,12 @@ static void test_seed_fixtures_differ_only_where_expected(void **state) {
     assert_int_equal(load_seed(SEED_FIXTURE("ptrn-2.yml"), &b, &diag), 0);
     CfgChange *ch = NULL;
     size_t n = config_diff(&a, &b, &ch);
-    const char *expected[] = {"name", "restapi.listen", "restapi.connect_address", "bootstrap.pg_hba",
-                              "postgresql.listen", "postgresql.connect_address"};
+    const char *expected[] = {"name",
+                              "restapi.listen",
+                              "restapi.connect_address",
+                              "bootstrap.pg_hba",
+                              "postgresql.listen",
+                              "postgresql.connect_address"};
     for (size_t i = 0; i < n; i++)
         print_error("changed: %s\n", ch[i].path);
     assert_int_equal(n, ELEMENTSOF(expected));
@@ -417,8 +421,8 @@ static void test_type_errors_name_file_line_and_path(void **state) {
         _cleanup_free_ char *want = xasprintf("%s:%d: %s: ", path, line, c->path);
         if (r != -EINVAL || diag.errors.n != 1 || !str_startswith(diag.errors.v[0], want) ||
             !strstr(diag.errors.v[0], c->fragment)) {
-            print_error("case %zu (%s): r=%d, want one error starting '%s' and containing '%s'\n", k, c->path, r,
-                        want, c->fragment);
+            print_error("case %zu (%s): r=%d, want one error starting '%s' and containing '%s'\n", k, c->path, r, want,
+                        c->fragment);
             print_list("error", &diag.errors);
         }
         assert_int_equal(r, -EINVAL);
@@ -462,14 +466,18 @@ static const MissingCase missing_cases[] = {
     {BASE "restapi: ~\n", 2, {"missing required key 'restapi'", "missing required key 'restapi.listen'"}},
     {BASE "postgresql:\n  listen: 127.0.0.1:5432\n  authentication:\n    superuser:\n      username: p\n"
           "    replication:\n      username: r\n",
-     1, {"missing required key 'postgresql.data_dir'"}},
-    {BASE "postgresql:\n  listen: 127.0.0.1:5432\n  data_dir: /d\n", 1,
+     1,
+     {"missing required key 'postgresql.data_dir'"}},
+    {BASE "postgresql:\n  listen: 127.0.0.1:5432\n  data_dir: /d\n",
+     1,
      {"missing required key 'postgresql.authentication'"}},
     {BASE_TOP BASE_RESTAPI BASE_PG, 1, {"missing required section 'etcd3'"}},
-    {BASE_TOP BASE_RESTAPI BASE_PG "consul:\n  host: 127.0.0.1:8500\n", 1,
+    {BASE_TOP BASE_RESTAPI BASE_PG "consul:\n  host: 127.0.0.1:8500\n",
+     1,
      {"consul: pgha supports only the etcd3 DCS (etcd v3 API); use an 'etcd3' section instead"}},
     {BASE_TOP BASE_RESTAPI BASE_PG "etcd:\n  host: 127.0.0.1:2379\n", 1, {"etcd: pgha supports only the etcd3 DCS"}},
-    {BASE "restapi: 127.0.0.1:8008\n", 2,
+    {BASE "restapi: 127.0.0.1:8008\n",
+     2,
      {"restapi: expected a mapping, got a string", "missing required key 'restapi.listen'"}},
 };
 
@@ -549,38 +557,35 @@ static void test_root_must_be_a_mapping(void **state) {
 
 static void test_unknown_keys_warn(void **state) {
     (void)state;
-    const char *text = BASE_TOP
-        "restapi:\n"
-        "  listen: 127.0.0.1:8008\n"
-        "  lisen: typo  # UNKNOWN1\n"
-        BASE_ETCD3
-        "consul:  # CONSUL\n"
-        "  host: 127.0.0.1:8500\n"
-        "bootstrap:\n"
-        "  dcs:\n"
-        "    loop_wiat: 5  # UNKNOWN2\n"
-        "    postgresql:\n"
-        "      anything_goes: 1\n"
-        "  users:  # USERS\n"
-        "    admin: {password: x}\n"
-        "postgresql:\n"
-        "  listen: 127.0.0.1:5432\n"
-        "  data_dir: /d\n"
-        "  use_slots: false  # USESLOTS\n"
-        "  parameters:\n"
-        "    max_connections: 100  # GUC\n"
-        "    work_mem: 4MB\n"
-        "  authentication:\n"
-        "    superuser: {username: postgres}\n"
-        "    replication: {username: replicator}\n"
-        "    rewind: {username: rewinder, colour: blue}  # UNKNOWN3\n"
-        "  bin_name:\n"
-        "    pg_ctll: pg_ctl  # UNKNOWN5\n"
-        "  wal: {command: x}  # UNKNOWN6\n"
-        "  create_replica_methods: wal_g, basebackup\n"
-        "  wal_g: {command: wal-g}\n"
-        "foo:  # UNKNOWN4\n"
-        "  bar: 1\n";
+    const char *text = BASE_TOP "restapi:\n"
+                                "  listen: 127.0.0.1:8008\n"
+                                "  lisen: typo  # UNKNOWN1\n" BASE_ETCD3 "consul:  # CONSUL\n"
+                                "  host: 127.0.0.1:8500\n"
+                                "bootstrap:\n"
+                                "  dcs:\n"
+                                "    loop_wiat: 5  # UNKNOWN2\n"
+                                "    postgresql:\n"
+                                "      anything_goes: 1\n"
+                                "  users:  # USERS\n"
+                                "    admin: {password: x}\n"
+                                "postgresql:\n"
+                                "  listen: 127.0.0.1:5432\n"
+                                "  data_dir: /d\n"
+                                "  use_slots: false  # USESLOTS\n"
+                                "  parameters:\n"
+                                "    max_connections: 100  # GUC\n"
+                                "    work_mem: 4MB\n"
+                                "  authentication:\n"
+                                "    superuser: {username: postgres}\n"
+                                "    replication: {username: replicator}\n"
+                                "    rewind: {username: rewinder, colour: blue}  # UNKNOWN3\n"
+                                "  bin_name:\n"
+                                "    pg_ctll: pg_ctl  # UNKNOWN5\n"
+                                "  wal: {command: x}  # UNKNOWN6\n"
+                                "  create_replica_methods: wal_g, basebackup\n"
+                                "  wal_g: {command: wal-g}\n"
+                                "foo:  # UNKNOWN4\n"
+                                "  bar: 1\n";
     PghaConfig cfg;
     CfgDiag diag = {0};
     _cleanup_free_ char *path = NULL;
@@ -664,9 +669,9 @@ static void test_value_spellings(void **state) {
     const struct {
         const char *yaml;
         int mode;
-    } wd[] = {{"off", WATCHDOG_OFF},         {"false", WATCHDOG_OFF},   {"'off'", WATCHDOG_OFF},
-              {"disabled", WATCHDOG_OFF},    {"Disable", WATCHDOG_OFF}, {"automatic", WATCHDOG_AUTOMATIC},
-              {"auto", WATCHDOG_AUTOMATIC},  {"required", WATCHDOG_REQUIRED}, {"REQUIRE", WATCHDOG_REQUIRED}};
+    } wd[] = {{"off", WATCHDOG_OFF},        {"false", WATCHDOG_OFF},         {"'off'", WATCHDOG_OFF},
+              {"disabled", WATCHDOG_OFF},   {"Disable", WATCHDOG_OFF},       {"automatic", WATCHDOG_AUTOMATIC},
+              {"auto", WATCHDOG_AUTOMATIC}, {"required", WATCHDOG_REQUIRED}, {"REQUIRE", WATCHDOG_REQUIRED}};
     for (size_t i = 0; i < ELEMENTSOF(wd); i++) {
         _cleanup_free_ char *text = xasprintf(BASE "watchdog:\n  mode: %s\n", wd[i].yaml);
         PghaConfig cfg;
@@ -679,9 +684,9 @@ static void test_value_spellings(void **state) {
     const struct {
         const char *yaml;
         int mode;
-    } sm[] = {{"on", SYNC_ON},  {"true", SYNC_ON},      {"'yes'", SYNC_ON},        {"1", SYNC_ON},
-              {"off", SYNC_OFF}, {"'FALSE'", SYNC_OFF}, {"0", SYNC_OFF},           {"quorum", SYNC_QUORUM},
-              {"Quorum", SYNC_QUORUM}};
+    } sm[] = {{"on", SYNC_ON}, {"true", SYNC_ON},       {"'yes'", SYNC_ON},
+              {"1", SYNC_ON},  {"off", SYNC_OFF},       {"'FALSE'", SYNC_OFF},
+              {"0", SYNC_OFF}, {"quorum", SYNC_QUORUM}, {"Quorum", SYNC_QUORUM}};
     for (size_t i = 0; i < ELEMENTSOF(sm); i++) {
         _cleanup_free_ char *text = xasprintf(BASE "bootstrap:\n  dcs:\n    synchronous_mode: %s\n", sm[i].yaml);
         PghaConfig cfg;
@@ -824,7 +829,7 @@ static void test_dyn_config_parse(void **state) {
     cJSON_Delete(j);
     assert_string_equal(js, "{\"ttl\":20,\"loop_wait\":1,\"retry_timeout\":9,\"extra_key\":\"kept\"}");
     assert_int_equal(ynode_get(o, "loop_wait")->i, 10); /* the input is not modified */
-    assert_int_equal(diag.warnings.n, 2);                /* the rule, and the unknown key */
+    assert_int_equal(diag.warnings.n, 2);               /* the rule, and the unknown key */
     assert_true(find_entry_with(&diag.warnings, "extra_key: unknown configuration key", (const char *)NULL) >= 0);
     dyn_config_free(&d);
     ynode_free(o);
@@ -863,8 +868,8 @@ static void test_dyn_config_parse(void **state) {
     const struct {
         const char *v;
         long long s;
-    } durs[] = {{"90", 90}, {"'120'", 120}, {"90s", 90}, {"30min", 1800}, {"2h", 7200}, {"1d", 86400},
-                {"1500ms", 1}, {"0", 0}};
+    } durs[] = {{"90", 90},   {"'120'", 120}, {"90s", 90},   {"30min", 1800},
+                {"2h", 7200}, {"1d", 86400},  {"1500ms", 1}, {"0", 0}};
     for (size_t i = 0; i < ELEMENTSOF(durs); i++) {
         _cleanup_free_ char *t = xasprintf("member_slots_ttl: %s\n", durs[i].v);
         o = yaml(t);
@@ -978,11 +983,8 @@ static void test_env_lists(void **state) {
         size_t n;
         const char *last;
     } forms[] = {
-        {"h1:2379,h2:2379", 2, "h2:2379"},
-        {"h1:2379, h2:2379 ,h3", 3, "h3"},
-        {"[h1:2379, 'h2:2380']", 2, "h2:2380"},
-        {"['[::1]:2379']", 1, "[::1]:2379"},
-        {"single:2379", 1, "single:2379"},
+        {"h1:2379,h2:2379", 2, "h2:2379"},   {"h1:2379, h2:2379 ,h3", 3, "h3"}, {"[h1:2379, 'h2:2380']", 2, "h2:2380"},
+        {"['[::1]:2379']", 1, "[::1]:2379"}, {"single:2379", 1, "single:2379"},
     };
     for (size_t i = 0; i < ELEMENTSOF(forms); i++) {
         _cleanup_free_ char *var = xasprintf("PATRONI_ETCD3_HOSTS=%s", forms[i].hosts);
@@ -1110,10 +1112,15 @@ static void test_env_configuration(void **state) {
     cfg_diag_clear(&diag);
 
     /* no path at all: the variables alone */
-    const char *const vars[] = {"PATRONI_NAME=n", "PATRONI_SCOPE=s", "PATRONI_RESTAPI_LISTEN=127.0.0.1:8008",
-                                "PATRONI_ETCD3_HOST=127.0.0.1:2379", "PATRONI_POSTGRESQL_LISTEN=*:5432",
-                                "PATRONI_POSTGRESQL_DATA_DIR=/d", "PATRONI_SUPERUSER_USERNAME=postgres",
-                                "PATRONI_REPLICATION_USERNAME=rep", NULL};
+    const char *const vars[] = {"PATRONI_NAME=n",
+                                "PATRONI_SCOPE=s",
+                                "PATRONI_RESTAPI_LISTEN=127.0.0.1:8008",
+                                "PATRONI_ETCD3_HOST=127.0.0.1:2379",
+                                "PATRONI_POSTGRESQL_LISTEN=*:5432",
+                                "PATRONI_POSTGRESQL_DATA_DIR=/d",
+                                "PATRONI_SUPERUSER_USERNAME=postgres",
+                                "PATRONI_REPLICATION_USERNAME=rep",
+                                NULL};
     cfg_source_init(&src, NULL, fake_getenv, (void *)vars);
     assert_int_equal(config_load(&src, &cfg, &diag), 0);
     assert_no_diag(&diag);
@@ -1167,8 +1174,8 @@ static void test_directory_config(void **state) {
     free(write_file(dir, "00-base.yml", BASE "tags:\n  nofailover: true\n  custom: x\n"));
     free(write_file(dir, "10-local.yml",
                     "name: node-last\npostgresql:\n  pgpass: /last/pgpass\ntags:\n  custom: null\n"));
-    free(write_file(dir, "05-middle.yaml",
-                    "name: node-middle\npostgresql:\n  pgpass: /middle/pgpass\n  bin_dir: /b\n"));
+    free(
+        write_file(dir, "05-middle.yaml", "name: node-middle\npostgresql:\n  pgpass: /middle/pgpass\n  bin_dir: /b\n"));
     free(write_file(dir, "README.txt", "this: is: not: yaml\n"));
     _cleanup_free_ char *sub = xasprintf("%s/99-dir.yml", dir);
     assert_int_equal(mkdir(sub, 0700), 0); /* a directory named like a file is skipped */
@@ -1180,9 +1187,9 @@ static void test_directory_config(void **state) {
     assert_int_equal(config_load(&src, &cfg, &diag), 0);
     assert_no_diag(&diag);
     assert_string_equal(cfg.source, dir);
-    assert_string_equal(cfg.name, "node-last");                  /* later files win */
-    assert_string_equal(cfg.postgresql.pgpass, "/last/pgpass");  /* nested keys merge */
-    assert_string_equal(cfg.postgresql.bin_dir, "/b");           /* ... and keep the others */
+    assert_string_equal(cfg.name, "node-last");                 /* later files win */
+    assert_string_equal(cfg.postgresql.pgpass, "/last/pgpass"); /* nested keys merge */
+    assert_string_equal(cfg.postgresql.bin_dir, "/b");          /* ... and keep the others */
     assert_string_equal(cfg.postgresql.data_dir, "/nonexistent/pgha-unit/data");
     assert_true(cfg.tags.nofailover);
     assert_null(ynode_get(cfg.tags.all, "custom")); /* null deletes */
@@ -1254,7 +1261,7 @@ static void test_config_diff(void **state) {
     size_t n = config_diff(&a, &b, &ch);
     for (size_t i = 0; i < n; i++)
         print_error("%s: %s -> %s%s\n", ch[i].path, ch[i].old_value, ch[i].new_value,
-                      ch[i].needs_restart ? " (restart)" : "");
+                    ch[i].needs_restart ? " (restart)" : "");
     const CfgChange *c = find_change(ch, n, "name");
     assert_non_null(c);
     assert_string_equal(c->old_value, "node1");
@@ -1264,7 +1271,7 @@ static void test_config_diff(void **state) {
     assert_non_null(c);
     assert_string_equal(c->old_value, "127.0.0.1:8008");
     assert_string_equal(c->new_value, "127.0.0.1:8009");
-    assert_false(c->needs_restart); /* the REST server is restarted, not pgha */
+    assert_false(c->needs_restart);                             /* the REST server is restarted, not pgha */
     assert_null(find_change(ch, n, "restapi.connect_address")); /* derived before, explicit now: same value */
     c = find_change(ch, n, "postgresql.data_dir");
     assert_non_null(c);
@@ -1332,8 +1339,8 @@ static void test_config_dump(void **state) {
     cfg_diag_clear(&diag);
 
     /* with log.mode and citus given, they are shown */
-    assert_int_equal(
-        load_text(BASE "log:\n  mode: 0640\ncitus:\n  group: 0\n  database: citus\n", &cfg, &diag, NULL), 0);
+    assert_int_equal(load_text(BASE "log:\n  mode: 0640\ncitus:\n  group: 0\n  database: citus\n", &cfg, &diag, NULL),
+                     0);
     _cleanup_free_ char *d2 = config_dump(&cfg, false);
     assert_non_null(strstr(d2, "log.mode: 416\n"));
     assert_non_null(strstr(d2, "citus.group: 0\n"));
@@ -1377,10 +1384,9 @@ static void test_parse_host_port(void **state) {
         const char *s;
         int def;
     } bad[] = {
-        {"", 2379},          {NULL, 2379},        {"etcd1", -1},       {"h:0", -1},        {"h:65536", -1},
-        {"h:-1", -1},        {"h:abc", -1},       {"h:", -1},          {"[::1", 2379},     {"[::1]x", 2379},
-        {"[::1]:", -1},      {"a b:80", -1},      {"a,b:80", -1},      {"h/x:80", -1},     {"h:80x", -1},
-        {"h: 80", -1},
+        {"", 2379},     {NULL, 2379},   {"etcd1", -1},  {"h:0", -1},      {"h:65536", -1}, {"h:-1", -1},
+        {"h:abc", -1},  {"h:", -1},     {"[::1", 2379}, {"[::1]x", 2379}, {"[::1]:", -1},  {"a b:80", -1},
+        {"a,b:80", -1}, {"h/x:80", -1}, {"h:80x", -1},  {"h: 80", -1},
     };
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
         char *host = (char *)"untouched";
@@ -1424,8 +1430,9 @@ static void test_parse_listen(void **state) {
             assert_string_equal(l.v[k], ok[i].addr[k]);
         strlist_clear(&l);
     }
-    const char *bad[] = {"", NULL, "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:pg",
-                         "[::1]", "a b:5432", "a/b:5432"};
+    const char *bad[] = {
+        "",      NULL,       "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:pg",
+        "[::1]", "a b:5432", "a/b:5432"};
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
         StrList l = {0};
         int port = 42;
@@ -1449,9 +1456,9 @@ static void test_slot_names(void **state) {
         {"UPPER_case", "upper_case"},
         {"a b", "au0032b"},
         {"x:y/z", "xu0058yu0047z"},
-        {"caf\xc3\xa9", "cafu0233"},       /* é is one code point */
-        {"\xe2\x82\xac", "u8364"},         /* € */
-        {"\xf0\x9f\x98\x80", "u128512"},   /* more than four digits stay as they are */
+        {"caf\xc3\xa9", "cafu0233"},     /* é is one code point */
+        {"\xe2\x82\xac", "u8364"},       /* € */
+        {"\xf0\x9f\x98\x80", "u128512"}, /* more than four digits stay as they are */
         {"", ""},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {

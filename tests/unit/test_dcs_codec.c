@@ -25,25 +25,25 @@
 #define K(rel) BASE "/" rel
 
 /* NULL-safe string comparison: `expected` NULL means "must be NULL". */
-#define assert_str(actual, expected)                                                                 \
-    do {                                                                                             \
-        const char *a_ = (actual), *e_ = (expected);                                                 \
-        if (!e_) {                                                                                   \
-            assert_null(a_);                                                                         \
-        } else {                                                                                     \
-            assert_non_null(a_);                                                                     \
-            assert_string_equal(a_, e_);                                                             \
-        }                                                                                            \
+#define assert_str(actual, expected)                 \
+    do {                                             \
+        const char *a_ = (actual), *e_ = (expected); \
+        if (!e_) {                                   \
+            assert_null(a_);                         \
+        } else {                                     \
+            assert_non_null(a_);                     \
+            assert_string_equal(a_, e_);             \
+        }                                            \
     } while (0)
 
 #define assert_ll(actual, expected) assert_true((long long)(actual) == (long long)(expected))
 
 /* Compact JSON of a cJSON item (as pgha writes it) compared with `expected`. */
-#define assert_json(item, expected)                                                                  \
-    do {                                                                                             \
-        char *j_ = json_dumps((item), false);                                                        \
-        assert_str(j_, (expected));                                                                  \
-        free(j_);                                                                                    \
+#define assert_json(item, expected)           \
+    do {                                      \
+        char *j_ = json_dumps((item), false); \
+        assert_str(j_, (expected));           \
+        free(j_);                             \
     } while (0)
 
 typedef struct KvSpec {
@@ -117,22 +117,21 @@ static Member decode(const char *value) {
 /* ------------------------------------------------------------------------------------------------
  * spec §1.2 examples, verbatim */
 
-#define EX_MEMBER_REPLICA                                                                            \
-    "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","  \
-    "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":67420024,"       \
+#define EX_MEMBER_REPLICA                                                                               \
+    "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\"," \
+    "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":67420024,"      \
     "\"replication_state\":\"streaming\",\"timeline\":3}"
 
-#define EX_CONFIG                                                                                    \
-    "{\"ttl\":30,\"loop_wait\":10,\"retry_timeout\":10,\"maximum_lag_on_failover\":1048576,"          \
-    "\"postgresql\":{\"use_pg_rewind\":true,\"use_slots\":true,\"parameters\":{\"wal_level\":"         \
+#define EX_CONFIG                                                                              \
+    "{\"ttl\":30,\"loop_wait\":10,\"retry_timeout\":10,\"maximum_lag_on_failover\":1048576,"   \
+    "\"postgresql\":{\"use_pg_rewind\":true,\"use_slots\":true,\"parameters\":{\"wal_level\":" \
     "\"replica\",\"hot_standby\":\"on\"}}}"
 
-#define EX_STATUS                                                                                    \
-    "{\"optime\":67393608,\"slots\":{\"node1\":67393608,\"node2\":67393608},"                         \
+#define EX_STATUS                                                             \
+    "{\"optime\":67393608,\"slots\":{\"node1\":67393608,\"node2\":67393608}," \
     "\"retain_slots\":[\"node1\",\"node2\"]}"
 
-#define EX_FAILOVER                                                                                  \
-    "{\"leader\":\"node1\",\"member\":\"node2\",\"scheduled_at\":\"2025-06-01T12:00:00+00:00\"}"
+#define EX_FAILOVER "{\"leader\":\"node1\",\"member\":\"node2\",\"scheduled_at\":\"2025-06-01T12:00:00+00:00\"}"
 
 #define EX_SYNC1 "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"
 #define EX_SYNC2 "{\"leader\":\"node1\",\"quorum\":1,\"sync_standby\":\"node2,node3,node4\"}"
@@ -220,14 +219,12 @@ static void test_base64_all_bytes(void **state) {
 static void test_base64_invalid(void **state) {
     (void)state;
     static const char *const bad[] = {
-        "Z",          /* bad length */
-        "Zg",         "Zg=",   "Zm9vY", "Zm9vYmFy=",
-        "Zm9\n",      /* newline is not tolerated */
-        "Zm9v\n",     " Zm9",  "Zm9 ",  "Zm9-", /* url-safe alphabet is not base64 */
-        "Zm9_",       "Zm9*",  "Zm9\xc3",
-        "Zg=a",       /* data after '=' */
-        "Z===",       /* at most two padding characters */
-        "====",       "=Zm9",  "Zg==Zm9v", /* padding in the middle */
+        "Z",                                                  /* bad length */
+        "Zg",       "Zg=",  "Zm9vY",    "Zm9vYmFy=", "Zm9\n", /* newline is not tolerated */
+        "Zm9v\n",   " Zm9", "Zm9 ",     "Zm9-",               /* url-safe alphabet is not base64 */
+        "Zm9_",     "Zm9*", "Zm9\xc3",  "Zg=a",               /* data after '=' */
+        "Z===",                                               /* at most two padding characters */
+        "====",     "=Zm9", "Zg==Zm9v",                       /* padding in the middle */
         "Zm8=Zm8=",
     };
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
@@ -272,7 +269,9 @@ static void test_json_string_escaping(void **state) {
     /* invalid UTF-8 never produces a valid-looking character: each bad byte is U+FFFD */
     check_str("\xff", "\"\\ufffd\"");
     check_str("\x80x", "\"\\ufffdx\"");
-    check_str("\xe2\x82" "A", "\"\\ufffdA\"");
+    check_str("\xe2\x82"
+              "A",
+              "\"\\ufffdA\"");
     check_str("\xf8\x88\x80\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"");
     check_str("\xfe\xbf\xbf", "\"\\ufffd\\ufffd\\ufffd\"");
     check_str("\xf4\x90\x80\x80", "\"\\ufffd\""); /* > U+10FFFF */
@@ -280,8 +279,9 @@ static void test_json_string_escaping(void **state) {
 
 static void test_json_dumps_separators(void **state) {
     (void)state;
-    const char *compact = "{\"a\":1,\"b\":[1,2,{\"c\":null}],\"d\":{\"e\":true,\"f\":false},\"g\":\"x\",\"h\":{},\"i\":[],"
-                          "\"\\u043a\\u043b\\u044e\\u0447\":\"\\u00e9\",\"n\":-17,\"f2\":[1.5,0.1,-2.25,1e+300,1e-07,123456789.125]}";
+    const char *compact =
+        "{\"a\":1,\"b\":[1,2,{\"c\":null}],\"d\":{\"e\":true,\"f\":false},\"g\":\"x\",\"h\":{},\"i\":[],"
+        "\"\\u043a\\u043b\\u044e\\u0447\":\"\\u00e9\",\"n\":-17,\"f2\":[1.5,0.1,-2.25,1e+300,1e-07,123456789.125]}";
     const char *spaced = "{\"a\": 1, \"b\": [1, 2, {\"c\": null}], \"d\": {\"e\": true, \"f\": false}, \"g\": \"x\", "
                          "\"h\": {}, \"i\": [], \"\\u043a\\u043b\\u044e\\u0447\": \"\\u00e9\", \"n\": -17, "
                          "\"f2\": [1.5, 0.1, -2.25, 1e+300, 1e-07, 123456789.125]}";
@@ -440,15 +440,15 @@ static void test_member_replica_example(void **state) {
 }
 
 /* Every optional field, in Patroni's order. */
-#define EX_MEMBER_FULL                                                                               \
-    "{\"conn_url\":\"postgres://[fe80::1]:5433/postgres\",\"api_url\":\"https://node1.example:8008/patroni\"," \
-    "\"state\":\"running\",\"role\":\"standby_leader\",\"version\":\"4.0.6\","                          \
-    "\"proxy_url\":\"postgres://10.0.0.100:6432/postgres\",\"checkpoint_after_promote\":false,"         \
+#define EX_MEMBER_FULL                                                                                            \
+    "{\"conn_url\":\"postgres://[fe80::1]:5433/postgres\",\"api_url\":\"https://node1.example:8008/patroni\","    \
+    "\"state\":\"running\",\"role\":\"standby_leader\",\"version\":\"4.0.6\","                                    \
+    "\"proxy_url\":\"postgres://10.0.0.100:6432/postgres\",\"checkpoint_after_promote\":false,"                   \
     "\"tags\":{\"nofailover\":true,\"failover_priority\":0,\"replicatefrom\":\"node3\",\"dc\":\"Z\\u00fcrich\"}," \
-    "\"pending_restart\":true,\"pending_restart_reason\":{\"max_connections\":{\"old_value\":\"100\","   \
-    "\"new_value\":\"200\"}},\"xlog_location\":4611686018427387905,\"replication_state\":"              \
-    "\"in archive recovery\",\"timeline\":12,\"scheduled_restart\":{\"schedule\":"                      \
-    "\"2025-06-01T12:00:00+00:00\",\"timeout\":60,\"role\":\"replica\",\"postmaster_start_time\":"      \
+    "\"pending_restart\":true,\"pending_restart_reason\":{\"max_connections\":{\"old_value\":\"100\","            \
+    "\"new_value\":\"200\"}},\"xlog_location\":4611686018427387905,\"replication_state\":"                        \
+    "\"in archive recovery\",\"timeline\":12,\"scheduled_restart\":{\"schedule\":"                                \
+    "\"2025-06-01T12:00:00+00:00\",\"timeout\":60,\"role\":\"replica\",\"postmaster_start_time\":"                \
     "\"2025-05-01 10:00:00.123456+00:00\"},\"pause\":true}"
 
 static void test_member_all_fields_roundtrip(void **state) {
@@ -621,8 +621,8 @@ static void test_member_conn_host_port(void **state) {
     check_host_port("postgres://db1.example.com:6432/app", "db1.example.com", 6432);
     check_host_port("postgres://db1/postgres", "db1", 5432);
     check_host_port("postgres://db1", "db1", 5432);
-    check_host_port("postgres://db1:/postgres", "db1", 5432); /* empty port → default (urlparse: None) */
-    check_host_port("postgres://db1:0/postgres", "db1", 5432);  /* Patroni: `r.port or 5432` */
+    check_host_port("postgres://db1:/postgres", "db1", 5432);  /* empty port → default (urlparse: None) */
+    check_host_port("postgres://db1:0/postgres", "db1", 5432); /* Patroni: `r.port or 5432` */
     check_host_port("postgres://[fe80::1]:5433/postgres", "fe80::1", 5433);
     check_host_port("postgres://[::1]/postgres", "::1", 5432);
     check_host_port("postgres://[2001:db8::5]:65535/postgres", "2001:db8::5", 65535);
@@ -630,7 +630,7 @@ static void test_member_conn_host_port(void **state) {
     check_host_port("postgres://user:p4ss@[::1]:5435/postgres", "::1", 5435);
     check_host_port("postgresql://replicator@host-a:5432/postgres", "host-a", 5432);
     check_host_port("postgres://u:p@ss@db2:5433/postgres", "db2", 5433); /* urlparse: last '@' */
-    check_host_port("postgres://db3:5434?sslmode=require", "db3", 5434);  /* netloc ends at '?' or '#' */
+    check_host_port("postgres://db3:5434?sslmode=require", "db3", 5434); /* netloc ends at '?' or '#' */
     check_host_port("postgres://db4#frag", "db4", 5432);
     check_host_port("postgres://db5:5435/postgres?options=a@b:1/c", "db5", 5435);
     /* nothing usable */
@@ -740,8 +740,8 @@ static void test_member_corrupt_values(void **state) {
         "\"a string\"",
         "[1,2,3]",
         "[{\"conn_url\":\"postgres://x/y\"}]",
-        "{'state':'running'}",               /* not JSON */
-        "{\"state\":\"running\"} trailing",  /* json.loads: "Extra data" */
+        "{'state':'running'}",              /* not JSON */
+        "{\"state\":\"running\"} trailing", /* json.loads: "Extra data" */
         "{\"state\":\"running\"}{\"role\":\"primary\"}",
         "{\"state\":\"running\",}",
         "\xff\xfe{}",
@@ -798,7 +798,7 @@ static void test_member_wrong_types(void **state) {
     assert_null(m->pending_restart_reason);
     assert_null(m->scheduled_restart);
     assert_false(m->pause);
-    assert_true(m->checkpoint_after_promote_false); /* present, whatever its value */
+    assert_true(m->checkpoint_after_promote_false);    /* present, whatever its value */
     assert_int_equal(cJSON_GetArraySize(m->data), 15); /* kept as read */
     assert_false(member_nofailover(m));
     char *h = NULL;
@@ -926,7 +926,9 @@ static void test_member_keys_and_names(void **state) {
                       {K("members/x/"), "{\"role\":\"replica\"}", 15, NULL, 0},
                       {K("membersfoo"), "{\"role\":\"replica\"}", 16, NULL, 0},
                       {K("Members/y"), "{\"role\":\"replica\"}", 17, NULL, 0},
-                      {K("members/n\xc3\xb6" "de"), "{\"role\":\"replica\"}", 18, NULL, 0},
+                      {K("members/n\xc3\xb6"
+                         "de"),
+                       "{\"role\":\"replica\"}", 18, NULL, 0},
                       {K("members/nolease"), "{}", 19, NULL, 0});
     assert_int_equal(c->n_members, 4);
     assert_str(c->members[0].name, "node1");
@@ -934,7 +936,8 @@ static void test_member_keys_and_names(void **state) {
     assert_str(c->members[0].session, "11");
     assert_str(c->members[1].name, "node.2-x");
     assert_ll(c->members[1].revision, 11);
-    assert_str(c->members[2].name, "n\xc3\xb6" "de");
+    assert_str(c->members[2].name, "n\xc3\xb6"
+                                   "de");
     assert_str(c->members[3].name, "nolease");
     assert_null(c->members[3].session);
     assert_json(c->members[3].data, "{}");
@@ -982,8 +985,7 @@ static void test_many_members(void **state) {
 
 static void test_leader(void **state) {
     (void)state;
-    Cluster *c = LOAD({K("members/node1"), EX_MEMBER_REPLICA, 20, "555", 0},
-                      {K("leader"), "node1", 21, "555", 0},
+    Cluster *c = LOAD({K("members/node1"), EX_MEMBER_REPLICA, 20, "555", 0}, {K("leader"), "node1", 21, "555", 0},
                       {K("members/node2"), "{}", 22, "556", 0});
     assert_false(cluster_is_unlocked(c));
     assert_non_null(c->leader);
@@ -1309,7 +1311,9 @@ static void test_failover_encode(void **state) {
     enc = cluster_encode_failover(NULL, NULL, NULL);
     assert_string_equal(enc, "{}");
     free(enc);
-    enc = cluster_encode_failover("n\xc3\xb6" "de\"1", NULL, NULL);
+    enc = cluster_encode_failover("n\xc3\xb6"
+                                  "de\"1",
+                                  NULL, NULL);
     assert_string_equal(enc, "{\"leader\":\"n\\u00f6de\\\"1\"}");
     free(enc);
 }
@@ -1401,13 +1405,13 @@ static void test_sync_decode(void **state) {
         const char *quorum;
         bool valid;
         long long expected;
-    } q[] = {{"0", true, 0},       {"2", true, 2},        {"null", true, 0},       {"false", true, 0},
-             {"\"\"", true, 0},    {"[]", true, 0},       {"{}", true, 0},         {"\"3\"", true, 3},
-             {"\" 4 \"", true, 4}, {"true", true, 1},     {"2.0", true, 2},        {"2.7", true, 2},
-             {"\"x\"", false, 0},  {"\"2.5\"", false, 0}, {"[1]", false, 0},       {"{\"a\":1}", false, 0}};
+    } q[] = {{"0", true, 0},       {"2", true, 2},        {"null", true, 0}, {"false", true, 0},
+             {"\"\"", true, 0},    {"[]", true, 0},       {"{}", true, 0},   {"\"3\"", true, 3},
+             {"\" 4 \"", true, 4}, {"true", true, 1},     {"2.0", true, 2},  {"2.7", true, 2},
+             {"\"x\"", false, 0},  {"\"2.5\"", false, 0}, {"[1]", false, 0}, {"{\"a\":1}", false, 0}};
     for (size_t i = 0; i < ELEMENTSOF(q); i++) {
-        _cleanup_free_ char *v =
-            xasprintf("{\"leader\":\"node1\",\"quorum\":%s,\"sync_standby\":\"node2,node3\"}", q[i].quorum);
+        _cleanup_free_ char *v = xasprintf("{\"leader\":\"node1\",\"quorum\":%s,\"sync_standby\":\"node2,node3\"}",
+                                           q[i].quorum);
         c = LOAD({K("sync"), v, 50, NULL, 0});
         if (q[i].valid != (c->sync.leader != NULL) || c->sync.quorum != q[i].expected)
             print_message("sync quorum %s: leader %s quorum %lld\n", q[i].quorum, c->sync.leader ? c->sync.leader : "-",
@@ -1563,32 +1567,25 @@ static void test_failsafe(void **state) {
 
 static void test_full_cluster(void **state) {
     (void)state;
-    Cluster *c = LOAD({K("config"), EX_CONFIG, 2, NULL, 0},
-                      {K("initialize"), "7401234567890123456", 3, NULL, 0},
-                      {K("members/node1"), "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":"
-                                           "\"http://10.0.0.1:8008/patroni\",\"state\":\"running\",\"role\":"
-                                           "\"primary\",\"version\":\"4.0.6\",\"xlog_location\":67393608,"
-                                           "\"timeline\":2}",
+    Cluster *c = LOAD({K("config"), EX_CONFIG, 2, NULL, 0}, {K("initialize"), "7401234567890123456", 3, NULL, 0},
+                      {K("members/node1"),
+                       "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":"
+                       "\"http://10.0.0.1:8008/patroni\",\"state\":\"running\",\"role\":"
+                       "\"primary\",\"version\":\"4.0.6\",\"xlog_location\":67393608,"
+                       "\"timeline\":2}",
                        100, "7587862082198364433", 0},
                       {K("members/node2"), EX_MEMBER_REPLICA, 101, "7587862082198364434", 0},
-                      {K("leader"), "node1", 90, "7587862082198364433", 0},
-                      {K("status"), EX_STATUS, 102, NULL, 0},
-                      {K("sync"), EX_SYNC1, 50, NULL, 0},
-                      {K("history"), EX_HISTORY, 40, NULL, 0},
-                      {K("failover"), "{}", 80, NULL, 0},
-                      {K("failsafe"), EX_FAILSAFE, 81, NULL, 0},
+                      {K("leader"), "node1", 90, "7587862082198364433", 0}, {K("status"), EX_STATUS, 102, NULL, 0},
+                      {K("sync"), EX_SYNC1, 50, NULL, 0}, {K("history"), EX_HISTORY, 40, NULL, 0},
+                      {K("failover"), "{}", 80, NULL, 0}, {K("failsafe"), EX_FAILSAFE, 81, NULL, 0},
                       /* ignored: unknown keys, keys outside the prefix, nested member keys */
-                      {K("unknown"), "{\"x\":1}", 103, NULL, 0},
-                      {K("optime/other"), "5", 104, NULL, 0},
-                      {K("leader/x"), "node2", 105, NULL, 0},
-                      {K("members/node3/extra"), "{}", 106, NULL, 0},
+                      {K("unknown"), "{\"x\":1}", 103, NULL, 0}, {K("optime/other"), "5", 104, NULL, 0},
+                      {K("leader/x"), "node2", 105, NULL, 0}, {K("members/node3/extra"), "{}", 106, NULL, 0},
                       {"/service/batman2/leader", "node2", 500, NULL, 0},
                       {"/service/batman2/members/node9", "{}", 501, NULL, 0},
-                      {"/service/other/members/node8", "{}", 502, NULL, 0},
-                      {"/service/batman", "x", 503, NULL, 0},
+                      {"/service/other/members/node8", "{}", 502, NULL, 0}, {"/service/batman", "x", 503, NULL, 0},
                       {"service/batman/leader", "node2", 504, NULL, 0},
-                      {"/SERVICE/batman/leader", "node2", 505, NULL, 0},
-                      {NULL, "x", 506, NULL, 0},
+                      {"/SERVICE/batman/leader", "node2", 505, NULL, 0}, {NULL, "x", 506, NULL, 0},
                       {K("config"), NULL, 507, NULL, 0}); /* a key without value (keys_only) */
     assert_true(c->has_initialize);
     assert_str(c->initialize, "7401234567890123456");
@@ -1633,10 +1630,10 @@ static void test_embedded_nul_ignored(void **state) {
     static const char member[] = "{\"conn_url\":\"postgres://x/y\"}\0{\"evil\":1}";
     static const char leader[] = "node1\0node2";
     static const char config[] = "{\"ttl\":30}\0";
-    static const char init[] = "\0" "7401234567890123456";
+    static const char init[] = "\0"
+                               "7401234567890123456";
     Cluster *c = LOAD({K("members/node1"), member, 10, NULL, sizeof member - 1},
-                      {K("members/node2"), "{}", 11, NULL, 0},
-                      {K("leader"), leader, 12, NULL, sizeof leader - 1},
+                      {K("members/node2"), "{}", 11, NULL, 0}, {K("leader"), leader, 12, NULL, sizeof leader - 1},
                       {K("config"), config, 13, NULL, sizeof config - 1},
                       {K("initialize"), init, 14, NULL, sizeof init - 1},
                       {K("failover"), "node1\0:node2", 15, NULL, 12},

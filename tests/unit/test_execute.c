@@ -25,21 +25,30 @@
 #define SYSID "7401234567890123456"
 
 /* A member key as Patroni 4.0.6 writes it (spec §1.2). */
-#define MEMBER(host, state, role)                                                                    \
-    "{\"conn_url\":\"postgres://" host ":5432/postgres\",\"api_url\":\"http://" host                  \
-    ":8008/patroni\",\"state\":\"" state "\",\"role\":\"" role "\",\"version\":\"4.0.6\","             \
+#define MEMBER(host, state, role)                                                          \
+    "{\"conn_url\":\"postgres://" host ":5432/postgres\",\"api_url\":\"http://" host       \
+    ":8008/patroni\",\"state\":\"" state "\",\"role\":\"" role "\",\"version\":\"4.0.6\"," \
     "\"xlog_location\":5000,\"timeline\":1}"
 
-#define K_INIT {"initialize", SYSID}
-#define K_LEADER(n) {"leader", n}
-#define K_M1 {"members/node1", MEMBER("10.0.0.1", "running", "primary")}
-#define K_M2 {"members/node2", MEMBER("10.0.0.2", "running", "replica")}
-#define K_M3 {"members/node3", MEMBER("10.0.0.3", "running", "replica")}
-#define K_STATUS {"status", "{\"optime\":5000}"}
-#define K_FAILOVER(json) {"failover", json}
-#define K_SYNC(json) {"sync", json}
+#define K_INIT \
+    { "initialize", SYSID }
+#define K_LEADER(n) \
+    { "leader", n }
+#define K_M1 \
+    { "members/node1", MEMBER("10.0.0.1", "running", "primary") }
+#define K_M2 \
+    { "members/node2", MEMBER("10.0.0.2", "running", "replica") }
+#define K_M3 \
+    { "members/node3", MEMBER("10.0.0.3", "running", "replica") }
+#define K_STATUS \
+    { "status", "{\"optime\":5000}" }
+#define K_FAILOVER(json) \
+    { "failover", json }
+#define K_SYNC(json) \
+    { "sync", json }
 #define K_SYNC_N1_N2 K_SYNC("{\"leader\":\"node1\",\"sync_standby\":\"node2\"}")
-#define K_HISTORY_TL3 {"history", "[[1,100,\"no recovery target specified\"],[2,200,\"no recovery target\"]]"}
+#define K_HISTORY_TL3 \
+    { "history", "[[1,100,\"no recovery target specified\"],[2,200,\"no recovery target\"]]" }
 
 /* node1 leads; node1 leads with node2 (this node) as the leader; nobody leads */
 #define LOCKED K_INIT, K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS
@@ -95,10 +104,10 @@ typedef struct T {
 } T;
 
 /* node2 with /config `dyn_yaml` (NULL: defaults) and the DCS keys; PostgreSQL not running. */
-#define T_INIT(t, dyn_yaml, ...)                                                                            \
-    do {                                                                                                    \
-        const Kv keys_[] = {__VA_ARGS__};                                                                   \
-        t_init(t, dyn_yaml, keys_, ELEMENTSOF(keys_));                                                      \
+#define T_INIT(t, dyn_yaml, ...)                       \
+    do {                                               \
+        const Kv keys_[] = {__VA_ARGS__};              \
+        t_init(t, dyn_yaml, keys_, ELEMENTSOF(keys_)); \
     } while (0)
 
 static void t_init(T *t, const char *dyn_yaml, const Kv *keys, size_t n) {
@@ -212,8 +221,7 @@ static void test_acquire_won_replica_promotes(void **state) {
     T_INIT(&t, "pause: true\n", UNLOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}"));
     t_replica(&t);
     t_run(&t, HA_ACQUIRE_LOCK);
-    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_set_failover({\"member\":\"node2\"}, 15)",
-                  "promote_postgres");
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_set_failover({\"member\":\"node2\"}, 15)", "promote_postgres");
     t_free(&t);
 
     /* a running primary that wins (after a DCS outage) has nothing to promote */
@@ -280,9 +288,8 @@ static void test_acquire_won_quorum_mode(void **state) {
            K_SYNC("{\"leader\":\"node1\",\"quorum\":1,\"sync_standby\":\"node2,node3\"}"));
     t_replica(&t);
     t_run(&t, HA_ACQUIRE_LOCK);
-    EXPECT_EVENTS("dcs_attempt_to_acquire_leader",
-                  "write_configuration(replica, node1, ssn='ANY 1 (node1,node3)')", "reload_postgres",
-                  "usleep(100000)", "promote_postgres");
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "write_configuration(replica, node1, ssn='ANY 1 (node1,node3)')",
+                  "reload_postgres", "usleep(100000)", "promote_postgres");
     assert_true(t.h.sync.grace_until > now_monotonic());
     t_free(&t);
 }
@@ -297,8 +304,7 @@ static void test_acquire_lost_primary(void **state) {
     fake.raw_value = "node1";
     t_run(&t, HA_ACQUIRE_LOCK);
     /* someone else's: immediate stop, no key to delete, no restart */
-    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)",
-                  DEMOTED);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)", DEMOTED);
     assert_non_null(strstr(t.d.message, "another member was faster"));
     assert_false(lease_held(&t));
     assert_string_equal(t.h.pg.role, "demoted");
@@ -323,8 +329,7 @@ static void test_acquire_lost_primary(void **state) {
         fake.get_raw = r;
         fake.raw_value = "node2";
         t_run(&t, HA_ACQUIRE_LOCK);
-        EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)",
-                      DEMOTED);
+        EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)", DEMOTED);
         t_free(&t);
     }
 }
@@ -337,8 +342,7 @@ static void test_acquire_dcs_error_primary(void **state) {
     t_primary(&t);
     fake.acquire = -ETIMEDOUT;
     t_run(&t, HA_ACQUIRE_LOCK);
-    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "stop_postgres(fast)", DEMOTED,
-                  "start_postgres(replica, -)");
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
     assert_non_null(strstr(t.d.message, "fake DCS error"));
     t_free(&t);
 }
@@ -382,8 +386,7 @@ static void test_update_lock_primary(void **state) {
     T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node9\"}"));
     t_primary(&t);
     t_run(&t, HA_CLEAR_FAILOVER);
-    EXPECT_EVENTS("dcs_update_leader", "dcs_set_failover({}, 16)", "slots_sync", "update_status",
-                  "update_history");
+    EXPECT_EVENTS("dcs_update_leader", "dcs_set_failover({}, 16)", "slots_sync", "update_status", "update_history");
     t_free(&t);
 
     /* renewing while a start or a long action runs: nothing else */
@@ -432,8 +435,7 @@ static void test_update_lock_primary_sync(void **state) {
     t_primary(&t);
     t.h.pg.st.replication = replication_rows("node3:async:33554432");
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
-                  SYNC_ONLY_NODE2_AT(0),
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(0),
                   "write_configuration(primary, -, ssn='node3')", "reload_postgres", "usleep(100000)",
                   "pg_current_flush_lsn", "pg_emit_wake_message");
     assert_string_equal(t.h.sync.ssn, "node3");
@@ -447,8 +449,7 @@ static void test_update_lock_primary_sync(void **state) {
     snprintf(t.h.pg.st.synchronous_standby_names, sizeof t.h.pg.st.synchronous_standby_names, "node3");
     t.h.pg.st.replication = replication_rows("node1:async:33554432");
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
-                  SYNC_ONLY_NODE2_AT(16),
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(16),
                   "write_configuration(primary, -, ssn='node1')", "reload_postgres", "usleep(100000)",
                   "pg_current_flush_lsn", "pg_emit_wake_message");
     t_free(&t);
@@ -460,8 +461,7 @@ static void test_update_lock_primary_sync(void **state) {
     t.h.pg.st.replication = replication_rows("node1:async:33554432");
     fake.set_sync = 0;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
-                  SYNC_ONLY_NODE2_AT(16));
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(16));
     t_free(&t);
 
     /* node1 is now reported sync under ssn 'node1' and has reached the flush LSN of the change: /sync
@@ -554,8 +554,8 @@ static void test_switchover(void **state) {
      * take it. The leader's per-cycle work that follows a renewal is still called (on the LocalState
      * observed before the demotion); the real functions find PostgreSQL stopped and do nothing. */
     EXPECT_EVENTS("dcs_update_leader", "pg_checkpoint", "stop_postgres(fast)", DEMOTED,
-                  "write_status_optime_only(83886080)", "dcs_delete_leader", "sleep(2)", "slots_sync",
-                  "update_status", "update_history");
+                  "write_status_optime_only(83886080)", "dcs_delete_leader", "sleep(2)", "slots_sync", "update_status",
+                  "update_history");
     assert_false(lease_held(&t));
     assert_null(t.h.sync.ssn); /* not ours to manage any more */
     t_free(&t);
@@ -643,8 +643,7 @@ static void test_follow(void **state) {
     t.h.pg.inst.major = 12;
     snprintf(t.d.target, sizeof t.d.target, "node1");
     t_run(&t, HA_FOLLOW);
-    EXPECT_EVENTS("write_configuration(replica, node1)", "stop_postgres(fast)",
-                  "start_postgres(replica, node1)");
+    EXPECT_EVENTS("write_configuration(replica, node1)", "stop_postgres(fast)", "start_postgres(replica, node1)");
     t_free(&t);
 
     /* the configuration cannot be written: nothing else */
@@ -710,8 +709,7 @@ static void test_start(void **state) {
     snprintf(t.h.pg.cd.state, sizeof t.h.pg.cd.state, "shut down");
     snprintf(t.d.target, sizeof t.d.target, "node1");
     t_run(&t, HA_START);
-    EXPECT_EVENTS("write_pgpass", "set_state(running custom bootstrap script)",
-                  "task_start(rewind, 10.0.0.1:5432)");
+    EXPECT_EVENTS("write_pgpass", "set_state(running custom bootstrap script)", "task_start(rewind, 10.0.0.1:5432)");
     t_free(&t);
 }
 
@@ -742,8 +740,7 @@ static void test_bootstrap_and_initialize(void **state) {
     T t;
     T_INIT(&t, NULL, K_M2);
     t_run(&t, HA_BOOTSTRAP);
-    EXPECT_EVENTS("dcs_initialize(create, \"\")", "set_state(initializing new cluster)",
-                  "task_start(bootstrap, -:0)");
+    EXPECT_EVENTS("dcs_initialize(create, \"\")", "set_state(initializing new cluster)", "task_start(bootstrap, -:0)");
     assert_true(t.h.work.bootstrap_pending);
     t_free(&t);
 

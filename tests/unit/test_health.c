@@ -49,8 +49,9 @@ typedef struct HealthRow {
 #define SYNC false, true, false, false, true, false
 #define QUORUM false, true, false, false, true, true
 
-#define TAGS "foo: bar\nflag: true\ncustom_off: false\nnosync: false\nclonefrom: false\nversion: 1.4\n" \
-             "count: 5\nprecise: 1.23456789\nbig: 1.0e+16\nempty: ''\n"
+#define TAGS                                                                                   \
+    "foo: bar\nflag: true\ncustom_off: false\nnosync: false\nclonefrom: false\nversion: 1.4\n" \
+    "count: 5\nprecise: 1.23456789\nbig: 1.0e+16\nempty: ''\n"
 
 static const HealthRow health_rows[] = {
     /* the lock holder */
@@ -85,16 +86,14 @@ static const HealthRow health_rows[] = {
     {"leader: tag filter applied on /read-only", "/read-only", "tag_foo=nomatch", PRIMARY, LEADER, TAGS, 503},
     {"leader: tag filter applied on /read-only (match)", "/read-only", "tag_foo=bar", PRIMARY, LEADER, TAGS, 200},
     {"leader: tag filter applied on /health", "/health", "tag_foo=nomatch", PRIMARY, LEADER, TAGS, 503},
-    {"leader: noloadbalance does not affect /primary", "/primary", NULL, PRIMARY, LEADER, "noloadbalance: true\n",
-     200},
+    {"leader: noloadbalance does not affect /primary", "/primary", NULL, PRIMARY, LEADER, "noloadbalance: true\n", 200},
     {"leader without the cluster view (DCS not read within ttl), not paused", "/primary", NULL, "running", "primary",
      true, false, 0, false, 0, false, false, true, false, false, false, NULL, 200},
 
     /* /primary reflects lock ownership, not pg_is_in_recovery() */
     {"a running primary that does not hold the lock: /primary", "/primary", NULL, PRIMARY, NOT_LEADER, NULL, 503},
     {"a running primary that does not hold the lock: /leader", "/leader", NULL, PRIMARY, NOT_LEADER, NULL, 503},
-    {"a running primary that does not hold the lock: /read-write", "/read-write", NULL, PRIMARY, NOT_LEADER, NULL,
-     503},
+    {"a running primary that does not hold the lock: /read-write", "/read-write", NULL, PRIMARY, NOT_LEADER, NULL, 503},
     {"a running primary that does not hold the lock: /read-only", "/read-only", NULL, PRIMARY, NOT_LEADER, NULL, 503},
     {"a running primary that does not hold the lock: /health", "/health", NULL, PRIMARY, NOT_LEADER, NULL, 200},
     {"lock holder still in recovery (promoting): /primary", "/primary", NULL, REPLICA, LEADER, NULL, 200},
@@ -217,8 +216,8 @@ static const HealthRow health_rows[] = {
     {"tag: applied on /health", "/health", "tag_foo=bar", REPLICA, NOT_LEADER, TAGS, 200},
     {"tag: a lagging replica without ?lag= matches", "/replica", "tag_foo=bar", REPLICA_BEHIND_20MB, NOT_LEADER, TAGS,
      200},
-    {"tag: a match does not rescue a 503 (lagging)", "/replica", "tag_foo=bar&lag=1MB", REPLICA_BEHIND_20MB, NOT_LEADER, TAGS,
-     503},
+    {"tag: a match does not rescue a 503 (lagging)", "/replica", "tag_foo=bar&lag=1MB", REPLICA_BEHIND_20MB, NOT_LEADER,
+     TAGS, 503},
 
     /* paused, no valid cluster view: the role decides */
     {"paused without cluster: primary /primary", "/primary", NULL, "running", "primary", true, false, 0, false, 0, true,
@@ -429,36 +428,38 @@ static void expect_json(Cluster *c, const char *expected) {
 static void test_cluster_json_three_members(void **state) {
     (void)state;
     Cluster *c = CLUSTER(
-        {"members/node3", "{\"conn_url\":\"postgres://10.0.0.3/postgres\",\"api_url\":\"http://10.0.0.3:8008/patroni\","
-                          "\"state\":\"stopped\",\"role\":\"replica\",\"version\":\"4.0.6\",\"pending_restart\":true,"
-                          "\"pending_restart_reason\":{\"max_connections\":{\"old_value\":\"100\",\"new_value\":\"200\"}}}"},
-        {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
-                          "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":67393608,"
-                          "\"timeline\":3,\"tags\":{\"clonefrom\":true}}"},
-        {"members/node2", "{\"conn_url\":\"postgres://10.0.0.2:5433/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
-                          "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":67390000,"
-                          "\"replication_state\":\"streaming\",\"timeline\":3}"},
-        {"leader", "node1"},
-        {"initialize", "7401234567890123456"},
+        {"members/node3",
+         "{\"conn_url\":\"postgres://10.0.0.3/postgres\",\"api_url\":\"http://10.0.0.3:8008/patroni\","
+         "\"state\":\"stopped\",\"role\":\"replica\",\"version\":\"4.0.6\",\"pending_restart\":true,"
+         "\"pending_restart_reason\":{\"max_connections\":{\"old_value\":\"100\",\"new_value\":\"200\"}}}"},
+        {"members/node1",
+         "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+         "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":67393608,"
+         "\"timeline\":3,\"tags\":{\"clonefrom\":true}}"},
+        {"members/node2",
+         "{\"conn_url\":\"postgres://10.0.0.2:5433/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+         "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":67390000,"
+         "\"replication_state\":\"streaming\",\"timeline\":3}"},
+        {"leader", "node1"}, {"initialize", "7401234567890123456"},
         {"config", "{\"ttl\":30,\"synchronous_mode\":true,\"pause\":true}"},
         {"sync", "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"},
         {"status", "{\"optime\":67393608,\"slots\":{\"node2\":67390000}}"},
         {"failover", "{\"leader\":\"node1\",\"member\":\"node2\",\"scheduled_at\":\"2025-06-01T12:00:00+00:00\"}"}, );
-    expect_json(c,
-                "{\"members\": ["
-                "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
-                "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432, "
-                "\"timeline\": 3, \"tags\": {\"clonefrom\": true}}, "
-                "{\"name\": \"node2\", \"role\": \"sync_standby\", \"state\": \"streaming\", "
-                "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5433, "
-                "\"timeline\": 3, \"lag\": 3608}, "
-                "{\"name\": \"node3\", \"role\": \"replica\", \"state\": \"stopped\", "
-                "\"api_url\": \"http://10.0.0.3:8008/patroni\", \"host\": \"10.0.0.3\", \"port\": 5432, "
-                "\"pending_restart\": true, \"pending_restart_reason\": "
-                "{\"max_connections\": {\"old_value\": \"100\", \"new_value\": \"200\"}}, \"lag\": \"unknown\"}], "
-                "\"pause\": true, "
-                "\"scheduled_switchover\": {\"at\": \"2025-06-01T12:00:00+00:00\", \"from\": \"node1\", \"to\": \"node2\"}, "
-                "\"scope\": \"demo\"}");
+    expect_json(
+        c, "{\"members\": ["
+           "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
+           "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432, "
+           "\"timeline\": 3, \"tags\": {\"clonefrom\": true}}, "
+           "{\"name\": \"node2\", \"role\": \"sync_standby\", \"state\": \"streaming\", "
+           "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5433, "
+           "\"timeline\": 3, \"lag\": 3608}, "
+           "{\"name\": \"node3\", \"role\": \"replica\", \"state\": \"stopped\", "
+           "\"api_url\": \"http://10.0.0.3:8008/patroni\", \"host\": \"10.0.0.3\", \"port\": 5432, "
+           "\"pending_restart\": true, \"pending_restart_reason\": "
+           "{\"max_connections\": {\"old_value\": \"100\", \"new_value\": \"200\"}}, \"lag\": \"unknown\"}], "
+           "\"pause\": true, "
+           "\"scheduled_switchover\": {\"at\": \"2025-06-01T12:00:00+00:00\", \"from\": \"node1\", \"to\": \"node2\"}, "
+           "\"scope\": \"demo\"}");
 }
 
 static void test_cluster_json_rules(void **state) {
@@ -468,17 +469,18 @@ static void test_cluster_json_rules(void **state) {
      * failover without scheduled_at is no scheduled switchover; a scheduled_restart is copied */
     expect_json(
         CLUSTER({"leader", "node1"},
-                {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
-                                  "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
-                                  "\"replication_state\":\"streaming\"}"},
-                {"members/node2", "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
-                                  "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":1200,"
-                                  "\"scheduled_restart\":{\"schedule\":\"2025-06-01T12:00:00+00:00\","
-                                  "\"postmaster_start_time\":\"2025-06-01 10:00:00.123456+00:00\"}}"},
+                {"members/node1",
+                 "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
+                 "\"replication_state\":\"streaming\"}"},
+                {"members/node2",
+                 "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":1200,"
+                 "\"scheduled_restart\":{\"schedule\":\"2025-06-01T12:00:00+00:00\","
+                 "\"postmaster_start_time\":\"2025-06-01 10:00:00.123456+00:00\"}}"},
                 {"config", "{\"synchronous_mode\":\"quorum\"}"},
                 {"sync", "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"},
-                {"status", "{\"optime\":1000}"},
-                {"failover", "{\"leader\":\"node1\",\"member\":\"node2\"}"}, ),
+                {"status", "{\"optime\":1000}"}, {"failover", "{\"leader\":\"node1\",\"member\":\"node2\"}"}, ),
         "{\"members\": ["
         "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
         "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432}, "
@@ -492,12 +494,13 @@ static void test_cluster_json_rules(void **state) {
      * lag against 0; an unparsable member value still lists the member */
     expect_json(
         CLUSTER({"leader", "node1"},
-                {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
-                                  "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":1000}"},
-                {"members/node2", "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
-                                  "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":900}"},
-                {"members/node4", "not json at all"},
-                {"config", "{\"synchronous_mode\":false}"},
+                {"members/node1",
+                 "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.0.6\",\"xlog_location\":1000}"},
+                {"members/node2",
+                 "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":900}"},
+                {"members/node4", "not json at all"}, {"config", "{\"synchronous_mode\":false}"},
                 {"sync", "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"}, ),
         "{\"members\": ["
         "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
@@ -511,12 +514,14 @@ static void test_cluster_json_rules(void **state) {
      * synchronous mode is ignored */
     expect_json(
         CLUSTER({"leader", "node1"},
-                {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
-                                  "\"state\":\"running\",\"role\":\"standby_leader\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
-                                  "\"replication_state\":\"streaming\",\"timeline\":2}"},
-                {"members/node2", "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
-                                  "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
-                                  "\"replication_state\":\"streaming\",\"timeline\":2}"},
+                {"members/node1",
+                 "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"standby_leader\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
+                 "\"replication_state\":\"streaming\",\"timeline\":2}"},
+                {"members/node2",
+                 "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":1000,"
+                 "\"replication_state\":\"streaming\",\"timeline\":2}"},
                 {"config", "{\"synchronous_mode\":true,\"standby_cluster\":{\"host\":\"10.1.0.1\",\"port\":5432}}"},
                 {"sync", "{\"leader\":\"node1\",\"quorum\":0,\"sync_standby\":\"node2\"}"},
                 {"status", "{\"optime\":1000}"}, ),

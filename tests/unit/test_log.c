@@ -67,9 +67,7 @@ static int group_setup(void **state) {
     return 0;
 }
 
-static LogSettings defaults(void) {
-    return (LogSettings){.level = LOG_INFO, .file_num = -1, .mode = -1};
-}
+static LogSettings defaults(void) { return (LogSettings){.level = LOG_INFO, .file_num = -1, .mode = -1}; }
 
 static void assert_matches(const char *s, const char *pattern) {
     regex_t re;
@@ -95,11 +93,14 @@ static void test_default_format(void **state) {
     const struct {
         LogLevel level;
         const char *name;
-    } levels[] = {{LOG_DEBUG, "DEBUG"}, {LOG_INFO, "INFO"}, {LOG_WARNING, "WARNING"}, {LOG_ERROR, "ERROR"},
+    } levels[] = {{LOG_DEBUG, "DEBUG"},
+                  {LOG_INFO, "INFO"},
+                  {LOG_WARNING, "WARNING"},
+                  {LOG_ERROR, "ERROR"},
                   {LOG_CRITICAL, "CRITICAL"}};
     for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
-        _cleanup_free_ char *s = log_format_record(levels[i].level, T0 + 5 * USEC_PER_MSEC - 885 * USEC_PER_MSEC,
-                                                   NULL, 0, NULL, "m");
+        _cleanup_free_ char *s = log_format_record(levels[i].level, T0 + 5 * USEC_PER_MSEC - 885 * USEC_PER_MSEC, NULL,
+                                                   0, NULL, "m");
         _cleanup_free_ char *want = xasprintf("2025-09-13 20:15:40,005 %s: m", levels[i].name);
         assert_string_equal(s, want);
     }
@@ -197,9 +198,12 @@ static void test_level_names(void **state) {
     const struct {
         const char *s;
         int level;
-    } ok[] = {{"DEBUG", LOG_DEBUG},     {"debug", LOG_DEBUG},  {"Info", LOG_INFO},         {"WARNING", LOG_WARNING},
-              {"warn", LOG_WARNING},    {"ERROR", LOG_ERROR},  {"CRITICAL", LOG_CRITICAL}, {"fatal", LOG_CRITICAL},
-              {"20", LOG_INFO},         {"0", 0},              {"50", LOG_CRITICAL}};
+    } ok[] = {{"DEBUG", LOG_DEBUG},       {"debug", LOG_DEBUG},
+              {"Info", LOG_INFO},         {"WARNING", LOG_WARNING},
+              {"warn", LOG_WARNING},      {"ERROR", LOG_ERROR},
+              {"CRITICAL", LOG_CRITICAL}, {"fatal", LOG_CRITICAL},
+              {"20", LOG_INFO},           {"0", 0},
+              {"50", LOG_CRITICAL}};
     for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
         LogLevel l = (LogLevel)-1;
         assert_int_equal(log_level_from_string(ok[i].s, &l), 0);

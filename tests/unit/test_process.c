@@ -45,7 +45,9 @@ static void test_extra_env_adds_and_replaces(void **state) {
     strlist_add(&env, "PGHA_TEST_REPLACE=new");
     strlist_add(&env, "PGHA_TEST_ADD=added");
     char *out = NULL;
-    const char *args[] = {"/bin/sh", "-c", "echo \"$PGHA_TEST_KEEP $PGHA_TEST_REPLACE $PGHA_TEST_ADD\"; env | grep -c '^PGHA_TEST_REPLACE='", NULL};
+    const char *args[] = {
+        "/bin/sh", "-c",
+        "echo \"$PGHA_TEST_KEEP $PGHA_TEST_REPLACE $PGHA_TEST_ADD\"; env | grep -c '^PGHA_TEST_REPLACE='", NULL};
     assert_int_equal(run(args, &env, 10 * USEC_PER_SEC, &out), 0);
     assert_string_equal(out, "kept new added\n1\n");
     free(out);

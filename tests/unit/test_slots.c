@@ -25,47 +25,59 @@
 
 #define BASE "/service/demo"
 
-#define MEMBER(host, role, extra)                                                                             \
-    "{\"conn_url\":\"postgres://" host ":5432/postgres\",\"api_url\":\"http://" host                          \
+#define MEMBER(host, role, extra)                                                    \
+    "{\"conn_url\":\"postgres://" host ":5432/postgres\",\"api_url\":\"http://" host \
     ":8008/patroni\",\"state\":\"running\",\"role\":\"" role "\",\"version\":\"4.0.6\"" extra "}"
 
+/* clang-format off */
 #define K_CONFIG(json) {"config", json}
 #define K_LEADER(n) {"leader", n}
 #define K_M1 {"members/node1", MEMBER("10.0.0.1", "primary", ",\"xlog_location\":9000,\"timeline\":1")}
 #define K_M2 {"members/node2", MEMBER("10.0.0.2", "replica", ",\"xlog_location\":7000,\"timeline\":1")}
 #define K_M3 {"members/node3", MEMBER("10.0.0.3", "replica", ",\"xlog_location\":6000,\"timeline\":1")}
-#define K_M3_FROM2                                                                                            \
-    {"members/node3",                                                                                         \
-     MEMBER("10.0.0.3", "replica", ",\"tags\":{\"replicatefrom\":\"node2\"},\"xlog_location\":6500,\"timeline\":1")}
+/* clang-format on */
+#define K_M3_FROM2                                                                                               \
+    {                                                                                                            \
+        "members/node3", MEMBER("10.0.0.3", "replica",                                                           \
+                                ",\"tags\":{\"replicatefrom\":\"node2\"},\"xlog_location\":6500,\"timeline\":1") \
+    }
 #define K_M3_NOSTREAM                                                                                         \
-    {"members/node3", MEMBER("10.0.0.3", "replica", ",\"tags\":{\"nostream\":true},\"xlog_location\":1,\"timeline\":1")}
+    {                                                                                                         \
+        "members/node3",                                                                                      \
+            MEMBER("10.0.0.3", "replica", ",\"tags\":{\"nostream\":true},\"xlog_location\":1,\"timeline\":1") \
+    }
+/* clang-format off */
 #define K_STATUS(json) {"status", json}
-#define STATUS_STD "{\"optime\":9000,\"slots\":{\"node1\":9000,\"node2\":7000,\"node3\":6000},\"retain_slots\":[\"node1\",\"node2\",\"node3\"]}"
+/* clang-format on */
+#define STATUS_STD \
+    "{\"optime\":9000,\"slots\":{\"node1\":9000,\"node2\":7000,\"node3\":6000},\"retain_slots\":[\"node1\",\"node2\",\"node3\"]}"
 #define CLUSTER3 K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS(STATUS_STD)
 
 typedef struct Kv {
     const char *rel, *value;
 } Kv;
 
+/* clang-format off */
 #define ROW_PHYS(n, lsn) {.name = n, .restart_lsn = lsn}
+/* clang-format on */
 
 typedef struct Case {
     const char *desc;
-    const char *me;          /* default node1 */
+    const char *me; /* default node1 */
     SlotRole role;
-    int pg_major;            /* default 16 */
+    int pg_major; /* default 16 */
     bool nofailover, nostream;
     const char *replicatefrom;
     bool paused;
-    const char *dyn_yaml;    /* NULL: defaults */
+    const char *dyn_yaml; /* NULL: defaults */
     Kv keys[10];
-    PgSlot rows[8];          /* terminated by a NULL name */
+    PgSlot rows[8]; /* terminated by a NULL name */
     long long replay_lsn;
-    const char *expected;    /* "name:p|l:a1|a0|a-:lsn[:perm]" joined with spaces, in plan order */
-    const char *actions;     /* "drop(reason) create-p create-l(db,plugin) advance(lsn)" per name */
-    const char *errors;      /* substring expected in the joined errors, or NULL for none */
-    const char *copy;        /* joined names of the slots to copy from the primary, or NULL */
-    const char *recopy;      /* names (space separated) whose advance failed for lack of WAL, or NULL */
+    const char *expected; /* "name:p|l:a1|a0|a-:lsn[:perm]" joined with spaces, in plan order */
+    const char *actions;  /* "drop(reason) create-p create-l(db,plugin) advance(lsn)" per name */
+    const char *errors;   /* substring expected in the joined errors, or NULL for none */
+    const char *copy;     /* joined names of the slots to copy from the primary, or NULL */
+    const char *recopy;   /* names (space separated) whose advance failed for lack of WAL, or NULL */
 } Case;
 
 static Cluster *cluster_of(const Kv *keys, size_t max) {
@@ -99,10 +111,19 @@ static void world_build(World *w, const Case *k) {
     load_dyn(&w->dyn, k->dyn_yaml);
     for (size_t i = 0; i < ELEMENTSOF(k->rows) && k->rows[i].name; i++)
         w->rows[w->n_rows++] = k->rows[i];
-    w->in = (SlotsInput){.cluster = w->cluster, .dyn = &w->dyn, .name = k->me ? k->me : "node1", .role = k->role,
-                         .pg_major = k->pg_major ? k->pg_major : 16, .nofailover = k->nofailover,
-                         .nostream = k->nostream, .replicatefrom = k->replicatefrom, .paused = k->paused,
-                         .slots = w->rows, .n_slots = w->n_rows, .replay_lsn = k->replay_lsn, .recopy = &w->recopy};
+    w->in = (SlotsInput){.cluster = w->cluster,
+                         .dyn = &w->dyn,
+                         .name = k->me ? k->me : "node1",
+                         .role = k->role,
+                         .pg_major = k->pg_major ? k->pg_major : 16,
+                         .nofailover = k->nofailover,
+                         .nostream = k->nostream,
+                         .replicatefrom = k->replicatefrom,
+                         .paused = k->paused,
+                         .slots = w->rows,
+                         .n_slots = w->n_rows,
+                         .replay_lsn = k->replay_lsn,
+                         .recopy = &w->recopy};
     if (k->recopy) {
         _cleanup_free_ char *names = xstrdup(k->recopy);
         for (char *save = NULL, *t = strtok_r(names, " ", &save); t; t = strtok_r(NULL, " ", &save))
@@ -122,8 +143,10 @@ static char *render_expected(const SlotsPlan *p) {
     for (size_t i = 0; i < p->n_expected; i++) {
         const ExpectedSlot *e = &p->expected[i];
         sb_addf(&b, "%s%s:%s:%s:%lld%s", i ? " " : "", e->name, e->logical ? "l" : "p",
-                e->expected_active == 1 ? "a1" : e->expected_active == 0 ? "a0" : "a-", e->lsn,
-                e->permanent ? ":perm" : "");
+                e->expected_active == 1   ? "a1"
+                : e->expected_active == 0 ? "a0"
+                                          : "a-",
+                e->lsn, e->permanent ? ":perm" : "");
     }
     return sb_steal(&b);
 }
@@ -158,8 +181,7 @@ static void run_case(const Case *k) {
     _cleanup_free_ char *errs = strlist_join(&p.errors, " | ");
     _cleanup_free_ char *nc = strlist_join(&p.copy, " ");
     bool ok = streq(exp, k->expected) && streq(act, k->actions) &&
-              (k->errors ? strstr(errs, k->errors) != NULL : p.errors.n == 0) &&
-              streq(nc, k->copy ? k->copy : "");
+              (k->errors ? strstr(errs, k->errors) != NULL : p.errors.n == 0) && streq(nc, k->copy ? k->copy : "");
     if (!ok)
         print_error("case: %s\n  expected: %s\n      want: %s\n   actions: %s\n      want: %s\n    errors: %s\n"
                     "      want: %s\n      copy: %s\n      want: %s\n",
@@ -180,114 +202,182 @@ static void run_cases(const Case *cases, size_t n) {
 
 static const Case member_cases[] = {
     {.desc = "leader, empty pg_replication_slots: a slot for every other member, expected active",
-     .role = SLOT_ROLE_PRIMARY, .keys = {CLUSTER3},
+     .role = SLOT_ROLE_PRIMARY,
+     .keys = {CLUSTER3},
      .expected = "node2:p:a1:7000 node3:p:a1:6000",
      .actions = "node2:create-p node3:create-p"},
     {.desc = "leader, slots in place and active: nothing to do (active slots are never advanced)",
-     .role = SLOT_ROLE_PRIMARY, .keys = {CLUSTER3},
+     .role = SLOT_ROLE_PRIMARY,
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
-     .expected = "node2:p:a1:7000 node3:p:a1:6000", .actions = ""},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000",
+     .actions = ""},
     {.desc = "replica: slots for the leader and the third member, advanced to /status.slots",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .keys = {CLUSTER3},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node1", 5000), ROW_PHYS("node3", 6000)},
-     .expected = "node1:p:a0:9000 node3:p:a0:6000", .actions = "node1:advance(9000)"},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000",
+     .actions = "node1:advance(9000)"},
     {.desc = "replica: missing slots are created, our own slot (after a failover) is dropped",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .keys = {CLUSTER3},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node2", 5000)},
      .expected = "node1:p:a0:9000 node3:p:a0:6000",
      .actions = "node2:drop(unknown) node1:create-p node3:create-p"},
     {.desc = "replica: an inactive slot holding an xmin is dropped and recreated",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .keys = {CLUSTER3},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .keys = {CLUSTER3},
      .rows = {{.name = "node1", .restart_lsn = 5000, .has_xmin = true}, ROW_PHYS("node3", 6000)},
-     .expected = "node1:p:a0:9000 node3:p:a0:6000", .actions = "node1:drop(xmin) node1:create-p"},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000",
+     .actions = "node1:drop(xmin) node1:create-p"},
     {.desc = "replica without a leader: the xmin is left alone (and no advance through it)",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .keys = {K_CONFIG("{}"), K_M2, K_M3, K_STATUS(STATUS_STD)},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .keys = {K_CONFIG("{}"), K_M2, K_M3, K_STATUS(STATUS_STD)},
      .rows = {{.name = "node3", .restart_lsn = 5000, .has_xmin = true}},
-     .expected = "node3:p:a0:6000 node1:p:a-:0", .actions = "node1:create-p"},
+     .expected = "node3:p:a0:6000 node1:p:a-:0",
+     .actions = "node1:create-p"},
     {.desc = "replica: a physical slot without restart_lsn (made by someone else) is dropped, recreated next cycle",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .keys = {CLUSTER3},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node1", 0), ROW_PHYS("node3", 6000)},
-     .expected = "node1:p:a0:9000 node3:p:a0:6000", .actions = "node1:drop(no-restart-lsn)"},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000",
+     .actions = "node1:drop(no-restart-lsn)"},
     {.desc = "PostgreSQL 10: no retention on replicas, the leader keeps slots for its streaming members",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .pg_major = 10,
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .pg_major = 10,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS("{\"optime\":9000}")},
      .rows = {ROW_PHYS("node1", 5000)},
-     .expected = "", .actions = "node1:drop(unknown)"},
+     .expected = "",
+     .actions = "node1:drop(unknown)"},
     {.desc = "member_slots_ttl 0 on a replica: no member slots, unknown ones dropped",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = "member_slots_ttl: 0\n", .keys = {CLUSTER3},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = "member_slots_ttl: 0\n",
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node1", 5000), ROW_PHYS("node3", 5000)},
-     .expected = "node1:p:a-:0 node3:p:a-:0", .actions = ""},
+     .expected = "node1:p:a-:0 node3:p:a-:0",
+     .actions = ""},
     {.desc = "member_slots_ttl 0, /status without retain_slots: the replica drops member slots",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = "member_slots_ttl: 0\n",
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = "member_slots_ttl: 0\n",
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS("{\"optime\":9000}")},
      .rows = {ROW_PHYS("node1", 5000), ROW_PHYS("node3", 5000)},
-     .expected = "", .actions = "node1:drop(unknown) node3:drop(unknown)"},
+     .expected = "",
+     .actions = "node1:drop(unknown) node3:drop(unknown)"},
     {.desc = "paused: unknown slots are kept",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .paused = true, .dyn_yaml = "member_slots_ttl: 0\n",
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .paused = true,
+     .dyn_yaml = "member_slots_ttl: 0\n",
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS("{\"optime\":9000}")},
-     .rows = {ROW_PHYS("node1", 5000)}, .expected = "", .actions = ""},
+     .rows = {ROW_PHYS("node1", 5000)},
+     .expected = "",
+     .actions = ""},
     {.desc = "nostream member: no slot anywhere",
      .role = SLOT_ROLE_PRIMARY,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3_NOSTREAM, K_STATUS("{\"optime\":9000}")},
      .rows = {ROW_PHYS("node3", 100)},
-     .expected = "node2:p:a1:0", .actions = "node3:drop(unknown) node2:create-p"},
+     .expected = "node2:p:a1:0",
+     .actions = "node3:drop(unknown) node2:create-p"},
     {.desc = "cascade without retention: the leader has no slot for node3, node2 has it (active)",
-     .role = SLOT_ROLE_PRIMARY, .dyn_yaml = "member_slots_ttl: 0\n",
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = "member_slots_ttl: 0\n",
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3_FROM2, K_STATUS("{\"optime\":9000}")},
-     .expected = "node2:p:a1:0", .actions = "node2:create-p"},
+     .expected = "node2:p:a1:0",
+     .actions = "node2:create-p"},
     {.desc = "cascade without retention, on node2",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = "member_slots_ttl: 0\n",
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = "member_slots_ttl: 0\n",
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3_FROM2, K_STATUS("{\"optime\":9000}")},
-     .expected = "node3:p:a1:6500", .actions = "node3:create-p"},
+     .expected = "node3:p:a1:6500",
+     .actions = "node3:create-p"},
     {.desc = "cascade with retention: the leader keeps node3's slot inactive, advanced to node3's own position",
      .role = SLOT_ROLE_PRIMARY,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3_FROM2, K_STATUS(STATUS_STD)},
      .rows = {ROW_PHYS("node2", 7000), ROW_PHYS("node3", 6000)},
-     .expected = "node2:p:a1:7000 node3:p:a0:6500", .actions = "node3:advance(6500)"},
+     .expected = "node2:p:a1:7000 node3:p:a0:6500",
+     .actions = "node3:advance(6500)"},
     {.desc = "nofailover replica with retention: only the members that stream from it, nothing retained",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .nofailover = true,
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .nofailover = true,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3_FROM2, K_STATUS(STATUS_STD)},
      .rows = {ROW_PHYS("node1", 5000)},
-     .expected = "node3:p:a1:6500", .actions = "node1:drop(unknown) node3:create-p"},
+     .expected = "node3:p:a1:6500",
+     .actions = "node1:drop(unknown) node3:create-p"},
     {.desc = "retain_slots: a vanished member's slot stays expected (created if missing), never our own",
-     .me = "node2", .role = SLOT_ROLE_REPLICA,
-     .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2,
-              K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000},\"retain_slots\":[\"node1\",\"node2\",\"node3\"]}")},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .keys =
+         {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2,
+          K_STATUS(
+              "{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000},\"retain_slots\":[\"node1\",\"node2\",\"node3\"]}")},
      .rows = {ROW_PHYS("node1", 9000)},
-     .expected = "node1:p:a0:9000 node3:p:a-:0", .actions = "node3:create-p"},
+     .expected = "node1:p:a0:9000 node3:p:a-:0",
+     .actions = "node3:create-p"},
     {.desc = "retain_slots on the leader: kept, not advanced (no position for it)",
      .role = SLOT_ROLE_PRIMARY,
-     .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2,
-              K_STATUS("{\"optime\":9000,\"slots\":{\"node2\":7000,\"node3\":6000},\"retain_slots\":[\"node1\",\"node2\",\"node3\"]}")},
+     .keys =
+         {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2,
+          K_STATUS(
+              "{\"optime\":9000,\"slots\":{\"node2\":7000,\"node3\":6000},\"retain_slots\":[\"node1\",\"node2\",\"node3\"]}")},
      .rows = {ROW_PHYS("node2", 7000), ROW_PHYS("node3", 5000)},
-     .expected = "node2:p:a1:7000 node3:p:a-:0", .actions = ""},
+     .expected = "node2:p:a1:7000 node3:p:a-:0",
+     .actions = ""},
     {.desc = "the member slot left the retention: dropped everywhere",
-     .me = "node2", .role = SLOT_ROLE_REPLICA,
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2,
               K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000},\"retain_slots\":[\"node1\",\"node2\"]}")},
      .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 5000)},
-     .expected = "node1:p:a0:9000", .actions = "node3:drop(unknown)"},
+     .expected = "node1:p:a0:9000",
+     .actions = "node3:drop(unknown)"},
     {.desc = "use_slots false: nothing expected, everything not ignored is dropped",
-     .role = SLOT_ROLE_PRIMARY, .dyn_yaml = "postgresql:\n  use_slots: false\n", .keys = {CLUSTER3},
-     .rows = {ROW_PHYS("node2", 7000)}, .expected = "", .actions = "node2:drop(unknown)"},
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = "postgresql:\n  use_slots: false\n",
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node2", 7000)},
+     .expected = "",
+     .actions = "node2:drop(unknown)"},
     {.desc = "no /config in the DCS: slots are not managed",
-     .role = SLOT_ROLE_PRIMARY, .keys = {K_LEADER("node1"), K_M1, K_M2},
-     .rows = {ROW_PHYS("junk", 7000)}, .expected = "", .actions = ""},
+     .role = SLOT_ROLE_PRIMARY,
+     .keys = {K_LEADER("node1"), K_M1, K_M2},
+     .rows = {ROW_PHYS("junk", 7000)},
+     .expected = "",
+     .actions = ""},
     {.desc = "a leader older than 4.0 publishes no member positions: the member's xlog_location is used",
-     .me = "node2", .role = SLOT_ROLE_REPLICA,
-     .keys = {K_CONFIG("{}"), K_LEADER("node1"),
-              {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/"
-                                "patroni\",\"state\":\"running\",\"role\":\"primary\",\"version\":\"3.3.2\","
-                                "\"xlog_location\":9000}"},
-              K_M2, K_M3, K_STATUS("{\"optime\":9000}")},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .keys = {K_CONFIG("{}"),
+              K_LEADER("node1"),
+              {"members/node1",
+               "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/"
+               "patroni\",\"state\":\"running\",\"role\":\"primary\",\"version\":\"3.3.2\","
+               "\"xlog_location\":9000}"},
+              K_M2,
+              K_M3,
+              K_STATUS("{\"optime\":9000}")},
      .rows = {ROW_PHYS("node1", 100), ROW_PHYS("node3", 100)},
-     .expected = "node1:p:a0:9000 node3:p:a0:6000", .actions = "node1:advance(9000) node3:advance(6000)"},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000",
+     .actions = "node1:advance(9000) node3:advance(6000)"},
     {.desc = "two member names map to one slot name: reported",
      .role = SLOT_ROLE_PRIMARY,
-     .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, {"members/db-1", MEMBER("10.0.0.4", "replica", "")},
+     .keys = {K_CONFIG("{}"),
+              K_LEADER("node1"),
+              K_M1,
+              {"members/db-1", MEMBER("10.0.0.4", "replica", "")},
               {"members/db.1", MEMBER("10.0.0.5", "replica", "")}},
      .rows = {ROW_PHYS("db_1", 100)},
-     .expected = "db_1:p:a1:0", .actions = "",
+     .expected = "db_1:p:a1:0",
+     .actions = "",
      .errors = "Following cluster members share a replication slot name: db-1, db.1 map to db_1"},
 };
 
@@ -299,105 +389,172 @@ static void test_member_slots(void **state) {
 /* ------------------------------------------------------------------------------------------------
  * permanent slots and ignore_slots */
 
-#define PERM_YAML                                                                                             \
-    "slots:\n"                                                                                               \
-    "  perm_p:\n"                                                                                             \
+#define PERM_YAML \
+    "slots:\n"    \
+    "  perm_p:\n" \
     "  perm_l:\n    type: logical\n    database: postgres\n    plugin: test_decoding\n"
 
 static const Case permanent_cases[] = {
     {.desc = "primary: permanent physical and logical slots are created",
-     .role = SLOT_ROLE_PRIMARY, .dyn_yaml = PERM_YAML, .keys = {CLUSTER3},
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = PERM_YAML,
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
      .expected = "node2:p:a1:7000 node3:p:a1:6000 perm_p:p:a1:0:perm perm_l:l:a-:0:perm",
      .actions = "perm_p:create-p perm_l:create-l(postgres,test_decoding)"},
     {.desc = "replica: physical permanent slot kept and advanced, the logical one (in /status) is to be copied",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML,
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = PERM_YAML,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
               K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000,\"perm_l\":8500}}")},
      .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 100)},
      .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:8500:perm",
-     .actions = "perm_p:advance(8000)", .copy = "perm_l"},
+     .actions = "perm_p:advance(8000)",
+     .copy = "perm_l"},
     {.desc = "replica with a copy of the logical slot: advanced, never past the replay position",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML, .replay_lsn = 8200,
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = PERM_YAML,
+     .replay_lsn = 8200,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
               K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000,\"perm_l\":8500}}")},
-     .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 8000),
-              {.name = "perm_l", .logical = true, .database = "postgres", .plugin = "test_decoding",
+     .rows = {ROW_PHYS("node1", 9000),
+              ROW_PHYS("node3", 6000),
+              ROW_PHYS("perm_p", 8000),
+              {.name = "perm_l",
+               .logical = true,
+               .database = "postgres",
+               .plugin = "test_decoding",
                .confirmed_flush_lsn = 7000}},
      .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:8500:perm",
      .actions = "perm_l:advance(8200,postgres)"},
     {.desc = "replica: a logical slot the leader does not publish (not created there yet) is not copied",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML,
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = PERM_YAML,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
               K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000}}")},
      .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 8000)},
-     .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:0:perm", .actions = ""},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:0:perm",
+     .actions = ""},
     {.desc = "replica: the copy's advance failed for lack of WAL: copied again, not advanced",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML, .replay_lsn = 9000, .recopy = "perm_l other",
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = PERM_YAML,
+     .replay_lsn = 9000,
+     .recopy = "perm_l other",
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
               K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000,\"perm_l\":8500}}")},
-     .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 8000),
-              {.name = "perm_l", .logical = true, .database = "postgres", .plugin = "test_decoding",
+     .rows = {ROW_PHYS("node1", 9000),
+              ROW_PHYS("node3", 6000),
+              ROW_PHYS("perm_p", 8000),
+              {.name = "perm_l",
+               .logical = true,
+               .database = "postgres",
+               .plugin = "test_decoding",
                .confirmed_flush_lsn = 7000}},
      .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:8500:perm",
-     .actions = "", .copy = "perm_l"},
+     .actions = "",
+     .copy = "perm_l"},
     {.desc = "replica: a local slot of that name with another plugin is dropped, then copied",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .dyn_yaml = PERM_YAML, .replay_lsn = 9000,
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = PERM_YAML,
+     .replay_lsn = 9000,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
               K_STATUS("{\"optime\":9000,\"slots\":{\"node1\":9000,\"node3\":6000,\"perm_p\":8000,\"perm_l\":8500}}")},
-     .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("perm_p", 8000),
-              {.name = "perm_l", .logical = true, .database = "postgres", .plugin = "pgoutput",
+     .rows = {ROW_PHYS("node1", 9000),
+              ROW_PHYS("node3", 6000),
+              ROW_PHYS("perm_p", 8000),
+              {.name = "perm_l",
+               .logical = true,
+               .database = "postgres",
+               .plugin = "pgoutput",
                .confirmed_flush_lsn = 7000}},
      .expected = "node1:p:a0:9000 node3:p:a0:6000 perm_p:p:a0:8000:perm perm_l:l:a-:8500:perm",
-     .actions = "perm_l:drop(mismatch)", .copy = "perm_l"},
+     .actions = "perm_l:drop(mismatch)",
+     .copy = "perm_l"},
     {.desc = "nostream replica: no logical slots (it has no slot on the primary to protect them)",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .nostream = true, .dyn_yaml = PERM_YAML,
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .nostream = true,
+     .dyn_yaml = PERM_YAML,
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
               K_STATUS("{\"optime\":9000,\"slots\":{\"perm_p\":8000,\"perm_l\":8500}}")},
-     .expected = "node1:p:a0:0 node3:p:a0:0 perm_p:p:a0:8000:perm", .actions = "node1:create-p node3:create-p perm_p:create-p"},
+     .expected = "node1:p:a0:0 node3:p:a0:0 perm_p:p:a0:8000:perm",
+     .actions = "node1:create-p node3:create-p perm_p:create-p"},
     {.desc = "nofailover replica: no permanent slots",
-     .me = "node2", .role = SLOT_ROLE_REPLICA, .nofailover = true, .dyn_yaml = PERM_YAML, .keys = {CLUSTER3},
-     .rows = {ROW_PHYS("perm_p", 100)}, .expected = "", .actions = "perm_p:drop(unknown)"},
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .nofailover = true,
+     .dyn_yaml = PERM_YAML,
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("perm_p", 100)},
+     .expected = "",
+     .actions = "perm_p:drop(unknown)"},
     {.desc = "type/plugin/database mismatch: dropped and recreated",
-     .role = SLOT_ROLE_PRIMARY, .dyn_yaml = PERM_YAML, .keys = {CLUSTER3},
-     .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100),
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = PERM_YAML,
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node2", 100),
+              ROW_PHYS("node3", 100),
               {.name = "perm_p", .logical = true, .database = "postgres", .plugin = "test_decoding"},
               {.name = "perm_l", .logical = true, .database = "other", .plugin = "test_decoding"}},
      .expected = "node2:p:a1:7000 node3:p:a1:6000 perm_p:p:a1:0:perm perm_l:l:a-:0:perm",
      .actions = "perm_p:drop(mismatch) perm_p:create-p perm_l:drop(mismatch) perm_l:create-l(postgres,test_decoding)"},
     {.desc = "a permanent physical slot named like a member is the member slot; never for ourselves",
-     .role = SLOT_ROLE_PRIMARY, .dyn_yaml = "slots:\n  node2: {type: physical}\n  node1:\n", .keys = {CLUSTER3},
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = "slots:\n  node2: {type: physical}\n  node1:\n",
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
-     .expected = "node2:p:a1:7000 node3:p:a1:6000", .actions = ""},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000",
+     .actions = ""},
     {.desc = "permanent slot of a cascading member: not expected active on the leader",
-     .role = SLOT_ROLE_PRIMARY, .dyn_yaml = "member_slots_ttl: 0\nslots:\n  node3:\n",
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = "member_slots_ttl: 0\nslots:\n  node3:\n",
      .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3_FROM2, K_STATUS("{\"optime\":9000}")},
      .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
-     .expected = "node2:p:a1:0 node3:p:a0:6500:perm", .actions = "node3:advance(6500)"},
+     .expected = "node2:p:a1:0 node3:p:a0:6500:perm",
+     .actions = "node3:advance(6500)"},
     {.desc = "invalid names and values are reported and skipped",
-     .role = SLOT_ROLE_PRIMARY, .dyn_yaml = "slots:\n  Bad-Name:\n  num: 5\n", .keys = {CLUSTER3},
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = "slots:\n  Bad-Name:\n  num: 5\n",
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
-     .expected = "node2:p:a1:7000 node3:p:a1:6000", .actions = "",
+     .expected = "node2:p:a1:7000 node3:p:a1:6000",
+     .actions = "",
      .errors = "Invalid permanent replication slot name 'Bad-Name'"},
     {.desc = "a logical permanent slot named like a member conflicts",
-     .role = SLOT_ROLE_PRIMARY, .dyn_yaml = "slots:\n  node2: {type: logical, database: postgres, plugin: x}\n",
-     .keys = {CLUSTER3}, .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
-     .expected = "node2:p:a1:7000 node3:p:a1:6000", .actions = "",
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = "slots:\n  node2: {type: logical, database: postgres, plugin: x}\n",
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000",
+     .actions = "",
      .errors = "is conflicting with physical replication slot for cluster member"},
     {.desc = "PostgreSQL 10 primary: logical permanent slots are not supported",
-     .role = SLOT_ROLE_PRIMARY, .pg_major = 10, .dyn_yaml = PERM_YAML, .keys = {CLUSTER3},
+     .role = SLOT_ROLE_PRIMARY,
+     .pg_major = 10,
+     .dyn_yaml = PERM_YAML,
+     .keys = {CLUSTER3},
      .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100), ROW_PHYS("perm_p", 100)},
-     .expected = "node2:p:a1:7000 node3:p:a1:6000 perm_p:p:a1:0:perm", .actions = "",
+     .expected = "node2:p:a1:7000 node3:p:a1:6000 perm_p:p:a1:0:perm",
+     .actions = "",
      .errors = "Following slots will not be created: ['perm_l']"},
     {.desc = "ignore_slots: matchers on name, database, type",
      .role = SLOT_ROLE_PRIMARY,
      .dyn_yaml = "ignore_slots:\n  - name: ext1\n  - database: appdb\n  - type: physical\n    name: ext3\n"
                  "  - name: ext4\n    plugin: wal2json\n",
      .keys = {CLUSTER3},
-     .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100), ROW_PHYS("ext1", 1),
-              {.name = "ext2", .logical = true, .database = "appdb", .plugin = "pgoutput"}, ROW_PHYS("ext3", 1),
+     .rows = {ROW_PHYS("node2", 100),
+              ROW_PHYS("node3", 100),
+              ROW_PHYS("ext1", 1),
+              {.name = "ext2", .logical = true, .database = "appdb", .plugin = "pgoutput"},
+              ROW_PHYS("ext3", 1),
               {.name = "ext4", .logical = true, .database = "appdb2", .plugin = "pgoutput"}},
-     .expected = "node2:p:a1:7000 node3:p:a1:6000", .actions = "ext4:drop(unknown)"},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000",
+     .actions = "ext4:drop(unknown)"},
 };
 
 static void test_permanent_slots(void **state) {
@@ -423,10 +580,18 @@ static char *status_slots_for(const Case *k, long long own) {
 
 static void test_status_slots(void **state) {
     (void)state;
-    Case k = {.role = SLOT_ROLE_PRIMARY, .dyn_yaml = PERM_YAML, .keys = {CLUSTER3},
-              .rows = {ROW_PHYS("node2", 7100), ROW_PHYS("ignored", 5), ROW_PHYS("node3", 0),
-                       {.name = "perm_l", .logical = true, .database = "postgres", .plugin = "test_decoding",
-                        .restart_lsn = 1, .confirmed_flush_lsn = 8800},
+    Case k = {.role = SLOT_ROLE_PRIMARY,
+              .dyn_yaml = PERM_YAML,
+              .keys = {CLUSTER3},
+              .rows = {ROW_PHYS("node2", 7100),
+                       ROW_PHYS("ignored", 5),
+                       ROW_PHYS("node3", 0),
+                       {.name = "perm_l",
+                        .logical = true,
+                        .database = "postgres",
+                        .plugin = "test_decoding",
+                        .restart_lsn = 1,
+                        .confirmed_flush_lsn = 8800},
                        ROW_PHYS("perm_p", 6600)}};
     /* the managed slots in pg_replication_slots order (a NULL position is left out), our own last */
     _cleanup_free_ char *s = status_slots_for(&k, 9100);
@@ -478,7 +643,8 @@ static char *retain_step(World *w, RetainTimers *t, double now, StrList *expired
 static void test_retain(void **state) {
     (void)state;
     /* the leader node1 sees node2 and node3; /status (written by a former leader) retains node4 */
-    Case k = {.role = SLOT_ROLE_PRIMARY, .dyn_yaml = "member_slots_ttl: 15\nslots:\n  perm_p:\n",
+    Case k = {.role = SLOT_ROLE_PRIMARY,
+              .dyn_yaml = "member_slots_ttl: 15\nslots:\n  perm_p:\n",
               .keys = {K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3,
                        K_STATUS("{\"optime\":1,\"retain_slots\":[\"node2\",\"node4\"]}")},
               .rows = {ROW_PHYS("node2", 7000), ROW_PHYS("node3", 6000), ROW_PHYS("node4", 100),
@@ -526,7 +692,6 @@ static void test_retain(void **state) {
     retain_timers_clear(&t);
     world_free(&w);
 }
-
 
 /* ------------------------------------------------------------------------------------------------
  * logical slots on replicas: hot_standby_feedback, the copy, readiness */
@@ -650,22 +815,30 @@ static void test_slot_copy_check(void **state) {
     (void)state;
     unsigned char buf[256];
     size_t len = make_state(buf, sizeof buf, "perm_l");
-    ExpectedSlot e = {.name = "perm_l", .logical = true, .database = "postgres", .plugin = "test_decoding",
-                      .permanent = true, .lsn = 8500};
-    SlotCopySource src = {.name = "perm_l", .type = "logical", .database = "postgres", .plugin = "test_decoding",
-                          .confirmed_flush_lsn = 8400, .state = buf, .state_len = len};
-    SlotCopyLocal loc = {.replay_lsn = 9000, .wal_level_logical = true, .hot_standby_feedback = true,
-                         .free_slots = 3};
+    ExpectedSlot e = {.name = "perm_l",
+                      .logical = true,
+                      .database = "postgres",
+                      .plugin = "test_decoding",
+                      .permanent = true,
+                      .lsn = 8500};
+    SlotCopySource src = {.name = "perm_l",
+                          .type = "logical",
+                          .database = "postgres",
+                          .plugin = "test_decoding",
+                          .confirmed_flush_lsn = 8400,
+                          .state = buf,
+                          .state_len = len};
+    SlotCopyLocal loc = {.replay_lsn = 9000, .wal_level_logical = true, .hot_standby_feedback = true, .free_slots = 3};
     char *msg = NULL;
     assert_int_equal(slot_copy_check(&e, &src, &loc, &msg), SLOT_COPY_OK);
     assert_null(msg);
-#define EXPECT(verdict, what)                                                                                 \
-    do {                                                                                                      \
-        assert_int_equal(slot_copy_check(pe, &s2, &l2, &msg), verdict);                                       \
-        if (!strstr(msg, what))                                                                               \
-            print_error("msg: %s\nwant: %s\n", msg, what);                                                   \
-        assert_non_null(strstr(msg, what));                                                                   \
-        free(msg);                                                                                            \
+#define EXPECT(verdict, what)                                           \
+    do {                                                                \
+        assert_int_equal(slot_copy_check(pe, &s2, &l2, &msg), verdict); \
+        if (!strstr(msg, what))                                         \
+            print_error("msg: %s\nwant: %s\n", msg, what);              \
+        assert_non_null(strstr(msg, what));                             \
+        free(msg);                                                      \
     } while (0)
     const ExpectedSlot *pe = NULL;
     SlotCopySource s2 = src;
@@ -777,14 +950,10 @@ static void test_slot_copy_safe(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_member_slots),
-        cmocka_unit_test(test_permanent_slots),
-        cmocka_unit_test(test_status_slots),
-        cmocka_unit_test(test_retain),
-        cmocka_unit_test(test_hot_standby_feedback),
-        cmocka_unit_test(test_slot_state_file),
-        cmocka_unit_test(test_slot_copy_check),
-        cmocka_unit_test(test_oldest_wal),
+        cmocka_unit_test(test_member_slots),         cmocka_unit_test(test_permanent_slots),
+        cmocka_unit_test(test_status_slots),         cmocka_unit_test(test_retain),
+        cmocka_unit_test(test_hot_standby_feedback), cmocka_unit_test(test_slot_state_file),
+        cmocka_unit_test(test_slot_copy_check),      cmocka_unit_test(test_oldest_wal),
         cmocka_unit_test(test_slot_copy_safe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -38,11 +38,11 @@ static StrList list_of(const char *csv) {
 
 static char *joined(const StrList *l) { return strlist_join(l, ","); }
 
-#define assert_list(l, csv)                                                                             \
-    do {                                                                                                \
-        char *j_ = joined(l);                                                                           \
-        assert_string_equal(j_, csv);                                                                   \
-        free(j_);                                                                                       \
+#define assert_list(l, csv)           \
+    do {                              \
+        char *j_ = joined(l);         \
+        assert_string_equal(j_, csv); \
+        free(j_);                     \
     } while (0)
 
 /* ------------------------------------------------------------------------------------------------
@@ -235,8 +235,14 @@ static void qstate_free(QState *s) {
 /* One plan step applied to `s`; returns a description "sync:q:voters ssn:num:names" of what changed. */
 static char *step(QState *s, const char *active, const char *confirmed, long long wanted, bool strict, bool grace) {
     StrList a = list_of(active), cf = list_of(confirmed);
-    QuorumInput in = {.me = "n0", .sync = &s->sync, .ssn = &s->ssn, .active = &a, .confirmed = &cf,
-                      .wanted = wanted, .strict = strict, .grace = grace};
+    QuorumInput in = {.me = "n0",
+                      .sync = &s->sync,
+                      .ssn = &s->ssn,
+                      .active = &a,
+                      .confirmed = &cf,
+                      .wanted = wanted,
+                      .strict = strict,
+                      .grace = grace};
     QuorumPlan p;
     sync_quorum_plan(&in, &p);
     StrBuf b;
@@ -265,13 +271,13 @@ static char *step(QState *s, const char *active, const char *confirmed, long lon
     return sb_steal(&b);
 }
 
-#define STEP(s, active, confirmed, wanted, strict, grace, expect)                                       \
-    do {                                                                                                \
-        char *got_ = step(s, active, confirmed, wanted, strict, grace);                                 \
-        if (strcmp(got_, expect) != 0)                                                                  \
-            print_error("line %d: got '%s', expected '%s'\n", __LINE__, got_, expect);                  \
-        assert_string_equal(got_, expect);                                                              \
-        free(got_);                                                                                     \
+#define STEP(s, active, confirmed, wanted, strict, grace, expect)                      \
+    do {                                                                               \
+        char *got_ = step(s, active, confirmed, wanted, strict, grace);                \
+        if (strcmp(got_, expect) != 0)                                                 \
+            print_error("line %d: got '%s', expected '%s'\n", __LINE__, got_, expect); \
+        assert_string_equal(got_, expect);                                             \
+        free(got_);                                                                    \
     } while (0)
 
 static void test_quorum_plan(void **state) {
@@ -326,17 +332,17 @@ static void test_quorum_pre_promote(void **state) {
         const char *names;
         long long num;
     } rows[] = {
-        {"n0", "n1,n2", "n1", 1, false, "n0,n2", 1},    /* steady 3 nodes, ANY 1 */
+        {"n0", "n1,n2", "n1", 1, false, "n0,n2", 1},       /* steady 3 nodes, ANY 1 */
         {"n0", "n1,n2,n3", "n1", 1, false, "n0,n2,n3", 2}, /* 4 nodes, ANY 2 */
-        {"n0", "n1,n2,n3", "n1", 2, false, "n0,n2,n3", 1},
-        {"n0", "n1", "n1", 0, false, "n0", 1},
+        {"n0", "n1,n2,n3", "n1", 2, false, "n0,n2,n3", 1}, {"n0", "n1", "n1", 0, false, "n0", 1},
         {"n0", "n1,n2", "n3", 2, false, "n0,n1,n2", 1}, /* not a voter: one more */
         {"n0", "n1,n2", "n1", 2, false, "n0,n2", 0},    /* quorum = everybody: unprotected is covered */
-        {"n0", "n1,n2", "n1", 2, true, "n0,n2", 1},
-        {"n0", "", "n1", 0, true, "n0", 1},
+        {"n0", "n1,n2", "n1", 2, true, "n0,n2", 1},        {"n0", "", "n1", 0, true, "n0", 1},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        SyncState s = {.present = true, .leader = (char *)rows[i].leader, .quorum = rows[i].q,
+        SyncState s = {.present = true,
+                       .leader = (char *)rows[i].leader,
+                       .quorum = rows[i].q,
                        .members = list_of(rows[i].voters)};
         StrList names;
         long long num;
@@ -366,19 +372,19 @@ static void test_quorum_pre_promote(void **state) {
 #define NN 5 /* n0..n4 */
 
 typedef struct Model {
-    Agent agent[NN];        /* each node's patroni.yml */
-    Ha ha[NN];              /* each node's agent: the leader's runs sync_process() */
-    char conn[NN];          /* each node's connection (what local_conn() returns) */
+    Agent agent[NN]; /* each node's patroni.yml */
+    Ha ha[NN];       /* each node's agent: the leader's runs sync_process() */
+    char conn[NN];   /* each node's connection (what local_conn() returns) */
     DynConfig dyn;
     int leader;
-    int alive[NN];          /* 0 dead, 1 up but not streaming, 2 streaming from the leader */
-    long long flush[NN];    /* the leader's: its WAL end */
-    long long div_lsn[NN];  /* > 0: its WAL diverged from the leader's history after this LSN */
-    SyncState sync;         /* /sync in the DCS */
-    long long revision;     /* the DCS's revision counter */
-    char *conf_ssn[NN];     /* synchronous_standby_names in each node's postgresql.conf */
-    char *pg_ssn[NN];       /* ... as its PostgreSQL read it at the last reload */
-    SsnValue ssn;           /* the leader's pg_ssn, parsed: what its commits wait for */
+    int alive[NN];         /* 0 dead, 1 up but not streaming, 2 streaming from the leader */
+    long long flush[NN];   /* the leader's: its WAL end */
+    long long div_lsn[NN]; /* > 0: its WAL diverged from the leader's history after this LSN */
+    SyncState sync;        /* /sync in the DCS */
+    long long revision;    /* the DCS's revision counter */
+    char *conf_ssn[NN];    /* synchronous_standby_names in each node's postgresql.conf */
+    char *pg_ssn[NN];      /* ... as its PostgreSQL read it at the last reload */
+    SsnValue ssn;          /* the leader's pg_ssn, parsed: what its commits wait for */
     int grace;
     long long pending[64];
     size_t n_pending;
@@ -441,19 +447,31 @@ static void release_commits(Model *m) {
 static bool wins(Model *m, int c) {
     Cluster cl = {0};
     cl.sync = m->sync;
-    LocalState l = {.sysid = "1", .pg_running = true, .pg_ready = true, .in_recovery = true, .timeline = 1,
+    LocalState l = {.sysid = "1",
+                    .pg_running = true,
+                    .pg_ready = true,
+                    .in_recovery = true,
+                    .timeline = 1,
                     .wal_position = m->flush[c]};
     PeerStatus peers[NN];
     size_t n = 0;
     for (int i = 0; i < NN; i++)
         if (i != c && i != m->leader && m->alive[i])
-            peers[n++] = (PeerStatus){.name = nm(i), .reachable = true, .wal_position = m->flush[i],
+            peers[n++] = (PeerStatus){.name = nm(i),
+                                      .reachable = true,
+                                      .wal_position = m->flush[i],
                                       .failover_priority = 1};
     /* the last view with a leader this node saw: the leader that just vanished */
     Leader last_leader = {.name = (char *)nm(m->leader)};
     Cluster last = {.leader = &last_leader};
-    Observation o = {.cfg = &m->agent[c].cfg, .dyn = &m->dyn, .cluster = &cl, .last_locked = &last,
-                     .local = &l, .peers = peers, .n_peers = n, .peers_probed = true};
+    Observation o = {.cfg = &m->agent[c].cfg,
+                     .dyn = &m->dyn,
+                     .cluster = &cl,
+                     .last_locked = &last,
+                     .local = &l,
+                     .peers = peers,
+                     .n_peers = n,
+                     .peers_probed = true};
     char why[256];
     return is_healthiest_node(&o, why, sizeof why);
 }
@@ -491,7 +509,9 @@ static int model_set_sync(void *ud, const char *json, long long version, long lo
     if (version > 0 && version != m->sync.version)
         return 0; /* compare-and-swap lost */
     /* decoded as the agent reads /sync */
-    DcsKv kv = {.key = (char *)"/service/demo/sync", .value = (char *)json, .value_len = strlen(json),
+    DcsKv kv = {.key = (char *)"/service/demo/sync",
+                .value = (char *)json,
+                .value_len = strlen(json),
                 .mod_revision = ++m->revision};
     Cluster *c = cluster_from_kvs(&kv, 1, "/service/demo");
     assert_non_null(c);
@@ -596,8 +616,7 @@ static void ha_cycle(Model *m) {
     h->pg.st.in_recovery = false;
     h->pg.st.flush_lsn = h->pg.st.wal_position = m->flush[m->leader];
     snprintf(h->pg.st.synchronous_commit, sizeof h->pg.st.synchronous_commit, "on");
-    snprintf(h->pg.st.synchronous_standby_names, sizeof h->pg.st.synchronous_standby_names, "%s",
-             m->pg_ssn[m->leader]);
+    snprintf(h->pg.st.synchronous_standby_names, sizeof h->pg.st.synchronous_standby_names, "%s", m->pg_ssn[m->leader]);
     h->pg.st.replication = cJSON_CreateArray();
     for (int i = 0; i < NN; i++) {
         if (i == m->leader || m->alive[i] != 2)
@@ -739,11 +758,12 @@ static void model_run(unsigned seed, int nodes, long long wanted, bool strict, l
         }
         if (getenv("SYNC_MODEL_TRACE") && m->seed0 == (unsigned)atoi(getenv("SYNC_MODEL_TRACE"))) {
             char *v = joined(&m->sync.members), *sn = joined(&m->ssn.names);
-            fprintf(stderr, "e=%u r=%d leader=%s flush=[%lld %lld %lld %lld %lld] alive=[%d %d %d %d %d] acked=%lld "
-                    "sync=%s/%lld/%s ssn=%lld%s(%s) F=%lld\n", e, r, nm(m->leader), m->flush[0], m->flush[1],
-                    m->flush[2], m->flush[3], m->flush[4], m->alive[0], m->alive[1], m->alive[2], m->alive[3],
-                    m->alive[4], m->acked_max, m->sync.leader, m->sync.quorum, v, m->ssn.num, m->ssn.star ? "*" : "",
-                    sn, m->ha[m->leader].sync.flush);
+            fprintf(stderr,
+                    "e=%u r=%d leader=%s flush=[%lld %lld %lld %lld %lld] alive=[%d %d %d %d %d] acked=%lld "
+                    "sync=%s/%lld/%s ssn=%lld%s(%s) F=%lld\n",
+                    e, r, nm(m->leader), m->flush[0], m->flush[1], m->flush[2], m->flush[3], m->flush[4], m->alive[0],
+                    m->alive[1], m->alive[2], m->alive[3], m->alive[4], m->acked_max, m->sync.leader, m->sync.quorum, v,
+                    m->ssn.num, m->ssn.star ? "*" : "", sn, m->ha[m->leader].sync.flush);
             free(v);
             free(sn);
         }
@@ -779,8 +799,7 @@ static void test_quorum_model(void **state) {
     }
     /* the histories exercised what they should: failovers that happened, failovers refused, commits */
     print_message("# model: %lld failovers, %lld refused, %lld acknowledged commits\n", stats[0], stats[1], stats[2]);
-    print_message("# model: %lld writes of /sync and postgresql.conf by the executor, each checked\n",
-                  stats[3]);
+    print_message("# model: %lld writes of /sync and postgresql.conf by the executor, each checked\n", stats[3]);
     assert_true(stats[0] > 100);
     assert_true(stats[1] > 10);
     assert_true(stats[2] > 1000);

@@ -48,46 +48,101 @@ typedef struct ScalarCase {
 
 static const ScalarCase scalar_cases[] = {
     /* booleans: YAML 1.1's words, in the three spellings PyYAML accepts */
-    {"on", Y_BOOL, 1, 0}, {"On", Y_BOOL, 1, 0}, {"ON", Y_BOOL, 1, 0},
-    {"off", Y_BOOL, 0, 0}, {"Off", Y_BOOL, 0, 0}, {"OFF", Y_BOOL, 0, 0},
-    {"yes", Y_BOOL, 1, 0}, {"Yes", Y_BOOL, 1, 0}, {"YES", Y_BOOL, 1, 0},
-    {"no", Y_BOOL, 0, 0}, {"No", Y_BOOL, 0, 0}, {"NO", Y_BOOL, 0, 0},
-    {"true", Y_BOOL, 1, 0}, {"True", Y_BOOL, 1, 0}, {"TRUE", Y_BOOL, 1, 0},
-    {"false", Y_BOOL, 0, 0}, {"False", Y_BOOL, 0, 0}, {"FALSE", Y_BOOL, 0, 0},
+    {"on", Y_BOOL, 1, 0},
+    {"On", Y_BOOL, 1, 0},
+    {"ON", Y_BOOL, 1, 0},
+    {"off", Y_BOOL, 0, 0},
+    {"Off", Y_BOOL, 0, 0},
+    {"OFF", Y_BOOL, 0, 0},
+    {"yes", Y_BOOL, 1, 0},
+    {"Yes", Y_BOOL, 1, 0},
+    {"YES", Y_BOOL, 1, 0},
+    {"no", Y_BOOL, 0, 0},
+    {"No", Y_BOOL, 0, 0},
+    {"NO", Y_BOOL, 0, 0},
+    {"true", Y_BOOL, 1, 0},
+    {"True", Y_BOOL, 1, 0},
+    {"TRUE", Y_BOOL, 1, 0},
+    {"false", Y_BOOL, 0, 0},
+    {"False", Y_BOOL, 0, 0},
+    {"FALSE", Y_BOOL, 0, 0},
     /* ... and not other spellings, nor YAML 1.1's y/n (PyYAML leaves those out) */
-    {"tRue", Y_STR, 0, 0}, {"oN", Y_STR, 0, 0}, {"y", Y_STR, 0, 0}, {"n", Y_STR, 0, 0},
-    {"Y", Y_STR, 0, 0}, {"enabled", Y_STR, 0, 0},
+    {"tRue", Y_STR, 0, 0},
+    {"oN", Y_STR, 0, 0},
+    {"y", Y_STR, 0, 0},
+    {"n", Y_STR, 0, 0},
+    {"Y", Y_STR, 0, 0},
+    {"enabled", Y_STR, 0, 0},
 
     /* integers */
-    {"0", Y_INT, 0, 0}, {"-0", Y_INT, 0, 0}, {"+12", Y_INT, 12, 0}, {"-17", Y_INT, -17, 0},
-    {"800", Y_INT, 800, 0}, {"2048576", Y_INT, 2048576, 0},
-    {"0777", Y_INT, 0777, 0}, {"-010", Y_INT, -8, 0}, {"00", Y_INT, 0, 0},
-    {"0x1f", Y_INT, 31, 0}, {"0x1F", Y_INT, 31, 0}, {"-0x10", Y_INT, -16, 0},
-    {"0b101", Y_INT, 5, 0}, {"1_000", Y_INT, 1000, 0}, {"1_000_000", Y_INT, 1000000, 0},
-    {"1:30", Y_INT, 90, 0}, {"-1:30", Y_INT, -90, 0}, {"1:30:00", Y_INT, 5400, 0},
+    {"0", Y_INT, 0, 0},
+    {"-0", Y_INT, 0, 0},
+    {"+12", Y_INT, 12, 0},
+    {"-17", Y_INT, -17, 0},
+    {"800", Y_INT, 800, 0},
+    {"2048576", Y_INT, 2048576, 0},
+    {"0777", Y_INT, 0777, 0},
+    {"-010", Y_INT, -8, 0},
+    {"00", Y_INT, 0, 0},
+    {"0x1f", Y_INT, 31, 0},
+    {"0x1F", Y_INT, 31, 0},
+    {"-0x10", Y_INT, -16, 0},
+    {"0b101", Y_INT, 5, 0},
+    {"1_000", Y_INT, 1000, 0},
+    {"1_000_000", Y_INT, 1000000, 0},
+    {"1:30", Y_INT, 90, 0},
+    {"-1:30", Y_INT, -90, 0},
+    {"1:30:00", Y_INT, 5400, 0},
     {"190:20:30", Y_INT, 685230, 0},
     {"9223372036854775807", Y_INT, 9223372036854775807LL, 0},
     {"-9223372036854775808", Y_INT, (-9223372036854775807LL - 1), 0},
     /* not integers: 8 is no octal digit, 60 is no sexagesimal digit */
-    {"08", Y_STR, 0, 0}, {"0779", Y_STR, 0, 0}, {"1:60", Y_STR, 0, 0}, {"0o17", Y_STR, 0, 0},
-    {"0x", Y_STR, 0, 0}, {"12abc", Y_STR, 0, 0},
+    {"08", Y_STR, 0, 0},
+    {"0779", Y_STR, 0, 0},
+    {"1:60", Y_STR, 0, 0},
+    {"0o17", Y_STR, 0, 0},
+    {"0x", Y_STR, 0, 0},
+    {"12abc", Y_STR, 0, 0},
 
     /* floats: PyYAML requires a dot, and a signed exponent */
-    {"0.9", Y_FLOAT, 0, 0.9}, {".5", Y_FLOAT, 0, 0.5}, {"5.", Y_FLOAT, 0, 5.0},
-    {"-1.5", Y_FLOAT, 0, -1.5}, {"+2.25", Y_FLOAT, 0, 2.25}, {"0.01", Y_FLOAT, 0, 0.01},
-    {"1.5e-3", Y_FLOAT, 0, 0.0015}, {"1.0e+5", Y_FLOAT, 0, 100000.0}, {"1.5E+3", Y_FLOAT, 0, 1500.0},
-    {"1_000.5", Y_FLOAT, 0, 1000.5}, {"1:30.5", Y_FLOAT, 0, 90.5},
-    {"1e5", Y_STR, 0, 0}, {"1.0e5", Y_STR, 0, 0}, {"1E+5", Y_STR, 0, 0}, {"-.5", Y_STR, 0, 0},
-    {"1.2.3", Y_STR, 0, 0}, {"0.9.1", Y_STR, 0, 0},
+    {"0.9", Y_FLOAT, 0, 0.9},
+    {".5", Y_FLOAT, 0, 0.5},
+    {"5.", Y_FLOAT, 0, 5.0},
+    {"-1.5", Y_FLOAT, 0, -1.5},
+    {"+2.25", Y_FLOAT, 0, 2.25},
+    {"0.01", Y_FLOAT, 0, 0.01},
+    {"1.5e-3", Y_FLOAT, 0, 0.0015},
+    {"1.0e+5", Y_FLOAT, 0, 100000.0},
+    {"1.5E+3", Y_FLOAT, 0, 1500.0},
+    {"1_000.5", Y_FLOAT, 0, 1000.5},
+    {"1:30.5", Y_FLOAT, 0, 90.5},
+    {"1e5", Y_STR, 0, 0},
+    {"1.0e5", Y_STR, 0, 0},
+    {"1E+5", Y_STR, 0, 0},
+    {"-.5", Y_STR, 0, 0},
+    {"1.2.3", Y_STR, 0, 0},
+    {"0.9.1", Y_STR, 0, 0},
 
     /* nulls */
-    {"~", Y_NULL, 0, 0}, {"null", Y_NULL, 0, 0}, {"Null", Y_NULL, 0, 0}, {"NULL", Y_NULL, 0, 0},
-    {"", Y_NULL, 0, 0}, {"nULL", Y_STR, 0, 0}, {"None", Y_STR, 0, 0},
+    {"~", Y_NULL, 0, 0},
+    {"null", Y_NULL, 0, 0},
+    {"Null", Y_NULL, 0, 0},
+    {"NULL", Y_NULL, 0, 0},
+    {"", Y_NULL, 0, 0},
+    {"nULL", Y_STR, 0, 0},
+    {"None", Y_STR, 0, 0},
 
     /* strings that look like numbers to a human: PostgreSQL units */
-    {"5GB", Y_STR, 0, 0}, {"15min", Y_STR, 0, 0}, {"218453kB", Y_STR, 0, 0}, {"1800s", Y_STR, 0, 0},
-    {"1d", Y_STR, 0, 0}, {"10s", Y_STR, 0, 0}, {"100M", Y_STR, 0, 0},
-    {"192.168.2.96:8008", Y_STR, 0, 0}, {"cd .", Y_STR, 0, 0}, {"all", Y_STR, 0, 0},
+    {"5GB", Y_STR, 0, 0},
+    {"15min", Y_STR, 0, 0},
+    {"218453kB", Y_STR, 0, 0},
+    {"1800s", Y_STR, 0, 0},
+    {"1d", Y_STR, 0, 0},
+    {"10s", Y_STR, 0, 0},
+    {"100M", Y_STR, 0, 0},
+    {"192.168.2.96:8008", Y_STR, 0, 0},
+    {"cd .", Y_STR, 0, 0},
+    {"all", Y_STR, 0, 0},
 };
 
 static void test_scalar_resolution_table(void **state) {
@@ -159,8 +214,8 @@ static void test_quoted_scalars_stay_strings(void **state) {
                            "i: 123456\n");
     const struct {
         const char *key, *value;
-    } want[] = {{"a", "123456"}, {"b", "on"}, {"c", "0.9"}, {"d", ""}, {"e", "~"}, {"f", "123\n"},
-                {"g", "true"}, {"h", "42"}};
+    } want[] = {{"a", "123456"}, {"b", "on"},    {"c", "0.9"},  {"d", ""},
+                {"e", "~"},      {"f", "123\n"}, {"g", "true"}, {"h", "42"}};
     for (size_t i = 0; i < ELEMENTSOF(want); i++) {
         YNode *n = ynode_get(root, want[i].key);
         assert_non_null(n);
@@ -342,12 +397,9 @@ static void test_parse_errors_name_file_and_line(void **state) {
         const char *text;
         const char *where;
     } bad[] = {
-        {"a: 1\nb: c: d\n", "t.yml:2: invalid YAML"},
-        {"a: 1\nb: [1, 2\nc: 3\n", "t.yml:3: invalid YAML"},
-        {"a:\n\tb: 1\n", "t.yml:2: invalid YAML"},
-        {"a: 1\n  b: 2\n", "t.yml:2: invalid YAML"},
-        {"a: 'unterminated\n", "invalid YAML"},
-        {"[a, b]: 1\n", "t.yml:1: mapping keys must be scalars"},
+        {"a: 1\nb: c: d\n", "t.yml:2: invalid YAML"}, {"a: 1\nb: [1, 2\nc: 3\n", "t.yml:3: invalid YAML"},
+        {"a:\n\tb: 1\n", "t.yml:2: invalid YAML"},    {"a: 1\n  b: 2\n", "t.yml:2: invalid YAML"},
+        {"a: 'unterminated\n", "invalid YAML"},       {"[a, b]: 1\n", "t.yml:1: mapping keys must be scalars"},
     };
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
         err = parse_err(bad[i].text);
@@ -523,14 +575,32 @@ static void test_py_float_repr(void **state) {
         double d;
         const char *repr;
     } cases[] = {
-        {1.0, "1.0"}, {0.0, "0.0"}, {-0.0, "-0.0"}, {100.0, "100.0"}, {0.9, "0.9"}, {0.1, "0.1"},
-        {0.0001, "0.0001"}, {0.00001, "1e-05"}, {0.000015, "1.5e-05"}, {1e16, "1e+16"},
-        {1e15, "1000000000000000.0"}, {9999999999999998.0, "9999999999999998.0"}, {1.5e300, "1.5e+300"},
-        {1e22, "1e+22"}, {1e-300, "1e-300"}, {0.1 + 0.2, "0.30000000000000004"}, {1.0 / 3, "0.3333333333333333"},
-        {123456789.125, "123456789.125"}, {1.2345678901234568e+17, "1.2345678901234568e+17"},
-        {-2.5, "-2.5"}, {2048576.0, "2048576.0"}, {5e-324, "5e-324"},
+        {1.0, "1.0"},
+        {0.0, "0.0"},
+        {-0.0, "-0.0"},
+        {100.0, "100.0"},
+        {0.9, "0.9"},
+        {0.1, "0.1"},
+        {0.0001, "0.0001"},
+        {0.00001, "1e-05"},
+        {0.000015, "1.5e-05"},
+        {1e16, "1e+16"},
+        {1e15, "1000000000000000.0"},
+        {9999999999999998.0, "9999999999999998.0"},
+        {1.5e300, "1.5e+300"},
+        {1e22, "1e+22"},
+        {1e-300, "1e-300"},
+        {0.1 + 0.2, "0.30000000000000004"},
+        {1.0 / 3, "0.3333333333333333"},
+        {123456789.125, "123456789.125"},
+        {1.2345678901234568e+17, "1.2345678901234568e+17"},
+        {-2.5, "-2.5"},
+        {2048576.0, "2048576.0"},
+        {5e-324, "5e-324"},
         {1.7976931348623157e308, "1.7976931348623157e+308"},
-        {INFINITY, "inf"}, {-INFINITY, "-inf"}, {NAN, "nan"},
+        {INFINITY, "inf"},
+        {-INFINITY, "-inf"},
+        {NAN, "nan"},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
         char buf[64];
@@ -547,7 +617,7 @@ static void test_scalar_string_is_python_str(void **state) {
         const char *text;
         const char *str;
     } cases[] = {
-        {"on", "True"}, {"no", "False"}, {"~", "None"}, {"0777", "511"}, {"1_000", "1000"},
+        {"on", "True"},       {"no", "False"}, {"~", "None"},  {"0777", "511"}, {"1_000", "1000"},
         {"1.0e+16", "1e+16"}, {"0.50", "0.5"}, {"5GB", "5GB"}, {"1:30", "90"},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
