@@ -11,6 +11,8 @@
 
 #include "unit_helpers.h"
 
+#define cluster_of(keys, max) cluster_of_keys(keys, max, BASE, 10)
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,11 +66,6 @@
 #define PEER(n, wal) {.name = n, .reachable = true, .wal_position = wal, .failover_priority = 1}
 /* clang-format on */
 
-typedef struct Kv {
-    const char *rel, *value;
-    size_t len; /* 0: strlen(value); else the value holds NUL bytes */
-} Kv;
-
 /* Inputs shared by both tables. */
 typedef struct Input {
     const char *me;          /* default node2 */
@@ -109,61 +106,15 @@ typedef struct World {
     Observation o;
 } World;
 
-static Cluster *cluster_of(const Kv *keys, size_t max) {
-    DcsKv kvs[16] = {{0}};
-    size_t n = 0;
-    for (size_t i = 0; i < max && keys[i].rel; i++, n++) {
-        kvs[n].key = xasprintf("%s/%s", BASE, keys[i].rel);
-        kvs[n].value = xstrdup(keys[i].value);
-        kvs[n].value_len = keys[i].len ? keys[i].len : strlen(keys[i].value);
-        if (keys[i].len) {
-            free(kvs[n].value);
-            kvs[n].value = xcalloc(1, keys[i].len + 1);
-            memcpy(kvs[n].value, keys[i].value, keys[i].len);
-        }
-        kvs[n].mod_revision = kvs[n].create_revision = (long long)(i + 10);
-        if (strcmp(keys[i].rel, "leader") == 0 || strncmp(keys[i].rel, "members/", 8) == 0)
-            kvs[n].lease = xstrdup("7587862073874340106");
-    }
-    Cluster *c = cluster_from_kvs(kvs, n, BASE);
-    for (size_t i = 0; i < n; i++)
-        dcs_kv_free_contents(&kvs[i]);
-    assert_non_null(c);
-    return c;
-}
-
-static void load_config(PghaConfig *cfg, const Input *in) {
-    _cleanup_free_ char *text = xasprintf("scope: demo\n"
-                                          "name: %s\n"
-                                          "restapi:\n  listen: 127.0.0.1:8008\n"
-                                          "etcd3:\n  hosts: 127.0.0.1:2379\n"
-                                          "postgresql:\n"
-                                          "  listen: 127.0.0.1:5432\n"
-                                          "  data_dir: /nonexistent/pgha-unit/data\n"
-                                          "  authentication:\n"
-                                          "    superuser:\n      username: postgres\n"
-                                          "    replication:\n      username: replicator\n"
-                                          "%s%s",
-                                          in->me ? in->me : "node2",
-                                          in->no_bootstrap ? "" : "bootstrap:\n  dcs:\n    ttl: 30\n",
-                                          in->local_yaml ? in->local_yaml : "");
-    char *err = NULL;
-    YNode *root = yaml_parse_string(text, strlen(text), "patroni.yml", &err);
-    if (!root)
-        print_error("patroni.yml: %s\n", err);
-    assert_non_null(root);
-    CfgDiag diag = {0};
-    int r = config_from_tree(root, "patroni.yml", cfg, &diag);
-    for (size_t i = 0; i < diag.errors.n; i++)
-        print_error("patroni.yml: %s\n", diag.errors.v[i]);
-    assert_int_equal(r, 0);
-    cfg_diag_clear(&diag);
-    ynode_free(root);
+static void load_member_config(PghaConfig *cfg, const Input *in) {
+    _cleanup_free_ char *extra = xasprintf("%s%s", in->no_bootstrap ? "" : "bootstrap:\n  dcs:\n    ttl: 30\n",
+                                           in->local_yaml ? in->local_yaml : "");
+    load_config(cfg, in->me ? in->me : "node2", extra);
 }
 
 static void world_build(World *w, const Input *in) {
     *w = (World){0};
-    load_config(&w->cfg, in);
+    load_member_config(&w->cfg, in);
     load_dyn(&w->dyn, in->dyn_yaml);
     if (!in->no_dcs)
         w->cluster = cluster_of(in->keys, ELEMENTSOF(in->keys));

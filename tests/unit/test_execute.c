@@ -11,6 +11,9 @@
 
 #include "unit_helpers.h"
 
+/* The keys in order get mod_revision 10, 11, ...: a key's version is 10 + its index. */
+#define cluster_of(keys, max) cluster_of_keys(keys, max, BASE, 10)
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,46 +58,6 @@
 #define MINE K_INIT, K_LEADER("node2"), K_M1, K_M2, K_M3, K_STATUS
 #define UNLOCKED K_INIT, K_M1, K_M2, K_M3, K_STATUS
 
-typedef struct Kv {
-    const char *rel, *value;
-} Kv;
-
-/* The keys in order get mod_revision 10, 11, ...: a key's version is 10 + its index. */
-static Cluster *cluster_of(const Kv *keys, size_t max) {
-    DcsKv kvs[16] = {{0}};
-    size_t n = 0;
-    for (size_t i = 0; i < max && keys[i].rel; i++, n++) {
-        kvs[n].key = xasprintf("%s/%s", BASE, keys[i].rel);
-        kvs[n].value = xstrdup(keys[i].value);
-        kvs[n].value_len = strlen(keys[i].value);
-        kvs[n].mod_revision = kvs[n].create_revision = (long long)(i + 10);
-        if (strcmp(keys[i].rel, "leader") == 0 || strncmp(keys[i].rel, "members/", 8) == 0)
-            kvs[n].lease = xstrdup("7587862073874340106");
-    }
-    Cluster *c = cluster_from_kvs(kvs, n, BASE);
-    for (size_t i = 0; i < n; i++)
-        dcs_kv_free_contents(&kvs[i]);
-    assert_non_null(c);
-    return c;
-}
-
-static void load_config(PghaConfig *cfg, const char *me) {
-    _cleanup_free_ char *text = xasprintf("scope: demo\nname: %s\nrestapi:\n  listen: 127.0.0.1:8008\n"
-                                          "etcd3:\n  hosts: 127.0.0.1:2379\n"
-                                          "postgresql:\n  listen: 127.0.0.1:5432\n"
-                                          "  data_dir: /nonexistent/pgha-unit/data\n"
-                                          "  authentication:\n    superuser:\n      username: postgres\n"
-                                          "    replication:\n      username: replicator\n",
-                                          me);
-    char *err = NULL;
-    YNode *root = yaml_parse_string(text, strlen(text), "patroni.yml", &err);
-    assert_non_null(root);
-    CfgDiag diag = {0};
-    assert_int_equal(config_from_tree(root, "patroni.yml", cfg, &diag), 0);
-    cfg_diag_clear(&diag);
-    ynode_free(root);
-}
-
 /* One executor run: the agent, its struct Ha, the cycle's LocalState and the decision. */
 typedef struct T {
     Agent a;
@@ -113,7 +76,7 @@ typedef struct T {
 static void t_init(T *t, const char *dyn_yaml, const Kv *keys, size_t n) {
     fake_reset();
     *t = (T){0};
-    load_config(&t->a.cfg, "node2");
+    load_config(&t->a.cfg, "node2", NULL);
     t->h.a = &t->a;
     t->h.dcs = FAKE_DCS;
     t->h.wake_fd = -1;

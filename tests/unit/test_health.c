@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit_helpers.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,29 +386,8 @@ static void test_parse_lag(void **state) {
 
 #define BASE "/service/demo"
 
-typedef struct Kv {
-    const char *rel, *value;
-} Kv;
-
-static Cluster *cluster_of(const Kv *keys, size_t n) {
-    DcsKv *kvs = xcalloc(n, sizeof *kvs);
-    for (size_t i = 0; i < n; i++) {
-        kvs[i].key = xasprintf("%s/%s", BASE, keys[i].rel);
-        kvs[i].value = xstrdup(keys[i].value);
-        kvs[i].value_len = strlen(keys[i].value);
-        kvs[i].mod_revision = kvs[i].create_revision = (long long)(i + 100);
-        if (strcmp(keys[i].rel, "leader") == 0 || strncmp(keys[i].rel, "members/", 8) == 0)
-            kvs[i].lease = xstrdup("7587862073874340106");
-    }
-    Cluster *c = cluster_from_kvs(kvs, n, BASE);
-    for (size_t i = 0; i < n; i++)
-        dcs_kv_free_contents(&kvs[i]);
-    free(kvs);
-    assert_non_null(c);
-    return c;
-}
-
-#define CLUSTER(...) cluster_of((const Kv[]){__VA_ARGS__}, sizeof((const Kv[]){__VA_ARGS__}) / sizeof(Kv))
+#define CLUSTER(...) \
+    cluster_of_keys((const Kv[]){__VA_ARGS__}, sizeof((const Kv[]){__VA_ARGS__}) / sizeof(Kv), BASE, 100)
 
 static bool pause_of(const Cluster *c) {
     const cJSON *p = c->config ? cJSON_GetObjectItemCaseSensitive(c->config, "pause") : NULL;

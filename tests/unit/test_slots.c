@@ -11,6 +11,8 @@
 
 #include "unit_helpers.h"
 
+#define cluster_of(keys, max) cluster_of_keys(keys, max, BASE, 10)
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,10 +55,6 @@
     "{\"optime\":9000,\"slots\":{\"node1\":9000,\"node2\":7000,\"node3\":6000},\"retain_slots\":[\"node1\",\"node2\",\"node3\"]}"
 #define CLUSTER3 K_CONFIG("{}"), K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS(STATUS_STD)
 
-typedef struct Kv {
-    const char *rel, *value;
-} Kv;
-
 /* clang-format off */
 #define ROW_PHYS(n, lsn) {.name = n, .restart_lsn = lsn}
 /* clang-format on */
@@ -79,22 +77,6 @@ typedef struct Case {
     const char *copy;     /* joined names of the slots to copy from the primary, or NULL */
     const char *recopy;   /* names (space separated) whose advance failed for lack of WAL, or NULL */
 } Case;
-
-static Cluster *cluster_of(const Kv *keys, size_t max) {
-    DcsKv kvs[16] = {{0}};
-    size_t n = 0;
-    for (size_t i = 0; i < max && keys[i].rel; i++, n++) {
-        kvs[n].key = xasprintf("%s/%s", BASE, keys[i].rel);
-        kvs[n].value = xstrdup(keys[i].value);
-        kvs[n].value_len = strlen(keys[i].value);
-        kvs[n].mod_revision = kvs[n].create_revision = (long long)(i + 10);
-    }
-    Cluster *c = cluster_from_kvs(kvs, n, BASE);
-    for (size_t i = 0; i < n; i++)
-        dcs_kv_free_contents(&kvs[i]);
-    assert_non_null(c);
-    return c;
-}
 
 typedef struct World {
     Cluster *cluster;

@@ -11,6 +11,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit_helpers.h"
+
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <stdio.h>
@@ -404,22 +406,6 @@ static unsigned rnd(Model *m, unsigned n) {
     return (m->seed >> 16) % n;
 }
 
-static void load_cfg(PghaConfig *cfg, const char *name) {
-    _cleanup_free_ char *text = xasprintf("scope: demo\nname: %s\nrestapi:\n  listen: 127.0.0.1:8008\n"
-                                          "etcd3:\n  hosts: 127.0.0.1:2379\npostgresql:\n  listen: 127.0.0.1:5432\n"
-                                          "  data_dir: /nonexistent/pgha-unit/data\n"
-                                          "  authentication:\n    superuser:\n      username: postgres\n"
-                                          "    replication:\n      username: replicator\n",
-                                          name);
-    char *err = NULL;
-    YNode *root = yaml_parse_string(text, strlen(text), "patroni.yml", &err);
-    assert_non_null(root);
-    CfgDiag diag = {0};
-    assert_int_equal(config_from_tree(root, "patroni.yml", cfg, &diag), 0);
-    cfg_diag_clear(&diag);
-    ynode_free(root);
-}
-
 /* Commits waiting for synchronous replication are released when the value in force is satisfied. */
 static void release_commits(Model *m) {
     size_t kept = 0;
@@ -692,7 +678,7 @@ static void model_run(unsigned seed, int nodes, long long wanted, bool strict, l
     m->dyn.check_timeline = false;
     m->dyn.maximum_lag_on_failover = LLONG_MAX / 4;
     for (int i = 0; i < NN; i++) {
-        load_cfg(&m->agent[i].cfg, nm(i));
+        load_config(&m->agent[i].cfg, nm(i), NULL);
         Ha *h = &m->ha[i];
         h->a = &m->agent[i];
         h->dcs = FAKE_DCS;

@@ -14,6 +14,7 @@
 #include "common/config.h"
 #include "common/util.h"
 #include "common/yamltree.h"
+#include "dcs/cluster.h"
 
 /* The seed fixtures live in the repository, in tests/fixtures/seed/. */
 #define SEED_FIXTURE(name) SOURCE_ROOT "/tests/fixtures/seed/" name
@@ -128,4 +129,65 @@ static inline void load_dyn(DynConfig *dyn, const char *yaml) {
     assert_int_equal(r, 0);
     cfg_diag_clear(&diag);
     ynode_free(n);
+}
+
+/* A test member's configuration: scope demo, the given name, loopback addresses, a data directory that
+ * does not exist, superuser and replication users; `extra` (YAML, may be NULL) is appended. */
+static inline void load_config(PghaConfig *cfg, const char *name, const char *extra) {
+    char *text = xasprintf("scope: demo\n"
+                           "name: %s\n"
+                           "restapi:\n  listen: 127.0.0.1:8008\n"
+                           "etcd3:\n  hosts: 127.0.0.1:2379\n"
+                           "postgresql:\n"
+                           "  listen: 127.0.0.1:5432\n"
+                           "  data_dir: /nonexistent/pgha-unit/data\n"
+                           "  authentication:\n"
+                           "    superuser:\n      username: postgres\n"
+                           "    replication:\n      username: replicator\n"
+                           "%s",
+                           name, extra ? extra : "");
+    char *err = NULL;
+    YNode *root = yaml_parse_string(text, strlen(text), "patroni.yml", &err);
+    if (!root)
+        print_error("patroni.yml: %s\n", err);
+    assert_non_null(root);
+    CfgDiag diag = {0};
+    int r = config_from_tree(root, "patroni.yml", cfg, &diag);
+    for (size_t i = 0; i < diag.errors.n; i++)
+        print_error("patroni.yml: %s\n", diag.errors.v[i]);
+    assert_int_equal(r, 0);
+    cfg_diag_clear(&diag);
+    ynode_free(root);
+    free(text);
+}
+
+/* A DCS key of a test cluster: its path below the cluster's base and its value (len 0: strlen(value);
+ * otherwise the value holds NUL bytes). */
+typedef struct Kv {
+    const char *rel, *value;
+    size_t len;
+} Kv;
+
+/* The cluster view etcd would give for these keys under `base`: in order they get mod_revision
+ * first_rev, first_rev + 1, ...; the leader and member keys carry a lease. Stops after max keys or at
+ * the first key without a path. */
+static inline Cluster *cluster_of_keys(const Kv *keys, size_t max, const char *base, long long first_rev) {
+    DcsKv *kvs = xcalloc(max + 1, sizeof *kvs);
+    size_t n = 0;
+    for (size_t i = 0; i < max && keys[i].rel; i++, n++) {
+        size_t len = keys[i].len ? keys[i].len : strlen(keys[i].value);
+        kvs[n].key = xasprintf("%s/%s", base, keys[i].rel);
+        kvs[n].value = xcalloc(1, len + 1);
+        memcpy(kvs[n].value, keys[i].value, len);
+        kvs[n].value_len = len;
+        kvs[n].mod_revision = kvs[n].create_revision = first_rev + (long long)i;
+        if (strcmp(keys[i].rel, "leader") == 0 || strncmp(keys[i].rel, "members/", 8) == 0)
+            kvs[n].lease = xstrdup("7587862073874340106");
+    }
+    Cluster *c = cluster_from_kvs(kvs, n, base);
+    for (size_t i = 0; i < n; i++)
+        dcs_kv_free_contents(&kvs[i]);
+    free(kvs);
+    assert_non_null(c);
+    return c;
 }
