@@ -72,8 +72,10 @@ PGconn *pg_connect(const PgConnParams *p, char **ret_error) {
 
 /* One statement with a client-side deadline too: a hung server (all its processes stopped, a dead
  * disk) must not block the HA loop. On timeout the connection is left unusable (the caller resets it). */
-static PGresult *exec_with_deadline(PGconn *c, const char *sql, int timeout_ms, char **ret_error) {
-    if (!PQsendQuery(c, sql)) {
+static PGresult *exec_with_deadline(PGconn *c, const char *sql, int n_params, const char *const *params, int timeout_ms,
+                                    char **ret_error) {
+    int sent = n_params > 0 ? PQsendQueryParams(c, sql, n_params, NULL, params, NULL, NULL, 0) : PQsendQuery(c, sql);
+    if (!sent) {
         *ret_error = str_trim(xstrdup(PQerrorMessage(c)));
         return NULL;
     }
@@ -124,9 +126,14 @@ double pg_value_double(const PGresult *r, int row, int col) {
 }
 
 PGresult *pg_query(PGconn *c, const char *sql, int timeout_ms, char **ret_error) {
+    return pg_query_params(c, sql, 0, NULL, timeout_ms, ret_error);
+}
+
+PGresult *pg_query_params(PGconn *c, const char *sql, int n_params, const char *const *params, int timeout_ms,
+                          char **ret_error) {
     char set[64];
     snprintf(set, sizeof set, "SET statement_timeout = %d", timeout_ms > 0 ? timeout_ms : 0);
-    PGresult *r = exec_with_deadline(c, set, 5000, ret_error);
+    PGresult *r = exec_with_deadline(c, set, 0, NULL, 5000, ret_error);
     if (!r)
         return NULL;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
@@ -135,7 +142,7 @@ PGresult *pg_query(PGconn *c, const char *sql, int timeout_ms, char **ret_error)
         return NULL;
     }
     PQclear(r);
-    r = exec_with_deadline(c, sql, timeout_ms, ret_error);
+    r = exec_with_deadline(c, sql, n_params, params, timeout_ms, ret_error);
     if (!r)
         return NULL;
     ExecStatusType st = PQresultStatus(r);

@@ -265,21 +265,15 @@ int pg_pending_restart(PGconn *c, StrList *ret_names, StrList *ret_settings, cha
 }
 
 int pg_setting_bool(PGconn *c, const char *name, bool *ret, char **ret_error) {
-    char *lit = PQescapeLiteral(c, name, strlen(name));
-    if (!lit) {
-        *ret_error = xstrdup("out of memory");
-        return -ENOMEM;
-    }
-    _cleanup_free_ char *sql = xasprintf("SELECT pg_catalog.current_setting(%s)::boolean", lit);
-    PQfreemem(lit);
-    PGresult *r = pg_query(c, sql, 2000, ret_error);
+    const char *params[] = {name};
+    PGresult *r = pg_query_params(c, "SELECT pg_catalog.current_setting($1)::boolean", 1, params, 2000, ret_error);
     if (!r)
         return -EIO;
     int rc = 0;
     if (PQntuples(r) == 1)
         *ret = PQgetvalue(r, 0, 0)[0] == 't';
     else {
-        *ret_error = xasprintf("unexpected result of %s", sql);
+        *ret_error = xasprintf("unexpected result of current_setting('%s')", name);
         rc = -EPROTO;
     }
     PQclear(r);

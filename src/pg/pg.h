@@ -128,6 +128,9 @@ PGconn *pg_connect(const PgConnParams *p, char **ret_error);
 /* Run a query with a statement timeout (ms). Returns the result (PGRES_TUPLES_OK or COMMAND_OK)
  * or NULL with *ret_error set (including the SQLSTATE). */
 PGresult *pg_query(PGconn *c, const char *sql, int timeout_ms, char **ret_error);
+/* The same with parameters $1..$n (text values; NULL is SQL NULL): no quoting of values by hand. */
+PGresult *pg_query_params(PGconn *c, const char *sql, int n_params, const char *const *params, int timeout_ms,
+                          char **ret_error);
 /* A column of a result row as a number: 0 when it is NULL or not a number (what atoll()/atof()
  * gave for the "" of a NULL, without their undefined behaviour on out-of-range values). */
 long long pg_value_ll(const PGresult *r, int row, int col);

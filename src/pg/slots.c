@@ -58,30 +58,21 @@ int pg_slots_read(PGconn *c, int timeout_ms, PgSlot **ret, size_t *ret_n, char *
     return 0;
 }
 
-static int slot_statement(PGconn *c, const char *sql, int timeout_ms, PGresult **ret, char **ret_error) {
-    *ret = pg_query(c, sql, timeout_ms, ret_error);
+/* A statement on one slot: 0, or -EIO with *ret_error set. */
+static int slot_statement(PGconn *c, const char *sql, const char *const *params, int n_params, int timeout_ms,
+                          PGresult **ret, char **ret_error) {
+    *ret = pg_query_params(c, sql, n_params, params, timeout_ms, ret_error);
     return *ret ? 0 : -EIO;
 }
 
-static char *literal(PGconn *c, const char *s, char **ret_error) {
-    char *lit = PQescapeLiteral(c, s, strlen(s));
-    if (!lit)
-        *ret_error = xasprintf("cannot quote '%s': %s", s, PQerrorMessage(c));
-    return lit;
-}
-
 int pg_slot_drop(PGconn *c, const char *name, int timeout_ms, char **ret_error) {
-    char *lit = literal(c, name, ret_error);
-    if (!lit)
-        return -ENOMEM;
-    _cleanup_free_ char *sql = xasprintf(
-        "WITH s AS (SELECT slot_name, active FROM pg_catalog.pg_replication_slots WHERE slot_name = %s),"
+    static const char sql[] =
+        "WITH s AS (SELECT slot_name, active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1),"
         " d AS (SELECT pg_catalog.pg_drop_replication_slot(slot_name) IS NULL AS dropped FROM s WHERE NOT active)"
-        " SELECT s.active, d.dropped IS NOT NULL FROM s LEFT JOIN d ON true",
-        lit);
-    PQfreemem(lit);
+        " SELECT s.active, d.dropped IS NOT NULL FROM s LEFT JOIN d ON true";
+    const char *params[] = {name};
     PGresult *r;
-    if (slot_statement(c, sql, timeout_ms, &r, ret_error) < 0)
+    if (slot_statement(c, sql, params, 1, timeout_ms, &r, ret_error) < 0)
         return -EIO;
     int ret = 1; /* no row: the slot is already gone */
     if (PQntuples(r) > 0)
@@ -92,54 +83,40 @@ int pg_slot_drop(PGconn *c, const char *name, int timeout_ms, char **ret_error) 
     return ret;
 }
 
-int pg_slot_create_physical(PGconn *c, const char *name, int timeout_ms, char **ret_error) {
-    char *lit = literal(c, name, ret_error);
-    if (!lit)
-        return -ENOMEM;
-    _cleanup_free_ char *sql = xasprintf(
-        "SELECT pg_catalog.pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS (SELECT 1 FROM"
-        " pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = %s)",
-        lit, lit);
-    PQfreemem(lit);
+/* 1 when the statement returned a row (the slot was created), 0 when none (it existed). */
+static int slot_create(PGconn *c, const char *sql, const char *const *params, int n_params, int timeout_ms,
+                       char **ret_error) {
     PGresult *r;
-    if (slot_statement(c, sql, timeout_ms, &r, ret_error) < 0)
+    if (slot_statement(c, sql, params, n_params, timeout_ms, &r, ret_error) < 0)
         return -EIO;
     int created = PQntuples(r) > 0;
     PQclear(r);
     return created;
 }
 
+int pg_slot_create_physical(PGconn *c, const char *name, int timeout_ms, char **ret_error) {
+    static const char sql[] =
+        "SELECT pg_catalog.pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS (SELECT 1 FROM"
+        " pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = $1)";
+    const char *params[] = {name};
+    return slot_create(c, sql, params, 1, timeout_ms, ret_error);
+}
+
 int pg_slot_create_logical(PGconn *c, const char *name, const char *plugin, int timeout_ms, char **ret_error) {
-    char *ln = literal(c, name, ret_error);
-    char *lp = ln ? literal(c, plugin, ret_error) : NULL;
-    if (!ln || !lp) {
-        PQfreemem(ln);
-        return -ENOMEM;
-    }
-    _cleanup_free_ char *sql = xasprintf("SELECT pg_catalog.pg_create_logical_replication_slot(%s, %s) WHERE NOT EXISTS"
-                                         " (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_type = 'logical'"
-                                         " AND slot_name = %s)",
-                                         ln, lp, ln);
-    PQfreemem(ln);
-    PQfreemem(lp);
-    PGresult *r;
-    if (slot_statement(c, sql, timeout_ms, &r, ret_error) < 0)
-        return -EIO;
-    int created = PQntuples(r) > 0;
-    PQclear(r);
-    return created;
+    static const char sql[] =
+        "SELECT pg_catalog.pg_create_logical_replication_slot($1, $2) WHERE NOT EXISTS"
+        " (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_type = 'logical' AND slot_name = $1)";
+    const char *params[] = {name, plugin};
+    return slot_create(c, sql, params, 2, timeout_ms, ret_error);
 }
 
 int pg_slot_advance(PGconn *c, const char *name, long long lsn, int timeout_ms, char **ret_error) {
     char pos[32];
     pg_format_lsn(lsn, pos, sizeof pos);
-    char *ln = literal(c, name, ret_error);
-    if (!ln)
-        return -ENOMEM;
-    _cleanup_free_ char *sql = xasprintf("SELECT pg_catalog.pg_replication_slot_advance(%s, '%s')", ln, pos);
-    PQfreemem(ln);
+    const char *params[] = {name, pos};
     PGresult *r;
-    if (slot_statement(c, sql, timeout_ms, &r, ret_error) < 0)
+    if (slot_statement(c, "SELECT pg_catalog.pg_replication_slot_advance($1, $2::pg_lsn)", params, 2, timeout_ms, &r,
+                       ret_error) < 0)
         return -EIO;
     PQclear(r);
     return 0;
@@ -168,39 +145,23 @@ int pg_slot_copy_settings(PGconn *c, PgSlotCopySettings *ret, char **ret_error) 
     return 0;
 }
 
-/* ARRAY['a', 'b']::text[] */
-static char *text_array(PGconn *c, const StrList *names, char **ret_error) {
-    StrBuf b;
-    sb_init(&b);
-    sb_add(&b, "ARRAY[");
-    for (size_t i = 0; i < names->n; i++) {
-        char *lit = literal(c, names->v[i], ret_error);
-        if (!lit) {
-            free(sb_steal(&b));
-            return NULL;
-        }
-        sb_addf(&b, "%s%s", i ? ", " : "", lit);
-        PQfreemem(lit);
-    }
-    sb_add(&b, "]::text[]");
-    return sb_steal(&b);
-}
+/* Slot names as one parameter for `slot_name = ANY(pg_catalog.string_to_array($1, ','))`: PostgreSQL allows only
+ * lower-case letters, digits and underscores in them. */
+static char *names_param(const StrList *names) { return strlist_join(names, ","); }
 
 int pg_slot_states_read(PGconn *c, const StrList *names, PgSlotState **ret, size_t *ret_n, char **ret_error) {
     *ret = NULL;
     *ret_n = 0;
-    _cleanup_free_ char *arr = text_array(c, names, ret_error);
-    if (!arr)
-        return -ENOMEM;
-    _cleanup_free_ char *sql = xasprintf(
+    static const char sql[] =
         "SELECT slot_name, slot_type, datname, plugin,"
         " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0),"
         " pg_catalog.pg_read_binary_file('pg_replslot/' || slot_name || '/state'),"
         " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0)"
         " FROM pg_catalog.pg_get_replication_slots() JOIN pg_catalog.pg_database ON datoid = oid"
-        " WHERE NOT pg_catalog.pg_is_in_recovery() AND slot_name = ANY(%s)",
-        arr);
-    PGresult *r = pg_query(c, sql, 2000, ret_error);
+        " WHERE NOT pg_catalog.pg_is_in_recovery() AND slot_name = ANY(pg_catalog.string_to_array($1, ','))";
+    _cleanup_free_ char *list = names_param(names);
+    const char *params[] = {list};
+    PGresult *r = pg_query_params(c, sql, 1, params, 2000, ret_error);
     if (!r)
         return -EIO;
     int n = PQntuples(r);
@@ -244,15 +205,12 @@ void pg_slot_states_free(PgSlotState *s, size_t n) {
 int pg_slot_catalog_xmins(PGconn *c, const StrList *names, StrList *ret_names, long long **ret_xmins,
                           char **ret_error) {
     *ret_xmins = NULL;
-    _cleanup_free_ char *arr = text_array(c, names, ret_error);
-    if (!arr)
-        return -ENOMEM;
-    _cleanup_free_ char *sql = xasprintf(
-        "SELECT slot_name, COALESCE(catalog_xmin::text::bigint, 0) FROM"
-        " pg_catalog.pg_get_replication_slots() WHERE NOT pg_catalog.pg_is_in_recovery()"
-        " AND slot_name = ANY(%s)",
-        arr);
-    PGresult *r = pg_query(c, sql, 2000, ret_error);
+    static const char sql[] = "SELECT slot_name, COALESCE(catalog_xmin::text::bigint, 0) FROM"
+                              " pg_catalog.pg_get_replication_slots() WHERE NOT pg_catalog.pg_is_in_recovery()"
+                              " AND slot_name = ANY(pg_catalog.string_to_array($1, ','))";
+    _cleanup_free_ char *list = names_param(names);
+    const char *params[] = {list};
+    PGresult *r = pg_query_params(c, sql, 1, params, 2000, ret_error);
     if (!r)
         return -EIO;
     int n = PQntuples(r);
