@@ -6,7 +6,7 @@
 #   scripts/check.sh format           clang-format --dry-run --Werror on every .c/.h under src/ and tests/
 #   scripts/check.sh format --fix     reformat those files in place
 #   scripts/check.sh cppcheck         cppcheck (configuration and suppressions: scripts/cppcheck/)
-#   scripts/check.sh banned           calls to banned C library functions in src/ and tests/tools/
+#   scripts/check.sh banned           calls to banned C library functions in src/ and tests/
 #
 # Tools (Debian packages clang-format, cppcheck; scripts/install-deps.sh installs them):
 #   CLANG_FORMAT=clang-format-14   which clang-format to run (default: clang-format). .clang-format
@@ -158,7 +158,7 @@ check_banned() {
     local alt
     alt=$(IFS='|'; echo "${names[*]}")
     local files f hits=0 line fn
-    mapfile -t files < <(sources src tests/tools)
+    mapfile -t files < <(sources src tests)
     declare -A count=()
     local report=()
     for f in "${files[@]}"; do

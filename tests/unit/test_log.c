@@ -339,7 +339,7 @@ static void collect_lines(const char *path, int *nums, size_t *n) {
     if (!text)
         return;
     for (char *p = strstr(text, "line "); p; p = strstr(p + 1, "line "))
-        nums[(*n)++] = atoi(p + 5);
+        nums[(*n)++] = (int)strtol(p + 5, NULL, 10);
 }
 
 static void test_log_dir_rotation(void **state) {

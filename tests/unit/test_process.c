@@ -113,7 +113,7 @@ static void *cancel_worker(void *arg) {
     const char *args[] = {"/bin/sh", "-c", "sleep 60 & echo $!; wait", NULL};
     c->result = run(args, NULL, 120 * USEC_PER_SEC, &out);
     if (out)
-        c->grandchild = (pid_t)atoi(out);
+        c->grandchild = (pid_t)strtol(out, NULL, 10);
     free(out);
     /* once cancelled, nothing more runs in this thread */
     const char *again[] = {"/bin/true", NULL};

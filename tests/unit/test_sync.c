@@ -742,7 +742,7 @@ static void model_run(unsigned seed, int nodes, long long wanted, bool strict, l
             for (int i = 0; i < NN; i++)
                 m->ha[i].view.dyn = m->dyn;
         }
-        if (getenv("SYNC_MODEL_TRACE") && m->seed0 == (unsigned)atoi(getenv("SYNC_MODEL_TRACE"))) {
+        if (getenv("SYNC_MODEL_TRACE") && m->seed0 == (unsigned)strtoul(getenv("SYNC_MODEL_TRACE"), NULL, 10)) {
             char *v = joined(&m->sync.members), *sn = joined(&m->ssn.names);
             fprintf(stderr,
                     "e=%u r=%d leader=%s flush=[%lld %lld %lld %lld %lld] alive=[%d %d %d %d %d] acked=%lld "
