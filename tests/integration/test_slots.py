@@ -44,14 +44,46 @@ DCS = {
 }
 
 
+class Slots:
+    """The module's cluster and what the scenarios so far have done to it. The scenarios build on each
+    other; when one fails, the next gets a new cluster and first redoes what it builds on (its
+    predecessors' steps), so that one failure does not make the rest fail too."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.generation = 0
+        self.cluster = None
+        self.done = set()  # steps done on this cluster: "tables", "consumed"
+
+    def build(self):
+        self.generation += 1
+        c = HaCluster(self.run_dir.subdir(f"slots-{self.generation}"), n=3, bootstrap={"dcs": DCS},
+                      pgha={"allow_short_ttl": True})
+        c.start(["node1"])
+        c.wait_leader(60)
+        c.start(["node2", "node3"])
+        self.cluster = c
+        self.done = set()
+
+
 @pytest.fixture(scope="module")
-def cluster(request, run_dir):
-    c = HaCluster(run_dir.subdir("slots"), n=3, bootstrap={"dcs": DCS}, pgha={"allow_short_ttl": True})
-    c.start(["node1"])
-    c.wait_leader(60)
-    c.start(["node2", "node3"])
-    yield c
-    c.destroy(keep=request.session.testsfailed > 0 and h.keep_requested())
+def state(request, run_dir):
+    s = Slots(run_dir)
+    s.failed_before = request.session.testsfailed
+    yield s
+    if s.cluster:
+        s.cluster.destroy(keep=request.session.testsfailed > 0 and h.keep_requested())
+
+
+@pytest.fixture
+def cluster(request, state):
+    """The module's cluster, or a new one when a scenario of this session failed since it was handed out."""
+    if state.cluster is None or request.session.testsfailed > state.failed_before:
+        if state.cluster is not None:
+            state.cluster.destroy(keep=h.keep_requested())
+        state.build()
+    state.failed_before = request.session.testsfailed
+    return state.cluster
 
 
 def slots(cluster, name):
@@ -153,7 +185,13 @@ def confirmed_flush(cluster, node):
     return rows[0][0] if rows else None
 
 
-def test_logical_slot_is_copied_to_the_replicas_and_advanced(cluster):
+def test_logical_slot_is_copied_to_the_replicas_and_advanced(cluster, state):
+    consume_and_copy(cluster, state)
+
+
+def consume_and_copy(cluster, state):
+    """Scenario 2's steps (scenario 3 redoes them on a new cluster): a consumer reads part of the
+    changes on the primary; the replicas copy the logical slot and advance their copies to it."""
     leader = cluster.wait_healthy()
     replicas = [n for n in cluster.nodes if n != leader]
     for n in replicas:
@@ -187,9 +225,12 @@ def test_logical_slot_is_copied_to_the_replicas_and_advanced(cluster):
     cluster.wait_streaming(leader, replicas, 60)
     for n in replicas:  # everything written so far has been replayed
         h.wait_until(lambda n=n: cluster.sql(n, "SELECT count(*) FROM lt")[0][0] == 10, 30)
+    state.done.add("consumed")
 
 
-def test_failover_moves_the_slots_and_the_dead_members_slot_expires(cluster):
+def test_failover_moves_the_slots_and_the_dead_members_slot_expires(cluster, state):
+    if "consumed" not in state.done:
+        consume_and_copy(cluster, state)
     old = cluster.wait_healthy()
     nodes = list(cluster.nodes)
     cluster.nodes[old].kill9(postmaster=True)
