@@ -24,6 +24,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # clang-format, cppcheck, perl: the source checks of scripts/check.sh (run by scripts/test.sh).
+# prometheus: only for promtool, which the /metrics integration test runs over the exposition
+# (policy-rc.d below keeps its server from starting).
 # libcurl4-gnutls-dev, not -openssl-dev: libmicrohttpd already loads GnuTLS, and one TLS library
 # initialised instead of two keeps the agent's resident memory down (bench/failover/README.md).
 PACKAGES=(
@@ -35,6 +37,7 @@ PACKAGES=(
     iproute2 procps openssl curl
     patroni stress-ng
     clang-format cppcheck perl
+    prometheus
 )
 
 is_installed() {

@@ -42,6 +42,8 @@ void demote(Ha *h, DemoteMode mode) {
         return;
     }
     set_role(h, "demoted");
+    if ((unsigned)mode < AGENT_DEMOTE_MODES)
+        h->counters.demotions[mode]++;
     sync_forget(h);
     run_callback(h, "on_role_change", "demoted");
     refresh_controldata(h);

@@ -28,6 +28,7 @@ void ha_wake(void *ud) {
 static void run_cycle(Ha *h, bool stale) {
     h->tilt = stale;
     usec_t now = now_monotonic();
+    const usec_t began = now;
     /* 1. the cluster view */
     view_read_cluster(h, now);
     if (h->view.cluster)
@@ -112,6 +113,7 @@ static void run_cycle(Ha *h, bool stale) {
         }
         touch_member(h);
     }
+    agent_counters_observe_cycle(&h->counters, (double)(now_monotonic() - began) / USEC_PER_SEC);
     publish(h);
     if (d.action == HA_NONE || d.action == HA_UPDATE_LOCK || d.action == HA_UPDATE_LOCK_ONLY)
         log_heartbeat(LOG_INFO, now_monotonic(), "%s", d.message);

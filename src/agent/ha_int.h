@@ -19,6 +19,7 @@
 #include "agent/agent.h"
 #include "agent/decide.h"
 #include "agent/slots.h"
+#include "agent/snapshot.h"
 #include "agent/sync.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -147,6 +148,7 @@ struct Ha {
     bool tilt; /* this cycle is stale (TILT): observe only */
     bool fatal;
     usec_t pre_promote_failed_at;
+    AgentCounters counters; /* GET /metrics: cycles (ha.c), promotions (local.c), demotions (execute.c) */
 };
 
 static inline const PghaConfig *cfg_of(const Ha *h) { return &h->a->cfg; }

@@ -258,6 +258,7 @@ int promote_postgres(Ha *h) {
         }
     }
     h->pg.promoting = true;
+    h->counters.promotions++;
     set_role(h, "promoted");
     slots_on_promote(h);
     run_callback(h, "on_role_change", "primary");

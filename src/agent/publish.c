@@ -263,6 +263,10 @@ void publish(Ha *h) {
     s->ttl = ttl_s(h);
     s->loop_wait = loop_wait_s(h);
     s->published = now;
+    if (s->is_leader)
+        s->lease_renewed_at = h->view.lock_valid_until - (usec_t)ttl_s(h) * USEC_PER_SEC;
+    s->counters = h->counters;
+    dcs_get_stats(h->dcs, &s->dcs_stats);
     snapshot_publish(s);
 }
 

@@ -7,6 +7,23 @@
 
 #include "common/json.h"
 
+const double agent_cycle_bucket_bounds[AGENT_CYCLE_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                               0.5,   1,    2.5,   5,    10,  30};
+
+void agent_counters_observe_cycle(AgentCounters *c, double seconds) {
+    if (seconds < 0)
+        seconds = 0;
+    c->cycles++;
+    c->cycle_seconds_sum += seconds;
+    c->cycle_last_seconds = seconds;
+    for (size_t i = 0; i < AGENT_CYCLE_BUCKETS; i++) {
+        if (seconds <= agent_cycle_bucket_bounds[i]) {
+            c->cycle_buckets[i]++;
+            break;
+        }
+    }
+}
+
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static Snapshot *current;
 

@@ -6,8 +6,27 @@
 #include <stdbool.h>
 
 #include "common/util.h"
+#include "dcs/dcs.h"
 
 typedef struct cJSON cJSON;
+
+/* Upper bounds (le) of the HA cycle duration histogram buckets, in seconds (+Inf not included). */
+#define AGENT_CYCLE_BUCKETS 12
+extern const double agent_cycle_bucket_bounds[AGENT_CYCLE_BUCKETS];
+#define AGENT_DEMOTE_MODES 4 /* DemoteMode values, indexed by them */
+
+/* What the agent counts for GET /metrics: kept in the HA thread, copied into every snapshot. */
+typedef struct AgentCounters {
+    unsigned long long cycles;
+    double cycle_seconds_sum;
+    double cycle_last_seconds;
+    unsigned long long cycle_buckets[AGENT_CYCLE_BUCKETS]; /* per bucket, not cumulative (above the last: none) */
+    unsigned long long promotions;                         /* this node promoted (failover or switchover) */
+    unsigned long long demotions[AGENT_DEMOTE_MODES];      /* by DemoteMode */
+} AgentCounters;
+
+/* Account one HA cycle of that many seconds. */
+void agent_counters_observe_cycle(AgentCounters *c, double seconds);
 
 typedef struct Snapshot {
     atomic_int refs;
@@ -44,6 +63,10 @@ typedef struct Snapshot {
     usec_t next_cycle; /* monotonic time of the next scheduled HA cycle */
     long long ttl, loop_wait;
     usec_t published; /* monotonic */
+    /* pgha's own metrics */
+    usec_t lease_renewed_at; /* monotonic: the last renewal of our leader lease (0: not the leader) */
+    AgentCounters counters;
+    DcsStats dcs_stats;
 } Snapshot;
 
 Snapshot *snapshot_new(void);

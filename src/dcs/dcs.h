@@ -15,6 +15,8 @@ typedef struct Dcs Dcs;
 
 typedef struct DcsStats {
     unsigned long long requests;       /* unary requests (range, put, txn, lease, auth, ...) */
+    unsigned long long request_errors; /* of those: no answer (transport error, timeout) or an HTTP error status */
+    double request_seconds;            /* the time spent in them, summed */
     unsigned long long bytes_sent;     /* request bodies */
     unsigned long long bytes_received; /* response bodies, including the watch stream */
     unsigned long long watch_events;

@@ -41,6 +41,8 @@ long long dcs_lease_id(const Dcs *d) { return d->lease_id; }
 
 void dcs_get_stats(Dcs *d, DcsStats *ret) {
     *ret = (DcsStats){.requests = d->st_requests,
+                      .request_errors = d->st_request_errors,
+                      .request_seconds = (double)d->st_request_usec / USEC_PER_SEC,
                       .bytes_sent = d->st_sent,
                       .bytes_received = d->st_received,
                       .watch_events = d->st_events,

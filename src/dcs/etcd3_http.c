@@ -118,15 +118,20 @@ int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, c
     Body b = {0};
     sb_init(&b.buf);
     char curl_err[CURL_ERROR_SIZE] = "";
+    usec_t began = now_monotonic();
     CURLcode rc = etcd3_http_perform(d, c, url, body, timeout_ms, timeout_ms, write_cb, &b, curl_err);
+    d->st_request_usec += now_monotonic() - began;
     d->st_received += b.buf.len;
     if (rc != CURLE_OK) {
+        d->st_request_errors++;
         const char *why = b.overflow ? "response larger than 64 MiB" : curl_err[0] ? curl_err : curl_easy_strerror(rc);
         snprintf(err, errlen, "%s: %s", endpoint, why);
         sb_free(&b.buf);
         return -1;
     }
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, ret_status);
+    if (*ret_status >= 400)
+        d->st_request_errors++;
     *ret = b.buf.s ? cJSON_ParseWithLength(b.buf.s, b.buf.len) : NULL;
     sb_free(&b.buf);
     return 0;

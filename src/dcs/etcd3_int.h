@@ -83,6 +83,7 @@ struct Dcs {
 
     /* statistics */
     _Atomic unsigned long long st_requests, st_sent, st_received, st_events, st_reconnects;
+    _Atomic unsigned long long st_request_errors, st_request_usec; /* unary requests (etcd3_http_fetch) */
 };
 
 /* ---- etcd3.c ---- */

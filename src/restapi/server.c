@@ -9,6 +9,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "restapi/metrics.h"
 #include "restapi/restapi.h"
 
 struct RestServer {
@@ -75,6 +76,8 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
     if (!status_only) {
         if (strcmp(first, "patroni") == 0)
             return respond(conn, 200, snapshot_status_json(s), "application/json");
+        if (strcmp(first, "metrics") == 0)
+            return respond(conn, 200, metrics_render(s, now_monotonic()), "text/plain");
         if (strcmp(first, "liveness") == 0)
             return respond(conn, liveness_ok(s) ? 200 : 503, NULL, NULL);
         if (strcmp(first, "readiness") == 0) {
@@ -145,6 +148,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     } else {
         r = respond_error_page(conn, 501, "Unsupported method");
     }
+    rest_metrics_count_connection(conn, url);
     snapshot_unref(s);
     return r;
 }
