@@ -13,6 +13,7 @@
 
 static const char *const protocol_choices[] = {"http", "https", NULL};
 static const char *const verify_choices[] = {"none", "optional", "required", NULL};
+static const char *const server_tokens_choices[] = {"original", "productonly", "minimal", NULL};
 static const char *const log_type_choices[] = {"plain", "json", NULL};
 
 #define AUTH_ENTRIES(kind)                                                                                               \
@@ -97,6 +98,8 @@ static const CfgEntry local_table[] = {
     {"restapi.http_extra_headers", CT_MAP, L(restapi.http_extra_headers), NULL, NOB, 0, NULL, NULL},
     {"restapi.https_extra_headers", CT_MAP, L(restapi.https_extra_headers), NULL, NOB, 0, NULL, NULL},
     {"restapi.request_queue_size", CT_INT, L(restapi.request_queue_size), "5", 0, 4096, CF_RESTART, NULL, NULL},
+    {"restapi.server_tokens", CT_ENUM, L(restapi.server_tokens), "original", NOB, CF_RESTART, server_tokens_choices,
+     NULL},
 
     {"ctl", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"ctl.authentication", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
