@@ -515,6 +515,12 @@ int rest_security_check(const RestSecurity *sec, Dcs *dcs, struct MHD_Connection
     if (sa)
         (void)getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
                           host, sizeof host, NULL, 0, NI_NUMERICHOST);
-    log_info("REST API: %s %s from %s refused: %d %s", method, url, host, code, reason);
+    /* the path as the client sent it may hold anything (MHD has percent-decoded it): printable ASCII only */
+    char path[160];
+    size_t j = 0;
+    for (const char *p = url; p && *p && j + 1 < sizeof path; p++)
+        path[j++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+    path[j] = '\0';
+    log_info("REST API: %s %s from %s refused: %d %s", method, path, host, code, reason);
     return queue_message(sec, conn, (unsigned)code, reason, code == 401);
 }

@@ -180,7 +180,7 @@ def test_http_auth_allowlist_headers_and_bounds(http_cluster):
                                  source="127.0.0.2")
     assert (st, body) == (403, "Access is denied")
     assert hdrs["x-pgha-test"] == "http"
-    st, _, body = raw_request(port, "POST", "/restart", body="{}", source="127.0.0.2")
+    st, _, body = raw_request(port, "POST", "/restart%0aFAKE%20LOG%20LINE", body="{}", source="127.0.0.2")
     assert (st, body) == (403, "Access is denied")
     assert raw_request(port, "POST", "/restart", headers={"Authorization": good}, body="{}")[0] == 501
 
@@ -222,6 +222,7 @@ def test_http_auth_allowlist_headers_and_bounds(http_cluster):
     new_log = node.log_text()[log_size:]
     assert "/primary" not in new_log and "/patroni" not in new_log and "/health" not in new_log, new_log
     assert "POST /restart from 127.0.0.2 refused: 403 Access is denied" in new_log
+    assert "POST /restart?FAKE LOG LINE from 127.0.0.2 refused" in new_log  # no line of the client's making
 
     # through all of it the agent kept running and kept its leader lease
     assert node.is_running()
