@@ -111,6 +111,13 @@ def lease_of(cluster, leader):
     return kv["lease"], cluster.etcd.lease_ttl(kv["lease"])
 
 
+def assert_clean_shutdown(node):
+    """SIGTERM: the agent exits 0, and a sanitizer build reports no error or leak."""
+    assert node.stop(timeout=60) == 0
+    text = node.log_text()
+    assert "Sanitizer" not in text and "runtime error" not in text, text[-3000:]
+
+
 # ------------------------------------------------------------------------------------------ HTTP
 
 
@@ -229,6 +236,7 @@ def test_http_auth_allowlist_headers_and_bounds(http_cluster):
     lease2, ttl = lease_of(c, leader)
     assert lease2 == lease and ttl > 0
     assert raw_request(port, "GET", "/primary")[0] == 200
+    assert_clean_shutdown(node)
 
 
 # ------------------------------------------------------------------------------------------ HTTPS
@@ -307,6 +315,7 @@ def test_https_verify_client_required(etcd_cluster, short_base, unique_name, pki
                 conn.close()
             assert get("/patroni", cert=client).status_code == 200
         assert node.is_running()
+        assert_clean_shutdown(node)
     finally:
         c.destroy()
 
