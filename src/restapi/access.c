@@ -361,9 +361,37 @@ static void add_headers_from(StrList *l, const YNode *map) {
 }
 
 int rest_security_init(RestSecurity *sec, const PghaConfig *cfg, char **ret_error) {
-    memset(sec, 0, sizeof *sec);
-    sec->https = cfg->restapi.certfile != NULL;
+    int r = rest_security_init_access(sec, cfg, cfg->restapi.certfile != NULL, ret_error);
+    if (r < 0)
+        return r;
     sec->verify_client = cfg->restapi.verify_client;
+    if (sec->https && rest_tls_load(cfg, &sec->tls, ret_error) < 0) {
+        rest_security_free(sec);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void rest_security_swap_access(RestSecurity *a, RestSecurity *b) {
+#define SWAP(field)                         \
+    do {                                    \
+        __typeof__(a->field) t_ = a->field; \
+        a->field = b->field;                \
+        b->field = t_;                      \
+    } while (0)
+    SWAP(allowlist);
+    SWAP(allowlist_active);
+    SWAP(include_members);
+    SWAP(auth_username);
+    SWAP(auth_password);
+    SWAP(extra_headers);
+    SWAP(server_header);
+#undef SWAP
+}
+
+int rest_security_init_access(RestSecurity *sec, const PghaConfig *cfg, bool https, char **ret_error) {
+    memset(sec, 0, sizeof *sec);
+    sec->https = https;
     sec->include_members = cfg->restapi.allowlist_include_members;
     sec->allowlist_active = cfg->restapi.allowlist.n > 0 || sec->include_members;
     for (size_t i = 0; i < cfg->restapi.allowlist.n; i++) {
@@ -383,13 +411,8 @@ int rest_security_init(RestSecurity *sec, const PghaConfig *cfg, char **ret_erro
     if (!sec->server_header)
         sec->server_header = server_header_value(NULL);
     add_headers_from(&sec->extra_headers, cfg->restapi.http_extra_headers);
-    if (sec->https) {
+    if (sec->https)
         add_headers_from(&sec->extra_headers, cfg->restapi.https_extra_headers);
-        if (rest_tls_load(cfg, &sec->tls, ret_error) < 0) {
-            rest_security_free(sec);
-            return -EINVAL;
-        }
-    }
     return 0;
 }
 

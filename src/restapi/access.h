@@ -91,6 +91,10 @@ typedef struct RestSecurity {
 } RestSecurity;
 
 int rest_security_init(RestSecurity *sec, const PghaConfig *cfg, char **ret_error);
+/* Only the settings a reload changes (allowlist, authentication, extra headers for a server with or
+ * without TLS), no TLS material; and exchanging them between two RestSecurity. */
+int rest_security_init_access(RestSecurity *sec, const PghaConfig *cfg, bool https, char **ret_error);
+void rest_security_swap_access(RestSecurity *a, RestSecurity *b);
 void rest_security_free(RestSecurity *sec);
 /* Fill MHD options for TLS (terminated with MHD_OPTION_END; just the end without TLS). */
 void rest_security_tls_options(const RestSecurity *sec, struct MHD_OptionItem *ops, size_t n);

@@ -2,6 +2,7 @@
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,11 +23,12 @@ struct RestServer {
     Dcs *dcs;
     char *scope;
     char *listen;
-    RestSecurity sec; /* access control, TLS, common headers (access.c) */
+    RestSecurity sec;          /* access control, TLS, common headers (access.c) */
+    pthread_rwlock_t sec_lock; /* sec's access settings change on reload (rest_reload) */
 };
 
 /* The one server of the process, for the response helpers (read-only while the daemon runs). */
-static const RestServer *rest_server;
+static RestServer *rest_server;
 
 typedef struct Params {
     QueryParam v[32];
@@ -52,8 +54,11 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned code, char 
     if (content_type)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     /* status-only responses (no body, no type) carry no headers of ours, as in Patroni */
-    if (body || content_type)
-        rest_security_add_headers(rest_server ? &rest_server->sec : NULL, r);
+    if ((body || content_type) && rest_server) {
+        pthread_rwlock_rdlock(&rest_server->sec_lock);
+        rest_security_add_headers(&rest_server->sec, r);
+        pthread_rwlock_unlock(&rest_server->sec_lock);
+    }
     enum MHD_Result ret = MHD_queue_response(conn, code, r);
     MHD_destroy_response(r);
     return ret;
@@ -146,7 +151,9 @@ static bool safe_method(const char *method) {
 static enum MHD_Result unsafe_request_start(RestServer *srv, struct MHD_Connection *conn, const char *method,
                                             const char *url, bool *ret_queued) {
     *ret_queued = true;
+    pthread_rwlock_rdlock(&srv->sec_lock);
     int code = rest_security_check(&srv->sec, srv->dcs, conn, method, url);
+    pthread_rwlock_unlock(&srv->sec_lock);
     if (code < 0)
         return MHD_NO;
     if (code > 0)
@@ -256,6 +263,7 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
         free(srv);
         return NULL;
     }
+    pthread_rwlock_init(&srv->sec_lock, NULL);
     srv->dcs = dcs;
     srv->scope = xstrdup(cfg->scope);
     srv->listen = xstrdup(cfg->restapi.listen);
@@ -286,6 +294,7 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
             *ret_error = xasprintf("cannot listen on %s (address in use or not available)", cfg->restapi.listen);
         rest_server = NULL;
         rest_security_free(&srv->sec);
+        pthread_rwlock_destroy(&srv->sec_lock);
         free(srv->scope);
         free(srv->listen);
         free(srv);
@@ -306,7 +315,25 @@ void rest_stop(RestServer *r) {
     if (rest_server == r)
         rest_server = NULL;
     rest_security_free(&r->sec);
+    pthread_rwlock_destroy(&r->sec_lock);
     free(r->scope);
     free(r->listen);
     free(r);
+}
+
+void rest_reload(RestServer *r, const PghaConfig *cfg) {
+    if (!r)
+        return;
+    RestSecurity next;
+    char *err = NULL;
+    /* built (host names resolved) before taking the lock: requests are not held up meanwhile */
+    if (rest_security_init_access(&next, cfg, r->sec.https, &err) < 0) {
+        log_error("REST API: %s; keeping the running access settings", err);
+        free(err);
+        return;
+    }
+    pthread_rwlock_wrlock(&r->sec_lock);
+    rest_security_swap_access(&r->sec, &next);
+    pthread_rwlock_unlock(&r->sec_lock);
+    rest_security_free(&next);
 }

@@ -236,6 +236,28 @@ def test_http_auth_allowlist_headers_and_bounds(http_cluster):
     lease2, ttl = lease_of(c, leader)
     assert lease2 == lease and ttl > 0
     assert raw_request(port, "GET", "/primary")[0] == 200
+
+    # a reload (SIGHUP) applies new access settings to the running server; the TLS keys need a restart
+    cfg = node.config
+    cfg["restapi"]["authentication"]["password"] = "n3w"
+    cfg["restapi"]["allowlist"] = ["127.0.0.0/30"]
+    cfg["restapi"]["http_extra_headers"] = {"X-Pgha-Test": "reloaded"}
+    cfg["restapi"]["cafile"] = "/nonexistent/ca.crt"
+    node.write_config()
+    node.reload()
+    text = node.wait_for_log("some changes need a restart of pgha", timeout=30)
+    assert "restapi.cafile: (unset) -> /nonexistent/ca.crt (takes effect after a restart of pgha)" in text
+    assert "restapi.allowlist: [127.0.0.1/32, ::1] -> [127.0.0.0/30]\n" in text  # no restart needed
+
+    def new_settings_active():
+        st, hdrs, _ = raw_request(port, "POST", "/restart", body="{}", source="127.0.0.2",
+                                  headers={"Authorization": "Basic " + base64.b64encode(f"{USER}:n3w".encode()).decode()})
+        return st == 501 and hdrs.get("x-pgha-test") == "reloaded"
+    h.wait_until(new_settings_active, 15, msg="the reloaded credentials and allowlist")
+    r = requests.post(f"http://127.0.0.1:{port}/restart", json={}, auth=AUTH, timeout=5)
+    assert (r.status_code, r.text, r.headers["X-Pgha-Test"]) == (401, "not authenticated", "reloaded")
+    assert raw_request(port, "POST", "/restart", body="{}", source="127.0.0.5")[0] == 403
+    assert raw_request(port, "GET", "/patroni")[1]["x-pgha-test"] == "reloaded"
     assert_clean_shutdown(node)
 
 
