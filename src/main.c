@@ -4,6 +4,8 @@
 #include "agent/ha.h"
 #include "restapi/restapi.h"
 
+static void rest_on_reload(void *ctx, const PghaConfig *cfg) { rest_reload(ctx, cfg); }
+
 static int run_daemon(Agent *a) {
     int code = 1;
     Ha *h = ha_new(a, &code);
@@ -17,7 +19,10 @@ static int run_daemon(Agent *a) {
         ha_free(h);
         return 1;
     }
+    a->on_reload = rest_on_reload;
+    a->on_reload_ctx = rest;
     code = ha_run(h);
+    a->on_reload = NULL;
     rest_stop(rest);
     ha_free(h);
     return code;

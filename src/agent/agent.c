@@ -94,6 +94,8 @@ int agent_reload(Agent *a) {
     config_free(&a->cfg);
     a->cfg = next;
     apply_logging(&a->cfg);
+    if (a->on_reload)
+        a->on_reload(a->on_reload_ctx, &a->cfg);
     a->reloads++;
     sdn_ready(NULL);
     return 0;

@@ -12,6 +12,10 @@ typedef struct Agent {
     bool stopping;
     unsigned reloads;        /* successful reloads */
     unsigned failed_reloads; /* reloads rejected, old configuration kept */
+    /* Called after a successful reload with the new configuration (main.c: the REST API's access
+     * settings), or NULL. */
+    void (*on_reload)(void *ctx, const PghaConfig *cfg);
+    void *on_reload_ctx;
 } Agent;
 
 /* Fill log settings from a configuration (pointers borrow from cfg). */

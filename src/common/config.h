@@ -87,6 +87,7 @@ typedef struct PghaConfig {
         bool allowlist_include_members;
         YNode *http_extra_headers, *https_extra_headers;
         long long request_queue_size;
+        char *server_tokens; /* original | productonly | minimal (Patroni 4.1) */
     } restapi;
 
     struct {

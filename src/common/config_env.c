@@ -55,6 +55,7 @@ static const EnvMapping env_map[] = {
     {"RESTAPI_ALLOWLIST", "restapi.allowlist", EV_LIST},
     {"RESTAPI_ALLOWLIST_INCLUDE_MEMBERS", "restapi.allowlist_include_members", EV_SCALAR},
     {"RESTAPI_REQUEST_QUEUE_SIZE", "restapi.request_queue_size", EV_SCALAR},
+    {"RESTAPI_SERVER_TOKENS", "restapi.server_tokens", EV_STR},
     {"RESTAPI_USERNAME", "restapi.authentication.username", EV_STR},
     {"RESTAPI_PASSWORD", "restapi.authentication.password", EV_STR},
 

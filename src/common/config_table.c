@@ -13,6 +13,7 @@
 
 static const char *const protocol_choices[] = {"http", "https", NULL};
 static const char *const verify_choices[] = {"none", "optional", "required", NULL};
+static const char *const server_tokens_choices[] = {"original", "productonly", "minimal", NULL};
 static const char *const log_type_choices[] = {"plain", "json", NULL};
 
 #define AUTH_ENTRIES(kind)                                                                                               \
@@ -86,17 +87,20 @@ static const CfgEntry local_table[] = {
     {"restapi.authentication", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"restapi.authentication.username", CT_STR, L(restapi.username), NULL, NOB, 0, NULL, NULL},
     {"restapi.authentication.password", CT_STR, L(restapi.password), NULL, NOB, CF_SECRET, NULL, NULL},
-    {"restapi.certfile", CT_STR, L(restapi.certfile), NULL, NOB, 0, NULL, NULL},
-    {"restapi.keyfile", CT_STR, L(restapi.keyfile), NULL, NOB, 0, NULL, NULL},
-    {"restapi.keyfile_password", CT_STR, L(restapi.keyfile_password), NULL, NOB, CF_SECRET, NULL, NULL},
-    {"restapi.cafile", CT_STR, L(restapi.cafile), NULL, NOB, 0, NULL, NULL},
-    {"restapi.ciphers", CT_STR, L(restapi.ciphers), NULL, NOB, 0, NULL, NULL},
-    {"restapi.verify_client", CT_ENUM, L(restapi.verify_client), "none", NOB, CF_INDEX, verify_choices, NULL},
+    {"restapi.certfile", CT_STR, L(restapi.certfile), NULL, NOB, CF_RESTART, NULL, NULL},
+    {"restapi.keyfile", CT_STR, L(restapi.keyfile), NULL, NOB, CF_RESTART, NULL, NULL},
+    {"restapi.keyfile_password", CT_STR, L(restapi.keyfile_password), NULL, NOB, CF_SECRET | CF_RESTART, NULL, NULL},
+    {"restapi.cafile", CT_STR, L(restapi.cafile), NULL, NOB, CF_RESTART, NULL, NULL},
+    {"restapi.ciphers", CT_STR, L(restapi.ciphers), NULL, NOB, CF_RESTART, NULL, NULL},
+    {"restapi.verify_client", CT_ENUM, L(restapi.verify_client), "none", NOB, CF_INDEX | CF_RESTART, verify_choices,
+     NULL},
     {"restapi.allowlist", CT_STRLIST, L(restapi.allowlist), NULL, NOB, 0, NULL, NULL},
     {"restapi.allowlist_include_members", CT_BOOL, L(restapi.allowlist_include_members), "false", NOB, 0, NULL, NULL},
     {"restapi.http_extra_headers", CT_MAP, L(restapi.http_extra_headers), NULL, NOB, 0, NULL, NULL},
     {"restapi.https_extra_headers", CT_MAP, L(restapi.https_extra_headers), NULL, NOB, 0, NULL, NULL},
     {"restapi.request_queue_size", CT_INT, L(restapi.request_queue_size), "5", 0, 4096, CF_RESTART, NULL, NULL},
+    {"restapi.server_tokens", CT_ENUM, L(restapi.server_tokens), "original", NOB, CF_RESTART, server_tokens_choices,
+     NULL},
 
     {"ctl", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"ctl.authentication", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},

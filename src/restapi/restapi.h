@@ -13,6 +13,9 @@ typedef struct RestServer RestServer;
 
 RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error);
 void rest_stop(RestServer *r);
+/* Apply the access settings of a reloaded configuration (allowlist, authentication, extra headers) to
+ * the running server; the listen address and the TLS settings need a restart of pgha (CF_RESTART). */
+void rest_reload(RestServer *r, const PghaConfig *cfg);
 
 /* ---- pure helpers, exposed for tests ---- */
 

@@ -2,6 +2,7 @@
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,14 +11,25 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "restapi/metrics.h"
+#include "restapi/access.h"
 #include "restapi/restapi.h"
+
+/* Request bounds (robustness): headers plus the connection's buffers, and the body of a command. */
+#define REST_MEMORY_LIMIT ((size_t)32 * 1024)
+#define REST_MAX_BODY ((unsigned long long)64 * 1024)
+#define REST_CONNECTION_TIMEOUT 10u
 
 struct RestServer {
     struct MHD_Daemon *mhd;
     Dcs *dcs;
     char *scope;
     char *listen;
+    RestSecurity sec;          /* access control, TLS, common headers (access.c) */
+    pthread_rwlock_t sec_lock; /* sec's access settings change on reload (rest_reload) */
 };
+
+/* The one server of the process, for the response helpers (read-only while the daemon runs). */
+static RestServer *rest_server;
 
 typedef struct Params {
     QueryParam v[32];
@@ -42,6 +54,12 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned code, char 
     }
     if (content_type)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    /* status-only responses (no body, no type) carry no headers of ours, as in Patroni */
+    if ((body || content_type) && rest_server) {
+        pthread_rwlock_rdlock(&rest_server->sec_lock);
+        rest_security_add_headers(&rest_server->sec, r);
+        pthread_rwlock_unlock(&rest_server->sec_lock);
+    }
     enum MHD_Result ret = MHD_queue_response(conn, code, r);
     MHD_destroy_response(r);
     return ret;
@@ -123,20 +141,72 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
     return respond(conn, (unsigned)code, snapshot_status_json(s), "application/json");
 }
 
+/* Per-request state (*con_cls): markers for requests without a body to count, else the body bytes
+ * received so far (unsafe methods). */
+static int safe_marker, answered_marker;
+
+static bool safe_method(const char *method) {
+    return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 || strcmp(method, "OPTIONS") == 0;
+}
+
+/* The first call of an unsafe request (headers read, body not yet): access control, the body bound.
+ * MHD_YES with *ret_queued when a response was queued (the body is then not read). */
+static enum MHD_Result unsafe_request_start(RestServer *srv, struct MHD_Connection *conn, const char *method,
+                                            const char *url, bool *ret_queued) {
+    *ret_queued = true;
+    pthread_rwlock_rdlock(&srv->sec_lock);
+    int code = rest_security_check(&srv->sec, srv->dcs, conn, method, url);
+    pthread_rwlock_unlock(&srv->sec_lock);
+    if (code < 0)
+        return MHD_NO;
+    if (code > 0)
+        return MHD_YES;
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    long long len = 0;
+    if (cl && (parse_ll(cl, &len) < 0 || len < 0))
+        return respond_error_page(conn, 400, "Bad request (invalid Content-Length)");
+    if ((unsigned long long)len > REST_MAX_BODY)
+        return respond_error_page(conn, 413, "Request body too large");
+    *ret_queued = false;
+    return MHD_YES;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
     (void)version;
     (void)upload_data;
-    static int first_call_marker;
+    RestServer *srv = cls;
     if (*con_cls == NULL) {
-        *con_cls = &first_call_marker;
+        *con_cls = &safe_marker;
+        /* verify_client: required refuses a client without a valid certificate, whatever it asks
+         * (Patroni's TLS handshake fails): the connection is closed without an answer */
+        if (!rest_security_client_cert_ok(&srv->sec, conn))
+            return MHD_NO;
+        if (safe_method(method))
+            return MHD_YES;
+        bool queued = false;
+        enum MHD_Result r = unsafe_request_start(srv, conn, method, url, &queued);
+        *con_cls = queued ? (void *)&answered_marker : xcalloc(1, sizeof(unsigned long long));
+        if (queued)
+            rest_metrics_count_connection(conn, url); /* 401, 403, 413, ... answered here */
+        return r;
+    }
+    if (*con_cls == &answered_marker) {
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size) {
-        *upload_data_size = 0; /* bodies are read by the command endpoints */
+        /* bodies are read by the command endpoints; a chunked body beyond the bound closes the connection
+         * (a Content-Length beyond it was answered with 413 before) */
+        if (*con_cls != &safe_marker) {
+            unsigned long long *received = *con_cls;
+            *received += *upload_data_size;
+            if (*received > REST_MAX_BODY)
+                return MHD_NO;
+        }
+        *upload_data_size = 0;
         return MHD_YES;
     }
-    RestServer *srv = cls;
     Snapshot *s = snapshot_current();
     enum MHD_Result r;
     if (!s) {
@@ -146,11 +216,22 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     } else if (strcmp(method, "HEAD") == 0 || strcmp(method, "OPTIONS") == 0) {
         r = handle_get(srv, conn, url, true, s);
     } else {
+        /* access control passed in the first call: commands not implemented yet */
         r = respond_error_page(conn, 501, "Unsupported method");
     }
     rest_metrics_count_connection(conn, url);
     snapshot_unref(s);
     return r;
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                              enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (*con_cls && *con_cls != &safe_marker && *con_cls != &answered_marker)
+        free(*con_cls);
+    *con_cls = NULL;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -183,26 +264,53 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
         return NULL;
     }
     RestServer *srv = xcalloc(1, sizeof *srv);
+    if (rest_security_init(&srv->sec, cfg, ret_error) < 0) {
+        freeaddrinfo(res);
+        free(srv);
+        return NULL;
+    }
+    pthread_rwlock_init(&srv->sec_lock, NULL);
     srv->dcs = dcs;
     srv->scope = xstrdup(cfg->scope);
     srv->listen = xstrdup(cfg->restapi.listen);
+    rest_server = srv;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
     if (res->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    unsigned backlog = cfg->restapi.request_queue_size > 16 ? (unsigned)cfg->restapi.request_queue_size : 16;
+    if (srv->sec.https)
+        flags |= MHD_USE_TLS;
+    /* restapi.request_queue_size is the listen backlog, as in Patroni */
+    unsigned backlog = (unsigned)cfg->restapi.request_queue_size;
+    struct MHD_OptionItem tls_options[8];
+    rest_security_tls_options(&srv->sec, tls_options, ELEMENTSOF(tls_options));
     srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, srv, MHD_OPTION_SOCK_ADDR, res->ai_addr,
-                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_CONNECTION_TIMEOUT,
+                                REST_CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, REST_MEMORY_LIMIT,
                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_LISTEN_BACKLOG_SIZE, backlog,
-                                MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-                                NULL, MHD_OPTION_END);
+                                MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
+                                request_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY,
+                                tls_options, MHD_OPTION_END);
     freeaddrinfo(res);
     if (!srv->mhd) {
-        *ret_error = xasprintf("cannot listen on %s (address in use or not available)", cfg->restapi.listen);
+        if (srv->sec.https)
+            *ret_error = xasprintf("cannot listen on %s (address in use or not available, or the TLS settings "
+                                   "were refused: see the debug log)",
+                                   cfg->restapi.listen);
+        else
+            *ret_error = xasprintf("cannot listen on %s (address in use or not available)", cfg->restapi.listen);
+        rest_server = NULL;
+        rest_security_free(&srv->sec);
+        pthread_rwlock_destroy(&srv->sec_lock);
         free(srv->scope);
         free(srv->listen);
         free(srv);
         return NULL;
     }
+    if (srv->sec.https)
+        log_info("REST API: HTTPS on %s (verify_client: %s)", cfg->restapi.listen,
+                 cfg->restapi.verify_client == VERIFY_REQUIRED   ? "required"
+                 : cfg->restapi.verify_client == VERIFY_OPTIONAL ? "optional"
+                                                                 : "none");
     return srv;
 }
 
@@ -210,7 +318,28 @@ void rest_stop(RestServer *r) {
     if (!r)
         return;
     MHD_stop_daemon(r->mhd);
+    if (rest_server == r)
+        rest_server = NULL;
+    rest_security_free(&r->sec);
+    pthread_rwlock_destroy(&r->sec_lock);
     free(r->scope);
     free(r->listen);
     free(r);
+}
+
+void rest_reload(RestServer *r, const PghaConfig *cfg) {
+    if (!r)
+        return;
+    RestSecurity next;
+    char *err = NULL;
+    /* built (host names resolved) before taking the lock: requests are not held up meanwhile */
+    if (rest_security_init_access(&next, cfg, r->sec.https, &err) < 0) {
+        log_error("REST API: %s; keeping the running access settings", err);
+        free(err);
+        return;
+    }
+    pthread_rwlock_wrlock(&r->sec_lock);
+    rest_security_swap_access(&r->sec, &next);
+    pthread_rwlock_unlock(&r->sec_lock);
+    rest_security_free(&next);
 }
