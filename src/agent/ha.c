@@ -210,6 +210,7 @@ Ha *ha_new(Agent *a, int *ret_code) {
     const DynConfig *bd = &cfg->bootstrap.dyn;
     dcs_set_timings(h->dcs, (int)bd->ttl, (int)bd->loop_wait, (int)bd->retry_timeout);
     h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    h->commands = command_queue_new(ha_wake, h);
     set_state(h, "stopped");
     set_role(h, "uninitialized");
     pgha_curl_global_init();
@@ -224,6 +225,8 @@ Ha *ha_new(Agent *a, int *ret_code) {
 }
 
 Dcs *ha_dcs(Ha *h) { return h->dcs; }
+
+CommandQueue *ha_commands(Ha *h) { return h->commands; }
 
 static void shutdown_ha(Ha *h) {
     sdn_stopping();
@@ -339,11 +342,13 @@ int ha_run(Ha *h) {
             if (!woken && now < h->next_cycle) {
                 /* between cycles, while PostgreSQL starts or promotes, only look at PostgreSQL (no DCS
                  * traffic); a full cycle runs as soon as it is ready */
+                commands_run(h);
                 maybe_reload(h);
                 if (!(h->pg.starting || h->pg.promoting || h->work.bootstrap_pending) || !quick_check(h))
                     continue;
             }
         }
+        commands_run(h);
         maybe_reload(h);
         now = now_monotonic();
         /* TILT: a cycle that starts far later than planned observes but does not act */
@@ -359,6 +364,7 @@ int ha_run(Ha *h) {
         if (stale)
             h->next_cycle = now_monotonic(); /* act on fresh observations right away */
     }
+    command_queue_close(h->commands);
     if (!h->fatal || h->pg.inst.pid > 0)
         shutdown_ha(h);
     if (h->fatal)
@@ -374,6 +380,7 @@ Ha *ha_free(Ha *h) {
         dcs_stop_watch(h->dcs);
     snapshot_publish(NULL);
     local_free(&h->pg);
+    command_queue_free(h->commands);
     if (h->wake_fd >= 0)
         close(h->wake_fd);
     view_free(&h->view);

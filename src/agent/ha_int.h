@@ -17,6 +17,7 @@
 #include <stdbool.h>
 
 #include "agent/agent.h"
+#include "agent/commands.h"
 #include "agent/decide.h"
 #include "agent/slots.h"
 #include "agent/snapshot.h"
@@ -134,6 +135,7 @@ struct Ha {
     Agent *a;
     Dcs *dcs;
     int wake_fd;
+    CommandQueue *commands; /* REST commands (commands_exec.c) */
     HaLocal pg;
     HaView view;
     HaSync sync;
@@ -228,6 +230,9 @@ int sync_before_promote(Ha *h);
 void sync_process(Ha *h);
 void leave_sync_duty(Ha *h);
 void sync_forget(Ha *h);
+
+/* commands_exec.c */
+void commands_run(Ha *h);
 
 /* execute.c */
 void execute(Ha *h, Decision *d, const LocalState *l);
