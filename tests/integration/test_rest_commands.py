@@ -136,3 +136,10 @@ def test_rest_commands(cluster):
     assert out.returncode == 0, out.stdout + out.stderr
     assert c.value("config")["loop_wait"] == 3
     c.check_healthy(60)
+
+    # SIGTERM: exit 0, and a sanitizer build reports no error or leak (the queue, the command threads)
+    for name in [other, leader]:
+        node = c.nodes[name]
+        assert node.stop(timeout=60) == 0
+        text = node.log_text()
+        assert "Sanitizer" not in text and "runtime error" not in text, text[-3000:]
