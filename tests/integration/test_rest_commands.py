@@ -137,6 +137,12 @@ def test_rest_commands(cluster):
     assert c.value("config")["loop_wait"] == 3
     c.check_healthy(60)
 
+    # a manual failover to a named candidate (no leader in the request)
+    assert call(c.nodes[other], "POST", "/failover", {"candidate": other}) == \
+        (200, f'Successfully failed over to "{other}"')
+    assert c.wait_healthy(120) == other
+    assert c.value("failover") in ({}, None)
+
     # SIGTERM: exit 0, and a sanitizer build reports no error or leak (the queue, the command threads)
     for name in [other, leader]:
         node = c.nodes[name]
