@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +17,8 @@ struct CommandQueue {
     pthread_mutex_t lock;
     pthread_cond_t done;
     Command *head, *tail;
+    size_t n;
+    int timeout_ms;
     void (*wake)(void *ud);
     void *ud;
     bool closed;
@@ -31,6 +34,7 @@ CommandQueue *command_queue_new(void (*wake)(void *ud), void *ud) {
     pthread_condattr_destroy(&attr);
     q->wake = wake;
     q->ud = ud;
+    q->timeout_ms = 30000;
     return q;
 }
 
@@ -41,6 +45,9 @@ static void command_free(Command *c) {
     cJSON_Delete(c->body);
     free(c->result);
     free(c->old_leader);
+    for (size_t i = 0; i < c->n_good; i++)
+        free(c->good[i]);
+    free(c->good);
     free(c);
 }
 
@@ -83,25 +90,72 @@ void command_unref(Command *c) {
         command_free(c);
 }
 
-int command_submit(CommandQueue *q, Command *c, int timeout_ms) {
+void command_queue_set_timeout(CommandQueue *q, int timeout_ms) {
+    pthread_mutex_lock(&q->lock);
+    q->timeout_ms = timeout_ms;
+    pthread_mutex_unlock(&q->lock);
+}
+
+size_t command_queue_length(CommandQueue *q) {
+    pthread_mutex_lock(&q->lock);
+    size_t n = q->n;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+int command_enqueue(CommandQueue *q, Command *c) {
+    pthread_mutex_lock(&q->lock);
+    if (!q->closed && q->n >= COMMAND_QUEUE_MAX) {
+        pthread_mutex_unlock(&q->lock);
+        return -EBUSY;
+    }
     pthread_mutex_lock(&refs_lock);
     c->refs++; /* the queue's */
     pthread_mutex_unlock(&refs_lock);
-    pthread_mutex_lock(&q->lock);
     if (q->closed) {
         pthread_mutex_unlock(&q->lock);
         command_complete(q, c, 503, NULL, false);
         return 0;
     }
+    c->state = CMD_QUEUED;
     c->next = NULL;
     if (q->tail)
         q->tail->next = c;
     else
         q->head = c;
     q->tail = c;
+    q->n++;
     pthread_mutex_unlock(&q->lock);
     q->wake(q->ud);
+    return 0;
+}
 
+/* Take c out of the queue (it is queued; q->lock held). */
+static void unlink_locked(CommandQueue *q, Command *c) {
+    Command *prev = NULL;
+    for (Command *i = q->head; i; prev = i, i = i->next) {
+        if (i != c)
+            continue;
+        if (prev)
+            prev->next = c->next;
+        else
+            q->head = c->next;
+        if (q->tail == c)
+            q->tail = prev;
+        c->next = NULL;
+        q->n--;
+        return;
+    }
+}
+
+int command_submit(CommandQueue *q, Command *c, int timeout_ms) {
+    int r = command_enqueue(q, c);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&q->lock);
+    if (timeout_ms <= 0)
+        timeout_ms = q->timeout_ms;
+    pthread_mutex_unlock(&q->lock);
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += timeout_ms / 1000;
@@ -110,13 +164,27 @@ int command_submit(CommandQueue *q, Command *c, int timeout_ms) {
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    int r = 0;
+    r = 0;
+    bool cancelled = false;
     pthread_mutex_lock(&q->lock);
-    while (!c->done && r == 0)
-        r = pthread_cond_timedwait(&q->done, &q->lock, &until);
-    bool done = c->done;
+    while (c->state != CMD_DONE) {
+        if (r == 0)
+            r = pthread_cond_timedwait(&q->done, &q->lock, &until);
+        else if (c->state == CMD_QUEUED) {
+            /* not taken in time: it never runs */
+            unlink_locked(q, c);
+            c->state = CMD_DONE;
+            cancelled = true;
+        } else {
+            pthread_cond_wait(&q->done, &q->lock); /* running: the loop bounds it */
+        }
+    }
     pthread_mutex_unlock(&q->lock);
-    return done ? 0 : -ETIMEDOUT;
+    if (cancelled) {
+        command_unref(c); /* the queue's */
+        return -ETIMEDOUT;
+    }
+    return 0;
 }
 
 Command *command_queue_pop(CommandQueue *q) {
@@ -127,6 +195,8 @@ Command *command_queue_pop(CommandQueue *q) {
         if (!q->head)
             q->tail = NULL;
         c->next = NULL;
+        q->n--;
+        c->state = CMD_RUNNING;
     }
     pthread_mutex_unlock(&q->lock);
     return c;
@@ -134,12 +204,12 @@ Command *command_queue_pop(CommandQueue *q) {
 
 void command_complete(CommandQueue *q, Command *c, int code, char *result, bool json) {
     pthread_mutex_lock(&q->lock);
-    if (!c->done) {
+    if (c->state != CMD_DONE) {
         c->code = code;
         free(c->result);
         c->result = result;
         c->json = json;
-        c->done = true;
+        c->state = CMD_DONE;
     } else {
         free(result);
     }
@@ -172,8 +242,9 @@ int failover_request_parse(const char *body, Command *c) {
     return 0;
 }
 
-/* 0 with *ret (s since the epoch); 1: no timezone; -EINVAL: unparsable. */
-static int parse_timestamp(const char *s, double *ret) {
+/* 0 with *ret (s since the epoch) and *ret_off (the timezone's offset in s); 1: no timezone; -EINVAL:
+ * unparsable. */
+static int parse_timestamp(const char *s, double *ret, long *ret_off) {
     struct tm tm = {0};
     const char *p = strptime(s, "%Y-%m-%dT%H:%M", &tm);
     if (!p)
@@ -214,7 +285,30 @@ static int parse_timestamp(const char *s, double *ret) {
         return -EINVAL;
     }
     *ret = (double)timegm(&tm) - (double)off + frac;
+    *ret_off = off;
     return 0;
+}
+
+char *failover_scheduled_iso(const char *s) {
+    double at = 0;
+    long off = 0;
+    if (!s || parse_timestamp(s, &at, &off) != 0)
+        return NULL;
+    double local = at + (double)off;
+    time_t secs = (time_t)floor(local);
+    long usec = lround((local - (double)secs) * 1e6);
+    if (usec >= 1000000) {
+        secs++;
+        usec -= 1000000;
+    }
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char date[64], frac[32] = "";
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (usec)
+        snprintf(frac, sizeof frac, ".%06ld", usec);
+    long a = off < 0 ? -off : off;
+    return xasprintf("%s%s%c%02ld:%02ld", date, frac, off < 0 ? '-' : '+', a / 3600, a % 3600 / 60);
 }
 
 int failover_request_check(const Command *c, bool paused, double now, char **ret_body) {
@@ -230,6 +324,7 @@ int failover_request_check(const Command *c, bool paused, double now, char **ret
     }
     if (c->scheduled_at) {
         double at = 0;
+        long off = 0;
         int r;
         if (failover) {
             *ret_body = xstrdup("Failover can't be scheduled");
@@ -239,7 +334,7 @@ int failover_request_check(const Command *c, bool paused, double now, char **ret
             *ret_body = xstrdup("Can't schedule switchover in the paused state");
             return 400;
         }
-        r = parse_timestamp(c->scheduled_at, &at);
+        r = parse_timestamp(c->scheduled_at, &at, &off);
         if (r == 1) {
             *ret_body = xstrdup("Timezone information is mandatory for the scheduled switchover");
             return 400;

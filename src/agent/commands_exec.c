@@ -6,7 +6,6 @@
 
 #include "agent/commands.h"
 #include "agent/ha_int.h"
-#include "agent/probe.h"
 
 static const char *action_of(const Command *c) {
     return c->kind == CMD_FAILOVER && !c->leader ? "failover" : "switchover";
@@ -33,17 +32,13 @@ static void run_failover(Ha *h, Command *c, const Cluster *cl) {
             command_complete(h->commands, c, code, body, false);
             return;
         }
-        /* the considered members must answer GET /patroni within 2 s, eligible */
-        size_t n_peers = 0;
-        const char *leader = cl->leader ? cl->leader->name : "";
-        PeerStatus *peers = probe_members(cl, NULL, leader, cfg_of(h), 2000, &n_peers);
+        /* the considered members must have answered GET /patroni within 2 s, eligible: the submitter
+         * probed them (the loop does not wait for other members' REST APIs) */
         bool good = false;
-        for (size_t i = 0; i < n_peers && !good; i++)
+        for (size_t i = 0; i < c->n_good && !good; i++)
             for (size_t j = 0; j < n && !good; j++)
-                if (streq(peers[i].name, names[j]) && peers[i].reachable && !peers[i].nofailover &&
-                    !peers[i].watchdog_failed)
+                if (streq(c->good[i], names[j]))
                     good = true;
-        free(peers);
         free(names);
         if (!good) {
             command_complete(h->commands, c, 412,
@@ -51,7 +46,9 @@ static void run_failover(Ha *h, Command *c, const Cluster *cl) {
             return;
         }
     }
-    _cleanup_free_ char *json = cluster_encode_failover(c->leader, c->candidate, c->scheduled_at);
+    /* Patroni writes the parsed time in ISO format */
+    _cleanup_free_ char *at = failover_scheduled_iso(c->scheduled_at);
+    _cleanup_free_ char *json = cluster_encode_failover(c->leader, c->candidate, at);
     if (dcs_set_failover(h->dcs, json, 0) != 1) {
         log_error("failed to write failover key into DCS: %s", dcs_error(h->dcs));
         command_complete(h->commands, c, 503, xstrdup("failed to write failover key into DCS"), false);
@@ -113,29 +110,48 @@ static void run_put_config(Ha *h, Command *c, const Cluster *cl) {
     command_complete(h->commands, c, 200, json_dumps(c->body, true), true);
 }
 
+/* A command's DCS calls must end before the next cycle is due (the lease renewal, TILT, the watchdog
+ * count on it): one runs only when this much is left, its calls bounded by the cycle's start. */
+#define COMMAND_MIN_BUDGET (1 * USEC_PER_SEC)
+
 void commands_run(Ha *h) {
-    Command *c;
-    while ((c = command_queue_pop(h->commands))) {
-        if (c->kind == CMD_RELOAD) {
-            h->reload_pending = true;
-            command_complete(h->commands, c, 202, xstrdup("reload scheduled"), false);
-            continue;
-        }
+    usec_t now = now_monotonic();
+    /* the submitters' wait: the loop's worst case (a cycle with a demotion waits pg_ctl_timeout) */
+    long long pg_ctl_timeout = cfg_of(h)->postgresql.pg_ctl_timeout > 0 ? cfg_of(h)->postgresql.pg_ctl_timeout : 60;
+    long long wait_s = pg_ctl_timeout + 2LL * dyn_of(h)->retry_timeout + loop_wait_s(h) + 5;
+    command_queue_set_timeout(h->commands, (int)(wait_s * 1000));
+    if (command_queue_length(h->commands) == 0)
+        return;
+    if (h->next_cycle <= now || h->next_cycle - now < COMMAND_MIN_BUDGET)
+        return; /* after the next cycle */
+    Command *c = command_queue_pop(h->commands);
+    if (!c)
+        return;
+    if (c->kind == CMD_RELOAD) {
+        h->reload_pending = true;
+        command_complete(h->commands, c, 202, xstrdup("reload scheduled"), false);
+    } else {
+        dcs_set_call_deadline(h->next_cycle);
         /* a fresh read: the decisions below must not act on a stale view */
         Cluster *cl = NULL;
         if (dcs_read_cluster(h->dcs, false, &cl) < 0) {
+            /* Patroni: an unhandled exception closes the connection without an answer */
             log_error("cannot read the cluster for a REST command: %s", dcs_error(h->dcs));
-            command_complete(h->commands, c, 503, NULL, false);
-            continue;
+            command_complete(h->commands, c, -1, NULL, false);
+        } else {
+            switch (c->kind) {
+            case CMD_SWITCHOVER:
+            case CMD_FAILOVER: run_failover(h, c, cl); break;
+            case CMD_DELETE_SWITCHOVER: run_delete_switchover(h, c, cl); break;
+            case CMD_PATCH_CONFIG: run_patch_config(h, c, cl); break;
+            case CMD_PUT_CONFIG: run_put_config(h, c, cl); break;
+            case CMD_RELOAD: break;
+            }
+            cluster_free(cl);
         }
-        switch (c->kind) {
-        case CMD_SWITCHOVER:
-        case CMD_FAILOVER: run_failover(h, c, cl); break;
-        case CMD_DELETE_SWITCHOVER: run_delete_switchover(h, c, cl); break;
-        case CMD_PATCH_CONFIG: run_patch_config(h, c, cl); break;
-        case CMD_PUT_CONFIG: run_put_config(h, c, cl); break;
-        case CMD_RELOAD: break;
-        }
-        cluster_free(cl);
+        dcs_set_call_deadline(0);
     }
+    /* one command per pass: the next one on the next pass */
+    if (command_queue_length(h->commands) > 0)
+        ha_commands_wake(h);
 }

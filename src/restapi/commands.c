@@ -3,16 +3,15 @@
 #include "restapi/commands.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/probe.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
-
-/* How long a REST thread waits for the loop to take a command (a cycle is bounded by retry_timeout). */
-#define COMMAND_TIMEOUT_MS 30000
 
 static void text(RestReply *r, unsigned code, const char *s) {
     r->code = code;
@@ -40,18 +39,45 @@ static cJSON *read_json(const char *body, size_t len, bool has_length, RestReply
     return o;
 }
 
-/* Submit and wait; false (with a 503 reply) when the loop did not answer in time. */
+/* Submit and wait (the queue's timeout: the loop's worst case); false with a 503 reply when the queue is
+ * full or the loop did not take the command in time (it then never runs). */
 static bool submit(CommandQueue *q, Command *c, RestReply *r) {
-    if (command_submit(q, c, COMMAND_TIMEOUT_MS) < 0) {
-        log_warning("REST API: the HA loop did not take the command in %d s", COMMAND_TIMEOUT_MS / 1000);
-        error_page(r, 503);
+    int e = command_submit(q, c, 0);
+    if (e == -EBUSY) {
+        log_warning("REST API: the HA loop's command queue is full");
+        text(r, 503, "Too many commands are waiting for the HA loop; try again later");
+        return false;
+    }
+    if (e < 0) {
+        log_warning("REST API: the HA loop did not take the command in time; it was dropped");
+        text(r, 503, "The HA loop did not take the command in time; it was not carried out");
         return false;
     }
     return true;
 }
 
+/* Patroni's "no good candidates" check needs the considered members' GET /patroni (2 s): asked here,
+ * not in the HA loop. The loop checks the candidates again against a fresh cluster view. */
+static void probe_candidates(Dcs *dcs, const PghaConfig *probe_cfg, Command *c) {
+    Cluster *cl = NULL;
+    if (!probe_cfg || dcs_get_cluster_cached(dcs, &cl) < 0)
+        return;
+    /* every member but the leader (in parallel, 2 s at most): the loop keeps those it considers */
+    size_t n_peers = 0;
+    const char *leader = cl->leader && cl->leader->name[0] ? cl->leader->name : "";
+    PeerStatus *peers = probe_members(cl, NULL, leader, probe_cfg, 2000, &n_peers);
+    c->good = xcalloc(n_peers + 1, sizeof *c->good);
+    for (size_t i = 0; i < n_peers; i++)
+        if (peers[i].reachable && !peers[i].nofailover && !peers[i].watchdog_failed)
+            c->good[c->n_good++] = xstrdup(peers[i].name);
+    free(peers);
+    cluster_free(cl);
+}
+
 static void reply_from(const Command *c, RestReply *r) {
-    if (c->result) {
+    if (c->code < 0) {
+        r->close = true; /* the loop could not read the cluster: Patroni closes the connection */
+    } else if (c->result) {
         r->code = (unsigned)c->code;
         r->body = xstrdup(c->result);
         r->content_type = c->json ? "application/json" : "text/html";
@@ -92,14 +118,16 @@ static void watch_outcome(Dcs *dcs, const _Atomic bool *stopping, const Command 
     text(r, 503, failover ? "Failover status unknown" : "Switchover status unknown");
 }
 
-static void do_failover(CommandQueue *q, Dcs *dcs, const _Atomic bool *stopping, CommandKind kind, const char *body,
-                        size_t len, bool has_length, RestReply *r) {
+static void do_failover(CommandQueue *q, Dcs *dcs, const PghaConfig *probe_cfg, const _Atomic bool *stopping,
+                        CommandKind kind, const char *body, size_t len, bool has_length, RestReply *r) {
     cJSON *o = read_json(body, len, has_length, r);
     if (!o)
         return;
     cJSON_Delete(o);
     Command *c = command_new(kind);
     (void)failover_request_parse(body, c);
+    if (!c->scheduled_at)
+        probe_candidates(dcs, probe_cfg, c);
     if (submit(q, c, r)) {
         if (c->code == 0)
             watch_outcome(dcs, stopping, c, kind == CMD_FAILOVER && !c->leader, r);
@@ -117,8 +145,8 @@ static void do_simple(CommandQueue *q, CommandKind kind, cJSON *body, RestReply 
     command_unref(c);
 }
 
-bool rest_command(CommandQueue *q, Dcs *dcs, const _Atomic bool *stopping, const char *method, const char *url,
-                  const char *body, size_t len, bool has_length, RestReply *r) {
+bool rest_command(CommandQueue *q, Dcs *dcs, const PghaConfig *probe_cfg, const _Atomic bool *stopping,
+                  const char *method, const char *url, const char *body, size_t len, bool has_length, RestReply *r) {
     *r = (RestReply){0};
     const char *p = url[0] == '/' ? url + 1 : url;
     size_t seg = strcspn(p, "/");
@@ -128,8 +156,8 @@ bool rest_command(CommandQueue *q, Dcs *dcs, const _Atomic bool *stopping, const
     memcpy(first, p, seg);
     first[seg] = '\0';
     if (streq(method, "POST") && (streq(first, "switchover") || streq(first, "failover"))) {
-        do_failover(q, dcs, stopping, streq(first, "failover") ? CMD_FAILOVER : CMD_SWITCHOVER, body, len, has_length,
-                    r);
+        do_failover(q, dcs, probe_cfg, stopping, streq(first, "failover") ? CMD_FAILOVER : CMD_SWITCHOVER, body, len,
+                    has_length, r);
     } else if (streq(method, "DELETE") && streq(first, "switchover")) {
         do_simple(q, CMD_DELETE_SWITCHOVER, NULL, r);
     } else if ((streq(method, "PATCH") || streq(method, "PUT")) && streq(first, "config")) {
@@ -137,10 +165,14 @@ bool rest_command(CommandQueue *q, Dcs *dcs, const _Atomic bool *stopping, const
         if (o)
             do_simple(q, streq(method, "PATCH") ? CMD_PATCH_CONFIG : CMD_PUT_CONFIG, o, r);
     } else if (streq(method, "POST") && streq(first, "reload")) {
+        /* queued, not waited for (and never dropped): it runs even if the loop is busy now */
         Command *c = command_new(CMD_RELOAD);
-        (void)command_submit(q, c, COMMAND_TIMEOUT_MS); /* queued: it runs even if the loop is busy now */
+        int e = command_enqueue(q, c);
         command_unref(c);
-        text(r, 202, "reload scheduled");
+        if (e < 0)
+            text(r, 503, "Too many commands are waiting for the HA loop; try again later");
+        else
+            text(r, 202, "reload scheduled");
     } else {
         return false;
     }

@@ -20,5 +20,6 @@ typedef struct RestReply {
 
 /* Runs in a thread of its own (it may wait for minutes); stopping ends a wait for a switchover's outcome.
  * false when method and path are not a command endpoint (the caller answers 501). */
-bool rest_command(CommandQueue *q, Dcs *dcs, const _Atomic bool *stopping, const char *method, const char *url,
-                  const char *body, size_t len, bool has_length, RestReply *ret);
+/* probe_cfg: the fields of the configuration a probe of the members uses (probe_config_dup). */
+bool rest_command(CommandQueue *q, Dcs *dcs, const PghaConfig *probe_cfg, const _Atomic bool *stopping,
+                  const char *method, const char *url, const char *body, size_t len, bool has_length, RestReply *ret);

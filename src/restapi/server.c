@@ -2,6 +2,7 @@
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "agent/probe.h"
 #include "restapi/access.h"
 #include "restapi/commands.h"
 #include "restapi/metrics.h"
@@ -28,7 +30,8 @@ struct RestServer {
     _Atomic bool stopping;
     pthread_mutex_t threads_lock;
     pthread_cond_t threads_done;
-    unsigned threads; /* command threads running */
+    unsigned threads;      /* command threads running */
+    PghaConfig *probe_cfg; /* under sec_lock: what a probe of the members uses (probe_config_dup) */
     char *scope;
     char *listen;
     RestSecurity sec;          /* access control, TLS, common headers (access.c) */
@@ -181,9 +184,13 @@ static const char *reason_phrase(unsigned code) {
 static void *command_thread(void *arg) {
     Body *b = arg;
     RestServer *srv = b->srv;
-    if (!rest_command(srv->commands, srv->dcs, &srv->stopping, b->method, b->url, b->buf ? b->buf : "", b->len,
-                      b->has_length, &b->reply))
+    pthread_rwlock_rdlock(&srv->sec_lock);
+    PghaConfig *probe_cfg = probe_config_dup(srv->probe_cfg);
+    pthread_rwlock_unlock(&srv->sec_lock);
+    if (!rest_command(srv->commands, srv->dcs, probe_cfg, &srv->stopping, b->method, b->url, b->buf ? b->buf : "",
+                      b->len, b->has_length, &b->reply))
         b->reply = (RestReply){.code = 501, .error_page = true};
+    probe_config_free(probe_cfg);
     atomic_store(&b->finished, true);
     pthread_mutex_lock(&srv->threads_lock);
     MHD_resume_connection(b->conn);
@@ -209,30 +216,36 @@ static enum MHD_Result handle_command(RestServer *srv, struct MHD_Connection *co
         rep->body = NULL;
         return respond(conn, rep->code, body, rep->content_type);
     }
-    *ret_pending = true;
-    if (b->started)
+    if (b->started) {
+        *ret_pending = true;
         return MHD_YES;
-    if (!srv->commands || srv->stopping)
-        return respond_error_page(conn, srv->commands ? 503 : 501,
-                                  srv->commands ? "Service Unavailable" : "Unsupported method");
+    }
+    if (!srv->commands)
+        return respond_error_page(conn, 501, "Unsupported method");
     b->srv = srv;
     b->conn = conn;
     b->url = xstrdup(url);
     b->method = xstrdup(method);
     b->has_length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH) != NULL;
-    b->started = true;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_t t;
+    /* `stopping` and `threads` in one section: rest_stop() either sees this thread counted (and waits for
+     * it to resume the connection) or we see it stopping (and suspend nothing) */
     pthread_mutex_lock(&srv->threads_lock);
-    MHD_suspend_connection(conn);
-    int r = pthread_create(&t, &attr, command_thread, b);
-    if (r == 0)
-        srv->threads++;
-    else
-        MHD_resume_connection(conn);
+    bool stopping = atomic_load(&srv->stopping);
+    int r = EAGAIN;
+    if (!stopping) {
+        MHD_suspend_connection(conn);
+        r = pthread_create(&t, &attr, command_thread, b);
+        if (r == 0)
+            srv->threads++;
+        else
+            MHD_resume_connection(conn);
+    }
     pthread_mutex_unlock(&srv->threads_lock);
+    b->started = r == 0;
     pthread_attr_destroy(&attr);
     if (r != 0) {
         *ret_pending = false;
@@ -388,6 +401,7 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, 
     pthread_cond_init(&srv->threads_done, NULL);
     srv->scope = xstrdup(cfg->scope);
     srv->listen = xstrdup(cfg->restapi.listen);
+    srv->probe_cfg = probe_config_dup(cfg);
     rest_server = srv;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (res->ai_family == AF_INET6)
@@ -418,6 +432,7 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, 
         pthread_cond_destroy(&srv->threads_done);
         rest_security_free(&srv->sec);
         pthread_rwlock_destroy(&srv->sec_lock);
+        probe_config_free(srv->probe_cfg);
         free(srv->scope);
         free(srv->listen);
         free(srv);
@@ -434,9 +449,10 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, 
 void rest_stop(RestServer *r) {
     if (!r)
         return;
-    /* let running commands answer (they see `stopping` within a second) before the server goes */
-    atomic_store(&r->stopping, true);
+    /* let running commands answer (they see `stopping` within a second) before the server goes; set
+     * under threads_lock, so that no command thread starts after this */
     pthread_mutex_lock(&r->threads_lock);
+    atomic_store(&r->stopping, true);
     while (r->threads)
         pthread_cond_wait(&r->threads_done, &r->threads_lock);
     pthread_mutex_unlock(&r->threads_lock);
@@ -447,6 +463,7 @@ void rest_stop(RestServer *r) {
         rest_server = NULL;
     rest_security_free(&r->sec);
     pthread_rwlock_destroy(&r->sec_lock);
+    probe_config_free(r->probe_cfg);
     free(r->scope);
     free(r->listen);
     free(r);
@@ -465,6 +482,9 @@ void rest_reload(RestServer *r, const PghaConfig *cfg) {
     }
     pthread_rwlock_wrlock(&r->sec_lock);
     rest_security_swap_access(&r->sec, &next);
+    PghaConfig *old_probe = r->probe_cfg;
+    r->probe_cfg = probe_config_dup(cfg);
     pthread_rwlock_unlock(&r->sec_lock);
+    probe_config_free(old_probe);
     rest_security_free(&next);
 }

@@ -186,17 +186,27 @@ static void *loop_thread(void *arg) {
     return NULL;
 }
 
+/* takes the command, then runs it for longer than the submitter's timeout */
+static void *slow_loop_thread(void *arg) {
+    CommandQueue *q = arg;
+    Command *c;
+    while (!(c = command_queue_pop(q)))
+        usleep(1000);
+    usleep(300 * 1000);
+    command_complete(q, c, 200, xstrdup("slow"), false);
+    return NULL;
+}
+
 static void test_queue(void **state) {
     (void)state;
     CommandQueue *q = command_queue_new(wake, NULL);
-    /* nobody drains: the submitter gives up, the command stays valid for both */
-    Command *c = command_new(CMD_RELOAD);
+    /* nobody drains: the submitter gives up and the command is taken out of the queue (it never runs) */
+    Command *c = command_new(CMD_PATCH_CONFIG);
     assert_int_equal(command_submit(q, c, 50), -ETIMEDOUT);
     assert_int_equal(woken, 1);
-    Command *popped = command_queue_pop(q);
-    assert_ptr_equal(popped, c);
+    assert_int_equal(command_queue_length(q), 0);
+    assert_null(command_queue_pop(q));
     command_unref(c);
-    command_complete(q, popped, 200, xstrdup("late"), false);
     /* a loop completes it */
     pthread_t t;
     pthread_create(&t, NULL, loop_thread, q);
@@ -206,8 +216,33 @@ static void test_queue(void **state) {
     assert_string_equal(c->result, "reload scheduled");
     command_unref(c);
     pthread_join(t, NULL);
-    /* closed: answered at once */
+    /* taken before the timeout: the submitter waits for the result */
+    pthread_create(&t, NULL, slow_loop_thread, q);
+    c = command_new(CMD_PUT_CONFIG);
+    assert_int_equal(command_submit(q, c, 100), 0);
+    assert_int_equal(c->code, 200);
+    assert_string_equal(c->result, "slow");
+    command_unref(c);
+    pthread_join(t, NULL);
+    /* bounded: beyond COMMAND_QUEUE_MAX a command is refused at once */
+    for (int i = 0; i < COMMAND_QUEUE_MAX; i++) {
+        c = command_new(CMD_RELOAD);
+        assert_int_equal(command_enqueue(q, c), 0);
+        command_unref(c); /* the queue keeps it */
+    }
+    assert_int_equal(command_queue_length(q), COMMAND_QUEUE_MAX);
+    c = command_new(CMD_RELOAD);
+    assert_int_equal(command_enqueue(q, c), -EBUSY);
+    assert_int_equal(command_submit(q, c, 50), -EBUSY);
+    command_unref(c);
+    /* one pop takes one command */
+    c = command_queue_pop(q);
+    assert_non_null(c);
+    assert_int_equal(command_queue_length(q), COMMAND_QUEUE_MAX - 1);
+    command_complete(q, c, 202, NULL, false);
+    /* closed: what is queued is answered (and freed), later submissions at once */
     command_queue_close(q);
+    assert_int_equal(command_queue_length(q), 0);
     c = command_new(CMD_PATCH_CONFIG);
     assert_int_equal(command_submit(q, c, 5000), 0);
     assert_int_equal(c->code, 503);
@@ -215,10 +250,30 @@ static void test_queue(void **state) {
     command_queue_free(q);
 }
 
+static void expect_iso(const char *in, const char *out) {
+    char *s = failover_scheduled_iso(in);
+    if (out)
+        assert_string_equal(s, out);
+    else
+        assert_null(s);
+    free(s);
+}
+
+static void test_scheduled_iso(void **state) {
+    (void)state;
+    /* Python's datetime.isoformat() of the parsed time, as Patroni writes scheduled_at */
+    expect_iso("2030-01-01 00:00Z", "2030-01-01T00:00:00+00:00");
+    expect_iso("2030-01-01T00:00:00Z", "2030-01-01T00:00:00+00:00");
+    expect_iso("2030-01-01 00:00+0100", "2030-01-01T00:00:00+01:00");
+    expect_iso("2030-06-30T23:59:30.250000-05:30", "2030-06-30T23:59:30.250000-05:30");
+    expect_iso("2030-01-01T00:00:00", NULL);
+    expect_iso("soon", NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse), cmocka_unit_test(test_check_order), cmocka_unit_test(test_precheck),
-        cmocka_unit_test(test_patch), cmocka_unit_test(test_queue),
+        cmocka_unit_test(test_patch), cmocka_unit_test(test_queue),       cmocka_unit_test(test_scheduled_iso),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
