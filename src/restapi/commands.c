@@ -62,6 +62,17 @@ static void probe_candidates(Dcs *dcs, const PghaConfig *probe_cfg, Command *c) 
     Cluster *cl = NULL;
     if (!probe_cfg || dcs_get_cluster_cached(dcs, &cl) < 0)
         return;
+    /* a request the loop will refuse anyway (400, 422) needs no probe */
+    bool paused = false;
+    char *err = NULL;
+    if (cl->config)
+        (void)json_get_bool(cl->config, "pause", &paused);
+    int code = failover_request_check(c, paused, (double)now_realtime() / 1e6, &err);
+    free(err);
+    if (code) {
+        cluster_free(cl);
+        return;
+    }
     /* every member but the leader (in parallel, 2 s at most): the loop keeps those it considers */
     size_t n_peers = 0;
     const char *leader = cl->leader && cl->leader->name[0] ? cl->leader->name : "";
