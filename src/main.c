@@ -12,7 +12,7 @@ static int run_daemon(Agent *a) {
     if (!h)
         return code;
     char *err = NULL;
-    RestServer *rest = rest_start(&a->cfg, ha_dcs(h), &err);
+    RestServer *rest = rest_start(&a->cfg, ha_dcs(h), ha_commands(h), &err);
     if (!rest) {
         log_critical("REST API: %s", err);
         free(err);

@@ -25,6 +25,12 @@ void ha_wake(void *ud) {
     (void)!write(h->wake_fd, &one, sizeof one);
 }
 
+void ha_commands_wake(void *ud) {
+    Ha *h = ud;
+    uint64_t one = 1;
+    (void)!write(h->cmd_fd, &one, sizeof one);
+}
+
 static void run_cycle(Ha *h, bool stale) {
     h->tilt = stale;
     usec_t now = now_monotonic();
@@ -180,7 +186,7 @@ static bool duplicate_name(Ha *h) {
 
 Ha *ha_new(Agent *a, int *ret_code) {
     Ha *h = xcalloc(1, sizeof *h);
-    *h = (Ha){.a = a, .wake_fd = -1, .pg.inst.pidfd = -1, .slots.check_local = true};
+    *h = (Ha){.a = a, .wake_fd = -1, .cmd_fd = -1, .pg.inst.pidfd = -1, .slots.check_local = true};
     *ret_code = 1;
     const PghaConfig *cfg = &a->cfg;
     char *err = NULL;
@@ -210,6 +216,8 @@ Ha *ha_new(Agent *a, int *ret_code) {
     const DynConfig *bd = &cfg->bootstrap.dyn;
     dcs_set_timings(h->dcs, (int)bd->ttl, (int)bd->loop_wait, (int)bd->retry_timeout);
     h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    h->cmd_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    h->commands = command_queue_new(ha_commands_wake, h);
     set_state(h, "stopped");
     set_role(h, "uninitialized");
     pgha_curl_global_init();
@@ -224,6 +232,8 @@ Ha *ha_new(Agent *a, int *ret_code) {
 }
 
 Dcs *ha_dcs(Ha *h) { return h->dcs; }
+
+CommandQueue *ha_commands(Ha *h) { return h->commands; }
 
 static void shutdown_ha(Ha *h) {
     sdn_stopping();
@@ -314,10 +324,11 @@ int ha_run(Ha *h) {
                 if (h->next_watchdog - now < wait)
                     wait = h->next_watchdog - now;
             }
-            struct pollfd p[3] = {{.fd = a->signal_fd, .events = POLLIN},
+            struct pollfd p[4] = {{.fd = a->signal_fd, .events = POLLIN},
                                   {.fd = h->wake_fd, .events = POLLIN},
+                                  {.fd = h->cmd_fd, .events = POLLIN},
                                   {.fd = h->pg.inst.pidfd, .events = POLLIN}};
-            int pr = poll(p, h->pg.inst.pidfd >= 0 ? 3 : 2, (int)(wait / USEC_PER_MSEC) + 1);
+            int pr = poll(p, h->pg.inst.pidfd >= 0 ? 4 : 3, (int)(wait / USEC_PER_MSEC) + 1);
             if (pr < 0 && errno != EINTR) {
                 log_critical("poll: %s", strerror(errno));
                 rc = 1;
@@ -333,12 +344,17 @@ int ha_run(Ha *h) {
                 (void)!read(h->wake_fd, &v, sizeof v);
                 woken = true;
             }
-            if (pr > 0 && h->pg.inst.pidfd >= 0 && (p[2].revents & (POLLIN | POLLHUP)))
+            if (pr > 0 && (p[2].revents & POLLIN)) {
+                uint64_t v;
+                (void)!read(h->cmd_fd, &v, sizeof v); /* commands: run below, without a cycle */
+            }
+            if (pr > 0 && h->pg.inst.pidfd >= 0 && (p[3].revents & (POLLIN | POLLHUP)))
                 woken = true; /* the postmaster exited: act now, not at the next loop */
             now = now_monotonic();
             if (!woken && now < h->next_cycle) {
                 /* between cycles, while PostgreSQL starts or promotes, only look at PostgreSQL (no DCS
                  * traffic); a full cycle runs as soon as it is ready */
+                commands_run(h); /* only when the next cycle is far enough away */
                 maybe_reload(h);
                 if (!(h->pg.starting || h->pg.promoting || h->work.bootstrap_pending) || !quick_check(h))
                     continue;
@@ -358,7 +374,11 @@ int ha_run(Ha *h) {
         run_cycle(h, stale);
         if (stale)
             h->next_cycle = now_monotonic(); /* act on fresh observations right away */
+        /* commands after the cycle (the lease renewed), bounded by the next one */
+        if (!a->stopping && !h->fatal)
+            commands_run(h);
     }
+    command_queue_close(h->commands);
     if (!h->fatal || h->pg.inst.pid > 0)
         shutdown_ha(h);
     if (h->fatal)
@@ -374,8 +394,11 @@ Ha *ha_free(Ha *h) {
         dcs_stop_watch(h->dcs);
     snapshot_publish(NULL);
     local_free(&h->pg);
+    command_queue_free(h->commands);
     if (h->wake_fd >= 0)
         close(h->wake_fd);
+    if (h->cmd_fd >= 0)
+        close(h->cmd_fd);
     view_free(&h->view);
     publish_free(&h->published);
     dcs_free(h->dcs);

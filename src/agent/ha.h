@@ -5,6 +5,7 @@
 #pragma once
 
 #include "agent/agent.h"
+#include "agent/commands.h"
 #include "dcs/dcs.h"
 
 typedef struct Ha Ha;
@@ -15,6 +16,8 @@ typedef struct Ha Ha;
 Ha *ha_new(Agent *a, int *ret_code);
 /* The DCS client, for readers of its cache (the REST API). */
 Dcs *ha_dcs(Ha *h);
+/* The queue of commands for the loop (REST switchover, config, reload). */
+CommandQueue *ha_commands(Ha *h);
 /* Run until SIGTERM/SIGINT (or a fatal condition); stops PostgreSQL and releases the leader key as
  * Patroni does. Returns the process exit code. */
 int ha_run(Ha *h);

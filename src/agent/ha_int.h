@@ -17,6 +17,7 @@
 #include <stdbool.h>
 
 #include "agent/agent.h"
+#include "agent/commands.h"
 #include "agent/decide.h"
 #include "agent/slots.h"
 #include "agent/snapshot.h"
@@ -134,6 +135,8 @@ struct Ha {
     Agent *a;
     Dcs *dcs;
     int wake_fd;
+    int cmd_fd;             /* a command was queued: run it without a cycle */
+    CommandQueue *commands; /* REST commands (commands_exec.c) */
     HaLocal pg;
     HaView view;
     HaSync sync;
@@ -228,6 +231,12 @@ int sync_before_promote(Ha *h);
 void sync_process(Ha *h);
 void leave_sync_duty(Ha *h);
 void sync_forget(Ha *h);
+
+/* commands_exec.c: at most one queued command, and only when its DCS calls can end before the next cycle
+ * (next_cycle bounds them); re-wakes the loop (ha_commands_wake) when more wait. */
+void commands_run(Ha *h);
+/* ha.c: the queue's wake-up (no HA cycle) */
+void ha_commands_wake(void *ud);
 
 /* execute.c */
 void execute(Ha *h, Decision *d, const LocalState *l);

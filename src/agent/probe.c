@@ -153,3 +153,33 @@ PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me,
     *ret_n = n;
     return out;
 }
+
+static char *dup_or_null(const char *s) { return s ? xstrdup(s) : NULL; }
+
+PghaConfig *probe_config_dup(const PghaConfig *cfg) {
+    PghaConfig *p = xcalloc(1, sizeof *p);
+    p->ctl.username = dup_or_null(cfg->ctl.username);
+    p->ctl.password = dup_or_null(cfg->ctl.password);
+    p->ctl.insecure = cfg->ctl.insecure;
+    p->ctl.cacert = dup_or_null(cfg->ctl.cacert);
+    p->ctl.certfile = dup_or_null(cfg->ctl.certfile);
+    p->ctl.keyfile = dup_or_null(cfg->ctl.keyfile);
+    p->restapi.username = dup_or_null(cfg->restapi.username);
+    p->restapi.password = dup_or_null(cfg->restapi.password);
+    p->restapi.cafile = dup_or_null(cfg->restapi.cafile);
+    return p;
+}
+
+void probe_config_free(PghaConfig *p) {
+    if (!p)
+        return;
+    free(p->ctl.username);
+    free(p->ctl.password);
+    free(p->ctl.cacert);
+    free(p->ctl.certfile);
+    free(p->ctl.keyfile);
+    free(p->restapi.username);
+    free(p->restapi.password);
+    free(p->restapi.cafile);
+    free(p);
+}

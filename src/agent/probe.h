@@ -10,6 +10,10 @@
  * api_url. Returns an array (names point into the clusters) and its length in *ret_n. */
 PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg, long timeout_ms,
                           size_t *ret_n);
+/* A copy of the fields of cfg a probe uses (the rest zeroed), for a thread that may not read the
+ * agent's configuration while a reload replaces it; probe_config_free() releases it. */
+PghaConfig *probe_config_dup(const PghaConfig *cfg);
+void probe_config_free(PghaConfig *p);
 /* Does a REST API answer at api_url's /liveness (the duplicate-name check at start-up)? *ret_url: the
  * URL asked (caller frees). */
 bool probe_liveness(const char *api_url, const PghaConfig *cfg, long timeout_ms, char **ret_url);

@@ -31,6 +31,10 @@ Dcs *dcs_free(Dcs *d);
 /* ttl (lease TTL), loop_wait (keepalive interval), retry_timeout (deadline of every call), in s. */
 void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout);
 
+/* Cap the deadline (monotonic, usec) of every request the calling thread makes from now on, on top of
+ * retry_timeout; 0 removes the cap. The HA loop bounds a REST command's calls by its next cycle. */
+void dcs_set_call_deadline(usec_t deadline);
+
 /* Find the API version, discover the etcd members, authenticate. */
 int dcs_connect(Dcs *d);
 

@@ -140,6 +140,11 @@ static bool select_endpoint(Dcs *d, const char *ep) {
  * one with the time that is left, on the endpoints after the last one tried, until the deadline. A
  * single round is not enough: while etcd elects a new leader every member fails or times out for a
  * second or two, and giving up then leaves part of retry_timeout unused. */
+/* The calling thread's cap on its calls' deadlines (dcs_set_call_deadline), or 0. */
+static _Thread_local usec_t call_deadline;
+
+void dcs_set_call_deadline(usec_t deadline) { call_deadline = deadline; }
+
 int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
     *ret = NULL;
     _cleanup_free_ char *body = cJSON_PrintUnformatted(body_json);
@@ -148,6 +153,12 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
     /* a multi-request operation (the leader update) shares one deadline */
     if (d->op_deadline && d->op_deadline < deadline)
         deadline = d->op_deadline;
+    if (call_deadline && call_deadline < deadline)
+        deadline = call_deadline;
+    if (deadline <= start + 100 * USEC_PER_MSEC) {
+        etcd3_set_error(d, "etcd: no time left for the request before the caller's deadline");
+        return -ETIMEDOUT;
+    }
     pthread_mutex_lock(&d->lock);
     StrList eps;
     strlist_copy(&eps, &d->endpoints);

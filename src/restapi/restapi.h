@@ -5,13 +5,15 @@
 
 #include <stdbool.h>
 
+#include "agent/commands.h"
 #include "agent/snapshot.h"
 #include "common/config.h"
 #include "dcs/dcs.h"
 
 typedef struct RestServer RestServer;
 
-RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error);
+/* commands: the HA loop's queue for the command endpoints (NULL: they answer 501). */
+RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, char **ret_error);
 void rest_stop(RestServer *r);
 /* Apply the access settings of a reloaded configuration (allowlist, authentication, extra headers) to
  * the running server; the listen address and the TLS settings need a restart of pgha (CF_RESTART). */

@@ -2,7 +2,9 @@
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,8 +12,10 @@
 
 #include "common/json.h"
 #include "common/log.h"
-#include "restapi/metrics.h"
+#include "agent/probe.h"
 #include "restapi/access.h"
+#include "restapi/commands.h"
+#include "restapi/metrics.h"
 #include "restapi/restapi.h"
 
 /* Request bounds (robustness): headers plus the connection's buffers, and the body of a command. */
@@ -22,6 +26,12 @@
 struct RestServer {
     struct MHD_Daemon *mhd;
     Dcs *dcs;
+    CommandQueue *commands; /* the HA loop's (commands.h) */
+    _Atomic bool stopping;
+    pthread_mutex_t threads_lock;
+    pthread_cond_t threads_done;
+    unsigned threads;      /* command threads running */
+    PghaConfig *probe_cfg; /* under sec_lock: what a probe of the members uses (probe_config_dup) */
     char *scope;
     char *listen;
     RestSecurity sec;          /* access control, TLS, common headers (access.c) */
@@ -141,9 +151,108 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
     return respond(conn, (unsigned)code, snapshot_status_json(s), "application/json");
 }
 
-/* Per-request state (*con_cls): markers for requests without a body to count, else the body bytes
- * received so far (unsafe methods). */
+/* Per-request state (*con_cls): markers for requests without a body to read, else the body received so
+ * far (unsafe methods). */
 static int safe_marker, answered_marker;
+
+typedef struct Body {
+    char *buf; /* NUL-terminated */
+    size_t len;
+    /* a command runs in a thread of its own while the connection is suspended: a REST poll thread is
+     * not held up (health checks keep answering) */
+    RestServer *srv;
+    struct MHD_Connection *conn;
+    char *url, *method;
+    bool has_length;
+    bool started;
+    _Atomic bool finished;
+    RestReply reply;
+} Body;
+
+static const char *reason_phrase(unsigned code) {
+    switch (code) {
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+static void *command_thread(void *arg) {
+    Body *b = arg;
+    RestServer *srv = b->srv;
+    pthread_rwlock_rdlock(&srv->sec_lock);
+    PghaConfig *probe_cfg = probe_config_dup(srv->probe_cfg);
+    pthread_rwlock_unlock(&srv->sec_lock);
+    if (!rest_command(srv->commands, srv->dcs, probe_cfg, &srv->stopping, b->method, b->url, b->buf ? b->buf : "",
+                      b->len, b->has_length, &b->reply))
+        b->reply = (RestReply){.code = 501, .error_page = true};
+    probe_config_free(probe_cfg);
+    atomic_store(&b->finished, true);
+    pthread_mutex_lock(&srv->threads_lock);
+    MHD_resume_connection(b->conn);
+    srv->threads--;
+    pthread_cond_broadcast(&srv->threads_done);
+    pthread_mutex_unlock(&srv->threads_lock);
+    return NULL;
+}
+
+/* The final call of an unsafe request (access control passed, body read). */
+static enum MHD_Result handle_command(RestServer *srv, struct MHD_Connection *conn, const char *url, const char *method,
+                                      Body *b, bool *ret_pending) {
+    *ret_pending = false;
+    if (atomic_load(&b->finished)) {
+        RestReply *rep = &b->reply;
+        if (rep->close)
+            return MHD_NO;
+        if (rep->code == 501)
+            return respond_error_page(conn, 501, "Unsupported method");
+        if (rep->error_page)
+            return respond_error_page(conn, rep->code, reason_phrase(rep->code));
+        char *body = rep->body;
+        rep->body = NULL;
+        return respond(conn, rep->code, body, rep->content_type);
+    }
+    if (b->started) {
+        *ret_pending = true;
+        return MHD_YES;
+    }
+    if (!srv->commands)
+        return respond_error_page(conn, 501, "Unsupported method");
+    b->srv = srv;
+    b->conn = conn;
+    b->url = xstrdup(url);
+    b->method = xstrdup(method);
+    b->has_length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH) != NULL;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    /* `stopping` and `threads` in one section: rest_stop() either sees this thread counted (and waits for
+     * it to resume the connection) or we see it stopping (and suspend nothing) */
+    pthread_mutex_lock(&srv->threads_lock);
+    bool stopping = atomic_load(&srv->stopping);
+    int r = EAGAIN;
+    if (!stopping) {
+        MHD_suspend_connection(conn);
+        r = pthread_create(&t, &attr, command_thread, b);
+        if (r == 0)
+            srv->threads++;
+        else
+            MHD_resume_connection(conn);
+    }
+    pthread_mutex_unlock(&srv->threads_lock);
+    b->started = r == 0;
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        *ret_pending = false;
+        return respond_error_page(conn, 503, "Service Unavailable");
+    }
+    return MHD_YES;
+}
 
 static bool safe_method(const char *method) {
     return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 || strcmp(method, "OPTIONS") == 0;
@@ -174,7 +283,6 @@ static enum MHD_Result unsafe_request_start(RestServer *srv, struct MHD_Connecti
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
     (void)version;
-    (void)upload_data;
     RestServer *srv = cls;
     if (*con_cls == NULL) {
         *con_cls = &safe_marker;
@@ -186,7 +294,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
             return MHD_YES;
         bool queued = false;
         enum MHD_Result r = unsafe_request_start(srv, conn, method, url, &queued);
-        *con_cls = queued ? (void *)&answered_marker : xcalloc(1, sizeof(unsigned long long));
+        *con_cls = queued ? (void *)&answered_marker : xcalloc(1, sizeof(Body));
         if (queued)
             rest_metrics_count_connection(conn, url); /* 401, 403, 413, ... answered here */
         return r;
@@ -199,13 +307,24 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         /* bodies are read by the command endpoints; a chunked body beyond the bound closes the connection
          * (a Content-Length beyond it was answered with 413 before) */
         if (*con_cls != &safe_marker) {
-            unsigned long long *received = *con_cls;
-            *received += *upload_data_size;
-            if (*received > REST_MAX_BODY)
+            Body *b = *con_cls;
+            if ((unsigned long long)b->len + *upload_data_size > REST_MAX_BODY)
                 return MHD_NO;
+            b->buf = xrealloc(b->buf, b->len + *upload_data_size + 1);
+            memcpy(b->buf + b->len, upload_data, *upload_data_size);
+            b->len += *upload_data_size;
+            b->buf[b->len] = '\0';
         }
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (*con_cls != &safe_marker) {
+        /* access control passed in the first call; commands do not need the snapshot */
+        bool pending = false;
+        enum MHD_Result r = handle_command(srv, conn, url, method, *con_cls, &pending);
+        if (!pending)
+            rest_metrics_count_connection(conn, url);
+        return r;
     }
     Snapshot *s = snapshot_current();
     enum MHD_Result r;
@@ -216,7 +335,6 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     } else if (strcmp(method, "HEAD") == 0 || strcmp(method, "OPTIONS") == 0) {
         r = handle_get(srv, conn, url, true, s);
     } else {
-        /* access control passed in the first call: commands not implemented yet */
         r = respond_error_page(conn, 501, "Unsupported method");
     }
     rest_metrics_count_connection(conn, url);
@@ -229,8 +347,15 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
     (void)cls;
     (void)conn;
     (void)toe;
-    if (*con_cls && *con_cls != &safe_marker && *con_cls != &answered_marker)
-        free(*con_cls);
+    if (*con_cls && *con_cls != &safe_marker && *con_cls != &answered_marker) {
+        Body *b = *con_cls;
+        /* a suspended connection is completed only after its thread resumed it */
+        free(b->buf);
+        free(b->url);
+        free(b->method);
+        free(b->reply.body);
+        free(b);
+    }
     *con_cls = NULL;
 }
 
@@ -244,7 +369,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     log_debug("REST API: %s", buf);
 }
 
-RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
+RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, char **ret_error) {
     _cleanup_free_ char *host = NULL;
     int port = 8008;
     if (parse_host_port(cfg->restapi.listen, 8008, &host, &port) < 0) {
@@ -271,10 +396,14 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
     }
     pthread_rwlock_init(&srv->sec_lock, NULL);
     srv->dcs = dcs;
+    srv->commands = commands;
+    pthread_mutex_init(&srv->threads_lock, NULL);
+    pthread_cond_init(&srv->threads_done, NULL);
     srv->scope = xstrdup(cfg->scope);
     srv->listen = xstrdup(cfg->restapi.listen);
+    srv->probe_cfg = probe_config_dup(cfg);
     rest_server = srv;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (res->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     if (srv->sec.https)
@@ -299,8 +428,11 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
         else
             *ret_error = xasprintf("cannot listen on %s (address in use or not available)", cfg->restapi.listen);
         rest_server = NULL;
+        pthread_mutex_destroy(&srv->threads_lock);
+        pthread_cond_destroy(&srv->threads_done);
         rest_security_free(&srv->sec);
         pthread_rwlock_destroy(&srv->sec_lock);
+        probe_config_free(srv->probe_cfg);
         free(srv->scope);
         free(srv->listen);
         free(srv);
@@ -317,11 +449,21 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, char **ret_error) {
 void rest_stop(RestServer *r) {
     if (!r)
         return;
+    /* let running commands answer (they see `stopping` within a second) before the server goes; set
+     * under threads_lock, so that no command thread starts after this */
+    pthread_mutex_lock(&r->threads_lock);
+    atomic_store(&r->stopping, true);
+    while (r->threads)
+        pthread_cond_wait(&r->threads_done, &r->threads_lock);
+    pthread_mutex_unlock(&r->threads_lock);
     MHD_stop_daemon(r->mhd);
+    pthread_mutex_destroy(&r->threads_lock);
+    pthread_cond_destroy(&r->threads_done);
     if (rest_server == r)
         rest_server = NULL;
     rest_security_free(&r->sec);
     pthread_rwlock_destroy(&r->sec_lock);
+    probe_config_free(r->probe_cfg);
     free(r->scope);
     free(r->listen);
     free(r);
@@ -340,6 +482,9 @@ void rest_reload(RestServer *r, const PghaConfig *cfg) {
     }
     pthread_rwlock_wrlock(&r->sec_lock);
     rest_security_swap_access(&r->sec, &next);
+    PghaConfig *old_probe = r->probe_cfg;
+    r->probe_cfg = probe_config_dup(cfg);
     pthread_rwlock_unlock(&r->sec_lock);
+    probe_config_free(old_probe);
     rest_security_free(&next);
 }

@@ -44,6 +44,12 @@ int dcs_set_failover(Dcs *d, const char *json, long long version) {
     return fake.set_failover;
 }
 
+int dcs_set_config(Dcs *d, const char *json, long long version) {
+    (void)d;
+    fake_event("dcs_set_config(%s, %lld)", json, version);
+    return 1;
+}
+
 int dcs_set_sync_state(Dcs *d, const char *json, long long version, long long *ret_new_version) {
     (void)d;
     fake_event("dcs_set_sync_state(%s, %lld)", json, version);
@@ -99,3 +105,5 @@ void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout) {
     (void)loop_wait;
     (void)retry_timeout;
 }
+
+void dcs_set_call_deadline(usec_t deadline) { (void)deadline; }
