@@ -311,6 +311,153 @@ char *failover_scheduled_iso(const char *s) {
     return xasprintf("%s%s%c%02ld:%02ld", date, frac, off < 0 ? '-' : '+', a / 3600, a % 3600 / 60);
 }
 
+/* Patroni's parse_schedule(): 0 with *ret_iso, else the code with *ret_body. */
+static int schedule_check(const char *v, const char *action, double now, char **ret_iso, char **ret_body) {
+    double at = 0;
+    long off = 0;
+    int r = v ? parse_timestamp(v, &at, &off) : -EINVAL;
+    if (r == 1) {
+        *ret_body = xasprintf("Timezone information is mandatory for the scheduled %s", action);
+        return 400;
+    }
+    if (r < 0) {
+        *ret_body = xstrdup(
+            "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601");
+        return 422;
+    }
+    if (at < now) {
+        *ret_body = xasprintf("Cannot schedule %s in the past", action);
+        return 422;
+    }
+    if (ret_iso)
+        *ret_iso = failover_scheduled_iso(v);
+    return 0;
+}
+
+int postgres_version_to_int(const char *s, long long *ret, char **ret_error) {
+    long long c[4];
+    size_t n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno || n == ELEMENTSOF(c) || v < 0 || v > 99) {
+            *ret_error = xasprintf("Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: %s", s);
+            return -EINVAL;
+        }
+        c[n++] = v;
+        if (*end == '\0')
+            break;
+        if (*end != '.') {
+            *ret_error = xasprintf("Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: %s", s);
+            return -EINVAL;
+        }
+        p = end + 1;
+    }
+    if (n < 2 || (n == 2 && c[0] < 10) || n > 3) {
+        *ret_error = xasprintf("Invalid PostgreSQL major version format: X.Y or X.Y.Z is accepted: %s", s);
+        return -EINVAL;
+    }
+    if (n == 2) {
+        c[2] = c[1];
+        c[1] = 0;
+    }
+    *ret = c[0] * 10000 + c[1] * 100 + c[2];
+    return 0;
+}
+
+/* Patroni's parse_int(value, 's'): a number, or a number with a unit (ms, s, min, h, d); rounded. */
+static bool seconds_of(const cJSON *v, long long *ret) {
+    double x;
+    if (cJSON_IsNumber(v)) {
+        x = v->valuedouble;
+    } else if (cJSON_IsString(v)) {
+        char *end;
+        errno = 0;
+        x = strtod(v->valuestring, &end);
+        if (end == v->valuestring || errno)
+            return false;
+        while (*end == ' ')
+            end++;
+        static const struct {
+            const char *unit;
+            double factor;
+        } units[] = {{"", 1}, {"ms", 0.001}, {"s", 1}, {"min", 60}, {"h", 3600}, {"d", 86400}};
+        size_t i = 0;
+        while (i < ELEMENTSOF(units) && strcmp(end, units[i].unit) != 0)
+            i++;
+        if (i == ELEMENTSOF(units))
+            return false;
+        x *= units[i].factor;
+    } else {
+        return false;
+    }
+    if (!isfinite(x) || fabs(x) > 1e12)
+        return false;
+    *ret = llround(x);
+    return true;
+}
+
+int restart_request_check(const cJSON *req, bool paused, double now, cJSON **ret_norm, char **ret_body) {
+    *ret_norm = NULL;
+    *ret_body = NULL;
+    if (paused && cJSON_GetObjectItemCaseSensitive(req, "schedule")) {
+        *ret_body = xstrdup("Can't schedule restart in the paused state");
+        return 500;
+    }
+    cJSON *norm = cJSON_CreateObject();
+    for (const cJSON *k = req ? req->child : NULL; k; k = k->next) { /* no body: {} */
+        const char *key = k->string;
+        int code = 0;
+        if (streq(key, "schedule")) {
+            char *iso = NULL;
+            code = schedule_check(cJSON_IsString(k) ? k->valuestring : NULL, "restart", now, &iso, ret_body);
+            if (!code)
+                cJSON_AddItemToObject(norm, key, cJSON_CreateString(iso));
+            free(iso);
+        } else if (streq(key, "role")) {
+            if (!cJSON_IsString(k) || !(streq(k->valuestring, "primary") || streq(k->valuestring, "standby_leader") ||
+                                        streq(k->valuestring, "replica"))) {
+                *ret_body = xstrdup("PostgreSQL role should be either primary, standby_leader, or replica");
+                code = 400;
+            } else {
+                cJSON_AddItemToObject(norm, key, cJSON_Duplicate(k, true));
+            }
+        } else if (streq(key, "postgres_version")) {
+            long long v;
+            if (!cJSON_IsString(k)) {
+                _cleanup_free_ char *text = cJSON_PrintUnformatted(k);
+                *ret_body = xasprintf("Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: %s", text);
+                code = 400;
+            } else if (postgres_version_to_int(k->valuestring, &v, ret_body) < 0) {
+                code = 400;
+            } else {
+                cJSON_AddItemToObject(norm, key, cJSON_Duplicate(k, true));
+            }
+        } else if (streq(key, "timeout")) {
+            long long t;
+            if (!seconds_of(k, &t) || t <= 0) {
+                *ret_body = xstrdup("Timeout should be a positive number of seconds");
+                code = 400;
+            } else {
+                cJSON_AddItemToObject(norm, key, cJSON_CreateNumber((double)t));
+            }
+        } else if (streq(key, "restart_pending")) {
+            cJSON_AddItemToObject(norm, key, cJSON_Duplicate(k, true));
+        } else {
+            *ret_body = xasprintf("Unknown filter for the scheduled restart: %s", key);
+            code = 400;
+        }
+        if (code) {
+            cJSON_Delete(norm);
+            return code;
+        }
+    }
+    *ret_norm = norm;
+    return 0;
+}
+
 int failover_request_check(const Command *c, bool paused, double now, char **ret_body) {
     bool failover = c->kind == CMD_FAILOVER;
     *ret_body = NULL;
@@ -323,9 +470,6 @@ int failover_request_check(const Command *c, bool paused, double now, char **ret
         return 400;
     }
     if (c->scheduled_at) {
-        double at = 0;
-        long off = 0;
-        int r;
         if (failover) {
             *ret_body = xstrdup("Failover can't be scheduled");
             return 400;
@@ -334,20 +478,9 @@ int failover_request_check(const Command *c, bool paused, double now, char **ret
             *ret_body = xstrdup("Can't schedule switchover in the paused state");
             return 400;
         }
-        r = parse_timestamp(c->scheduled_at, &at, &off);
-        if (r == 1) {
-            *ret_body = xstrdup("Timezone information is mandatory for the scheduled switchover");
-            return 400;
-        }
-        if (r < 0) {
-            *ret_body = xstrdup("Unable to parse scheduled timestamp. It should be in an unambiguous format, "
-                                "e.g. ISO 8601");
-            return 422;
-        }
-        if (at < now) {
-            *ret_body = xstrdup("Cannot schedule switchover in the past");
-            return 422;
-        }
+        int r = schedule_check(c->scheduled_at, "switchover", now, NULL, ret_body);
+        if (r)
+            return r;
     }
     if (paused && !c->candidate) {
         *ret_body = xstrdup("Switchover is possible only to a specific candidate in a paused state");

@@ -18,13 +18,17 @@ typedef enum CommandKind {
     CMD_PATCH_CONFIG,
     CMD_PUT_CONFIG,
     CMD_RELOAD,
+    CMD_RESTART,
+    CMD_DELETE_RESTART,
+    CMD_REINITIALIZE,
 } CommandKind;
 
 typedef struct Command {
     CommandKind kind;
     /* parameters */
     char *leader, *candidate, *scheduled_at; /* switchover / failover ("" counts as absent) */
-    cJSON *body;                             /* PATCH / PUT /config: the request's JSON object */
+    cJSON *body;                             /* PATCH / PUT /config, POST /restart: the request's JSON object */
+    bool force, from_leader;                 /* POST /reinitialize */
     /* an immediate switchover / failover: the members the submitter found eligible (they answered
      * GET /patroni within 2 s, not nofailover, watchdog fine); the loop does not probe */
     char **good;
@@ -92,6 +96,14 @@ char *failover_scheduled_iso(const char *s);
  * *ret_candidates (caller frees the list, not the names) is the members a probe must consider. */
 int failover_precheck(const Command *c, const Cluster *cl, const DynConfig *dyn, char **ret_body,
                       const char ***ret_candidates, size_t *ret_n);
+
+/* POST /restart's body (spec §2.7), checked key by key in the order received, as Patroni does: 0 with
+ * *ret_norm (the accepted request, keys in the same order: `schedule` as ISO-8601, `timeout` as int
+ * seconds), else the HTTP code with *ret_body (plain text). now: wall clock in s. */
+int restart_request_check(const cJSON *req, bool paused, double now, cJSON **ret_norm, char **ret_body);
+
+/* Patroni's postgres_version_to_int(): "15.2" -> 150002, "9.6.24" -> 90624. 0, or -EINVAL with *ret_error. */
+int postgres_version_to_int(const char *s, long long *ret, char **ret_error);
 
 /* Patroni's patch_config(): merge patch into config (null deletes, objects merge, scalars replace when
  * their string forms differ). Returns whether config changed. */

@@ -130,6 +130,8 @@ void commands_run(Ha *h) {
     if (c->kind == CMD_RELOAD) {
         h->reload_pending = true;
         command_complete(h->commands, c, 202, xstrdup("reload scheduled"), false);
+    } else if (c->kind == CMD_RESTART || c->kind == CMD_DELETE_RESTART) {
+        restart_command(h, c); /* no DCS read: it acts on the local PostgreSQL */
     } else {
         dcs_set_call_deadline(h->next_cycle);
         /* a fresh read: the decisions below must not act on a stale view */
@@ -145,7 +147,10 @@ void commands_run(Ha *h) {
             case CMD_DELETE_SWITCHOVER: run_delete_switchover(h, c, cl); break;
             case CMD_PATCH_CONFIG: run_patch_config(h, c, cl); break;
             case CMD_PUT_CONFIG: run_put_config(h, c, cl); break;
-            case CMD_RELOAD: break;
+            case CMD_REINITIALIZE: reinit_command(h, c, cl); break;
+            case CMD_RELOAD:
+            case CMD_RESTART:
+            case CMD_DELETE_RESTART: break;
             }
             cluster_free(cl);
         }

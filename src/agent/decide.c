@@ -304,12 +304,10 @@ static const char *follow_target(const Observation *o) {
     return c && c->leader && !c->leader->corrupt ? c->leader->name : NULL;
 }
 
-/* A member to clone from: a running `clonefrom` member other than us and the leader, else the leader. */
-static const char *clone_source(const Observation *o) {
-    const Cluster *c = o->cluster;
+const char *decide_clone_source(const Cluster *c, const char *me) {
     for (size_t i = 0; i < c->n_members; i++) {
         const Member *m = &c->members[i];
-        if (streq(m->name, o->cfg->name) || streq(m->name, c->leader->name))
+        if (streq(m->name, me) || streq(m->name, c->leader->name))
             continue;
         if (member_tag_bool(m, "clonefrom") && streq(m->state, "running"))
             return m->name;
@@ -420,12 +418,13 @@ void decide(const Observation *o, Decision *d) {
         }
         if (c->leader) {
             const Member *lm = c->leader->member;
-            if (lm && lm->state && strcmp(lm->state, "running") != 0 && strcmp(clone_source(o), c->leader->name) == 0) {
+            if (lm && lm->state && strcmp(lm->state, "running") != 0 &&
+                strcmp(decide_clone_source(o->cluster, o->cfg->name), c->leader->name) == 0) {
                 set(d, HA_NONE, NULL, "waiting for the leader %s to be running before cloning from it",
                     c->leader->name);
                 return;
             }
-            const char *src = clone_source(o);
+            const char *src = decide_clone_source(o->cluster, o->cfg->name);
             set(d, HA_CLONE, src, "trying to bootstrap from %s %s", streq(src, c->leader->name) ? "leader" : "replica",
                 src);
             return;

@@ -115,6 +115,10 @@ typedef struct LockFailure {
 LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn, const char *me, HaAction action,
                                       const LockFailure *f);
 
+/* A member to clone from (the cluster has a leader): a running `clonefrom` member other than `me` and the
+ * leader, else the leader. */
+const char *decide_clone_source(const Cluster *c, const char *me);
+
 /* Does this cycle need the other members' /patroni answers (a race, a switchover, a start that timed
  * out)? The executor probes them only then. */
 bool decide_needs_peers(const Observation *o);

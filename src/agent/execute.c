@@ -24,6 +24,7 @@ static void after_lock_acquired(Ha *h, usec_t sent) {
 
 void demote(Ha *h, DemoteMode mode) {
     bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
+    restart_abort(h); /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
     long long checkpoint = 0;
     if (mode == DEMOTE_GRACEFUL && h->pg.st.ok && !h->pg.st.in_recovery) {
         PGconn *c = local_conn(h);

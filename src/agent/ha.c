@@ -49,7 +49,11 @@ static void run_cycle(Ha *h, bool stale) {
     /* 3. the local PostgreSQL */
     LocalState l;
     observe_pg(h, &l);
+    if (!stale && restart_step(h))
+        observe_pg(h, &l); /* it started PostgreSQL again */
     l.async_action = task_name(h->work.task.kind);
+    if (!l.async_action)
+        l.async_action = restart_action(h);
     if (h->work.bootstrap_pending && !l.async_action)
         l.async_action = "bootstrap";
     l.leader_lock_valid = h->view.lock_valid_until > now;
@@ -100,6 +104,9 @@ static void run_cycle(Ha *h, bool stale) {
     if (!h->fatal)
         execute(h, &d, &l);
     free(peers);
+    /* a scheduled restart, in a cluster with a leader (spec §4.3 step 12) */
+    if (!h->fatal && !stale && h->view.cluster && h->view.cluster->leader)
+        restart_evaluate_scheduled(h);
     /* replication slots on every node whose PostgreSQL runs (the leader did it with its lock update) */
     if (!h->fatal && !stale && h->work.task.kind == TASK_NONE && !h->work.bootstrap_pending &&
         (d.action == HA_NONE || d.action == HA_UPDATE_LOCK || d.action == HA_UPDATE_LOCK_ONLY ||
@@ -378,6 +385,7 @@ int ha_run(Ha *h) {
         if (!a->stopping && !h->fatal)
             commands_run(h);
     }
+    restart_abort(h); /* answer a waiting POST /restart */
     command_queue_close(h->commands);
     if (!h->fatal || h->pg.inst.pid > 0)
         shutdown_ha(h);
@@ -403,6 +411,7 @@ Ha *ha_free(Ha *h) {
     publish_free(&h->published);
     dcs_free(h->dcs);
     slots_free(&h->slots);
+    restart_free(&h->restart);
     sync_forget(h);
     free(h->work.task.error);
     sdn_stopping();

@@ -53,6 +53,13 @@ typedef struct HaLocal {
     bool diverged;      /* a replica whose WAL went past the leader's timeline switch: rewind it */
     bool rewind_failed; /* pg_rewind failed and the data directory was kept: do not loop on it */
     bool diverged_reported;
+    /* a stop that the loop watches instead of waiting for it (stop_postgres_begin) */
+    bool stopping;
+    PgStopMode stop_mode;
+    usec_t stop_began;
+    bool quiet;               /* a restart: no on_stop/on_start callbacks (on_restart follows) */
+    long long start_timeout;  /* s: the limit of the current start when a restart set one, else 0 */
+    long long server_version; /* the last one PostgreSQL reported (150005) */
 } HaLocal;
 
 /* ---- HaView (view.c) ---- */
@@ -106,7 +113,7 @@ typedef struct HaSlots {
 } HaSlots;
 
 /* ---- HaWork (work.c) ---- */
-typedef enum TaskKind { TASK_NONE, TASK_BOOTSTRAP, TASK_CLONE, TASK_REWIND } TaskKind;
+typedef enum TaskKind { TASK_NONE, TASK_BOOTSTRAP, TASK_CLONE, TASK_REWIND, TASK_REINIT } TaskKind;
 
 typedef struct Task {
     TaskKind kind;
@@ -131,6 +138,20 @@ typedef struct HaWork {
     bool checkpoint_pending; /* published as checkpoint_after_promote: false */
 } HaWork;
 
+/* ---- HaRestart (restart.c) ---- */
+typedef enum RestartPhase { RESTART_IDLE, RESTART_LEAVING_SYNC, RESTART_STOPPING, RESTART_STARTING } RestartPhase;
+
+typedef struct HaRestart {
+    RestartPhase phase;
+    usec_t phase_began;
+    Command *cmd;        /* the POST /restart waiting for the outcome, or NULL (a scheduled restart) */
+    long long timeout;   /* s: the start's limit (the request's timeout, else primary_start_timeout) */
+    bool as_primary;     /* PostgreSQL ran as the primary when the restart began */
+    char target[128];    /* a replica's upstream when the restart began */
+    cJSON *scheduled;    /* the scheduled restart, as published in the member key, or NULL */
+    double scheduled_at; /* its time (epoch s) */
+} HaRestart;
+
 struct Ha {
     Agent *a;
     Dcs *dcs;
@@ -142,6 +163,7 @@ struct Ha {
     HaSync sync;
     HaSlots slots;
     HaWork work;
+    HaRestart restart;
     HaPublished published;
     /* the loop (ha.c) */
     usec_t next_cycle;
@@ -185,6 +207,9 @@ void reload_postgres(Ha *h);
 void run_callback(Ha *h, const char *action, const char *role);
 int start_postgres(Ha *h, bool as_primary, const char *target);
 int stop_postgres(Ha *h, PgStopMode mode, const char *why);
+int stop_postgres_begin(Ha *h, PgStopMode mode, const char *why);
+void local_set_quiet(Ha *h, bool quiet);
+void local_set_start_timeout(Ha *h, long long s);
 int promote_postgres(Ha *h);
 void refresh_controldata(Ha *h);
 void observe_pg(Ha *h, LocalState *l);
@@ -195,6 +220,15 @@ void local_divergence_reported(Ha *h);
 void local_rewind_finished(Ha *h, bool ok);
 void remove_data_directory(Ha *h);
 void local_free(HaLocal *l);
+
+/* restart.c */
+const char *restart_action(const Ha *h);
+bool restart_step(Ha *h);
+void restart_abort(Ha *h);
+void restart_evaluate_scheduled(Ha *h);
+void restart_command(Ha *h, Command *c);
+void reinit_command(Ha *h, Command *c, const Cluster *cl);
+void restart_free(HaRestart *r);
 
 /* publish.c */
 char *api_url(const Ha *h);
@@ -230,6 +264,9 @@ bool sync_mode_on(const Ha *h);
 int sync_before_promote(Ha *h);
 void sync_process(Ha *h);
 void leave_sync_duty(Ha *h);
+bool sync_leave_begin(Ha *h);
+bool sync_leave_named(const Ha *h);
+void sync_leave_end(Ha *h);
 void sync_forget(Ha *h);
 
 /* commands_exec.c: at most one queued command, and only when its DCS calls can end before the next cycle

@@ -176,9 +176,11 @@ int start_postgres(Ha *h, bool as_primary, const char *target) {
     return 0;
 }
 
-int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
-    if (h->pg.inst.pid <= 0)
-        return 0;
+static const char *stop_mode_name(PgStopMode mode) {
+    return mode == PG_STOP_FAST ? "fast" : mode == PG_STOP_IMMEDIATE ? "immediate" : "smart";
+}
+
+static void before_stop(Ha *h, PgStopMode mode, const char *why) {
     const PghaConfig *cfg = cfg_of(h);
     if (cfg->postgresql.before_stop) {
         char *out = NULL;
@@ -188,14 +190,60 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
             log_warning("before_stop script exited with %d: %s", r, out ? str_trim(out) : "");
         free(out);
     }
-    log_info("stopping PostgreSQL (%s)%s%s",
-             mode == PG_STOP_FAST        ? "fast"
-             : mode == PG_STOP_IMMEDIATE ? "immediate"
-                                         : "smart",
-             why ? ": " : "", why ? why : "");
+    log_info("stopping PostgreSQL (%s)%s%s", stop_mode_name(mode), why ? ": " : "", why ? why : "");
     h->pg.expect_stop = true;
+}
+
+/* Ask PostgreSQL to stop and return: observe_pg() notices the exit (the pidfd wakes the loop) and
+ * escalates a fast stop that outlasts pg_ctl_timeout to an immediate one, and that after 10 s to
+ * SIGKILL. Meanwhile the loop goes on (a lock holder keeps renewing its lease). */
+int stop_postgres_begin(Ha *h, PgStopMode mode, const char *why) {
+    if (h->pg.inst.pid <= 0)
+        return -ESRCH;
+    before_stop(h, mode, why);
+    int r = pg_instance_signal_stop(&h->pg.inst, mode);
+    if (r < 0 && r != -ESRCH) {
+        log_error("cannot signal the postmaster %d: %s", (int)h->pg.inst.pid, strerror(-r));
+        set_state(h, "stop failed");
+        return r;
+    }
+    h->pg.stopping = true;
+    h->pg.stop_mode = mode;
+    h->pg.stop_began = now_monotonic();
+    pg_status_free(&h->pg.st);
+    h->pg.st = (PgStatus){0};
     set_state(h, "stopping");
-    usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
+    return 0;
+}
+
+void local_set_quiet(Ha *h, bool quiet) { h->pg.quiet = quiet; }
+
+void local_set_start_timeout(Ha *h, long long s) { h->pg.start_timeout = s; }
+
+/* A stop begun by stop_postgres_begin() that is still under way: escalate when it takes too long. */
+static void watch_stop(Ha *h) {
+    usec_t now = now_monotonic();
+    usec_t limit = (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC;
+    if (h->pg.stop_mode != PG_STOP_IMMEDIATE && now - h->pg.stop_began > limit) {
+        log_warning("PostgreSQL did not stop within pg_ctl_timeout; sending an immediate shutdown");
+        (void)pg_instance_signal_stop(&h->pg.inst, PG_STOP_IMMEDIATE);
+        h->pg.stop_mode = PG_STOP_IMMEDIATE;
+        h->pg.stop_began = now;
+    } else if (h->pg.stop_mode == PG_STOP_IMMEDIATE && now - h->pg.stop_began > 10 * USEC_PER_SEC) {
+        log_error("PostgreSQL did not stop; killing the postmaster (pid %d)", (int)h->pg.inst.pid);
+        if (pg_instance_kill(&h->pg.inst) == 0) {
+            local_forget(h);
+            set_state(h, "stopped");
+        }
+    }
+}
+
+int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
+    if (h->pg.inst.pid <= 0)
+        return 0;
+    before_stop(h, mode, why);
+    set_state(h, "stopping");
+    usec_t limit = (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC;
     if (mode == PG_STOP_IMMEDIATE && limit > 10 * USEC_PER_SEC)
         limit = 10 * USEC_PER_SEC; /* an immediate stop is a demotion with the lease ticking */
     int r = pg_instance_stop(&h->pg.inst, mode, limit);
@@ -214,7 +262,8 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
     }
     local_forget(h);
     set_state(h, "stopped");
-    run_callback(h, "on_stop", h->pg.role);
+    if (!h->pg.quiet)
+        run_callback(h, "on_stop", h->pg.role);
     return 0;
 }
 
@@ -314,7 +363,7 @@ void observe_pg(Ha *h, LocalState *l) {
     l->sysid = h->pg.sysid[0] ? h->pg.sysid : NULL;
 
     if (h->pg.inst.pid > 0 && !pg_instance_alive(&h->pg.inst)) {
-        bool expected = h->pg.expect_stop;
+        bool expected = h->pg.expect_stop, was_stopping = h->pg.stopping;
         local_forget(h);
         if (!expected) {
             log_warning("postmaster is not running (it exited on its own)");
@@ -322,6 +371,19 @@ void observe_pg(Ha *h, LocalState *l) {
             set_state(h, "crashed");
         } else {
             set_state(h, "stopped");
+            if (was_stopping) {
+                log_info("PostgreSQL stopped");
+                if (!h->pg.quiet)
+                    run_callback(h, "on_stop", h->pg.role);
+            }
+        }
+    }
+    if (h->pg.stopping) {
+        /* a stop under way: no queries (the server refuses them); escalate when it takes too long */
+        watch_stop(h);
+        if (h->pg.inst.pid > 0) {
+            l->pg_running = true;
+            return;
         }
     }
     if (h->pg.inst.pid <= 0) {
@@ -365,12 +427,15 @@ void observe_pg(Ha *h, LocalState *l) {
     }
     if (h->pg.starting && h->pg.st.ok) {
         h->pg.starting = false;
+        h->pg.start_timeout = 0;
         log_info("PostgreSQL is running%s", h->pg.st.in_recovery ? " as a replica" : "");
-        run_callback(h, "on_start", h->pg.st.in_recovery ? "replica" : "primary");
+        if (!h->pg.quiet)
+            run_callback(h, "on_start", h->pg.st.in_recovery ? "replica" : "primary");
     }
     l->pg_starting = h->pg.starting;
     l->pg_ready = h->pg.st.ok;
     if (h->pg.st.ok) {
+        h->pg.server_version = h->pg.st.server_version;
         set_state(h, "running");
         l->in_recovery = h->pg.st.in_recovery;
         l->timeline = h->pg.st.timeline;
@@ -387,7 +452,9 @@ void observe_pg(Ha *h, LocalState *l) {
         }
     } else if (h->pg.starting) {
         set_state(h, "starting");
-        long long limit = h->pg.start_as_primary ? dyn_of(h)->primary_start_timeout : cfg->postgresql.pg_ctl_timeout;
+        long long limit = h->pg.start_timeout > 0  ? h->pg.start_timeout
+                          : h->pg.start_as_primary ? dyn_of(h)->primary_start_timeout
+                                                   : cfg->postgresql.pg_ctl_timeout;
         l->start_timed_out = now_monotonic() - h->pg.start_began > (usec_t)limit * USEC_PER_SEC;
     } else {
         /* running but not answering (crash recovery, or a hung server): like a start, with a limit:
@@ -471,6 +538,7 @@ static void local_forget(Ha *h) {
     h->pg.st = (PgStatus){0};
     h->pg.starting = false;
     h->pg.promoting = false;
+    h->pg.stopping = false;
 }
 
 void reload_postgres(Ha *h) {

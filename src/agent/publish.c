@@ -98,6 +98,7 @@ void touch_member(Ha *h) {
     m.checkpoint_after_promote_false = h->work.checkpoint_pending;
     m.pending_restart = h->pg.pending_restart;
     m.pending_restart_reason = h->pg.pending_reason ? cJSON_Duplicate(h->pg.pending_reason, true) : NULL;
+    m.scheduled_restart = h->restart.scheduled ? cJSON_Duplicate(h->restart.scheduled, true) : NULL;
     char *json = cluster_encode_member(&m);
     member_free_contents(&m);
     if (dcs_touch_member(h->dcs, json) < 0)
@@ -250,6 +251,10 @@ void publish(Ha *h) {
     s->tags = effective_tags(h);
     s->sysid = h->pg.sysid[0] ? xstrdup(h->pg.sysid) : NULL;
     s->pending_restart = h->pg.pending_restart;
+    if (h->restart.scheduled) { /* GET /patroni shows it without postmaster_start_time */
+        s->scheduled_restart = cJSON_Duplicate(h->restart.scheduled, true);
+        cJSON_DeleteItemFromObjectCaseSensitive(s->scheduled_restart, "postmaster_start_time");
+    }
     s->is_leader = h->view.lock_valid_until > now && is_lock_holder(h);
     if (h->view.cluster && h->view.cluster->sync.leader && h->pg.st.ok && h->pg.st.in_recovery &&
         sync_matches(&h->view.cluster->sync, cfg->name) && !strcaseeq(h->view.cluster->sync.leader, cfg->name)) {

@@ -47,6 +47,7 @@ void snapshot_unref(Snapshot *s) {
     free(s->state);
     free(s->role);
     free(s->postmaster_start_time);
+    cJSON_Delete(s->scheduled_restart);
     free(s->replayed_timestamp);
     free(s->replication_state);
     cJSON_Delete(s->replication);
@@ -137,6 +138,8 @@ char *snapshot_status_json(const Snapshot *s) {
         cJSON_AddStringToObject(o, "database_system_identifier", s->sysid);
     if (s->pending_restart)
         cJSON_AddTrueToObject(o, "pending_restart");
+    if (s->scheduled_restart)
+        cJSON_AddItemToObject(o, "scheduled_restart", cJSON_Duplicate(s->scheduled_restart, true));
     cJSON *p = cJSON_AddObjectToObject(o, "patroni");
     cJSON_AddStringToObject(p, "version", PGHA_PATRONI_VERSION);
     cJSON_AddStringToObject(p, "scope", s->scope ? s->scope : "");

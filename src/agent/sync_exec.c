@@ -289,6 +289,29 @@ void leave_sync_duty(Ha *h) {
     log_warning("still named in /sync after %d s; stopping anyway", 2 * loop_wait_s(h));
 }
 
+/* The same without waiting, for a restart that the loop carries on over several cycles:
+ * sync_leave_begin() publishes nosync when /sync names us and says whether to wait;
+ * sync_leave_named() tells from this cycle's view whether /sync still names us; sync_leave_end()
+ * takes nosync back after the restart. */
+bool sync_leave_begin(Ha *h) {
+    if (!sync_mode_on(h) || cfg_of(h)->tags.nosync || !h->pg.st.ok || !h->pg.st.in_recovery || dyn_of(h)->pause ||
+        !named_in_sync(h->view.cluster, cfg_of(h)->name))
+        return false;
+    log_info("asking the leader to release me from synchronous duty before restarting");
+    h->sync.leaving = true;
+    touch_member(h);
+    return true;
+}
+
+bool sync_leave_named(const Ha *h) { return named_in_sync(h->view.cluster, cfg_of(h)->name); }
+
+void sync_leave_end(Ha *h) {
+    if (!h->sync.leaving)
+        return;
+    h->sync.leaving = false;
+    touch_member(h);
+}
+
 /* Demoted or stopped: pgha no longer manages synchronous_standby_names. */
 void sync_forget(Ha *h) {
     free(h->sync.ssn);

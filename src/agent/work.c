@@ -18,6 +18,11 @@ static void *task_main(void *arg) {
     pg_child_bind(&t->child);
     switch (t->kind) {
     case TASK_BOOTSTRAP: r = pg_initdb(cfg, h->pg.inst.bin_dir, &err); break;
+    case TASK_REINIT:
+        r = pg_remove_data_directory(cfg->postgresql.data_dir, &err);
+        if (r < 0)
+            break;
+        /* fall through */
     case TASK_CLONE: r = pg_basebackup(cfg, h->pg.inst.bin_dir, t->host, t->port, &err); break;
     case TASK_REWIND:
         if (t->crash_recovery)
@@ -40,6 +45,7 @@ const char *task_name(TaskKind k) {
     case TASK_BOOTSTRAP: return "bootstrap";
     case TASK_CLONE: return "clone";
     case TASK_REWIND: return "rewind";
+    case TASK_REINIT: return "reinitialize";
     default: return NULL;
     }
 }
@@ -139,6 +145,7 @@ void finish_task(Ha *h) {
         h->work.task.kind = TASK_NONE;
         h->work.task.result = 1; /* post-bootstrap pending: see post_bootstrap() */
         break;
+    case TASK_REINIT: /* the data directory was removed, then cloned (its sysid is read again below) */
     case TASK_CLONE:
         if (r < 0) {
             log_error("failed to bootstrap from the leader: %s", err);

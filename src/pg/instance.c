@@ -157,6 +157,14 @@ int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit) {
     return 0;
 }
 
+int pg_instance_signal_stop(PgInstance *pg, PgStopMode mode) {
+    if (pg->pid <= 0)
+        return -ESRCH;
+    pg_instance_close_conn(pg);
+    int sig = mode == PG_STOP_SMART ? SIGTERM : mode == PG_STOP_FAST ? SIGINT : SIGQUIT;
+    return kill(pg->pid, sig) < 0 ? -errno : 0;
+}
+
 int pg_instance_kill(PgInstance *pg) {
     if (pg->pid <= 0)
         return 0;
@@ -252,8 +260,17 @@ int pg_checkpoint(PGconn *c, int timeout_ms, char **ret_error) {
 }
 
 int pg_pending_restart(PGconn *c, StrList *ret_names, StrList *ret_settings, char **ret_error) {
-    PGresult *r = pg_query(c, "SELECT name, setting FROM pg_catalog.pg_settings WHERE pending_restart", 2000,
-                           ret_error);
+    /* as Patroni: the recovery parameters do not count (a promoted primary's postgresql.conf drops
+     * recovery_target_timeline, primary_conninfo, ...: no restart is needed for that) */
+    static const char *const recovery[] = {
+        "{archive_cleanup_command,restore_command,recovery_end_command,recovery_target,recovery_target_name,"
+        "recovery_target_time,recovery_target_xid,recovery_target_lsn,recovery_target_inclusive,"
+        "recovery_target_timeline,recovery_target_action,recovery_min_apply_delay,primary_conninfo,"
+        "primary_slot_name,promote_trigger_file,trigger_file,standby_mode}"};
+    PGresult *r = pg_query_params(c,
+                                  "SELECT name, setting FROM pg_catalog.pg_settings"
+                                  " WHERE pg_catalog.lower(name) <> ALL($1::text[]) AND pending_restart",
+                                  1, recovery, 2000, ret_error);
     if (!r)
         return -EIO;
     for (int i = 0; i < PQntuples(r); i++) {

@@ -51,6 +51,9 @@ int pg_instance_start(PgInstance *pg, const StrList *args, char **ret_error);
 /* Ask the postmaster to stop (`mode`) and wait up to `limit`: 0 (stopped and forgotten) or -ETIMEDOUT (still
  * running: the caller escalates, to an immediate stop and then to pg_instance_kill()). */
 int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit);
+/* Ask the postmaster to stop (`mode`) without waiting: the caller watches it go (pidfd, pg_instance_alive())
+ * and escalates when it takes too long. 0, or -errno of kill(). */
+int pg_instance_signal_stop(PgInstance *pg, PgStopMode mode);
 /* SIGKILL the postmaster (a hung one: stopped, or stuck in the kernel) and wait up to 5 s for it to go. */
 int pg_instance_kill(PgInstance *pg);
 /* SIGHUP to the postmaster. */

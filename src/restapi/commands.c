@@ -39,6 +39,34 @@ static cJSON *read_json(const char *body, size_t len, bool has_length, RestReply
     return o;
 }
 
+/* Patroni's _read_json_content(body_is_optional=True): no or zero Content-Length is {} (NULL here), else
+ * a JSON object (400 otherwise). Returns false with the error reply set. */
+static bool read_optional_json(const char *body, size_t len, bool has_length, cJSON **ret, RestReply *r) {
+    *ret = NULL;
+    if (!has_length || len == 0)
+        return true;
+    cJSON *o = json_parse(body);
+    if (!o || !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        error_page(r, 400);
+        return false;
+    }
+    *ret = o;
+    return true;
+}
+
+/* Patroni's parse_bool(): true, 1, "true", "on", "yes", "1" (any case). */
+static bool truthy(const cJSON *v) {
+    if (cJSON_IsBool(v))
+        return cJSON_IsTrue(v);
+    if (cJSON_IsNumber(v))
+        return v->valuedouble != 0;
+    if (cJSON_IsString(v))
+        return strcaseeq(v->valuestring, "true") || strcaseeq(v->valuestring, "on") ||
+               strcaseeq(v->valuestring, "yes") || streq(v->valuestring, "1");
+    return false;
+}
+
 /* Submit and wait (the queue's timeout: the loop's worst case); false with a 503 reply when the queue is
  * full or the loop did not take the command in time (it then never runs). */
 static bool submit(CommandQueue *q, Command *c, RestReply *r) {
@@ -175,6 +203,24 @@ bool rest_command(CommandQueue *q, Dcs *dcs, const PghaConfig *probe_cfg, const 
         cJSON *o = read_json(body, len, has_length, r);
         if (o)
             do_simple(q, streq(method, "PATCH") ? CMD_PATCH_CONFIG : CMD_PUT_CONFIG, o, r);
+    } else if (streq(method, "POST") && streq(first, "restart")) {
+        /* answered when the restart is over (the loop bounds it: pg_ctl_timeout, then the start's timeout) */
+        cJSON *o;
+        if (read_optional_json(body, len, has_length, &o, r))
+            do_simple(q, CMD_RESTART, o, r);
+    } else if (streq(method, "DELETE") && streq(first, "restart")) {
+        do_simple(q, CMD_DELETE_RESTART, NULL, r);
+    } else if (streq(method, "POST") && streq(first, "reinitialize")) {
+        cJSON *o;
+        if (read_optional_json(body, len, has_length, &o, r)) {
+            Command *c = command_new(CMD_REINITIALIZE);
+            c->force = truthy(cJSON_GetObjectItemCaseSensitive(o, "force"));
+            c->from_leader = truthy(cJSON_GetObjectItemCaseSensitive(o, "from_leader"));
+            cJSON_Delete(o);
+            if (submit(q, c, r))
+                reply_from(c, r);
+            command_unref(c);
+        }
     } else if (streq(method, "POST") && streq(first, "reload")) {
         /* queued, not waited for (and never dropped): it runs even if the loop is busy now */
         Command *c = command_new(CMD_RELOAD);

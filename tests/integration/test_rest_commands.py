@@ -70,7 +70,6 @@ def test_rest_commands(cluster):
     assert call(ln, "POST", "/switchover", "{nope", raw=True)[0] == 400
     assert call(ln, "POST", "/switchover", "{}", raw=True)[0] == 400
     assert call(ln, "DELETE", "/switchover") == (404, "no switchover is scheduled")
-    assert call(ln, "POST", "/restart", {})[0] == 501  # not implemented yet
     # a member's view of the leader is not needed: the failover key stayed untouched
     assert not (c.value("failover") or {}).get("member")
     # POST /reload answers at once (queued, not waited for)

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.needs_root
 
 USER, PASSWORD = "pgha-admin", "s3cr:et"
 AUTH = (USER, PASSWORD)
+# a restart request that passes access control and changes nothing on a primary: its filter does not match
+REPLICA_ONLY = "{\"role\":\"replica\"}"
+NOT_MATCHING = "restart conditions are not satisfied"
 
 _count = iter(range(1000))
 
@@ -175,10 +178,13 @@ def test_http_auth_allowlist_headers_and_bounds(http_cluster):
     assert (st, body) == (401, "not authenticated")
     st, _, body = raw_request(port, "PATCH", "/config", headers={"Authorization": "Basic !!notbase64"}, body="{}")
     assert (st, body) == (401, "not authenticated")
-    # the right credentials pass access control: to the command (501 for those not implemented yet)
-    for method, path in (("POST", "/restart"), ("POST", "/reinitialize")):
-        r = requests.request(method, f"http://127.0.0.1:{port}{path}", json={}, auth=AUTH, timeout=5)
-        assert r.status_code == 501, (method, path, r.status_code, r.text)
+    # the right credentials pass access control: to the command (harmless ones: filters that do not match,
+    # nothing scheduled, the leader refusing to reinitialize itself)
+    for method, path, body, want in (("POST", "/restart", {"role": "replica"}, (503, NOT_MATCHING)),
+                                     ("DELETE", "/restart", None, (404, "no restarts are scheduled")),
+                                     ("POST", "/reinitialize", {}, (503, "I am the leader, can not reinitialize"))):
+        r = requests.request(method, f"http://127.0.0.1:{port}{path}", json=body, auth=AUTH, timeout=60)
+        assert (r.status_code, r.text) == want, (method, path, r.status_code, r.text)
     r = requests.delete(f"http://127.0.0.1:{port}/switchover", auth=AUTH, timeout=60)
     assert (r.status_code, r.text) == (404, "no switchover is scheduled")
     r = requests.patch(f"http://127.0.0.1:{port}/config", json={"pause": False}, auth=AUTH, timeout=60)
@@ -192,7 +198,7 @@ def test_http_auth_allowlist_headers_and_bounds(http_cluster):
     assert hdrs["x-pgha-test"] == "http"
     st, _, body = raw_request(port, "POST", "/restart%0aFAKE%20LOG%20LINE", body="{}", source="127.0.0.2")
     assert (st, body) == (403, "Access is denied")
-    assert raw_request(port, "POST", "/restart", headers={"Authorization": good}, body="{}")[0] == 501
+    assert raw_request(port, "POST", "/restart", headers={"Authorization": good}, body=REPLICA_ONLY)[0] == 503
 
     # bounds: a body beyond 64 KiB, headers beyond the connection's memory: 4xx, at once
     # (only the headers are sent: the answer comes before the body is read)
@@ -253,9 +259,9 @@ def test_http_auth_allowlist_headers_and_bounds(http_cluster):
     assert "restapi.allowlist: [127.0.0.1/32, ::1] -> [127.0.0.0/30]\n" in text  # no restart needed
 
     def new_settings_active():
-        st, hdrs, _ = raw_request(port, "POST", "/restart", body="{}", source="127.0.0.2",
+        st, hdrs, _ = raw_request(port, "POST", "/restart", body=REPLICA_ONLY, source="127.0.0.2",
                                   headers={"Authorization": "Basic " + base64.b64encode(f"{USER}:n3w".encode()).decode()})
-        return st == 501 and hdrs.get("x-pgha-test") == "reloaded"
+        return st == 503 and hdrs.get("x-pgha-test") == "reloaded"
     h.wait_until(new_settings_active, 15, msg="the reloaded credentials and allowlist")
     r = requests.post(f"http://127.0.0.1:{port}/restart", json={}, auth=AUTH, timeout=5)
     assert (r.status_code, r.text, r.headers["X-Pgha-Test"]) == (401, "not authenticated", "reloaded")
@@ -323,16 +329,17 @@ def test_https_verify_client_required(etcd_cluster, short_base, unique_name, pki
         assert r.headers["X-Pgha-Test"] == "https"
         r = requests.post(base + "/restart", json={}, auth=(USER, "x"), verify=pki["ca.crt"], cert=client, timeout=5)
         assert (r.status_code, r.text) == (401, "not authenticated")
-        r = requests.post(base + "/restart", json={}, auth=AUTH, verify=pki["ca.crt"], cert=client, timeout=5)
-        assert r.status_code == 501
+        r = requests.post(base + "/restart", json={"role": "replica"}, auth=AUTH, verify=pki["ca.crt"], cert=client,
+                          timeout=60)
+        assert (r.status_code, r.text) == (503, NOT_MATCHING)
         # allowlist_include_members: a client at another address than the members' is refused first
         ctx = ssl.create_default_context(cafile=pki["ca.crt"])
         ctx.load_cert_chain(*client)
         good = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        for src, want in (("127.0.0.2", (403, "Access is denied")), ("127.0.0.1", (501, None))):
+        for src, want in (("127.0.0.2", (403, "Access is denied")), ("127.0.0.1", (503, NOT_MATCHING))):
             conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, source_address=(src, 0), context=ctx)
             try:
-                conn.request("POST", "/restart", body="{}", headers={"Authorization": good})
+                conn.request("POST", "/restart", body=REPLICA_ONLY, headers={"Authorization": good})
                 resp = conn.getresponse()
                 text = resp.read().decode()
                 assert resp.status == want[0] and (want[1] is None or text == want[1]), (src, resp.status, text)

@@ -131,6 +131,22 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
     return 0;
 }
 
+int stop_postgres_begin(Ha *h, PgStopMode mode, const char *why) {
+    (void)why;
+    fake_event("stop_postgres_begin(%s)", stop_mode_name(mode));
+    if (fake.stop < 0)
+        return fake.stop;
+    h->pg.stopping = true;
+    h->pg.expect_stop = true;
+    cJSON_Delete(h->pg.st.replication);
+    h->pg.st = (PgStatus){0};
+    return 0;
+}
+
+void local_set_quiet(Ha *h, bool quiet) { h->pg.quiet = quiet; }
+
+void local_set_start_timeout(Ha *h, long long s) { h->pg.start_timeout = s; }
+
 int promote_postgres(Ha *h) {
     fake_event("promote_postgres");
     if (fake.promote < 0)
@@ -153,6 +169,11 @@ void touch_member(Ha *h) {
     fake_event("touch_member");
 }
 
+void publish(Ha *h) {
+    (void)h;
+    fake_event("publish");
+}
+
 void update_status(Ha *h) {
     (void)h;
     fake_event("update_status");
@@ -171,11 +192,29 @@ void write_status_optime_only(Ha *h, long long optime) {
 /* ---- work.c ---- */
 
 void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery) {
-    static const char *const names[] =
-        {[TASK_NONE] = "none", [TASK_BOOTSTRAP] = "bootstrap", [TASK_CLONE] = "clone", [TASK_REWIND] = "rewind"};
+    static const char *const names[] = {[TASK_NONE] = "none",
+                                        [TASK_BOOTSTRAP] = "bootstrap",
+                                        [TASK_CLONE] = "clone",
+                                        [TASK_REWIND] = "rewind",
+                                        [TASK_REINIT] = "reinitialize"};
     fake_event("task_start(%s, %s:%d%s)", names[kind], host ? host : "-", port,
                crash_recovery ? ", crash recovery" : "");
     h->work.task.kind = kind;
+}
+
+const char *task_name(TaskKind k) {
+    switch (k) {
+    case TASK_BOOTSTRAP: return "bootstrap";
+    case TASK_CLONE: return "clone";
+    case TASK_REWIND: return "rewind";
+    case TASK_REINIT: return "reinitialize";
+    default: return NULL;
+    }
+}
+
+void task_stop(Ha *h) {
+    fake_event("task_stop");
+    h->work.task.kind = TASK_NONE;
 }
 
 void bootstrap_begin(Ha *h) {

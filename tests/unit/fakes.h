@@ -24,6 +24,8 @@ typedef struct FakeHooks {
     void (*reload_postgres)(void *ud, Ha *h);
     /* pg_current_flush_lsn() on the connection local_conn() gave */
     int (*current_flush_lsn)(void *ud, PGconn *c, long long *ret);
+    /* dcs_read_cluster(): a fresh view (the caller frees it); unset: the read fails (-EIO) */
+    Cluster *(*read_cluster)(void *ud);
 } FakeHooks;
 
 typedef struct Fake {

@@ -1,0 +1,331 @@
+/* REST restart and reinitialize, and the scheduled restart (spec §2.7, §4.14), carried out by the HA loop
+ * without blocking it: the stop is watched across cycles (stop_postgres_begin), so that a lock holder
+ * keeps renewing its lease while PostgreSQL shuts down and starts again, and the waiting request is
+ * answered when the restart is over (or has failed, or the start outlasted its timeout). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <string.h>
+
+#include "agent/ha_int.h"
+
+static const char *current_role(const Ha *h) { return streq(h->pg.role, "promoted") ? "primary" : h->pg.role; }
+
+/* The long action under way, as Patroni's async executor names it, or NULL. */
+static const char *busy_action(const Ha *h) {
+    if (h->restart.phase != RESTART_IDLE)
+        return "restart";
+    const char *t = task_name(h->work.task.kind);
+    if (t)
+        return t;
+    return h->work.bootstrap_pending ? "bootstrap" : NULL;
+}
+
+const char *restart_action(const Ha *h) {
+    return h->restart.phase == RESTART_LEAVING_SYNC || h->restart.phase == RESTART_STOPPING ? "restart" : NULL;
+}
+
+/* Patroni's restart_matches(): the filters of a request against the node as it is now. */
+static bool restart_matches(const Ha *h, const cJSON *req) {
+    const char *why = NULL;
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(req, "role");
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(req, "postgres_version");
+    long long v = 0;
+    char *err = NULL;
+    if (cJSON_IsString(role) && !streq(role->valuestring, current_role(h)))
+        why = "host role mismatch";
+    if (cJSON_IsString(version) && postgres_version_to_int(version->valuestring, &v, &err) == 0 &&
+        v <= h->pg.server_version)
+        why = "postgres version mismatch";
+    free(err);
+    if (cJSON_GetObjectItemCaseSensitive(req, "restart_pending") && !h->pg.pending_restart)
+        why = "pending restart flag is not set";
+    if (why)
+        log_info("not proceeding with the restart: %s", why);
+    return !why;
+}
+
+/* The restart is over: answer the request waiting for it (if any) and give back what it borrowed. */
+static void finish(Ha *h, int code, const char *msg) {
+    HaRestart *r = &h->restart;
+    if (r->cmd)
+        command_complete(h->commands, r->cmd, code, xstrdup(msg), false);
+    else if (code != 200)
+        log_warning("scheduled restart: %s", msg);
+    r->cmd = NULL;
+    r->phase = RESTART_IDLE;
+    local_set_quiet(h, false);
+    sync_leave_end(h);
+}
+
+static void fail(Ha *h, const char *msg) {
+    char state[96];
+    snprintf(state, sizeof state, "restart failed (%s)", h->pg.state);
+    set_state(h, state);
+    finish(h, 503, msg);
+}
+
+static void begin_stop(Ha *h) {
+    HaRestart *r = &h->restart;
+    r->phase = RESTART_STOPPING;
+    r->phase_began = now_monotonic();
+    if (h->pg.inst.pid > 0 && stop_postgres_begin(h, PG_STOP_FAST, "restart requested") < 0)
+        fail(h, "restart failed");
+}
+
+/* Start a restart (immediate REST request when cmd is set, else a scheduled one): NULL, or why not (a
+ * 503 body, caller frees). */
+static char *restart_begin(Ha *h, const cJSON *req, Command *cmd) {
+    if (!restart_matches(h, req))
+        return xstrdup("restart conditions are not satisfied");
+    const char *busy = busy_action(h);
+    if (busy)
+        return xasprintf("%s already in progress", busy);
+    HaRestart *r = &h->restart;
+    long long timeout = 0;
+    if (!json_item_ll(cJSON_GetObjectItemCaseSensitive(req, "timeout"), &timeout) || timeout <= 0)
+        timeout = dyn_of(h)->primary_start_timeout;
+    r->timeout = timeout;
+    r->cmd = cmd;
+    r->as_primary = h->pg.inst.pid > 0 && (streq(current_role(h), "primary"));
+    snprintf(r->target, sizeof r->target, "%s", h->pg.following_set ? h->pg.following : "");
+    log_info("restarting PostgreSQL%s", cmd ? " (REST API request)" : " (scheduled)");
+    local_set_quiet(h, true); /* on_restart instead of on_stop and on_start */
+    set_state(h, "restarting");
+    if (!is_lock_holder(h) && sync_leave_begin(h)) {
+        r->phase = RESTART_LEAVING_SYNC;
+        r->phase_began = now_monotonic();
+        return NULL;
+    }
+    begin_stop(h);
+    return NULL;
+}
+
+bool restart_step(Ha *h) {
+    HaRestart *r = &h->restart;
+    usec_t now = now_monotonic();
+    switch (r->phase) {
+    case RESTART_IDLE: return false;
+    case RESTART_LEAVING_SYNC:
+        if (!sync_leave_named(h)) {
+            log_info("released from synchronous duty");
+        } else if (now - r->phase_began > 2 * (usec_t)loop_wait_s(h) * USEC_PER_SEC) {
+            log_warning("still named in /sync after %d s; restarting anyway", 2 * loop_wait_s(h));
+        } else {
+            h->next_cycle = now + 2 * USEC_PER_SEC < h->next_cycle ? now + 2 * USEC_PER_SEC : h->next_cycle;
+            return false;
+        }
+        begin_stop(h);
+        return false;
+    case RESTART_STOPPING: {
+        if (h->pg.inst.pid > 0)
+            return false; /* still stopping: observe_pg escalates when it takes too long */
+        bool lease = is_lock_holder(h) && h->view.lock_valid_until > now;
+        if (r->as_primary && !lease && !dyn_of(h)->pause) {
+            /* the lease went while PostgreSQL stopped: the HA loop decides how it comes back */
+            log_warning("restart: no longer the leader; not starting PostgreSQL as a primary");
+            fail(h, "restart failed");
+            return false;
+        }
+        const char *target = NULL;
+        if (!r->as_primary)
+            target = r->target[0]                                 ? r->target
+                     : h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name
+                                                                  : NULL;
+        if (start_postgres(h, r->as_primary, target) < 0) {
+            fail(h, "restart failed");
+            return false;
+        }
+        local_set_start_timeout(h, r->timeout);
+        r->phase = RESTART_STARTING;
+        r->phase_began = now;
+        return true;
+    }
+    case RESTART_STARTING:
+        if (h->pg.st.ok && !h->pg.starting) {
+            log_info("PostgreSQL restarted");
+            run_callback(h, "on_restart", current_role(h));
+            finish(h, 200, "restarted successfully");
+        } else if (h->pg.inst.pid <= 0) {
+            fail(h, "restart failed");
+        } else if (now - r->phase_began > (usec_t)r->timeout * USEC_PER_SEC) {
+            /* still starting: the HA loop goes on with it (a lock holder with a failover target demotes) */
+            finish(h, 503, "postgres is still starting");
+        }
+        return false;
+    }
+    return false;
+}
+
+void restart_abort(Ha *h) {
+    if (h->restart.phase == RESTART_IDLE)
+        return;
+    log_warning("the restart was interrupted");
+    finish(h, 503, "restart failed");
+}
+
+/* ---- scheduled restart ---- */
+
+/* The scheduled restart changed: the member key and GET /patroni say so at once. */
+static void scheduled_changed(Ha *h) {
+    touch_member(h);
+    publish(h);
+}
+
+static void scheduled_clear(Ha *h) {
+    cJSON_Delete(h->restart.scheduled);
+    h->restart.scheduled = NULL;
+    h->restart.scheduled_at = 0;
+    scheduled_changed(h);
+}
+
+static void schedule(Ha *h, Command *c, cJSON *req) {
+    HaRestart *r = &h->restart;
+    if (r->scheduled) {
+        cJSON_Delete(req);
+        command_complete(h->commands, c, 409, xstrdup("Another restart is already scheduled"), false);
+        return;
+    }
+    /* the postmaster's start time, to cancel the restart when one happens meanwhile */
+    if (h->pg.st.ok && h->pg.st.postmaster_start_str[0])
+        cJSON_AddStringToObject(req, "postmaster_start_time", h->pg.st.postmaster_start_str);
+    else
+        cJSON_AddNullToObject(req, "postmaster_start_time");
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(req, "schedule");
+    if (!cJSON_IsString(at) || parse_iso8601(at->valuestring, &r->scheduled_at) < 0)
+        r->scheduled_at = 0;
+    r->scheduled = req;
+    scheduled_changed(h);
+    h->next_cycle = now_monotonic(); /* evaluate it (and wake up in time) */
+    command_complete(h->commands, c, 202, xstrdup("Restart scheduled"), false);
+}
+
+void restart_evaluate_scheduled(Ha *h) {
+    HaRestart *r = &h->restart;
+    if (!r->scheduled || busy_action(h))
+        return;
+    const cJSON *was = cJSON_GetObjectItemCaseSensitive(r->scheduled, "postmaster_start_time");
+    if (cJSON_IsString(was) && h->pg.st.ok && h->pg.st.postmaster_start_str[0] &&
+        !streq(was->valuestring, h->pg.st.postmaster_start_str)) {
+        log_info("Cancelling scheduled restart: postgres restart has already happened at %s",
+                 h->pg.st.postmaster_start_str);
+        scheduled_clear(h);
+        return;
+    }
+    if (dyn_of(h)->pause)
+        return;
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(r->scheduled, "schedule");
+    double wall = (double)now_realtime() / 1e6, delta = r->scheduled_at - wall;
+    int lw = loop_wait_s(h);
+    if (r->scheduled_at <= 0) {
+        log_warning("Incorrect value of scheduled_at: %s", cJSON_IsString(at) ? at->valuestring : "?");
+        scheduled_clear(h);
+        return;
+    }
+    if (delta > lw) {
+        log_info("Awaiting restart at %s (in %.0f seconds)", at->valuestring, delta);
+        return;
+    }
+    if (delta < -(double)(long long)(1.5 * lw)) {
+        log_warning("Found a stale restart value, cleaning up: %s", at->valuestring);
+        scheduled_clear(h);
+        return;
+    }
+    if (delta > 0) { /* wake up exactly then */
+        usec_t when = now_monotonic() + (usec_t)(delta * 1e6) + 1000;
+        if (when < h->next_cycle)
+            h->next_cycle = when;
+        return;
+    }
+    log_info("Manual scheduled restart at %s", at->valuestring);
+    cJSON *req = r->scheduled;
+    r->scheduled = NULL;
+    char *why = restart_begin(h, req, NULL);
+    if (why)
+        log_warning("Scheduled restart: %s", why);
+    free(why);
+    cJSON_Delete(req);
+    r->scheduled_at = 0;
+    scheduled_changed(h);
+}
+
+/* ---- the commands ---- */
+
+void restart_command(Ha *h, Command *c) {
+    if (c->kind == CMD_DELETE_RESTART) {
+        if (!h->restart.scheduled) {
+            command_complete(h->commands, c, 404, xstrdup("no restarts are scheduled"), false);
+            return;
+        }
+        scheduled_clear(h);
+        command_complete(h->commands, c, 200, xstrdup("scheduled restart deleted"), false);
+        return;
+    }
+    if (c->body)
+        log_info("received restart request: %s", c->body->child ? "with filters" : "{}");
+    cJSON *req = NULL;
+    char *body = NULL;
+    int code = restart_request_check(c->body, dyn_of(h)->pause, (double)now_realtime() / 1e6, &req, &body);
+    if (code) {
+        command_complete(h->commands, c, code, body, false);
+        return;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(req, "schedule")) {
+        schedule(h, c, req);
+        return;
+    }
+    char *why = restart_begin(h, req, c);
+    cJSON_Delete(req);
+    if (why)
+        command_complete(h->commands, c, 503, why, false);
+    /* else answered when the restart is over (restart_step) */
+}
+
+/* Patroni's reinitialize(): only on a member that follows a leader; `force` cancels a running long
+ * action first. Stops PostgreSQL at once; the data directory is removed and cloned again in a worker. */
+void reinit_command(Ha *h, Command *c, const Cluster *cl) {
+    log_info("received reinitialize request%s", c->force ? " (force)" : "");
+    if (!cl->leader || cl->leader->corrupt) {
+        command_complete(h->commands, c, 503, xstrdup("Cluster has no leader, can not reinitialize"), false);
+        return;
+    }
+    if (streq(cl->leader->name, cfg_of(h)->name)) {
+        command_complete(h->commands, c, 503, xstrdup("I am the leader, can not reinitialize"), false);
+        return;
+    }
+    const char *busy = busy_action(h);
+    if (busy && c->force && !h->work.bootstrap_pending) {
+        log_info("cancelling the %s: reinitialize with force", busy);
+        restart_abort(h);
+        task_stop(h);
+        busy = busy_action(h);
+    }
+    if (busy) {
+        command_complete(h->commands, c, 503, xasprintf("%s already in progress", busy), false);
+        return;
+    }
+    const char *src = c->from_leader ? cl->leader->name : decide_clone_source(cl, cfg_of(h)->name);
+    const Member *m = cluster_get_member(cl, src);
+    char host[256];
+    int port;
+    if (!m || !member_host_port(m, host, sizeof host, &port)) {
+        command_complete(h->commands, c, 503, xasprintf("cannot reinitialize: the address of %s is unknown", src),
+                         false);
+        return;
+    }
+    if (h->pg.inst.pid > 0 && stop_postgres(h, PG_STOP_IMMEDIATE, "reinitialize") < 0) {
+        command_complete(h->commands, c, 503, xstrdup("reinitialize failed: PostgreSQL could not be stopped"), false);
+        return;
+    }
+    log_info("reinitializing: removing the data directory and cloning from %s '%s'",
+             streq(src, cl->leader->name) ? "leader" : "replica", src);
+    write_pgpass(h);
+    set_state(h, "creating replica");
+    set_role(h, "uninitialized");
+    task_start(h, TASK_REINIT, host, port, false);
+    command_complete(h->commands, c, 200, xstrdup("reinitialize started"), false);
+}
+
+void restart_free(HaRestart *r) {
+    cJSON_Delete(r->scheduled);
+    r->scheduled = NULL;
+}
