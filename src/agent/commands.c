@@ -338,25 +338,29 @@ int postgres_version_to_int(const char *s, long long *ret, char **ret_error) {
     long long c[4];
     size_t n = 0;
     const char *p = s;
+    bool numeric = true;
     for (;;) {
         char *end;
         errno = 0;
         long long v = strtoll(p, &end, 10);
-        if (end == p || errno || n == ELEMENTSOF(c) || v < 0 || v > 99) {
-            *ret_error = xasprintf("Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: %s", s);
-            return -EINVAL;
+        if (end == p || errno || v < 0 || v > 999 || (*end != '.' && *end != '\0')) {
+            numeric = false;
+            break;
         }
-        c[n++] = v;
+        if (n < ELEMENTSOF(c))
+            c[n] = v;
+        n++;
         if (*end == '\0')
             break;
-        if (*end != '.') {
-            *ret_error = xasprintf("Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: %s", s);
-            return -EINVAL;
-        }
         p = end + 1;
     }
+    /* Patroni's messages: a part that is not a number, then the wrong number of parts (or 9.6) */
+    if (!numeric) {
+        *ret_error = xasprintf("Invalid PostgreSQL version: %s", s);
+        return -EINVAL;
+    }
     if (n < 2 || (n == 2 && c[0] < 10) || n > 3) {
-        *ret_error = xasprintf("Invalid PostgreSQL major version format: X.Y or X.Y.Z is accepted: %s", s);
+        *ret_error = xasprintf("Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: %s", s);
         return -EINVAL;
     }
     if (n == 2) {
@@ -428,7 +432,7 @@ int restart_request_check(const cJSON *req, bool paused, double now, cJSON **ret
             long long v;
             if (!cJSON_IsString(k)) {
                 _cleanup_free_ char *text = cJSON_PrintUnformatted(k);
-                *ret_body = xasprintf("Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: %s", text);
+                *ret_body = xasprintf("Invalid PostgreSQL version: %s", text);
                 code = 400;
             } else if (postgres_version_to_int(k->valuestring, &v, ret_body) < 0) {
                 code = 400;

@@ -131,7 +131,9 @@ void commands_run(Ha *h) {
         h->reload_pending = true;
         command_complete(h->commands, c, 202, xstrdup("reload scheduled"), false);
     } else if (c->kind == CMD_RESTART || c->kind == CMD_DELETE_RESTART) {
-        restart_command(h, c); /* no DCS read: it acts on the local PostgreSQL */
+        dcs_set_call_deadline(h->next_cycle); /* the member key, a fresh /sync: before the next cycle */
+        restart_command(h, c);                /* no cluster read: it acts on the local PostgreSQL */
+        dcs_set_call_deadline(0);
     } else {
         dcs_set_call_deadline(h->next_cycle);
         /* a fresh read: the decisions below must not act on a stale view */

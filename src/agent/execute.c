@@ -22,44 +22,42 @@ static void after_lock_acquired(Ha *h, usec_t sent) {
     }
 }
 
-void demote(Ha *h, DemoteMode mode) {
-    bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
-    restart_abort(h); /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
-    long long checkpoint = 0;
-    if (mode == DEMOTE_GRACEFUL && h->pg.st.ok && !h->pg.st.in_recovery) {
-        PGconn *c = local_conn(h);
-        char *err = NULL;
-        usec_t now = now_monotonic();
-        long budget_ms = h->view.lock_valid_until > now ? (long)((h->view.lock_valid_until - now) / USEC_PER_MSEC) / 2
-                                                        : 1000;
-        if (c && pg_checkpoint(c, (int)(budget_ms > 1000 ? budget_ms : 1000), &err) < 0)
-            log_warning("CHECKPOINT before demotion failed: %s", err);
-        free(err);
-    }
-    int sr = stop_postgres(h, mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE ? PG_STOP_FAST : PG_STOP_IMMEDIATE,
-                           demote_mode_name(mode));
-    if (sr < 0) {
-        log_error("could not stop PostgreSQL for the demotion; keeping the leader key");
-        return;
-    }
+/* After PostgreSQL stopped for a demotion: the role, the callbacks, and (release) /status with the
+ * shutdown checkpoint and the leader key given back. A switchover gets here through stepdown.c. */
+void demote_finish(Ha *h, DemoteMode mode, bool release) {
     set_role(h, "demoted");
     if ((unsigned)mode < AGENT_DEMOTE_MODES)
         h->counters.demotions[mode]++;
     sync_forget(h);
     run_callback(h, "on_role_change", "demoted");
     refresh_controldata(h);
-    checkpoint = h->pg.cd.checkpoint_lsn;
+    long long checkpoint = h->pg.cd.checkpoint_lsn;
     if (release) {
-        if (mode == DEMOTE_GRACEFUL && checkpoint > 0) {
+        if (mode == DEMOTE_GRACEFUL && checkpoint > 0)
             write_status_optime_only(h, checkpoint);
-        }
-        if (dcs_delete_leader(h->dcs) < 0)
+        if (dcs_delete_leader(h->dcs) < 0) {
             log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
-        lease_lost(h);
-        if (mode == DEMOTE_GRACEFUL)
-            sleep(2); /* let a replica take the key before we race again */
+        } else {
+            log_info("Leader key released");
+            view_reread(h); /* this cycle's decisions must not see the key as ours any more */
+        }
     }
     lease_lost(h);
+}
+
+/* Stop being primary at once (the lock is lost, PostgreSQL is unfit, or the DCS is gone). A planned
+ * switchover does not come here: stepdown.c stops PostgreSQL while the lease is renewed. */
+void demote(Ha *h, DemoteMode mode) {
+    bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
+    restart_abort(h);  /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
+    stepdown_abort(h); /* ... and a switchover's stop becomes this one */
+    int sr = stop_postgres(h, mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE ? PG_STOP_FAST : PG_STOP_IMMEDIATE,
+                           demote_mode_name(mode));
+    if (sr < 0) {
+        log_error("could not stop PostgreSQL for the demotion; keeping the leader key");
+        return;
+    }
+    demote_finish(h, mode, release);
     if (mode == DEMOTE_OFFLINE) {
         /* read-only, without upstream, until the DCS comes back */
         (void)start_postgres(h, false, NULL);
@@ -156,9 +154,10 @@ static bool needs_rewind(Ha *h, const char *target) {
 static void execute_start(Ha *h, const Decision *d) {
     const PghaConfig *cfg = cfg_of(h);
     if (d->as_primary) {
-        /* the cached view says the key is ours: make sure before starting a primary */
+        /* the cached view says the key is ours: make sure before starting a primary (a compare-and-set
+         * on etcd, not the keepalive alone: the view may predate a deletion of the key) */
         usec_t sent = now_monotonic();
-        int r = dcs_update_leader(h->dcs, h->view.cluster);
+        int r = dcs_update_leader(h->dcs, NULL);
         if (r != 1) {
             log_warning("could not renew the leader lock (%s): starting as a replica instead",
                         r < 0 ? dcs_error(h->dcs) : "someone else has it");
@@ -353,7 +352,7 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         promote_with_lock(h, d);
     } else if (d->action == HA_SWITCHOVER) {
         log_info("%s", d->message);
-        demote(h, DEMOTE_GRACEFUL);
+        stepdown_begin(h, d->target[0] ? d->target : NULL); /* the lease is renewed until it is done */
     } else if (d->action == HA_CLEAR_FAILOVER && h->view.cluster) {
         log_info("%s", d->message);
         (void)dcs_set_failover(h->dcs, "{}", h->view.cluster->failover.version);

@@ -49,11 +49,13 @@ static void run_cycle(Ha *h, bool stale) {
     /* 3. the local PostgreSQL */
     LocalState l;
     observe_pg(h, &l);
-    if (!stale && restart_step(h))
-        observe_pg(h, &l); /* it started PostgreSQL again */
+    if (!stale && (restart_step(h) | stepdown_step(h)))
+        observe_pg(h, &l); /* PostgreSQL was started again, or stopped for a switchover */
     l.async_action = task_name(h->work.task.kind);
     if (!l.async_action)
         l.async_action = restart_action(h);
+    if (!l.async_action)
+        l.async_action = stepdown_action(h);
     if (h->work.bootstrap_pending && !l.async_action)
         l.async_action = "bootstrap";
     l.leader_lock_valid = h->view.lock_valid_until > now;
@@ -385,7 +387,8 @@ int ha_run(Ha *h) {
         if (!a->stopping && !h->fatal)
             commands_run(h);
     }
-    restart_abort(h); /* answer a waiting POST /restart */
+    restart_abort(h);  /* answer a waiting POST /restart */
+    stepdown_abort(h); /* shutdown_ha() stops PostgreSQL and releases the key */
     command_queue_close(h->commands);
     if (!h->fatal || h->pg.inst.pid > 0)
         shutdown_ha(h);
@@ -398,6 +401,7 @@ Ha *ha_free(Ha *h) {
     if (!h)
         return NULL;
     finish_post_promote_checkpoint(h, true);
+    stepdown_free(h);
     if (h->dcs)
         dcs_stop_watch(h->dcs);
     snapshot_publish(NULL);

@@ -6,6 +6,8 @@
  *   HaSync   sync_exec.c  synchronous replication on the primary (synchronous_standby_names, /sync)
  *   HaSlots  slots_exec.c replication slots
  *   HaWork   work.c       long actions in worker threads (bootstrap, clone, rewind, the post-promote CHECKPOINT)
+ *   HaRestart restart.c   REST restart (carried over cycles), the scheduled restart, reinitialize
+ *   HaStepdown stepdown.c a planned switchover on the leader (CHECKPOINT, stop, release; the lease renewed)
  *   HaPublished publish.c what this node last wrote for others (/status)
  *   the rest ha.c         the loop's own timing and flags
  * Other files read any part. */
@@ -139,18 +141,40 @@ typedef struct HaWork {
 } HaWork;
 
 /* ---- HaRestart (restart.c) ---- */
-typedef enum RestartPhase { RESTART_IDLE, RESTART_LEAVING_SYNC, RESTART_STOPPING, RESTART_STARTING } RestartPhase;
+typedef enum RestartPhase {
+    RESTART_IDLE,
+    RESTART_LEAVING_SYNC,
+    RESTART_STOPPING,
+    RESTART_STARTING,
+    RESTART_REINIT_STOPPING, /* reinitialize: PostgreSQL stops, then the removal and the clone */
+} RestartPhase;
 
 typedef struct HaRestart {
     RestartPhase phase;
     usec_t phase_began;
-    Command *cmd;        /* the POST /restart waiting for the outcome, or NULL (a scheduled restart) */
-    long long timeout;   /* s: the start's limit (the request's timeout, else primary_start_timeout) */
-    bool as_primary;     /* PostgreSQL ran as the primary when the restart began */
-    char target[128];    /* a replica's upstream when the restart began */
+    Command *cmd;          /* the POST /restart waiting for the outcome, or NULL (a scheduled restart) */
+    long long timeout;     /* s: the start's limit (the request's timeout, else primary_start_timeout) */
+    bool as_primary;       /* PostgreSQL ran as the primary when the restart began */
+    char target[128];      /* a replica's upstream when the restart began */
+    long long wait;        /* s: how long the restart waits for the start (timeout, or pg_ctl_timeout when 0) */
+    char reinit_host[256]; /* reinitialize: the clone's source once PostgreSQL stopped */
+    int reinit_port;
     cJSON *scheduled;    /* the scheduled restart, as published in the member key, or NULL */
     double scheduled_at; /* its time (epoch s) */
 } HaRestart;
+
+/* ---- HaStepdown (stepdown.c) ---- */
+typedef enum StepdownPhase { STEPDOWN_IDLE, STEPDOWN_CHECKPOINT, STEPDOWN_STOPPING } StepdownPhase;
+
+typedef struct HaStepdown {
+    StepdownPhase phase;
+    usec_t began;
+    char candidate[128];
+    pthread_t thread; /* the CHECKPOINT */
+    bool thread_running;
+    _Atomic bool checkpoint_done;
+    char *checkpoint_error; /* written by the thread before checkpoint_done */
+} HaStepdown;
 
 struct Ha {
     Agent *a;
@@ -164,6 +188,7 @@ struct Ha {
     HaSlots slots;
     HaWork work;
     HaRestart restart;
+    HaStepdown stepdown;
     HaPublished published;
     /* the loop (ha.c) */
     usec_t next_cycle;
@@ -218,8 +243,16 @@ void local_config_reloaded(Ha *h);
 void local_mark_diverged(Ha *h);
 void local_divergence_reported(Ha *h);
 void local_rewind_finished(Ha *h, bool ok);
+void local_data_replaced(Ha *h);
 void remove_data_directory(Ha *h);
 void local_free(HaLocal *l);
+
+/* stepdown.c */
+const char *stepdown_action(const Ha *h);
+void stepdown_begin(Ha *h, const char *candidate);
+bool stepdown_step(Ha *h);
+void stepdown_abort(Ha *h);
+void stepdown_free(Ha *h);
 
 /* restart.c */
 const char *restart_action(const Ha *h);
@@ -278,3 +311,4 @@ void ha_commands_wake(void *ud);
 /* execute.c */
 void execute(Ha *h, Decision *d, const LocalState *l);
 void demote(Ha *h, DemoteMode mode);
+void demote_finish(Ha *h, DemoteMode mode, bool release);

@@ -168,6 +168,7 @@ int start_postgres(Ha *h, bool as_primary, const char *target) {
     h->pg.starting = true;
     slots_postgres_started(h);
     h->pg.start_as_primary = as_primary;
+    h->pg.start_timeout = 0; /* a restart sets its own after this */
     h->pg.start_began = now_monotonic();
     h->pg.expect_stop = false;
     h->pg.crashed = false;
@@ -180,15 +181,28 @@ static const char *stop_mode_name(PgStopMode mode) {
     return mode == PG_STOP_FAST ? "fast" : mode == PG_STOP_IMMEDIATE ? "immediate" : "smart";
 }
 
+/* The before_stop script runs on the HA thread before the stop signal, limited by pg_ctl_timeout; on a
+ * primary also by its lease (less a loop_wait, so that the next cycle renews it in time): a primary
+ * whose lease is gone is stopped without it. */
 static void before_stop(Ha *h, PgStopMode mode, const char *why) {
     const PghaConfig *cfg = cfg_of(h);
     if (cfg->postgresql.before_stop) {
-        char *out = NULL;
-        int r = run_shell(cfg->postgresql.before_stop, NULL, (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC,
-                          &out);
-        if (r != 0)
-            log_warning("before_stop script exited with %d: %s", r, out ? str_trim(out) : "");
-        free(out);
+        usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
+        if (h->pg.st.ok ? !h->pg.st.in_recovery : streq(h->pg.role, "primary")) {
+            usec_t now = now_monotonic(), reserve = (usec_t)loop_wait_s(h) * USEC_PER_SEC;
+            usec_t left = h->view.lock_valid_until > now + reserve ? h->view.lock_valid_until - now - reserve : 0;
+            if (left < limit)
+                limit = left;
+        }
+        if (limit < USEC_PER_SEC) {
+            log_warning("not running the before_stop script: the leader lease leaves no time for it");
+        } else {
+            char *out = NULL;
+            int r = run_shell(cfg->postgresql.before_stop, NULL, limit, &out);
+            if (r != 0)
+                log_warning("before_stop script exited with %d: %s", r, out ? str_trim(out) : "");
+            free(out);
+        }
     }
     log_info("stopping PostgreSQL (%s)%s%s", stop_mode_name(mode), why ? ": " : "", why ? why : "");
     h->pg.expect_stop = true;
@@ -200,6 +214,15 @@ static void before_stop(Ha *h, PgStopMode mode, const char *why) {
 int stop_postgres_begin(Ha *h, PgStopMode mode, const char *why) {
     if (h->pg.inst.pid <= 0)
         return -ESRCH;
+    if (h->pg.stopping) { /* already under way: only ever escalated (fast -> immediate) */
+        if (mode > h->pg.stop_mode) {
+            log_info("stopping PostgreSQL (%s)%s%s", stop_mode_name(mode), why ? ": " : "", why ? why : "");
+            (void)pg_instance_signal_stop(&h->pg.inst, mode);
+            h->pg.stop_mode = mode;
+            h->pg.stop_began = now_monotonic();
+        }
+        return 0;
+    }
     before_stop(h, mode, why);
     int r = pg_instance_signal_stop(&h->pg.inst, mode);
     if (r < 0 && r != -ESRCH) {
@@ -212,7 +235,8 @@ int stop_postgres_begin(Ha *h, PgStopMode mode, const char *why) {
     h->pg.stop_began = now_monotonic();
     pg_status_free(&h->pg.st);
     h->pg.st = (PgStatus){0};
-    set_state(h, "stopping");
+    if (!h->pg.quiet)
+        set_state(h, "stopping"); /* a restart shows "restarting" */
     return 0;
 }
 
@@ -539,6 +563,7 @@ static void local_forget(Ha *h) {
     h->pg.starting = false;
     h->pg.promoting = false;
     h->pg.stopping = false;
+    h->pg.start_timeout = 0;
 }
 
 void reload_postgres(Ha *h) {
@@ -573,6 +598,14 @@ void local_rewind_finished(Ha *h, bool ok) {
         h->pg.diverged = false;
         h->pg.diverged_reported = false;
     }
+}
+
+/* The data directory was replaced by a new clone (reinitialize, clone): what was known about the old one's
+ * divergence goes. */
+void local_data_replaced(Ha *h) {
+    h->pg.diverged = false;
+    h->pg.diverged_reported = false;
+    h->pg.rewind_failed = false;
 }
 
 /* Remove the data directory (only where the configuration asks for it, DESIGN.md invariant 4): it is

@@ -12,16 +12,28 @@ static const char *current_role(const Ha *h) { return streq(h->pg.role, "promote
 
 /* The long action under way, as Patroni's async executor names it, or NULL. */
 static const char *busy_action(const Ha *h) {
+    if (h->restart.phase == RESTART_REINIT_STOPPING)
+        return "reinitialize";
     if (h->restart.phase != RESTART_IDLE)
         return "restart";
+    if (h->stepdown.phase != STEPDOWN_IDLE)
+        return "switchover";
+    if (h->pg.promoting)
+        return "promote";
     const char *t = task_name(h->work.task.kind);
     if (t)
         return t;
     return h->work.bootstrap_pending ? "bootstrap" : NULL;
 }
 
+/* The long action decide() sees: the whole restart, the start included (a lock holder renews its lease and
+ * does nothing else until it is over; the restart's own wait bounds the start). */
 const char *restart_action(const Ha *h) {
-    return h->restart.phase == RESTART_LEAVING_SYNC || h->restart.phase == RESTART_STOPPING ? "restart" : NULL;
+    switch (h->restart.phase) {
+    case RESTART_IDLE: return NULL;
+    case RESTART_REINIT_STOPPING: return "reinitialize";
+    default: return "restart";
+    }
 }
 
 /* Patroni's restart_matches(): the filters of a request against the node as it is now. */
@@ -57,11 +69,24 @@ static void finish(Ha *h, int code, const char *msg) {
     sync_leave_end(h);
 }
 
+/* The restart failed. When PostgreSQL is down afterwards, a former primary steps down as Patroni's
+ * post_recover() does: the leader key is removed (a lock holder that cannot start must not keep it), the
+ * role is demoted, and the callbacks the restart held back are run. */
 static void fail(Ha *h, const char *msg) {
     char state[96];
     snprintf(state, sizeof state, "restart failed (%s)", h->pg.state);
     set_state(h, state);
+    bool down = h->pg.inst.pid <= 0, was_primary = h->restart.as_primary;
     finish(h, 503, msg);
+    if (!down)
+        return;
+    run_callback(h, "on_stop", h->pg.role);
+    if (was_primary) {
+        bool mine = is_lock_holder(h) && h->view.lock_valid_until > now_monotonic();
+        if (mine)
+            log_warning("removed leader key after trying and failing to start postgres");
+        demote_finish(h, mine ? DEMOTE_IMMEDIATE : DEMOTE_IMMEDIATE_NOLOCK, mine);
+    }
 }
 
 static void begin_stop(Ha *h) {
@@ -80,11 +105,16 @@ static char *restart_begin(Ha *h, const cJSON *req, Command *cmd) {
     const char *busy = busy_action(h);
     if (busy)
         return xasprintf("%s already in progress", busy);
+    if (h->pg.starting)
+        return xstrdup("postgres is still starting");
+    if (!h->pg.sysid[0]) /* no (valid) data directory: nothing to start, and nothing may be written into it */
+        return xstrdup("restart failed");
     HaRestart *r = &h->restart;
     long long timeout = 0;
     if (!json_item_ll(cJSON_GetObjectItemCaseSensitive(req, "timeout"), &timeout) || timeout <= 0)
         timeout = dyn_of(h)->primary_start_timeout;
     r->timeout = timeout;
+    r->wait = timeout > 0 ? timeout : cfg_of(h)->postgresql.pg_ctl_timeout;
     r->cmd = cmd;
     r->as_primary = h->pg.inst.pid > 0 && (streq(current_role(h), "primary"));
     snprintf(r->target, sizeof r->target, "%s", h->pg.following_set ? h->pg.following : "");
@@ -98,6 +128,65 @@ static char *restart_begin(Ha *h, const cJSON *req, Command *cmd) {
     }
     begin_stop(h);
     return NULL;
+}
+
+/* PostgreSQL stopped: start it again as what it was. A primary only when it still holds the lease (renewed
+ * right before: the view may be a cycle old) and pg_control does not say it last ran in recovery (a stop
+ * during a promotion); a replica following its upstream. */
+static bool start_again(Ha *h, usec_t now) {
+    HaRestart *r = &h->restart;
+    refresh_controldata(h);
+    if (!h->pg.sysid[0]) {
+        fail(h, "restart failed");
+        return false;
+    }
+    bool as_primary = r->as_primary && !(h->pg.have_controldata && pg_state_was_replica(h->pg.cd.state));
+    if (as_primary && !dyn_of(h)->pause) {
+        bool lease = is_lock_holder(h) && h->view.lock_valid_until > now;
+        usec_t sent = now_monotonic();
+        if (!lease || dcs_update_leader(h->dcs, NULL) != 1) {
+            /* the lease went while PostgreSQL stopped: the HA loop decides how it comes back */
+            log_warning("restart: no longer the leader; not starting PostgreSQL as a primary");
+            if (lease)
+                lease_lost(h);
+            fail(h, "restart failed");
+            return false;
+        }
+        lease_renewed(h, sent);
+    }
+    const char *target = NULL;
+    if (!as_primary)
+        target = r->target[0]                                 ? r->target
+                 : h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name
+                                                              : NULL;
+    if (start_postgres(h, as_primary, target) < 0) {
+        fail(h, "restart failed");
+        return false;
+    }
+    local_set_start_timeout(h, r->timeout);
+    r->phase = RESTART_STARTING;
+    r->phase_began = now;
+    return true;
+}
+
+/* reinitialize: once PostgreSQL stopped, the removal and the clone run in a worker */
+static void reinit_step(Ha *h) {
+    HaRestart *r = &h->restart;
+    if (h->pg.inst.pid > 0) {
+        if ((!h->pg.stopping || h->pg.stop_mode != PG_STOP_IMMEDIATE) &&
+            stop_postgres_begin(h, PG_STOP_IMMEDIATE, "reinitialize") < 0) {
+            log_error("reinitialize: PostgreSQL could not be stopped");
+            r->phase = RESTART_IDLE;
+        }
+        return;
+    }
+    r->phase = RESTART_IDLE;
+    log_info("reinitializing: removing the data directory and cloning it again");
+    local_data_replaced(h);
+    write_pgpass(h);
+    set_state(h, "creating replica");
+    set_role(h, "uninitialized");
+    task_start(h, TASK_REINIT, r->reinit_host, r->reinit_port, false);
 }
 
 bool restart_step(Ha *h) {
@@ -116,30 +205,15 @@ bool restart_step(Ha *h) {
         }
         begin_stop(h);
         return false;
-    case RESTART_STOPPING: {
-        if (h->pg.inst.pid > 0)
-            return false; /* still stopping: observe_pg escalates when it takes too long */
-        bool lease = is_lock_holder(h) && h->view.lock_valid_until > now;
-        if (r->as_primary && !lease && !dyn_of(h)->pause) {
-            /* the lease went while PostgreSQL stopped: the HA loop decides how it comes back */
-            log_warning("restart: no longer the leader; not starting PostgreSQL as a primary");
-            fail(h, "restart failed");
+    case RESTART_STOPPING:
+        if (h->pg.inst.pid > 0) {
+            /* still stopping (observe_pg escalates when it takes too long); a postmaster adopted meanwhile is
+             * asked to stop as well */
+            if (!h->pg.stopping)
+                begin_stop(h);
             return false;
         }
-        const char *target = NULL;
-        if (!r->as_primary)
-            target = r->target[0]                                 ? r->target
-                     : h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name
-                                                                  : NULL;
-        if (start_postgres(h, r->as_primary, target) < 0) {
-            fail(h, "restart failed");
-            return false;
-        }
-        local_set_start_timeout(h, r->timeout);
-        r->phase = RESTART_STARTING;
-        r->phase_began = now;
-        return true;
-    }
+        return start_again(h, now);
     case RESTART_STARTING:
         if (h->pg.st.ok && !h->pg.starting) {
             log_info("PostgreSQL restarted");
@@ -147,11 +221,13 @@ bool restart_step(Ha *h) {
             finish(h, 200, "restarted successfully");
         } else if (h->pg.inst.pid <= 0) {
             fail(h, "restart failed");
-        } else if (now - r->phase_began > (usec_t)r->timeout * USEC_PER_SEC) {
-            /* still starting: the HA loop goes on with it (a lock holder with a failover target demotes) */
-            finish(h, 503, "postgres is still starting");
+        } else if (now - r->phase_began > (usec_t)r->wait * USEC_PER_SEC) {
+            /* still starting: the HA loop goes on with it (a lock holder with a failover target demotes once
+             * the start outlasts `timeout`); as in Patroni, a start that outlasts a timeout failed */
+            finish(h, 503, r->timeout > 0 ? "restart failed" : "postgres is still starting");
         }
         return false;
+    case RESTART_REINIT_STOPPING: reinit_step(h); return false;
     }
     return false;
 }
@@ -159,6 +235,11 @@ bool restart_step(Ha *h) {
 void restart_abort(Ha *h) {
     if (h->restart.phase == RESTART_IDLE)
         return;
+    if (h->restart.phase == RESTART_REINIT_STOPPING) {
+        log_warning("the reinitialize was interrupted before the clone began");
+        h->restart.phase = RESTART_IDLE;
+        return;
+    }
     log_warning("the restart was interrupted");
     finish(h, 503, "restart failed");
 }
@@ -296,6 +377,7 @@ void reinit_command(Ha *h, Command *c, const Cluster *cl) {
     if (busy && c->force && !h->work.bootstrap_pending) {
         log_info("cancelling the %s: reinitialize with force", busy);
         restart_abort(h);
+        stepdown_abort(h);
         task_stop(h);
         busy = busy_action(h);
     }
@@ -312,16 +394,15 @@ void reinit_command(Ha *h, Command *c, const Cluster *cl) {
                          false);
         return;
     }
-    if (h->pg.inst.pid > 0 && stop_postgres(h, PG_STOP_IMMEDIATE, "reinitialize") < 0) {
-        command_complete(h->commands, c, 503, xstrdup("reinitialize failed: PostgreSQL could not be stopped"), false);
-        return;
-    }
-    log_info("reinitializing: removing the data directory and cloning from %s '%s'",
+    /* the stop is watched (restart_step), then the removal and the clone run in a worker */
+    HaRestart *r = &h->restart;
+    log_info("reinitialize: stopping PostgreSQL, then cloning from %s '%s'",
              streq(src, cl->leader->name) ? "leader" : "replica", src);
-    write_pgpass(h);
-    set_state(h, "creating replica");
-    set_role(h, "uninitialized");
-    task_start(h, TASK_REINIT, host, port, false);
+    snprintf(r->reinit_host, sizeof r->reinit_host, "%s", host);
+    r->reinit_port = port;
+    r->phase = RESTART_REINIT_STOPPING;
+    r->phase_began = now_monotonic();
+    reinit_step(h); /* the stop begins, or (not running) the clone */
     command_complete(h->commands, c, 200, xstrdup("reinitialize started"), false);
 }
 

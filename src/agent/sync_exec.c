@@ -294,8 +294,14 @@ void leave_sync_duty(Ha *h) {
  * sync_leave_named() tells from this cycle's view whether /sync still names us; sync_leave_end()
  * takes nosync back after the restart. */
 bool sync_leave_begin(Ha *h) {
-    if (!sync_mode_on(h) || cfg_of(h)->tags.nosync || !h->pg.st.ok || !h->pg.st.in_recovery || dyn_of(h)->pause ||
-        !named_in_sync(h->view.cluster, cfg_of(h)->name))
+    /* paused or not (a paused primary still manages synchronous_standby_names), from a fresh /sync */
+    if (!sync_mode_on(h) || cfg_of(h)->tags.nosync || !h->pg.st.ok || !h->pg.st.in_recovery)
+        return false;
+    Cluster *n = NULL;
+    bool named = dcs_read_cluster(h->dcs, false, &n) < 0 ? named_in_sync(h->view.cluster, cfg_of(h)->name)
+                                                         : named_in_sync(n, cfg_of(h)->name);
+    cluster_free(n);
+    if (!named)
         return false;
     log_info("asking the leader to release me from synchronous duty before restarting");
     h->sync.leaving = true;

@@ -153,6 +153,7 @@ void finish_task(Ha *h) {
             break;
         }
         log_info("replica has been created using basebackup");
+        local_data_replaced(h);
         refresh_controldata(h);
         (void)start_postgres(h, false,
                              h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);

@@ -60,7 +60,7 @@ static bool truthy(const cJSON *v) {
     if (cJSON_IsBool(v))
         return cJSON_IsTrue(v);
     if (cJSON_IsNumber(v))
-        return v->valuedouble != 0;
+        return v->valuedouble == 1.0;
     if (cJSON_IsString(v))
         return strcaseeq(v->valuestring, "true") || strcaseeq(v->valuestring, "on") ||
                strcaseeq(v->valuestring, "yes") || streq(v->valuestring, "1");

@@ -85,7 +85,7 @@ def test_restart_and_reinitialize(cluster):
     cases = [
         ({"role": "master"}, 400, "PostgreSQL role should be either primary, standby_leader, or replica"),
         ({"timeout": 0}, 400, "Timeout should be a positive number of seconds"),
-        ({"postgres_version": "9.6"}, 400, "Invalid PostgreSQL major version format: X.Y or X.Y.Z is accepted: 9.6"),
+        ({"postgres_version": "9.6"}, 400, "Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: 9.6"),
         ({"nosuch": 1, "role": "master"}, 400, "Unknown filter for the scheduled restart: nosuch"),
         ({"schedule": "2030-01-01T00:00:00"}, 400, "Timezone information is mandatory for the scheduled restart"),
         ({"schedule": iso(-3600)}, 422, "Cannot schedule restart in the past"),

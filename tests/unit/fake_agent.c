@@ -137,6 +137,7 @@ int stop_postgres_begin(Ha *h, PgStopMode mode, const char *why) {
     if (fake.stop < 0)
         return fake.stop;
     h->pg.stopping = true;
+    h->pg.stop_mode = mode;
     h->pg.expect_stop = true;
     cJSON_Delete(h->pg.st.replication);
     h->pg.st = (PgStatus){0};
@@ -236,4 +237,13 @@ void remove_data_directory(Ha *h) {
 void slots_sync(Ha *h) {
     (void)h;
     fake_event("slots_sync");
+}
+
+/* ---- ha.c ---- */
+
+void ha_wake(void *ud) { (void)ud; /* called from worker threads: no event */ }
+
+void local_data_replaced(Ha *h) {
+    fake_event("local_data_replaced");
+    h->pg.diverged = h->pg.diverged_reported = h->pg.rewind_failed = false;
 }

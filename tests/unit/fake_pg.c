@@ -15,6 +15,16 @@ int pg_checkpoint(PGconn *c, int timeout_ms, char **ret_error) {
     return fake.checkpoint;
 }
 
+/* The switchover's CHECKPOINT thread connects here: no connection (and no event: another thread). */
+PGconn *pg_instance_connect_db(const PgInstance *pg, const char *dbname, const char *application_name,
+                               char **ret_error) {
+    (void)pg;
+    (void)dbname;
+    (void)application_name;
+    *ret_error = xstrdup("fake: no connection");
+    return NULL;
+}
+
 int pg_current_flush_lsn(PGconn *c, long long *ret, char **ret_error) {
     fake_event("pg_current_flush_lsn");
     if (fake.hooks.current_flush_lsn)
@@ -33,3 +43,5 @@ int pg_emit_wake_message(PGconn *c, char **ret_error) {
     fake_event("pg_emit_wake_message");
     return 0;
 }
+
+void PQfinish(PGconn *c) { (void)c; }

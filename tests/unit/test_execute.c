@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fakes.h"
 
@@ -123,11 +124,18 @@ static void t_run(T *t, HaAction action) {
 }
 
 static void t_free(T *t) {
+    stepdown_free(&t->h); /* a CHECKPOINT thread left running */
     view_free(&t->h.view);
     cJSON_Delete(t->h.pg.st.replication);
     free(t->h.sync.ssn);
     config_free(&t->a.cfg);
     fake_done();
+}
+
+/* usleep() is faked (logged, not waited): a real wait for the CHECKPOINT thread */
+static void usleep_real(long us) {
+    struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = us % 1000000 * 1000};
+    nanosleep(&ts, NULL);
 }
 
 static bool lease_held(const T *t) { return t->h.view.lock_valid_until > now_monotonic(); }
@@ -513,14 +521,43 @@ static void test_switchover(void **state) {
     fake.cd.checkpoint_lsn = 0x5000000;
     snprintf(t.d.message, sizeof t.d.message, "manual failover: demoting myself");
     t_run(&t, HA_SWITCHOVER);
-    /* renew, CHECKPOINT, fast stop, /status with the shutdown checkpoint, delete the key, let a replica
-     * take it. The leader's per-cycle work that follows a renewal is still called (on the LocalState
-     * observed before the demotion); the real functions find PostgreSQL stopped and do nothing. */
-    EXPECT_EVENTS("dcs_update_leader", "pg_checkpoint", "stop_postgres(fast)", DEMOTED,
-                  "write_status_optime_only(83886080)", "dcs_delete_leader", "sleep(2)", "slots_sync", "update_status",
-                  "update_history");
+    /* renewed; the CHECKPOINT runs in a thread while the leader's per-cycle work goes on (still the
+     * leader, PostgreSQL still the primary) */
+    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
+                  /* synchronous mode is off: the leftover synchronous_standby_names goes */
+                  "write_configuration(primary, -)", "reload_postgres");
+    assert_string_equal(stepdown_action(&t.h), "switchover");
+    /* the next cycles: the CHECKPOINT is done, the stop begun and watched; the lease still ours */
+    for (int i = 0; i < 500 && !atomic_load(&t.h.stepdown.checkpoint_done); i++)
+        usleep_real(10 * 1000);
+    fake_events_clear();
+    assert_false(stepdown_step(&t.h));
+    EXPECT_EVENTS("stop_postgres_begin(fast)");
+    assert_false(stepdown_step(&t.h)); /* still stopping */
+    assert_true(lease_held(&t));
+    /* PostgreSQL stopped: /status with the shutdown checkpoint, then the key is deleted */
+    t.h.pg.inst.pid = 0;
+    fake_events_clear();
+    assert_true(stepdown_step(&t.h));
+    EXPECT_EVENTS(DEMOTED, "write_status_optime_only(83886080)", "dcs_delete_leader",
+                  "dcs_get_cluster" /* the view read again: the key is no longer ours */);
     assert_false(lease_held(&t));
     assert_null(t.h.sync.ssn); /* not ours to manage any more */
+    assert_null(stepdown_action(&t.h));
+    t_free(&t);
+
+    /* the lease ran out while PostgreSQL stopped: nothing is released, /status not written */
+    T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_primary(&t);
+    t_run(&t, HA_SWITCHOVER);
+    for (int i = 0; i < 500 && !atomic_load(&t.h.stepdown.checkpoint_done); i++)
+        usleep_real(10 * 1000);
+    stepdown_step(&t.h);
+    t.h.view.lock_valid_until = 0;
+    t.h.pg.inst.pid = 0;
+    fake_events_clear();
+    stepdown_step(&t.h);
+    EXPECT_EVENTS(DEMOTED);
     t_free(&t);
 
     /* the renewal fails: no switchover, the lock failure path (someone else's key: stop) */
@@ -539,7 +576,7 @@ static void test_demote_modes(void **state) {
     t_primary(&t);
     t.d.demote_mode = DEMOTE_IMMEDIATE;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(immediate)", DEMOTED, "dcs_delete_leader");
+    EXPECT_EVENTS("stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
     t_free(&t);
 
     T_INIT(&t, NULL, MINE);
@@ -556,12 +593,13 @@ static void test_demote_modes(void **state) {
     EXPECT_EVENTS("stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
     t_free(&t);
 
-    /* graceful without a checkpoint location in pg_control: no /status write */
+    /* graceful (not what a switchover uses: stepdown.c) without a checkpoint location in pg_control: no
+     * /status write */
     T_INIT(&t, NULL, MINE);
     t_primary(&t);
     t.d.demote_mode = DEMOTE_GRACEFUL;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("pg_checkpoint", "stop_postgres(fast)", DEMOTED, "dcs_delete_leader", "sleep(2)");
+    EXPECT_EVENTS("stop_postgres(fast)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
     t_free(&t);
 
     /* the stop fails: the key is kept */
@@ -631,11 +669,11 @@ static void test_follow(void **state) {
 static void test_start(void **state) {
     (void)state;
     T t;
-    /* as primary: make sure of the key first */
+    /* as primary: make sure of the key first (a compare-and-set, not the view's word) */
     T_INIT(&t, NULL, MINE);
     t.d.as_primary = true;
     t_run(&t, HA_START);
-    EXPECT_EVENTS("dcs_update_leader", "start_postgres(primary, -)");
+    EXPECT_EVENTS("dcs_update_leader(no view)", "start_postgres(primary, -)");
     assert_true(lease_held(&t));
     t_free(&t);
 
@@ -645,7 +683,7 @@ static void test_start(void **state) {
     t.h.pg.have_controldata = true;
     snprintf(t.h.pg.cd.state, sizeof t.h.pg.cd.state, "shut down in recovery");
     t_run(&t, HA_START);
-    EXPECT_EVENTS("dcs_update_leader", "start_postgres(replica, -)");
+    EXPECT_EVENTS("dcs_update_leader(no view)", "start_postgres(replica, -)");
     t_free(&t);
 
     /* ... the key is not ours: as a replica, without upstream */
@@ -654,7 +692,7 @@ static void test_start(void **state) {
         t.d.as_primary = true;
         fake.update_leader = r;
         t_run(&t, HA_START);
-        EXPECT_EVENTS("dcs_update_leader", "start_postgres(replica, -)");
+        EXPECT_EVENTS("dcs_update_leader(no view)", "start_postgres(replica, -)");
         assert_false(lease_held(&t));
         t_free(&t);
     }
