@@ -89,6 +89,12 @@ void touch_member(Ha *h) {
     if (h->pg.st.ok && h->work.task.kind == TASK_NONE) {
         m.has_xlog_location = true;
         m.xlog_location = h->pg.st.wal_position;
+        if (h->pg.st.in_recovery) { /* Patroni 4.1: only the positions that are known (not 0) */
+            m.has_replay_lsn = h->pg.st.replay_lsn != 0;
+            m.replay_lsn = h->pg.st.replay_lsn;
+            m.has_receive_lsn = h->pg.st.last_receive_lsn != 0;
+            m.receive_lsn = h->pg.st.last_receive_lsn;
+        }
         if (h->pg.st.in_recovery && h->pg.st.streaming)
             m.replication_state = xstrdup("streaming");
         m.has_timeline = h->pg.st.timeline > 0;
@@ -239,6 +245,7 @@ void publish(Ha *h) {
         s->received_location = h->pg.st.receive_lsn;
         s->replayed_location = h->pg.st.replay_lsn;
         s->replayed_timestamp = h->pg.st.has_replay_timestamp ? xstrdup(h->pg.st.replay_timestamp) : NULL;
+        s->latest_end_lsn = h->pg.st.in_recovery ? h->pg.st.latest_end_lsn : 0;
         s->replay_paused = h->pg.st.replay_paused;
         s->replication_state = h->pg.st.in_recovery && h->pg.st.streaming ? xstrdup("streaming") : NULL;
         s->replication = h->pg.st.replication ? cJSON_Duplicate(h->pg.st.replication, true) : NULL;
@@ -264,6 +271,7 @@ void publish(Ha *h) {
     s->has_optime = h->view.cluster && h->view.cluster->status.has_optime;
     s->cluster_optime = s->has_optime ? h->view.cluster->status.optime : 0;
     s->standby_cluster = dyn_of(h)->standby_cluster && dyn_of(h)->standby_cluster->n > 0;
+    s->maximum_lag_on_failover = dyn_of(h)->maximum_lag_on_failover;
     s->next_cycle = h->next_cycle;
     s->ttl = ttl_s(h);
     s->loop_wait = loop_wait_s(h);

@@ -42,6 +42,7 @@ typedef struct Snapshot {
     long long timeline;
     long long xlog_location;                        /* primary */
     long long received_location, replayed_location; /* replica */
+    long long latest_end_lsn;                       /* replica: the upstream's WAL end as its WAL receiver saw it */
     char *replayed_timestamp;                       /* NULL: null */
     bool replay_paused;
     char *replication_state; /* streaming / in archive recovery / NULL */
@@ -61,7 +62,8 @@ typedef struct Snapshot {
     bool has_optime;
     long long cluster_optime; /* /status optime */
     bool standby_cluster;
-    usec_t next_cycle; /* monotonic time of the next scheduled HA cycle */
+    long long maximum_lag_on_failover; /* the dynamic configuration's (the /readiness default) */
+    usec_t next_cycle;                 /* monotonic time of the next scheduled HA cycle */
     long long ttl, loop_wait;
     usec_t published; /* monotonic */
     /* pgha's own metrics */

@@ -149,6 +149,8 @@ void member_decode(Member *m, const char *name, const char *value) {
     m->version = dup_json_string(o, "version");
     m->replication_state = dup_json_string(o, "replication_state");
     m->has_xlog_location = json_get_ll(o, "xlog_location", &m->xlog_location);
+    m->has_replay_lsn = json_get_ll(o, "replay_lsn", &m->replay_lsn);
+    m->has_receive_lsn = json_get_ll(o, "receive_lsn", &m->receive_lsn);
     m->has_timeline = json_get_ll(o, "timeline", &m->timeline);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "tags");
     if (cJSON_IsObject(t))
@@ -614,6 +616,15 @@ char *cluster_encode_member(const Member *m) {
     if (m->has_xlog_location) {
         add_key(&b, &first, "xlog_location");
         sb_addf(&b, "%lld", m->xlog_location);
+    }
+    /* Patroni 4.1 (ha.py touch_member): a replica's replay and receive positions, when known */
+    if (m->has_replay_lsn) {
+        add_key(&b, &first, "replay_lsn");
+        sb_addf(&b, "%lld", m->replay_lsn);
+    }
+    if (m->has_receive_lsn) {
+        add_key(&b, &first, "receive_lsn");
+        sb_addf(&b, "%lld", m->receive_lsn);
     }
     if (m->replication_state) {
         add_key(&b, &first, "replication_state");

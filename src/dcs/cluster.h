@@ -27,6 +27,8 @@ typedef struct Member {
     char *state, *role, *version;
     bool has_xlog_location;
     long long xlog_location;
+    bool has_replay_lsn, has_receive_lsn; /* replicas, Patroni 4.1: pg_last_wal_replay_lsn(), */
+    long long replay_lsn, receive_lsn;    /* max(pg_last_wal_receive_lsn(), written_lsn) */
     char *replication_state;
     bool has_timeline;
     long long timeline;

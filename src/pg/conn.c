@@ -156,37 +156,43 @@ PGresult *pg_query_params(PGconn *c, const char *sql, int n_params, const char *
     return r;
 }
 
-static const char status_sql[] =
-    "SELECT pg_catalog.current_setting('server_version_num')::int,"
-    " pg_catalog.to_char(pg_catalog.pg_postmaster_start_time(), 'YYYY-MM-DD HH24:MI:SS.US'),"
-    " pg_catalog.to_char(pg_catalog.pg_postmaster_start_time(), 'TZH:TZM'),"
-    " extract(epoch from pg_catalog.pg_postmaster_start_time())::float8,"
-    " pg_catalog.pg_is_in_recovery(),"
-    " CASE WHEN pg_catalog.pg_is_in_recovery() THEN GREATEST(w.received_tli,"
-    "   (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()),"
-    "   (SELECT min_recovery_end_timeline FROM pg_catalog.pg_control_recovery()))"
-    "   ELSE ('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_flush_lsn()), 1, 8))"
-    "   ::bit(32)::int END,"
-    " CASE WHEN pg_catalog.pg_is_in_recovery() THEN 0"
-    "   ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), '0/0')::bigint END,"
-    " COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), '0/0')::bigint, 0),"
-    " COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint, 0),"
-    " pg_catalog.pg_is_in_recovery() AND pg_catalog.pg_is_wal_replay_paused(),"
-    " pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM'),"
-    " COALESCE(w.status, ''), COALESCE(w.slot_name, ''), COALESCE(w.conninfo, ''),"
-    " pg_catalog.current_setting('synchronous_standby_names'),"
-    " pg_catalog.current_setting('synchronous_commit'),"
-    " (SELECT pg_catalog.json_agg(r) FROM (SELECT usename, application_name,"
-    "   pg_catalog.host(client_addr) AS client_addr, state, sync_state, sync_priority,"
-    "   pg_catalog.pg_wal_lsn_diff(write_lsn, '0/0')::bigint AS write_lsn,"
-    "   pg_catalog.pg_wal_lsn_diff(flush_lsn, '0/0')::bigint AS flush_lsn,"
-    "   pg_catalog.pg_wal_lsn_diff(replay_lsn, '0/0')::bigint AS replay_lsn"
-    "   FROM pg_catalog.pg_stat_replication ORDER BY application_name) r)"
-    " FROM (SELECT 1) AS dummy LEFT JOIN pg_catalog.pg_stat_get_wal_receiver() AS w ON true";
+/* `written` is the expression of column 17: pg_stat_wal_receiver.written_lsn exists from PostgreSQL 13 on. */
+#define STATUS_SQL(written)                                                                                       \
+    "SELECT pg_catalog.current_setting('server_version_num')::int,"                                               \
+    " pg_catalog.to_char(pg_catalog.pg_postmaster_start_time(), 'YYYY-MM-DD HH24:MI:SS.US'),"                     \
+    " pg_catalog.to_char(pg_catalog.pg_postmaster_start_time(), 'TZH:TZM'),"                                      \
+    " extract(epoch from pg_catalog.pg_postmaster_start_time())::float8,"                                         \
+    " pg_catalog.pg_is_in_recovery(),"                                                                            \
+    " CASE WHEN pg_catalog.pg_is_in_recovery() THEN GREATEST(w.received_tli,"                                     \
+    "   (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()),"                                            \
+    "   (SELECT min_recovery_end_timeline FROM pg_catalog.pg_control_recovery()))"                                \
+    "   ELSE ('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_flush_lsn()), 1, 8))" \
+    "   ::bit(32)::int END,"                                                                                      \
+    " CASE WHEN pg_catalog.pg_is_in_recovery() THEN 0"                                                            \
+    "   ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), '0/0')::bigint END,"               \
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), '0/0')::bigint, 0),"              \
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint, 0),"               \
+    " pg_catalog.pg_is_in_recovery() AND pg_catalog.pg_is_wal_replay_paused(),"                                   \
+    " pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM'),"         \
+    " COALESCE(w.status, ''), COALESCE(w.slot_name, ''), COALESCE(w.conninfo, ''),"                               \
+    " pg_catalog.current_setting('synchronous_standby_names'),"                                                   \
+    " pg_catalog.current_setting('synchronous_commit'),"                                                          \
+    " (SELECT pg_catalog.json_agg(r) FROM (SELECT usename, application_name,"                                     \
+    "   pg_catalog.host(client_addr) AS client_addr, state, sync_state, sync_priority,"                           \
+    "   pg_catalog.pg_wal_lsn_diff(write_lsn, '0/0')::bigint AS write_lsn,"                                       \
+    "   pg_catalog.pg_wal_lsn_diff(flush_lsn, '0/0')::bigint AS flush_lsn,"                                       \
+    "   pg_catalog.pg_wal_lsn_diff(replay_lsn, '0/0')::bigint AS replay_lsn"                                      \
+    "   FROM pg_catalog.pg_stat_replication ORDER BY application_name) r),"                                       \
+    " " written ","                                                                                               \
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(w.latest_end_lsn, '0/0')::bigint, 0)"                                   \
+    " FROM (SELECT 1) AS dummy LEFT JOIN pg_catalog.pg_stat_get_wal_receiver() AS w ON true"
+
+static const char status_sql[] = STATUS_SQL("COALESCE(pg_catalog.pg_wal_lsn_diff(w.written_lsn, '0/0')::bigint, 0)");
+static const char status_sql_pre13[] = STATUS_SQL("0");
 
 int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error) {
     *ret = (PgStatus){0};
-    PGresult *r = pg_query(c, status_sql, 2000, ret_error);
+    PGresult *r = pg_query(c, PQserverVersion(c) >= 130000 ? status_sql : status_sql_pre13, 2000, ret_error);
     if (!r)
         return -EIO;
     if (PQntuples(r) != 1) {
@@ -201,10 +207,8 @@ int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error) {
     ret->in_recovery = PQgetvalue(r, 0, 4)[0] == 't';
     ret->timeline = pg_value_ll(r, 0, 5);
     ret->flush_lsn = pg_value_ll(r, 0, 6);
-    ret->receive_lsn = pg_value_ll(r, 0, 7);
+    long long receive = pg_value_ll(r, 0, 7);
     ret->replay_lsn = pg_value_ll(r, 0, 8);
-    if (ret->receive_lsn == 0)
-        ret->receive_lsn = ret->replay_lsn;
     ret->replay_paused = PQgetvalue(r, 0, 9)[0] == 't';
     ret->has_replay_timestamp = !PQgetisnull(r, 0, 10);
     if (ret->has_replay_timestamp)
@@ -216,8 +220,8 @@ int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error) {
     snprintf(ret->synchronous_commit, sizeof ret->synchronous_commit, "%s", PQgetvalue(r, 0, 15));
     if (!PQgetisnull(r, 0, 16))
         ret->replication = cJSON_Parse(PQgetvalue(r, 0, 16));
-    ret->wal_position = ret->in_recovery ? (ret->receive_lsn > ret->replay_lsn ? ret->receive_lsn : ret->replay_lsn)
-                                         : ret->flush_lsn;
+    ret->latest_end_lsn = pg_value_ll(r, 0, 18);
+    pg_status_set_positions(ret, receive, pg_value_ll(r, 0, 17));
     ret->ok = true;
     PQclear(r);
     return 0;

@@ -32,3 +32,19 @@ bool pg_state_was_replica(const char *s) {
 }
 
 bool pg_state_needs_crash_recovery(const char *s) { return streq(s, "in production") || streq(s, "in crash recovery"); }
+
+/* Patroni 4.1 (postgresql/__init__.py receive_lsn(), _wal_position(); api.py get_postgresql_status()):
+ * the WAL receiver's written position is preferred to pg_last_wal_receive_lsn(), which is in fact the
+ * flushed one. */
+void pg_status_set_positions(PgStatus *s, long long receive, long long written) {
+    s->written_lsn = written;
+    if (receive && written)
+        s->last_receive_lsn = receive > written ? receive : written;
+    else
+        s->last_receive_lsn = written ? written : receive;
+    s->receive_lsn = written ? written : receive ? receive : s->replay_lsn;
+    if (s->in_recovery)
+        s->wal_position = s->last_receive_lsn > s->replay_lsn ? s->last_receive_lsn : s->replay_lsn;
+    else
+        s->wal_position = s->flush_lsn;
+}

@@ -142,10 +142,16 @@ typedef struct PgStatus {
     double postmaster_start_time;  /* epoch seconds with microseconds */
     char postmaster_start_str[64]; /* "2024-08-28 19:39:26.352526+00:00" */
     bool in_recovery;
-    long long timeline;                /* primary: current; replica: receiver/replay timeline or 0 */
-    long long wal_position;            /* primary: flush LSN; replica: max(receive, replay) */
-    long long flush_lsn;               /* primary */
-    long long receive_lsn, replay_lsn; /* replica (receive falls back to replay) */
+    long long timeline;     /* primary: current; replica: receiver/replay timeline or 0 */
+    long long wal_position; /* primary: flush LSN; replica: max(last_receive_lsn, replay_lsn) */
+    long long flush_lsn;    /* primary */
+    /* Replica positions as Patroni 4.1 computes them (0: unknown), see pg_status_set_positions(). */
+    long long receive_lsn;      /* /patroni received_location: written_lsn, else pg_last_wal_receive_lsn(),
+                                   else replay_lsn */
+    long long replay_lsn;       /* pg_last_wal_replay_lsn() */
+    long long last_receive_lsn; /* member key receive_lsn: max(pg_last_wal_receive_lsn(), written_lsn) */
+    long long written_lsn;      /* pg_stat_wal_receiver.written_lsn (PostgreSQL 13+) */
+    long long latest_end_lsn;   /* pg_stat_wal_receiver.latest_end_lsn: the upstream's WAL end it last reported */
     bool replay_paused;
     bool has_replay_timestamp;
     char replay_timestamp[64];
@@ -158,6 +164,11 @@ typedef struct PgStatus {
 } PgStatus;
 
 int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error);
+/* The replica positions of a status from the raw values the status query read (0 for NULL): `receive` is
+ * pg_last_wal_receive_lsn() (the flushed position), `written` pg_stat_wal_receiver.written_lsn (0 before
+ * PostgreSQL 13 or without a WAL receiver); replay_lsn, flush_lsn and in_recovery are set already. Sets
+ * written_lsn, last_receive_lsn, receive_lsn and wal_position as Patroni 4.1 does (pure). */
+void pg_status_set_positions(PgStatus *s, long long receive, long long written);
 void pg_status_free(PgStatus *s);
 
 /* ---- replication slots (spec §4.11) ---- */

@@ -89,19 +89,33 @@ static bool tag_filter_ok(const Snapshot *s, const QueryParam *params, size_t n)
     return true;
 }
 
+/* The first non-empty value of a query parameter, as Patroni reads it (parse_qs() drops blank values,
+ * `path_query.get(key)[0]`), or NULL. */
+static const char *first_param(const QueryParam *params, size_t n, const char *key) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(params[i].key, key) == 0 && params[i].value && params[i].value[0])
+            return params[i].value;
+    return NULL;
+}
+
+/* Patroni 4.1's leader_optime: the /status optime of a valid cluster view, or the upstream's WAL end the
+ * replica's WAL receiver last heard of (pg_stat_wal_receiver.latest_end_lsn) when that is further. */
+static long long leader_optime(const Snapshot *s) {
+    long long optime = s->has_cluster && s->has_optime ? s->cluster_optime : 0;
+    long long end = s->pg_running && s->in_recovery ? s->latest_end_lsn : 0;
+    return end > optime ? end : optime;
+}
+
 int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params) {
     if (!path || !*path || strcmp(path, "/") == 0)
         path = "/primary";
-    long long lag = -1;
-    for (size_t i = 0; i < n_params; i++)
-        if (strcmp(params[i].key, "lag") == 0)
-            lag = parse_lag(params[i].value);
+    long long lag = parse_lag(first_param(params, n_params, "lag"));
     bool running = s->state && strcmp(s->state, "running") == 0;
     const char *role = s->pg_running
                            ? (s->in_recovery ? (s->standby_cluster && s->role ? s->role : "replica") : "primary")
                            : (s->role ? s->role : "");
     long long replayed = s->pg_running && s->in_recovery ? s->replayed_location : 0;
-    bool lagging = lag >= 0 && (s->has_optime ? s->cluster_optime : 0) > replayed + lag;
+    bool lagging = lag >= 0 && leader_optime(s) > replayed + lag;
     bool noloadbalance = s->tags && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s->tags, "noloadbalance"));
     int replica_code = (!noloadbalance && !lagging && strcmp(role, "replica") == 0 && running) ? 200 : 503;
     int leader_code = 503, primary_code = 503, standby_leader_code = 503;
@@ -160,6 +174,45 @@ int health_check_code(const Snapshot *s, const char *path, const QueryParam *par
     return code;
 }
 
+int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params, char *why, size_t why_len) {
+    char scratch[8];
+    if (!why) {
+        why = scratch;
+        why_len = sizeof scratch;
+    }
+    why[0] = '\0';
+    /* the leader is ready: it only became leader after bootstrap or once up as a standby */
+    if (s->is_leader)
+        return 200;
+    if (!streq(s->state, "running")) {
+        snprintf(why, why_len, "PostgreSQL is not running");
+        return 503;
+    }
+    if (!(s->pg_running && s->in_recovery && streq(s->replication_state, "streaming"))) {
+        snprintf(why, why_len, "PostgreSQL replication state is not streaming");
+        return 503;
+    }
+    if (!s->has_cluster && !s->latest_end_lsn) {
+        if (s->failsafe_active)
+            return 200;
+        snprintf(why, why_len, "DCS is not accessible");
+        return 503;
+    }
+    const char *mode_param = first_param(params, n_params, "mode");
+    bool write = mode_param && strcmp(mode_param, "write") == 0;
+    long long lag = leader_optime(s) - (write ? s->received_location : s->replayed_location);
+    const char *lag_param = first_param(params, n_params, "lag");
+    long long max_lag = lag_param ? parse_lag(lag_param) : -1;
+    if (max_lag < 0)
+        max_lag = s->maximum_lag_on_failover;
+    if (lag > max_lag) {
+        snprintf(why, why_len, "Replication %s lag %lld exceeds maximum allowable %lld", write ? "write" : "apply", lag,
+                 max_lag);
+        return 503;
+    }
+    return 200;
+}
+
 static int cmp_members(const void *a, const void *b) {
     return strcmp((*(const Member *const *)a)->name, (*(const Member *const *)b)->name);
 }
@@ -212,6 +265,30 @@ static cJSON *raw_ll(long long v) {
     return cJSON_CreateRaw(buf);
 }
 
+/* Patroni's format_lsn(): "0/3000060" */
+static void format_lsn(long long lsn, char *buf, size_t len) {
+    unsigned long long u = (unsigned long long)lsn;
+    snprintf(buf, len, "%llX/%llX", u >> 32, u & 0xFFFFFFFFULL);
+}
+
+/* Patroni 4.1's <prefix>lsn and <prefix>lag of a member that does not hold the lock: "unknown" for both when
+ * the position is not known (absent or 0), else the formatted LSN and max(0, /status optime - lsn) (added
+ * lag first, as Patroni's dict gets them). */
+static void add_position(cJSON *e, const char *prefix, long long lsn, long long cluster_lsn) {
+    char lsn_key[32], lag_key[32];
+    snprintf(lsn_key, sizeof lsn_key, "%slsn", prefix);
+    snprintf(lag_key, sizeof lag_key, "%slag", prefix);
+    if (!lsn) {
+        cJSON_AddStringToObject(e, lsn_key, "unknown");
+        cJSON_AddStringToObject(e, lag_key, "unknown");
+        return;
+    }
+    char buf[40];
+    format_lsn(lsn, buf, sizeof buf);
+    cJSON_AddItemToObject(e, lag_key, raw_ll(cluster_lsn >= lsn ? cluster_lsn - lsn : 0));
+    cJSON_AddStringToObject(e, lsn_key, buf);
+}
+
 char *cluster_to_json(const Cluster *c, const char *scope, bool paused) {
     cJSON *o = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(o, "members");
@@ -260,12 +337,10 @@ char *cluster_to_json(const Cluster *c, const char *scope, bool paused) {
         if (m->tags && cJSON_GetArraySize(m->tags) > 0)
             cJSON_AddItemToObject(e, "tags", cJSON_Duplicate(m->tags, true));
         if (!is_leader) {
-            if (!m->has_xlog_location) {
-                cJSON_AddStringToObject(e, "lag", "unknown");
-            } else {
-                long long lag = (c->status.has_optime ? c->status.optime : 0) - m->xlog_location;
-                cJSON_AddItemToObject(e, "lag", raw_ll(lag > 0 ? lag : 0));
-            }
+            long long cluster_lsn = c->status.has_optime ? c->status.optime : 0;
+            add_position(e, "receive_", m->has_receive_lsn ? m->receive_lsn : 0, cluster_lsn);
+            add_position(e, "replay_", m->has_replay_lsn ? m->replay_lsn : 0, cluster_lsn);
+            add_position(e, "", m->has_xlog_location ? m->xlog_location : 0, cluster_lsn);
         }
         cJSON_AddItemToArray(arr, e);
     }

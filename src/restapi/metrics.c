@@ -1,5 +1,6 @@
 /* GET /metrics: Patroni 4.0.6's exposition byte for byte (spec §2.9), patroni_master after patroni_primary
- * (Patroni 3.x's name, still used by public alert rules), then pgha's own metrics. */
+ * (Patroni 3.x's name, still used by public alert rules), Patroni 4.1's patroni_postgres_state last, then
+ * pgha's own metrics. */
 #include "restapi/metrics.h"
 
 #include <microhttpd.h>
@@ -224,6 +225,27 @@ static void padded_version(const char *v, char *buf, size_t len) {
     free(s);
 }
 
+/* Patroni 4.1's PostgresqlState (postgresql/misc.py) in index order: the member name lower-cased, the value */
+static const struct {
+    const char *name, *value;
+} postgres_states[] = {
+    {"initdb", "initializing new cluster"},
+    {"initdb_failed", "initdb failed"},
+    {"custom_bootstrap", "running custom bootstrap script"},
+    {"custom_bootstrap_failed", "custom bootstrap failed"},
+    {"creating_replica", "creating replica"},
+    {"running", "running"},
+    {"starting", "starting"},
+    {"bootstrap_starting", "starting after custom bootstrap"},
+    {"start_failed", "start failed"},
+    {"restarting", "restarting"},
+    {"restart_failed", "restart failed"},
+    {"stopping", "stopping"},
+    {"stopped", "stopped"},
+    {"stop_failed", "stop failed"},
+    {"crashed", "crashed"},
+};
+
 /* the status document's role (snapshot_status_json()) */
 static const char *status_role(const Snapshot *s) {
     if (!s->pg_running)
@@ -303,6 +325,16 @@ static void render_patroni(Out *o, const Snapshot *s) {
     metric_ll(o, "patroni_pending_restart", "gauge", "Value is 1 if the node needs a restart, 0 otherwise.",
               s->pending_restart);
     metric_ll(o, "patroni_is_paused", "gauge", "Value is 1 if auto failover is disabled, 0 otherwise.", s->pause);
+    /* Patroni 4.1: the state as its index in PostgresqlState (indexes never change), -1 for any other */
+    sb_add(&o->b, "# HELP patroni_postgres_state Numeric representation of Postgres state.\n# Values: ");
+    long long state = -1;
+    for (size_t i = 0; i < ELEMENTSOF(postgres_states); i++) {
+        sb_addf(&o->b, "%s%zu=%s", i ? ", " : "", i, postgres_states[i].name);
+        if (streq(s->state ? s->state : "stopped", postgres_states[i].value))
+            state = (long long)i;
+    }
+    sb_add(&o->b, "\n# TYPE patroni_postgres_state gauge\n");
+    sb_addf(&o->b, "patroni_postgres_state%s %lld\n", o->labels, state);
 }
 
 static void sample_double(Out *o, const char *name, const char *extra_labels, double v) {

@@ -1,5 +1,5 @@
-/* GET /metrics (spec §2.9): Patroni's Prometheus exposition, patroni_master beside patroni_primary, then
- * pgha's own metrics (pgha_*). Rendered from the published snapshot and the REST request counters only:
+/* GET /metrics (spec §2.9): Patroni's Prometheus exposition, patroni_master beside patroni_primary,
+ * patroni_postgres_state (Patroni 4.1), then pgha's own metrics (pgha_*). Rendered from the published snapshot and the REST request counters only:
  * a scrape never touches PostgreSQL or etcd. */
 #pragma once
 

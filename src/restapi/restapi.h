@@ -27,6 +27,12 @@ typedef struct QueryParam {
 
 /* The HTTP code of a health-check path (spec §2.3) for a snapshot and query parameters. */
 int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params);
+/* GET /readiness (Patroni 4.1's replication check): 200 for the lock holder, and for a running streaming
+ * replica not further behind than `lag` (parse_lag(); default maximum_lag_on_failover) from the leader's
+ * position (the /status optime or the WAL end its WAL receiver heard of, whichever is further), measured
+ * from the replayed position, or the received one with mode=write; else 503 with Patroni's reason in why
+ * (may be NULL). */
+int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params, char *why, size_t why_len);
 /* "1048576", "1024kB", "10MB": bytes, or -1 when invalid. */
 long long parse_lag(const char *s);
 

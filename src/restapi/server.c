@@ -108,10 +108,8 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
             return respond(conn, 200, metrics_render(s, now_monotonic()), "text/plain");
         if (strcmp(first, "liveness") == 0)
             return respond(conn, liveness_ok(s) ? 200 : 503, NULL, NULL);
-        if (strcmp(first, "readiness") == 0) {
-            bool ok = s->is_leader || (streq(s->state, "running") && s->has_cluster);
-            return respond(conn, ok ? 200 : 503, NULL, NULL);
-        }
+        if (strcmp(first, "readiness") == 0)
+            return respond(conn, (unsigned)readiness_code(s, params.v, params.n, NULL, 0), NULL, NULL);
         if (strcmp(first, "cluster") == 0 || strcmp(first, "history") == 0 || strcmp(first, "config") == 0 ||
             strcmp(first, "failsafe") == 0) {
             Cluster *c = NULL;

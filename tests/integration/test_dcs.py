@@ -407,9 +407,10 @@ def test_etcd_with_tls_and_client_certificate(tmp_base, unique_name):
 # ------------------------------------------------------------------------------------------------ compatibility
 
 
+# as pgha writes a replica's key, with Patroni 4.1's replay_lsn and receive_lsn, which older readers ignore
 REPLICA_JSON = ('{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni",'
                 '"state":"running","role":"replica","version":"4.0.6","xlog_location":50331648,'
-                '"replication_state":"streaming","timeline":1}')
+                '"replay_lsn":50331000,"receive_lsn":50331648,"replication_state":"streaming","timeline":1}')
 
 
 def test_patronictl_and_pgha_ctl_read_what_pgha_writes(etcd_cluster, tmp_base, unique_name, bg, cleanup_scopes):

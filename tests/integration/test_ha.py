@@ -8,6 +8,7 @@ the following ones; no scenario depends on what an earlier one did. Timings: ttl
 loop_wait 2, retry_timeout 3."""
 
 import os
+import re
 import subprocess
 import time
 
@@ -92,6 +93,62 @@ def test_bootstrap_one_primary_two_streaming_replicas(cluster):
     cluster.sql("node1", "INSERT INTO t VALUES (1)")
     for n in ("node2", "node3"):
         h.wait_until(lambda n=n: cluster.sql(n, "SELECT count(*) FROM t")[0][0] == 1, 30)
+    check_positions_and_readiness(cluster)
+
+
+LSN = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
+
+
+def parse_lsn(s):
+    hi, lo = s.split("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def check_positions_and_readiness(cluster):
+    """Patroni 4.1: the replicas publish receive_lsn and replay_lsn in their member keys, GET /cluster shows
+    receive/replay/lsn positions and lags for every member but the leader, /readiness is 200 on the leader
+    and on a streaming replica that is not behind."""
+    flush = cluster.sql("node1", "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint")[0][0]
+    for n in ("node2", "node3"):
+        m = cluster.wait_value(f"members/{n}", lambda m: m and m.get("replay_lsn", 0) >= flush
+                               and m.get("receive_lsn", 0) >= flush, 30,
+                               msg=f"members/{n} to publish receive_lsn and replay_lsn at {flush} or later")
+        assert m["xlog_location"] == max(m["receive_lsn"], m["replay_lsn"])
+        assert list(m).index("xlog_location") < list(m).index("replay_lsn") < list(m).index("receive_lsn") \
+            < list(m).index("replication_state"), list(m)
+    leader_key = cluster.member("node1")
+    assert "receive_lsn" not in leader_key and "replay_lsn" not in leader_key
+    # /status, the members and the leader's WAL position all settle (an idle primary writes little WAL)
+
+    def settled():
+        body = cluster.nodes["node1"].rest("GET", "/cluster").json()
+        members = {m["name"]: m for m in body["members"]}
+        for n in ("node2", "node3"):
+            m = members[n]
+            if not all(isinstance(m.get(k), str) and LSN.match(m[k]) for k in ("receive_lsn", "replay_lsn", "lsn")):
+                return None
+            if (m.get("receive_lag"), m.get("replay_lag"), m.get("lag")) != (0, 0, 0):
+                return None
+        return members
+    members = h.wait_until(settled, 30, msg="GET /cluster to show both replicas with their positions, none behind")
+    for k in ("receive_lsn", "receive_lag", "replay_lsn", "replay_lag", "lsn", "lag"):
+        assert k not in members["node1"], members["node1"]
+    optime = cluster.value("status")["optime"]
+    for n in ("node2", "node3"):
+        assert parse_lsn(members[n]["lsn"]) >= flush
+        assert parse_lsn(members[n]["replay_lsn"]) <= parse_lsn(members[n]["lsn"])
+        assert abs(parse_lsn(members[n]["lsn"]) - optime) < 16 * 1024 * 1024  # the same WAL, give or take
+    # GET /patroni has no new fields in 4.1
+    st = cluster.nodes["node2"].rest("GET", "/patroni").json()
+    assert "latest_end_lsn" not in st and "receive_lsn" not in st
+    assert st["xlog"]["received_location"] >= st["xlog"]["replayed_location"] >= flush
+    # /readiness: the leader, and the replicas once they stream and are not behind
+    assert cluster.nodes["node1"].rest("GET", "/readiness").status_code == 200
+    for n in ("node2", "node3"):
+        h.wait_until(lambda n=n: cluster.nodes[n].rest("GET", "/readiness").status_code == 200, 30,
+                     msg=f"{n}: GET /readiness 200")
+        h.wait_until(lambda n=n: cluster.nodes[n].rest("GET", "/readiness?lag=0&mode=write").status_code == 200, 30,
+                     msg=f"{n}: GET /readiness?lag=0&mode=write 200")
 
 
 def test_postmaster_crash_restarts_the_same_primary(cluster):

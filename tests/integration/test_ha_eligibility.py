@@ -44,6 +44,7 @@ def test_nofailover_and_lagging_replicas_are_never_promoted(cluster):
         m = cluster.wait_value("members/node3", lambda m: m and "xlog_location" in m, 30,
                                msg="members/node3 to report its position")
         assert flush - m["xlog_location"] > 1048576
+        check_lagging_replica_readiness(cluster, flush)
         cluster.nodes["node1"].kill9(postmaster=True)
         # the lease expires after ttl; then nobody may take over for a good while
         h.wait_until(lambda: cluster.leader() is None, TTL + 10, msg="the old leader key to expire")
@@ -60,3 +61,31 @@ def test_nofailover_and_lagging_replicas_are_never_promoted(cluster):
             os.kill(wr, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def check_lagging_replica_readiness(cluster, flush):
+    """Patroni 4.1 on a replica whose WAL receiver is frozen (still `streaming`) more than
+    maximum_lag_on_failover behind: GET /readiness is 503 (unless ?lag= allows it), the other replica is
+    ready, and GET /cluster shows node3's receive, replay and overall lag."""
+    node2, node3 = cluster.nodes["node2"], cluster.nodes["node3"]
+    h.wait_until(lambda: node3.rest("GET", "/readiness").status_code == 503, 30,
+                 msg="node3: GET /readiness 503 while it lags more than maximum_lag_on_failover")
+    assert node3.rest("GET", "/readiness?mode=write").status_code == 503
+    assert node3.rest("GET", "/readiness?lag=1GB").status_code == 200
+    assert node3.rest("GET", "/readiness?lag=1GB&mode=write").status_code == 200
+    assert node3.rest("GET", "/replica?lag=1MB").status_code == 503
+    assert node3.rest("GET", "/replica").status_code == 200
+    h.wait_until(lambda: node2.rest("GET", "/readiness").status_code == 200, 30,
+                 msg="node2: GET /readiness 200 (streaming, not behind)")
+    assert cluster.nodes["node1"].rest("GET", "/readiness").status_code == 200
+
+    def node3_behind():
+        body = cluster.nodes["node1"].rest("GET", "/cluster").json()
+        m = {x["name"]: x for x in body["members"]}["node3"]
+        lags = [m.get(k) for k in ("receive_lag", "replay_lag", "lag")]
+        return m if all(isinstance(v, int) and v > 1048576 for v in lags) else None
+    m = h.wait_until(node3_behind, 30, msg="GET /cluster to show node3's receive, replay and overall lag")
+    assert m["state"] == "streaming"
+    for k in ("receive_lsn", "replay_lsn", "lsn"):
+        hi, lo = m[k].split("/")
+        assert flush - ((int(hi, 16) << 32) + int(lo, 16)) > 1048576, m

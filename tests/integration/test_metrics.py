@@ -1,6 +1,6 @@
 """GET /metrics (spec §2.9) on a running 2-node cluster: Patroni's exposition (order, HELP texts, labels,
 the space after patroni_postgres_server_version, values on the primary and the replica), patroni_master,
-pgha's own metrics, promtool's verdict, and the promotion/demotion counters after a switchover.
+Patroni 4.1's patroni_postgres_state, pgha's own metrics, promtool's verdict, and the promotion/demotion counters after a switchover.
 
 promtool (Debian package prometheus, installed by scripts/install-deps.sh) accepts Patroni's space before
 the labels of patroni_postgres_server_version as it is; its only complaints are lint findings about four
@@ -21,7 +21,7 @@ from hacluster import HaCluster, SharedCluster
 pytestmark = pytest.mark.needs_root
 
 # Patroni 4.0.6's metrics in order (streaming/archive recovery: PostgreSQL running, >= 9.6), with
-# patroni_master (Patroni 3.x's name) after patroni_primary
+# patroni_master (Patroni 3.x's name) after patroni_primary, then Patroni 4.1's patroni_postgres_state
 PATRONI_METRICS = [
     "patroni_version", "patroni_postgres_running", "patroni_postmaster_start_time", "patroni_primary",
     "patroni_master", "patroni_xlog_location", "patroni_standby_leader", "patroni_replica",
@@ -30,7 +30,18 @@ PATRONI_METRICS = [
     "patroni_postgres_streaming", "patroni_postgres_in_archive_recovery", "patroni_postgres_server_version",
     "patroni_cluster_unlocked", "patroni_failsafe_mode_is_active", "patroni_postgres_timeline",
     "patroni_dcs_last_seen", "patroni_pending_restart", "patroni_is_paused",
+    # Patroni 4.1
+    "patroni_postgres_state",
 ]
+
+# Patroni 4.1's comment line between the HELP and TYPE lines of patroni_postgres_state
+STATE_BLOCK = (
+    "# HELP patroni_postgres_state Numeric representation of Postgres state.\n"
+    "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, 4=creating_replica, "
+    "5=running, 6=starting, 7=bootstrap_starting, 8=start_failed, 9=restarting, 10=restart_failed, 11=stopping, "
+    "12=stopped, 13=stop_failed, 14=crashed\n"
+    "# TYPE patroni_postgres_state gauge\n"
+)
 
 # promtool lint findings that are Patroni's naming, not ours: counters without "_total"
 PATRONI_LINT = {
@@ -91,6 +102,8 @@ def parse(text, scope, name):
             _, _, metric, mtype = line.split(" ")
             typed.add(metric)
             order.append(metric)
+            continue
+        if line.startswith("# "):  # a comment (Patroni 4.1's "# Values: ..." of patroni_postgres_state)
             continue
         m = SAMPLE.match(line)
         assert m, f"not a sample line: {line!r}"
@@ -168,6 +181,7 @@ def test_metrics_on_primary_and_replica(cluster):
     assert one(s, "patroni_postgres_streaming") == "0"
     assert one(s, "patroni_cluster_unlocked") == "0" and one(s, "patroni_is_paused") == "0"
     assert int(one(s, "patroni_postgres_timeline")) == timeline
+    assert STATE_BLOCK + f'patroni_postgres_state{{scope="{scope}",name="{primary}"}} 5\n' in text
     st = one(s, "patroni_postmaster_start_time")
     assert "." in st and abs(float(st) - start_epoch) < 1e-6, (st, start_epoch)
     assert abs(int(one(s, "patroni_dcs_last_seen")) - time.time()) < 30
@@ -198,6 +212,7 @@ def test_metrics_on_primary_and_replica(cluster):
     assert one(s, "patroni_postgres_streaming") == "1" and one(s, "patroni_postgres_in_archive_recovery") == "0"
     assert one(s, "patroni_xlog_paused") == "0" and one(s, "patroni_cluster_unlocked") == "0"
     assert int(one(s, "patroni_postgres_timeline")) == timeline
+    assert one(s, "patroni_postgres_state") == "5"
     assert "pgha_leader_lease_age_seconds" not in s  # only the lock holder has one
     assert int(one(s, "pgha_dcs_requests_total")) > 0
     check_promtool(text, replica)

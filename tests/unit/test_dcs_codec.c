@@ -406,6 +406,8 @@ static void test_member_replica_example(void **state) {
     assert_null(m->proxy_url);
     assert_true(m->has_xlog_location);
     assert_ll(m->xlog_location, 67420024);
+    assert_false(m->has_replay_lsn); /* a 4.0 member key has no replay_lsn/receive_lsn */
+    assert_false(m->has_receive_lsn);
     assert_str(m->replication_state, "streaming");
     assert_true(m->has_timeline);
     assert_ll(m->timeline, 3);
@@ -439,14 +441,15 @@ static void test_member_replica_example(void **state) {
     cluster_free(c);
 }
 
-/* Every optional field, in Patroni's order. */
+/* Every optional field, in Patroni's order (replay_lsn and receive_lsn: Patroni 4.1). */
 #define EX_MEMBER_FULL                                                                                            \
     "{\"conn_url\":\"postgres://[fe80::1]:5433/postgres\",\"api_url\":\"https://node1.example:8008/patroni\","    \
     "\"state\":\"running\",\"role\":\"standby_leader\",\"version\":\"4.0.6\","                                    \
     "\"proxy_url\":\"postgres://10.0.0.100:6432/postgres\",\"checkpoint_after_promote\":false,"                   \
     "\"tags\":{\"nofailover\":true,\"failover_priority\":0,\"replicatefrom\":\"node3\",\"dc\":\"Z\\u00fcrich\"}," \
     "\"pending_restart\":true,\"pending_restart_reason\":{\"max_connections\":{\"old_value\":\"100\","            \
-    "\"new_value\":\"200\"}},\"xlog_location\":4611686018427387905,\"replication_state\":"                        \
+    "\"new_value\":\"200\"}},\"xlog_location\":4611686018427387905,\"replay_lsn\":4611686018427387000,"           \
+    "\"receive_lsn\":4611686018427387905,\"replication_state\":"                                                  \
     "\"in archive recovery\",\"timeline\":12,\"scheduled_restart\":{\"schedule\":"                                \
     "\"2025-06-01T12:00:00+00:00\",\"timeout\":60,\"role\":\"replica\",\"postmaster_start_time\":"                \
     "\"2025-05-01 10:00:00.123456+00:00\"},\"pause\":true}"
@@ -466,6 +469,10 @@ static void test_member_all_fields_roundtrip(void **state) {
     assert_json(m->pending_restart_reason, "{\"max_connections\":{\"old_value\":\"100\",\"new_value\":\"200\"}}");
     assert_true(m->has_xlog_location);
     assert_ll(m->xlog_location, 4611686018427387905LL); /* 2^62 + 1, exact */
+    assert_true(m->has_replay_lsn);
+    assert_ll(m->replay_lsn, 4611686018427387000LL);
+    assert_true(m->has_receive_lsn);
+    assert_ll(m->receive_lsn, 4611686018427387905LL);
     assert_str(m->replication_state, "in archive recovery");
     assert_ll(m->timeline, 12);
     assert_non_null(m->scheduled_restart);

@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "common/yamltree.h"
 #include "dcs/cluster.h"
+#include "pg/pg.h"
 #include "restapi/restapi.h"
 
 /* ------------------------------------------------------------------------------------------------
@@ -37,6 +38,7 @@ typedef struct HealthRow {
     bool pause, has_cluster, is_leader, standby_cluster, sync_standby, quorum_standby;
     const char *tags_yaml; /* effective tags, as YAML */
     int code;
+    long long latest_end; /* pg_stat_wal_receiver.latest_end_lsn (0: none) */
 } HealthRow;
 
 #define MB (1024LL * 1024)
@@ -145,6 +147,19 @@ static const HealthRow health_rows[] = {
     {"lag: missing replayed location counts as 0", "/replica", "lag=4999", "running", "replica", true, true, 0, true,
      5000, NOT_LEADER, NULL, 503},
     {"lag: lag=0 and in sync", "/replica", "lag=0", REPLICA, NOT_LEADER, NULL, 200},
+    {"lag: the first ?lag= counts", "/replica", "lag=10MB&lag=30MB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 503},
+    {"lag: an empty ?lag= is skipped", "/replica", "lag=&lag=10MB", REPLICA_BEHIND_20MB, NOT_LEADER, NULL, 503},
+    {"lag: the /status optime of a stale cluster view is not used", "/replica", "lag=10MB", "running", "replica", true,
+     true, 5000, true, 5000 + 20 * MB, false, false, false, false, false, false, NULL, 200},
+    /* Patroni 4.1: the leader's WAL end the WAL receiver heard of (latest_end_lsn) when further than /status */
+    {"lag (4.1): the receiver's latest_end_lsn 20MB ahead", "/replica", "lag=10MB", REPLICA, NOT_LEADER, NULL, 503,
+     5000 + 20 * MB},
+    {"lag (4.1): the receiver's latest_end_lsn within the limit", "/replica", "lag=30MB", REPLICA, NOT_LEADER, NULL,
+     200, 5000 + 20 * MB},
+    {"lag (4.1): a latest_end_lsn behind /status does not lower it", "/replica", "lag=10MB", REPLICA_BEHIND_20MB,
+     NOT_LEADER, NULL, 503, 5000},
+    {"lag (4.1): latest_end_lsn counts without a cluster view", "/replica", "lag=10MB", "running", "replica", true,
+     true, 5000, false, 0, false, false, false, false, false, false, NULL, 503, 5000 + 20 * MB},
 
     /* not running */
     {"stopped replica: /replica", "/replica", NULL, "stopped", "replica", false, false, 0, true, 5000, NOT_LEADER, NULL,
@@ -306,6 +321,7 @@ static Snapshot *snapshot_of(const HealthRow *r) {
     s->sync_standby = r->sync_standby;
     s->quorum_standby = r->quorum_standby;
     s->tags = r->tags_yaml ? tags_from_yaml(r->tags_yaml) : NULL;
+    s->latest_end_lsn = r->latest_end;
     return s;
 }
 
@@ -382,9 +398,177 @@ static void test_parse_lag(void **state) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * GET /readiness (Patroni 4.1, api.py _readiness()) */
+
+typedef struct ReadyRow {
+    const char *desc;
+    const char *query; /* "lag=10MB&mode=write", or NULL */
+    /* the snapshot */
+    const char *state;
+    bool pg_running, in_recovery, streaming;
+    long long received, replayed, latest_end;
+    bool has_cluster, has_optime;
+    long long optime;
+    bool is_leader, failsafe;
+    long long maximum_lag_on_failover;
+    int code;
+    const char *why; /* Patroni's reason, logged at debug level there */
+} ReadyRow;
+
+/* a running, streaming replica: received/replayed 10 MB, latest_end_lsn unknown, cluster view valid */
+#define R_STREAMING "running", true, true, true, 10 * MB, 10 * MB, 0, true, true
+#define NOT_RUNNING "PostgreSQL is not running"
+#define NOT_STREAMING "PostgreSQL replication state is not streaming"
+
+static const ReadyRow ready_rows[] = {
+    /* the lock holder is ready whatever else */
+    {"leader: a running primary", NULL, "running", true, false, false, 0, 0, 0, true, true, 10 * MB, true, false, MB,
+     200, NULL},
+    {"leader: even when PostgreSQL is not running", NULL, "stopped", false, false, false, 0, 0, 0, false, false, 0,
+     true, false, MB, 200, NULL},
+    {"leader: a standby leader", NULL, R_STREAMING, 90 * MB, true, false, MB, 200, NULL},
+    /* PostgreSQL must run */
+    {"stopped replica", NULL, "stopped", false, false, false, 0, 0, 0, true, true, 10 * MB, false, false, MB, 503,
+     NOT_RUNNING},
+    {"starting replica", NULL, "starting", false, false, false, 0, 0, 0, true, true, 10 * MB, false, false, MB, 503,
+     NOT_RUNNING},
+    {"crashed replica", NULL, "crashed", false, false, false, 0, 0, 0, true, true, 10 * MB, false, false, MB, 503,
+     NOT_RUNNING},
+    /* ... and stream */
+    {"a primary without the lock", NULL, "running", true, false, false, 0, 0, 0, true, true, 10 * MB, false, false, MB,
+     503, NOT_STREAMING},
+    {"a replica whose WAL receiver does not stream", NULL, "running", true, true, false, 10 * MB, 10 * MB, 0, true,
+     true, 10 * MB, false, false, MB, 503, NOT_STREAMING},
+    {"running but the status query failed", NULL, "running", false, false, false, 0, 0, 0, true, true, 10 * MB, false,
+     false, MB, 503, NOT_STREAMING},
+    /* a streaming replica */
+    {"in sync", NULL, R_STREAMING, 10 * MB, false, false, MB, 200, NULL},
+    {"ahead of /status", NULL, R_STREAMING, 5 * MB, false, false, MB, 200, NULL},
+    {"exactly maximum_lag_on_failover behind", NULL, R_STREAMING, 11 * MB, false, false, MB, 200, NULL},
+    {"one byte more", NULL, R_STREAMING, 11 * MB + 1, false, false, MB, 503,
+     "Replication apply lag 1048577 exceeds maximum allowable 1048576"},
+    {"maximum_lag_on_failover from the dynamic configuration", NULL, R_STREAMING, 15 * MB, false, false, 8 * MB, 200,
+     NULL},
+    {"lag=10MB", "lag=10MB", R_STREAMING, 15 * MB, false, false, MB, 200, NULL},
+    {"lag=1kB", "lag=1kB", R_STREAMING, 15 * MB, false, false, MB, 503,
+     "Replication apply lag 5242880 exceeds maximum allowable 1024"},
+    {"lag=0 in sync", "lag=0", R_STREAMING, 10 * MB, false, false, MB, 200, NULL},
+    {"lag=0 one byte behind", "lag=0", R_STREAMING, 10 * MB + 1, false, false, MB, 503,
+     "Replication apply lag 1 exceeds maximum allowable 0"},
+    {"an invalid lag is maximum_lag_on_failover", "lag=lots", R_STREAMING, 15 * MB, false, false, MB, 503,
+     "Replication apply lag 5242880 exceeds maximum allowable 1048576"},
+    {"an empty lag is maximum_lag_on_failover", "lag=", R_STREAMING, 15 * MB, false, false, MB, 503,
+     "Replication apply lag 5242880 exceeds maximum allowable 1048576"},
+    {"the first lag counts", "lag=10MB&lag=1kB", R_STREAMING, 15 * MB, false, false, MB, 200, NULL},
+    /* mode=write measures from the received position */
+    {"apply lag by default", NULL, "running", true, true, true, 20 * MB, 10 * MB, 0, true, true, 20 * MB, false, false,
+     MB, 503, "Replication apply lag 10485760 exceeds maximum allowable 1048576"},
+    {"mode=write", "mode=write", "running", true, true, true, 20 * MB, 10 * MB, 0, true, true, 20 * MB, false, false,
+     MB, 200, NULL},
+    {"mode=write lagging", "mode=write&lag=1MB", "running", true, true, true, 20 * MB, 10 * MB, 0, true, true, 30 * MB,
+     false, false, MB, 503, "Replication write lag 10485760 exceeds maximum allowable 1048576"},
+    {"mode=apply", "mode=apply", "running", true, true, true, 20 * MB, 10 * MB, 0, true, true, 20 * MB, false, false,
+     MB, 503, "Replication apply lag 10485760 exceeds maximum allowable 1048576"},
+    {"mode=WRITE is apply", "mode=WRITE", "running", true, true, true, 20 * MB, 10 * MB, 0, true, true, 20 * MB, false,
+     false, MB, 503, "Replication apply lag 10485760 exceeds maximum allowable 1048576"},
+    /* the leader's position: the /status optime, or the WAL receiver's latest_end_lsn when further */
+    {"latest_end_lsn ahead of /status", NULL, "running", true, true, true, 10 * MB, 10 * MB, 14 * MB, true, true,
+     10 * MB, false, false, MB, 503, "Replication apply lag 4194304 exceeds maximum allowable 1048576"},
+    {"latest_end_lsn behind /status", NULL, "running", true, true, true, 10 * MB, 10 * MB, 9 * MB, true, true, 14 * MB,
+     false, false, MB, 503, "Replication apply lag 4194304 exceeds maximum allowable 1048576"},
+    {"no /status optime, no latest_end_lsn", NULL, "running", true, true, true, 10 * MB, 10 * MB, 0, true, false, 0,
+     false, false, MB, 200, NULL},
+    /* without a valid cluster view (DCS not read within ttl) */
+    {"no cluster view, no latest_end_lsn", NULL, "running", true, true, true, 10 * MB, 10 * MB, 0, false, true, 10 * MB,
+     false, false, MB, 503, "DCS is not accessible"},
+    {"no cluster view, failsafe mode active", NULL, "running", true, true, true, 10 * MB, 10 * MB, 0, false, true,
+     10 * MB, false, true, MB, 200, NULL},
+    {"no cluster view, the WAL receiver knows the leader's position", NULL, "running", true, true, true, 10 * MB,
+     10 * MB, 10 * MB, false, false, 0, false, false, MB, 200, NULL},
+    {"no cluster view: a stale /status optime is not used", NULL, "running", true, true, true, 10 * MB, 10 * MB,
+     10 * MB, false, true, 90 * MB, false, false, MB, 200, NULL},
+    {"no cluster view, lagging behind latest_end_lsn", NULL, "running", true, true, true, 10 * MB, 10 * MB, 12 * MB,
+     false, false, 0, false, false, MB, 503, "Replication apply lag 2097152 exceeds maximum allowable 1048576"},
+};
+
+static void test_readiness(void **state) {
+    (void)state;
+    size_t failed = 0;
+    for (size_t i = 0; i < ELEMENTSOF(ready_rows); i++) {
+        const ReadyRow *r = &ready_rows[i];
+        Snapshot *s = snapshot_new();
+        s->state = xstrdup(r->state);
+        s->pg_running = r->pg_running;
+        s->in_recovery = r->in_recovery;
+        s->replication_state = r->streaming ? xstrdup("streaming") : NULL;
+        s->received_location = r->received;
+        s->replayed_location = r->replayed;
+        s->latest_end_lsn = r->latest_end;
+        s->has_cluster = r->has_cluster;
+        s->has_optime = r->has_optime;
+        s->cluster_optime = r->optime;
+        s->is_leader = r->is_leader;
+        s->failsafe_active = r->failsafe;
+        s->maximum_lag_on_failover = r->maximum_lag_on_failover;
+        char buf[256] = "", why[128];
+        QueryParam params[8];
+        if (r->query)
+            snprintf(buf, sizeof buf, "%s", r->query);
+        size_t n = parse_query(buf, params, ELEMENTSOF(params));
+        int code = readiness_code(s, n ? params : NULL, n, why, sizeof why);
+        const char *want_why = r->why ? r->why : "";
+        if (code != r->code || strcmp(why, want_why) != 0) {
+            failed++;
+            print_error("row %zu FAILED: %s: /readiness%s%s -> %d \"%s\", expected %d \"%s\"\n", i, r->desc,
+                        r->query ? "?" : "", r->query ? r->query : "", code, why, r->code, want_why);
+        }
+        /* the reason is optional */
+        assert_int_equal(readiness_code(s, n ? params : NULL, n, NULL, 0), code);
+        snapshot_unref(s);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The replica positions (Patroni 4.1: written_lsn preferred to pg_last_wal_receive_lsn()) */
+
+static void test_status_positions(void **state) {
+    (void)state;
+    static const struct {
+        const char *desc;
+        bool in_recovery;
+        long long flush, replay, receive, written;
+        long long last_receive, received_location, wal_position;
+    } rows[] = {
+        {"written ahead of flushed", true, 0, 90, 100, 150, 150, 150, 150},
+        {"a new WAL receiver's written position behind the flushed one", true, 0, 90, 200, 150, 200, 150, 200},
+        {"no written_lsn (before 13, or no WAL receiver)", true, 0, 90, 100, 0, 100, 100, 100},
+        {"only a written position", true, 0, 90, 0, 120, 120, 120, 120},
+        {"nothing received: received_location falls back to replay", true, 0, 90, 0, 0, 0, 90, 90},
+        {"replayed past what this WAL receiver wrote", true, 0, 300, 200, 150, 200, 150, 300},
+        {"a primary: its flush position", false, 500, 0, 0, 0, 0, 0, 500},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+        PgStatus st = {.in_recovery = rows[i].in_recovery, .flush_lsn = rows[i].flush, .replay_lsn = rows[i].replay};
+        pg_status_set_positions(&st, rows[i].receive, rows[i].written);
+        if (st.last_receive_lsn != rows[i].last_receive || st.receive_lsn != rows[i].received_location ||
+            st.wal_position != rows[i].wal_position || st.written_lsn != rows[i].written)
+            print_error("row %zu (%s): last_receive %lld received_location %lld wal_position %lld\n", i, rows[i].desc,
+                        st.last_receive_lsn, st.receive_lsn, st.wal_position);
+        assert_true(st.last_receive_lsn == rows[i].last_receive);
+        assert_true(st.receive_lsn == rows[i].received_location);
+        assert_true(st.wal_position == rows[i].wal_position);
+        assert_true(st.written_lsn == rows[i].written);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
  * GET /cluster */
 
 #define BASE "/service/demo"
+/* a member's receive and replay positions when its key has none (Patroni 4.0, or not a replica) */
+#define U \
+    "\"receive_lsn\": \"unknown\", \"receive_lag\": \"unknown\", \"replay_lsn\": \"unknown\", \"replay_lag\": \"unknown\", "
 
 #define CLUSTER(...) \
     cluster_of_keys((const Kv[]){__VA_ARGS__}, sizeof((const Kv[]){__VA_ARGS__}) / sizeof(Kv), BASE, 100)
@@ -427,20 +611,23 @@ static void test_cluster_json_three_members(void **state) {
         {"status", "{\"optime\":67393608,\"slots\":{\"node2\":67390000}}"},
         {"failover", "{\"leader\":\"node1\",\"member\":\"node2\",\"scheduled_at\":\"2025-06-01T12:00:00+00:00\"}"}, );
     expect_json(
-        c, "{\"members\": ["
-           "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
-           "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432, "
-           "\"timeline\": 3, \"tags\": {\"clonefrom\": true}}, "
-           "{\"name\": \"node2\", \"role\": \"sync_standby\", \"state\": \"streaming\", "
-           "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5433, "
-           "\"timeline\": 3, \"lag\": 3608}, "
-           "{\"name\": \"node3\", \"role\": \"replica\", \"state\": \"stopped\", "
-           "\"api_url\": \"http://10.0.0.3:8008/patroni\", \"host\": \"10.0.0.3\", \"port\": 5432, "
-           "\"pending_restart\": true, \"pending_restart_reason\": "
-           "{\"max_connections\": {\"old_value\": \"100\", \"new_value\": \"200\"}}, \"lag\": \"unknown\"}], "
-           "\"pause\": true, "
-           "\"scheduled_switchover\": {\"at\": \"2025-06-01T12:00:00+00:00\", \"from\": \"node1\", \"to\": \"node2\"}, "
-           "\"scope\": \"demo\"}");
+        c,
+        "{\"members\": ["
+        "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
+        "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432, "
+        "\"timeline\": 3, \"tags\": {\"clonefrom\": true}}, "
+        "{\"name\": \"node2\", \"role\": \"sync_standby\", \"state\": \"streaming\", "
+        "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5433, "
+        "\"timeline\": 3, "
+        "\"receive_lsn\": \"unknown\", \"receive_lag\": \"unknown\", \"replay_lsn\": \"unknown\", \"replay_lag\": \"unknown\", \"lag\": 3608, \"lsn\": \"0/4044A30\"}, "
+        "{\"name\": \"node3\", \"role\": \"replica\", \"state\": \"stopped\", "
+        "\"api_url\": \"http://10.0.0.3:8008/patroni\", \"host\": \"10.0.0.3\", \"port\": 5432, "
+        "\"pending_restart\": true, \"pending_restart_reason\": "
+        "{\"max_connections\": {\"old_value\": \"100\", \"new_value\": \"200\"}}, "
+        "\"receive_lsn\": \"unknown\", \"receive_lag\": \"unknown\", \"replay_lsn\": \"unknown\", \"replay_lag\": \"unknown\", \"lsn\": \"unknown\", \"lag\": \"unknown\"}], "
+        "\"pause\": true, "
+        "\"scheduled_switchover\": {\"at\": \"2025-06-01T12:00:00+00:00\", \"from\": \"node1\", \"to\": \"node2\"}, "
+        "\"scope\": \"demo\"}");
 }
 
 static void test_cluster_json_rules(void **state) {
@@ -468,7 +655,8 @@ static void test_cluster_json_rules(void **state) {
         "{\"name\": \"node2\", \"role\": \"quorum_standby\", \"state\": \"running\", "
         "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5432, "
         "\"scheduled_restart\": {\"schedule\": \"2025-06-01T12:00:00+00:00\", "
-        "\"postmaster_start_time\": \"2025-06-01 10:00:00.123456+00:00\"}, \"lag\": 0}], "
+        "\"postmaster_start_time\": \"2025-06-01 10:00:00.123456+00:00\"}, "
+        "\"receive_lsn\": \"unknown\", \"receive_lag\": \"unknown\", \"replay_lsn\": \"unknown\", \"replay_lag\": \"unknown\", \"lag\": 0, \"lsn\": \"0/4B0\"}], "
         "\"scope\": \"demo\"}");
 
     /* synchronous_mode off: a leftover /sync does not make anyone a sync_standby; no /status:
@@ -487,8 +675,10 @@ static void test_cluster_json_rules(void **state) {
         "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
         "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432}, "
         "{\"name\": \"node2\", \"role\": \"replica\", \"state\": \"running\", "
-        "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5432, \"lag\": 0}, "
-        "{\"name\": \"node4\", \"role\": \"replica\", \"state\": \"\", \"api_url\": null, \"lag\": \"unknown\"}], "
+        "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5432, "
+        "\"receive_lsn\": \"unknown\", \"receive_lag\": \"unknown\", \"replay_lsn\": \"unknown\", \"replay_lag\": \"unknown\", \"lag\": 0, \"lsn\": \"0/384\"}, "
+        "{\"name\": \"node4\", \"role\": \"replica\", \"state\": \"\", \"api_url\": null, "
+        "\"receive_lsn\": \"unknown\", \"receive_lag\": \"unknown\", \"replay_lsn\": \"unknown\", \"replay_lag\": \"unknown\", \"lsn\": \"unknown\", \"lag\": \"unknown\"}], "
         "\"scope\": \"demo\"}");
 
     /* standby cluster: the lock holder is standby_leader, shows its replication_state and no lag;
@@ -511,17 +701,72 @@ static void test_cluster_json_rules(void **state) {
         "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432, \"timeline\": 2}, "
         "{\"name\": \"node2\", \"role\": \"replica\", \"state\": \"streaming\", "
         "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5432, \"timeline\": 2, "
-        "\"lag\": 0}], "
+        "\"receive_lsn\": \"unknown\", \"receive_lag\": \"unknown\", \"replay_lsn\": \"unknown\", \"replay_lag\": \"unknown\", \"lag\": 0, \"lsn\": \"0/3E8\"}], "
         "\"scope\": \"demo\"}");
 
     /* no members at all, unlocked */
     expect_json(CLUSTER({"initialize", "7401234567890123456"}, ), "{\"members\": [], \"scope\": \"demo\"}");
 }
 
+/* Patroni 4.1: receive_lsn/receive_lag, replay_lsn/replay_lag, lsn/lag for every member that does not
+ * hold the lock, from the member keys' receive_lsn, replay_lsn and xlog_location against the /status
+ * optime; "unknown" for both when a position is absent or 0 (lsn first then, lag first otherwise, as
+ * Patroni's dict gets them). */
+static void test_cluster_json_positions(void **state) {
+    (void)state;
+    expect_json(
+        CLUSTER({"leader", "node1"},
+                {"members/node1",
+                 "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"primary\",\"version\":\"4.1.0\",\"xlog_location\":"
+                 "97710246984,\"timeline\":1}"},
+                /* 4.1 member key: behind on replay, in sync on receive */
+                {"members/node2",
+                 "{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.1.0\",\"xlog_location\":"
+                 "97710246984,\"replay_lsn\":97710240000,\"receive_lsn\":97710246984,"
+                 "\"replication_state\":\"streaming\",\"timeline\":1}"},
+                /* receive_lsn 0 is unknown; ahead of /status: lag 0 */
+                {"members/node3",
+                 "{\"conn_url\":\"postgres://10.0.0.3:5432/postgres\",\"api_url\":\"http://10.0.0.3:8008/patroni\","
+                 "\"state\":\"running\",\"role\":\"replica\",\"version\":\"4.1.0\",\"xlog_location\":"
+                 "97710250000,\"replay_lsn\":97710250000,\"receive_lsn\":0}"},
+                /* xlog_location 0 is unknown too (4.1; 4.0 showed lag = optime) */
+                {"members/node4",
+                 "{\"conn_url\":\"postgres://10.0.0.4:5432/postgres\",\"api_url\":\"http://10.0.0.4:8008/patroni\","
+                 "\"state\":\"starting\",\"role\":\"replica\",\"version\":\"4.0.6\",\"xlog_location\":0}"},
+                {"status", "{\"optime\":97710246984}"}, ),
+        "{\"members\": ["
+        "{\"name\": \"node1\", \"role\": \"leader\", \"state\": \"running\", "
+        "\"api_url\": \"http://10.0.0.1:8008/patroni\", \"host\": \"10.0.0.1\", \"port\": 5432, \"timeline\": 1}, "
+        "{\"name\": \"node2\", \"role\": \"replica\", \"state\": \"streaming\", "
+        "\"api_url\": \"http://10.0.0.2:8008/patroni\", \"host\": \"10.0.0.2\", \"port\": 5432, \"timeline\": 1, "
+        "\"receive_lag\": 0, \"receive_lsn\": \"16/BFFC0C48\", \"replay_lag\": 6984, \"replay_lsn\": \"16/BFFBF100\", "
+        "\"lag\": 0, \"lsn\": \"16/BFFC0C48\"}, "
+        "{\"name\": \"node3\", \"role\": \"replica\", \"state\": \"running\", "
+        "\"api_url\": \"http://10.0.0.3:8008/patroni\", \"host\": \"10.0.0.3\", \"port\": 5432, "
+        "\"receive_lsn\": \"unknown\", \"receive_lag\": \"unknown\", \"replay_lag\": 0, \"replay_lsn\": \"16/BFFC1810\", "
+        "\"lag\": 0, \"lsn\": \"16/BFFC1810\"}, "
+        "{\"name\": \"node4\", \"role\": \"replica\", \"state\": \"starting\", "
+        "\"api_url\": \"http://10.0.0.4:8008/patroni\", \"host\": \"10.0.0.4\", \"port\": 5432, " U
+        "\"lsn\": \"unknown\", \"lag\": \"unknown\"}], "
+        "\"scope\": \"demo\"}");
+
+    /* no leader: every member gets the fields; no /status: lag against 0 is 0 */
+    expect_json(
+        CLUSTER({"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":null,"
+                                  "\"state\":\"running\",\"role\":\"primary\",\"xlog_location\":4096}"}, ),
+        "{\"members\": [{\"name\": \"node1\", \"role\": \"replica\", \"state\": \"running\", \"api_url\": null, "
+        "\"host\": \"10.0.0.1\", \"port\": 5432, " U "\"lag\": 0, \"lsn\": \"0/1000\"}], \"scope\": \"demo\"}");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_check_code),
         cmocka_unit_test(test_parse_lag),
+        cmocka_unit_test(test_readiness),
+        cmocka_unit_test(test_status_positions),
+        cmocka_unit_test(test_cluster_json_positions),
         cmocka_unit_test(test_cluster_json_three_members),
         cmocka_unit_test(test_cluster_json_rules),
     };

@@ -1,7 +1,7 @@
 /* GET /metrics (spec §2.9): the exposition rendered from hand-built snapshots, compared byte for byte
  * (Patroni's part: HELP texts, order, labels, the space after patroni_postgres_server_version, Python float
- * repr, the zero-padded version; then patroni_master and pgha's own metrics), the timestamp parser and the
- * REST endpoint label. */
+ * repr, the zero-padded version; then patroni_master, Patroni 4.1's patroni_postgres_state and pgha's own
+ * metrics), the timestamp parser and the REST endpoint label. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -117,6 +117,10 @@ static const char expected_primary[] =
     "# HELP patroni_is_paused Value is 1 if auto failover is disabled, 0 otherwise.\n"
     "# TYPE patroni_is_paused gauge\n"
     "patroni_is_paused{scope=\"demo\",name=\"node1\"} 0\n"
+    "# HELP patroni_postgres_state Numeric representation of Postgres state.\n"
+    "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, 4=creating_replica, 5=running, 6=starting, 7=bootstrap_starting, 8=start_failed, 9=restarting, 10=restart_failed, 11=stopping, 12=stopped, 13=stop_failed, 14=crashed\n"
+    "# TYPE patroni_postgres_state gauge\n"
+    "patroni_postgres_state{scope=\"demo\",name=\"node1\"} 5\n"
     "# HELP pgha_ha_cycle_last_duration_seconds Duration of the last HA loop cycle.\n"
     "# TYPE pgha_ha_cycle_last_duration_seconds gauge\n"
     "pgha_ha_cycle_last_duration_seconds{scope=\"demo\",name=\"node1\"} 0.0625\n"
@@ -292,6 +296,10 @@ static const char expected_stopped[] =
     "# HELP patroni_is_paused Value is 1 if auto failover is disabled, 0 otherwise.\n"
     "# TYPE patroni_is_paused gauge\n"
     "patroni_is_paused{scope=\"demo\",name=\"node1\"} 1\n"
+    "# HELP patroni_postgres_state Numeric representation of Postgres state.\n"
+    "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, 4=creating_replica, 5=running, 6=starting, 7=bootstrap_starting, 8=start_failed, 9=restarting, 10=restart_failed, 11=stopping, 12=stopped, 13=stop_failed, 14=crashed\n"
+    "# TYPE patroni_postgres_state gauge\n"
+    "patroni_postgres_state{scope=\"demo\",name=\"node1\"} 12\n"
     "# HELP pgha_ha_cycle_last_duration_seconds Duration of the last HA loop cycle.\n"
     "# TYPE pgha_ha_cycle_last_duration_seconds gauge\n"
     "pgha_ha_cycle_last_duration_seconds{scope=\"demo\",name=\"node1\"} 0.0\n"
@@ -412,6 +420,7 @@ static void test_replica(void **state) {
     assert_true(has_line(text, LINE("patroni_postgres_streaming", "1")));
     assert_true(has_line(text, LINE("patroni_postgres_in_archive_recovery", "0")));
     assert_true(has_line(text, LINE("patroni_postgres_timeline", "4")));
+    assert_true(has_line(text, LINE("patroni_postgres_state", "5")));
     assert_null(strstr(text, "pgha_leader_lease_age_seconds{"));
     free(text);
 
@@ -452,6 +461,45 @@ static void test_parse_pg_timestamp(void **state) {
     assert_false(parse_pg_timestamp(NULL, &v));
 }
 
+/* Patroni 4.1: patroni_postgres_state is the state's index in PostgresqlState, -1 for any other state */
+static void test_postgres_state(void **state) {
+    (void)state;
+    static const struct {
+        const char *state;
+        const char *value;
+    } rows[] = {
+        {"initializing new cluster", "0"},
+        {"initdb failed", "1"},
+        {"running custom bootstrap script", "2"},
+        {"custom bootstrap failed", "3"},
+        {"creating replica", "4"},
+        {"running", "5"},
+        {"starting", "6"},
+        {"starting after custom bootstrap", "7"},
+        {"start failed", "8"},
+        {"restarting", "9"},
+        {"restart failed", "10"},
+        {"stopping", "11"},
+        {"stopped", "12"},
+        {"stop failed", "13"},
+        {"crashed", "14"},
+        {"unknown", "-1"},
+        {"restart failed (running)", "-1"},
+        {NULL, "12"}, /* no state yet: reported as stopped */
+    };
+    for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+        Snapshot *s = base_snapshot();
+        s->state = rows[i].state ? xstrdup(rows[i].state) : NULL;
+        char *text = metrics_render(s, NOW);
+        _cleanup_free_ char *line = xasprintf(LINE("patroni_postgres_state", "%s"), rows[i].value);
+        if (!has_line(text, line))
+            print_error("state \"%s\": no line \"%s\"\n", rows[i].state ? rows[i].state : "(null)", line);
+        assert_true(has_line(text, line));
+        free(text);
+        snapshot_unref(s);
+    }
+}
+
 static void test_endpoint_label(void **state) {
     (void)state;
     assert_string_equal(rest_metrics_endpoint("/"), "root");
@@ -472,7 +520,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_primary),        cmocka_unit_test(test_stopped),
         cmocka_unit_test(test_replica),        cmocka_unit_test(test_parse_pg_timestamp),
-        cmocka_unit_test(test_endpoint_label),
+        cmocka_unit_test(test_postgres_state), cmocka_unit_test(test_endpoint_label),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
