@@ -86,12 +86,18 @@ static bool history_switch_lsn(const Cluster *c, long long tl, long long *ret) {
 /* Spec §4.8 (Patroni's check of timeline and LSN): a node on an older timeline than the cluster's
  * whose WAL went past the point where the leader's history left that timeline has diverged; it
  * cannot stream from the leader until it is rewound. */
-static bool wal_diverged(Ha *h, long long my_tl, long long my_lsn) {
+/* Is my_lsn on my_tl past the point where the cluster's history left my_tl? (no log) */
+static bool wal_past_switch(Ha *h, long long my_tl, long long my_lsn, long long *ret_switch) {
     const Cluster *c = h->view.cluster;
-    long long ctl = cluster_timeline(c), switch_lsn;
-    if (my_tl <= 0 || my_lsn <= 0 || ctl <= my_tl || !history_switch_lsn(c, my_tl, &switch_lsn))
+    long long ctl = cluster_timeline(c);
+    if (my_tl <= 0 || my_lsn <= 0 || ctl <= my_tl || !history_switch_lsn(c, my_tl, ret_switch))
         return false;
-    if (my_lsn <= switch_lsn)
+    return my_lsn > *ret_switch;
+}
+
+static bool wal_diverged(Ha *h, long long my_tl, long long my_lsn) {
+    long long switch_lsn;
+    if (!wal_past_switch(h, my_tl, my_lsn, &switch_lsn))
         return false;
     char mine[32], sw[32];
     pg_format_lsn(my_lsn, mine, sizeof mine);
@@ -122,8 +128,24 @@ static bool check_running_replica(Ha *h) {
         h->work.task.kind != TASK_NONE || !h->view.cluster || !h->view.cluster->leader ||
         h->view.cluster->leader->corrupt || is_lock_holder(h))
         return false;
-    long long lsn = h->pg.st.replay_lsn > 0 ? h->pg.st.replay_lsn : h->pg.st.receive_lsn;
-    if (h->pg.diverged_reported || !wal_diverged(h, h->pg.st.timeline, lsn))
+    long long lsn = h->pg.st.replay_lsn > 0 ? h->pg.st.replay_lsn : h->pg.st.receive_lsn, tl = h->pg.st.timeline;
+    long long switch_lsn;
+    if (h->pg.diverged_reported || !wal_past_switch(h, tl, lsn, &switch_lsn))
+        return false;
+    /* While the WAL receiver is down (its leader just stopped: a switchover) the status query's timeline is
+     * pg_control's, which lags the one replayed until a restartpoint: ask the server (IDENTIFY_SYSTEM, as
+     * Patroni does). Without that answer only a streaming replica's timeline is trusted. */
+    long long itl = 0, ilsn = 0;
+    char *err = NULL;
+    if (pg_instance_identify_system(&h->pg.inst, &itl, &ilsn, &err) == 0) {
+        tl = itl;
+    } else {
+        log_debug("cannot ask the replica for its timeline: %s", err);
+        free(err);
+        if (!h->pg.st.streaming)
+            return false;
+    }
+    if (!wal_diverged(h, tl, lsn))
         return false;
     const PghaConfig *cfg = cfg_of(h);
     if (h->pg.rewind_failed || !(dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind ||

@@ -38,10 +38,14 @@ PGconn *pg_connect(const PgConnParams *p, char **ret_error) {
     KV("port", port);
     KV("user", p->user);
     KV("password", p->password);
-    KV("dbname", p->dbname ? p->dbname : "postgres");
+    if (p->replication) {
+        KV("replication", "true");
+    } else {
+        KV("dbname", p->dbname ? p->dbname : "postgres");
+        KV("options", "-c statement_timeout=0 -c search_path=pg_catalog");
+    }
     KV("application_name", p->application_name ? p->application_name : "Patroni");
     KV("connect_timeout", timeout);
-    KV("options", "-c statement_timeout=0 -c search_path=pg_catalog");
     if (p->ssl) {
         KV("sslmode", p->ssl->sslmode);
         KV("sslcert", p->ssl->sslcert);

@@ -165,6 +165,33 @@ int pg_instance_signal_stop(PgInstance *pg, PgStopMode mode) {
     return kill(pg->pid, sig) < 0 ? -errno : 0;
 }
 
+int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long long *ret_lsn, char **ret_error) {
+    PgConnParams p;
+    char host[256];
+    pg_local_conn_params(pg->cfg, &p, host, sizeof host);
+    p.user = pg->cfg->postgresql.replication.username;
+    p.password = pg->cfg->postgresql.replication.password;
+    p.ssl = &pg->cfg->postgresql.replication;
+    p.application_name = "pgha identify";
+    p.replication = true;
+    PGconn *c = pg_connect(&p, ret_error);
+    if (!c)
+        return -ENOTCONN;
+    int rc = -EPROTO;
+    PGresult *r = PQexec(c, "IDENTIFY_SYSTEM");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) >= 3 &&
+        pg_parse_lsn(PQgetvalue(r, 0, 2), ret_lsn) == 0) {
+        *ret_tli = pg_value_ll(r, 0, 1);
+        rc = *ret_tli > 0 ? 0 : -EPROTO;
+    }
+    if (rc < 0)
+        *ret_error = xasprintf("IDENTIFY_SYSTEM failed: %s",
+                               str_trim(PQerrorMessage(c))[0] ? PQerrorMessage(c) : "unexpected result");
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
 int pg_instance_kill(PgInstance *pg) {
     if (pg->pid <= 0)
         return 0;

@@ -54,6 +54,10 @@ int pg_instance_stop(PgInstance *pg, PgStopMode mode, usec_t limit);
 /* Ask the postmaster to stop (`mode`) without waiting: the caller watches it go (pidfd, pg_instance_alive())
  * and escalates when it takes too long. 0, or -errno of kill(). */
 int pg_instance_signal_stop(PgInstance *pg, PgStopMode mode);
+/* IDENTIFY_SYSTEM over a replication connection to the local server, with the replication user (as Patroni
+ * does to learn a running replica's timeline: the one it replays, which pg_control's checkpoint timeline
+ * only reflects after a restartpoint). 0 with *ret_tli and *ret_lsn, or -errno with *ret_error. */
+int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long long *ret_lsn, char **ret_error);
 /* SIGKILL the postmaster (a hung one: stopped, or stuck in the kernel) and wait up to 5 s for it to go. */
 int pg_instance_kill(PgInstance *pg);
 /* SIGHUP to the postmaster. */

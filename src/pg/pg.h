@@ -122,6 +122,7 @@ typedef struct PgConnParams {
     int connect_timeout;            /* seconds */
     const PgAuth *ssl;              /* sslmode etc., may be NULL */
     const char *gssencmode_default; /* when the credentials do not set gssencmode */
+    bool replication;               /* a physical replication connection (walsender protocol, no dbname) */
 } PgConnParams;
 
 PGconn *pg_connect(const PgConnParams *p, char **ret_error);

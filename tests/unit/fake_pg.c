@@ -45,3 +45,15 @@ int pg_emit_wake_message(PGconn *c, char **ret_error) {
 }
 
 void PQfinish(PGconn *c) { (void)c; }
+
+int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long long *ret_lsn, char **ret_error) {
+    (void)pg;
+    fake_event("pg_instance_identify_system");
+    if (fake.identify < 0) {
+        *ret_error = xstrdup("fake: no replication connection");
+        return fake.identify;
+    }
+    *ret_tli = fake.identify_tli;
+    *ret_lsn = 0;
+    return 0;
+}

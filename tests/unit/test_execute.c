@@ -655,14 +655,40 @@ static void test_follow(void **state) {
     EXPECT_EVENTS("write_configuration(replica, -)");
     t_free(&t);
 
-    /* a replica whose WAL went past the leader's timeline switch: stopped, to be rewound */
+    /* a replica whose WAL went past the leader's timeline switch (the server confirms the timeline it
+     * replays): stopped, to be rewound */
     T_INIT(&t, "postgresql:\n  use_pg_rewind: true\n", LOCKED, K_HISTORY_TL3);
     t_replica(&t);
     t.h.pg.st.replay_lsn = 150;
+    fake.identify_tli = t.h.pg.st.timeline;
     snprintf(t.d.target, sizeof t.d.target, "node1");
     t_run(&t, HA_FOLLOW);
-    EXPECT_EVENTS("stop_postgres(fast)");
+    EXPECT_EVENTS("pg_instance_identify_system", "stop_postgres(fast)");
     assert_true(t.h.pg.diverged);
+    t_free(&t);
+
+    /* the status query's timeline lags (WAL receiver down, no restartpoint yet on the new timeline): the
+     * server replays the leader's timeline, nothing diverged (a switchover's old primary, following) */
+    T_INIT(&t, "postgresql:\n  use_pg_rewind: true\n", LOCKED, K_HISTORY_TL3);
+    t_replica(&t);
+    t.h.pg.st.replay_lsn = 150;
+    fake.identify_tli = 3;
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_FOLLOW);
+    EXPECT_EVENTS("pg_instance_identify_system", "write_configuration(replica, node1)", "reload_postgres");
+    assert_false(t.h.pg.diverged);
+    t_free(&t);
+
+    /* no replication connection to ask: only a streaming replica's timeline is trusted */
+    T_INIT(&t, "postgresql:\n  use_pg_rewind: true\n", LOCKED, K_HISTORY_TL3);
+    t_replica(&t);
+    t.h.pg.st.replay_lsn = 150;
+    t.h.pg.st.streaming = false;
+    fake.identify = -ENOTCONN;
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_FOLLOW);
+    EXPECT_EVENTS("pg_instance_identify_system", "write_configuration(replica, node1)", "reload_postgres");
+    assert_false(t.h.pg.diverged);
     t_free(&t);
 }
 
