@@ -277,7 +277,8 @@ static void shutdown_ha(Ha *h) {
 
 /* A SIGHUP is applied when no worker thread reads the configuration. */
 static void maybe_reload(Ha *h) {
-    if (!h->reload_pending || h->work.task.kind != TASK_NONE || h->work.checkpoint_running)
+    if (!h->reload_pending || h->work.task.kind != TASK_NONE || h->work.checkpoint_running ||
+        h->stepdown.thread_running)
         return;
     h->reload_pending = false;
     if (agent_reload(h->a) == 0) {

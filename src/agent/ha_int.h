@@ -61,6 +61,7 @@ typedef struct HaLocal {
     usec_t stop_began;
     bool quiet;               /* a restart: no on_stop/on_start callbacks (on_restart follows) */
     long long start_timeout;  /* s: the limit of the current start when a restart set one, else 0 */
+    bool stop_patient;        /* a switchover's stop: not escalated (local_set_stop_patience) */
     long long server_version; /* the last one PostgreSQL reported (150005) */
 } HaLocal;
 
@@ -164,11 +165,16 @@ typedef struct HaRestart {
 } HaRestart;
 
 /* ---- HaStepdown (stepdown.c) ---- */
-typedef enum StepdownPhase { STEPDOWN_IDLE, STEPDOWN_CHECKPOINT, STEPDOWN_STOPPING } StepdownPhase;
+typedef enum StepdownPhase {
+    STEPDOWN_IDLE,
+    STEPDOWN_CHECKPOINT, /* a CHECKPOINT in a worker thread */
+    STEPDOWN_STOPPING,   /* the fast stop, watched, never escalated while the lease is ours */
+    STEPDOWN_HANDOVER,   /* stopped cleanly: waiting for the candidate to confirm the shutdown checkpoint */
+} StepdownPhase;
 
 typedef struct HaStepdown {
     StepdownPhase phase;
-    usec_t began;
+    usec_t began, stopped_at;
     char candidate[128];
     pthread_t thread; /* the CHECKPOINT */
     bool thread_running;
@@ -235,6 +241,7 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why);
 int stop_postgres_begin(Ha *h, PgStopMode mode, const char *why);
 void local_set_quiet(Ha *h, bool quiet);
 void local_set_start_timeout(Ha *h, long long s);
+void local_set_stop_patience(Ha *h, bool patient);
 int promote_postgres(Ha *h);
 void refresh_controldata(Ha *h);
 void observe_pg(Ha *h, LocalState *l);

@@ -244,8 +244,12 @@ void local_set_quiet(Ha *h, bool quiet) { h->pg.quiet = quiet; }
 
 void local_set_start_timeout(Ha *h, long long s) { h->pg.start_timeout = s; }
 
+void local_set_stop_patience(Ha *h, bool patient) { h->pg.stop_patient = patient; }
+
 /* A stop begun by stop_postgres_begin() that is still under way: escalate when it takes too long. */
 static void watch_stop(Ha *h) {
+    if (h->pg.stop_patient)
+        return;
     usec_t now = now_monotonic();
     usec_t limit = (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC;
     if (h->pg.stop_mode != PG_STOP_IMMEDIATE && now - h->pg.stop_began > limit) {
@@ -563,6 +567,7 @@ static void local_forget(Ha *h) {
     h->pg.starting = false;
     h->pg.promoting = false;
     h->pg.stopping = false;
+    h->pg.stop_patient = false;
     h->pg.start_timeout = 0;
 }
 

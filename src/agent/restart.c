@@ -159,6 +159,8 @@ static bool start_again(Ha *h, usec_t now) {
         target = r->target[0]                                 ? r->target
                  : h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name
                                                               : NULL;
+    if (target && streq(target, cfg_of(h)->name))
+        target = NULL; /* never follow ourselves */
     if (start_postgres(h, as_primary, target) < 0) {
         fail(h, "restart failed");
         return false;

@@ -10,6 +10,10 @@
 #include <string.h>
 
 #include "agent/ha_int.h"
+#include "agent/probe.h"
+
+/* How long the stopped primary waits for the candidate to confirm it has the shutdown checkpoint. */
+#define HANDOVER_WAIT (10 * USEC_PER_SEC)
 
 static void *checkpoint_main(void *arg) {
     Ha *h = arg;
@@ -44,8 +48,12 @@ const char *stepdown_action(const Ha *h) { return h->stepdown.phase != STEPDOWN_
 
 void stepdown_begin(Ha *h, const char *candidate) {
     HaStepdown *s = &h->stepdown;
-    if (s->phase != STEPDOWN_IDLE || s->thread_running)
+    if (s->phase != STEPDOWN_IDLE)
         return;
+    if (s->thread_running) {
+        log_info("switchover deferred: the CHECKPOINT of an interrupted switchover still runs");
+        return;
+    }
     snprintf(s->candidate, sizeof s->candidate, "%s", candidate ? candidate : "");
     s->began = now_monotonic();
     atomic_store(&s->checkpoint_done, false);
@@ -57,9 +65,8 @@ void stepdown_begin(Ha *h, const char *candidate) {
         s->phase = STEPDOWN_CHECKPOINT;
     } else {
         log_warning("cannot start the CHECKPOINT thread: %s; stopping PostgreSQL without it", strerror(errno));
-        s->phase = STEPDOWN_STOPPING;
-        if (stop_postgres_begin(h, PG_STOP_FAST, "switchover") < 0)
-            s->phase = STEPDOWN_IDLE;
+        s->phase = STEPDOWN_CHECKPOINT; /* the next step stops at once */
+        s->began -= (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC + 1;
     }
 }
 
@@ -69,55 +76,129 @@ void stepdown_abort(Ha *h) {
         return;
     log_warning("the switchover was interrupted");
     s->phase = STEPDOWN_IDLE; /* the thread, if still running, is collected when it ends */
+    local_set_stop_patience(h, false);
 }
 
-/* PostgreSQL stopped cleanly: hand over. */
-static void hand_over(Ha *h) {
+/* The switchover cannot be completed (PostgreSQL did not stop cleanly, the candidate does not have the shutdown
+ * checkpoint): the leader key is still ours, so PostgreSQL starts again as the primary and /failover is
+ * cleared, as after a switchover whose candidate did not promote. */
+static void give_up(Ha *h, const char *why) {
     HaStepdown *s = &h->stepdown;
     s->phase = STEPDOWN_IDLE;
+    log_warning("switchover failed: %s; starting PostgreSQL again as the primary", why);
+    if (h->view.cluster && !failover_is_empty(&h->view.cluster->failover))
+        (void)dcs_set_failover(h->dcs, "{}", h->view.cluster->failover.version);
+    usec_t sent = now_monotonic();
+    if (h->view.lock_valid_until > sent && dcs_update_leader(h->dcs, NULL) == 1) {
+        lease_renewed(h, sent);
+        (void)start_postgres(h, true, NULL);
+    } else {
+        log_warning("switchover: the leader key is no longer ours; starting as a replica");
+        demote_finish(h, DEMOTE_GRACEFUL, false);
+        (void)start_postgres(h, false, NULL);
+    }
+}
+
+/* Has the candidate (any eligible member when none is named) received the shutdown checkpoint? Its REST API
+ * is asked (2 s): its received/replayed position must be past the checkpoint record's start. */
+static bool candidate_has(Ha *h, long long checkpoint) {
+    HaStepdown *s = &h->stepdown;
+    size_t n = 0;
+    PeerStatus *peers = probe_members(h->view.cluster, NULL, cfg_of(h)->name, cfg_of(h), 2000, &n);
+    bool ok = false;
+    for (size_t i = 0; i < n && !ok; i++) {
+        const PeerStatus *p = &peers[i];
+        if (s->candidate[0] && !streq(p->name, s->candidate))
+            continue;
+        ok = p->reachable && !p->is_primary && !p->nofailover && p->wal_position > checkpoint;
+    }
+    free(peers);
+    return ok;
+}
+
+/* PostgreSQL stopped: hand over once it is known that the candidate can continue from its last record. */
+static bool hand_over(Ha *h) {
+    HaStepdown *s = &h->stepdown;
     usec_t now = now_monotonic();
     if (!is_lock_holder(h) || h->view.lock_valid_until <= now) {
         /* the lease ran out meanwhile (etcd unreachable): nothing of ours to release */
+        s->phase = STEPDOWN_IDLE;
         log_warning("switchover: PostgreSQL stopped, but the leader key is no longer ours");
         demote_finish(h, DEMOTE_GRACEFUL, false);
-        return;
+        return true;
     }
-    log_info("switchover: PostgreSQL stopped after %.1f s; releasing the leader key",
+    refresh_controldata(h);
+    if (!h->pg.have_controldata || !streq(h->pg.cd.state, "shut down")) {
+        give_up(h, "PostgreSQL did not shut down cleanly");
+        return true;
+    }
+    long long checkpoint = h->pg.cd.checkpoint_lsn;
+    if (!candidate_has(h, checkpoint)) {
+        if (now - s->stopped_at > HANDOVER_WAIT) {
+            give_up(h, "the candidate did not receive the shutdown checkpoint");
+            return true;
+        }
+        log_info("switchover: waiting for %s to confirm the shutdown checkpoint",
+                 s->candidate[0] ? s->candidate : "a candidate");
+        usec_t again = now + USEC_PER_SEC;
+        if (again < h->next_cycle)
+            h->next_cycle = again;
+        return false;
+    }
+    s->phase = STEPDOWN_IDLE;
+    log_info("switchover: PostgreSQL stopped after %.1f s and the candidate has its shutdown checkpoint; releasing "
+             "the leader key",
              (double)(now - s->began) / USEC_PER_SEC);
     demote_finish(h, DEMOTE_GRACEFUL, true);
-    h->next_cycle = now_monotonic(); /* follow the new leader as soon as it holds the key */
+    /* a replica without upstream until the new leader holds the key (also when paused) */
+    (void)start_postgres(h, false, NULL);
+    h->next_cycle = now_monotonic();
+    return true;
 }
 
 bool stepdown_step(Ha *h) {
     HaStepdown *s = &h->stepdown;
     join_checkpoint(h, false);
+    usec_t now = now_monotonic();
     switch (s->phase) {
     case STEPDOWN_IDLE: return false;
     case STEPDOWN_CHECKPOINT: {
         usec_t limit = (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC;
-        bool late = now_monotonic() - s->began > limit;
+        bool late = now - s->began > limit;
         if (s->thread_running && !late)
             return false;
-        if (late)
+        if (late && s->thread_running)
             log_warning("switchover: the CHECKPOINT takes longer than pg_ctl_timeout; stopping PostgreSQL anyway");
         if (h->pg.inst.pid <= 0) {
-            hand_over(h);
+            give_up(h, "PostgreSQL stopped on its own");
+            return true;
+        }
+        /* no escalation to an immediate stop while the lease is ours: a clean stop is what makes the
+         * handover safe, and there is no hurry */
+        local_set_stop_patience(h, true);
+        if (stop_postgres_begin(h, PG_STOP_FAST, "switchover") < 0) {
+            s->phase = STEPDOWN_IDLE;
+            local_set_stop_patience(h, false);
+            log_error("switchover: PostgreSQL could not be stopped; keeping the leader key");
             return false;
         }
         s->phase = STEPDOWN_STOPPING;
-        if (stop_postgres_begin(h, PG_STOP_FAST, "switchover") < 0) {
-            s->phase = STEPDOWN_IDLE;
-            log_error("switchover: PostgreSQL could not be stopped; keeping the leader key");
-        }
         return false;
     }
     case STEPDOWN_STOPPING:
-        if (h->pg.inst.pid > 0)
-            return false; /* observe_pg escalates a stop that takes too long */
-        hand_over(h);
-        return true;
+        if (h->pg.inst.pid > 0) {
+            /* the lease lost: the usual escalation (observe_pg) applies again */
+            if (h->view.lock_valid_until <= now)
+                local_set_stop_patience(h, false);
+            return false;
+        }
+        s->phase = STEPDOWN_HANDOVER;
+        s->stopped_at = now;
+        return hand_over(h);
+    case STEPDOWN_HANDOVER: return hand_over(h);
     }
     return false;
 }
 
+/* At shutdown (PostgreSQL stopped or left running when paused): collect the CHECKPOINT thread. */
 void stepdown_free(Ha *h) { join_checkpoint(h, true); }

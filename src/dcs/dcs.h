@@ -54,6 +54,10 @@ int dcs_read_cluster(Dcs *d, bool linearizable, Cluster **ret);
 
 /* Leader lock (spec §1.3-1.4). */
 int dcs_attempt_to_acquire_leader(Dcs *d);
+/* Renew: 1 renewed, 0 the key is not ours, negative error. With the cycle's view `c` that says the key is
+ * ours under our lease, the lease keepalive alone renews; otherwise a transaction puts the key when its
+ * value is our name, or (with a view) when it is absent, as Patroni does. c == NULL: strictly "the key
+ * still holds our name" (before starting or promoting a primary: a deleted key is never re-created). */
 int dcs_update_leader(Dcs *d, const Cluster *c);
 int dcs_delete_leader(Dcs *d);
 int dcs_take_leader(Dcs *d); /* unconditional put with our lease (after bootstrap) */

@@ -447,8 +447,9 @@ int dcs_update_leader(Dcs *d, const Cluster *c) {
         if (c && c->leader && streq(c->leader->name, d->name) && streq(c->leader->session, lease)) {
             r = 1; /* the keepalive is the renewal */
         } else {
-            cJSON *inner = etcd3_txn(etcd3_compare_absent(key), etcd3_put_request(key, d->name, d->lease_id),
-                                     "request_put", NULL);
+            cJSON *inner = c ? etcd3_txn(etcd3_compare_absent(key), etcd3_put_request(key, d->name, d->lease_id),
+                                         "request_put", NULL)
+                             : NULL;
             cJSON *put = etcd3_put_request(key, d->name, d->lease_id);
             cJSON *t = etcd3_txn(etcd3_compare_value(key, d->name), put, "request_put", inner);
             cJSON *resp = NULL;

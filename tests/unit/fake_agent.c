@@ -3,6 +3,7 @@
  * kept (a stop forgets the postmaster and its status, a start attaches one, a promotion marks it
  * promoting); everything else is only logged. */
 #include "fakes.h"
+#include "agent/probe.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -148,6 +149,8 @@ void local_set_quiet(Ha *h, bool quiet) { h->pg.quiet = quiet; }
 
 void local_set_start_timeout(Ha *h, long long s) { h->pg.start_timeout = s; }
 
+void local_set_stop_patience(Ha *h, bool patient) { h->pg.stop_patient = patient; }
+
 int promote_postgres(Ha *h) {
     fake_event("promote_postgres");
     if (fake.promote < 0)
@@ -246,4 +249,20 @@ void ha_wake(void *ud) { (void)ud; /* called from worker threads: no event */ }
 void local_data_replaced(Ha *h) {
     fake_event("local_data_replaced");
     h->pg.diverged = h->pg.diverged_reported = h->pg.rewind_failed = false;
+}
+
+/* ---- probe.c ---- */
+
+PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg, long timeout_ms,
+                          size_t *ret_n) {
+    (void)c;
+    (void)also;
+    (void)me;
+    (void)cfg;
+    (void)timeout_ms;
+    fake_event("probe_members");
+    PeerStatus *p = xcalloc(fake.n_peers + 1, sizeof *p);
+    memcpy(p, fake.peers, fake.n_peers * sizeof *p);
+    *ret_n = fake.n_peers;
+    return p;
 }

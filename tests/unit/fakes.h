@@ -53,7 +53,9 @@ typedef struct Fake {
     bool have_controldata;   /* refresh_controldata(): h->pg.cd = cd when true */
     ControlData cd;
     pid_t started_pid; /* the postmaster a successful start_postgres() attaches */
-    int identify;      /* pg_instance_identify_system: 0 answers identify_tli, else the error */
+    PeerStatus peers[4]; /* probe_members(): what the other members answer */
+    size_t n_peers;
+    int identify; /* pg_instance_identify_system: 0 answers identify_tli, else the error */
     long long identify_tli;
     FakeHooks hooks;
 } Fake;

@@ -521,11 +521,9 @@ static void test_switchover(void **state) {
     fake.cd.checkpoint_lsn = 0x5000000;
     snprintf(t.d.message, sizeof t.d.message, "manual failover: demoting myself");
     t_run(&t, HA_SWITCHOVER);
-    /* renewed; the CHECKPOINT runs in a thread while the leader's per-cycle work goes on (still the
-     * leader, PostgreSQL still the primary) */
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
-                  /* synchronous mode is off: the leftover synchronous_standby_names goes */
-                  "write_configuration(primary, -)", "reload_postgres");
+    /* renewed; the CHECKPOINT runs in a thread; the leader's per-cycle work (slots, /status, /sync) waits: the
+     * handover publishes what counts */
+    EXPECT_EVENTS("dcs_update_leader");
     assert_string_equal(stepdown_action(&t.h), "switchover");
     /* the next cycles: the CHECKPOINT is done, the stop begun and watched; the lease still ours */
     for (int i = 0; i < 500 && !atomic_load(&t.h.stepdown.checkpoint_done); i++)
@@ -535,16 +533,57 @@ static void test_switchover(void **state) {
     EXPECT_EVENTS("stop_postgres_begin(fast)");
     assert_false(stepdown_step(&t.h)); /* still stopping */
     assert_true(lease_held(&t));
-    /* PostgreSQL stopped: /status with the shutdown checkpoint, then the key is deleted */
+    /* PostgreSQL stopped cleanly, but the candidate does not confirm the shutdown checkpoint yet: wait
+     * (the key is kept and renewed) */
     t.h.pg.inst.pid = 0;
+    snprintf(fake.cd.state, sizeof fake.cd.state, "shut down");
+    fake.n_peers = 1;
+    fake.peers[0] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x5000000};
+    fake_events_clear();
+    assert_false(stepdown_step(&t.h));
+    EXPECT_EVENTS("refresh_controldata", "probe_members");
+    assert_true(lease_held(&t));
+    /* it has it: /status with the shutdown checkpoint, the key deleted, a replica without upstream */
+    fake.peers[0].wal_position = 0x5000028;
     fake_events_clear();
     assert_true(stepdown_step(&t.h));
-    EXPECT_EVENTS(DEMOTED, "write_status_optime_only(83886080)", "dcs_delete_leader",
-                  "dcs_get_cluster" /* the view read again: the key is no longer ours */);
+    EXPECT_EVENTS("refresh_controldata", "probe_members", DEMOTED, "write_status_optime_only(83886080)",
+                  "dcs_delete_leader", "dcs_get_cluster" /* the view read again: the key is no longer ours */,
+                  "start_postgres(replica, -)");
     assert_false(lease_held(&t));
     assert_null(t.h.sync.ssn); /* not ours to manage any more */
     assert_null(stepdown_action(&t.h));
     t_free(&t);
+
+    /* the candidate never confirms it, or the stop was not clean: the switchover is given up, PostgreSQL
+     * starts again as the primary (the key is still ours) and /failover is cleared */
+    for (int unclean = 0; unclean <= 1; unclean++) {
+        T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+        t_primary(&t);
+        fake.have_controldata = true;
+        fake.cd.checkpoint_lsn = 0x5000000;
+        snprintf(fake.cd.state, sizeof fake.cd.state, "%s", unclean ? "in production" : "shut down");
+        t_run(&t, HA_SWITCHOVER);
+        for (int i = 0; i < 500 && !atomic_load(&t.h.stepdown.checkpoint_done); i++)
+            usleep_real(10 * 1000);
+        stepdown_step(&t.h);
+        t.h.pg.inst.pid = 0;
+        fake_events_clear();
+        stepdown_step(&t.h);
+        if (unclean) { /* at once */
+            EXPECT_EVENTS("refresh_controldata", "dcs_set_failover({}, 16)", "dcs_update_leader(no view)",
+                          "start_postgres(primary, -)");
+        } else { /* after waiting 10 s for the confirmation */
+            t.h.stepdown.stopped_at -= 11 * USEC_PER_SEC;
+            fake_events_clear();
+            stepdown_step(&t.h);
+            EXPECT_EVENTS("refresh_controldata", "probe_members", "dcs_set_failover({}, 16)",
+                          "dcs_update_leader(no view)", "start_postgres(primary, -)");
+        }
+        assert_true(lease_held(&t));
+        assert_null(stepdown_action(&t.h));
+        t_free(&t);
+    }
 
     /* the lease ran out while PostgreSQL stopped: nothing is released, /status not written */
     T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
