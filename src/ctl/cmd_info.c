@@ -78,7 +78,7 @@ static int members_command(Ctl *c, int argc, char **argv, bool topology) {
     StrList names = {0};
     for (int i = optind; i < argc; i++)
         strlist_add(&names, argv[i]);
-    if (!names.n && c->cfg.scope && *c->cfg.scope)
+    if (!names.n && c->scope_given)
         strlist_add(&names, c->cfg.scope);
     if (!names.n) {
         ctl_error("Listing members: No cluster names were provided");

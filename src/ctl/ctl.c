@@ -180,7 +180,9 @@ static int load(Ctl *c) {
     }
     /* patronictl needs only scope, namespace, the DCS section and the ctl/restapi client settings: fill
      * the keys the agent's parser requires so that the same parser (and its PATRONI_* handling) applies */
-    static const char *const fill[][2] = {{"name", "pgha-ctl"}, {"scope", ""}};
+    const YNode *sc = ynode_get(root, "scope");
+    c->scope_given = sc && sc->type == Y_STR && *sc->text;
+    static const char *const fill[][2] = {{"name", "pgha-ctl"}, {"scope", "pgha-ctl"}};
     for (size_t i = 0; i < ELEMENTSOF(fill); i++)
         if (!ynode_get(root, fill[i][0]))
             ynode_set(root, fill[i][0], ynode_new_str(fill[i][1], "pgha-ctl", 0));
@@ -220,8 +222,9 @@ int ctl_connect(Ctl *c, const char *cluster_name) {
     if (cluster_name) {
         free(c->cfg.scope);
         c->cfg.scope = xstrdup(cluster_name);
+        c->scope_given = true;
     }
-    if (!c->cfg.scope || !*c->cfg.scope) {
+    if (!c->scope_given) {
         ctl_error("no cluster name: give CLUSTER or set scope in the configuration");
         return -1;
     }

@@ -37,6 +37,7 @@ typedef struct Ctl {
     const char *config_file;
     const char *dcs_url;
     bool insecure;
+    bool scope_given; /* the configuration names a scope (else cfg.scope is a placeholder) */
     PghaConfig cfg;
     CfgSource src;
     Dcs *dcs;
