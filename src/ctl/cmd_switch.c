@@ -56,10 +56,8 @@ static void say(const char *fmt, ...) {
     free(msg);
 }
 
-typedef enum Outcome { PENDING, DONE, OTHER, FAILED, UNKNOWN } Outcome;
-
-/* Where the switchover stands in etcd, as one line; sets *outcome when it is over. */
-static char *phase(const Cluster *cl, const Switch *s, const char *old_leader, bool requested, Outcome *outcome) {
+char *ctl_switch_phase(const Cluster *cl, const char *candidate, const char *old_leader, bool requested,
+                       Outcome *outcome) {
     const char *holder = cl->leader && cl->leader->name && *cl->leader->name ? cl->leader->name : NULL;
     bool key_set = cl->failover.present && !failover_is_empty(&cl->failover);
     bool standby = config_truthy(cl, "standby_cluster");
@@ -70,7 +68,7 @@ static char *phase(const Cluster *cl, const Switch *s, const char *old_leader, b
                     (standby ? streq(role, "standby_leader") : streq(role, "primary") || streq(role, "master"));
         if (!runs)
             return xasprintf("%s holds the leader key (state: %s, role: %s)", holder, state, role);
-        *outcome = !s->candidate || !*s->candidate || streq(holder, s->candidate) ? DONE : OTHER;
+        *outcome = !candidate || !*candidate || streq(holder, candidate) ? DONE : OTHER;
         return xasprintf("%s holds the leader key and runs as the %s", holder, standby ? "standby leader" : "primary");
     }
     if (!holder)
@@ -78,7 +76,7 @@ static char *phase(const Cluster *cl, const Switch *s, const char *old_leader, b
                           : xstrdup("nobody holds the leader key yet");
     if (key_set)
         return xasprintf("the failover key asks %s to hand over to %s", holder,
-                         s->candidate && *s->candidate ? s->candidate : "the healthiest replica");
+                         candidate && *candidate ? candidate : "the healthiest replica");
     if (requested) {
         *outcome = FAILED;
         return xasprintf("the failover key was cleared and %s still holds the leader key", holder);
@@ -141,7 +139,7 @@ static int verdict(const Switch *s, Outcome outcome, const char *last, double ti
     case OTHER: say("%s done, but not to %s: %s", s->action, s->candidate, last); return CTL_OTHER_LEADER;
     case FAILED: say("%s failed: %s", s->action, last); return CTL_FAILED;
     default:
-        say("%s still under way after %.0f s: %s (pgha-ctl list shows how it ends)", s->action, timeout,
+        say("%s still under way after %g s: %s (pgha-ctl list shows how it ends)", s->action, timeout,
             last ? last : "etcd did not answer");
         return CTL_UNKNOWN;
     }
@@ -187,7 +185,7 @@ static int watch_outcome(Ctl *c, const Switch *s, const Member *target, const ch
             etcd_down = true;
         } else {
             etcd_down = false;
-            char *p = phase(cl, s, old_leader, requested && rest_done, &outcome);
+            char *p = ctl_switch_phase(cl, s->candidate, old_leader, requested && rest_done, &outcome);
             if (!streq(p, last))
                 say("%s", p);
             free(last);
@@ -210,6 +208,21 @@ static int watch_outcome(Ctl *c, const Switch *s, const Member *target, const ch
                 rest_response_clear(&r);
                 break;
             }
+        /* a last look once the wait is over: it may have ended meanwhile */
+        Cluster *cl = NULL;
+        if (outcome == UNKNOWN && dcs_read_cluster(c->dcs, true, &cl) >= 0) {
+            Outcome o = PENDING;
+            char *p = ctl_switch_phase(cl, s->candidate, old_leader, requested, &o);
+            if (o != PENDING && o != FAILED) {
+                say("%s", p);
+                free(last);
+                last = p;
+                outcome = o;
+            } else {
+                free(p);
+            }
+            cluster_free(cl);
+        }
     }
     ctl_rest_free(call);
     if (rc < 0)

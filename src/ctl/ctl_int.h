@@ -145,6 +145,13 @@ void ctl_rest_free(RestCall *call);
 /* A refusal by access control (401/403): prints a line naming the problem; true when it was one. */
 bool ctl_rest_auth_failed(const RestResponse *r, const char *member);
 
+/* ---- cmd_switch.c ---- */
+typedef enum Outcome { PENDING, DONE, OTHER, FAILED, UNKNOWN } Outcome;
+/* Where a switchover/failover from old_leader (NULL: none) to candidate (NULL/"": any) stands in the
+ * cluster, as one line; *outcome set when it is over (requested: the failover key has been written). */
+char *ctl_switch_phase(const Cluster *cl, const char *candidate, const char *old_leader, bool requested,
+                       Outcome *outcome);
+
 /* ---- commands ---- */
 int cmd_list(Ctl *c, int argc, char **argv);
 int cmd_topology(Ctl *c, int argc, char **argv);

@@ -332,11 +332,51 @@ static void test_json_equal(void **state) {
     assert_int_equal(ctl_parse_format("topology", false, &f), -1);
 }
 
+static void expect_phase(const char *leader, const char *member_json, const char *failover, const char *cand,
+                         bool requested, Outcome want, const char *text) {
+    const char *kv[4][2] = {{"config", "{}"},
+                            {"members/node1", "{\"state\":\"running\",\"role\":\"replica\"}"},
+                            {"members/node2", member_json},
+                            {"failover", failover}};
+    Cluster *cl = make_cluster(kv, 4);
+    if (leader) {
+        cl->leader = xcalloc(1, sizeof(Leader));
+        cl->leader->name = xstrdup(leader);
+        cl->leader->member = cluster_get_member(cl, leader);
+    }
+    Outcome o = PENDING;
+    char *p = ctl_switch_phase(cl, cand, "node1", requested, &o);
+    assert_string_equal(p, text);
+    assert_int_equal(o, want);
+    free(p);
+    cluster_free(cl);
+}
+
+static void test_switch_phase(void **state) {
+    (void)state;
+    const char *running = "{\"state\":\"running\",\"role\":\"primary\"}";
+    const char *promoting = "{\"state\":\"running\",\"role\":\"promoted\"}";
+    expect_phase("node1", running, "{}", "node2", false, PENDING,
+                 "node1 holds the leader key; the request is on its way");
+    expect_phase("node1", running, "{\"leader\":\"node1\",\"member\":\"node2\"}", "node2", true, PENDING,
+                 "the failover key asks node1 to hand over to node2");
+    expect_phase(NULL, running, "{\"leader\":\"node1\",\"member\":\"node2\"}", "node2", true, PENDING,
+                 "node1 released the leader key; nobody holds it yet");
+    expect_phase("node2", promoting, "{}", "node2", true, PENDING,
+                 "node2 holds the leader key (state: running, role: promoted)");
+    expect_phase("node2", running, "{}", "node2", true, DONE, "node2 holds the leader key and runs as the primary");
+    expect_phase("node2", running, "{}", NULL, true, DONE, "node2 holds the leader key and runs as the primary");
+    expect_phase("node2", running, "{}", "node3", true, OTHER, "node2 holds the leader key and runs as the primary");
+    /* the key cleared without a change: failed, but only once the request was made */
+    expect_phase("node1", running, "{}", "node2", true, FAILED,
+                 "the failover key was cleared and node1 still holds the leader key");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_yaml_dump),    cmocka_unit_test(test_tables),     cmocka_unit_test(test_members_output),
         cmocka_unit_test(test_unified_diff), cmocka_unit_test(test_apply_set),  cmocka_unit_test(test_dcs_url),
-        cmocka_unit_test(test_scheduled),    cmocka_unit_test(test_json_equal),
+        cmocka_unit_test(test_scheduled),    cmocka_unit_test(test_json_equal), cmocka_unit_test(test_switch_phase),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
