@@ -32,6 +32,13 @@ static void split_text(const char *s, StrList *ret) {
         }
 }
 
+/* The change between a[ci..i) and b[cj..j): replaced, deleted or inserted lines. */
+static char change_tag(size_t ci, size_t i, size_t cj, size_t j) {
+    if (ci < i && cj < j)
+        return 'r';
+    return ci < i ? 'd' : 'i';
+}
+
 /* Opcodes from a longest common subsequence of the lines. */
 static Opcode *diff_opcodes(const StrList *a, const StrList *b, size_t *ret_n) {
     size_t n = a->n, m = b->n;
@@ -47,7 +54,7 @@ static Opcode *diff_opcodes(const StrList *a, const StrList *b, size_t *ret_n) {
         bool end = i == n || j == m;
         if (!end && streq(a->v[i], b->v[j])) {
             if (ci < i || cj < j)
-                ops[k++] = (Opcode){ci < i && cj < j ? 'r' : ci < i ? 'd' : 'i', ci, i, cj, j};
+                ops[k++] = (Opcode){change_tag(ci, i, cj, j), ci, i, cj, j};
             size_t si = i, sj = j;
             while (i < n && j < m && streq(a->v[i], b->v[j])) {
                 i++;
@@ -60,7 +67,7 @@ static Opcode *diff_opcodes(const StrList *a, const StrList *b, size_t *ret_n) {
             i = n;
             j = m;
             if (ci < i || cj < j)
-                ops[k++] = (Opcode){ci < i && cj < j ? 'r' : ci < i ? 'd' : 'i', ci, i, cj, j};
+                ops[k++] = (Opcode){change_tag(ci, i, cj, j), ci, i, cj, j};
             break;
         } else if (L(i + 1, j) >= L(i, j + 1)) {
             i++;

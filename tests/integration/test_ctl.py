@@ -228,6 +228,11 @@ def test_pause_resume(c):
     assert "Success: cluster management is paused" in out, out
     assert c.value("config").get("pause") is True
     assert " Maintenance mode: on" in c.ctl.ok("list")
+    # a request the leader refuses: exit code 3, its answer shown
+    r = c.ctl.run("switchover", "--force")
+    assert r.returncode == 3, r.out
+    assert "Switchover failed, details: 400, Switchover is possible only to a specific candidate in a paused state" \
+        in r.stdout, r.out
     r = c.ctl.run("pause")
     assert r.returncode == 1 and r.stderr.strip() == "Error: Cluster is already paused", r.out
     assert "Success: cluster management is resumed" in c.ctl.ok("resume", "--wait")
@@ -432,3 +437,46 @@ def test_errors_name_the_problem(c, tmp_path):
                        (["dsn", "-r", "king"], "'king' is not one of")):
         r = c.ctl.run(*args)
         assert r.returncode == 2 and text in r.stderr, (args, r.out)
+
+
+def test_tls_client_certificate_and_insecure(_etcd_session, run_dir, tmp_path):
+    """HTTPS with verify_client required: pgha-ctl presents ctl.certfile/keyfile and checks the server with
+    ctl.cacert; without the CA it refuses the server unless -k; without a certificate the agent refuses it."""
+    from test_rest_security import make_pki
+    scope = "tls" + uuid.uuid4().hex[:5]
+    base = run_dir.subdir(scope)
+    pki = make_pki(os.path.join(base, "pki"))
+    c = HaCluster(base, n=1, scope=scope, etcd=_etcd_session, restapi={
+        "certfile": pki["server.crt"], "keyfile": pki["server.key"], "cafile": pki["ca.crt"],
+        "verify_client": "required", "authentication": {"username": USER, "password": PASSWORD}},
+        ctl={"certfile": pki["client.crt"], "keyfile": pki["client.key"], "cacert": pki["ca.crt"]})
+    try:
+        c.start()
+        assert c.wait_leader(90) == "node1"
+        h.wait_until(lambda: (c.member("node1") or {}).get("state") == "running", 60, msg="node1 running")
+
+        def cfg(name, **ctl):
+            text = (f"scope: {scope}\nnamespace: /service/\netcd3:\n  hosts: {','.join(c.etcd.endpoints)}\n"
+                    f"ctl:\n  authentication:\n    username: {USER}\n    password: {PASSWORD}\n")
+            text += "".join(f"  {k}: {v}\n" for k, v in ctl.items())
+            path = tmp_path / name
+            path.write_text(text)
+            return Ctl(c, str(path))
+
+        full = cfg("full.yml", certfile=pki["client.crt"], keyfile=pki["client.key"], cacert=pki["ca.crt"])
+        out = full.ok("reload", scope, "--force")
+        assert "Reload request received for member node1" in out, out
+        assert re.search(r"node1: Patroni [\d.]+ PostgreSQL", full.ok("version", scope)), "GET /patroni over TLS"
+        # the node's own file (restapi.cafile, ctl's client certificate) works as it is
+        assert "Reload request received" in full.ok("reload", scope, "--force", cfg=c.nodes["node1"].config_path)
+        # no CA: the server's certificate is not trusted, unless -k
+        no_ca = cfg("noca.yml", certfile=pki["client.crt"], keyfile=pki["client.key"])
+        r = no_ca.run("reload", scope, "--force")
+        assert r.returncode == 1 and "Failed: reload for member node1, (https://127.0.0.1:" in r.stdout, r.out
+        assert "Reload request received" in no_ca.ok("-k", "reload", scope, "--force")
+        # no client certificate: refused by the agent
+        no_cert = cfg("nocert.yml", cacert=pki["ca.crt"])
+        r = no_cert.run("reload", scope, "--force")
+        assert r.returncode == 1 and "Failed: reload for member node1" in r.stdout, r.out
+    finally:
+        c.destroy(keep=h.keep_requested())
