@@ -12,16 +12,6 @@
 #include "common/json.h"
 #include "ctl/ctl_int.h"
 
-static char *read_stream(FILE *f) {
-    StrBuf b;
-    sb_init(&b);
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        sb_addn(&b, buf, n);
-    return sb_steal(&b);
-}
-
 /* A YAML mapping from a file ("-": stdin). NULL with the error printed. */
 static cJSON *load_yaml_file(const char *path) {
     FILE *f = streq(path, "-") ? stdin : fopen(path, "r");
@@ -29,7 +19,7 @@ static cJSON *load_yaml_file(const char *path) {
         ctl_error("cannot read %s: %s", path, strerror(errno));
         return NULL;
     }
-    char *text = read_stream(f);
+    char *text = ctl_read_stream(f);
     if (f != stdin)
         fclose(f);
     char *err = NULL;
@@ -113,7 +103,7 @@ static char *invoke_editor(const char *before, const char *cluster) {
         ctl_error("cannot read %s: %s", path, strerror(errno));
         goto out;
     }
-    after = read_stream(f);
+    after = ctl_read_stream(f);
     fclose(f);
 out:
     unlink(path);

@@ -9,15 +9,6 @@
 #include "common/json.h"
 #include "ctl/ctl_int.h"
 
-/* -W / -w SECONDS: the interval (0: once). */
-static int parse_watch(const char *arg, double *ret) {
-    if (parse_double(arg, ret) < 0 || *ret <= 0) {
-        ctl_error("Invalid value for '-w' / '--watch': '%s' is not a valid float.", arg);
-        return -1;
-    }
-    return 0;
-}
-
 static void sleep_until(double start, double interval) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -54,21 +45,14 @@ static int members_command(Ctl *c, int argc, char **argv, bool topology) {
     while ((o = ctl_getopt(argc, argv, topology ? "Ww:" : "f:etWw:", opts)) != -1) {
         switch (o) {
         case 'f':
-            if (ctl_parse_format(optarg, false, &fmt) < 0) {
-                ctl_error("Invalid value for '--format' / '-f': '%s' is not one of 'pretty', 'tsv', 'json', "
-                          "'yaml', 'yml'.",
-                          optarg);
+            if (ctl_format_arg(optarg, &fmt) < 0)
                 return CTL_USAGE;
-            }
             break;
         case 'e': extended = true; break;
         case 't': ts = true; break;
         case 'W':
-            if (!watch)
-                watch = 2;
-            break;
         case 'w':
-            if (parse_watch(optarg, &watch) < 0)
+            if (ctl_watch_arg(o == 'W' ? NULL : optarg, &watch) < 0)
                 return CTL_USAGE;
             break;
         case 'g': break; /* Citus groups: accepted, there are none */
@@ -126,22 +110,9 @@ static Cluster *read_named(Ctl *c, int argc, char **argv) {
 }
 
 int cmd_history(Ctl *c, int argc, char **argv) {
-    static const struct option opts[] = {{"format", required_argument, NULL, 'f'},
-                                         {"group", required_argument, NULL, 'g'},
-                                         {0}};
     CtlFormat fmt = FMT_PRETTY;
-    int o;
-    while ((o = ctl_getopt(argc, argv, "f:", opts)) != -1) {
-        if (o == 'f' && ctl_parse_format(optarg, false, &fmt) == 0)
-            continue;
-        if (o == 'g')
-            continue;
-        if (o == 'f')
-            ctl_error("Invalid value for '--format' / '-f': '%s' is not one of 'pretty', 'tsv', 'json', 'yaml', "
-                      "'yml'.",
-                      optarg);
+    if (ctl_format_opts(argc, argv, &fmt) != CTL_OK)
         return CTL_USAGE;
-    }
     Cluster *cl = read_named(c, argc, argv);
     if (!cl)
         return CTL_ERROR;
@@ -199,12 +170,8 @@ int cmd_dsn(Ctl *c, int argc, char **argv) {
     while ((o = ctl_getopt(argc, argv, "r:m:", opts)) != -1) {
         switch (o) {
         case 'r':
-            if (ctl_parse_role(optarg, &role) < 0) {
-                ctl_error("Invalid value for '--role' / '-r': '%s' is not one of 'leader', 'primary', "
-                          "'standby-leader', 'replica', 'standby', 'any'.",
-                          optarg);
+            if (ctl_role_arg(optarg, &role) < 0)
                 return CTL_USAGE;
-            }
             have_role = true;
             break;
         case 'm': member = optarg; break;

@@ -140,15 +140,6 @@ typedef struct MemberArgs {
     StrList names;
 } MemberArgs;
 
-static int parse_role_arg(const char *arg, CtlRole *role) {
-    if (ctl_parse_role(arg, role) == 0)
-        return 0;
-    ctl_error("Invalid value for '--role' / '-r': '%s' is not one of 'leader', 'primary', 'standby-leader', "
-              "'replica', 'standby', 'any'.",
-              arg);
-    return -1;
-}
-
 /* Connect to the cluster named by the first positional argument (required) and read it. */
 static Cluster *open_cluster(Ctl *c, int argc, char **argv, MemberArgs *a) {
     if (optind >= argc) {
@@ -179,7 +170,7 @@ int cmd_restart(Ctl *c, int argc, char **argv) {
     while ((o = ctl_getopt(argc, argv, "r:", opts)) != -1) {
         switch (o) {
         case 'r':
-            if (parse_role_arg(optarg, &a.role) < 0)
+            if (ctl_role_arg(optarg, &a.role) < 0)
                 return CTL_USAGE;
             break;
         case 'A': any = true; break;
@@ -201,19 +192,9 @@ int cmd_restart(Ctl *c, int argc, char **argv) {
     if (!cl || !(ms = get_members(cl, c->cfg.scope, &a.names, a.role, a.force, "restart", &n, &rc)))
         goto out;
     rc = CTL_ERROR;
-    if (!scheduled && !a.force) {
-        char hint[32];
-        time_t t = time(NULL) + 3600;
-        struct tm tm;
-        localtime_r(&t, &tm);
-        strftime(hint, sizeof hint, "%Y-%m-%dT%H:%M", &tm);
-        char *q = xasprintf("When should the restart take place (e.g. %s) ", hint);
-        scheduled = sched_in = ctl_prompt(q, "now");
-        free(q);
-        if (!sched_in) {
-            rc = ctl_aborted();
-            goto out;
-        }
+    if (!scheduled && !a.force && !(scheduled = sched_in = ctl_prompt_when("restart", ""))) {
+        rc = ctl_aborted();
+        goto out;
     }
     if (ctl_parse_scheduled(scheduled, &iso, &err) < 0) {
         ctl_error("%s", err);
@@ -312,7 +293,7 @@ static int parse_member_args(int argc, char **argv, MemberArgs *a, bool *from_le
     int o;
     while ((o = ctl_getopt(argc, argv, from_leader ? "" : "r:", opts)) != -1) {
         if (o == 'r' && !from_leader) {
-            if (parse_role_arg(optarg, &a->role) < 0)
+            if (ctl_role_arg(optarg, &a->role) < 0)
                 return -1;
         } else if (o == 'F') {
             a->force = true;
@@ -548,21 +529,9 @@ out:
 }
 
 int cmd_remove(Ctl *c, int argc, char **argv) {
-    static const struct option opts[] = {{"format", required_argument, NULL, 'f'},
-                                         {"group", required_argument, NULL, 'g'},
-                                         {0}};
     CtlFormat fmt = FMT_PRETTY;
-    int o;
-    while ((o = ctl_getopt(argc, argv, "f:", opts)) != -1) {
-        if (o == 'f' && ctl_parse_format(optarg, false, &fmt) < 0) {
-            ctl_error("Invalid value for '--format' / '-f': '%s' is not one of 'pretty', 'tsv', 'json', 'yaml', "
-                      "'yml'.",
-                      optarg);
-            return CTL_USAGE;
-        }
-        if (o != 'f' && o != 'g')
-            return CTL_USAGE;
-    }
+    if (ctl_format_opts(argc, argv, &fmt) != CTL_OK)
+        return CTL_USAGE;
     MemberArgs a = {0};
     Cluster *cl = open_cluster(c, argc, argv, &a);
     strlist_clear(&a.names);

@@ -176,12 +176,8 @@ int cmd_query(Ctl *c, int argc, char **argv) {
     while ((o = ctl_getopt(argc, argv, "r:m:c:f:U:d:Ww:", opts)) != -1) {
         switch (o) {
         case 'r':
-            if (ctl_parse_role(optarg, &q.role) < 0) {
-                ctl_error("Invalid value for '--role' / '-r': '%s' is not one of 'leader', 'primary', "
-                          "'standby-leader', 'replica', 'standby', 'any'.",
-                          optarg);
+            if (ctl_role_arg(optarg, &q.role) < 0)
                 return CTL_USAGE;
-            }
             q.have_role = true;
             break;
         case 'm': q.member = optarg; break;
@@ -191,22 +187,14 @@ int cmd_query(Ctl *c, int argc, char **argv) {
         case 'P': password = true; break;
         case 'd': q.dbname = optarg; break;
         case 'F':
-            if (ctl_parse_format(optarg, false, &fmt) < 0) {
-                ctl_error("Invalid value for '--format': '%s' is not one of 'pretty', 'tsv', 'json', 'yaml', 'yml'.",
-                          optarg);
+            if (ctl_format_arg(optarg, &fmt) < 0)
                 return CTL_USAGE;
-            }
             break;
         case 'D': delimiter = optarg; break;
         case 'W':
-            if (!watch)
-                watch = 2;
-            break;
         case 'w':
-            if (parse_double(optarg, &watch) < 0 || watch <= 0) {
-                ctl_error("Invalid value for '-w' / '--watch': '%s' is not a valid float.", optarg);
+            if (ctl_watch_arg(o == 'W' ? NULL : optarg, &watch) < 0)
                 return CTL_USAGE;
-            }
             break;
         case 'g': break;
         default: return CTL_USAGE;
@@ -230,14 +218,8 @@ int cmd_query(Ctl *c, int argc, char **argv) {
             ctl_error("Invalid value for '--file' / '-f': '%s': cannot be read", file);
             return CTL_USAGE;
         }
-        StrBuf b;
-        sb_init(&b);
-        char buf[4096];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-            sb_addn(&b, buf, n);
+        q.sql = ctl_read_stream(f);
         fclose(f);
-        q.sql = sb_steal(&b);
     } else {
         q.sql = xstrdup(command);
     }

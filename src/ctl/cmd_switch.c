@@ -342,19 +342,9 @@ static int do_switch(Ctl *c, int argc, char **argv, Switch *s) {
         }
     }
     if (switchover) {
-        if (!s->scheduled && !s->force) {
-            char hint[32];
-            time_t t = time(NULL) + 3600;
-            struct tm tm;
-            localtime_r(&t, &tm);
-            strftime(hint, sizeof hint, "%Y-%m-%dT%H:%M", &tm);
-            char *q = xasprintf("When should the switchover take place (e.g. %s ) ", hint);
-            s->scheduled = sched_in = ctl_prompt(q, "now");
-            free(q);
-            if (!sched_in) {
-                rc = ctl_aborted();
-                goto out;
-            }
+        if (!s->scheduled && !s->force && !(s->scheduled = sched_in = ctl_prompt_when("switchover", " "))) {
+            rc = ctl_aborted();
+            goto out;
         }
         if (ctl_parse_scheduled(s->scheduled, &iso, &err) < 0) {
             ctl_error("%s", err);

@@ -116,6 +116,45 @@ long long ctl_config_ll(const Cluster *cl, const char *key, long long dflt) {
     return cl && cl->config && json_get_ll(cl->config, key, &v) && v > 0 ? v : dflt;
 }
 
+int ctl_format_arg(const char *arg, CtlFormat *ret) {
+    if (ctl_parse_format(arg, false, ret) == 0)
+        return 0;
+    ctl_error("Invalid value for '--format' / '-f': '%s' is not one of 'pretty', 'tsv', 'json', 'yaml', 'yml'.", arg);
+    return -1;
+}
+
+int ctl_role_arg(const char *arg, CtlRole *ret) {
+    if (ctl_parse_role(arg, ret) == 0)
+        return 0;
+    ctl_error("Invalid value for '--role' / '-r': '%s' is not one of 'leader', 'primary', 'standby-leader', "
+              "'replica', 'standby', 'any'.",
+              arg);
+    return -1;
+}
+
+int ctl_watch_arg(const char *arg, double *ret) {
+    if (!arg) { /* -W: every 2 s, unless -w says otherwise */
+        if (!*ret)
+            *ret = 2;
+        return 0;
+    }
+    if (parse_double(arg, ret) == 0 && *ret > 0)
+        return 0;
+    ctl_error("Invalid value for '-w' / '--watch': '%s' is not a valid float.", arg);
+    return -1;
+}
+
+int ctl_format_opts(int argc, char **argv, CtlFormat *fmt) {
+    static const struct option opts[] = {{"format", required_argument, NULL, 'f'},
+                                         {"group", required_argument, NULL, 'g'},
+                                         {0}};
+    int o;
+    while ((o = ctl_getopt(argc, argv, "f:", opts)) != -1)
+        if ((o == 'f' && ctl_format_arg(optarg, fmt) < 0) || (o != 'f' && o != 'g'))
+            return CTL_USAGE;
+    return CTL_OK;
+}
+
 /* ---- configuration ---- */
 
 static YNode *map_node(YNode *parent, const char *key) {

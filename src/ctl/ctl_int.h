@@ -97,6 +97,14 @@ void ctl_print_members(const Cluster *cl, const char *scope);
 /* Members whose api_url is known, the leader first (patronictl's get_all_members_leader_first). */
 const Member **ctl_members_leader_first(const Cluster *cl, size_t *ret_n);
 
+/* ---- ctl.c: option values ---- */
+/* Option values, the error printed as click words it: -1 when invalid (the caller exits CTL_USAGE). */
+int ctl_format_arg(const char *arg, CtlFormat *ret);
+int ctl_role_arg(const char *arg, CtlRole *ret);
+int ctl_watch_arg(const char *arg, double *ret); /* arg NULL: -W */
+/* A command whose only options are -f FORMAT and --group (history, remove): CTL_OK or CTL_USAGE. */
+int ctl_format_opts(int argc, char **argv, CtlFormat *fmt);
+
 /* ---- text.c ---- */
 /* difflib.unified_diff of two texts split into lines, 3 lines of context, "--- " / "+++ " headers.
  * NULL when they are equal. */
@@ -115,10 +123,16 @@ bool ctl_json_equal(const cJSON *a, const cJSON *b);
 /* Parse YAML text into JSON (NULL with *ret_error). An empty document is null. */
 cJSON *ctl_yaml_to_json(const char *text, const char *name, char **ret_error);
 
+/* The whole of a stream (a file, stdin). */
+char *ctl_read_stream(FILE *f);
+
 /* ---- prompt.c ---- */
 /* click.prompt(text, default=dflt): "text [dflt]: "; the line typed, or dflt when empty. NULL at end of
  * input (the caller aborts). */
 char *ctl_prompt(const char *text, const char *dflt);
+/* "When should the <action> take place (e.g. <now + 1 h>)<gap>) [now]: " (patronictl writes a space before
+ * the parenthesis for a switchover, none for a restart). NULL at end of input. */
+char *ctl_prompt_when(const char *action, const char *gap);
 /* click.confirm(text): "text [y/N]: ". -1 at end of input. */
 int ctl_confirm(const char *text);
 /* End of input at a prompt: "Aborted!" as click says it; returns CTL_ERROR. */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "ctl/ctl_int.h"
 
@@ -36,6 +37,18 @@ char *ctl_prompt(const char *text, const char *dflt) {
         return xstrdup(dflt);
     }
     return line;
+}
+
+char *ctl_prompt_when(const char *action, const char *gap) {
+    char hint[32];
+    time_t t = time(NULL) + 3600;
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(hint, sizeof hint, "%Y-%m-%dT%H:%M", &tm);
+    char *q = xasprintf("When should the %s take place (e.g. %s%s) ", action, hint, gap);
+    char *answer = ctl_prompt(q, "now");
+    free(q);
+    return answer;
 }
 
 int ctl_confirm(const char *text) {

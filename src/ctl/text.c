@@ -10,6 +10,16 @@
 #include "common/yamltree.h"
 #include "ctl/ctl_int.h"
 
+char *ctl_read_stream(FILE *f) {
+    StrBuf b;
+    sb_init(&b);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        sb_addn(&b, buf, n);
+    return sb_steal(&b);
+}
+
 /* ---- unified diff (difflib.unified_diff with n=3) ---- */
 
 typedef struct Opcode {
