@@ -512,7 +512,7 @@ int cmd_flush(Ctl *c, int argc, char **argv) {
         if (answered)
             goto out;
     }
-    char *ts = ctl_timestamp(6);
+    char *ts = ctl_timestamp(5);
     printf("%s Could not find any accessible member of cluster %s\n", ts, c->cfg.scope);
     free(ts);
     if (dcs_set_failover(c->dcs, "{}", cl->failover.version) > 0) {

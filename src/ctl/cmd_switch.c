@@ -45,7 +45,7 @@ static char *candidate_list(const StrList *names) {
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...) {
-    char *ts = ctl_timestamp(0);
+    char *ts = ctl_timestamp(5); /* patronictl's timestamp(): 5 fractional digits */
     va_list ap;
     va_start(ap, fmt);
     char *msg = xvasprintf(fmt, ap);

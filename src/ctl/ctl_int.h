@@ -56,7 +56,7 @@ int ctl_getopt(int argc, char **argv, const char *shortopts, const void *longopt
 /* Is the cluster paused (/config pause)? loop_wait from /config (default 10), ttl (default 30). */
 bool ctl_is_paused(const Cluster *cl);
 long long ctl_config_ll(const Cluster *cl, const char *key, long long dflt);
-/* YYYY-MM-DD HH:MM:SS[.fffff] now (patronictl's timestamp(precision)). */
+/* The local time now, YYYY-MM-DD HH:MM:SS with `precision` fractional digits (0: none). */
 char *ctl_timestamp(int precision);
 
 /* ---- yaml_out.c ---- */
