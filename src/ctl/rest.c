@@ -41,10 +41,11 @@ RestCall *ctl_rest_start(const Ctl *c, const Member *m, const char *method, cons
     RestCall *call = xcalloc(1, sizeof *call);
     sb_init(&call->body);
     call->url = endpoint_url(m, endpoint);
-    call->h = probe_new_handle(call->url, &c->cfg, timeout_ms, &call->body);
+    call->h = m->api_url ? probe_new_handle(call->url, &c->cfg, timeout_ms, &call->body) : NULL;
     if (!call->h) {
         call->done = true;
-        call->result.error = xstrdup("cannot create an HTTP client");
+        call->result.error = xstrdup(m->api_url ? "cannot create an HTTP client"
+                                                : "the member publishes no REST API address (api_url)");
         call->result.url = xstrdup(call->url);
         return call;
     }
