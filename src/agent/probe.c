@@ -52,9 +52,7 @@ void probe_parse(const char *body, PeerStatus *p) {
     cJSON_Delete(j);
 }
 
-/* One client for every request to another member's REST API: the ctl/restapi credentials and TLS
- * settings, a total and a connect timeout. */
-static CURL *new_handle(const char *url, const PghaConfig *cfg, long timeout_ms, StrBuf *body) {
+CURL *probe_new_handle(const char *url, const PghaConfig *cfg, long timeout_ms, StrBuf *body) {
     CURL *h = curl_easy_init();
     if (!h)
         return NULL;
@@ -82,6 +80,8 @@ static CURL *new_handle(const char *url, const PghaConfig *cfg, long timeout_ms,
         curl_easy_setopt(h, CURLOPT_SSLCERT, cfg->ctl.certfile);
     if (cfg->ctl.keyfile)
         curl_easy_setopt(h, CURLOPT_SSLKEY, cfg->ctl.keyfile);
+    if (cfg->ctl.keyfile_password)
+        curl_easy_setopt(h, CURLOPT_KEYPASSWD, cfg->ctl.keyfile_password);
     return h;
 }
 
@@ -94,7 +94,7 @@ bool probe_liveness(const char *api_url, const PghaConfig *cfg, long timeout_ms,
     free(base);
     StrBuf body;
     sb_init(&body);
-    CURL *h = new_handle(*ret_url, cfg, timeout_ms, &body);
+    CURL *h = probe_new_handle(*ret_url, cfg, timeout_ms, &body);
     bool ok = h && curl_easy_perform(h) == CURLE_OK;
     if (h)
         curl_easy_cleanup(h);
@@ -125,7 +125,7 @@ PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me,
     for (size_t i = 0; i < n; i++) {
         Probe *p = &probes[i];
         sb_init(&p->body);
-        p->h = new_handle(p->m->api_url, cfg, timeout_ms, &p->body);
+        p->h = probe_new_handle(p->m->api_url, cfg, timeout_ms, &p->body);
         curl_multi_add_handle(multi, p->h);
     }
     int running = 1;

@@ -2,6 +2,8 @@
  * in parallel, 2 s timeout, no retries. */
 #pragma once
 
+#include <curl/curl.h>
+
 #include "agent/decide.h"
 #include "common/config.h"
 #include "dcs/cluster.h"
@@ -17,5 +19,9 @@ void probe_config_free(PghaConfig *p);
 /* Does a REST API answer at api_url's /liveness (the duplicate-name check at start-up)? *ret_url: the
  * URL asked (caller frees). */
 bool probe_liveness(const char *api_url, const PghaConfig *cfg, long timeout_ms, char **ret_url);
+/* One client for every request to another member's REST API (the probes here, pgha-ctl): the
+ * ctl/restapi credentials and TLS settings (ctl.insecure, cacert, certfile, keyfile, keyfile_password),
+ * a total and a connect timeout (timeout_ms; 0: none), the answer's body into *body (at most 1 MiB). */
+CURL *probe_new_handle(const char *url, const PghaConfig *cfg, long timeout_ms, StrBuf *body);
 /* Parse one /patroni answer into a PeerStatus (exposed for tests). */
 void probe_parse(const char *body, PeerStatus *p);

@@ -1,46 +1,193 @@
-/* pgha-ctl: the operator's CLI, mirroring patronictl (spec §5). */
+/* pgha-ctl: the operator's CLI, a drop-in for patronictl (spec §5). It reads the cluster from etcd with
+ * the same configuration file (-c, PATRONICTL_CONFIG_FILE, --dcs-url) and acts through the members'
+ * REST API. This file: the command line, the configuration, the etcd connection and the dispatch; the
+ * commands live in cmd_*.c (ctl_int.h lists every file). */
 #include "ctl/ctl.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
-#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "common/config.h"
 #include "common/json.h"
 #include "common/log.h"
-#include "common/util.h"
-#include "dcs/dcs.h"
+#include "ctl/ctl_int.h"
+#include "dcs/curlinit.h"
 
 #define DEFAULT_CTL_CONFIG "~/.config/patroni/patronictl.yaml"
 
-typedef struct Ctl {
-    const char *config_file;
-    const char *format; /* pretty, tsv, json, yaml */
-    PghaConfig cfg;
-    CfgSource src;
-    Dcs *dcs;
-} Ctl;
+typedef struct Command {
+    const char *name;
+    int (*fn)(Ctl *, int, char **);
+    const char *usage;
+} Command;
+
+static const Command COMMANDS[] = {
+    {"list", cmd_list, "list [CLUSTER...] [-e] [-t] [-f FMT] [-W | -w SEC]   the members and their state"},
+    {"topology", cmd_topology, "topology [CLUSTER...] [-W | -w SEC]              the members as a replication tree"},
+    {"switchover", cmd_switchover,
+     "switchover [CLUSTER] [--leader NAME] [--candidate NAME] [--scheduled TS] [--force] [--timeout SEC]"},
+    {"failover", cmd_failover, "failover [CLUSTER] [--candidate NAME] [--force] [--timeout SEC]"},
+    {"pause", cmd_pause, "pause [CLUSTER] [--wait]                          disable automatic failover"},
+    {"resume", cmd_resume, "resume [CLUSTER] [--wait]                         enable automatic failover again"},
+    {"show-config", cmd_show_config, "show-config [CLUSTER]                             the dynamic configuration"},
+    {"edit-config", cmd_edit_config,
+     "edit-config [CLUSTER] [-q] [-s K=V]... [-p GUC=V]... [--apply FILE] [--replace FILE] [--force]"},
+    {"restart", cmd_restart,
+     "restart CLUSTER [MEMBER...] [-r ROLE] [--any] [--scheduled TS] [--pg-version V] [--pending] [--timeout T] "
+     "[--force]"},
+    {"reload", cmd_reload, "reload CLUSTER [MEMBER...] [-r ROLE] [--force]"},
+    {"reinit", cmd_reinit, "reinit CLUSTER [MEMBER...] [--from-leader] [--wait] [--force]"},
+    {"flush", cmd_flush, "flush CLUSTER [MEMBER...] restart|switchover [-r ROLE] [--force]"},
+    {"history", cmd_history, "history [CLUSTER] [-f FMT]                        the timeline history"},
+    {"remove", cmd_remove, "remove CLUSTER [-f FMT]                           delete the cluster from etcd"},
+    {"dsn", cmd_dsn, "dsn [CLUSTER] [-r ROLE | -m MEMBER]               host=... port=... of a member"},
+    {"query", cmd_query,
+     "query [CLUSTER] (-c SQL | -f FILE) [-r ROLE | -m MEMBER] [-U USER] [--password] [-d DB] [--format FMT] "
+     "[--delimiter D] [-W | -w SEC]"},
+    {"version", cmd_version, "version [CLUSTER [MEMBER...]]                     versions of pgha-ctl and the members"},
+};
 
 static void usage(FILE *f) {
     fprintf(f, "Usage: pgha-ctl [OPTIONS] COMMAND [ARGS]...\n"
                "\n"
-               "Command-line interface for a pgha/Patroni cluster (mirrors patronictl).\n"
+               "Command-line interface for a pgha/Patroni cluster (a drop-in for patronictl).\n"
                "\n"
                "Options:\n"
                "  -c, --config-file PATH   configuration file (default: $PATRONICTL_CONFIG_FILE or\n"
                "                           " DEFAULT_CTL_CONFIG ")\n"
+               "  -d, --dcs-url URL        etcd to use instead of the file's: etcd3://HOST:PORT/NAMESPACE\n"
+               "                           (default: $DCS_URL)\n"
+               "  -k, --insecure           do not verify the REST API's TLS certificates\n"
                "  --version                print the version and exit\n"
                "  -h, --help               show this help and exit\n"
                "\n"
-               "Commands:\n"
-               "  list [-f pretty|tsv|json] [-e] [-t] [CLUSTER]   the members and their state\n"
-               "  history [-f pretty|tsv|json] [CLUSTER]          the timeline history\n"
-               "  show-config [CLUSTER]                           the dynamic configuration\n"
-               "  version                                         print the version\n");
+               "Commands (-f FMT: pretty, tsv, json, yaml; ROLE: leader, primary, standby-leader, replica,\n"
+               "standby, any):\n");
+    for (size_t i = 0; i < ELEMENTSOF(COMMANDS); i++)
+        fprintf(f, "  %s\n", COMMANDS[i].usage);
+    fprintf(f, "\nExit codes: 0 done, 1 error, 2 usage; switchover/failover also 3 failed, 4 another member\n"
+               "took over, 5 still under way when the wait ended (README.md, \"pgha-ctl\").\n");
+}
+
+void ctl_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fputs("Error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int ctl_getopt(int argc, char **argv, const char *shortopts, const void *longopts) {
+    return getopt_long(argc, argv, shortopts, (const struct option *)longopts, NULL);
+}
+
+char *ctl_timestamp(int precision) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    localtime_r(&ts.tv_sec, &tm);
+    char buf[64];
+    strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    if (precision <= 0)
+        return xstrdup(buf);
+    char frac[32];
+    snprintf(frac, sizeof frac, "%06ld", (ts.tv_nsec / 1000) % 1000000);
+    frac[precision < 6 ? precision : 6] = '\0';
+    return xasprintf("%s.%s", buf, frac);
+}
+
+bool ctl_is_paused(const Cluster *cl) {
+    const cJSON *v = cl->config ? cJSON_GetObjectItemCaseSensitive(cl->config, "pause") : NULL;
+    if (cJSON_IsString(v))
+        return strcaseeq(v->valuestring, "true") || strcaseeq(v->valuestring, "on") ||
+               strcaseeq(v->valuestring, "yes") || strcmp(v->valuestring, "1") == 0;
+    long long n;
+    return cJSON_IsTrue(v) || (v && json_item_ll(v, &n) && n != 0);
+}
+
+long long ctl_config_ll(const Cluster *cl, const char *key, long long dflt) {
+    long long v;
+    return cl && cl->config && json_get_ll(cl->config, key, &v) && v > 0 ? v : dflt;
+}
+
+int ctl_format_arg(const char *arg, CtlFormat *ret) {
+    if (ctl_parse_format(arg, false, ret) == 0)
+        return 0;
+    ctl_error("Invalid value for '--format' / '-f': '%s' is not one of 'pretty', 'tsv', 'json', 'yaml', 'yml'.", arg);
+    return -1;
+}
+
+int ctl_role_arg(const char *arg, CtlRole *ret) {
+    if (ctl_parse_role(arg, ret) == 0)
+        return 0;
+    ctl_error("Invalid value for '--role' / '-r': '%s' is not one of 'leader', 'primary', 'standby-leader', "
+              "'replica', 'standby', 'any'.",
+              arg);
+    return -1;
+}
+
+int ctl_watch_arg(const char *arg, double *ret) {
+    if (!arg) { /* -W: every 2 s, unless -w says otherwise */
+        if (!*ret)
+            *ret = 2;
+        return 0;
+    }
+    if (parse_double(arg, ret) == 0 && *ret > 0)
+        return 0;
+    ctl_error("Invalid value for '-w' / '--watch': '%s' is not a valid float.", arg);
+    return -1;
+}
+
+int ctl_format_opts(int argc, char **argv, CtlFormat *fmt) {
+    static const struct option opts[] = {{"format", required_argument, NULL, 'f'},
+                                         {"group", required_argument, NULL, 'g'},
+                                         {0}};
+    int o;
+    while ((o = ctl_getopt(argc, argv, "f:", opts)) != -1)
+        if ((o == 'f' && ctl_format_arg(optarg, fmt) < 0) || (o != 'f' && o != 'g'))
+            return CTL_USAGE;
+    return CTL_OK;
+}
+
+/* ---- configuration ---- */
+
+static YNode *map_node(YNode *parent, const char *key) {
+    YNode *n = ynode_get(parent, key);
+    if (n && n->type == Y_MAP)
+        return n;
+    n = ynode_new(Y_MAP, "pgha-ctl", 0);
+    ynode_set(parent, key, n);
+    return n;
+}
+
+/* --dcs-url replaces every DCS section of the file; -k sets ctl.insecure. */
+static int apply_overrides(Ctl *c, YNode *root) {
+    if (c->dcs_url) {
+        char *hostport, *ns, *err = NULL;
+        if (ctl_parse_dcs_url(c->dcs_url, &hostport, &ns, &err) < 0) {
+            ctl_error("%s", err);
+            free(err);
+            return -1;
+        }
+        static const char *const sections[] = {"etcd",      "etcd3",      "consul", "zookeeper",
+                                               "exhibitor", "kubernetes", "raft"};
+        for (size_t i = 0; i < ELEMENTSOF(sections); i++)
+            ynode_remove(root, sections[i]);
+        ynode_set(map_node(root, "etcd3"), "host", ynode_new_str(hostport, "--dcs-url", 0));
+        if (ns)
+            ynode_set(root, "namespace", ynode_new_str(ns, "--dcs-url", 0));
+        free(hostport);
+        free(ns);
+    }
+    if (c->insecure)
+        ynode_set(map_node(root, "ctl"), "insecure", ynode_new_bool(true, "--insecure", 0));
+    return 0;
 }
 
 static int load(Ctl *c) {
@@ -55,511 +202,172 @@ static int load(Ctl *c) {
         path = expanded;
     }
     if (explicit_file && access(path, R_OK) < 0) {
-        fprintf(stderr, "pgha-ctl: cannot read the configuration file %s\n", path);
+        ctl_error("Provided config file %s not existing or no read rights. Check the -c/--config-file parameter", path);
         return -1;
     }
     cfg_source_init(&c->src, access(path, R_OK) == 0 ? path : NULL, NULL, NULL);
     CfgDiag diag = {0};
     YNode *root = cfg_source_load_tree(&c->src, &diag);
     for (size_t i = 0; i < diag.errors.n; i++)
-        fprintf(stderr, "pgha-ctl: %s\n", diag.errors.v[i]);
-    if (!root || diag.errors.n) {
+        ctl_error("%s", diag.errors.v[i]);
+    if (!root && !diag.errors.n)
+        root = ynode_new(Y_MAP, "pgha-ctl", 0); /* no file and no PATRONI_* variables */
+    if (!root || diag.errors.n || apply_overrides(c, root) < 0) {
         ynode_free(root);
         cfg_diag_clear(&diag);
         return -1;
     }
-    /* patronictl needs only scope, namespace, the DCS section and ctl/restapi credentials:
-     * fill the keys the agent would require so that the same parser can be used */
-    static const char *const fill[][2] = {{"name", "pgha-ctl"}, {"scope", ""}};
+    /* patronictl needs only scope, namespace, the DCS section and the ctl/restapi client settings: fill
+     * the keys the agent's parser requires so that the same parser (and its PATRONI_* handling) applies */
+    const YNode *sc = ynode_get(root, "scope");
+    c->scope_given = sc && sc->type == Y_STR && *sc->text;
+    static const char *const fill[][2] = {{"name", "pgha-ctl"}, {"scope", "pgha-ctl"}};
     for (size_t i = 0; i < ELEMENTSOF(fill); i++)
         if (!ynode_get(root, fill[i][0]))
             ynode_set(root, fill[i][0], ynode_new_str(fill[i][1], "pgha-ctl", 0));
-    if (!ynode_get(root, "restapi")) {
-        YNode *r = ynode_new(Y_MAP, "pgha-ctl", 0);
+    YNode *r = map_node(root, "restapi");
+    if (!ynode_get(r, "listen"))
         ynode_set(r, "listen", ynode_new_str("127.0.0.1:8008", "pgha-ctl", 0));
-        ynode_set(root, "restapi", r);
-    }
     if (!ynode_get(root, "postgresql")) {
-        YNode *p = ynode_new(Y_MAP, "pgha-ctl", 0);
+        YNode *p = map_node(root, "postgresql");
         ynode_set(p, "listen", ynode_new_str("127.0.0.1:5432", "pgha-ctl", 0));
         ynode_set(p, "data_dir", ynode_new_str("/nonexistent", "pgha-ctl", 0));
-        YNode *a = ynode_new(Y_MAP, "pgha-ctl", 0);
-        YNode *su = ynode_new(Y_MAP, "pgha-ctl", 0), *re = ynode_new(Y_MAP, "pgha-ctl", 0);
-        ynode_set(su, "username", ynode_new_str("postgres", "pgha-ctl", 0));
-        ynode_set(re, "username", ynode_new_str("replicator", "pgha-ctl", 0));
-        ynode_set(a, "superuser", su);
-        ynode_set(a, "replication", re);
-        ynode_set(p, "authentication", a);
-        ynode_set(root, "postgresql", p);
+        YNode *a = map_node(p, "authentication");
+        ynode_set(map_node(a, "superuser"), "username", ynode_new_str("postgres", "pgha-ctl", 0));
+        ynode_set(map_node(a, "replication"), "username", ynode_new_str("replicator", "pgha-ctl", 0));
     }
     cfg_diag_clear(&diag);
-    int r = config_from_tree(root, path, &c->cfg, &diag);
+    int rc = config_from_tree(root, path, &c->cfg, &diag);
     ynode_free(root);
     for (size_t i = 0; i < diag.errors.n; i++)
-        fprintf(stderr, "pgha-ctl: %s\n", diag.errors.v[i]);
+        ctl_error("%s", diag.errors.v[i]);
     cfg_diag_clear(&diag);
-    return r < 0 ? -1 : 0;
+    return rc < 0 ? -1 : 0;
 }
 
-static int connect_dcs(Ctl *c, const char *cluster_name) {
+static char *describe_endpoints(const PghaConfig *cfg) {
+    if (cfg->etcd3.hosts.n)
+        return strlist_join(&cfg->etcd3.hosts, ",");
+    if (cfg->etcd3.host)
+        return xstrdup(cfg->etcd3.host);
+    if (cfg->etcd3.url)
+        return xstrdup(cfg->etcd3.url);
+    if (cfg->etcd3.proxy)
+        return xstrdup(cfg->etcd3.proxy);
+    return NULL;
+}
+
+int ctl_connect(Ctl *c, const char *cluster_name) {
     if (cluster_name) {
         free(c->cfg.scope);
         c->cfg.scope = xstrdup(cluster_name);
+        c->scope_given = true;
     }
-    if (!c->cfg.scope || !*c->cfg.scope) {
-        fprintf(stderr, "pgha-ctl: no cluster name: give CLUSTER or set scope in the configuration\n");
+    if (!c->scope_given) {
+        ctl_error("no cluster name: give CLUSTER or set scope in the configuration");
+        return -1;
+    }
+    c->dcs = dcs_free(c->dcs);
+    free(c->endpoints);
+    c->endpoints = describe_endpoints(&c->cfg);
+    if (!c->endpoints) {
+        ctl_error("no etcd to read the cluster from: give a configuration file with an etcd3 section (-c), or "
+                  "--dcs-url etcd3://HOST:PORT");
         return -1;
     }
     char *err = NULL;
     c->dcs = dcs_new(&c->cfg, &err);
     if (!c->dcs) {
-        fprintf(stderr, "pgha-ctl: %s\n", err);
+        ctl_error("%s", err);
         free(err);
         return -1;
     }
     dcs_set_timings(c->dcs, 30, 10, 10);
     if (dcs_connect(c->dcs) < 0) {
-        fprintf(stderr, "pgha-ctl: %s\n", dcs_error(c->dcs));
+        ctl_error("etcd is unreachable (%s): %s", c->endpoints, dcs_error(c->dcs));
         return -1;
     }
     return 0;
 }
 
-/* ---- tables ---- */
-
-typedef struct Table {
-    StrList headers;
-    StrList *rows;
-    size_t n_rows;
-    bool *right; /* right-aligned columns */
-} Table;
-
-static void table_add_row(Table *t, StrList *row) {
-    t->rows = xrealloc(t->rows, (t->n_rows + 1) * sizeof(StrList));
-    t->rows[t->n_rows++] = *row;
-    *row = (StrList){0};
-}
-
-static void table_free(Table *t) {
-    strlist_clear(&t->headers);
-    for (size_t i = 0; i < t->n_rows; i++)
-        strlist_clear(&t->rows[i]);
-    free(t->rows);
-    free(t->right);
-}
-
-static size_t utf8_len(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            n++;
-    return n;
-}
-
-static void print_rule(const size_t *w, size_t cols, const char *title) {
-    StrBuf b;
-    sb_init(&b);
-    sb_addc(&b, '+');
-    for (size_t i = 0; i < cols; i++) {
-        for (size_t k = 0; k < w[i] + 2; k++)
-            sb_addc(&b, '-');
-        sb_addc(&b, '+');
-    }
-    if (title) {
-        /* the title is written into the top border after the first '+' */
-        size_t tl = strlen(title);
-        if (tl > b.len - 2)
-            tl = b.len - 2;
-        memcpy(b.s + 1, title, tl);
-    }
-    puts(b.s);
-    sb_free(&b);
-}
-
-static void table_print_pretty(const Table *t, const char *title) {
-    size_t cols = t->headers.n;
-    size_t *w = xcalloc(cols, sizeof(size_t));
-    for (size_t i = 0; i < cols; i++) {
-        w[i] = utf8_len(t->headers.v[i]);
-        for (size_t r = 0; r < t->n_rows; r++)
-            if (utf8_len(t->rows[r].v[i]) > w[i])
-                w[i] = utf8_len(t->rows[r].v[i]);
-    }
-    print_rule(w, cols, title);
-    for (size_t r = 0; r <= t->n_rows; r++) {
-        const StrList *row = r == 0 ? &t->headers : &t->rows[r - 1];
-        StrBuf b;
-        sb_init(&b);
-        sb_addc(&b, '|');
-        for (size_t i = 0; i < cols; i++) {
-            size_t pad = w[i] - utf8_len(row->v[i]);
-            sb_addc(&b, ' ');
-            if (t->right[i] && r > 0)
-                for (size_t k = 0; k < pad; k++)
-                    sb_addc(&b, ' ');
-            sb_add(&b, row->v[i]);
-            if (!(t->right[i] && r > 0))
-                for (size_t k = 0; k < pad; k++)
-                    sb_addc(&b, ' ');
-            sb_add(&b, " |");
-        }
-        puts(b.s);
-        sb_free(&b);
-        if (r == 0)
-            print_rule(w, cols, NULL);
-    }
-    print_rule(w, cols, NULL);
-    free(w);
-}
-
-static void table_print_tsv(const Table *t) {
-    for (size_t r = 0; r <= t->n_rows; r++) {
-        const StrList *row = r == 0 ? &t->headers : &t->rows[r - 1];
-        _cleanup_free_ char *line = strlist_join(row, "\t");
-        puts(line);
-    }
-}
-
-static void table_print_json(const Table *t, const bool *numeric) {
-    cJSON *arr = cJSON_CreateArray();
-    for (size_t r = 0; r < t->n_rows; r++) {
-        cJSON *o = cJSON_CreateObject();
-        for (size_t i = 0; i < t->headers.n; i++) {
-            const char *v = t->rows[r].v[i];
-            if (!*v)
-                continue; /* keys with empty values are omitted */
-            long long n;
-            if (numeric[i] && parse_ll(v, &n) == 0)
-                cJSON_AddItemToObject(o, t->headers.v[i], cJSON_CreateRaw(v));
-            else
-                cJSON_AddStringToObject(o, t->headers.v[i], v);
-        }
-        cJSON_AddItemToArray(arr, o);
-    }
-    char *s = json_dumps(arr, true);
-    puts(s);
-    free(s);
-    cJSON_Delete(arr);
-}
-
-static int cmp_members(const void *a, const void *b) {
-    return strcmp((*(const Member *const *)a)->name, (*(const Member *const *)b)->name);
-}
-
-/* Python's round(): halves to even. */
-static long long py_round(double x) {
-    double r = nearbyint(x);
-    return (long long)r;
-}
-
-/* synchronous_mode: quorum in /config (patronictl labels the /sync members "Quorum Standby" then) */
-static bool quorum_mode(const Cluster *cl) {
-    const cJSON *v = cl->config ? cJSON_GetObjectItemCaseSensitive(cl->config, "synchronous_mode") : NULL;
-    return cJSON_IsString(v) && strcasecmp(v->valuestring, "quorum") == 0;
-}
-
-static int cmd_list(Ctl *c, int argc, char **argv) {
-    bool extended = false, timestamp = false;
-    const char *fmt = c->format;
-    int o;
-    optind = 1;
-    static const struct option opts[] = {{"format", required_argument, NULL, 'f'},
-                                         {"extended", no_argument, NULL, 'e'},
-                                         {"timestamp", no_argument, NULL, 't'},
-                                         {0}};
-    while ((o = getopt_long(argc, argv, "f:et", opts, NULL)) != -1) {
-        switch (o) {
-        case 'f': fmt = optarg; break;
-        case 'e': extended = true; break;
-        case 't': timestamp = true; break;
-        default: return 2;
-        }
-    }
-    const char *cluster_name = optind < argc ? argv[optind] : NULL;
-    if (connect_dcs(c, cluster_name) < 0)
-        return 1;
+Cluster *ctl_read_cluster(Ctl *c) {
     Cluster *cl = NULL;
     if (dcs_read_cluster(c->dcs, true, &cl) < 0) {
-        fprintf(stderr, "pgha-ctl: %s\n", dcs_error(c->dcs));
-        return 1;
+        ctl_error("cannot read the cluster %s from etcd (%s): %s", c->cfg.scope, c->endpoints, dcs_error(c->dcs));
+        return NULL;
     }
-    const Member **sorted = xcalloc(cl->n_members + 1, sizeof(Member *));
-    for (size_t i = 0; i < cl->n_members; i++)
-        sorted[i] = &cl->members[i];
-    qsort(sorted, cl->n_members, sizeof(Member *), cmp_members);
-    /* host:port for everybody when a port differs from 5432 or two members share a host */
-    bool with_port = false;
-    for (size_t i = 0; i < cl->n_members; i++) {
-        char *hi = NULL;
-        int pi = 0;
-        if (member_conn_host_port(sorted[i], &hi, &pi)) {
-            if (pi != 5432)
-                with_port = true;
-            for (size_t k = 0; k < i; k++) {
-                char *hk = NULL;
-                int pk = 0;
-                if (member_conn_host_port(sorted[k], &hk, &pk) && strcmp(hk, hi) == 0)
-                    with_port = true;
-                free(hk);
-            }
-        }
-        free(hi);
-    }
-    bool any_pending = false, any_tags = false;
-    for (size_t i = 0; i < cl->n_members; i++) {
-        any_pending |= sorted[i]->pending_restart;
-        any_tags |= sorted[i]->tags && cJSON_GetArraySize(sorted[i]->tags) > 0;
-    }
-    bool show_pending = extended || any_pending, show_tags = extended || any_tags;
-    Table t = {0};
-    const char *hdrs[] = {"Cluster", "Member", "Host", "Role", "State", "TL", "Lag in MB"};
-    for (size_t i = 0; i < ELEMENTSOF(hdrs); i++)
-        strlist_add(&t.headers, hdrs[i]);
-    if (show_pending)
-        strlist_add(&t.headers, "Pending restart");
-    if (show_tags)
-        strlist_add(&t.headers, "Tags");
-    t.right = xcalloc(t.headers.n, sizeof(bool));
-    bool *numeric = xcalloc(t.headers.n, sizeof(bool));
-    t.right[5] = t.right[6] = numeric[5] = numeric[6] = true;
-    const char *leader = cl->leader ? cl->leader->name : NULL;
-    for (size_t i = 0; i < cl->n_members; i++) {
-        const Member *m = sorted[i];
-        StrList row = {0};
-        strlist_add(&row, c->cfg.scope);
-        strlist_add(&row, m->name);
-        char *host = NULL;
-        int port = 0;
-        if (member_conn_host_port(m, &host, &port)) {
-            _cleanup_free_ char *hp = with_port ? xasprintf("%s:%d", host, port) : xstrdup(host);
-            strlist_add(&row, hp);
-        } else {
-            strlist_add(&row, "");
-        }
-        free(host);
-        bool is_leader = leader && strcmp(leader, m->name) == 0;
-        const char *role = "Replica";
-        if (is_leader)
-            role = streq(m->role, "standby_leader") ? "Standby Leader" : "Leader";
-        else if (cl->sync.leader && sync_matches(&cl->sync, m->name))
-            role = quorum_mode(cl) ? "Quorum Standby" : "Sync Standby";
-        strlist_add(&row, role);
-        const char *state = m->state ? m->state : "";
-        if (!(is_leader && !streq(m->role, "standby_leader")) && m->replication_state)
-            state = m->replication_state;
-        strlist_add(&row, state);
-        char buf[64] = "";
-        if (m->has_timeline)
-            snprintf(buf, sizeof buf, "%lld", m->timeline);
-        strlist_add(&row, buf);
-        buf[0] = '\0';
-        if (!is_leader) {
-            if (!m->has_xlog_location)
-                snprintf(buf, sizeof buf, "unknown");
-            else {
-                long long lag = (cl->status.has_optime ? cl->status.optime : 0) - m->xlog_location;
-                snprintf(buf, sizeof buf, "%lld", py_round((double)(lag > 0 ? lag : 0) / 1048576.0));
-            }
-        }
-        strlist_add(&row, buf);
-        if (show_pending)
-            strlist_add(&row, m->pending_restart ? "*" : "");
-        if (show_tags) {
-            if (m->tags && cJSON_GetArraySize(m->tags) > 0) {
-                /* flow-style YAML for one line */
-                StrBuf b;
-                sb_init(&b);
-                sb_addc(&b, '{');
-                const cJSON *tg;
-                bool first = true;
-                cJSON_ArrayForEach(tg, m->tags) {
-                    sb_addf(&b, "%s%s: ", first ? "" : ", ", tg->string);
-                    first = false;
-                    if (cJSON_IsString(tg))
-                        sb_add(&b, tg->valuestring);
-                    else {
-                        char *v = json_dumps(tg, false);
-                        sb_add(&b, v);
-                        free(v);
-                    }
-                }
-                sb_addc(&b, '}');
-                strlist_add(&row, b.s);
-                sb_free(&b);
-            } else {
-                strlist_add(&row, "");
-            }
-        }
-        table_add_row(&t, &row);
-    }
-    if (timestamp) {
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        char ts[32];
-        strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", &tm);
-        puts(ts);
-    }
-    int rc = 0;
-    if (!fmt || strcmp(fmt, "pretty") == 0) {
-        /* the Cluster column goes into the title */
-        for (size_t r = 0; r < t.n_rows; r++) {
-            free(t.rows[r].v[0]);
-            memmove(&t.rows[r].v[0], &t.rows[r].v[1], (t.rows[r].n - 1) * sizeof(char *));
-            t.rows[r].n--;
-        }
-        free(t.headers.v[0]);
-        memmove(&t.headers.v[0], &t.headers.v[1], (t.headers.n - 1) * sizeof(char *));
-        t.headers.n--;
-        memmove(&t.right[0], &t.right[1], t.headers.n * sizeof(bool));
-        const char *init = !cl->has_initialize ? "uninitialized" : cl->initialize[0] ? cl->initialize : "initializing";
-        _cleanup_free_ char *title = xasprintf(" Cluster: %s (%s) ", c->cfg.scope, init);
-        table_print_pretty(&t, title);
-        bool paused = false;
-        if (cl->config)
-            (void)json_get_bool(cl->config, "pause", &paused);
-        if (paused)
-            puts(" Maintenance mode: on");
-        if (cl->failover.present && cl->failover.scheduled_at) {
-            printf(" Switchover scheduled at: %s\n", cl->failover.scheduled_at);
-            if (cl->failover.leader)
-                printf("                    from: %s\n", cl->failover.leader);
-            if (cl->failover.candidate)
-                printf("                      to: %s\n", cl->failover.candidate);
-        }
-    } else if (strcmp(fmt, "tsv") == 0) {
-        table_print_tsv(&t);
-    } else if (strcmp(fmt, "json") == 0) {
-        table_print_json(&t, numeric);
-    } else {
-        fprintf(stderr, "pgha-ctl: unknown format '%s' (pretty, tsv, json)\n", fmt);
-        rc = 2;
-    }
-    free(numeric);
-    free(sorted);
-    table_free(&t);
-    cluster_free(cl);
-    return rc;
+    return cl;
 }
 
-static int cmd_history(Ctl *c, int argc, char **argv) {
-    const char *fmt = c->format;
-    int o;
-    optind = 1;
-    static const struct option opts[] = {{"format", required_argument, NULL, 'f'}, {0}};
-    while ((o = getopt_long(argc, argv, "f:", opts, NULL)) != -1) {
-        if (o == 'f')
-            fmt = optarg;
-        else
-            return 2;
-    }
-    if (connect_dcs(c, optind < argc ? argv[optind] : NULL) < 0)
-        return 1;
-    Cluster *cl = NULL;
-    if (dcs_read_cluster(c->dcs, true, &cl) < 0) {
-        fprintf(stderr, "pgha-ctl: %s\n", dcs_error(c->dcs));
-        return 1;
-    }
-    Table t = {0};
-    const char *hdrs[] = {"TL", "LSN", "Reason", "Timestamp", "New Leader"};
-    for (size_t i = 0; i < ELEMENTSOF(hdrs); i++)
-        strlist_add(&t.headers, hdrs[i]);
-    t.right = xcalloc(t.headers.n, sizeof(bool));
-    bool numeric[5] = {true, true, false, false, false};
-    t.right[0] = t.right[1] = true;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, cl->history) {
-        StrList row = {0};
-        for (int i = 0; i < 5; i++) {
-            const cJSON *v = cJSON_GetArrayItem(e, i);
-            if (!v)
-                strlist_add(&row, "");
-            else if (cJSON_IsString(v))
-                strlist_add(&row, v->valuestring);
-            else {
-                char *s = json_dumps(v, false);
-                strlist_add(&row, s);
-                free(s);
-            }
-        }
-        table_add_row(&t, &row);
-    }
-    if (fmt && strcmp(fmt, "tsv") == 0)
-        table_print_tsv(&t);
-    else if (fmt && strcmp(fmt, "json") == 0)
-        table_print_json(&t, numeric);
-    else
-        table_print_pretty(&t, NULL);
-    table_free(&t);
-    cluster_free(cl);
-    return 0;
+static void version_line(void) {
+    printf("pgha-ctl version %s (Patroni %s compatible)\n", PGHA_VERSION, PGHA_PATRONI_VERSION);
 }
 
-static int cmd_show_config(Ctl *c, int argc, char **argv) {
-    if (connect_dcs(c, argc > 1 ? argv[1] : NULL) < 0)
-        return 1;
-    Cluster *cl = NULL;
-    if (dcs_read_cluster(c->dcs, true, &cl) < 0) {
-        fprintf(stderr, "pgha-ctl: %s\n", dcs_error(c->dcs));
-        return 1;
+static LogLevel env_log_level(void) {
+    LogLevel level = LOG_WARNING;
+    static const char *const vars[] = {"LOGLEVEL", "PATRONI_LOGLEVEL", "PATRONI_LOG_LEVEL"};
+    for (size_t i = 0; i < ELEMENTSOF(vars); i++) {
+        const char *v = getenv(vars[i]);
+        LogLevel l;
+        if (v && log_level_from_string(v, &l) == 0)
+            level = l;
     }
-    if (!cl->has_config) {
-        fprintf(stderr, "pgha-ctl: the cluster has no /config\n");
-        cluster_free(cl);
-        return 1;
-    }
-    char *s = cJSON_Print(cl->config);
-    puts(s);
-    free(s);
-    cluster_free(cl);
-    return 0;
+    return level;
 }
 
 int ctl_main(int argc, char **argv) {
     static const struct option opts[] = {
         {"config-file", required_argument, NULL, 'c'},
+        {"dcs-url", required_argument, NULL, 'd'},
+        {"dcs", required_argument, NULL, 'd'},
+        {"insecure", no_argument, NULL, 'k'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    Ctl c = {.config_file = getenv("PATRONICTL_CONFIG_FILE")};
-    LogSettings ls = {.level = LOG_WARNING, .file_num = -1, .mode = -1};
+    Ctl c = {.config_file = getenv("PATRONICTL_CONFIG_FILE"), .dcs_url = getenv("DCS_URL")};
+    if (c.config_file && !*c.config_file)
+        c.config_file = NULL;
+    LogSettings ls = {.level = env_log_level(), .file_num = -1, .mode = -1};
     (void)log_configure(&ls);
     int o;
-    while ((o = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "+c:d:kh", opts, NULL)) != -1) {
         switch (o) {
         case 'c': c.config_file = optarg; break;
-        case 'V': printf("pgha-ctl version %s (Patroni %s compatible)\n", PGHA_VERSION, PGHA_PATRONI_VERSION); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'd': c.dcs_url = optarg; break;
+        case 'k': c.insecure = true; break;
+        case 'V': version_line(); return CTL_OK;
+        case 'h': usage(stdout); return CTL_OK;
+        default: usage(stderr); return CTL_USAGE;
         }
     }
     if (optind >= argc) {
         usage(stderr);
-        return 2;
+        return CTL_USAGE;
     }
     const char *cmd = argv[optind];
-    int sub_argc = argc - optind;
-    char **sub_argv = argv + optind;
-    if (strcmp(cmd, "version") == 0) {
-        printf("pgha-ctl version %s (Patroni %s compatible)\n", PGHA_VERSION, PGHA_PATRONI_VERSION);
-        return 0;
+    const Command *command = NULL;
+    for (size_t i = 0; i < ELEMENTSOF(COMMANDS); i++)
+        if (streq(cmd, COMMANDS[i].name))
+            command = &COMMANDS[i];
+    if (!command) {
+        fprintf(stderr, "Usage: pgha-ctl [OPTIONS] COMMAND [ARGS]...\nError: No such command '%s'.\n", cmd);
+        return CTL_USAGE;
     }
-    int (*fn)(Ctl *, int, char **) = NULL;
-    if (strcmp(cmd, "list") == 0)
-        fn = cmd_list;
-    else if (strcmp(cmd, "history") == 0)
-        fn = cmd_history;
-    else if (strcmp(cmd, "show-config") == 0)
-        fn = cmd_show_config;
-    if (!fn) {
-        fprintf(stderr, "pgha-ctl: unknown command '%s' (see pgha-ctl --help)\n", cmd);
-        return 2;
+    /* `version` without a cluster needs no configuration */
+    if (streq(cmd, "version") && optind + 1 >= argc) {
+        version_line();
+        return CTL_OK;
     }
-    int rc = 1;
-    if (load(&c) == 0)
-        rc = fn(&c, sub_argc, sub_argv);
+    pgha_curl_global_init();
+    int rc = CTL_ERROR;
+    if (load(&c) == 0) {
+        int first = optind;
+        optind = 0; /* the command's own options: a full reset of getopt */
+        rc = command->fn(&c, argc - first, argv + first);
+    }
     dcs_free(c.dcs);
+    free(c.endpoints);
     config_free(&c.cfg);
     cfg_source_free(&c.src);
     return rc;
