@@ -140,9 +140,14 @@ static bool check_running_replica(Ha *h) {
     if (pg_instance_identify_system(&h->pg.inst, &itl, &ilsn, &err) == 0) {
         tl = itl;
     } else {
-        log_debug("cannot ask the replica for its timeline: %s", err);
+        /* then the status query's timeline: right while streaming, and once the receiver has not streamed
+         * for a ttl (a switchover's gap is seconds; a diverged replica never streams again) */
+        usec_t since = h->pg.not_streaming_since;
+        bool trusted = h->pg.st.streaming || (since && now_monotonic() - since > (usec_t)ttl_s(h) * USEC_PER_SEC);
+        if (!trusted)
+            log_info("cannot ask the replica for the timeline it replays (%s); checking again later", err);
         free(err);
-        if (!h->pg.st.streaming)
+        if (!trusted)
             return false;
     }
     if (!wal_diverged(h, tl, lsn))

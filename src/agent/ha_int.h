@@ -59,10 +59,11 @@ typedef struct HaLocal {
     bool stopping;
     PgStopMode stop_mode;
     usec_t stop_began;
-    bool quiet;               /* a restart: no on_stop/on_start callbacks (on_restart follows) */
-    long long start_timeout;  /* s: the limit of the current start when a restart set one, else 0 */
-    bool stop_patient;        /* a switchover's stop: not escalated (local_set_stop_patience) */
-    long long server_version; /* the last one PostgreSQL reported (150005) */
+    bool quiet;                 /* a restart: no on_stop/on_start callbacks (on_restart follows) */
+    long long start_timeout;    /* s: the limit of the current start when a restart set one, else 0 */
+    bool stop_patient;          /* a switchover's stop: not escalated (local_set_stop_patience) */
+    usec_t not_streaming_since; /* a running replica whose WAL receiver does not stream: since when */
+    long long server_version;   /* the last one PostgreSQL reported (150005) */
 } HaLocal;
 
 /* ---- HaView (view.c) ---- */

@@ -464,6 +464,10 @@ void observe_pg(Ha *h, LocalState *l) {
     l->pg_ready = h->pg.st.ok;
     if (h->pg.st.ok) {
         h->pg.server_version = h->pg.st.server_version;
+        if (!h->pg.st.in_recovery || h->pg.st.streaming)
+            h->pg.not_streaming_since = 0;
+        else if (!h->pg.not_streaming_since)
+            h->pg.not_streaming_since = now_monotonic();
         set_state(h, "running");
         l->in_recovery = h->pg.st.in_recovery;
         l->timeline = h->pg.st.timeline;

@@ -77,3 +77,55 @@ def test_switchover_keeps_the_lease(cluster):
     assert c.sql(other, "SELECT count(*) FROM t")[0][0] == 10000
     # it stepped down for good: no promotion of its own afterwards
     assert "promoted" not in ln.log_text().split("Leader key released", 1)[1]
+
+
+@pytest.fixture
+def cluster3(etcd_cluster, run_dir, unique_name):
+    c = HaCluster(run_dir.subdir(unique_name[-8:]), n=3, scope=unique_name, etcd=etcd_cluster,
+                  bootstrap={"dcs": {"ttl": TTL, "loop_wait": 2, "retry_timeout": 3}})
+    yield c
+    c.destroy()
+
+
+def test_switchover_under_write_load_loses_nothing(cluster3):
+    """A writer commits through the primary all along; in each synchronous mode a REST switchover hands over to
+    a replica: every acknowledged commit is on the new primary, the old primary streams from it without
+    pg_rewind."""
+    from test_sync import Writer  # the zero-loss writer of the synchronous replication tests
+
+    c = cluster3
+    c.start()
+    leader = c.wait_healthy(120)
+    c.sql(leader, "CREATE TABLE zl (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
+    port = lambda n: int(c.nodes[n].config["restapi"]["listen"].rsplit(":", 1)[1])  # noqa: E731
+    for mode, strict in (("off", False), ("on", False), ("on", True), ("quorum", False)):
+        patch = {"synchronous_mode": mode if mode != "on" else True, "synchronous_mode_strict": strict}
+        r = h.http_request("PATCH", f"http://127.0.0.1:{port(leader)}/config", patch, timeout=60)
+        assert r.status_code == 200, r.text
+        if mode != "off":
+            c.wait_value("sync", lambda v: v and v.get("leader") == leader and v.get("sync_standby"), 60)
+        sync = c.value("sync") or {}
+        standbys = (sync.get("sync_standby") or "").split(",") if mode != "off" else []
+        others = [n for n in c.nodes if n != leader]
+        candidate = next((n for n in others if n in standbys), others[0])
+        c.wait_streaming(leader, others)
+        w = Writer(c)
+        w.start()
+        try:
+            h.wait_until(lambda: w.count(leader) >= 50, 60, msg="the writer to commit on the leader")
+            before = c.nodes[leader].log_text()
+            r = h.http_request("POST", f"http://127.0.0.1:{port(leader)}/switchover",
+                               {"leader": leader, "candidate": candidate}, timeout=120)
+            assert (r.status_code, r.text) == (200, f'Successfully switched over to "{candidate}"'), (mode, r.text)
+            h.wait_until(lambda: w.count(candidate) >= 50, 60, msg="the writer to commit on the new primary")
+        finally:
+            w.stop()
+            w.join(30)
+        assert w.error is None, w.error
+        ids = set(r[0] for r in c.sql(candidate, "SELECT id FROM zl"))
+        lost = [i for i in w.ids() if i not in ids]
+        assert not lost, f"{mode}: {len(lost)} acknowledged commits lost: {lost[:10]}"
+        c.wait_streaming(candidate, [n for n in c.nodes if n != candidate], 90)
+        after = c.nodes[leader].log_text()[len(before):]
+        assert "pg_rewind" not in after and "diverged" not in after, (mode, after[-3000:])
+        leader = candidate

@@ -52,7 +52,7 @@ typedef struct Fake {
     long long flush_lsn;     /* ... and the LSN */
     bool have_controldata;   /* refresh_controldata(): h->pg.cd = cd when true */
     ControlData cd;
-    pid_t started_pid; /* the postmaster a successful start_postgres() attaches */
+    pid_t started_pid;   /* the postmaster a successful start_postgres() attaches */
     PeerStatus peers[4]; /* probe_members(): what the other members answer */
     size_t n_peers;
     int identify; /* pg_instance_identify_system: 0 answers identify_tli, else the error */

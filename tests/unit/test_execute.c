@@ -728,6 +728,11 @@ static void test_follow(void **state) {
     t_run(&t, HA_FOLLOW);
     EXPECT_EVENTS("pg_instance_identify_system", "write_configuration(replica, node1)", "reload_postgres");
     assert_false(t.h.pg.diverged);
+    /* ... or one whose receiver has not streamed for a ttl (a diverged replica never streams again) */
+    t.h.pg.not_streaming_since = now_monotonic() - (usec_t)(ttl_s(&t.h) + 1) * USEC_PER_SEC;
+    t_run(&t, HA_FOLLOW);
+    EXPECT_EVENTS("pg_instance_identify_system", "stop_postgres(fast)");
+    assert_true(t.h.pg.diverged);
     t_free(&t);
 }
 
