@@ -1,11 +1,11 @@
 /* A planned switchover on the leader (spec §4.7, issue "planned operations that keep the lease"): the
  * leader steps down without letting its lease lapse. A CHECKPOINT runs first in a worker thread (so that
- * the shutdown checkpoint is short), then PostgreSQL is asked to stop (fast) and watched; the HA loop keeps
- * renewing the leader key all along (decide() sees the long action "switchover"). Only once PostgreSQL has
- * stopped — its shutdown checkpoint streamed to the replicas — is /status written with that checkpoint and the
- * leader key deleted, so that the candidate, woken by the watch, promotes at once and the old primary can
- * follow it without pg_rewind. Patroni 4.0 does the CHECKPOINT and the stop on its HA thread and renews
- * nothing meanwhile: a slow stop lets the candidate promote while the old primary still ships WAL. */
+ * the shutdown checkpoint is short), then PostgreSQL is asked to stop (fast, not escalated while the lease is
+ * ours) and watched; the HA loop keeps renewing the leader key all along (decide() sees the long action
+ * "switchover"). Once PostgreSQL has stopped cleanly and the candidate confirms it received the shutdown
+ * checkpoint, /status is written with that checkpoint and the leader key deleted, so that the candidate,
+ * woken by the watch, promotes at once and the old primary follows it without pg_rewind. Otherwise the
+ * switchover is given up and PostgreSQL starts again as the primary. */
 #include <errno.h>
 #include <string.h>
 

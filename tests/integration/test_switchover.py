@@ -1,8 +1,7 @@
 """A planned switchover keeps the lease (issue 11): the old primary runs a CHECKPOINT and stops PostgreSQL while it
-renews its leader key, releases the key only once PostgreSQL stopped, the candidate promotes once, and the old
-primary follows it without pg_rewind. The CHECKPOINT is held up (the checkpointer process stopped) for longer
-than the ttl: Patroni 4.0 would let the lease expire meanwhile and the candidate promote while the old primary
-still runs."""
+renews its leader key, releases the key only once PostgreSQL stopped and the candidate has its shutdown
+checkpoint, the candidate promotes once, and the old primary follows it without pg_rewind. The CHECKPOINT is held
+up (the checkpointer process stopped) for longer than the ttl: the candidate must not promote meanwhile."""
 
 import json
 import os
