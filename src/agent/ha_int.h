@@ -62,7 +62,7 @@ typedef struct HaLocal {
     bool quiet;                 /* a restart: no on_stop/on_start callbacks (on_restart follows) */
     long long start_timeout;    /* s: the limit of the current start when a restart set one, else 0 */
     bool stop_patient;          /* a switchover's stop: not escalated (local_set_stop_patience) */
-    usec_t not_streaming_since; /* a running replica whose WAL receiver does not stream: since when */
+    usec_t not_streaming_since; /* a running replica not streaming on the cluster's timeline: since when */
     long long server_version;   /* the last one PostgreSQL reported (150005) */
 } HaLocal;
 
