@@ -466,8 +466,7 @@ void observe_pg(Ha *h, LocalState *l) {
         h->pg.server_version = h->pg.st.server_version;
         /* streaming on the cluster's timeline (not merely the old one up to its end, as a diverged replica's
          * receiver does again and again) */
-        if (!h->pg.st.in_recovery ||
-            (h->pg.st.streaming && h->pg.st.timeline >= cluster_timeline(h->view.cluster)))
+        if (!h->pg.st.in_recovery || (h->pg.st.streaming && h->pg.st.timeline >= cluster_timeline(h->view.cluster)))
             h->pg.not_streaming_since = 0;
         else if (!h->pg.not_streaming_since)
             h->pg.not_streaming_since = now_monotonic();
