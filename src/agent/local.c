@@ -58,6 +58,11 @@ static void prepare_config_dir(Ha *h) {
 /* Write postgresql.conf (and standby.signal) for a start as primary or as a replica of `target`. */
 int write_configuration(Ha *h, bool as_primary, const char *target) {
     const PghaConfig *cfg = cfg_of(h);
+    /* copied first: callers pass h->pg.following itself (apply_config_changes), and snprintf() from a
+     * buffer into itself is undefined (glibc empties it: the next cycle then "followed" again and
+     * reloaded PostgreSQL, and an unlocked cluster lost its primary_conninfo) */
+    char next[sizeof h->pg.following];
+    snprintf(next, sizeof next, "%s", as_primary || !target ? "" : target);
     prepare_config_dir(h);
     StrList warnings = {0};
     YNode *params = build_params(h, &warnings);
@@ -118,7 +123,7 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     }
     ynode_free(params);
     ynode_free(recovery);
-    snprintf(h->pg.following, sizeof h->pg.following, "%s", as_primary || !target ? "" : target);
+    memcpy(h->pg.following, next, sizeof next);
     h->pg.following_set = true;
     write_pgpass(h);
     return r < 0 ? r : changed ? 1 : 0;
