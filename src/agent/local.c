@@ -420,6 +420,11 @@ void apply_config_changes(Ha *h) {
     if (!h->pg.st.ok || h->pg.starting || h->work.task.kind != TASK_NONE || h->pg.inst.pid <= 0 || !h->pg.following_set)
         return;
     bool primary = !h->pg.st.in_recovery;
+    /* a replica whose upstream cannot be resolved now (no cluster view: the DCS is unreachable) keeps
+     * its configuration: rewritten, it would lose primary_conninfo and stop streaming from a primary
+     * that still runs (Patroni leaves a replica alone when the DCS is not accessible) */
+    if (!primary && h->pg.following[0] && !member_by_name(h, h->pg.following))
+        return;
     int r = write_configuration(h, primary, primary || !h->pg.following[0] ? NULL : h->pg.following);
     if (r == 1) {
         log_info("Reloading PostgreSQL configuration.");
