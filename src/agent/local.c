@@ -344,6 +344,7 @@ void observe_pg(Ha *h, LocalState *l) {
     }
     l->pg_running = h->pg.inst.pid > 0;
     l->crashed = h->pg.crashed;
+    l->just_demoted = strcmp(h->pg.role, "demoted") == 0 && !h->pg.crashed;
     if (!l->pg_running) {
         refresh_controldata(h);
         l->timeline = h->pg.cd.checkpoint_tli;
