@@ -250,6 +250,7 @@ void publish(Ha *h) {
     s->tags = effective_tags(h);
     s->sysid = h->pg.sysid[0] ? xstrdup(h->pg.sysid) : NULL;
     s->pending_restart = h->pg.pending_restart;
+    s->pending_restart_reason = h->pg.pending_reason ? cJSON_Duplicate(h->pg.pending_reason, true) : NULL;
     s->is_leader = h->view.lock_valid_until > now && is_lock_holder(h);
     if (h->view.cluster && h->view.cluster->sync.leader && h->pg.st.ok && h->pg.st.in_recovery &&
         sync_matches(&h->view.cluster->sync, cfg->name) && !strcaseeq(h->view.cluster->sync.leader, cfg->name)) {

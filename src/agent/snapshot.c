@@ -51,6 +51,7 @@ void snapshot_unref(Snapshot *s) {
     free(s->replication_state);
     cJSON_Delete(s->replication);
     cJSON_Delete(s->tags);
+    cJSON_Delete(s->pending_restart_reason);
     free(s->sysid);
     free(s);
 }
@@ -135,8 +136,11 @@ char *snapshot_status_json(const Snapshot *s) {
         cJSON_AddItemToObject(o, "tags", cJSON_Duplicate(s->tags, true));
     if (s->sysid)
         cJSON_AddStringToObject(o, "database_system_identifier", s->sysid);
-    if (s->pending_restart)
+    if (s->pending_restart) {
         cJSON_AddTrueToObject(o, "pending_restart");
+        if (s->pending_restart_reason)
+            cJSON_AddItemToObject(o, "pending_restart_reason", cJSON_Duplicate(s->pending_restart_reason, true));
+    }
     cJSON *p = cJSON_AddObjectToObject(o, "patroni");
     cJSON_AddStringToObject(p, "version", PGHA_PATRONI_VERSION);
     cJSON_AddStringToObject(p, "scope", s->scope ? s->scope : "");

@@ -55,6 +55,7 @@ typedef struct Snapshot {
     char *sysid;
     bool sync_standby, quorum_standby;
     bool pending_restart;
+    cJSON *pending_restart_reason; /* {"<guc>": {"old_value": .., "new_value": ..}} or NULL */
     bool watchdog_failed;
     bool is_leader; /* holds the lock, renewed less than ttl ago */
     bool has_optime;
