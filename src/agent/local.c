@@ -369,6 +369,15 @@ void observe_pg(Ha *h, LocalState *l) {
         pg_status_free(&h->pg.st);
         h->pg.st = (PgStatus){0};
     }
+    if (h->pg.st.ok && h->pg.st.in_recovery) {
+        /* a replica's timeline never goes back while its postmaster runs; without a walreceiver the query
+         * reports the last restartpoint's, which may precede the switch to the leader's timeline (taken for
+         * divergence, a healthy replica was stopped and rewound when its leader restarted) */
+        if (h->pg.replica_tl_start == h->pg.st.postmaster_start_time && h->pg.st.timeline < h->pg.replica_tl)
+            h->pg.st.timeline = h->pg.replica_tl;
+        h->pg.replica_tl = h->pg.st.timeline;
+        h->pg.replica_tl_start = h->pg.st.postmaster_start_time;
+    }
     if (h->pg.starting && h->pg.st.ok) {
         h->pg.starting = false;
         log_info("PostgreSQL is running%s", h->pg.st.in_recovery ? " as a replica" : "");
