@@ -27,6 +27,9 @@ typedef struct QueryParam {
 
 /* The HTTP code of a health-check path (spec §2.3) for a snapshot and query parameters. */
 int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params);
+/* GET /liveness (spec §2.4): 200 when paused or when the next scheduled HA cycle (monotonic) is less than
+ * ttl (primary) or 2 x ttl (otherwise) overdue at `now`, else 503. */
+int liveness_code(const Snapshot *s, usec_t now);
 /* "1048576", "1024kB", "10MB": bytes, or -1 when invalid. */
 long long parse_lag(const char *s);
 

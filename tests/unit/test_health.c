@@ -577,10 +577,44 @@ static void test_status_document(void **state) {
     snapshot_unref(s);
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * GET /liveness */
+
+static void test_liveness(void **state) {
+    (void)state;
+    const usec_t now = 1000 * USEC_PER_SEC;
+    Snapshot *s = snapshot_new();
+    s->ttl = 30;
+    s->pg_running = true;
+    s->in_recovery = false; /* a primary: the loop may be ttl overdue */
+    s->next_cycle = now - 29 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 200);
+    s->next_cycle = now - 30 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 503);
+    s->pause = true; /* paused: a stuck loop does not matter */
+    assert_int_equal(liveness_code(s, now), 200);
+    s->pause = false;
+    s->in_recovery = true; /* a replica: 2 x ttl */
+    s->next_cycle = now - 59 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 200);
+    s->next_cycle = now - 60 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 503);
+    s->pg_running = false; /* PostgreSQL down: 2 x ttl as well */
+    s->in_recovery = false;
+    s->next_cycle = now - 45 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 200);
+    s->next_cycle = now + 2 * USEC_PER_SEC; /* the usual case: the next cycle is ahead */
+    assert_int_equal(liveness_code(s, now), 200);
+    snapshot_unref(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_status_document),    cmocka_unit_test(test_health_check_code),
-        cmocka_unit_test(test_parse_lag),          cmocka_unit_test(test_cluster_json_three_members),
+        cmocka_unit_test(test_liveness),
+        cmocka_unit_test(test_status_document),
+        cmocka_unit_test(test_health_check_code),
+        cmocka_unit_test(test_parse_lag),
+        cmocka_unit_test(test_cluster_json_three_members),
         cmocka_unit_test(test_cluster_json_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
