@@ -436,7 +436,7 @@ def test_primary_and_replica(cluster):
     finally:
         c.etcd.delete(c.key("failsafe"))
     h.wait_until(lambda: call(replica, "GET", "/failsafe").status == 502, 30, msg="GET /failsafe 502 again")
-    # /config missing in the DCS: 502 (Patroni 4.0.7 and later; 4.0.6 answered an empty object)
+    # /config missing in the DCS: send_error(502) (spec §2.4)
     raw_config = c.etcd.get(c.key("config"))
     c.etcd.delete(c.key("config"))
     try:
