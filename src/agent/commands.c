@@ -220,11 +220,21 @@ void command_complete(CommandQueue *q, Command *c, int code, char *result, bool 
 
 /* ---- validation ---- */
 
-static char *nonempty_string(const cJSON *o, const char *key) {
+/* A field of the request as Patroni reads it (`data.get(key)`, then its truth value): absent when
+ * missing or falsy (null, false, 0, "", [], {}); a string as it is; any other value as its JSON text,
+ * so that it fails where Patroni's comparison or timestamp parsing fails (a numeric scheduled_at is
+ * refused, not taken as "no schedule": that would switch over at once). */
+static char *request_field(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsString(v) && v->valuestring[0])
-        return xstrdup(v->valuestring);
-    return NULL;
+    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v))
+        return NULL;
+    if (cJSON_IsString(v))
+        return v->valuestring[0] ? xstrdup(v->valuestring) : NULL;
+    if (cJSON_IsNumber(v) && v->valuedouble == 0)
+        return NULL;
+    if ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child)
+        return NULL;
+    return cJSON_PrintUnformatted(v);
 }
 
 int failover_request_parse(const char *body, Command *c) {
@@ -233,11 +243,11 @@ int failover_request_parse(const char *body, Command *c) {
         cJSON_Delete(o);
         return 400;
     }
-    c->leader = nonempty_string(o, "leader");
-    c->candidate = nonempty_string(o, "candidate");
+    c->leader = request_field(o, "leader");
+    c->candidate = request_field(o, "candidate");
     if (!c->candidate)
-        c->candidate = nonempty_string(o, "member");
-    c->scheduled_at = nonempty_string(o, "scheduled_at");
+        c->candidate = request_field(o, "member");
+    c->scheduled_at = request_field(o, "scheduled_at");
     cJSON_Delete(o);
     return 0;
 }

@@ -470,10 +470,16 @@ void decide(const Observation *o, Decision *d) {
     /* PostgreSQL not running: recover (§4.3 step 10, §4.8) */
     if (!l->pg_running) {
         if (paused(o)) {
-            if (am_leader(o))
+            if (am_leader(o)) {
                 set(d, HA_RELEASE_LOCK, NULL, "%spostgres is not running: releasing the leader key", pause_prefix);
-            else
+            } else if (l->just_demoted) {
+                /* a demotion (a switchover while paused) restarts PostgreSQL as a replica, as Patroni's
+                 * demote() does: pause only keeps pgha from starting or stopping it on its own */
+                const char *t = follow_target(o);
+                set(d, HA_START, t, "%sstarting after demotion%s%s", pause_prefix, t ? " following " : "", t ? t : "");
+            } else {
                 set(d, HA_NONE, NULL, "%spostgres is not running", pause_prefix);
+            }
             return;
         }
         if (am_leader(o) && l->was_primary) {

@@ -23,6 +23,7 @@ typedef struct LocalState {
     const char *async_action; /* name of a running long action (bootstrap, clone, rewind), or NULL */
     bool start_timed_out;     /* a start has exceeded primary_start_timeout */
     bool crashed;             /* the postmaster exited without us asking */
+    bool just_demoted;        /* stopped by our demotion, not started since (started again even when paused) */
     const char *following;    /* member our replication currently points at, NULL = none */
     bool following_unknown;   /* running replica whose upstream we have not set since the agent started */
     bool leader_lock_valid;   /* we acquired/renewed the leader lock less than ttl ago */

@@ -42,6 +42,10 @@ typedef struct HaLocal {
     bool expect_stop; /* we stopped it: its exit is no crash */
     bool crashed;
     PgStatus st; /* the status query of this cycle */
+    /* the highest timeline this postmaster (by its start time) reported as a replica: the status query's
+     * value falls back to the last restartpoint's when the walreceiver is not connected */
+    long long replica_tl;
+    double replica_tl_start;
     char sysid[32];
     bool have_controldata;
     ControlData cd;

@@ -58,6 +58,11 @@ static void prepare_config_dir(Ha *h) {
 /* Write postgresql.conf (and standby.signal) for a start as primary or as a replica of `target`. */
 int write_configuration(Ha *h, bool as_primary, const char *target) {
     const PghaConfig *cfg = cfg_of(h);
+    /* copied first: callers pass h->pg.following itself (apply_config_changes), and snprintf() from a
+     * buffer into itself is undefined (glibc empties it: the next cycle then "followed" again and
+     * reloaded PostgreSQL, and an unlocked cluster lost its primary_conninfo) */
+    char next[sizeof h->pg.following];
+    snprintf(next, sizeof next, "%s", as_primary || !target ? "" : target);
     prepare_config_dir(h);
     StrList warnings = {0};
     YNode *params = build_params(h, &warnings);
@@ -118,7 +123,7 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     }
     ynode_free(params);
     ynode_free(recovery);
-    snprintf(h->pg.following, sizeof h->pg.following, "%s", as_primary || !target ? "" : target);
+    memcpy(h->pg.following, next, sizeof next);
     h->pg.following_set = true;
     write_pgpass(h);
     return r < 0 ? r : changed ? 1 : 0;
@@ -429,6 +434,7 @@ void observe_pg(Ha *h, LocalState *l) {
     }
     l->pg_running = h->pg.inst.pid > 0;
     l->crashed = h->pg.crashed;
+    l->just_demoted = strcmp(h->pg.role, "demoted") == 0 && !h->pg.crashed;
     if (!l->pg_running) {
         refresh_controldata(h);
         l->timeline = h->pg.cd.checkpoint_tli;
@@ -452,6 +458,15 @@ void observe_pg(Ha *h, LocalState *l) {
     } else {
         pg_status_free(&h->pg.st);
         h->pg.st = (PgStatus){0};
+    }
+    if (h->pg.st.ok && h->pg.st.in_recovery) {
+        /* a replica's timeline never goes back while its postmaster runs; without a walreceiver the query
+         * reports the last restartpoint's, which may precede the switch to the leader's timeline (taken for
+         * divergence, a healthy replica was stopped and rewound when its leader restarted) */
+        if (h->pg.replica_tl_start == h->pg.st.postmaster_start_time && h->pg.st.timeline < h->pg.replica_tl)
+            h->pg.st.timeline = h->pg.replica_tl;
+        h->pg.replica_tl = h->pg.st.timeline;
+        h->pg.replica_tl_start = h->pg.st.postmaster_start_time;
     }
     if (h->pg.starting && h->pg.st.ok) {
         h->pg.starting = false;
@@ -516,6 +531,11 @@ void apply_config_changes(Ha *h) {
     if (!h->pg.st.ok || h->pg.starting || h->work.task.kind != TASK_NONE || h->pg.inst.pid <= 0 || !h->pg.following_set)
         return;
     bool primary = !h->pg.st.in_recovery;
+    /* a replica whose upstream cannot be resolved now (no cluster view: the DCS is unreachable) keeps
+     * its configuration: rewritten, it would lose primary_conninfo and stop streaming from a primary
+     * that still runs (Patroni leaves a replica alone when the DCS is not accessible) */
+    if (!primary && h->pg.following[0] && !member_by_name(h, h->pg.following))
+        return;
     int r = write_configuration(h, primary, primary || !h->pg.following[0] ? NULL : h->pg.following);
     if (r == 1) {
         log_info("Reloading PostgreSQL configuration.");

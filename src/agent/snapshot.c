@@ -52,6 +52,7 @@ void snapshot_unref(Snapshot *s) {
     free(s->replication_state);
     cJSON_Delete(s->replication);
     cJSON_Delete(s->tags);
+    cJSON_Delete(s->pending_restart_reason);
     free(s->sysid);
     free(s);
 }
@@ -136,8 +137,11 @@ char *snapshot_status_json(const Snapshot *s) {
         cJSON_AddItemToObject(o, "tags", cJSON_Duplicate(s->tags, true));
     if (s->sysid)
         cJSON_AddStringToObject(o, "database_system_identifier", s->sysid);
-    if (s->pending_restart)
+    if (s->pending_restart) {
         cJSON_AddTrueToObject(o, "pending_restart");
+        if (s->pending_restart_reason)
+            cJSON_AddItemToObject(o, "pending_restart_reason", cJSON_Duplicate(s->pending_restart_reason, true));
+    }
     if (s->scheduled_restart)
         cJSON_AddItemToObject(o, "scheduled_restart", cJSON_Duplicate(s->scheduled_restart, true));
     cJSON *p = cJSON_AddObjectToObject(o, "patroni");

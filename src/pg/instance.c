@@ -287,17 +287,17 @@ int pg_checkpoint(PGconn *c, int timeout_ms, char **ret_error) {
 }
 
 int pg_pending_restart(PGconn *c, StrList *ret_names, StrList *ret_settings, char **ret_error) {
-    /* as Patroni: the recovery parameters do not count (a promoted primary's postgresql.conf drops
-     * recovery_target_timeline, primary_conninfo, ...: no restart is needed for that) */
-    static const char *const recovery[] = {
-        "{archive_cleanup_command,restore_command,recovery_end_command,recovery_target,recovery_target_name,"
-        "recovery_target_time,recovery_target_xid,recovery_target_lsn,recovery_target_inclusive,"
-        "recovery_target_timeline,recovery_target_action,recovery_min_apply_delay,primary_conninfo,"
-        "primary_slot_name,promote_trigger_file,trigger_file,standby_mode}"};
-    PGresult *r = pg_query_params(c,
-                                  "SELECT name, setting FROM pg_catalog.pg_settings"
-                                  " WHERE pg_catalog.lower(name) <> ALL($1::text[]) AND pending_restart",
-                                  1, recovery, 2000, ret_error);
+    /* as Patroni: the recovery parameters and hot_standby are not counted (a promoted primary's
+     * postgresql.conf drops recovery_target_timeline, which stays pending until the next restart) */
+    PGresult *r = pg_query(c,
+                           "SELECT name, setting FROM pg_catalog.pg_settings WHERE pending_restart AND "
+                           "pg_catalog.lower(name) <> ALL ('{archive_cleanup_command,pause_at_recovery_target,"
+                           "primary_conninfo,primary_slot_name,promote_trigger_file,recovery_end_command,"
+                           "recovery_min_apply_delay,recovery_target,recovery_target_action,"
+                           "recovery_target_inclusive,recovery_target_lsn,recovery_target_name,"
+                           "recovery_target_time,recovery_target_timeline,recovery_target_xid,restore_command,"
+                           "standby_mode,trigger_file,hot_standby}'::text[])",
+                           2000, ret_error);
     if (!r)
         return -EIO;
     for (int i = 0; i < PQntuples(r); i++) {

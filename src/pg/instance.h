@@ -86,7 +86,8 @@ int pg_current_flush_lsn(PGconn *c, long long *ret, char **ret_error);
 int pg_emit_wake_message(PGconn *c, char **ret_error);
 /* CHECKPOINT with a statement timeout (0: none). */
 int pg_checkpoint(PGconn *c, int timeout_ms, char **ret_error);
-/* Parameters waiting for a restart: names and running values (parallel lists). */
+/* Parameters waiting for a restart, except the recovery ones and hot_standby (as Patroni): names and
+ * running values (parallel lists). */
 int pg_pending_restart(PGconn *c, StrList *ret_names, StrList *ret_settings, char **ret_error);
 /* A boolean setting (current_setting(name)::boolean). */
 int pg_setting_bool(PGconn *c, const char *name, bool *ret, char **ret_error);

@@ -106,6 +106,15 @@ static long long leader_optime(const Snapshot *s) {
     return end > optime ? end : optime;
 }
 
+int liveness_code(const Snapshot *s, usec_t now) {
+    if (s->pause)
+        return 200;
+    usec_t threshold = (usec_t)(s->ttl > 0 ? s->ttl : 30) * USEC_PER_SEC;
+    if (!(s->pg_running && !s->in_recovery))
+        threshold *= 2; /* Patroni tolerates a stuck loop longer on a replica */
+    return s->next_cycle + threshold > now ? 200 : 503;
+}
+
 int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params) {
     if (!path || !*path || strcmp(path, "/") == 0)
         path = "/primary";

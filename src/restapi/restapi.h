@@ -33,6 +33,9 @@ int health_check_code(const Snapshot *s, const char *path, const QueryParam *par
  * from the replayed position, or the received one with mode=write; else 503 with Patroni's reason in why
  * (may be NULL). */
 int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params, char *why, size_t why_len);
+/* GET /liveness (spec §2.4): 200 when paused or when the next scheduled HA cycle (monotonic) is less than
+ * ttl (primary) or 2 x ttl (otherwise) overdue at `now`, else 503. */
+int liveness_code(const Snapshot *s, usec_t now);
 /* "1048576", "1024kB", "10MB": bytes, or -1 when invalid. */
 long long parse_lag(const char *s);
 

@@ -82,15 +82,6 @@ static enum MHD_Result respond_error_page(struct MHD_Connection *conn, unsigned 
     return respond(conn, code, body, "text/html;charset=utf-8");
 }
 
-static bool liveness_ok(const Snapshot *s) {
-    if (s->pause)
-        return true;
-    usec_t threshold = (usec_t)(s->ttl > 0 ? s->ttl : 30) * USEC_PER_SEC;
-    if (!(s->pg_running && !s->in_recovery))
-        threshold *= 2;
-    return s->next_cycle + threshold > now_monotonic();
-}
-
 static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, const char *url, bool status_only,
                                   const Snapshot *s) {
     Params params = {0};
@@ -107,7 +98,7 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
         if (strcmp(first, "metrics") == 0)
             return respond(conn, 200, metrics_render(s, now_monotonic()), "text/plain");
         if (strcmp(first, "liveness") == 0)
-            return respond(conn, liveness_ok(s) ? 200 : 503, NULL, NULL);
+            return respond(conn, (unsigned)liveness_code(s, now_monotonic()), NULL, NULL);
         if (strcmp(first, "readiness") == 0)
             return respond(conn, (unsigned)readiness_code(s, params.v, params.n, NULL, 0), NULL, NULL);
         if (strcmp(first, "cluster") == 0 || strcmp(first, "history") == 0 || strcmp(first, "config") == 0 ||

@@ -90,7 +90,9 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     if (fake.hooks.write_configuration)
         r = fake.hooks.write_configuration(fake.hooks.ud, h, as_primary, target);
     if (r >= 0) {
-        snprintf(h->pg.following, sizeof h->pg.following, "%s", as_primary || !target ? "" : target);
+        char next[sizeof h->pg.following]; /* target may be h->pg.following itself */
+        snprintf(next, sizeof next, "%s", as_primary || !target ? "" : target);
+        memcpy(h->pg.following, next, sizeof next);
         h->pg.following_set = true;
     }
     return r;

@@ -50,6 +50,18 @@ static void test_parse(void **state) {
     assert_string_equal(c->candidate, "c");
     assert_null(c->leader);
     command_unref(c);
+    /* values of other types, as Patroni reads them: falsy ones are absent, the others are kept (as their
+     * JSON text) and fail the checks that follow */
+    c = req(CMD_SWITCHOVER, "{\"leader\":null,\"candidate\":false,\"member\":0,\"scheduled_at\":[]}");
+    assert_null(c->leader);
+    assert_null(c->candidate);
+    assert_null(c->scheduled_at);
+    command_unref(c);
+    c = req(CMD_SWITCHOVER, "{\"leader\":5,\"candidate\":[\"x\"],\"scheduled_at\":{\"a\":1}}");
+    assert_string_equal(c->leader, "5");
+    assert_string_equal(c->candidate, "[\"x\"]");
+    assert_string_equal(c->scheduled_at, "{\"a\":1}");
+    command_unref(c);
 }
 
 static void test_check_order(void **state) {
@@ -79,6 +91,14 @@ static void test_check_order(void **state) {
     check_req(CMD_FAILOVER, "{\"leader\":\"a\",\"candidate\":\"a\"}", false, 400,
               "Switchover target and source are the same");
     check_req(CMD_FAILOVER, "{\"candidate\":\"b\"}", true, 0, NULL);
+    /* a scheduled_at that is not a string is refused, never taken as "at once" */
+    check_req(CMD_SWITCHOVER, "{\"leader\":\"a\",\"candidate\":\"b\",\"scheduled_at\":1893456000}", false, 422,
+              "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601");
+    check_req(CMD_SWITCHOVER, "{\"leader\":\"a\",\"scheduled_at\":true}", false, 422,
+              "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601");
+    check_req(CMD_SWITCHOVER, "{\"leader\":\"a\",\"candidate\":\"b\",\"scheduled_at\":{\"at\":1}}", true, 400,
+              "Can't schedule switchover in the paused state");
+    check_req(CMD_FAILOVER, "{\"candidate\":\"b\",\"scheduled_at\":12}", false, 400, "Failover can't be scheduled");
 }
 
 static Cluster *cluster3(const char *sync) {
@@ -127,6 +147,11 @@ static void test_precheck(void **state) {
     assert_int_equal(precheck(CMD_SWITCHOVER, "{\"leader\":\"a\",\"candidate\":\"x\"}", cl, SYNC_OFF,
                               "candidate does not exists", 0),
                      412);
+    /* a candidate or leader that is not a string names no member */
+    assert_int_equal(precheck(CMD_SWITCHOVER, "{\"leader\":\"a\",\"candidate\":7}", cl, SYNC_OFF,
+                              "candidate does not exists", 0),
+                     412);
+    assert_int_equal(precheck(CMD_SWITCHOVER, "{\"leader\":5}", cl, SYNC_OFF, "leader name does not match", 0), 412);
     assert_int_equal(precheck(CMD_FAILOVER, "{\"candidate\":\"b\"}", cl, SYNC_ON, NULL, 1), 0);
     assert_int_equal(precheck(CMD_SWITCHOVER, "{\"leader\":\"a\"}", cl, SYNC_ON, NULL, 1), 0);
     assert_int_equal(precheck(CMD_SWITCHOVER, "{\"leader\":\"a\"}", cl, SYNC_OFF, NULL, 2), 0);

@@ -760,8 +760,100 @@ static void test_cluster_json_positions(void **state) {
         "\"host\": \"10.0.0.1\", \"port\": 5432, " U "\"lag\": 0, \"lsn\": \"0/1000\"}], \"scope\": \"demo\"}");
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * the status document (GET /patroni, spec §2.2): fields, their order, Python's spacing */
+
+static void expect_status(const Snapshot *s, const char *want) {
+    char *got = snapshot_status_json(s);
+    if (strcmp(got, want) != 0)
+        print_error("status document:\n got: %s\nwant: %s\n", got, want);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_status_document(void **state) {
+    (void)state;
+    Snapshot *s = snapshot_new();
+    s->scope = xstrdup("demo");
+    s->name = xstrdup("node2");
+    s->state = xstrdup("running");
+    s->role = xstrdup("replica");
+    s->pg_running = true;
+    s->in_recovery = true;
+    s->postmaster_start_time = xstrdup("2025-06-01 10:00:00.123456+00:00");
+    s->server_version = 150004;
+    s->received_location = 67420024;
+    s->replayed_location = 67420000;
+    s->has_timeline = true;
+    s->timeline = 3;
+    s->replication_state = xstrdup("streaming");
+    s->sync_standby = true;
+    s->has_cluster = true;
+    s->dcs_last_seen = 1748772000;
+    s->tags = tags_from_yaml("dc: east\n");
+    s->sysid = xstrdup("7401234567890123456");
+    s->pending_restart = true;
+    s->pending_restart_reason = cJSON_Parse("{\"max_connections\":{\"old_value\":\"100\",\"new_value\":\"200\"}}");
+    expect_status(
+        s, "{\"state\": \"running\", \"postmaster_start_time\": \"2025-06-01 10:00:00.123456+00:00\", "
+           "\"role\": \"replica\", \"server_version\": 150004, \"xlog\": {\"received_location\": 67420024, "
+           "\"replayed_location\": 67420000, \"replayed_timestamp\": null, \"paused\": false}, "
+           "\"sync_standby\": true, \"timeline\": 3, \"replication_state\": \"streaming\", "
+           "\"dcs_last_seen\": 1748772000, \"tags\": {\"dc\": \"east\"}, "
+           "\"database_system_identifier\": \"7401234567890123456\", \"pending_restart\": true, "
+           "\"pending_restart_reason\": {\"max_connections\": {\"old_value\": \"100\", \"new_value\": \"200\"}}, "
+           "\"patroni\": {\"version\": \"4.0.6\", \"scope\": \"demo\", \"name\": \"node2\"}}");
+    snapshot_unref(s);
+
+    /* PostgreSQL not running, paused, the DCS not read within ttl */
+    s = snapshot_new();
+    s->scope = xstrdup("demo");
+    s->name = xstrdup("node1");
+    s->state = xstrdup("stopped");
+    s->role = xstrdup("demoted");
+    s->pause = true;
+    s->dcs_last_seen = 1748772000;
+    expect_status(s, "{\"state\": \"stopped\", \"role\": \"demoted\", \"pause\": true, \"cluster_unlocked\": true, "
+                     "\"dcs_last_seen\": 1748772000, "
+                     "\"patroni\": {\"version\": \"4.0.6\", \"scope\": \"demo\", \"name\": \"node1\"}}");
+    snapshot_unref(s);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * GET /liveness */
+
+static void test_liveness(void **state) {
+    (void)state;
+    const usec_t now = 1000 * USEC_PER_SEC;
+    Snapshot *s = snapshot_new();
+    s->ttl = 30;
+    s->pg_running = true;
+    s->in_recovery = false; /* a primary: the loop may be ttl overdue */
+    s->next_cycle = now - 29 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 200);
+    s->next_cycle = now - 30 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 503);
+    s->pause = true; /* paused: a stuck loop does not matter */
+    assert_int_equal(liveness_code(s, now), 200);
+    s->pause = false;
+    s->in_recovery = true; /* a replica: 2 x ttl */
+    s->next_cycle = now - 59 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 200);
+    s->next_cycle = now - 60 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 503);
+    s->pg_running = false; /* PostgreSQL down: 2 x ttl as well */
+    s->in_recovery = false;
+    s->next_cycle = now - 45 * USEC_PER_SEC;
+    assert_int_equal(liveness_code(s, now), 200);
+    s->next_cycle = now + 2 * USEC_PER_SEC; /* the usual case: the next cycle is ahead */
+    assert_int_equal(liveness_code(s, now), 200);
+    snapshot_unref(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_liveness),
+        cmocka_unit_test(test_status_document),
         cmocka_unit_test(test_health_check_code),
         cmocka_unit_test(test_parse_lag),
         cmocka_unit_test(test_readiness),
