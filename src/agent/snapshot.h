@@ -56,7 +56,7 @@ typedef struct Snapshot {
     char *sysid;
     bool sync_standby, quorum_standby;
     bool pending_restart;
-    cJSON *scheduled_restart; /* the scheduled restart without postmaster_start_time, or NULL */
+    cJSON *scheduled_restart;      /* the scheduled restart without postmaster_start_time, or NULL */
     cJSON *pending_restart_reason; /* {"<guc>": {"old_value": .., "new_value": ..}} or NULL */
     bool watchdog_failed;
     bool is_leader; /* holds the lock, renewed less than ttl ago */
