@@ -137,6 +137,16 @@ static void run_cycle(Ha *h, bool stale) {
     sdn_watchdog();
 }
 
+/* A switchover or failover may hand over to this replica: the leader asks for its WAL position (GET /patroni)
+ * until it has the old primary's shutdown checkpoint, so its snapshot is refreshed between cycles too. */
+static bool switchover_candidate(const Ha *h) {
+    const Cluster *c = h->view.cluster;
+    if (!c || failover_is_empty(&c->failover) || is_lock_holder(h) || !h->pg.st.ok || !h->pg.st.in_recovery)
+        return false;
+    const char *me = cfg_of(h)->name;
+    return c->failover.candidate ? streq(c->failover.candidate, me) : !cfg_of(h)->tags.nofailover;
+}
+
 /* Between cycles: has PostgreSQL finished starting or promoting (or died)? */
 static bool quick_check(Ha *h) {
     bool was_starting = h->pg.starting, was_promoting = h->pg.promoting;
@@ -322,7 +332,7 @@ int ha_run(Ha *h) {
             usec_t wait = h->next_cycle - now;
             /* while PostgreSQL starts or promotes, look often: that is where failover time goes */
             usec_t fast = h->pg.promoting ? 20 * USEC_PER_MSEC : 100 * USEC_PER_MSEC;
-            bool busy = h->pg.starting || h->pg.promoting || h->work.bootstrap_pending;
+            bool busy = h->pg.starting || h->pg.promoting || h->work.bootstrap_pending || switchover_candidate(h);
             if (busy && wait > fast)
                 wait = fast;
             usec_t wd = sdn_watchdog_interval();
@@ -366,7 +376,8 @@ int ha_run(Ha *h) {
                  * traffic); a full cycle runs as soon as it is ready */
                 commands_run(h); /* only when the next cycle is far enough away */
                 maybe_reload(h);
-                if (!(h->pg.starting || h->pg.promoting || h->work.bootstrap_pending) || !quick_check(h))
+                if (!(h->pg.starting || h->pg.promoting || h->work.bootstrap_pending || switchover_candidate(h)) ||
+                    !quick_check(h))
                     continue;
             }
         }

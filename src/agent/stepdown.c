@@ -8,6 +8,7 @@
  * switchover is given up and PostgreSQL starts again as the primary. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/ha_int.h"
 #include "agent/probe.h"
@@ -133,7 +134,14 @@ static bool hand_over(Ha *h) {
         return true;
     }
     long long checkpoint = h->pg.cd.checkpoint_lsn;
-    if (!candidate_has(h, checkpoint)) {
+    /* the candidate refreshes its status often during a switchover: ask again every 100 ms for up to 2 s
+     * (the lease was renewed this cycle), then once per cycle */
+    bool has = candidate_has(h, checkpoint);
+    for (int i = 0; i < 20 && !has; i++) {
+        usleep(100 * 1000);
+        has = candidate_has(h, checkpoint);
+    }
+    if (!has) {
         if (now - s->stopped_at > HANDOVER_WAIT) {
             give_up(h, "the candidate did not receive the shutdown checkpoint");
             return true;

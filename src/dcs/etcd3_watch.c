@@ -148,6 +148,10 @@ static bool relevant_wake(Dcs *d, const char *rel, const DcsKv *old, const char 
     }
     if (strcmp(rel, "config") == 0)
         return old && new_value && strcmp(old->value, new_value) != 0;
+    /* a switchover or failover asked for: the leader acts on it, the candidate gets ready (its status is
+     * watched closely until the handover) */
+    if (strcmp(rel, "failover") == 0)
+        return new_value && (!old || strcmp(old->value, new_value) != 0);
     return false;
 }
 
