@@ -153,6 +153,11 @@ def log_lines(text, since_wall, until_wall):
 PG_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\S+) (.*)$")
 
 
+# the writers' failed attempts, not what the servers do
+PG_NOISE = ("read-only transaction", "INSERT INTO bench", "the database system is", "terminating connection due to",
+            "connection to client lost")
+
+
 def pg_log_lines(node, since_wall, until_wall):
     """[(wall time, line)] of the node's PostgreSQL log (log_line_prefix '%m [%p] ') within the window."""
     params = node.config["postgresql"]["parameters"]
@@ -168,7 +173,7 @@ def pg_log_lines(node, since_wall, until_wall):
                 if m.group(2) in ("UTC", "GMT"):
                     dt = dt.replace(tzinfo=datetime.timezone.utc)
                 t = dt.timestamp()
-                if since_wall <= t <= until_wall:
+                if since_wall <= t <= until_wall and not any(n in m.group(3) for n in PG_NOISE):
                     out.append((t, m.group(3)))
     except OSError:
         pass
