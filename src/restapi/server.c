@@ -82,8 +82,53 @@ static enum MHD_Result respond_error_page(struct MHD_Connection *conn, unsigned 
     return respond(conn, code, body, "text/html;charset=utf-8");
 }
 
+/* The status document (the body of /patroni and of every health check) depends on the snapshot only, and a
+ * snapshot changes once per HA cycle: each REST thread renders it once per snapshot and answers copies of it.
+ * Thread-local, so that no lock is added to a request; the cache holds a reference to its snapshot, so the
+ * pointer it compares with cannot be reused by a newer one; freed when the thread exits (MHD_stop_daemon). */
+typedef struct StatusCache {
+    Snapshot *snap;
+    char *json;
+    size_t len;
+} StatusCache;
+
+static pthread_key_t status_cache_key;
+static pthread_once_t status_cache_once = PTHREAD_ONCE_INIT;
+
+static void status_cache_free(void *p) {
+    StatusCache *c = p;
+    snapshot_unref(c->snap);
+    free(c->json);
+    free(c);
+}
+
+static void status_cache_init(void) { (void)pthread_key_create(&status_cache_key, status_cache_free); }
+
+static char *status_json(Snapshot *s) {
+    (void)pthread_once(&status_cache_once, status_cache_init);
+    StatusCache *c = pthread_getspecific(status_cache_key);
+    if (!c) {
+        c = xcalloc(1, sizeof *c);
+        if (pthread_setspecific(status_cache_key, c) != 0) {
+            free(c);
+            return snapshot_status_json(s);
+        }
+    }
+    if (c->snap != s) {
+        char *json = snapshot_status_json(s);
+        snapshot_unref(c->snap);
+        free(c->json);
+        c->snap = snapshot_ref(s);
+        c->json = json;
+        c->len = strlen(json);
+    }
+    char *copy = xmalloc(c->len + 1);
+    memcpy(copy, c->json, c->len + 1);
+    return copy;
+}
+
 static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, const char *url, bool status_only,
-                                  const Snapshot *s) {
+                                  Snapshot *s) {
     Params params = {0};
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_param, &params);
     /* the first path segment selects the handler */
@@ -94,7 +139,7 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
 
     if (!status_only) {
         if (strcmp(first, "patroni") == 0)
-            return respond(conn, 200, snapshot_status_json(s), "application/json");
+            return respond(conn, 200, status_json(s), "application/json");
         if (strcmp(first, "metrics") == 0)
             return respond(conn, 200, metrics_render(s, now_monotonic()), "text/plain");
         if (strcmp(first, "liveness") == 0)
@@ -137,7 +182,7 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
     int code = health_check_code(s, url, params.v, params.n);
     if (status_only)
         return respond(conn, (unsigned)code, NULL, NULL);
-    return respond(conn, (unsigned)code, snapshot_status_json(s), "application/json");
+    return respond(conn, (unsigned)code, status_json(s), "application/json");
 }
 
 /* Per-request state (*con_cls): markers for requests without a body to read, else the body received so
