@@ -160,10 +160,11 @@ def start_cluster(h, c, timeout=240):
 # ------------------------------------------------------------------------------------------ measures
 
 
-def proc_ticks(pid):
+def proc_ticks(pid, user_only=False):
+    """utime+stime (or utime alone) of a process, in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]) + (0 if user_only else int(fields[12]))
 
 
 def proc_rss_kb(pid):
@@ -211,7 +212,7 @@ class ProcSampler(threading.Thread):
             self.halt.wait(0.25)
 
     def _snap(self):
-        return (time.monotonic(), proc_ticks(self.pid), tree_ticks(self.h, self.pg_pid),
+        return (time.monotonic(), (proc_ticks(self.pid), proc_ticks(self.pid, True)), tree_ticks(self.h, self.pg_pid),
                 tree_ticks(self.h, os.getpid()), resource.getrusage(resource.RUSAGE_CHILDREN), system_ticks())
 
     def begin(self):
@@ -235,7 +236,10 @@ class ProcSampler(threading.Thread):
         return {
             "rss_kb_max": max(self.rss) if self.rss else None,
             "rss_kb_end": self.rss[-1] if self.rss else None,
-            "cpu_percent": pct(a1 - a0),
+            "cpu_percent": pct(a1[0] - a0[0]),
+            # user mode only: the agent's own code and libraries, without the kernel's TCP work (part of which
+            # is charged to whichever process runs when a softirq comes)
+            "user_cpu_percent": pct(a1[1] - a0[1]),
             "pg_cpu_percent": pct(pg),
             "wrk_cpu_percent": round(wrk_s / wall * 100, 1),
             # everything else the machine did meanwhile (other users of this machine): busy time of all CPUs
@@ -396,6 +400,7 @@ def wrk(h, args, url, pid, pg_pid):
     rps = parse_wrk(p.stdout).get("rps")
     # CPU time per answered request, the agent and its PostgreSQL together (robust to other load)
     res["cpu_us_per_request"] = round((res["cpu_percent"] + res["pg_cpu_percent"]) / 100 / rps * 1e6, 1) if rps else None
+    res["user_us_per_request"] = round(res["user_cpu_percent"] / 100 / rps * 1e6, 2) if rps else None
     res["wrk_command"] = f"WRK_CONNECTIONS={args.connections} " + " ".join(cmd)
     res["wrk_output"] = p.stdout
     res.update(parse_wrk(p.stdout))
