@@ -263,17 +263,12 @@ static void shutdown_ha(Ha *h) {
     if (paused) {
         log_info("leaving PostgreSQL running and the leader key in place: the cluster is paused");
     } else if (h->pg.inst.pid > 0) {
-        if (!leader)
+        if (leader) {
+            (void)stepdown_shutdown(h);
+        } else {
             leave_sync_duty(h);
-        int r = stop_postgres(h, PG_STOP_FAST, "pgha is shutting down");
-        if (r == 0 && leader) {
-            refresh_controldata(h);
-            if (h->pg.cd.checkpoint_lsn > 0)
-                write_status_optime_only(h, h->pg.cd.checkpoint_lsn);
-            if (dcs_delete_leader(h->dcs) == 1)
-                log_info("Leader key released");
-        } else if (r < 0) {
-            log_error("PostgreSQL could not be stopped; keeping the leader key");
+            if (stop_postgres(h, PG_STOP_FAST, "pgha is shutting down") < 0)
+                log_error("PostgreSQL could not be stopped");
         }
     } else if (leader) {
         (void)dcs_delete_leader(h->dcs);

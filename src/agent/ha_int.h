@@ -264,6 +264,7 @@ const char *stepdown_action(const Ha *h);
 void stepdown_begin(Ha *h, const char *candidate);
 bool stepdown_step(Ha *h);
 void stepdown_abort(Ha *h);
+int stepdown_shutdown(Ha *h); /* agent shutdown on the lock holder: stop, hand over early */
 void stepdown_free(Ha *h);
 
 /* restart.c */

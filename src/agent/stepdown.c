@@ -7,6 +7,7 @@
  * woken by the watch, promotes at once and the old primary follows it without pg_rewind. Otherwise the
  * switchover is given up and PostgreSQL starts again as the primary. */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -100,21 +101,27 @@ static void give_up(Ha *h, const char *why) {
     }
 }
 
-/* Has the candidate (any eligible member when none is named) received the shutdown checkpoint? Its REST API
- * is asked (2 s): its received/replayed position must be past the checkpoint record's start. */
-static bool candidate_has(Ha *h, long long checkpoint) {
-    HaStepdown *s = &h->stepdown;
+/* Has a failover target received the shutdown checkpoint? `candidate` names the member ("" = any eligible
+ * member; in synchronous mode only a synchronous standby, as Patroni's is_failover_possible()). Its REST
+ * API is asked (timeout_ms): its received/replayed position must be past the checkpoint record's start. */
+static bool target_has(Ha *h, const char *candidate, long long checkpoint, long timeout_ms) {
+    const Cluster *c = h->view.cluster;
+    bool sync_only = dyn_of(h)->synchronous_mode != SYNC_OFF && c && c->sync.leader;
     size_t n = 0;
-    PeerStatus *peers = probe_members(h->view.cluster, NULL, cfg_of(h)->name, cfg_of(h), 2000, &n);
+    PeerStatus *peers = probe_members(c, NULL, cfg_of(h)->name, cfg_of(h), timeout_ms, &n);
     bool ok = false;
     for (size_t i = 0; i < n && !ok; i++) {
         const PeerStatus *p = &peers[i];
-        if (s->candidate[0] && !streq(p->name, s->candidate))
+        if (candidate[0] ? !streq(p->name, candidate) : sync_only && !sync_matches(&c->sync, p->name))
             continue;
         ok = p->reachable && !p->is_primary && !p->nofailover && p->wal_position > checkpoint;
     }
     free(peers);
     return ok;
+}
+
+static bool candidate_has(Ha *h, long long checkpoint) {
+    return target_has(h, h->stepdown.candidate, checkpoint, 2000);
 }
 
 /* PostgreSQL stopped: hand over once it is known that the candidate can continue from its last record. */
@@ -206,6 +213,72 @@ bool stepdown_step(Ha *h) {
     case STEPDOWN_HANDOVER: return hand_over(h);
     }
     return false;
+}
+
+/* Agent shutdown on the lock holder (spec §4.8, Patroni's on_shutdown). PostgreSQL is stopped (fast,
+ * escalated after pg_ctl_timeout as any stop) while the lease is renewed every loop_wait: Patroni lets it
+ * lapse here, so that a shutdown checkpoint longer than the ttl lets a replica promote without the last
+ * WAL. As soon as pg_control shows a clean shutdown and a failover target has received the shutdown
+ * checkpoint, /status gets the checkpoint and the key is released, even while the postmaster still
+ * finishes (archiving the backlog, say): the replicas race at once instead of after the postmaster's
+ * exit. Otherwise the key is released once PostgreSQL has stopped. Returns 0 when PostgreSQL stopped,
+ * < 0 when it could not be stopped (the key is kept, as Patroni does). */
+int stepdown_shutdown(Ha *h) {
+    if (stop_postgres_begin(h, PG_STOP_FAST, "pgha is shutting down") < 0) {
+        log_error("PostgreSQL shutdown failed, leader key not removed");
+        return -1;
+    }
+    publish(h);
+    usec_t began = now_monotonic(), period = (usec_t)loop_wait_s(h) * USEC_PER_SEC;
+    usec_t next_renewal = began + period, next_probe = 0;
+    bool released = false;
+    /* the escalation (immediate after pg_ctl_timeout, SIGKILL 10 s later) ends any stop that can end */
+    usec_t give_up_at = began + ((usec_t)cfg_of(h)->postgresql.pg_ctl_timeout + 30) * USEC_PER_SEC;
+    while (h->pg.inst.pid > 0) {
+        if (now_monotonic() > give_up_at) {
+            log_error("PostgreSQL shutdown failed, leader key not removed");
+            return -1;
+        }
+        struct pollfd p = {.fd = h->pg.inst.pidfd, .events = POLLIN};
+        (void)poll(&p, p.fd >= 0 ? 1 : 0, 100);
+        LocalState l;
+        observe_pg(h, &l); /* notices the exit; escalates a stop that outlasts pg_ctl_timeout */
+        if (h->pg.inst.pid <= 0 || released)
+            continue;
+        usec_t now = now_monotonic();
+        if (h->view.lock_valid_until <= now)
+            continue; /* the lease ran out (etcd unreachable): nothing of ours to keep or release */
+        if (now >= next_renewal) {
+            next_renewal = now + period;
+            if (dcs_update_leader(h->dcs, NULL) == 1)
+                lease_renewed(h, now);
+            else
+                log_warning("could not renew the leader lease while PostgreSQL shuts down: %s", dcs_error(h->dcs));
+        }
+        if (now < next_probe)
+            continue;
+        refresh_controldata(h);
+        if (!h->pg.have_controldata || !streq(h->pg.cd.state, "shut down"))
+            continue;
+        /* the postmaster still runs, but the shutdown checkpoint is written: ask the failover targets */
+        next_probe = now + 250 * USEC_PER_MSEC;
+        long long checkpoint = h->pg.cd.checkpoint_lsn;
+        if (checkpoint > 0 && target_has(h, "", checkpoint, 1000)) {
+            log_info("PostgreSQL shut down cleanly and a replica has its shutdown checkpoint; releasing the leader "
+                     "key while the postmaster finishes");
+            demote_finish(h, DEMOTE_GRACEFUL, true);
+            released = true;
+        }
+    }
+    if (!released && is_lock_holder(h)) {
+        refresh_controldata(h);
+        if (h->pg.have_controldata && streq(h->pg.cd.state, "shut down") && h->pg.cd.checkpoint_lsn > 0)
+            write_status_optime_only(h, h->pg.cd.checkpoint_lsn);
+        if (dcs_delete_leader(h->dcs) == 1)
+            log_info("Leader key released");
+    }
+    log_info("PostgreSQL stopped %.1f s after the shutdown began", (double)(now_monotonic() - began) / USEC_PER_SEC);
+    return 0;
 }
 
 /* At shutdown (PostgreSQL stopped or left running when paused): collect the CHECKPOINT thread. */

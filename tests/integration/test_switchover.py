@@ -128,3 +128,60 @@ def test_switchover_under_write_load_loses_nothing(cluster3):
         after = c.nodes[leader].log_text()[len(before):]
         assert "pg_rewind" not in after and "diverged" not in after, (mode, after[-3000:])
         leader = candidate
+
+
+def process_of(postmaster, name):
+    for pid in h.descendants(postmaster):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if name.encode() in f.read():
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+@pytest.fixture
+def archiving_cluster(etcd_cluster, run_dir, unique_name):
+    c = HaCluster(run_dir.subdir(unique_name[-8:]), n=2, scope=unique_name, etcd=etcd_cluster,
+                  bootstrap={"dcs": {"ttl": TTL, "loop_wait": 2, "retry_timeout": 3,
+                                     "postgresql": {"parameters": {"archive_mode": "on",
+                                                                   "archive_command": "/bin/true"}}}})
+    yield c
+    c.destroy()
+
+
+def test_agent_shutdown_releases_the_key_while_the_postmaster_finishes(archiving_cluster):
+    """Spec §4.8 (Patroni's on_shutdown): SIGTERM of the primary's agent stops PostgreSQL; once pg_control says
+    "shut down" and the replica has the shutdown checkpoint, the key is released although the postmaster still
+    waits for its archiver (held here with SIGSTOP): the replica promotes without waiting for the postmaster."""
+    c = archiving_cluster
+    c.start()
+    leader = c.wait_healthy(120)
+    other = next(n for n in c.nodes if n != leader)
+    ln = c.nodes[leader]
+    c.wait_streaming(leader, [other])
+    c.sql(leader, "CREATE TABLE t (i int)")
+    c.sql(leader, "INSERT INTO t SELECT generate_series(1, 1000)")
+    pm = ln.postmaster_pid()
+    archiver = process_of(pm, "archiver")
+    assert archiver, "no archiver process found"
+    os.kill(archiver, signal.SIGSTOP)
+    try:
+        ln.proc.send_signal(signal.SIGTERM)
+        # the replica takes the key and promotes while the old postmaster still runs
+        h.wait_until(lambda: c.leader() == other, 30, msg="the replica to take the leader key")
+        h.wait_until(lambda: c.writable(other), 30, interval=0.1, msg="the replica to be promoted")
+        assert ln.postmaster_pid() == pm, "the old postmaster must still be finishing"
+        text = ln.log_text()
+        assert "a replica has its shutdown checkpoint; releasing the leader key" in text, text[-3000:]
+    finally:
+        os.kill(archiver, signal.SIGCONT)
+    assert ln.wait(60) == 0
+    assert ln.postmaster_pid() is None
+    # nothing the old primary acknowledged is missing on the new one; the old primary rejoins without rewind
+    assert c.sql(other, "SELECT count(*) FROM t")[0][0] == 1000
+    ln.start()
+    c.wait_streaming(other, [leader], 120)
+    text = ln.log_text()
+    assert "pg_rewind" not in text, text[text.find("received Terminated"):]

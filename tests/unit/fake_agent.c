@@ -161,6 +161,19 @@ int promote_postgres(Ha *h) {
     return 0;
 }
 
+void observe_pg(Ha *h, LocalState *l) {
+    *l = (LocalState){0};
+    fake.observe_calls++;
+    if (fake.observe_calls == fake.observe_shut_down_at)
+        snprintf(fake.cd.state, sizeof fake.cd.state, "shut down");
+    if (fake.observe_exit_at && fake.observe_calls >= fake.observe_exit_at && h->pg.inst.pid > 0) {
+        fake_event("postmaster exited");
+        h->pg.inst.pid = 0;
+        h->pg.stopping = false;
+    }
+    l->pg_running = h->pg.inst.pid > 0;
+}
+
 void refresh_controldata(Ha *h) {
     fake_event("refresh_controldata");
     h->pg.have_controldata = fake.have_controldata;

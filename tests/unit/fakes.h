@@ -57,6 +57,9 @@ typedef struct Fake {
     size_t n_peers;
     int identify; /* pg_instance_identify_system: 0 answers identify_tli, else the error */
     long long identify_tli;
+    /* observe_pg() during a stop: the n-th call (1-based; 0 never) finds pg_control saying "shut down",
+     * and the postmaster gone */
+    int observe_calls, observe_shut_down_at, observe_exit_at;
     FakeHooks hooks;
 } Fake;
 

@@ -526,6 +526,107 @@ static void test_update_lock_fails(void **state) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Agent shutdown on the lock holder (stepdown_shutdown) */
+
+/* The event log without the repeated looks at pg_control and the peers, and the renewals counted. */
+static int drop_shutdown_polls(void) {
+    int renewals = 0;
+    size_t j = 0;
+    for (size_t i = 0; i < fake.events.n; i++) {
+        const char *e = fake.events.v[i];
+        bool renewal = strcmp(e, "dcs_update_leader(no view)") == 0;
+        renewals += renewal;
+        if (renewal || strcmp(e, "refresh_controldata") == 0 || strcmp(e, "probe_members") == 0)
+            free(fake.events.v[i]);
+        else
+            fake.events.v[j++] = fake.events.v[i];
+    }
+    fake.events.n = j;
+    return renewals;
+}
+
+static void t_shutdown_primary(T *t, const char *dyn_yaml, int shut_down_at, int exit_at) {
+    if (dyn_yaml)
+        T_INIT(t, dyn_yaml, MINE, K_SYNC("{\"leader\":\"node2\",\"sync_standby\":\"node3\"}"));
+    else
+        T_INIT(t, NULL, MINE);
+    t_primary(t);
+    t->h.view.lock_valid_until = now_monotonic() + 30 * USEC_PER_SEC;
+    fake.have_controldata = true;
+    fake.cd.checkpoint_lsn = 0x5000000;
+    snprintf(fake.cd.state, sizeof fake.cd.state, "in production");
+    fake.observe_shut_down_at = shut_down_at;
+    fake.observe_exit_at = exit_at;
+    fake_events_clear();
+}
+
+static void test_shutdown_releases_early(void **state) {
+    (void)state;
+    T t;
+    /* pg_control says "shut down" while the postmaster still runs (archiving, say), and a replica has the
+     * shutdown checkpoint: the key is released before the postmaster exits (Patroni's on_shutdown) */
+    t_shutdown_primary(&t, NULL, 2, 6);
+    fake.n_peers = 1;
+    fake.peers[0] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x5000028};
+    assert_int_equal(stepdown_shutdown(&t.h), 0);
+    assert_int_equal(drop_shutdown_polls(), 0);
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "set_role(demoted)", "run_callback(on_role_change, demoted)",
+                  "write_status_optime_only(83886080)", "dcs_delete_leader", "dcs_get_cluster", "postmaster exited");
+    assert_false(lease_held(&t));
+    t_free(&t);
+
+    /* no replica has it yet: the key is kept until the postmaster has exited, then released with /status */
+    t_shutdown_primary(&t, NULL, 2, 6);
+    fake.n_peers = 1;
+    fake.peers[0] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x5000000};
+    assert_int_equal(stepdown_shutdown(&t.h), 0);
+    drop_shutdown_polls();
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "postmaster exited", "write_status_optime_only(83886080)",
+                  "dcs_delete_leader");
+    t_free(&t);
+
+    /* synchronous mode: only the synchronous standby (node3) counts; node1 having the checkpoint is not enough */
+    t_shutdown_primary(&t, "synchronous_mode: true\n", 2, 6);
+    fake.n_peers = 2;
+    fake.peers[0] = (PeerStatus){.name = "node1", .reachable = true, .wal_position = 0x5000028};
+    fake.peers[1] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x4000000};
+    assert_int_equal(stepdown_shutdown(&t.h), 0);
+    drop_shutdown_polls();
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "postmaster exited", "write_status_optime_only(83886080)",
+                  "dcs_delete_leader");
+    t_free(&t);
+}
+
+static void test_shutdown_keeps_lease(void **state) {
+    (void)state;
+    T t;
+    /* a shutdown checkpoint longer than loop_wait (1 s here): the lease is renewed meanwhile, so that no
+     * replica promotes without the last WAL (Patroni lets it lapse) */
+    t_shutdown_primary(&t, "loop_wait: 1\n", 0, 25);
+    assert_int_equal(stepdown_shutdown(&t.h), 0);
+    assert_int_equal(drop_shutdown_polls(), 2);
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "postmaster exited", "dcs_delete_leader");
+    t_free(&t);
+
+    /* the renewal fails until the lease runs out: not renewed (one attempt); the delete after the exit is a
+     * compare-and-delete that finds nothing of ours once the lease lapsed */
+    t_shutdown_primary(&t, "loop_wait: 1\n", 0, 15);
+    fake.update_leader = -EIO;
+    t.h.view.lock_valid_until = now_monotonic() + USEC_PER_SEC + 200 * USEC_PER_MSEC;
+    assert_int_equal(stepdown_shutdown(&t.h), 0);
+    assert_int_equal(drop_shutdown_polls(), 1);
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "postmaster exited", "dcs_delete_leader");
+    t_free(&t);
+
+    /* the stop cannot begin: the key is kept */
+    t_shutdown_primary(&t, NULL, 0, 0);
+    fake.stop = -EPERM;
+    assert_int_equal(stepdown_shutdown(&t.h), -1);
+    EXPECT_EVENTS("stop_postgres_begin(fast)");
+    t_free(&t);
+}
+
+/* ------------------------------------------------------------------------------------------------
  * HA_SWITCHOVER, HA_DEMOTE, HA_RELEASE_LOCK */
 
 static void test_switchover(void **state) {
@@ -885,6 +986,8 @@ int main(void) {
         cmocka_unit_test(test_update_lock_primary),
         cmocka_unit_test(test_update_lock_primary_sync),
         cmocka_unit_test(test_update_lock_fails),
+        cmocka_unit_test(test_shutdown_releases_early),
+        cmocka_unit_test(test_shutdown_keeps_lease),
         cmocka_unit_test(test_switchover),
         cmocka_unit_test(test_demote_modes),
         cmocka_unit_test(test_release_lock),
