@@ -464,7 +464,7 @@ def run_baseline(h, args, rd, body_url):
     with open(body, "wb") as f:
         f.write(h.http_get(body_url, timeout=5).content)
     port = h.allocate_port()
-    proc = h.Proc([exe, str(port), body, str(args.request_queue_size or 5)], os.path.join(rd.path, "baseline.log"),
+    proc = h.Proc([exe, str(port), body, str(args.request_queue_size or 128)], os.path.join(rd.path, "baseline.log"),
                   label="mhd_baseline").start()
     try:
         url = f"http://127.0.0.1:{port}/primary"
@@ -503,7 +503,7 @@ def table(results, info, args):
     lines = []
     lines.append(f"{args.threads} threads, {args.connections} connections, {args.duration} s per run; "
                  f"ttl {args.ttl}, loop_wait {args.loop_wait}, retry_timeout {args.retry_timeout}; "
-                 f"restapi.request_queue_size {args.request_queue_size or 'default (5)'}")
+                 f"restapi.request_queue_size {args.request_queue_size or 'default (128)'}")
     lines.append(f"{info['cpus']} CPUs ({info['cpu']}), {info['os']}, kernel {info['kernel']}; pgha "
                  f"{info['pgha_commit']} ({info['pgha_buildtype']} build); {info['patroni_version']}; "
                  f"{info['postgresql']}; {info['etcd']}; {info['wrk']}")
@@ -599,7 +599,7 @@ def main():
                     help="also measure mhd_baseline.c (libmicrohttpd with pgha's options and a fixed body) on /primary")
     ap.add_argument("--request-queue-size", type=int, default=None,
                     help="restapi.request_queue_size (the listen backlog) of the pgha nodes and the baseline "
-                         "(default: not set, 5 as in Patroni; Patroni 3.0.2 has no such setting and keeps 5)")
+                         "(default: not set, pgha's 128; Patroni 3.0.2 has no such setting and keeps 5)")
     ap.add_argument("--ttl", type=int, default=30)
     ap.add_argument("--loop-wait", type=int, default=10)
     ap.add_argument("--retry-timeout", type=int, default=10)

@@ -98,7 +98,7 @@ static const CfgEntry local_table[] = {
     {"restapi.allowlist_include_members", CT_BOOL, L(restapi.allowlist_include_members), "false", NOB, 0, NULL, NULL},
     {"restapi.http_extra_headers", CT_MAP, L(restapi.http_extra_headers), NULL, NOB, 0, NULL, NULL},
     {"restapi.https_extra_headers", CT_MAP, L(restapi.https_extra_headers), NULL, NOB, 0, NULL, NULL},
-    {"restapi.request_queue_size", CT_INT, L(restapi.request_queue_size), "5", 0, 4096, CF_RESTART, NULL, NULL},
+    {"restapi.request_queue_size", CT_INT, L(restapi.request_queue_size), "128", 0, 4096, CF_RESTART, NULL, NULL},
     {"restapi.server_tokens", CT_ENUM, L(restapi.server_tokens), "original", NOB, CF_RESTART, server_tokens_choices,
      NULL},
 

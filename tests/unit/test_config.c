@@ -103,7 +103,7 @@ static void test_base_is_valid(void **state) {
     assert_string_equal(cfg.namespace_, "/service");
     assert_string_equal(cfg.restapi.connect_address, "127.0.0.1:8008");
     assert_int_equal(cfg.restapi.verify_client, VERIFY_NONE);
-    assert_int_equal(cfg.restapi.request_queue_size, 5);
+    assert_int_equal(cfg.restapi.request_queue_size, 128);
     assert_int_equal(cfg.etcd3.port, 2379);
     assert_string_equal(cfg.etcd3.protocol, "http");
     assert_string_equal(cfg.postgresql.config_dir, "/nonexistent/pgha-unit/data");
@@ -1331,7 +1331,7 @@ static void test_config_dump(void **state) {
     YNode *back = yaml_parse_string(clear, strlen(clear), "dump", &err);
     assert_non_null(back);
     assert_string_equal(ynode_get(back, "name")->text, "ptrn-1");
-    assert_int_equal(ynode_get(back, "restapi.request_queue_size")->i, 5);
+    assert_int_equal(ynode_get(back, "restapi.request_queue_size")->i, 128);
     assert_int_equal(ynode_get_path(ynode_get(back, "bootstrap.dcs"), "loop_wait")->i, 6);
     assert_string_equal(ynode_get(back, "postgresql.listen")->text, "192.168.2.96,127.0.0.1:5432");
     ynode_free(back);
