@@ -327,7 +327,8 @@ int ha_run(Ha *h) {
             usec_t wait = h->next_cycle - now;
             /* while PostgreSQL starts or promotes, look often: that is where failover time goes */
             usec_t fast = h->pg.promoting ? 20 * USEC_PER_MSEC : 100 * USEC_PER_MSEC;
-            bool busy = h->pg.starting || h->pg.promoting || h->work.bootstrap_pending || switchover_candidate(h);
+            bool busy = h->pg.starting || h->pg.promoting || h->work.bootstrap_pending || switchover_candidate(h) ||
+                        stepdown_stopping(h);
             if (busy && wait > fast)
                 wait = fast;
             usec_t wd = sdn_watchdog_interval();
@@ -371,8 +372,11 @@ int ha_run(Ha *h) {
                  * traffic); a full cycle runs as soon as it is ready */
                 commands_run(h); /* only when the next cycle is far enough away */
                 maybe_reload(h);
-                if (!(h->pg.starting || h->pg.promoting || h->work.bootstrap_pending || switchover_candidate(h)) ||
-                    !quick_check(h))
+                if (stepdown_between_cycles(h)) {
+                    h->next_cycle = now_monotonic(); /* released: the cycle that follows the new leader */
+                } else if (!(h->pg.starting || h->pg.promoting || h->work.bootstrap_pending ||
+                             switchover_candidate(h)) ||
+                           !quick_check(h))
                     continue;
             }
         }

@@ -175,11 +175,13 @@ typedef enum StepdownPhase {
     STEPDOWN_CHECKPOINT, /* a CHECKPOINT in a worker thread */
     STEPDOWN_STOPPING,   /* the fast stop, watched, never escalated while the lease is ours */
     STEPDOWN_HANDOVER,   /* stopped cleanly: waiting for the candidate to confirm the shutdown checkpoint */
+    STEPDOWN_RELEASED,   /* released while the postmaster still finished: a replica once it has exited */
 } StepdownPhase;
 
 typedef struct HaStepdown {
     StepdownPhase phase;
     usec_t began, stopped_at;
+    usec_t next_early_look; /* STOPPING: when pg_control is looked at again (stepdown_between_cycles) */
     char candidate[128];
     pthread_t thread; /* the CHECKPOINT */
     bool thread_running;
@@ -264,6 +266,10 @@ const char *stepdown_action(const Ha *h);
 void stepdown_begin(Ha *h, const char *candidate);
 bool stepdown_step(Ha *h);
 void stepdown_abort(Ha *h);
+/* Between cycles, while PostgreSQL stops for a switchover: has pg_control got the clean shutdown and the
+ * candidate the shutdown checkpoint? Then the key is released at once (true: run a cycle now). */
+bool stepdown_between_cycles(Ha *h);
+bool stepdown_stopping(const Ha *h);
 int stepdown_shutdown(Ha *h); /* agent shutdown on the lock holder: stop, hand over early */
 void stepdown_free(Ha *h);
 

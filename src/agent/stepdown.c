@@ -171,6 +171,42 @@ static bool hand_over(Ha *h) {
     return true;
 }
 
+/* PostgreSQL is still finishing (its walsenders and archiver), but pg_control says "shut down": the
+ * shutdown checkpoint is written and no commit can be acknowledged any more. Spec §4.8: as soon as the
+ * candidate has that checkpoint the key is released, without waiting for the postmaster's exit; it starts
+ * as a replica once it has exited (STEPDOWN_RELEASED). Otherwise nothing happens: asked again later, and
+ * hand_over() decides once the postmaster has exited. */
+static bool hand_over_early(Ha *h) {
+    HaStepdown *s = &h->stepdown;
+    usec_t now = now_monotonic();
+    s->next_early_look = now + 100 * USEC_PER_MSEC;
+    if (!is_lock_holder(h) || h->view.lock_valid_until <= now)
+        return false;
+    refresh_controldata(h);
+    if (!h->pg.have_controldata || !streq(h->pg.cd.state, "shut down") || h->pg.cd.checkpoint_lsn <= 0 ||
+        !target_has(h, s->candidate, h->pg.cd.checkpoint_lsn, 500))
+        return false;
+    log_info("switchover: PostgreSQL shut down cleanly after %.1f s and the candidate has its shutdown checkpoint; "
+             "releasing the leader key while the postmaster finishes",
+             (double)(now - s->began) / USEC_PER_SEC);
+    s->phase = STEPDOWN_RELEASED;
+    demote_finish(h, DEMOTE_GRACEFUL, true);
+    return true;
+}
+
+bool stepdown_stopping(const Ha *h) { return h->stepdown.phase == STEPDOWN_STOPPING && h->pg.inst.pid > 0; }
+
+bool stepdown_between_cycles(Ha *h) {
+    HaStepdown *s = &h->stepdown;
+    if (!stepdown_stopping(h) || now_monotonic() < s->next_early_look)
+        return false;
+    if (!pg_control_says_shut_down(cfg_of(h)->postgresql.data_dir)) {
+        s->next_early_look = now_monotonic() + 20 * USEC_PER_MSEC;
+        return false;
+    }
+    return hand_over_early(h);
+}
+
 bool stepdown_step(Ha *h) {
     HaStepdown *s = &h->stepdown;
     join_checkpoint(h, false);
@@ -203,14 +239,25 @@ bool stepdown_step(Ha *h) {
     case STEPDOWN_STOPPING:
         if (h->pg.inst.pid > 0) {
             /* the lease lost: the usual escalation (observe_pg) applies again */
-            if (h->view.lock_valid_until <= now)
+            if (h->view.lock_valid_until <= now) {
                 local_set_stop_patience(h, false);
-            return false;
+                return false;
+            }
+            return pg_control_says_shut_down(cfg_of(h)->postgresql.data_dir) && hand_over_early(h);
         }
         s->phase = STEPDOWN_HANDOVER;
         s->stopped_at = now;
         return hand_over(h);
     case STEPDOWN_HANDOVER: return hand_over(h);
+    case STEPDOWN_RELEASED:
+        if (h->pg.inst.pid > 0)
+            return false;
+        s->phase = STEPDOWN_IDLE;
+        local_set_stop_patience(h, false);
+        /* a replica without upstream until the new leader holds the key (also when paused) */
+        (void)start_postgres(h, false, NULL);
+        h->next_cycle = now_monotonic();
+        return true;
     }
     return false;
 }

@@ -2,12 +2,15 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pg/pg.h"
 
@@ -63,6 +66,27 @@ int pg_bin_version(const char *postgres_path) {
     }
     free(out);
     return v;
+}
+
+/* The head of ControlFileData (src/include/catalog/pg_control.h), the same in PostgreSQL 9.6 to 17:
+ * system_identifier (8 bytes), pg_control_version (4), catalog_version_no (4), state (DBState, 4), and
+ * DB_SHUTDOWNED = 1. The checkpointer rewrites the file in one write(); a torn read can only make this
+ * answer "not yet", and a "yes" is confirmed with pg_controldata by the caller. */
+bool pg_control_says_shut_down(const char *data_dir) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/global/pg_control", data_dir) >= (int)sizeof path)
+        return false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    unsigned char head[20];
+    ssize_t n = pread(fd, head, sizeof head, 0);
+    close(fd);
+    if (n != (ssize_t)sizeof head)
+        return false;
+    int32_t state;
+    memcpy(&state, head + 16, sizeof state);
+    return state == 1;
 }
 
 int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret, char **ret_error) {

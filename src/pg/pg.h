@@ -30,6 +30,9 @@ typedef struct ControlData {
 } ControlData;
 
 int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret, char **ret_error);
+/* A cheap look at global/pg_control without pg_controldata: does it say "shut down" (a primary's clean
+ * shutdown checkpoint is written)? false also when the file cannot be read. */
+bool pg_control_says_shut_down(const char *data_dir);
 /* "16/B374D848" -> absolute byte position. */
 int pg_parse_lsn(const char *s, long long *ret);
 void pg_format_lsn(long long lsn, char *buf, size_t len);

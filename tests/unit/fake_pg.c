@@ -57,3 +57,8 @@ int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long l
     *ret_lsn = 0;
     return 0;
 }
+
+bool pg_control_says_shut_down(const char *data_dir) {
+    (void)data_dir;
+    return fake.have_controldata && strcmp(fake.cd.state, "shut down") == 0;
+}

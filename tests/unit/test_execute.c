@@ -675,6 +675,43 @@ static void test_switchover(void **state) {
     assert_null(stepdown_action(&t.h));
     t_free(&t);
 
+    /* pg_control says "shut down" while the postmaster still finishes (its archiver, say) and the candidate has
+     * the shutdown checkpoint: released at once (spec §4.8), a replica once the postmaster has exited */
+    T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_primary(&t);
+    fake.have_controldata = true;
+    fake.cd.checkpoint_lsn = 0x5000000;
+    t_run(&t, HA_SWITCHOVER);
+    for (int i = 0; i < 500 && !atomic_load(&t.h.stepdown.checkpoint_done); i++)
+        usleep_real(10 * 1000);
+    stepdown_step(&t.h);
+    fake.n_peers = 1;
+    fake.peers[0] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x5000000};
+    fake_events_clear();
+    assert_false(stepdown_between_cycles(&t.h)); /* pg_control: not yet */
+    EXPECT_NO_EVENTS();
+    snprintf(fake.cd.state, sizeof fake.cd.state, "shut down");
+    t.h.stepdown.next_early_look = 0; /* looked at every 20 ms */
+    assert_false(stepdown_between_cycles(&t.h)); /* the candidate does not have it yet */
+    EXPECT_EVENTS("refresh_controldata", "probe_members");
+    assert_false(stepdown_between_cycles(&t.h)); /* asked again 100 ms later, not at once */
+    fake.peers[0].wal_position = 0x5000028;
+    fake_events_clear();
+    t.h.stepdown.next_early_look = 0;
+    assert_true(stepdown_between_cycles(&t.h));
+    EXPECT_EVENTS("refresh_controldata", "probe_members", DEMOTED, "write_status_optime_only(83886080)",
+                  "dcs_delete_leader", "dcs_get_cluster");
+    assert_false(lease_held(&t));
+    assert_string_equal(stepdown_action(&t.h), "switchover");
+    fake_events_clear();
+    assert_false(stepdown_step(&t.h)); /* the postmaster still runs */
+    EXPECT_NO_EVENTS();
+    t.h.pg.inst.pid = 0;
+    assert_true(stepdown_step(&t.h));
+    EXPECT_EVENTS("start_postgres(replica, -)");
+    assert_null(stepdown_action(&t.h));
+    t_free(&t);
+
     /* the candidate never confirms it, or the stop was not clean: the switchover is given up, PostgreSQL
      * starts again as the primary (the key is still ours) and /failover is cleared */
     for (int unclean = 0; unclean <= 1; unclean++) {
