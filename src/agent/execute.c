@@ -24,14 +24,20 @@ static void after_lock_acquired(Ha *h, usec_t sent) {
 
 /* After PostgreSQL stopped for a demotion: the role, the callbacks, and (release) /status with the
  * shutdown checkpoint and the leader key given back. A switchover gets here through stepdown.c. */
-void demote_finish(Ha *h, DemoteMode mode, bool release) {
+void demote_finish(Ha *h, DemoteMode mode, bool release) { demote_finish_at(h, mode, release, -1); }
+
+/* checkpoint: the shutdown checkpoint the caller has just read from pg_control, or -1 to read it here (a
+ * handover saves the second pg_controldata: the replicas wait for the key) */
+void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint) {
     set_role(h, "demoted");
     if ((unsigned)mode < AGENT_DEMOTE_MODES)
         h->counters.demotions[mode]++;
     sync_forget(h);
     run_callback(h, "on_role_change", "demoted");
-    refresh_controldata(h);
-    long long checkpoint = h->pg.cd.checkpoint_lsn;
+    if (checkpoint < 0) {
+        refresh_controldata(h);
+        checkpoint = h->pg.cd.checkpoint_lsn;
+    }
     if (release) {
         if (mode == DEMOTE_GRACEFUL && checkpoint > 0)
             write_status_optime_only(h, checkpoint);

@@ -331,3 +331,4 @@ void ha_commands_wake(void *ud);
 void execute(Ha *h, Decision *d, const LocalState *l);
 void demote(Ha *h, DemoteMode mode);
 void demote_finish(Ha *h, DemoteMode mode, bool release);
+void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint);

@@ -164,7 +164,7 @@ static bool hand_over(Ha *h) {
     log_info("switchover: PostgreSQL stopped after %.1f s and the candidate has its shutdown checkpoint; releasing "
              "the leader key",
              (double)(now - s->began) / USEC_PER_SEC);
-    demote_finish(h, DEMOTE_GRACEFUL, true);
+    demote_finish_at(h, DEMOTE_GRACEFUL, true, checkpoint);
     /* a replica without upstream until the new leader holds the key (also when paused) */
     (void)start_postgres(h, false, NULL);
     h->next_cycle = now_monotonic();
@@ -190,7 +190,7 @@ static bool hand_over_early(Ha *h) {
              "releasing the leader key while the postmaster finishes",
              (double)(now - s->began) / USEC_PER_SEC);
     s->phase = STEPDOWN_RELEASED;
-    demote_finish(h, DEMOTE_GRACEFUL, true);
+    demote_finish_at(h, DEMOTE_GRACEFUL, true, h->pg.cd.checkpoint_lsn);
     return true;
 }
 
@@ -313,7 +313,7 @@ int stepdown_shutdown(Ha *h) {
         if (checkpoint > 0 && target_has(h, "", checkpoint, 1000)) {
             log_info("PostgreSQL shut down cleanly and a replica has its shutdown checkpoint; releasing the leader "
                      "key while the postmaster finishes");
-            demote_finish(h, DEMOTE_GRACEFUL, true);
+            demote_finish_at(h, DEMOTE_GRACEFUL, true, checkpoint);
             released = true;
         }
     }

@@ -183,6 +183,8 @@ static void expect_events_(const char *const *want, const char *file, int line) 
 
 /* The calls of a demotion after the stop (demote()): the role, its callback, pg_control. */
 #define DEMOTED "set_role(demoted)", "run_callback(on_role_change, demoted)", "refresh_controldata"
+/* ... when the caller has just read the shutdown checkpoint (a handover) */
+#define DEMOTED_AT "set_role(demoted)", "run_callback(on_role_change, demoted)"
 
 /* ------------------------------------------------------------------------------------------------
  * HA_ACQUIRE_LOCK */
@@ -667,7 +669,7 @@ static void test_switchover(void **state) {
     fake.peers[0].wal_position = 0x5000028;
     fake_events_clear();
     assert_true(stepdown_step(&t.h));
-    EXPECT_EVENTS("refresh_controldata", "probe_members", DEMOTED, "write_status_optime_only(83886080)",
+    EXPECT_EVENTS("refresh_controldata", "probe_members", DEMOTED_AT, "write_status_optime_only(83886080)",
                   "dcs_delete_leader", "dcs_get_cluster" /* the view read again: the key is no longer ours */,
                   "start_postgres(replica, -)");
     assert_false(lease_held(&t));
@@ -691,7 +693,7 @@ static void test_switchover(void **state) {
     assert_false(stepdown_between_cycles(&t.h)); /* pg_control: not yet */
     EXPECT_NO_EVENTS();
     snprintf(fake.cd.state, sizeof fake.cd.state, "shut down");
-    t.h.stepdown.next_early_look = 0; /* looked at every 20 ms */
+    t.h.stepdown.next_early_look = 0;            /* looked at every 20 ms */
     assert_false(stepdown_between_cycles(&t.h)); /* the candidate does not have it yet */
     EXPECT_EVENTS("refresh_controldata", "probe_members");
     assert_false(stepdown_between_cycles(&t.h)); /* asked again 100 ms later, not at once */
@@ -699,7 +701,7 @@ static void test_switchover(void **state) {
     fake_events_clear();
     t.h.stepdown.next_early_look = 0;
     assert_true(stepdown_between_cycles(&t.h));
-    EXPECT_EVENTS("refresh_controldata", "probe_members", DEMOTED, "write_status_optime_only(83886080)",
+    EXPECT_EVENTS("refresh_controldata", "probe_members", DEMOTED_AT, "write_status_optime_only(83886080)",
                   "dcs_delete_leader", "dcs_get_cluster");
     assert_false(lease_held(&t));
     assert_string_equal(stepdown_action(&t.h), "switchover");
