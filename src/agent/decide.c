@@ -606,6 +606,10 @@ bool decide_needs_peers(const Observation *o) {
         return false;
     bool mine = c->leader && streq(c->leader->name, o->cfg->name);
     bool failover = !failover_is_empty(&c->failover);
+    /* the named candidate of a switchover or failover takes the key without comparing itself with the others
+     * (manual_failover_no_leader): no probes, which would wait for a dead former primary's host */
+    if (!c->leader && failover && c->failover.candidate && streq(c->failover.candidate, o->cfg->name))
+        return false;
     return (!c->leader && !o->cfg->tags.nofailover) || (mine && l->start_timed_out) || (mine && failover) ||
            (!c->leader && failover);
 }
