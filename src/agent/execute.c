@@ -45,12 +45,22 @@ void demote_finish(Ha *h, DemoteMode mode, bool release) {
     lease_lost(h);
 }
 
+bool may_be_primary(const Ha *h) {
+    if (h->pg.inst.pid <= 0)
+        return false;
+    if (h->pg.st.ok)
+        return !h->pg.st.in_recovery || h->pg.promoting;
+    return streq(h->pg.role, "primary") || streq(h->pg.role, "promoted") || h->pg.promoting ||
+           (h->pg.starting && h->pg.start_as_primary);
+}
+
 /* Stop being primary at once (the lock is lost, PostgreSQL is unfit, or the DCS is gone). A planned
  * switchover does not come here: stepdown.c stops PostgreSQL while the lease is renewed. */
 void demote(Ha *h, DemoteMode mode) {
     bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
-    restart_abort(h);  /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
-    stepdown_abort(h); /* ... and a switchover's stop becomes this one */
+    publish_stopping(h); /* before anything that may block: the health checks stop saying "primary" now */
+    restart_abort(h);    /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
+    stepdown_abort(h);   /* ... and a switchover's stop becomes this one */
     int sr = stop_postgres(h, mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE ? PG_STOP_FAST : PG_STOP_IMMEDIATE,
                            demote_mode_name(mode));
     if (sr < 0) {

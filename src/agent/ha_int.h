@@ -282,6 +282,10 @@ void update_history(Ha *h);
 void update_status(Ha *h);
 void write_status_optime_only(Ha *h, long long optime);
 void publish(Ha *h);
+/* Before PostgreSQL stops on a node that is or may be the primary (a demotion, a switchover, any stop): a
+ * snapshot that no longer says "leader" (the health checks answer 503 from now on) and shows PostgreSQL as
+ * stopping, published before the first step that may block. */
+void publish_stopping(Ha *h);
 void publish_free(HaPublished *p);
 
 /* work.c */
@@ -321,6 +325,9 @@ void commands_run(Ha *h);
 void ha_commands_wake(void *ud);
 
 /* execute.c */
+/* PostgreSQL runs and is, or may be, a primary: it answers as one, or does not answer and was one, is
+ * promoting, or is starting as one. */
+bool may_be_primary(const Ha *h);
 void execute(Ha *h, Decision *d, const LocalState *l);
 void demote(Ha *h, DemoteMode mode);
 void demote_finish(Ha *h, DemoteMode mode, bool release);

@@ -191,6 +191,8 @@ static const char *stop_mode_name(PgStopMode mode) {
  * whose lease is gone is stopped without it. */
 static void before_stop(Ha *h, PgStopMode mode, const char *why) {
     const PghaConfig *cfg = cfg_of(h);
+    if (may_be_primary(h) || is_lock_holder(h))
+        publish_stopping(h); /* before the script: the health checks stop saying "primary" now */
     if (cfg->postgresql.before_stop) {
         usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
         if (h->pg.st.ok ? !h->pg.st.in_recovery : streq(h->pg.role, "primary")) {

@@ -292,7 +292,8 @@ static void test_acquire_lost_primary(void **state) {
     fake.raw_value = "node1";
     t_run(&t, HA_ACQUIRE_LOCK);
     /* someone else's: immediate stop, no key to delete, no restart */
-    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)", DEMOTED);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "publish_stopping",
+                  "stop_postgres(immediate)", DEMOTED);
     assert_non_null(strstr(t.d.message, "another member was faster"));
     assert_false(lease_held(&t));
     assert_string_equal(t.h.pg.role, "demoted");
@@ -317,7 +318,8 @@ static void test_acquire_lost_primary(void **state) {
         fake.get_raw = r;
         fake.raw_value = "node2";
         t_run(&t, HA_ACQUIRE_LOCK);
-        EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)", DEMOTED);
+        EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "publish_stopping",
+                      "stop_postgres(immediate)", DEMOTED);
         t_free(&t);
     }
 }
@@ -330,7 +332,8 @@ static void test_acquire_dcs_error_primary(void **state) {
     t_primary(&t);
     fake.acquire = -ETIMEDOUT;
     t_run(&t, HA_ACQUIRE_LOCK);
-    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "publish_stopping", "stop_postgres(fast)", DEMOTED,
+                  "start_postgres(replica, -)");
     assert_non_null(strstr(t.d.message, "fake DCS error"));
     t_free(&t);
 }
@@ -489,7 +492,7 @@ static void test_update_lock_fails(void **state) {
     t_primary(&t);
     fake.update_leader = 0;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)", DEMOTED);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED);
     assert_false(lease_held(&t));
     t_free(&t);
 
@@ -498,7 +501,8 @@ static void test_update_lock_fails(void **state) {
     t_primary(&t);
     fake.update_leader = -ETIMEDOUT;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(fast)", DEMOTED,
+                  "start_postgres(replica, -)");
     t_free(&t);
 
     /* the stop fails: the demotion stops there (the key is not ours anyway) */
@@ -507,7 +511,7 @@ static void test_update_lock_fails(void **state) {
     fake.update_leader = 0;
     fake.stop = -ETIMEDOUT;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)");
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)");
     t_free(&t);
 
     /* a replica, a paused primary: nothing to undo */
@@ -539,15 +543,16 @@ static void test_switchover(void **state) {
     snprintf(t.d.message, sizeof t.d.message, "manual failover: demoting myself");
     t_run(&t, HA_SWITCHOVER);
     /* renewed; the CHECKPOINT runs in a thread; the leader's per-cycle work (slots, /status, /sync) waits: the
-     * handover publishes what counts */
-    EXPECT_EVENTS("dcs_update_leader");
+     * handover publishes what counts; a snapshot without the leader's lease is published at once (the health
+     * checks no longer count this node as the primary from the start of the switchover) */
+    EXPECT_EVENTS("dcs_update_leader", "publish");
     assert_string_equal(stepdown_action(&t.h), "switchover");
     /* the next cycles: the CHECKPOINT is done, the stop begun and watched; the lease still ours */
     for (int i = 0; i < 500 && !atomic_load(&t.h.stepdown.checkpoint_done); i++)
         usleep_real(10 * 1000);
     fake_events_clear();
     assert_false(stepdown_step(&t.h));
-    EXPECT_EVENTS("stop_postgres_begin(fast)");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres_begin(fast)");
     assert_false(stepdown_step(&t.h)); /* still stopping */
     assert_true(lease_held(&t));
     /* PostgreSQL stopped cleanly, but the candidate does not confirm the shutdown checkpoint yet: wait
@@ -624,7 +629,7 @@ static void test_switchover(void **state) {
     t_primary(&t);
     fake.update_leader = 0;
     t_run(&t, HA_SWITCHOVER);
-    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)", DEMOTED);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED);
     t_free(&t);
 }
 
@@ -635,21 +640,21 @@ static void test_demote_modes(void **state) {
     t_primary(&t);
     t.d.demote_mode = DEMOTE_IMMEDIATE;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
     t_free(&t);
 
     T_INIT(&t, NULL, MINE);
     t_primary(&t);
     t.d.demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(immediate)", DEMOTED);
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED);
     t_free(&t);
 
     T_INIT(&t, NULL, MINE);
     t_primary(&t);
     t.d.demote_mode = DEMOTE_OFFLINE;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
     t_free(&t);
 
     /* graceful (not what a switchover uses: stepdown.c) without a checkpoint location in pg_control: no
@@ -658,7 +663,7 @@ static void test_demote_modes(void **state) {
     t_primary(&t);
     t.d.demote_mode = DEMOTE_GRACEFUL;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(fast)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(fast)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
     t_free(&t);
 
     /* the stop fails: the key is kept */
@@ -667,7 +672,7 @@ static void test_demote_modes(void **state) {
     t.d.demote_mode = DEMOTE_IMMEDIATE;
     fake.stop = -ETIMEDOUT;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(immediate)");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)");
     t_free(&t);
 }
 
