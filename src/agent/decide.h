@@ -110,6 +110,7 @@ typedef struct LockFailure {
     bool reread;                    /* the leader key was read again after a lost race... */
     const char *holder;             /* ... and named this member (NULL: nobody, or the read failed) */
     bool while_starting_as_primary; /* PostgreSQL is being started as a primary */
+    bool lease_over;                /* (executor) the lease reached its fence point meanwhile: stop at once */
 } LockFailure;
 
 /* `action` is the decision whose lock call failed: HA_ACQUIRE_LOCK or one of the renewals. */

@@ -74,6 +74,27 @@ void demote(Ha *h, DemoteMode mode) {
     }
 }
 
+bool fence_expired_lease(Ha *h) {
+    usec_t fence = lease_fence_at(h), until = h->view.lock_valid_until;
+    if (!fence || dyn_of(h)->pause)
+        return false;
+    usec_t now = now_monotonic();
+    if (now < fence || !may_be_primary(h))
+        return false;
+    if (now >= until)
+        log_error("the leader lease ran out %.1f s ago without a renewal: stopping PostgreSQL now",
+                  (double)(now - until) / USEC_PER_SEC);
+    else
+        log_error("the leader lease runs out in %.1f s without a renewal: stopping PostgreSQL now",
+                  (double)(until - now) / USEC_PER_SEC);
+    demote(h, DEMOTE_IMMEDIATE_NOLOCK);
+    if (h->pg.inst.pid <= 0) {
+        lease_lost(h);
+        (void)start_postgres(h, false, NULL); /* read-only, without upstream, until the DCS tells more */
+    }
+    return true;
+}
+
 /* pg_control of a stopped node that last ran as a replica */
 static bool was_replica_before(Ha *h) { return h->pg.have_controldata && pg_state_was_replica(h->pg.cd.state); }
 
@@ -351,6 +372,13 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
     case LOCK_FAIL_DEMOTE_OFFLINE:
         if (d->action != HA_ACQUIRE_LOCK)
             log_error("failed to update the leader lock%s%s: demoting", why ? ": " : "", why ? why : "");
+        if (a == LOCK_FAIL_DEMOTE_OFFLINE && f->lease_over) {
+            /* no time left for a fast stop: the lease ends (fence_expired_lease() does the same) */
+            demote(h, DEMOTE_IMMEDIATE_NOLOCK);
+            if (h->pg.inst.pid <= 0)
+                (void)start_postgres(h, false, NULL);
+            break;
+        }
         demote(h, a == LOCK_FAIL_DEMOTE_OFFLINE ? DEMOTE_OFFLINE : DEMOTE_IMMEDIATE_NOLOCK);
         break;
     }
@@ -379,8 +407,12 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
     usec_t sent = now_monotonic();
     int r = dcs_update_leader(h->dcs, h->view.cluster);
     if (r != 1) {
+        usec_t fence = lease_fence_at(h);
+        bool over = fence && now_monotonic() >= fence;
         lease_lost(h);
-        LockFailure f = {.dcs_error = r < 0, .while_starting_as_primary = l->pg_starting && h->pg.start_as_primary};
+        LockFailure f = {.dcs_error = r < 0,
+                         .while_starting_as_primary = l->pg_starting && h->pg.start_as_primary,
+                         .lease_over = over};
         on_lock_failure(h, d, l, &f, sent);
         return;
     }

@@ -226,12 +226,14 @@ void write_status_optime_only(Ha *h, long long optime) {
     free(json);
 }
 
-/* Does this node count as the leader for the health checks now? It holds the lock, the lease runs, and it is
- * not on its way out: no demotion, switchover or stop of PostgreSQL under way. */
+/* Does this node count as the leader for the health checks now, and until when? It holds the lock, the lease
+ * runs (until the point where a primary fences itself), and it is not on its way out: no demotion, switchover
+ * or stop of PostgreSQL under way. */
 static usec_t leader_until(const Ha *h, usec_t now) {
-    if (!is_lock_holder(h) || h->view.lock_valid_until <= now || h->pg.stopping || h->stepdown.phase != STEPDOWN_IDLE)
+    usec_t until = lease_fence_at(h); /* a primary stops then (fence_expired_lease) */
+    if (!is_lock_holder(h) || until <= now || h->pg.stopping || h->stepdown.phase != STEPDOWN_IDLE)
         return 0;
-    return h->view.lock_valid_until;
+    return until;
 }
 
 /* The snapshot of this moment; `stopping`: PostgreSQL is about to stop (a demotion, a switchover, a stop of a

@@ -532,6 +532,81 @@ static void test_update_lock_fails(void **state) {
 /* ------------------------------------------------------------------------------------------------
  * HA_SWITCHOVER, HA_DEMOTE, HA_RELEASE_LOCK */
 
+/* The lease deadline is hard (issue 12, finding 2): past the fence point (the lease's end less the margin) a
+ * primary stops at once, immediate, and comes back read-only without upstream; the cycle's DCS calls are
+ * bounded by that point. */
+static void test_lease_fence(void **state) {
+    (void)state;
+    T t;
+    usec_t margin = 2 * USEC_PER_SEC;
+
+    /* a renewal bounds the rest of the cycle's DCS calls by the new fence point */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t_run(&t, HA_UPDATE_LOCK);
+    assert_true(lease_held(&t));
+    assert_int_equal(fake.lease_deadline, t.h.view.lock_valid_until - margin);
+    /* far from the lease's end: nothing */
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+
+    /* within the margin: stopped now, before anything else; the DCS calls no longer bounded */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + margin / 2;
+    fake_events_clear();
+    assert_true(fence_expired_lease(&t.h));
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "start_postgres(replica, -)");
+    assert_int_equal(t.h.view.lock_valid_until, 0);
+    assert_int_equal(fake.lease_deadline, 0);
+    t_free(&t);
+
+    /* run out already; a primary that does not answer (its status query fails) is fenced too */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.pg.st.ok = false;
+    t.h.view.lock_valid_until = now_monotonic() - USEC_PER_SEC;
+    fake_events_clear();
+    assert_true(fence_expired_lease(&t.h));
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "start_postgres(replica, -)");
+    t_free(&t);
+
+    /* a replica holding the key (promotion not begun), a paused primary, no lease at all: nothing */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    t.h.view.lock_valid_until = now_monotonic() - USEC_PER_SEC;
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+    T_INIT(&t, "pause: true\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() - USEC_PER_SEC;
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+
+    /* the renewal failed (DCS error) with the fence point passed meanwhile: no fast stop (it could outlast the
+     * lease), the immediate one, then read-only without upstream */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + margin / 2;
+    fake.update_leader = -ETIMEDOUT;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED,
+                  "start_postgres(replica, -)");
+    t_free(&t);
+}
+
 static void test_switchover(void **state) {
     (void)state;
     T t;
@@ -890,6 +965,7 @@ int main(void) {
         cmocka_unit_test(test_update_lock_primary),
         cmocka_unit_test(test_update_lock_primary_sync),
         cmocka_unit_test(test_update_lock_fails),
+        cmocka_unit_test(test_lease_fence),
         cmocka_unit_test(test_switchover),
         cmocka_unit_test(test_demote_modes),
         cmocka_unit_test(test_release_lock),
