@@ -62,6 +62,10 @@ static bool am_leader(const Observation *o) {
 
 static bool pg_is_primary(const LocalState *l) { return l->pg_running && l->pg_ready && !l->in_recovery; }
 
+/* A primary that does not answer (its status query fails, or it is still starting as a primary): as
+ * dangerous as one that does when the lock is not ours; it is fenced (an immediate stop, escalated). */
+static bool pg_unanswering_primary(const LocalState *l) { return l->pg_running && !l->pg_ready && l->maybe_primary; }
+
 static bool sync_active(const Observation *o) {
     return o->dyn && o->dyn->synchronous_mode != SYNC_OFF && o->cluster && o->cluster->sync.leader &&
            !(o->dyn->standby_cluster && o->dyn->standby_cluster->n);
@@ -375,6 +379,10 @@ void decide(const Observation *o, Decision *d) {
         if (pg_is_primary(l) && !paused(o)) {
             d->demote_mode = DEMOTE_OFFLINE;
             set(d, HA_DEMOTE, NULL, "demoting self because DCS is not accessible and I was a leader");
+        } else if (pg_unanswering_primary(l) && !paused(o)) {
+            d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+            set(d, HA_DEMOTE, NULL,
+                "demoting self because DCS is not accessible and I was a leader (PostgreSQL does not answer)");
         } else {
             set(d, HA_NONE, NULL, "%sDCS is not accessible", pause_prefix);
         }
@@ -385,7 +393,8 @@ void decide(const Observation *o, Decision *d) {
     if (l->async_action) {
         if (am_leader(o) && strcmp(l->async_action, "bootstrap") != 0) {
             set(d, HA_UPDATE_LOCK_ONLY, NULL, "%s%s in progress", pause_prefix, l->async_action);
-        } else if (!am_leader(o) && pg_is_primary(l) && !paused(o) && strcmp(l->async_action, "bootstrap") != 0) {
+        } else if (!am_leader(o) && (pg_is_primary(l) || pg_unanswering_primary(l)) && !paused(o) &&
+                   strcmp(l->async_action, "bootstrap") != 0) {
             d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
             set(d, HA_DEMOTE, NULL, "%s in progress, but I am a primary without the lock: demoting", l->async_action);
         } else {
@@ -508,6 +517,12 @@ void decide(const Observation *o, Decision *d) {
             } else {
                 set(d, HA_UPDATE_LOCK_ONLY, NULL, "%spostgres is starting", pause_prefix);
             }
+        } else if (l->maybe_primary && !paused(o)) {
+            /* starting (or not answering) as a primary without the lock: someone else may lead already */
+            d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+            set(d, HA_DEMOTE, c->leader && !c->leader->corrupt ? c->leader->name : NULL,
+                "demoting self because I do not have the lock and PostgreSQL is starting (or not answering) as a "
+                "primary");
         } else {
             set(d, HA_NONE, NULL, "%spostgres is starting", pause_prefix);
         }
@@ -596,6 +611,9 @@ LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn,
         return LOCK_FAIL_STOP_STARTING;
     if (running_primary)
         return f->dcs_error ? LOCK_FAIL_DEMOTE_OFFLINE : LOCK_FAIL_DEMOTE_NOLOCK;
+    /* a primary that does not answer: fenced (immediate), whether the key is lost or etcd is */
+    if (l->pg_running && !l->pg_ready && l->maybe_primary && !dyn->pause)
+        return LOCK_FAIL_DEMOTE_NOLOCK;
     return LOCK_FAIL_NOTHING;
 }
 

@@ -14,7 +14,9 @@ typedef struct LocalState {
     bool data_dir_error;      /* data_dir not accessible */
     const char *sysid;        /* our system identifier, NULL when unknown */
     bool pg_running;          /* the postmaster is alive */
-    bool pg_starting;         /* spawned, not yet accepting connections */
+    bool pg_starting;         /* spawned, not yet accepting connections (or running but not answering) */
+    bool maybe_primary;       /* running, and a primary or maybe one: it answers as one, or it does not answer
+                               * and last ran as one, is promoting, or is starting as one */
     bool pg_ready;            /* the status query ran this cycle */
     bool in_recovery;         /* meaningful when pg_ready */
     long long timeline;       /* current timeline (running), or pg_control's (stopped) */

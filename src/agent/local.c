@@ -418,6 +418,7 @@ void observe_pg(Ha *h, LocalState *l) {
         watch_stop(h);
         if (h->pg.inst.pid > 0) {
             l->pg_running = true;
+            l->maybe_primary = may_be_primary(h);
             return;
         }
     }
@@ -522,6 +523,7 @@ void observe_pg(Ha *h, LocalState *l) {
     }
     if (h->pg.st.ok || h->pg.inst.pid <= 0 || h->pg.starting)
         h->pg.not_answering_since = 0;
+    l->maybe_primary = may_be_primary(h);
     l->following = h->pg.following_set ? (h->pg.following[0] ? h->pg.following : NULL) : NULL;
     /* unknown after an agent restart until the configuration is written again */
     l->following_unknown = !h->pg.following_set && h->pg.st.ok && h->pg.st.in_recovery;

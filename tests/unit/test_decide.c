@@ -262,6 +262,83 @@ static void test_tilt_and_dcs_error(void **state) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * A primary that does not answer or is still starting, without the lock or the DCS: fenced (issue 12,
+ * findings 4 and 8); the same for a primary still starting */
+
+#define PG_UNANSWERING_PRIMARY PG_STARTING, .maybe_primary = true
+
+static const DecideRow fencing_rows[] = {
+    {"DCS unreachable, a primary whose status query fails -> fenced (immediate)",
+     {.no_dcs = true, .local = {PG_UNANSWERING_PRIMARY}},
+     HA_DEMOTE,
+     DEMOTE_IMMEDIATE_NOLOCK,
+     false,
+     NULL,
+     "DCS is not accessible"},
+    {"DCS unreachable, a replica starting -> nothing",
+     {.no_dcs = true, .local = {PG_STARTING}},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "DCS is not accessible"},
+    {"DCS unreachable, paused, a primary that does not answer -> left alone",
+     {.no_dcs = true, .dyn_yaml = "pause: true\n", .local = {PG_UNANSWERING_PRIMARY}},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "PAUSE: DCS is not accessible"},
+    {"another member holds the lock, a primary whose status query fails -> fenced",
+     {.keys = {LOCKED}, .local = {PG_UNANSWERING_PRIMARY}},
+     HA_DEMOTE,
+     DEMOTE_IMMEDIATE_NOLOCK,
+     false,
+     "node1",
+     "do not have the lock"},
+    {"another member holds the lock, PostgreSQL still starting as a primary -> stopped",
+     {.keys = {LOCKED}, .local = {PG_UNANSWERING_PRIMARY, .start_timed_out = false}},
+     HA_DEMOTE,
+     DEMOTE_IMMEDIATE_NOLOCK,
+     false,
+     "node1",
+     "starting"},
+    {"nobody holds the lock (it expired), PostgreSQL starting as a primary -> stopped",
+     {.keys = {UNLOCKED}, .local = {PG_UNANSWERING_PRIMARY}},
+     HA_DEMOTE,
+     DEMOTE_IMMEDIATE_NOLOCK,
+     false,
+     "",
+     NULL},
+    {"another member holds the lock, paused, starting as a primary -> left alone",
+     {.dyn_yaml = "pause: true\n", .keys = {LOCKED}, .local = {PG_UNANSWERING_PRIMARY}},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "starting"},
+    {"another member holds the lock, a replica starting -> nothing",
+     {.keys = {LOCKED}, .local = {PG_STARTING}},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "starting"},
+    {"a restart in progress on a primary that lost the lock -> fenced",
+     {.keys = {LOCKED}, .local = {PG_UNANSWERING_PRIMARY, .async_action = "restart"}},
+     HA_DEMOTE,
+     DEMOTE_IMMEDIATE_NOLOCK,
+     false,
+     NULL,
+     "without the lock"},
+};
+
+static void test_fencing_rows(void **state) {
+    (void)state;
+    run_decide_rows(fencing_rows, ELEMENTSOF(fencing_rows));
+}
+
+/* ------------------------------------------------------------------------------------------------
  * a long action is running (§4.3 step 5) */
 
 static const DecideRow long_action_rows[] = {
@@ -1765,6 +1842,25 @@ static const LockFailureRow lock_failure_rows[] = {
      HA_UPDATE_LOCK,
      {.dcs_error = true},
      LOCK_FAIL_NOTHING},
+    {"renewal lost, a primary that does not answer: fenced",
+     false,
+     {STARTING, .maybe_primary = true},
+     HA_UPDATE_LOCK_ONLY,
+     {0},
+     LOCK_FAIL_DEMOTE_NOLOCK},
+    {"renewal failed on a DCS error, a primary that does not answer: fenced (immediate, not offline)",
+     false,
+     {STARTING, .maybe_primary = true},
+     HA_UPDATE_LOCK_ONLY,
+     {.dcs_error = true},
+     LOCK_FAIL_DEMOTE_NOLOCK},
+    {"renewal failed, a primary that does not answer, paused: left alone",
+     true,
+     {STARTING, .maybe_primary = true},
+     HA_UPDATE_LOCK_ONLY,
+     {.dcs_error = true},
+     LOCK_FAIL_NOTHING},
+    {"renewal failed, a replica starting: nothing", false, {STARTING}, HA_UPDATE_LOCK_ONLY, {0}, LOCK_FAIL_NOTHING},
 };
 
 static void test_lock_failure(void **state) {
@@ -1841,6 +1937,7 @@ static void test_needs_peers(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tilt_and_dcs_error),
+        cmocka_unit_test(test_fencing_rows),
         cmocka_unit_test(test_long_action),
         cmocka_unit_test(test_bootstrap),
         cmocka_unit_test(test_sysid),

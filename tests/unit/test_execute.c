@@ -505,6 +505,20 @@ static void test_update_lock_fails(void **state) {
                   "start_postgres(replica, -)");
     t_free(&t);
 
+    /* a running primary whose status query fails (it is taken for "starting"), the key lost or etcd gone:
+     * fenced, immediate */
+    for (int r = -ETIMEDOUT; r <= 0; r += ETIMEDOUT) {
+        T_INIT(&t, NULL, MINE);
+        t_primary(&t);
+        t.h.pg.st.ok = false;
+        t.l.pg_ready = false;
+        t.l.pg_starting = t.l.maybe_primary = true;
+        fake.update_leader = r;
+        t_run(&t, HA_UPDATE_LOCK_ONLY);
+        EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED);
+        t_free(&t);
+    }
+
     /* the stop fails: the demotion stops there (the key is not ours anyway) */
     T_INIT(&t, NULL, MINE);
     t_primary(&t);
