@@ -491,6 +491,14 @@ void decide(const Observation *o, Decision *d) {
             }
             return;
         }
+        /* primary_start_timeout 0: fail over rather than start the primary again, when someone can take over
+         * (Patroni's recover()) */
+        if (am_leader(o) && o->dyn && o->dyn->primary_start_timeout == 0 &&
+            failover_possible(o, NULL, sync_active(o))) {
+            d->demote_mode = DEMOTE_IMMEDIATE;
+            set(d, HA_DEMOTE, NULL, "stopped PostgreSQL to fail over after a crash");
+            return;
+        }
         if (am_leader(o) && l->was_primary) {
             d->as_primary = true;
             set(d, HA_START, NULL, "starting primary after failure");
@@ -620,9 +628,11 @@ LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn,
 bool decide_needs_peers(const Observation *o) {
     const Cluster *c = o->cluster;
     const LocalState *l = o->local;
-    if (!c || l->data_dir_empty || !l->pg_running || l->async_action)
+    if (!c || l->data_dir_empty || l->async_action)
         return false;
     bool mine = c->leader && streq(c->leader->name, o->cfg->name);
+    if (!l->pg_running) /* a stopped lock holder with primary_start_timeout 0 fails over when someone can */
+        return mine && o->dyn && o->dyn->primary_start_timeout == 0 && !paused(o);
     bool failover = !failover_is_empty(&c->failover);
     return (!c->leader && !o->cfg->tags.nofailover) || (mine && l->start_timed_out) || (mine && failover) ||
            (!c->leader && failover);

@@ -504,9 +504,11 @@ void observe_pg(Ha *h, LocalState *l) {
         }
     } else if (h->pg.starting) {
         set_state(h, "starting");
-        long long limit = h->pg.start_timeout > 0  ? h->pg.start_timeout
-                          : h->pg.start_as_primary ? dyn_of(h)->primary_start_timeout
-                                                   : cfg->postgresql.pg_ctl_timeout;
+        /* the lock holder's start (as a primary, or read-only to be promoted) is limited by
+         * primary_start_timeout (0: fail over at once when someone can), as in Patroni */
+        long long limit = h->pg.start_timeout > 0                       ? h->pg.start_timeout
+                          : h->pg.start_as_primary || is_lock_holder(h) ? dyn_of(h)->primary_start_timeout
+                                                                        : cfg->postgresql.pg_ctl_timeout;
         l->start_timed_out = now_monotonic() - h->pg.start_began > (usec_t)limit * USEC_PER_SEC;
     } else {
         /* running but not answering (crash recovery, or a hung server): like a start, with a limit:

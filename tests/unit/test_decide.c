@@ -263,7 +263,7 @@ static void test_tilt_and_dcs_error(void **state) {
 
 /* ------------------------------------------------------------------------------------------------
  * A primary that does not answer or is still starting, without the lock or the DCS: fenced (issue 12,
- * findings 4 and 8); the same for a primary still starting */
+ * findings 4 and 8); primary_start_timeout 0 fails over instead of starting the primary again (§4.8 recover) */
 
 #define PG_UNANSWERING_PRIMARY PG_STARTING, .maybe_primary = true
 
@@ -331,6 +331,39 @@ static const DecideRow fencing_rows[] = {
      false,
      NULL,
      "without the lock"},
+    {"primary_start_timeout 0: the stopped primary fails over when a replica can take over",
+     {.me = "node1",
+      .dyn_yaml = "primary_start_timeout: 0\n",
+      .keys = {LOCKED},
+      .local = {PG_STOPPED, .was_primary = true},
+      .peers = {PEER("node2", 5000)}},
+     HA_DEMOTE,
+     DEMOTE_IMMEDIATE,
+     false,
+     NULL,
+     "fail over after a crash"},
+    {"primary_start_timeout 0, nobody can take over -> start the primary again",
+     {.me = "node1",
+      .dyn_yaml = "primary_start_timeout: 0\n",
+      .keys = {LOCKED},
+      .local = {PG_STOPPED, .was_primary = true},
+      .peers = {{.name = "node2", .reachable = false, .failover_priority = 1}}},
+     HA_START,
+     0,
+     true,
+     NULL,
+     "starting primary after failure"},
+    {"primary_start_timeout 0, paused -> nothing (the key is released in pause)",
+     {.me = "node1",
+      .dyn_yaml = "primary_start_timeout: 0\npause: true\n",
+      .keys = {LOCKED},
+      .local = {PG_STOPPED, .was_primary = true},
+      .peers = {PEER("node2", 5000)}},
+     HA_RELEASE_LOCK,
+     0,
+     false,
+     NULL,
+     NULL},
 };
 
 static void test_fencing_rows(void **state) {
@@ -1915,6 +1948,12 @@ static const NeedsPeersRow needs_peers_rows[] = {
      true},
     {"mine, a switchover", {.me = "node1", .keys = {LOCKED, K_FAILOVER_TO_N3}, .local = {PG_PRIMARY}}, true},
     {"mine, an empty failover key", {.me = "node1", .keys = {LOCKED, K_FAILOVER("{}")}, .local = {PG_PRIMARY}}, false},
+    {"mine, PostgreSQL stopped, primary_start_timeout 0: fail over if someone can",
+     {.me = "node1", .dyn_yaml = "primary_start_timeout: 0\n", .keys = {LOCKED}, .local = {PG_STOPPED}},
+     true},
+    {"mine, PostgreSQL stopped, the default primary_start_timeout: a start",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_STOPPED}},
+     false},
 };
 
 static void test_needs_peers(void **state) {
