@@ -404,8 +404,11 @@ static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
 /* HA_UPDATE_LOCK, HA_UPDATE_LOCK_ONLY, HA_SWITCHOVER, HA_CLEAR_FAILOVER: renew, then the action's own part;
  * the leader's per-cycle work (slots, /status, /history, synchronous replication) follows a renewal. */
 static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
+    /* before a promotion, a one-off: the compare-and-set on etcd, not the keepalive alone that the cached
+     * view would allow (it may predate a deletion of the key) */
+    bool promote = d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->pg.promoting;
     usec_t sent = now_monotonic();
-    int r = dcs_update_leader(h->dcs, h->view.cluster);
+    int r = dcs_update_leader(h->dcs, promote ? NULL : h->view.cluster);
     if (r != 1) {
         usec_t fence = lease_fence_at(h);
         bool over = fence && now_monotonic() >= fence;
@@ -417,7 +420,7 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         return;
     }
     lease_renewed(h, sent);
-    if (d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->pg.promoting) {
+    if (promote) {
         promote_with_lock(h, d);
     } else if (d->action == HA_SWITCHOVER) {
         log_info("%s", d->message);

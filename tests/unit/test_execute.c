@@ -388,11 +388,20 @@ static void test_update_lock_primary(void **state) {
     EXPECT_EVENTS("dcs_update_leader");
     t_free(&t);
 
-    /* a replica holding the key promotes */
+    /* a replica holding the key promotes, after the compare-and-set on etcd (no view: the cached key, whose
+     * keepalive alone would do for a renewal, may have been deleted since) */
     T_INIT(&t, NULL, MINE);
     t_replica(&t);
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "promote_postgres");
+    EXPECT_EVENTS("dcs_update_leader(no view)", "promote_postgres");
+    t_free(&t);
+    /* ... and does not when the key is not ours any more */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    fake.update_leader = 0;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader(no view)");
+    assert_false(lease_held(&t));
     t_free(&t);
 }
 
@@ -528,12 +537,12 @@ static void test_update_lock_fails(void **state) {
     EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)");
     t_free(&t);
 
-    /* a replica, a paused primary: nothing to undo */
+    /* a replica (about to promote: no view), a paused primary: nothing to undo */
     T_INIT(&t, NULL, MINE);
     t_replica(&t);
     fake.update_leader = 0;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader");
+    EXPECT_EVENTS("dcs_update_leader(no view)");
     t_free(&t);
     T_INIT(&t, "pause: true\n", MINE);
     t_primary(&t);
