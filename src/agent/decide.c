@@ -62,6 +62,10 @@ static bool am_leader(const Observation *o) {
 
 static bool pg_is_primary(const LocalState *l) { return l->pg_running && l->pg_ready && !l->in_recovery; }
 
+/* A primary that does not answer (its status query fails, or it is still starting as a primary): as
+ * dangerous as one that does when the lock is not ours; it is fenced (an immediate stop, escalated). */
+static bool pg_unanswering_primary(const LocalState *l) { return l->pg_running && !l->pg_ready && l->maybe_primary; }
+
 static bool sync_active(const Observation *o) {
     return o->dyn && o->dyn->synchronous_mode != SYNC_OFF && o->cluster && o->cluster->sync.leader &&
            !(o->dyn->standby_cluster && o->dyn->standby_cluster->n);
@@ -375,6 +379,10 @@ void decide(const Observation *o, Decision *d) {
         if (pg_is_primary(l) && !paused(o)) {
             d->demote_mode = DEMOTE_OFFLINE;
             set(d, HA_DEMOTE, NULL, "demoting self because DCS is not accessible and I was a leader");
+        } else if (pg_unanswering_primary(l) && !paused(o)) {
+            d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+            set(d, HA_DEMOTE, NULL,
+                "demoting self because DCS is not accessible and I was a leader (PostgreSQL does not answer)");
         } else {
             set(d, HA_NONE, NULL, "%sDCS is not accessible", pause_prefix);
         }
@@ -385,7 +393,8 @@ void decide(const Observation *o, Decision *d) {
     if (l->async_action) {
         if (am_leader(o) && strcmp(l->async_action, "bootstrap") != 0) {
             set(d, HA_UPDATE_LOCK_ONLY, NULL, "%s%s in progress", pause_prefix, l->async_action);
-        } else if (!am_leader(o) && pg_is_primary(l) && !paused(o) && strcmp(l->async_action, "bootstrap") != 0) {
+        } else if (!am_leader(o) && (pg_is_primary(l) || pg_unanswering_primary(l)) && !paused(o) &&
+                   strcmp(l->async_action, "bootstrap") != 0) {
             d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
             set(d, HA_DEMOTE, NULL, "%s in progress, but I am a primary without the lock: demoting", l->async_action);
         } else {
@@ -482,6 +491,14 @@ void decide(const Observation *o, Decision *d) {
             }
             return;
         }
+        /* primary_start_timeout 0: fail over rather than start the primary again, when someone can take over
+         * (Patroni's recover()) */
+        if (am_leader(o) && o->dyn && o->dyn->primary_start_timeout == 0 &&
+            failover_possible(o, NULL, sync_active(o))) {
+            d->demote_mode = DEMOTE_IMMEDIATE;
+            set(d, HA_DEMOTE, NULL, "stopped PostgreSQL to fail over after a crash");
+            return;
+        }
         if (am_leader(o) && l->was_primary) {
             d->as_primary = true;
             set(d, HA_START, NULL, "starting primary after failure");
@@ -508,6 +525,12 @@ void decide(const Observation *o, Decision *d) {
             } else {
                 set(d, HA_UPDATE_LOCK_ONLY, NULL, "%spostgres is starting", pause_prefix);
             }
+        } else if (l->maybe_primary && !paused(o)) {
+            /* starting (or not answering) as a primary without the lock: someone else may lead already */
+            d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+            set(d, HA_DEMOTE, c->leader && !c->leader->corrupt ? c->leader->name : NULL,
+                "demoting self because I do not have the lock and PostgreSQL is starting (or not answering) as a "
+                "primary");
         } else {
             set(d, HA_NONE, NULL, "%spostgres is starting", pause_prefix);
         }
@@ -596,15 +619,20 @@ LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn,
         return LOCK_FAIL_STOP_STARTING;
     if (running_primary)
         return f->dcs_error ? LOCK_FAIL_DEMOTE_OFFLINE : LOCK_FAIL_DEMOTE_NOLOCK;
+    /* a primary that does not answer: fenced (immediate), whether the key is lost or etcd is */
+    if (l->pg_running && !l->pg_ready && l->maybe_primary && !dyn->pause)
+        return LOCK_FAIL_DEMOTE_NOLOCK;
     return LOCK_FAIL_NOTHING;
 }
 
 bool decide_needs_peers(const Observation *o) {
     const Cluster *c = o->cluster;
     const LocalState *l = o->local;
-    if (!c || l->data_dir_empty || !l->pg_running || l->async_action)
+    if (!c || l->data_dir_empty || l->async_action)
         return false;
     bool mine = c->leader && streq(c->leader->name, o->cfg->name);
+    if (!l->pg_running) /* a stopped lock holder with primary_start_timeout 0 fails over when someone can */
+        return mine && o->dyn && o->dyn->primary_start_timeout == 0 && !paused(o);
     bool failover = !failover_is_empty(&c->failover);
     /* the named candidate of a switchover or failover takes the key without comparing itself with the others
      * (manual_failover_no_leader): no probes, which would wait for a dead former primary's host */

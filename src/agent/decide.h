@@ -14,7 +14,9 @@ typedef struct LocalState {
     bool data_dir_error;      /* data_dir not accessible */
     const char *sysid;        /* our system identifier, NULL when unknown */
     bool pg_running;          /* the postmaster is alive */
-    bool pg_starting;         /* spawned, not yet accepting connections */
+    bool pg_starting;         /* spawned, not yet accepting connections (or running but not answering) */
+    bool maybe_primary;       /* running, and a primary or maybe one: it answers as one, or it does not answer
+                               * and last ran as one, is promoting, or is starting as one */
     bool pg_ready;            /* the status query ran this cycle */
     bool in_recovery;         /* meaningful when pg_ready */
     long long timeline;       /* current timeline (running), or pg_control's (stopped) */
@@ -110,6 +112,7 @@ typedef struct LockFailure {
     bool reread;                    /* the leader key was read again after a lost race... */
     const char *holder;             /* ... and named this member (NULL: nobody, or the read failed) */
     bool while_starting_as_primary; /* PostgreSQL is being started as a primary */
+    bool lease_over;                /* (executor) the lease reached its fence point meanwhile: stop at once */
 } LockFailure;
 
 /* `action` is the decision whose lock call failed: HA_ACQUIRE_LOCK or one of the renewals. */

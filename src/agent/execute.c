@@ -51,12 +51,22 @@ void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint
     lease_lost(h);
 }
 
+bool may_be_primary(const Ha *h) {
+    if (h->pg.inst.pid <= 0)
+        return false;
+    if (h->pg.st.ok)
+        return !h->pg.st.in_recovery || h->pg.promoting;
+    return streq(h->pg.role, "primary") || streq(h->pg.role, "promoted") || h->pg.promoting ||
+           (h->pg.starting && h->pg.start_as_primary);
+}
+
 /* Stop being primary at once (the lock is lost, PostgreSQL is unfit, or the DCS is gone). A planned
  * switchover does not come here: stepdown.c stops PostgreSQL while the lease is renewed. */
 void demote(Ha *h, DemoteMode mode) {
     bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
-    restart_abort(h);  /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
-    stepdown_abort(h); /* ... and a switchover's stop becomes this one */
+    publish_stopping(h); /* before anything that may block: the health checks stop saying "primary" now */
+    restart_abort(h);    /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
+    stepdown_abort(h);   /* ... and a switchover's stop becomes this one */
     int sr = stop_postgres(h, mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE ? PG_STOP_FAST : PG_STOP_IMMEDIATE,
                            demote_mode_name(mode));
     if (sr < 0) {
@@ -68,6 +78,27 @@ void demote(Ha *h, DemoteMode mode) {
         /* read-only, without upstream, until the DCS comes back */
         (void)start_postgres(h, false, NULL);
     }
+}
+
+bool fence_expired_lease(Ha *h) {
+    usec_t fence = lease_fence_at(h), until = h->view.lock_valid_until;
+    if (!fence || dyn_of(h)->pause)
+        return false;
+    usec_t now = now_monotonic();
+    if (now < fence || !may_be_primary(h))
+        return false;
+    if (now >= until)
+        log_error("the leader lease ran out %.1f s ago without a renewal: stopping PostgreSQL now",
+                  (double)(now - until) / USEC_PER_SEC);
+    else
+        log_error("the leader lease runs out in %.1f s without a renewal: stopping PostgreSQL now",
+                  (double)(until - now) / USEC_PER_SEC);
+    demote(h, DEMOTE_IMMEDIATE_NOLOCK);
+    if (h->pg.inst.pid <= 0) {
+        lease_lost(h);
+        (void)start_postgres(h, false, NULL); /* read-only, without upstream, until the DCS tells more */
+    }
+    return true;
 }
 
 /* pg_control of a stopped node that last ran as a replica */
@@ -347,6 +378,13 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
     case LOCK_FAIL_DEMOTE_OFFLINE:
         if (d->action != HA_ACQUIRE_LOCK)
             log_error("failed to update the leader lock%s%s: demoting", why ? ": " : "", why ? why : "");
+        if (a == LOCK_FAIL_DEMOTE_OFFLINE && f->lease_over) {
+            /* no time left for a fast stop: the lease ends (fence_expired_lease() does the same) */
+            demote(h, DEMOTE_IMMEDIATE_NOLOCK);
+            if (h->pg.inst.pid <= 0)
+                (void)start_postgres(h, false, NULL);
+            break;
+        }
         demote(h, a == LOCK_FAIL_DEMOTE_OFFLINE ? DEMOTE_OFFLINE : DEMOTE_IMMEDIATE_NOLOCK);
         break;
     }
@@ -372,16 +410,23 @@ static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
 /* HA_UPDATE_LOCK, HA_UPDATE_LOCK_ONLY, HA_SWITCHOVER, HA_CLEAR_FAILOVER: renew, then the action's own part;
  * the leader's per-cycle work (slots, /status, /history, synchronous replication) follows a renewal. */
 static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
+    /* before a promotion, a one-off: the compare-and-set on etcd, not the keepalive alone that the cached
+     * view would allow (it may predate a deletion of the key) */
+    bool promote = d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->pg.promoting;
     usec_t sent = now_monotonic();
-    int r = dcs_update_leader(h->dcs, h->view.cluster);
+    int r = dcs_update_leader(h->dcs, promote ? NULL : h->view.cluster);
     if (r != 1) {
+        usec_t fence = lease_fence_at(h);
+        bool over = fence && now_monotonic() >= fence;
         lease_lost(h);
-        LockFailure f = {.dcs_error = r < 0, .while_starting_as_primary = l->pg_starting && h->pg.start_as_primary};
+        LockFailure f = {.dcs_error = r < 0,
+                         .while_starting_as_primary = l->pg_starting && h->pg.start_as_primary,
+                         .lease_over = over};
         on_lock_failure(h, d, l, &f, sent);
         return;
     }
     lease_renewed(h, sent);
-    if (d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->pg.promoting) {
+    if (promote) {
         promote_with_lock(h, d);
     } else if (d->action == HA_SWITCHOVER) {
         log_info("%s", d->message);

@@ -33,10 +33,17 @@ void ha_commands_wake(void *ud) {
 
 static void run_cycle(Ha *h, bool stale) {
     h->tilt = stale;
+    /* the lease deadline is hard: checked before each step that may block (TILT never suppresses it); the
+     * cycle's DCS calls end by it (dcs_set_lease_deadline), and after the first failure the rest of them are
+     * not tried: each could take retry_timeout */
+    dcs_set_fail_fast(true);
+    (void)fence_expired_lease(h);
     usec_t now = now_monotonic();
     const usec_t began = now;
     /* 1. the cluster view */
     view_read_cluster(h, now);
+    (void)fence_expired_lease(h);
+    now = now_monotonic(); /* the read may have waited (for the watch cache) */
     if (h->view.cluster)
         update_enforce_hsf(h);
 
@@ -106,6 +113,7 @@ static void run_cycle(Ha *h, bool stale) {
     if (!h->fatal)
         execute(h, &d, &l);
     free(peers);
+    (void)fence_expired_lease(h);
     /* a scheduled restart, in a cluster with a leader (spec §4.3 step 12) */
     if (!h->fatal && !stale && h->view.cluster && h->view.cluster->leader)
         restart_evaluate_scheduled(h);
@@ -120,6 +128,7 @@ static void run_cycle(Ha *h, bool stale) {
             apply_config_changes(h);
 
     /* 5. our member key, the snapshot, the summary line */
+    (void)fence_expired_lease(h);
     if (h->view.cluster && !h->fatal && !stale) {
         /* re-read what the action changed (role, lsn) before publishing */
         if (d.action != HA_NONE && h->pg.inst.pid > 0 && !h->pg.starting) {
@@ -135,6 +144,7 @@ static void run_cycle(Ha *h, bool stale) {
     else
         log_info("%s", d.message);
     sdn_watchdog();
+    dcs_set_fail_fast(false);
 }
 
 /* A switchover or failover may hand over to this replica: the leader asks for its WAL position (GET /patroni)
@@ -321,10 +331,15 @@ int ha_run(Ha *h) {
     h->next_cycle = now_monotonic();
     h->last_cycle = 0;
     while (!a->stopping && !h->fatal) {
+        if (fence_expired_lease(h))
+            publish(h);
         usec_t now = now_monotonic();
         bool due = now >= h->next_cycle;
         if (!due) {
             usec_t wait = h->next_cycle - now;
+            usec_t fence = lease_fence_at(h); /* wake up for the lease's end even when no cycle is due */
+            if (fence && fence > now && fence - now < wait)
+                wait = fence - now;
             /* while PostgreSQL starts or promotes, look often: that is where failover time goes */
             usec_t fast = h->pg.promoting ? 20 * USEC_PER_MSEC : 100 * USEC_PER_MSEC;
             bool busy = h->pg.starting || h->pg.promoting || h->work.bootstrap_pending || switchover_candidate(h) ||

@@ -228,8 +228,16 @@ bool use_slots(const Ha *h);
 const Member *member_by_name(const Ha *h, const char *name);
 bool member_host_port(const Member *m, char *host, size_t hostlen, int *port);
 bool is_lock_holder(const Ha *h);
+/* The lease counts from the renewal's send time (taken before the call, so before any wait for the
+ * connection); it also caps the HA thread's DCS calls (dcs_set_lease_deadline) at lease_fence_at(). */
 void lease_renewed(Ha *h, usec_t sent_at);
 void lease_lost(Ha *h);
+/* The lease deadline is hard: a primary stops this long before its lease runs out (2 s, at most ttl/4), so
+ * that it has stopped taking writes by the time anyone else can take the key. */
+usec_t lease_fence_margin(const Ha *h);
+/* lock_valid_until less that margin (monotonic), or 0 without a lease: when a primary is fenced, the end of
+ * its DCS calls' time, and the end of its "leader" answers to health checks. */
+usec_t lease_fence_at(const Ha *h);
 void view_read_cluster(Ha *h, usec_t now);
 void refresh_dynamic_config(Ha *h);
 void view_reread(Ha *h);
@@ -289,6 +297,10 @@ void update_history(Ha *h);
 void update_status(Ha *h);
 void write_status_optime_only(Ha *h, long long optime);
 void publish(Ha *h);
+/* Before PostgreSQL stops on a node that is or may be the primary (a demotion, a switchover, any stop): a
+ * snapshot that no longer says "leader" (the health checks answer 503 from now on) and shows PostgreSQL as
+ * stopping, published before the first step that may block. */
+void publish_stopping(Ha *h);
 void publish_free(HaPublished *p);
 
 /* work.c */
@@ -328,6 +340,13 @@ void commands_run(Ha *h);
 void ha_commands_wake(void *ud);
 
 /* execute.c */
+/* PostgreSQL runs and is, or may be, a primary: it answers as one, or does not answer and was one, is
+ * promoting, or is starting as one. */
+bool may_be_primary(const Ha *h);
+/* The hard lease deadline: past lease_fence_at(), a primary (not paused) is stopped at once (immediate, then
+ * SIGKILL; restarted read-only without upstream), whatever the cycle was doing, TILT or not. Returns true
+ * when it fenced. Called before each step of a cycle that may block, and between cycles. */
+bool fence_expired_lease(Ha *h);
 void execute(Ha *h, Decision *d, const LocalState *l);
 void demote(Ha *h, DemoteMode mode);
 void demote_finish(Ha *h, DemoteMode mode, bool release);

@@ -191,6 +191,8 @@ static const char *stop_mode_name(PgStopMode mode) {
  * whose lease is gone is stopped without it. */
 static void before_stop(Ha *h, PgStopMode mode, const char *why) {
     const PghaConfig *cfg = cfg_of(h);
+    if (may_be_primary(h) || is_lock_holder(h))
+        publish_stopping(h); /* before the script: the health checks stop saying "primary" now */
     if (cfg->postgresql.before_stop) {
         usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
         if (h->pg.st.ok ? !h->pg.st.in_recovery : streq(h->pg.role, "primary")) {
@@ -416,6 +418,7 @@ void observe_pg(Ha *h, LocalState *l) {
         watch_stop(h);
         if (h->pg.inst.pid > 0) {
             l->pg_running = true;
+            l->maybe_primary = may_be_primary(h);
             return;
         }
     }
@@ -501,9 +504,11 @@ void observe_pg(Ha *h, LocalState *l) {
         }
     } else if (h->pg.starting) {
         set_state(h, "starting");
-        long long limit = h->pg.start_timeout > 0  ? h->pg.start_timeout
-                          : h->pg.start_as_primary ? dyn_of(h)->primary_start_timeout
-                                                   : cfg->postgresql.pg_ctl_timeout;
+        /* the lock holder's start (as a primary, or read-only to be promoted) is limited by
+         * primary_start_timeout (0: fail over at once when someone can), as in Patroni */
+        long long limit = h->pg.start_timeout > 0                       ? h->pg.start_timeout
+                          : h->pg.start_as_primary || is_lock_holder(h) ? dyn_of(h)->primary_start_timeout
+                                                                        : cfg->postgresql.pg_ctl_timeout;
         l->start_timed_out = now_monotonic() - h->pg.start_began > (usec_t)limit * USEC_PER_SEC;
     } else {
         /* running but not answering (crash recovery, or a hung server): like a start, with a limit:
@@ -520,6 +525,7 @@ void observe_pg(Ha *h, LocalState *l) {
     }
     if (h->pg.st.ok || h->pg.inst.pid <= 0 || h->pg.starting)
         h->pg.not_answering_since = 0;
+    l->maybe_primary = may_be_primary(h);
     l->following = h->pg.following_set ? (h->pg.following[0] ? h->pg.following : NULL) : NULL;
     /* unknown after an agent restart until the configuration is written again */
     l->following_unknown = !h->pg.following_set && h->pg.st.ok && h->pg.st.in_recovery;

@@ -226,15 +226,28 @@ void write_status_optime_only(Ha *h, long long optime) {
     free(json);
 }
 
-void publish(Ha *h) {
+/* Does this node count as the leader for the health checks now, and until when? It holds the lock, the lease
+ * runs (until the point where a primary fences itself), and it is not on its way out: no demotion, switchover
+ * or stop of PostgreSQL under way. */
+static usec_t leader_until(const Ha *h, usec_t now) {
+    usec_t until = lease_fence_at(h); /* a primary stops then (fence_expired_lease) */
+    if (!is_lock_holder(h) || until <= now || h->pg.stopping || h->stepdown.phase != STEPDOWN_IDLE)
+        return 0;
+    return until;
+}
+
+/* The snapshot of this moment; `stopping`: PostgreSQL is about to stop (a demotion, a switchover, a stop of a
+ * primary), so it is published as stopping already, without the leader's lease and without WAL positions
+ * (peers count it as not running, as Patroni's do when its status query fails during a stop). */
+static Snapshot *build(Ha *h, bool stopping) {
     const PghaConfig *cfg = cfg_of(h);
     Snapshot *s = snapshot_new();
     s->scope = xstrdup(cfg->scope);
     s->name = xstrdup(cfg->name);
-    s->state = xstrdup(h->pg.state);
+    s->state = xstrdup(stopping && !streq(h->pg.state, "restarting") ? "stopping" : h->pg.state);
     s->role = xstrdup(h->pg.role);
-    s->pg_running = h->pg.st.ok;
-    if (h->pg.st.ok) {
+    s->pg_running = h->pg.st.ok && !stopping;
+    if (s->pg_running) {
         s->server_version = h->pg.st.server_version;
         s->postmaster_start_time = xstrdup(h->pg.st.postmaster_start_str);
         s->postmaster_start_epoch = h->pg.st.postmaster_start_time;
@@ -263,8 +276,8 @@ void publish(Ha *h) {
         s->scheduled_restart = cJSON_Duplicate(h->restart.scheduled, true);
         cJSON_DeleteItemFromObjectCaseSensitive(s->scheduled_restart, "postmaster_start_time");
     }
-    s->is_leader = h->view.lock_valid_until > now && is_lock_holder(h);
-    if (h->view.cluster && h->view.cluster->sync.leader && h->pg.st.ok && h->pg.st.in_recovery &&
+    s->leader_until = stopping ? 0 : leader_until(h, now);
+    if (h->view.cluster && h->view.cluster->sync.leader && s->pg_running && h->pg.st.in_recovery &&
         sync_matches(&h->view.cluster->sync, cfg->name) && !strcaseeq(h->view.cluster->sync.leader, cfg->name)) {
         s->sync_standby = true;
         s->quorum_standby = dyn_of(h)->synchronous_mode == SYNC_QUORUM;
@@ -277,12 +290,16 @@ void publish(Ha *h) {
     s->ttl = ttl_s(h);
     s->loop_wait = loop_wait_s(h);
     s->published = now;
-    if (s->is_leader)
+    if (is_lock_holder(h) && h->view.lock_valid_until > now)
         s->lease_renewed_at = h->view.lock_valid_until - (usec_t)ttl_s(h) * USEC_PER_SEC;
     s->counters = h->counters;
     dcs_get_stats(h->dcs, &s->dcs_stats);
-    snapshot_publish(s);
+    return s;
 }
+
+void publish(Ha *h) { snapshot_publish(build(h, false)); }
+
+void publish_stopping(Ha *h) { snapshot_publish(build(h, true)); }
 
 void publish_free(HaPublished *p) {
     free(p->last_status);

@@ -59,7 +59,11 @@ typedef struct Snapshot {
     cJSON *scheduled_restart;      /* the scheduled restart without postmaster_start_time, or NULL */
     cJSON *pending_restart_reason; /* {"<guc>": {"old_value": .., "new_value": ..}} or NULL */
     bool watchdog_failed;
-    bool is_leader; /* holds the lock, renewed less than ttl ago */
+    /* monotonic: until then this node counts as the leader (it holds the lock and its lease runs until then,
+     * less the margin by which a primary stops early: lease_fence_at()); 0 while it is not the leader or is
+     * demoting or stopping. Evaluated per request (snapshot_is_leader): a snapshot published before the lease
+     * ran out stops saying "leader" when it does, however long the HA thread is held up. */
+    usec_t leader_until;
     bool has_optime;
     long long cluster_optime; /* /status optime */
     bool standby_cluster;
@@ -76,6 +80,8 @@ typedef struct Snapshot {
 Snapshot *snapshot_new(void);
 Snapshot *snapshot_ref(Snapshot *s);
 void snapshot_unref(Snapshot *s);
+
+static inline bool snapshot_is_leader(const Snapshot *s, usec_t now) { return s->leader_until > now; }
 
 /* The published one: publish takes ownership of s; current returns a reference (or NULL). */
 void snapshot_publish(Snapshot *s);

@@ -70,6 +70,7 @@ void stepdown_begin(Ha *h, const char *candidate) {
         s->phase = STEPDOWN_CHECKPOINT; /* the next step stops at once */
         s->began -= (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC + 1;
     }
+    publish(h); /* from now on the health checks no longer count this node as the leader */
 }
 
 void stepdown_abort(Ha *h) {
@@ -227,6 +228,7 @@ bool stepdown_step(Ha *h) {
         /* no escalation to an immediate stop while the lease is ours: a clean stop is what makes the
          * handover safe, and there is no hurry */
         local_set_stop_patience(h, true);
+        publish_stopping(h);
         if (stop_postgres_begin(h, PG_STOP_FAST, "switchover") < 0) {
             s->phase = STEPDOWN_IDLE;
             local_set_stop_patience(h, false);

@@ -102,9 +102,25 @@ void lease_renewed(Ha *h, usec_t sent_at) {
     if (since && since < sent_at)
         sent_at = since;
     h->view.lock_valid_until = sent_at + (usec_t)ttl_s(h) * USEC_PER_SEC;
+    dcs_set_lease_deadline(lease_fence_at(h));
 }
 
-void lease_lost(Ha *h) { h->view.lock_valid_until = 0; }
+void lease_lost(Ha *h) {
+    h->view.lock_valid_until = 0;
+    dcs_set_lease_deadline(0);
+}
+
+usec_t lease_fence_margin(const Ha *h) {
+    usec_t margin = 2 * USEC_PER_SEC, quarter = (usec_t)ttl_s(h) * USEC_PER_SEC / 4;
+    return margin < quarter ? margin : quarter;
+}
+
+usec_t lease_fence_at(const Ha *h) {
+    usec_t until = h->view.lock_valid_until, margin = lease_fence_margin(h);
+    if (!until)
+        return 0;
+    return until > margin ? until - margin : 1;
+}
 
 /* Step 1 of a cycle: the cluster view (the watch cache or a read), the dynamic configuration in it,
  * and the last view with a leader for the candidate set of the next race. */

@@ -34,6 +34,14 @@ void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout);
 /* Cap the deadline (monotonic, usec) of every request the calling thread makes from now on, on top of
  * retry_timeout; 0 removes the cap. The HA loop bounds a REST command's calls by its next cycle. */
 void dcs_set_call_deadline(usec_t deadline);
+/* A second cap of the same kind, kept by the HA loop at the point where its leader lease ends for it
+ * (lease_fence_at(); 0: no lease): a call that would end later is useless, the primary stops then. It also
+ * bounds the wait for the connection (req_lock, which the watch's rebuild holds for up to retry_timeout) and
+ * for the watch cache. */
+void dcs_set_lease_deadline(usec_t deadline);
+/* The calling thread's "one failure ends it" mode (the HA cycle): once a request found etcd unreachable (or
+ * ran into a deadline), every further call fails at once (-ETIMEDOUT) until the mode is set again. */
+void dcs_set_fail_fast(bool on);
 
 /* Find the API version, discover the etcd members, authenticate. */
 int dcs_connect(Dcs *d);

@@ -252,7 +252,8 @@ Cluster *etcd3_cluster_of(const Dcs *d, const DcsKv *kvs, size_t n, long long re
 
 int dcs_read_cluster(Dcs *d, bool linearizable, Cluster **ret) {
     *ret = NULL;
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     DcsKv *kvs = NULL;
     size_t n = 0;
     long long rev = 0;
@@ -326,14 +327,16 @@ static int refresh_lease_locked(Dcs *d, bool force) {
 usec_t dcs_lease_refreshed_at(Dcs *d) { return d->lease_id ? d->lease_refreshed : 0; }
 
 int dcs_refresh_lease(Dcs *d, bool force) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     int r = refresh_lease_locked(d, force);
     pthread_mutex_unlock(&d->req_lock);
     return r;
 }
 
 int dcs_revoke_lease(Dcs *d) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     int r = 1;
     if (d->lease_id) {
         cJSON *req = etcd3_lease_request(d->lease_id);
@@ -410,7 +413,8 @@ static int cas_txn_locked(Dcs *d, cJSON *t, const char *key, const char *value, 
 }
 
 int dcs_attempt_to_acquire_leader(Dcs *d) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, "leader");
     int r = refresh_lease_locked(d, false);
     for (int attempt = 0; r >= 0 && attempt < 2; attempt++) {
@@ -432,14 +436,10 @@ int dcs_update_leader(Dcs *d, const Cluster *c) {
     /* The renewal as a whole (waiting for the connection the watch may be using, the keepalive and
      * the txn) fits in retry_timeout: the timing rule loop_wait + 2*retry_timeout <= ttl counts on it. */
     usec_t deadline = now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += d->retry_timeout;
-    if (pthread_mutex_timedlock(&d->req_lock, &until) != 0) {
-        etcd3_set_error(d, "the etcd connection stayed busy for retry_timeout (%d s)", (int)d->retry_timeout);
-        return -ETIMEDOUT;
-    }
-    d->op_deadline = deadline;
+    int lr = etcd3_req_lock(d, deadline); /* also no longer than the caller's (lease) deadline */
+    if (lr < 0)
+        return lr;
+    d->op_deadline = etcd3_caller_deadline(deadline);
     _cleanup_free_ char *key = full_key(d, "leader");
     int r = refresh_lease_locked(d, true);
     if (r >= 0) {
@@ -472,7 +472,8 @@ int dcs_update_leader(Dcs *d, const Cluster *c) {
 }
 
 int dcs_delete_leader(Dcs *d) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, "leader");
     cJSON *del = etcd3_key_request(key, NULL);
     cJSON *t = etcd3_txn(etcd3_compare_value(key, d->name), del, "request_delete_range", NULL);
@@ -482,7 +483,8 @@ int dcs_delete_leader(Dcs *d) {
 }
 
 int dcs_take_leader(Dcs *d) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, "leader");
     int r = refresh_lease_locked(d, false);
     if (r >= 0)
@@ -492,7 +494,8 @@ int dcs_take_leader(Dcs *d) {
 }
 
 int dcs_touch_member(Dcs *d, const char *json) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *rel = xasprintf("members/%s", d->name);
     _cleanup_free_ char *key = full_key(d, rel);
     int r = refresh_lease_locked(d, false);
@@ -527,7 +530,8 @@ int dcs_touch_member(Dcs *d, const char *json) {
 }
 
 int dcs_initialize(Dcs *d, bool create_new, const char *sysid) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, "initialize");
     const char *value = sysid ? sysid : "";
     int r;
@@ -543,7 +547,8 @@ int dcs_initialize(Dcs *d, bool create_new, const char *sysid) {
 }
 
 int dcs_cancel_initialization(Dcs *d) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, "initialize");
     int r = delete_locked(d, key, NULL);
     pthread_mutex_unlock(&d->req_lock);
@@ -551,7 +556,8 @@ int dcs_cancel_initialization(Dcs *d) {
 }
 
 static int cas_put(Dcs *d, const char *rel, const char *json, long long version, long long *ret_rev) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, rel);
     int r;
     long long rev = 0;
@@ -580,7 +586,8 @@ int dcs_set_status(Dcs *d, const char *json) { return cas_put(d, "status", json,
 int dcs_set_failsafe(Dcs *d, const char *json) { return cas_put(d, "failsafe", json, 0, NULL); }
 
 int dcs_delete_sync_state(Dcs *d, long long version) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, "sync");
     int r;
     if (version > 0) {
@@ -595,7 +602,8 @@ int dcs_delete_sync_state(Dcs *d, long long version) {
 }
 
 int dcs_delete_cluster(Dcs *d) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     int r = delete_locked(d, d->prefix_key, d->range_end);
     pthread_mutex_unlock(&d->req_lock);
     if (r == 1)
@@ -604,7 +612,8 @@ int dcs_delete_cluster(Dcs *d) {
 }
 
 int dcs_put_raw(Dcs *d, const char *rel_key, const char *value, bool with_lease) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, rel_key);
     int r = with_lease ? refresh_lease_locked(d, false) : 1;
     if (r >= 0)
@@ -614,7 +623,8 @@ int dcs_put_raw(Dcs *d, const char *rel_key, const char *value, bool with_lease)
 }
 
 int dcs_delete_raw(Dcs *d, const char *rel_key) {
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, rel_key);
     int r = delete_locked(d, key, NULL);
     pthread_mutex_unlock(&d->req_lock);
@@ -623,7 +633,8 @@ int dcs_delete_raw(Dcs *d, const char *rel_key) {
 
 int dcs_get_raw(Dcs *d, const char *rel_key, char **ret_value, long long *ret_mod_revision) {
     *ret_value = NULL;
-    pthread_mutex_lock(&d->req_lock);
+    if (etcd3_req_lock(d, 0) < 0)
+        return -ETIMEDOUT;
     _cleanup_free_ char *key = full_key(d, rel_key);
     cJSON *req = etcd3_key_request(key, NULL);
     cJSON *resp = NULL;

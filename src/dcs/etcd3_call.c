@@ -140,23 +140,73 @@ static bool select_endpoint(Dcs *d, const char *ep) {
  * one with the time that is left, on the endpoints after the last one tried, until the deadline. A
  * single round is not enough: while etcd elects a new leader every member fails or times out for a
  * second or two, and giving up then leaves part of retry_timeout unused. */
-/* The calling thread's cap on its calls' deadlines (dcs_set_call_deadline), or 0. */
-static _Thread_local usec_t call_deadline;
+/* The calling thread's caps on its calls' deadlines (dcs_set_call_deadline, dcs_set_lease_deadline), or 0,
+ * and its fail-fast mode (dcs_set_fail_fast) with whether a call failed since it was set. */
+static _Thread_local usec_t call_deadline, lease_deadline;
+static _Thread_local bool fail_fast, failed;
 
 void dcs_set_call_deadline(usec_t deadline) { call_deadline = deadline; }
 
+void dcs_set_lease_deadline(usec_t deadline) { lease_deadline = deadline; }
+
+void dcs_set_fail_fast(bool on) {
+    fail_fast = on;
+    failed = false;
+}
+
+usec_t etcd3_caller_deadline(usec_t deadline) {
+    if (call_deadline && (!deadline || call_deadline < deadline))
+        deadline = call_deadline;
+    if (lease_deadline && (!deadline || lease_deadline < deadline))
+        deadline = lease_deadline;
+    return deadline;
+}
+
+void etcd3_caller_failed(void) {
+    if (fail_fast)
+        failed = true;
+}
+
+int etcd3_caller_gate(Dcs *d) {
+    if (!fail_fast || !failed)
+        return 0;
+    etcd3_set_error(d, "etcd: not asked again this cycle after a request failed");
+    return -ETIMEDOUT;
+}
+
+int etcd3_req_lock(Dcs *d, usec_t limit) {
+    int r = etcd3_caller_gate(d);
+    if (r < 0)
+        return r;
+    usec_t deadline = etcd3_caller_deadline(limit);
+    if (!deadline) {
+        pthread_mutex_lock(&d->req_lock);
+        return 0;
+    }
+    struct timespec until = {.tv_sec = (time_t)(deadline / USEC_PER_SEC),
+                             .tv_nsec = (long)(deadline % USEC_PER_SEC) * 1000};
+    if (pthread_mutex_clocklock(&d->req_lock, CLOCK_MONOTONIC, &until) == 0)
+        return 0;
+    etcd3_set_error(d, "the etcd connection stayed busy until the caller's deadline");
+    etcd3_caller_failed();
+    return -ETIMEDOUT;
+}
+
 int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
     *ret = NULL;
+    int gate = etcd3_caller_gate(d);
+    if (gate < 0)
+        return gate;
     _cleanup_free_ char *body = cJSON_PrintUnformatted(body_json);
     usec_t start = now_monotonic();
     usec_t deadline = start + (usec_t)d->retry_timeout * USEC_PER_SEC;
     /* a multi-request operation (the leader update) shares one deadline */
     if (d->op_deadline && d->op_deadline < deadline)
         deadline = d->op_deadline;
-    if (call_deadline && call_deadline < deadline)
-        deadline = call_deadline;
+    deadline = etcd3_caller_deadline(deadline);
     if (deadline <= start + 100 * USEC_PER_MSEC) {
         etcd3_set_error(d, "etcd: no time left for the request before the caller's deadline");
+        etcd3_caller_failed();
         return -ETIMEDOUT;
     }
     pthread_mutex_lock(&d->lock);
@@ -274,6 +324,7 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
             etcd3_set_error(d, "%s", errors.len ? errors.s : "etcd request failed");
         sb_free(&errors);
         if (result == -ETIMEDOUT) {
+            etcd3_caller_failed();
             /* every endpoint failed: look for the members again next time, and move the watch */
             pthread_mutex_lock(&d->lock);
             d->members_refreshed = 0;

@@ -117,6 +117,16 @@ int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, c
 /* A unary call to the API path api ("/kv/range") with failover between endpoints, bounded by
  * retry_timeout (and op_deadline). The caller holds req_lock. 0 and the answer, or a negative errno
  * with dcs_error() set. */
+/* The calling thread's deadline: `deadline` (0: none) capped by dcs_set_call_deadline() and
+ * dcs_set_lease_deadline(); 0 when there is none at all. */
+usec_t etcd3_caller_deadline(usec_t deadline);
+/* -ETIMEDOUT (with the error set) when the calling thread is in fail-fast mode and a call failed already. */
+int etcd3_caller_gate(Dcs *d);
+/* A call of the calling thread found etcd unreachable or ran out of time: in fail-fast mode, the next fail. */
+void etcd3_caller_failed(void);
+/* Take req_lock, waiting no longer than `limit` (monotonic, 0: none) and the calling thread's deadline:
+ * 0, or -ETIMEDOUT with the error set (the lock not taken). Fails at once after a failure in fail-fast mode. */
+int etcd3_req_lock(Dcs *d, usec_t limit);
 int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret);
 /* Re-discover members every 10*ttl, or after every endpoint failed (caller holds req_lock). */
 void etcd3_maybe_refresh_members_locked(Dcs *d);

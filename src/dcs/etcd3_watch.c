@@ -99,9 +99,14 @@ int dcs_get_cluster(Dcs *d, Cluster **ret) {
     *ret = NULL;
     pthread_mutex_lock(&d->cache_lock);
     if (d->watch_running) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += d->retry_timeout;
+        /* waiting for the cache: no longer than retry_timeout, nor than the caller's (lease) deadline */
+        usec_t deadline = etcd3_caller_deadline(now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC);
+        struct timespec until = {.tv_sec = (time_t)(deadline / USEC_PER_SEC),
+                                 .tv_nsec = (long)(deadline % USEC_PER_SEC) * 1000};
+        if (!d->cache_ready && etcd3_caller_gate(d) < 0) {
+            pthread_mutex_unlock(&d->cache_lock);
+            return -ETIMEDOUT;
+        }
         while (!d->cache_ready && d->watch_running) {
             if (pthread_cond_timedwait(&d->cache_cond, &d->cache_lock, &until) == ETIMEDOUT)
                 break;
@@ -120,6 +125,7 @@ int dcs_get_cluster(Dcs *d, Cluster **ret) {
         pthread_mutex_unlock(&d->lock);
         etcd3_set_error(d, "the DCS cache was not ready within retry_timeout (%d s)%s%s", (int)d->retry_timeout,
                         last[0] ? "; last error: " : "", last);
+        etcd3_caller_failed();
         return -ETIMEDOUT;
     }
     pthread_mutex_unlock(&d->cache_lock);

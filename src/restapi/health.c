@@ -115,7 +115,7 @@ int liveness_code(const Snapshot *s, usec_t now) {
     return s->next_cycle + threshold > now ? 200 : 503;
 }
 
-int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params) {
+int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params, usec_t now) {
     if (!path || !*path || strcmp(path, "/") == 0)
         path = "/primary";
     long long lag = parse_lag(first_param(params, n_params, "lag"));
@@ -132,7 +132,7 @@ int health_check_code(const Snapshot *s, const char *path, const QueryParam *par
         leader_code = (strcmp(role, "primary") == 0 || strcmp(role, "standby_leader") == 0) ? 200 : 503;
         primary_code = strcmp(role, "primary") == 0 ? 200 : 503;
         standby_leader_code = strcmp(role, "standby_leader") == 0 ? 200 : 503;
-    } else if (s->is_leader) {
+    } else if (snapshot_is_leader(s, now)) {
         leader_code = 200;
         if (s->standby_cluster) {
             primary_code = replica_code = 503;
@@ -183,7 +183,8 @@ int health_check_code(const Snapshot *s, const char *path, const QueryParam *par
     return code;
 }
 
-int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params, char *why, size_t why_len) {
+int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params, char *why, size_t why_len,
+                   usec_t now) {
     char scratch[8];
     if (!why) {
         why = scratch;
@@ -191,7 +192,7 @@ int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params,
     }
     why[0] = '\0';
     /* the leader is ready: it only became leader after bootstrap or once up as a standby */
-    if (s->is_leader)
+    if (snapshot_is_leader(s, now))
         return 200;
     if (!streq(s->state, "running")) {
         snprintf(why, why_len, "PostgreSQL is not running");

@@ -25,14 +25,15 @@ typedef struct QueryParam {
     const char *key, *value;
 } QueryParam;
 
-/* The HTTP code of a health-check path (spec §2.3) for a snapshot and query parameters. */
-int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params);
+/* The HTTP code of a health-check path (spec §2.3) for a snapshot and query parameters at `now` (monotonic:
+ * the leader's lease is evaluated per request, as Patroni's is_leader()). */
+int health_check_code(const Snapshot *s, const char *path, const QueryParam *params, size_t n_params, usec_t now);
 /* GET /readiness (Patroni 4.1's replication check): 200 for the lock holder, and for a running streaming
  * replica not further behind than `lag` (parse_lag(); default maximum_lag_on_failover) from the leader's
  * position (the /status optime or the WAL end its WAL receiver heard of, whichever is further), measured
  * from the replayed position, or the received one with mode=write; else 503 with Patroni's reason in why
  * (may be NULL). */
-int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params, char *why, size_t why_len);
+int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params, char *why, size_t why_len, usec_t now);
 /* GET /liveness (spec §2.4): 200 when paused or when the next scheduled HA cycle (monotonic) is less than
  * ttl (primary) or 2 x ttl (otherwise) overdue at `now`, else 503. */
 int liveness_code(const Snapshot *s, usec_t now);

@@ -145,7 +145,7 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
         if (strcmp(first, "liveness") == 0)
             return respond(conn, (unsigned)liveness_code(s, now_monotonic()), NULL, NULL);
         if (strcmp(first, "readiness") == 0)
-            return respond(conn, (unsigned)readiness_code(s, params.v, params.n, NULL, 0), NULL, NULL);
+            return respond(conn, (unsigned)readiness_code(s, params.v, params.n, NULL, 0, now_monotonic()), NULL, NULL);
         if (strcmp(first, "cluster") == 0 || strcmp(first, "history") == 0 || strcmp(first, "config") == 0 ||
             strcmp(first, "failsafe") == 0) {
             Cluster *c = NULL;
@@ -179,7 +179,7 @@ static enum MHD_Result handle_get(RestServer *srv, struct MHD_Connection *conn, 
         }
     }
     /* the generic health-check handler, on the full path */
-    int code = health_check_code(s, url, params.v, params.n);
+    int code = health_check_code(s, url, params.v, params.n, now_monotonic());
     if (status_only)
         return respond(conn, (unsigned)code, NULL, NULL);
     return respond(conn, (unsigned)code, status_json(s), "application/json");

@@ -193,6 +193,11 @@ void publish(Ha *h) {
     fake_event("publish");
 }
 
+void publish_stopping(Ha *h) {
+    (void)h;
+    fake_event("publish_stopping");
+}
+
 void update_status(Ha *h) {
     (void)h;
     fake_event("update_status");

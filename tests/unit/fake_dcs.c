@@ -107,3 +107,7 @@ void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout) {
 }
 
 void dcs_set_call_deadline(usec_t deadline) { (void)deadline; }
+
+void dcs_set_lease_deadline(usec_t deadline) { fake.lease_deadline = deadline; /* not a call: not logged */ }
+
+void dcs_set_fail_fast(bool on) { (void)on; }

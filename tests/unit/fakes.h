@@ -42,6 +42,7 @@ typedef struct Fake {
     long long sync_version; /* the new version it returns */
     int delete_sync;
     const char *dcs_error; /* what dcs_error() says */
+    usec_t lease_deadline; /* the last dcs_set_lease_deadline() */
     /* scripted results of PostgreSQL */
     int start;               /* start_postgres */
     int stop;                /* stop_postgres */

@@ -294,7 +294,8 @@ static void test_acquire_lost_primary(void **state) {
     fake.raw_value = "node1";
     t_run(&t, HA_ACQUIRE_LOCK);
     /* someone else's: immediate stop, no key to delete, no restart */
-    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)", DEMOTED);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "publish_stopping",
+                  "stop_postgres(immediate)", DEMOTED);
     assert_non_null(strstr(t.d.message, "another member was faster"));
     assert_false(lease_held(&t));
     assert_string_equal(t.h.pg.role, "demoted");
@@ -319,7 +320,8 @@ static void test_acquire_lost_primary(void **state) {
         fake.get_raw = r;
         fake.raw_value = "node2";
         t_run(&t, HA_ACQUIRE_LOCK);
-        EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "stop_postgres(immediate)", DEMOTED);
+        EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "dcs_get_raw(leader)", "publish_stopping",
+                      "stop_postgres(immediate)", DEMOTED);
         t_free(&t);
     }
 }
@@ -332,7 +334,8 @@ static void test_acquire_dcs_error_primary(void **state) {
     t_primary(&t);
     fake.acquire = -ETIMEDOUT;
     t_run(&t, HA_ACQUIRE_LOCK);
-    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "publish_stopping", "stop_postgres(fast)", DEMOTED,
+                  "start_postgres(replica, -)");
     assert_non_null(strstr(t.d.message, "fake DCS error"));
     t_free(&t);
 }
@@ -387,11 +390,20 @@ static void test_update_lock_primary(void **state) {
     EXPECT_EVENTS("dcs_update_leader");
     t_free(&t);
 
-    /* a replica holding the key promotes */
+    /* a replica holding the key promotes, after the compare-and-set on etcd (no view: the cached key, whose
+     * keepalive alone would do for a renewal, may have been deleted since) */
     T_INIT(&t, NULL, MINE);
     t_replica(&t);
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "promote_postgres");
+    EXPECT_EVENTS("dcs_update_leader(no view)", "promote_postgres");
+    t_free(&t);
+    /* ... and does not when the key is not ours any more */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    fake.update_leader = 0;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader(no view)");
+    assert_false(lease_held(&t));
     t_free(&t);
 }
 
@@ -491,7 +503,7 @@ static void test_update_lock_fails(void **state) {
     t_primary(&t);
     fake.update_leader = 0;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)", DEMOTED);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED);
     assert_false(lease_held(&t));
     t_free(&t);
 
@@ -500,8 +512,23 @@ static void test_update_lock_fails(void **state) {
     t_primary(&t);
     fake.update_leader = -ETIMEDOUT;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(fast)", DEMOTED,
+                  "start_postgres(replica, -)");
     t_free(&t);
+
+    /* a running primary whose status query fails (it is taken for "starting"), the key lost or etcd gone:
+     * fenced, immediate */
+    for (int r = -ETIMEDOUT; r <= 0; r += ETIMEDOUT) {
+        T_INIT(&t, NULL, MINE);
+        t_primary(&t);
+        t.h.pg.st.ok = false;
+        t.l.pg_ready = false;
+        t.l.pg_starting = t.l.maybe_primary = true;
+        fake.update_leader = r;
+        t_run(&t, HA_UPDATE_LOCK_ONLY);
+        EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED);
+        t_free(&t);
+    }
 
     /* the stop fails: the demotion stops there (the key is not ours anyway) */
     T_INIT(&t, NULL, MINE);
@@ -509,15 +536,15 @@ static void test_update_lock_fails(void **state) {
     fake.update_leader = 0;
     fake.stop = -ETIMEDOUT;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)");
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)");
     t_free(&t);
 
-    /* a replica, a paused primary: nothing to undo */
+    /* a replica (about to promote: no view), a paused primary: nothing to undo */
     T_INIT(&t, NULL, MINE);
     t_replica(&t);
     fake.update_leader = 0;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader");
+    EXPECT_EVENTS("dcs_update_leader(no view)");
     t_free(&t);
     T_INIT(&t, "pause: true\n", MINE);
     t_primary(&t);
@@ -631,6 +658,81 @@ static void test_shutdown_keeps_lease(void **state) {
 /* ------------------------------------------------------------------------------------------------
  * HA_SWITCHOVER, HA_DEMOTE, HA_RELEASE_LOCK */
 
+/* The lease deadline is hard (issue 12, finding 2): past the fence point (the lease's end less the margin) a
+ * primary stops at once, immediate, and comes back read-only without upstream; the cycle's DCS calls are
+ * bounded by that point. */
+static void test_lease_fence(void **state) {
+    (void)state;
+    T t;
+    usec_t margin = 2 * USEC_PER_SEC;
+
+    /* a renewal bounds the rest of the cycle's DCS calls by the new fence point */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t_run(&t, HA_UPDATE_LOCK);
+    assert_true(lease_held(&t));
+    assert_int_equal(fake.lease_deadline, t.h.view.lock_valid_until - margin);
+    /* far from the lease's end: nothing */
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+
+    /* within the margin: stopped now, before anything else; the DCS calls no longer bounded */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + margin / 2;
+    fake_events_clear();
+    assert_true(fence_expired_lease(&t.h));
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "start_postgres(replica, -)");
+    assert_int_equal(t.h.view.lock_valid_until, 0);
+    assert_int_equal(fake.lease_deadline, 0);
+    t_free(&t);
+
+    /* run out already; a primary that does not answer (its status query fails) is fenced too */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.pg.st.ok = false;
+    t.h.view.lock_valid_until = now_monotonic() - USEC_PER_SEC;
+    fake_events_clear();
+    assert_true(fence_expired_lease(&t.h));
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "start_postgres(replica, -)");
+    t_free(&t);
+
+    /* a replica holding the key (promotion not begun), a paused primary, no lease at all: nothing */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    t.h.view.lock_valid_until = now_monotonic() - USEC_PER_SEC;
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+    T_INIT(&t, "pause: true\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() - USEC_PER_SEC;
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+
+    /* the renewal failed (DCS error) with the fence point passed meanwhile: no fast stop (it could outlast the
+     * lease), the immediate one, then read-only without upstream */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + margin / 2;
+    fake.update_leader = -ETIMEDOUT;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED,
+                  "start_postgres(replica, -)");
+    t_free(&t);
+}
+
 static void test_switchover(void **state) {
     (void)state;
     T t;
@@ -642,15 +744,16 @@ static void test_switchover(void **state) {
     snprintf(t.d.message, sizeof t.d.message, "manual failover: demoting myself");
     t_run(&t, HA_SWITCHOVER);
     /* renewed; the CHECKPOINT runs in a thread; the leader's per-cycle work (slots, /status, /sync) waits: the
-     * handover publishes what counts */
-    EXPECT_EVENTS("dcs_update_leader");
+     * handover publishes what counts; a snapshot without the leader's lease is published at once (the health
+     * checks no longer count this node as the primary from the start of the switchover) */
+    EXPECT_EVENTS("dcs_update_leader", "publish");
     assert_string_equal(stepdown_action(&t.h), "switchover");
     /* the next cycles: the CHECKPOINT is done, the stop begun and watched; the lease still ours */
     for (int i = 0; i < 500 && !atomic_load(&t.h.stepdown.checkpoint_done); i++)
         usleep_real(10 * 1000);
     fake_events_clear();
     assert_false(stepdown_step(&t.h));
-    EXPECT_EVENTS("stop_postgres_begin(fast)");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres_begin(fast)");
     assert_false(stepdown_step(&t.h)); /* still stopping */
     assert_true(lease_held(&t));
     /* PostgreSQL stopped cleanly, but the candidate does not confirm the shutdown checkpoint yet: wait
@@ -764,7 +867,7 @@ static void test_switchover(void **state) {
     t_primary(&t);
     fake.update_leader = 0;
     t_run(&t, HA_SWITCHOVER);
-    EXPECT_EVENTS("dcs_update_leader", "stop_postgres(immediate)", DEMOTED);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED);
     t_free(&t);
 }
 
@@ -775,21 +878,21 @@ static void test_demote_modes(void **state) {
     t_primary(&t);
     t.d.demote_mode = DEMOTE_IMMEDIATE;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
     t_free(&t);
 
     T_INIT(&t, NULL, MINE);
     t_primary(&t);
     t.d.demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(immediate)", DEMOTED);
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED);
     t_free(&t);
 
     T_INIT(&t, NULL, MINE);
     t_primary(&t);
     t.d.demote_mode = DEMOTE_OFFLINE;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(fast)", DEMOTED, "start_postgres(replica, -)");
     t_free(&t);
 
     /* graceful (not what a switchover uses: stepdown.c) without a checkpoint location in pg_control: no
@@ -798,7 +901,7 @@ static void test_demote_modes(void **state) {
     t_primary(&t);
     t.d.demote_mode = DEMOTE_GRACEFUL;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(fast)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(fast)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
     t_free(&t);
 
     /* the stop fails: the key is kept */
@@ -807,7 +910,7 @@ static void test_demote_modes(void **state) {
     t.d.demote_mode = DEMOTE_IMMEDIATE;
     fake.stop = -ETIMEDOUT;
     t_run(&t, HA_DEMOTE);
-    EXPECT_EVENTS("stop_postgres(immediate)");
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)");
     t_free(&t);
 }
 
@@ -1027,6 +1130,7 @@ int main(void) {
         cmocka_unit_test(test_update_lock_fails),
         cmocka_unit_test(test_shutdown_releases_early),
         cmocka_unit_test(test_shutdown_keeps_lease),
+        cmocka_unit_test(test_lease_fence),
         cmocka_unit_test(test_switchover),
         cmocka_unit_test(test_demote_modes),
         cmocka_unit_test(test_release_lock),

@@ -22,6 +22,8 @@
 #include "pg/pg.h"
 #include "restapi/restapi.h"
 
+/* the monotonic clock of the health checks' requests */
+#define T_NOW ((usec_t)1000 * USEC_PER_SEC)
 /* ------------------------------------------------------------------------------------------------
  * health_check_code */
 
@@ -316,7 +318,7 @@ static Snapshot *snapshot_of(const HealthRow *r) {
     s->cluster_optime = r->optime;
     s->pause = r->pause;
     s->has_cluster = r->has_cluster;
-    s->is_leader = r->is_leader;
+    s->leader_until = r->is_leader ? T_NOW + 10 * USEC_PER_SEC : 0;
     s->standby_cluster = r->standby_cluster;
     s->sync_standby = r->sync_standby;
     s->quorum_standby = r->quorum_standby;
@@ -349,7 +351,7 @@ static void test_health_check_code(void **state) {
         if (r->query)
             snprintf(buf, sizeof buf, "%s", r->query);
         size_t n = parse_query(buf, params, ELEMENTSOF(params));
-        int code = health_check_code(s, r->path, n ? params : NULL, n);
+        int code = health_check_code(s, r->path, n ? params : NULL, n, T_NOW);
         if (code != r->code) {
             failed++;
             print_error("row %zu FAILED: %s: %s%s%s -> %d, expected %d\n", i, r->desc, r->path, r->query ? "?" : "",
@@ -358,6 +360,33 @@ static void test_health_check_code(void **state) {
         snapshot_unref(s);
     }
     assert_int_equal(failed, 0);
+}
+
+/* The leader's lease is evaluated per request (issue 12): a snapshot published while the lease ran says
+ * "primary" until the lease's end, not for as long as the HA thread is held up before publishing again. */
+static void test_health_lease_per_request(void **state) {
+    (void)state;
+    Snapshot *s = snapshot_new();
+    s->state = xstrdup("running");
+    s->role = xstrdup("primary");
+    s->pg_running = true;
+    s->has_cluster = true;
+    s->xlog_location = 5000;
+    s->leader_until = T_NOW + 3 * USEC_PER_SEC;
+    static const char *const leaderish[] = {"/", "/primary", "/master", "/leader", "/read-write", "/read-only"};
+    for (size_t i = 0; i < ELEMENTSOF(leaderish); i++) {
+        assert_int_equal(health_check_code(s, leaderish[i], NULL, 0, T_NOW), 200);
+        assert_int_equal(health_check_code(s, leaderish[i], NULL, 0, T_NOW + 3 * USEC_PER_SEC - 1), 200);
+        /* the same snapshot, once the lease has run out */
+        assert_int_equal(health_check_code(s, leaderish[i], NULL, 0, T_NOW + 3 * USEC_PER_SEC), 503);
+        assert_int_equal(health_check_code(s, leaderish[i], NULL, 0, T_NOW + 60 * USEC_PER_SEC), 503);
+    }
+    assert_int_equal(readiness_code(s, NULL, 0, NULL, 0, T_NOW), 200);
+    assert_int_equal(readiness_code(s, NULL, 0, NULL, 0, T_NOW + 3 * USEC_PER_SEC), 503);
+    /* not the leader (demoting, stopping, or never): 503 whatever the time */
+    s->leader_until = 0;
+    assert_int_equal(health_check_code(s, "/primary", NULL, 0, T_NOW), 503);
+    snapshot_unref(s);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -507,7 +536,7 @@ static void test_readiness(void **state) {
         s->has_cluster = r->has_cluster;
         s->has_optime = r->has_optime;
         s->cluster_optime = r->optime;
-        s->is_leader = r->is_leader;
+        s->leader_until = r->is_leader ? T_NOW + 10 * USEC_PER_SEC : 0;
         s->failsafe_active = r->failsafe;
         s->maximum_lag_on_failover = r->maximum_lag_on_failover;
         char buf[256] = "", why[128];
@@ -515,7 +544,7 @@ static void test_readiness(void **state) {
         if (r->query)
             snprintf(buf, sizeof buf, "%s", r->query);
         size_t n = parse_query(buf, params, ELEMENTSOF(params));
-        int code = readiness_code(s, n ? params : NULL, n, why, sizeof why);
+        int code = readiness_code(s, n ? params : NULL, n, why, sizeof why, T_NOW);
         const char *want_why = r->why ? r->why : "";
         if (code != r->code || strcmp(why, want_why) != 0) {
             failed++;
@@ -523,7 +552,7 @@ static void test_readiness(void **state) {
                         r->query ? "?" : "", r->query ? r->query : "", code, why, r->code, want_why);
         }
         /* the reason is optional */
-        assert_int_equal(readiness_code(s, n ? params : NULL, n, NULL, 0), code);
+        assert_int_equal(readiness_code(s, n ? params : NULL, n, NULL, 0, T_NOW), code);
         snapshot_unref(s);
     }
     assert_int_equal(failed, 0);
@@ -855,6 +884,7 @@ int main(void) {
         cmocka_unit_test(test_liveness),
         cmocka_unit_test(test_status_document),
         cmocka_unit_test(test_health_check_code),
+        cmocka_unit_test(test_health_lease_per_request),
         cmocka_unit_test(test_parse_lag),
         cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_status_positions),

@@ -202,7 +202,7 @@ static void test_primary(void **state) {
     s->timeline = 3;
     s->xlog_location = 67420024;
     s->has_cluster = true;
-    s->is_leader = true;
+    s->leader_until = NOW + 5 * USEC_PER_SEC;
     s->lease_renewed_at = NOW - 5 * USEC_PER_SEC / 2;
     agent_counters_observe_cycle(&s->counters, 0.25);
     agent_counters_observe_cycle(&s->counters, 2.5);
