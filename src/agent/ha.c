@@ -341,7 +341,7 @@ int ha_run(Ha *h) {
             if (fence && fence > now && fence - now < wait)
                 wait = fence - now;
             /* while PostgreSQL starts or promotes, look often: that is where failover time goes */
-            usec_t fast = h->pg.promoting ? 20 * USEC_PER_MSEC : 100 * USEC_PER_MSEC;
+            usec_t fast = h->pg.promoting || stepdown_stopping(h) ? 20 * USEC_PER_MSEC : 100 * USEC_PER_MSEC;
             bool busy = h->pg.starting || h->pg.promoting || h->work.bootstrap_pending || switchover_candidate(h) ||
                         stepdown_stopping(h);
             if (busy && wait > fast)
@@ -390,7 +390,7 @@ int ha_run(Ha *h) {
                 if (stepdown_between_cycles(h)) {
                     h->next_cycle = now_monotonic(); /* released: the cycle that follows the new leader */
                 } else if (!(h->pg.starting || h->pg.promoting || h->work.bootstrap_pending ||
-                             switchover_candidate(h)) ||
+                             switchover_candidate(h) || stepdown_stopping(h)) ||
                            !quick_check(h))
                     continue;
             }

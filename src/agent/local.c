@@ -276,7 +276,8 @@ static void watch_stop(Ha *h) {
 int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
     if (h->pg.inst.pid <= 0)
         return 0;
-    before_stop(h, mode, why);
+    if (!h->pg.stopping) /* a stop begun earlier ran it already */
+        before_stop(h, mode, why);
     set_state(h, "stopping");
     usec_t limit = (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC;
     if (mode == PG_STOP_IMMEDIATE && limit > 10 * USEC_PER_SEC)

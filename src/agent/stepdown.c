@@ -77,7 +77,8 @@ void stepdown_abort(Ha *h) {
     HaStepdown *s = &h->stepdown;
     if (s->phase == STEPDOWN_IDLE)
         return;
-    log_warning("the switchover was interrupted");
+    if (s->phase != STEPDOWN_RELEASED) /* released: handed over, the postmaster still finishing */
+        log_warning("the switchover was interrupted");
     s->phase = STEPDOWN_IDLE; /* the thread, if still running, is collected when it ends */
     local_set_stop_patience(h, false);
 }
@@ -115,15 +116,13 @@ static bool target_has(Ha *h, const char *candidate, long long checkpoint, long 
         const PeerStatus *p = &peers[i];
         if (candidate[0] ? !streq(p->name, candidate) : sync_only && !sync_matches(&c->sync, p->name))
             continue;
-        ok = p->reachable && !p->is_primary && !p->nofailover && p->wal_position > checkpoint;
+        ok = p->reachable && !p->is_primary && !p->nofailover && !p->watchdog_failed && p->wal_position > checkpoint;
     }
     free(peers);
     return ok;
 }
 
-static bool candidate_has(Ha *h, long long checkpoint) {
-    return target_has(h, h->stepdown.candidate, checkpoint, 2000);
-}
+static bool candidate_has(Ha *h, long long checkpoint) { return target_has(h, h->stepdown.candidate, checkpoint, 500); }
 
 /* PostgreSQL stopped: hand over once it is known that the candidate can continue from its last record. */
 static bool hand_over(Ha *h) {
@@ -142,10 +141,15 @@ static bool hand_over(Ha *h) {
         return true;
     }
     long long checkpoint = h->pg.cd.checkpoint_lsn;
+    if (checkpoint <= 0) {
+        give_up(h, "pg_control has no checkpoint location");
+        return true;
+    }
     /* the candidate refreshes its status often during a switchover: ask again every 100 ms for up to 2 s
-     * (the lease was renewed this cycle), then once per cycle */
+     * (the lease was renewed this cycle; each probe waits at most 0.5 s), then once per cycle */
     bool has = candidate_has(h, checkpoint);
-    for (int i = 0; i < 20 && !has; i++) {
+    usec_t until = now_monotonic() + 2 * USEC_PER_SEC;
+    for (int i = 0; i < 20 && !has && now_monotonic() < until; i++) {
         usleep(100 * 1000);
         has = candidate_has(h, checkpoint);
     }
@@ -191,15 +195,19 @@ static bool hand_over_early(Ha *h) {
              "releasing the leader key while the postmaster finishes",
              (double)(now - s->began) / USEC_PER_SEC);
     s->phase = STEPDOWN_RELEASED;
+    local_set_stop_patience(h, false); /* no lease to protect any more: the usual escalation */
     demote_finish_at(h, DEMOTE_GRACEFUL, true, h->pg.cd.checkpoint_lsn);
+    publish(h);
     return true;
 }
 
-bool stepdown_stopping(const Ha *h) { return h->stepdown.phase == STEPDOWN_STOPPING && h->pg.inst.pid > 0; }
+bool stepdown_stopping(const Ha *h) {
+    return (h->stepdown.phase == STEPDOWN_STOPPING || h->stepdown.phase == STEPDOWN_RELEASED) && h->pg.inst.pid > 0;
+}
 
 bool stepdown_between_cycles(Ha *h) {
     HaStepdown *s = &h->stepdown;
-    if (!stepdown_stopping(h) || now_monotonic() < s->next_early_look)
+    if (s->phase != STEPDOWN_STOPPING || h->pg.inst.pid <= 0 || now_monotonic() < s->next_early_look)
         return false;
     if (!pg_control_says_shut_down(cfg_of(h)->postgresql.data_dir)) {
         s->next_early_look = now_monotonic() + 20 * USEC_PER_MSEC;
@@ -273,19 +281,29 @@ bool stepdown_step(Ha *h) {
  * exit. Otherwise the key is released once PostgreSQL has stopped. Returns 0 when PostgreSQL stopped,
  * < 0 when it could not be stopped (the key is kept, as Patroni does). */
 int stepdown_shutdown(Ha *h) {
+    const Cluster *c = h->view.cluster;
+    /* a switchover or failover under way names the only member that may take the key (Patroni's
+     * get_failover_candidates()): the release waits for that one */
+    char candidate[128] = "";
+    if (c && !failover_is_empty(&c->failover) && c->failover.candidate)
+        snprintf(candidate, sizeof candidate, "%s", c->failover.candidate);
     if (stop_postgres_begin(h, PG_STOP_FAST, "pgha is shutting down") < 0) {
         log_error("PostgreSQL shutdown failed, leader key not removed");
         return -1;
     }
-    publish(h);
     usec_t began = now_monotonic(), period = (usec_t)loop_wait_s(h) * USEC_PER_SEC;
-    usec_t next_renewal = began + period, next_probe = 0;
+    h->pg.stop_began = began; /* a switchover's stop under way: pg_ctl_timeout counts from now */
+    publish(h);
+    /* the next renewal loop_wait after the last one (at once when that is past) */
+    usec_t ttl = (usec_t)ttl_s(h) * USEC_PER_SEC;
+    usec_t last = h->view.lock_valid_until > ttl ? h->view.lock_valid_until - ttl : 0;
+    usec_t next_renewal = last + period < began ? began : last + period, next_probe = 0;
     bool released = false;
     /* the escalation (immediate after pg_ctl_timeout, SIGKILL 10 s later) ends any stop that can end */
     usec_t give_up_at = began + ((usec_t)cfg_of(h)->postgresql.pg_ctl_timeout + 30) * USEC_PER_SEC;
     while (h->pg.inst.pid > 0) {
         if (now_monotonic() > give_up_at) {
-            log_error("PostgreSQL shutdown failed, leader key not removed");
+            log_error("PostgreSQL shutdown failed%s", released ? "" : ", leader key not removed");
             return -1;
         }
         struct pollfd p = {.fd = h->pg.inst.pidfd, .events = POLLIN};
@@ -299,12 +317,20 @@ int stepdown_shutdown(Ha *h) {
             continue; /* the lease ran out (etcd unreachable): nothing of ours to keep or release */
         if (now >= next_renewal) {
             next_renewal = now + period;
-            if (dcs_update_leader(h->dcs, NULL) == 1)
+            int r = dcs_update_leader(h->dcs, NULL);
+            if (r == 1) {
                 lease_renewed(h, now);
-            else
+            } else if (r == 0) {
+                log_warning("the leader key is no longer ours while PostgreSQL shuts down");
+                lease_lost(h);
+            } else {
                 log_warning("could not renew the leader lease while PostgreSQL shuts down: %s", dcs_error(h->dcs));
+            }
+            publish(h);
+            if (r == 0)
+                continue;
         }
-        if (now < next_probe)
+        if (now < next_probe || !pg_control_says_shut_down(cfg_of(h)->postgresql.data_dir))
             continue;
         refresh_controldata(h);
         if (!h->pg.have_controldata || !streq(h->pg.cd.state, "shut down"))
@@ -312,14 +338,19 @@ int stepdown_shutdown(Ha *h) {
         /* the postmaster still runs, but the shutdown checkpoint is written: ask the failover targets */
         next_probe = now + 250 * USEC_PER_MSEC;
         long long checkpoint = h->pg.cd.checkpoint_lsn;
-        if (checkpoint > 0 && target_has(h, "", checkpoint, 1000)) {
-            log_info("PostgreSQL shut down cleanly and a replica has its shutdown checkpoint; releasing the leader "
-                     "key while the postmaster finishes");
+        if (checkpoint > 0 && target_has(h, candidate, checkpoint, 1000)) {
+            log_info("PostgreSQL shut down cleanly and %s has its shutdown checkpoint; releasing the leader key "
+                     "while the postmaster finishes",
+                     candidate[0] ? candidate : "a replica");
+            local_set_stop_patience(h, false);
             demote_finish_at(h, DEMOTE_GRACEFUL, true, checkpoint);
+            publish(h);
             released = true;
         }
     }
-    if (!released && is_lock_holder(h)) {
+    /* released after the exit only while the lease is ours: a lapsed lease took the key with it, and a key
+     * someone else holds now must not get our /status */
+    if (!released && is_lock_holder(h) && h->view.lock_valid_until > now_monotonic()) {
         refresh_controldata(h);
         if (h->pg.have_controldata && streq(h->pg.cd.state, "shut down") && h->pg.cd.checkpoint_lsn > 0)
             write_status_optime_only(h, h->pg.cd.checkpoint_lsn);

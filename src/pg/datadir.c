@@ -107,6 +107,12 @@ int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret,
         return r < 0 ? r : -EIO;
     }
     strlist_clear(&env);
+    if (strstr(out, "CRC checksum does not match")) {
+        /* pg_controldata only warns (and exits 0): a file read while being written, or a corrupt one */
+        *ret_error = xasprintf("pg_controldata: the CRC of pg_control does not match its contents");
+        free(out);
+        return -EIO;
+    }
     char *save = NULL;
     for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *colon = strchr(line, ':');

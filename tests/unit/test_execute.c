@@ -557,7 +557,16 @@ static void test_update_lock_fails(void **state) {
 /* ------------------------------------------------------------------------------------------------
  * Agent shutdown on the lock holder (stepdown_shutdown) */
 
-/* The event log without the repeated looks at pg_control and the peers, and the renewals counted. */
+/* Where `event` is in the event log (its first occurrence at or after `from`), or -1. */
+static int event_at(const char *event, size_t from) {
+    for (size_t i = from; i < fake.events.n; i++)
+        if (strcmp(fake.events.v[i], event) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The event log without the repeated looks at pg_control and the peers and the snapshots published (renewals
+ * and the release publish one each), the renewals counted. */
 static int drop_shutdown_polls(void) {
     int renewals = 0;
     size_t j = 0;
@@ -565,7 +574,8 @@ static int drop_shutdown_polls(void) {
         const char *e = fake.events.v[i];
         bool renewal = strcmp(e, "dcs_update_leader(no view)") == 0;
         renewals += renewal;
-        if (renewal || strcmp(e, "refresh_controldata") == 0 || strcmp(e, "probe_members") == 0)
+        if (renewal || strcmp(e, "refresh_controldata") == 0 || strcmp(e, "probe_members") == 0 ||
+            strcmp(e, "publish") == 0)
             free(fake.events.v[i]);
         else
             fake.events.v[j++] = fake.events.v[i];
@@ -574,11 +584,11 @@ static int drop_shutdown_polls(void) {
     return renewals;
 }
 
-static void t_shutdown_primary(T *t, const char *dyn_yaml, int shut_down_at, int exit_at) {
-    if (dyn_yaml)
-        T_INIT(t, dyn_yaml, MINE, K_SYNC("{\"leader\":\"node2\",\"sync_standby\":\"node3\"}"));
-    else
-        T_INIT(t, NULL, MINE);
+static void t_shutdown_primary(T *t, const char *dyn_yaml, const Kv *extra, int shut_down_at, int exit_at) {
+    Kv keys[] = {MINE, {NULL, NULL}};
+    if (extra)
+        keys[ELEMENTSOF(keys) - 1] = *extra;
+    t_init(t, dyn_yaml, keys, extra ? ELEMENTSOF(keys) : ELEMENTSOF(keys) - 1);
     t_primary(t);
     t->h.view.lock_valid_until = now_monotonic() + 30 * USEC_PER_SEC;
     fake.have_controldata = true;
@@ -593,35 +603,55 @@ static void test_shutdown_releases_early(void **state) {
     (void)state;
     T t;
     /* pg_control says "shut down" while the postmaster still runs (archiving, say), and a replica has the
-     * shutdown checkpoint: the key is released before the postmaster exits (Patroni's on_shutdown) */
-    t_shutdown_primary(&t, NULL, 2, 6);
+     * shutdown checkpoint: the key is released before the postmaster exits (Patroni's on_shutdown), and the
+     * health checks are told at once (a snapshot published after the release) */
+    t_shutdown_primary(&t, NULL, NULL, 2, 6);
     fake.n_peers = 1;
     fake.peers[0] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x5000028};
     assert_int_equal(stepdown_shutdown(&t.h), 0);
+    int deleted = event_at("dcs_delete_leader", 0);
+    assert_true(deleted > 0);
+    assert_true(event_at("publish", (size_t)deleted) > deleted);
+    assert_true(event_at("publish", (size_t)deleted) < event_at("postmaster exited", 0));
     assert_int_equal(drop_shutdown_polls(), 0);
-    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "set_role(demoted)", "run_callback(on_role_change, demoted)",
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "set_role(demoted)", "run_callback(on_role_change, demoted)",
                   "write_status_optime_only(83886080)", "dcs_delete_leader", "dcs_get_cluster", "postmaster exited");
     assert_false(lease_held(&t));
+    assert_false(t.h.pg.stop_patient);
     t_free(&t);
 
     /* no replica has it yet: the key is kept until the postmaster has exited, then released with /status */
-    t_shutdown_primary(&t, NULL, 2, 6);
+    t_shutdown_primary(&t, NULL, NULL, 2, 6);
     fake.n_peers = 1;
     fake.peers[0] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x5000000};
     assert_int_equal(stepdown_shutdown(&t.h), 0);
     drop_shutdown_polls();
-    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "postmaster exited", "write_status_optime_only(83886080)",
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "postmaster exited", "write_status_optime_only(83886080)",
                   "dcs_delete_leader");
     t_free(&t);
 
     /* synchronous mode: only the synchronous standby (node3) counts; node1 having the checkpoint is not enough */
-    t_shutdown_primary(&t, "synchronous_mode: true\n", 2, 6);
+    const Kv sync = K_SYNC("{\"leader\":\"node2\",\"sync_standby\":\"node3\"}");
+    t_shutdown_primary(&t, "synchronous_mode: true\n", &sync, 2, 6);
     fake.n_peers = 2;
     fake.peers[0] = (PeerStatus){.name = "node1", .reachable = true, .wal_position = 0x5000028};
     fake.peers[1] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x4000000};
     assert_int_equal(stepdown_shutdown(&t.h), 0);
     drop_shutdown_polls();
-    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "postmaster exited", "write_status_optime_only(83886080)",
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "postmaster exited", "write_status_optime_only(83886080)",
+                  "dcs_delete_leader");
+    t_free(&t);
+
+    /* a switchover to node3 is pending: node3 is the only member that may take the key, so node1 having the
+     * checkpoint is not enough (Patroni's get_failover_candidates()) */
+    const Kv failover = K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}");
+    t_shutdown_primary(&t, NULL, &failover, 2, 6);
+    fake.n_peers = 2;
+    fake.peers[0] = (PeerStatus){.name = "node1", .reachable = true, .wal_position = 0x5000028};
+    fake.peers[1] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x4000000};
+    assert_int_equal(stepdown_shutdown(&t.h), 0);
+    drop_shutdown_polls();
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "postmaster exited", "write_status_optime_only(83886080)",
                   "dcs_delete_leader");
     t_free(&t);
 }
@@ -629,26 +659,46 @@ static void test_shutdown_releases_early(void **state) {
 static void test_shutdown_keeps_lease(void **state) {
     (void)state;
     T t;
-    /* a shutdown checkpoint longer than loop_wait (1 s here): the lease is renewed meanwhile, so that no
-     * replica promotes without the last WAL (Patroni lets it lapse) */
-    t_shutdown_primary(&t, "loop_wait: 1\n", 0, 25);
+    /* a shutdown checkpoint longer than loop_wait (1 s here, ~2.5 s of stop): the lease is renewed meanwhile
+     * (at the loop's pace: 1-3 renewals on a busy machine), so that no replica promotes without the last WAL
+     * (Patroni lets it lapse) */
+    t_shutdown_primary(&t, "loop_wait: 1\n", NULL, 0, 25);
     assert_int_equal(stepdown_shutdown(&t.h), 0);
-    assert_int_equal(drop_shutdown_polls(), 2);
-    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "postmaster exited", "dcs_delete_leader");
+    assert_in_range(drop_shutdown_polls(), 1, 3);
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "postmaster exited", "dcs_delete_leader");
     t_free(&t);
 
-    /* the renewal fails until the lease runs out: not renewed (one attempt); the delete after the exit is a
-     * compare-and-delete that finds nothing of ours once the lease lapsed */
-    t_shutdown_primary(&t, "loop_wait: 1\n", 0, 15);
+    /* the last renewal was more than loop_wait ago: renewed at once, not loop_wait after the stop began */
+    t_shutdown_primary(&t, "loop_wait: 1\n", NULL, 0, 3);
+    t.h.view.lock_valid_until = now_monotonic() + 28 * USEC_PER_SEC; /* renewed 2 s ago (ttl 30) */
+    assert_int_equal(stepdown_shutdown(&t.h), 0);
+    assert_int_equal(drop_shutdown_polls(), 1);
+    t_free(&t);
+
+    /* the renewal fails until the lease runs out: tried (at once: the last renewal is 28.8 s old, then each
+     * loop_wait), not renewed; nothing written or deleted after the exit (the lapsed lease took the key) */
+    t_shutdown_primary(&t, "loop_wait: 1\n", NULL, 0, 15);
     fake.update_leader = -EIO;
     t.h.view.lock_valid_until = now_monotonic() + USEC_PER_SEC + 200 * USEC_PER_MSEC;
     assert_int_equal(stepdown_shutdown(&t.h), 0);
+    assert_in_range(drop_shutdown_polls(), 1, 3);
+    EXPECT_EVENTS("stop_postgres_begin(fast)", "postmaster exited");
+    t_free(&t);
+
+    /* the key turned out to be someone else's: the lease is dropped at once, nothing released or written */
+    t_shutdown_primary(&t, NULL, NULL, 2, 6);
+    t.h.view.lock_valid_until = now_monotonic() + 19 * USEC_PER_SEC; /* renewed 11 s ago: renewed at once */
+    fake.update_leader = 0;
+    fake.n_peers = 1;
+    fake.peers[0] = (PeerStatus){.name = "node3", .reachable = true, .wal_position = 0x5000028};
+    assert_int_equal(stepdown_shutdown(&t.h), 0);
     assert_int_equal(drop_shutdown_polls(), 1);
-    EXPECT_EVENTS("stop_postgres_begin(fast)", "publish", "postmaster exited", "dcs_delete_leader");
+    assert_false(lease_held(&t));
+    assert_int_equal(event_at("write_status_optime_only(83886080)", 0), -1);
     t_free(&t);
 
     /* the stop cannot begin: the key is kept */
-    t_shutdown_primary(&t, NULL, 0, 0);
+    t_shutdown_primary(&t, NULL, NULL, 0, 0);
     fake.stop = -EPERM;
     assert_int_equal(stepdown_shutdown(&t.h), -1);
     EXPECT_EVENTS("stop_postgres_begin(fast)");
@@ -805,7 +855,8 @@ static void test_switchover(void **state) {
     t.h.stepdown.next_early_look = 0;
     assert_true(stepdown_between_cycles(&t.h));
     EXPECT_EVENTS("refresh_controldata", "probe_members", DEMOTED_AT, "write_status_optime_only(83886080)",
-                  "dcs_delete_leader", "dcs_get_cluster");
+                  "dcs_delete_leader", "dcs_get_cluster", "publish");
+    assert_false(t.h.pg.stop_patient); /* no lease to protect: a stop that hangs is escalated as usual */
     assert_false(lease_held(&t));
     assert_string_equal(stepdown_action(&t.h), "switchover");
     fake_events_clear();

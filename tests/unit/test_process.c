@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -150,6 +151,65 @@ static void test_cancel_kills_the_running_child_group(void **state) {
     pg_child_destroy(&c.child);
 }
 
+/* pg_control's state word (the switchover's cheap look) and pg_controldata's CRC warning. */
+static void write_file(const char *path, const void *data, size_t len, mode_t mode) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+static void test_pg_control_state(void **state) {
+    (void)state;
+    char dir[] = "/tmp/pgha-test-control-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char global[256], control[300], script[300];
+    snprintf(global, sizeof global, "%s/global", dir);
+    snprintf(control, sizeof control, "%s/pg_control", global);
+    snprintf(script, sizeof script, "%s/pg_controldata", dir);
+    assert_false(pg_control_says_shut_down(dir)); /* no file */
+    assert_int_equal(mkdir(global, 0700), 0);
+    unsigned char head[8192] = {0};
+    int32_t st = 1; /* DB_SHUTDOWNED */
+    memcpy(head + 16, &st, sizeof st);
+    write_file(control, head, 12, 0600); /* too short */
+    assert_false(pg_control_says_shut_down(dir));
+    write_file(control, head, sizeof head, 0600);
+    assert_true(pg_control_says_shut_down(dir));
+    st = 2; /* DB_SHUTDOWNED_IN_RECOVERY: a replica's, never a primary's clean shutdown */
+    memcpy(head + 16, &st, sizeof st);
+    write_file(control, head, sizeof head, 0600);
+    assert_false(pg_control_says_shut_down(dir));
+    st = 6; /* DB_IN_PRODUCTION */
+    memcpy(head + 16, &st, sizeof st);
+    write_file(control, head, sizeof head, 0600);
+    assert_false(pg_control_says_shut_down(dir));
+
+    /* pg_controldata warns about a CRC mismatch and exits 0: not taken as pg_control's contents */
+    const char *bad = "#!/bin/sh\necho 'WARNING: Calculated CRC checksum does not match value stored in file.'\n"
+                      "echo 'Database cluster state:               shut down'\n"
+                      "echo 'Latest checkpoint location:           0/5000028'\n";
+    write_file(script, bad, strlen(bad), 0700);
+    ControlData cd;
+    char *err = NULL;
+    assert_int_equal(pg_controldata(script, dir, &cd, &err), -EIO);
+    assert_non_null(strstr(err, "CRC"));
+    free(err);
+    err = NULL;
+    const char *good = "#!/bin/sh\necho 'Database system identifier:           7312345678901234567'\n"
+                       "echo 'Database cluster state:               shut down'\n"
+                       "echo 'Latest checkpoint location:           0/5000028'\n";
+    write_file(script, good, strlen(good), 0700);
+    assert_int_equal(pg_controldata(script, dir, &cd, &err), 0);
+    assert_string_equal(cd.state, "shut down");
+    assert_int_equal(cd.checkpoint_lsn, 0x5000028);
+    unlink(script);
+    unlink(control);
+    rmdir(global);
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_lookup_and_output),
@@ -157,6 +217,7 @@ int main(void) {
         cmocka_unit_test(test_missing_program_is_reported),
         cmocka_unit_test(test_timeout_kills_the_group),
         cmocka_unit_test(test_cancel_kills_the_running_child_group),
+        cmocka_unit_test(test_pg_control_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
