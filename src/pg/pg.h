@@ -82,7 +82,8 @@ bool pg_is_postmaster_of(pid_t pid, const char *data_dir);
 /* Signal the postmaster and wait up to timeout for it to exit. 0, -ETIMEDOUT, -ESRCH. */
 int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout);
 
-/* Run a command, wait for it (up to timeout; killed after), capture stdout+stderr. Returns the
+/* Run a command, wait for it (up to timeout: reading its output and waiting for its exit together; its
+ * process group is SIGKILLed after), capture stdout+stderr. Returns the
  * exit status (>= 0), or -errno (-ECANCELED: cancelled through the thread's PgChild before it ran).
  * argv[0] without a '/' is looked up in PATH; extra_env ("NAME=value") adds to or replaces the
  * environment. Everything the child needs is prepared before fork(): between fork() and execve() the

@@ -334,29 +334,46 @@ int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, c
     if (exec_failed)
         sb_addf(&b, "cannot execute %s: %s\n", path, strerror(child_errno));
     free(path);
+    /* The timeout bounds the whole run: reading the output until EOF, then waiting for the exit (a
+     * script may close or redirect its output and go on: `exec >/dev/null; sleep 1000`). The exit is
+     * noticed without reaping (waitid WNOWAIT): the pid stays ours, and published, until waitpid below. */
     usec_t end = now_monotonic() + timeout;
-    bool timed_out = false;
-    for (; !exec_failed;) {
+    bool timed_out = false, eof = exec_failed;
+    int pfd = pg_pidfd(pid);
+    for (;;) {
+        if (eof) {
+            siginfo_t si = {0};
+            int wr = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
+            if (wr < 0 && errno == EINTR)
+                continue;
+            if (wr < 0 || si.si_pid == pid)
+                break; /* exited (or not ours to wait for: waitpid below says so) */
+        }
         usec_t now = now_monotonic();
         if (now >= end) {
             timed_out = true;
             break;
         }
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        int pr = poll(&p, 1, (int)((end - now) / USEC_PER_MSEC) + 1);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr <= 0)
+        int ms = (int)((end - now) / USEC_PER_MSEC) + 1;
+        if (eof && pfd < 0 && ms > 50)
+            ms = 50; /* no pidfd (old kernel): look again every 50 ms */
+        struct pollfd p = {.fd = eof ? pfd : out[0], .events = POLLIN};
+        int pr = poll(&p, 1, ms);
+        if (pr <= 0 || eof)
             continue;
         char buf[4096];
         ssize_t n = read(out[0], buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            break;
+        if (n <= 0) {
+            eof = true;
+            continue;
+        }
         if (b.len < 4 * 1024 * 1024)
             sb_addn(&b, buf, (size_t)n);
     }
+    if (pfd >= 0)
+        close(pfd);
     close(out[0]);
     int status = 0;
     if (timed_out) {

@@ -80,6 +80,24 @@ static void test_timeout_kills_the_group(void **state) {
     free(out);
 }
 
+/* A script that closes its output and then hangs (`exec >/dev/null; sleep`: a before_stop or pre_promote
+ * whose output goes elsewhere): the timeout bounds the whole run, not only the reading of the output;
+ * the group is killed. */
+static void test_timeout_after_output_closed(void **state) {
+    (void)state;
+    char *out = NULL;
+    const char *args[] = {"/bin/sh", "-c", "echo before; exec >/dev/null 2>&1; sleep 30", NULL};
+    usec_t t0 = now_monotonic();
+    assert_int_equal(run(args, NULL, 300 * USEC_PER_MSEC, &out), -ETIMEDOUT);
+    assert_true(now_monotonic() - t0 < 5 * USEC_PER_SEC);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "before\n")); /* what it wrote before is kept */
+    free(out);
+    /* a quick command that closed its output still reports its exit status */
+    const char *quick[] = {"/bin/sh", "-c", "exec >/dev/null 2>&1; sleep 0.2; exit 4", NULL};
+    assert_int_equal(run(quick, NULL, 10 * USEC_PER_SEC, NULL), 4);
+}
+
 /* Running (not gone, not a zombie waiting for whoever adopted it). */
 static bool alive(pid_t pid) {
     for (int i = 0; i < 50; i++) {
@@ -151,12 +169,15 @@ static void test_cancel_kills_the_running_child_group(void **state) {
 }
 
 int main(void) {
+    /* clang-format off */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_lookup_and_output),
         cmocka_unit_test(test_extra_env_adds_and_replaces),
         cmocka_unit_test(test_missing_program_is_reported),
         cmocka_unit_test(test_timeout_kills_the_group),
+        cmocka_unit_test(test_timeout_after_output_closed),
         cmocka_unit_test(test_cancel_kills_the_running_child_group),
     };
+    /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
