@@ -108,7 +108,8 @@ typedef struct HaSlots {
     size_t n_rows;
     bool rows_ok;
     bool synced;         /* slots_sync() ran this cycle */
-    int timeout_ms;      /* per statement of slots_sync(): bounded by what is left of the lease */
+    int timeout_ms;      /* of the next statement of slots_sync(): what is left of the cycle's budget */
+    usec_t deadline;     /* lock holder: the slot work of this cycle ends here (monotonic; 0 no limit) */
     RetainTimers retain; /* leader: when each member slot was last seen (retain_slots) */
     char *errors_logged;
     bool enforce_hsf;     /* hot_standby_feedback forced on: this node (or a cascade below it) carries them */
