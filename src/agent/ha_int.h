@@ -307,6 +307,7 @@ void slots_free(HaSlots *s);
 
 /* sync_exec.c */
 bool sync_mode_on(const Ha *h);
+void sync_config_params(const Ha *h, YNode *params, bool as_primary);
 int sync_before_promote(Ha *h);
 void sync_process(Ha *h);
 void leave_sync_duty(Ha *h);

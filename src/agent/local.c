@@ -66,15 +66,7 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     prepare_config_dir(h);
     StrList warnings = {0};
     YNode *params = build_params(h, &warnings);
-    if (h->sync.ssn) {
-        /* owned by pgha in synchronous mode: the user's value does not apply (spec §3.7.1) */
-        if (*h->sync.ssn)
-            ynode_set(params, "synchronous_standby_names", ynode_new_str(h->sync.ssn, "sync", 0));
-        else
-            ynode_remove(params, "synchronous_standby_names");
-    } else if (sync_mode_on(h)) {
-        ynode_remove(params, "synchronous_standby_names");
-    }
+    sync_config_params(h, params, as_primary);
     for (size_t i = 0; i < warnings.n; i++)
         log_warning("%s", warnings.v[i]);
     strlist_clear(&warnings);

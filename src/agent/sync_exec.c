@@ -14,6 +14,20 @@ bool sync_mode_on(const Ha *h) {
     return d->synchronous_mode != SYNC_OFF && !(d->standby_cluster && d->standby_cluster->n);
 }
 
+/* synchronous_standby_names in the postgresql.conf pgha writes (`params`: the server parameters). */
+void sync_config_params(const Ha *h, YNode *params, bool as_primary) {
+    (void)as_primary;
+    if (h->sync.ssn) {
+        /* owned by pgha in synchronous mode: the user's value does not apply (spec §3.7.1) */
+        if (*h->sync.ssn)
+            ynode_set(params, "synchronous_standby_names", ynode_new_str(h->sync.ssn, "sync", 0));
+        else
+            ynode_remove(params, "synchronous_standby_names");
+    } else if (sync_mode_on(h)) {
+        ynode_remove(params, "synchronous_standby_names");
+    }
+}
+
 static void set_ssn(Ha *h, const char *ssn) {
     if (streq(h->sync.ssn, ssn))
         return;
