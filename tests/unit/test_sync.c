@@ -834,6 +834,15 @@ static void test_config_params(void **state) {
     assert_conf_ssn("synchronous_mode: true\n", NULL, true, "(none)");
     assert_conf_ssn("synchronous_mode: true\n", NULL, false, "(none)");
     assert_conf_ssn("synchronous_mode: true\nsynchronous_mode_strict: true\n", NULL, false, "(none)");
+    /* strict, a primary starting with no value known: no commit acknowledged without a standby (Patroni's
+     * get_server_parameters(): '*' for a primary or promoted node); ANY 1 (*) in quorum mode */
+    assert_conf_ssn("synchronous_mode: true\nsynchronous_mode_strict: true\n", NULL, true, "*");
+    assert_conf_ssn("synchronous_mode: quorum\nsynchronous_mode_strict: true\n", NULL, true, "ANY 1 (*)");
+    /* ... a value known is kept (the promotion and sync_process() set it) */
+    assert_conf_ssn("synchronous_mode: true\nsynchronous_mode_strict: true\n", "node2", true, "node2");
+    /* a standby cluster has no synchronous mode */
+    assert_conf_ssn("synchronous_mode: true\nsynchronous_mode_strict: true\nstandby_cluster:\n  host: x\n", NULL, true,
+                    "userval");
 }
 
 int main(void) {
