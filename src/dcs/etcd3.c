@@ -429,17 +429,21 @@ int dcs_attempt_to_acquire_leader(Dcs *d) {
 }
 
 int dcs_update_leader(Dcs *d, const Cluster *c) {
-    /* The renewal as a whole (waiting for the connection the watch may be using, the keepalive and
-     * the txn) fits in retry_timeout: the timing rule loop_wait + 2*retry_timeout <= ttl counts on it. */
-    usec_t deadline = now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC;
+    /* The wait for the caller-side connection (the watch thread may be reading the prefix through it,
+     * for at most half of retry_timeout: etcd3_watch.c) is bounded on its own, against the monotonic
+     * clock (a step of the wall clock must not end or stretch it); the keepalive and the txn then share a
+     * deadline of retry_timeout from when the connection is ours, so that the wait does not eat it. The
+     * worst case, 1.5 x retry_timeout, is within the timing rule loop_wait + 2*retry_timeout <= ttl. */
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += d->retry_timeout;
-    if (pthread_mutex_timedlock(&d->req_lock, &until) != 0) {
-        etcd3_set_error(d, "the etcd connection stayed busy for retry_timeout (%d s)", (int)d->retry_timeout);
+    int lr = pthread_mutex_clocklock(&d->req_lock, CLOCK_MONOTONIC, &until);
+    if (lr != 0) {
+        etcd3_set_error(d, "the etcd connection stayed busy for retry_timeout (%d s): %s", (int)d->retry_timeout,
+                        strerror(lr));
         return -ETIMEDOUT;
     }
-    d->op_deadline = deadline;
+    d->op_deadline = now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC;
     _cleanup_free_ char *key = full_key(d, "leader");
     int r = refresh_lease_locked(d, true);
     if (r >= 0) {
