@@ -77,8 +77,10 @@ int pg_spawn_postmaster(const char *postgres_path, const char *data_dir, const c
 /* A pidfd that becomes readable when the process exits (works for non-children too), or -errno. */
 int pg_pidfd(pid_t pid);
 bool pg_process_alive(pid_t pid);
-/* Is pid the postmaster of data_dir (and not another process that reuses a stale pid)? */
-bool pg_is_postmaster_of(pid_t pid, const char *data_dir);
+/* Is pid the postmaster of data_dir (and not another process that reuses a stale pid)? Its command line
+ * is `postgres ... -D data_dir` without --single, and it started within 3 s of pidfile_start_time
+ * (postmaster.pid's start time; 0: not compared). */
+bool pg_is_postmaster_of(pid_t pid, const char *data_dir, long long pidfile_start_time);
 /* Signal the postmaster and wait up to timeout for it to exit. 0, -ETIMEDOUT, -ESRCH. */
 int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout);
 

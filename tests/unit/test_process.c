@@ -6,13 +6,18 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit_helpers.h"
+
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -98,6 +103,52 @@ static void test_timeout_after_output_closed(void **state) {
     assert_int_equal(run(quick, NULL, 10 * USEC_PER_SEC, NULL), 4);
 }
 
+/* A process that looks like `<argv0> <args...>` in /proc/<pid>/cmdline and sleeps (dash, renamed). */
+static pid_t spawn_named(const char *const *argv) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0); /* its sleep goes with it (reap_named) */
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) { /* not the test's output: the TAP reader waits for its end */
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        execv("/bin/sh", (char *const *)argv);
+        _exit(127);
+    }
+    usleep(100000); /* until it has exec'ed */
+    return pid;
+}
+
+static void reap_named(pid_t pid) {
+    kill(-pid, SIGKILL);
+    (void)waitpid(pid, NULL, 0);
+}
+
+/* Taking over a running postmaster from postmaster.pid (pg_instance_find_running): only a postmaster of
+ * this data directory, as Patroni's PostmasterProcess.from_pidfile() checks it: not a single-user
+ * backend (`postgres --single`: crash recovery, or someone's maintenance), and started when
+ * postmaster.pid says (within 3 s: a pid reused by another process is not it). */
+static void test_postmaster_of(void **state) {
+    (void)state;
+    char *dir = tmpdir_make();
+    time_t now = time(NULL);
+    const char *pm[] = {"/usr/lib/postgresql/15/bin/postgres", "-c", "sleep 30; true", "-D", dir, NULL};
+    pid_t p = spawn_named(pm);
+    assert_true(pg_is_postmaster_of(p, dir, (long long)now));
+    assert_true(pg_is_postmaster_of(p, dir, 0)); /* no start time in postmaster.pid: not compared */
+    assert_false(pg_is_postmaster_of(p, "/nonexistent/other", (long long)now));
+    /* started an hour before the process did: the pid was reused */
+    assert_false(pg_is_postmaster_of(p, dir, (long long)now - 3600));
+    reap_named(p);
+
+    const char *single[] = {"postgres", "-c", "sleep 30; true", "--single", "-D", dir, NULL};
+    p = spawn_named(single);
+    assert_false(pg_is_postmaster_of(p, dir, (long long)now));
+    reap_named(p);
+    tmpdir_remove(dir);
+}
+
 /* Running (not gone, not a zombie waiting for whoever adopted it). */
 static bool alive(pid_t pid) {
     for (int i = 0; i < 50; i++) {
@@ -177,6 +228,7 @@ int main(void) {
         cmocka_unit_test(test_timeout_kills_the_group),
         cmocka_unit_test(test_timeout_after_output_closed),
         cmocka_unit_test(test_cancel_kills_the_running_child_group),
+        cmocka_unit_test(test_postmaster_of),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);
