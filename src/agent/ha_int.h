@@ -204,7 +204,6 @@ struct Ha {
     HaPublished published;
     /* the loop (ha.c) */
     usec_t next_cycle;
-    usec_t next_watchdog;
     usec_t last_cycle;
     bool reload_pending;
     bool tilt; /* this cycle is stale (TILT): observe only */
