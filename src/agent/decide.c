@@ -240,8 +240,10 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
     const Cluster *c = o->cluster;
     const char *me = o->cfg->name;
     why[0] = '\0';
-    if (l->pre_promote_backoff) {
-        snprintf(why, why_len, "pre_promote failed less than ttl ago");
+    if (l->promote_backoff) {
+        /* Patroni: "backoff: skip leader race after pre_promote script failure and releasing the lock
+         * voluntarily"; here after any failed promotion */
+        snprintf(why, why_len, "a promotion failed less than ttl ago");
         return false;
     }
     /* §4.5 step 2: in pause only a manual failover to a named candidate may move the leader */

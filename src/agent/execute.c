@@ -296,13 +296,18 @@ static void do_start(Ha *h, Decision *d, const LocalState *l) {
     execute_start(h, d);
 }
 
-/* The lock is ours: a replica promotes (after /sync allows it); a failed promotion gives the key back. */
+/* The lock is ours: a replica promotes (after /sync allows it). A failed promotion (pre_promote, or
+ * PostgreSQL's promotion itself) gives the key back and keeps this node out of the race for a ttl, as
+ * Patroni does after releasing the key voluntarily: the other members get their chance first. */
 static void promote_with_lock(Ha *h, Decision *d) {
     if (sync_before_promote(h) < 0) {
         snprintf(d->message, sizeof d->message, "postponing the promotion: /sync could not be updated");
     } else if (promote_postgres(h) < 0) {
+        h->promote_failed_at = now_monotonic();
         (void)dcs_delete_leader(h->dcs);
         lease_lost(h);
+        snprintf(d->message, sizeof d->message,
+                 "the promotion failed: released the leader key; not racing for it for ttl (%d s)", ttl_s(h));
     }
 }
 

@@ -59,8 +59,7 @@ static void run_cycle(Ha *h, bool stale) {
     if (h->work.bootstrap_pending && !l.async_action)
         l.async_action = "bootstrap";
     l.leader_lock_valid = h->view.lock_valid_until > now;
-    l.pre_promote_backoff = h->pre_promote_failed_at &&
-                            now - h->pre_promote_failed_at < (usec_t)ttl_s(h) * USEC_PER_SEC;
+    l.promote_backoff = h->promote_failed_at && now - h->promote_failed_at < (usec_t)ttl_s(h) * USEC_PER_SEC;
 
     if (stale) {
         /* observe only */

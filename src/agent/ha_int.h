@@ -208,8 +208,8 @@ struct Ha {
     bool reload_pending;
     bool tilt; /* this cycle is stale (TILT): observe only */
     bool fatal;
-    usec_t pre_promote_failed_at;
-    AgentCounters counters; /* GET /metrics: cycles (ha.c), promotions (local.c), demotions (execute.c) */
+    usec_t promote_failed_at; /* a promotion failed and the key was given back: out of the race for a ttl */
+    AgentCounters counters;   /* GET /metrics: cycles (ha.c), promotions (local.c), demotions (execute.c) */
 };
 
 static inline const PghaConfig *cfg_of(const Ha *h) { return &h->a->cfg; }

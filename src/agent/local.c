@@ -311,8 +311,7 @@ int promote_postgres(Ha *h) {
         if (r != 0) {
             log_error("pre_promote script failed (%d): %s", r, out ? str_trim(out) : "");
             free(out);
-            h->pre_promote_failed_at = now_monotonic();
-            return -ECANCELED;
+            return -ECANCELED; /* the caller gives the key back and backs off (execute.c) */
         }
         free(out);
         usec_t sent = now_monotonic();

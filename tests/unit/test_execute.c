@@ -228,9 +228,12 @@ static void test_acquire_won_promotion_fails(void **state) {
     t_replica(&t);
     fake.promote = -EIO;
     t_run(&t, HA_ACQUIRE_LOCK);
-    /* the key goes back at once: another member may take over */
+    /* the key goes back at once: another member may take over, and this one stays out of the race for a
+     * ttl (the back-off starts now: is_healthiest_node() says no until then) */
     EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "promote_postgres", "dcs_delete_leader");
     assert_false(lease_held(&t));
+    assert_true(t.h.promote_failed_at > 0);
+    assert_true(now_monotonic() - t.h.promote_failed_at < 5 * USEC_PER_SEC);
     t_free(&t);
 }
 
