@@ -59,6 +59,7 @@ typedef struct HaLocal {
     bool diverged;      /* a replica whose WAL went past the leader's timeline switch: rewind it */
     bool rewind_failed; /* pg_rewind failed and the data directory was kept: do not loop on it */
     bool diverged_reported;
+    bool rewind_unusable_logged; /* use_pg_rewind is on but pg_rewind cannot be used: said once */
     /* a stop that the loop watches instead of waiting for it (stop_postgres_begin) */
     bool stopping;
     PgStopMode stop_mode;

@@ -282,6 +282,14 @@ int pg_basebackup(const PghaConfig *cfg, const char *bin_dir, const char *host, 
 int pg_crash_recovery(const PghaConfig *cfg, const char *bin_dir, char **ret_error);
 /* pg_rewind against host:port with the rewind credentials. */
 int pg_rewind(const PghaConfig *cfg, const char *bin_dir, const char *host, int port, char **ret_error);
+/* Patroni's can_rewind, the binary's part: `pg_rewind --help` runs and exits 0. */
+bool pg_rewind_usable(const PghaConfig *cfg, const char *bin_dir);
+/* Where the WAL record at `lsn` on timeline `tl` (a checkpoint) ends in the local pg_wal, read with
+ * `pg_waldump -t tl -s lsn -n 2` as Patroni's _get_checkpoint_end() does (the error about the second
+ * record names the position after the first); 0 when it cannot be told. */
+long long pg_checkpoint_end(const PghaConfig *cfg, const char *bin_dir, long long tl, long long lsn);
+/* ... the parsing of pg_waldump's output (stdout and stderr together), for tests. */
+long long pg_waldump_record_end(const char *output, long long lsn);
 /* Remove everything in the data directory (only on explicit configuration, see DESIGN inv. 4). */
 int pg_remove_data_directory(const char *data_dir, char **ret_error);
 /* Rename a failed bootstrap's data directory out of the way: <dir>_<YYYY-MM-DD-HH-MM-SS>. */

@@ -57,3 +57,16 @@ int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long l
     *ret_lsn = 0;
     return 0;
 }
+
+bool pg_rewind_usable(const PghaConfig *cfg, const char *bin_dir) {
+    (void)cfg;
+    (void)bin_dir;
+    return !fake.rewind_unusable;
+}
+
+long long pg_checkpoint_end(const PghaConfig *cfg, const char *bin_dir, long long tl, long long lsn) {
+    (void)cfg;
+    (void)bin_dir;
+    fake_event("pg_checkpoint_end(%lld, %llX)", tl, (unsigned long long)lsn);
+    return fake.checkpoint_end;
+}

@@ -57,6 +57,8 @@ typedef struct Fake {
     size_t n_peers;
     int identify; /* pg_instance_identify_system: 0 answers identify_tli, else the error */
     long long identify_tli;
+    bool rewind_unusable;     /* pg_rewind_usable() says no (the binary does not run) */
+    long long checkpoint_end; /* pg_checkpoint_end(): where the checkpoint record ends (0: unknown) */
     FakeHooks hooks;
 } Fake;
 

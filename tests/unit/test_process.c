@@ -149,6 +149,28 @@ static void test_postmaster_of(void **state) {
     tmpdir_remove(dir);
 }
 
+/* pg_checkpoint_end()'s reading of pg_waldump's output (stdout and stderr together), as Patroni's
+ * _get_checkpoint_end(): the record at the checkpoint, then the error about the next one names where the
+ * checkpoint record ends (PostgreSQL 15's output; 16 says "expected at least"). */
+static void test_waldump_record_end(void **state) {
+    (void)state;
+    const char *pg15 =
+        "rmgr: XLOG        len (rec/tot):    114/   114, tx:          0, lsn: 0/01500790, prev 0/01500718, desc: "
+        "CHECKPOINT_SHUTDOWN redo 0/1500790; tli 1; prev tli 1; fpw true; shutdown\n"
+        "pg_waldump: error: error in WAL record at 0/1500790: invalid record length at 0/1500808: wanted 24, got 0\n";
+    assert_int_equal(pg_waldump_record_end(pg15, 0x1500790), 0x1500808);
+    const char *pg16 =
+        "rmgr: XLOG        len (rec/tot):    114/   114, tx:          0, lsn: 1/0A000028, prev 1/0A000000, "
+        "desc: CHECKPOINT_SHUTDOWN redo 1/A000028; shutdown\n"
+        "pg_waldump: error: error in WAL record at 1/A000028: invalid record length at 1/A0000A0: "
+        "expected at least 24, got 0\n";
+    assert_int_equal(pg_waldump_record_end(pg16, 0x10A000028LL), 0x10A0000A0LL);
+    /* another record, another error, nothing: unknown */
+    assert_int_equal(pg_waldump_record_end(pg15, 0x1500718), 0);
+    assert_int_equal(pg_waldump_record_end("pg_waldump: error: could not find file", 0x1500790), 0);
+    assert_int_equal(pg_waldump_record_end(NULL, 0x1500790), 0);
+}
+
 /* Running (not gone, not a zombie waiting for whoever adopted it). */
 static bool alive(pid_t pid) {
     for (int i = 0; i < 50; i++) {
@@ -229,6 +251,7 @@ int main(void) {
         cmocka_unit_test(test_timeout_after_output_closed),
         cmocka_unit_test(test_cancel_kills_the_running_child_group),
         cmocka_unit_test(test_postmaster_of),
+        cmocka_unit_test(test_waldump_record_end),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);
