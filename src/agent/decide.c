@@ -80,9 +80,9 @@ static const PeerStatus *find_peer(const Observation *o, const char *name) {
     return NULL;
 }
 
-static bool peer_eligible(const PeerStatus *p) {
-    return p && p->reachable && !p->nofailover && p->failover_priority > 0 && !p->watchdog_failed;
-}
+/* Patroni's failover_limitation(): reachable, not nofailover (probe_parse(): failover_priority <= 0
+ * counts only when nofailover is not set), watchdog fine. */
+static bool peer_eligible(const PeerStatus *p) { return p && p->reachable && !p->nofailover && !p->watchdog_failed; }
 
 /* §4.5 is_failover_possible, for one probed peer: eligible, not a primary, and not lagging more
  * than maximum_lag_on_failover behind /status (a missing optime counts as 0). */
@@ -155,7 +155,7 @@ static bool core_check(const Observation *o, bool check_lag, const char *skip, c
             continue;
         if (sync && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, p->name))
             continue; /* compare only against /sync members */
-        if (!p->reachable || p->nofailover || p->failover_priority <= 0 || p->watchdog_failed)
+        if (!peer_eligible(p))
             continue;
         if (p->is_primary) {
             snprintf(why, why_len, "%s is still running as a primary", p->name);
@@ -244,8 +244,10 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
     const Cluster *c = o->cluster;
     const char *me = o->cfg->name;
     why[0] = '\0';
-    if (l->pre_promote_backoff) {
-        snprintf(why, why_len, "pre_promote failed less than ttl ago");
+    if (l->promote_backoff) {
+        /* Patroni: "backoff: skip leader race after pre_promote script failure and releasing the lock
+         * voluntarily"; here after any failed promotion */
+        snprintf(why, why_len, "a promotion failed less than ttl ago");
         return false;
     }
     /* §4.5 step 2: in pause only a manual failover to a named candidate may move the leader */

@@ -145,17 +145,20 @@ static bool wal_diverged(Ha *h, long long my_tl, long long my_lsn) {
     return true;
 }
 
-/* A stopped former replica: its position from pg_control, as Patroni reads it (minimum recovery
- * ending location and its timeline; the checkpoint when those are zero). */
-static bool stopped_replica_diverged(Ha *h) {
-    if (!h->pg.have_controldata)
+/* Patroni's can_rewind: use_pg_rewind, pg_control says wal_log_hints = on or data checksums, and the
+ * pg_rewind binary runs. */
+static bool can_rewind(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    if (!(dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind))
         return false;
-    long long tl = h->pg.cd.min_recovery_tli, lsn = h->pg.cd.min_recovery_lsn;
-    if (tl <= 0 || lsn <= 0) {
-        tl = h->pg.cd.checkpoint_tli;
-        lsn = h->pg.cd.checkpoint_lsn;
-    }
-    return wal_diverged(h, tl, lsn);
+    if (!h->pg.have_controldata || !(h->pg.cd.wal_log_hints || h->pg.cd.data_checksum_version != 0))
+        return false;
+    return pg_rewind_usable(cfg, h->pg.inst.bin_dir);
+}
+
+/* Patroni's can_rewind_or_reinitialize_allowed */
+static bool rewind_or_reinitialize_allowed(Ha *h) {
+    return cfg_of(h)->postgresql.remove_data_directory_on_diverged_timelines || can_rewind(h);
 }
 
 /* A running replica following the leader: stop it when its WAL diverged, so that the next cycle
@@ -189,12 +192,13 @@ static bool check_running_replica(Ha *h) {
     }
     if (!wal_diverged(h, tl, lsn))
         return false;
-    const PghaConfig *cfg = cfg_of(h);
-    if (h->pg.rewind_failed || !(dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind ||
-                                 cfg->postgresql.remove_data_directory_on_diverged_timelines)) {
+    refresh_controldata(h); /* wal_log_hints and checksums, for can_rewind() */
+    if (h->pg.rewind_failed || !rewind_or_reinitialize_allowed(h)) {
         log_error("this replica cannot stream from the leader until it is rebuilt: %s",
                   h->pg.rewind_failed ? "pg_rewind failed"
-                                      : "use_pg_rewind and remove_data_directory_on_diverged_timelines are off");
+                                      : "pg_rewind cannot be used (use_pg_rewind, wal_log_hints or data checksums, "
+                                        "the pg_rewind binary) and remove_data_directory_on_diverged_timelines is "
+                                        "off");
         local_divergence_reported(h);
         return false;
     }
@@ -203,16 +207,101 @@ static bool check_running_replica(Ha *h) {
     return true;
 }
 
-static bool needs_rewind(Ha *h, const char *target) {
+typedef enum RewindNeed { REWIND_NOT_NEEDED, REWIND_NEEDED, REWIND_UNKNOWN_YET } RewindNeed;
+
+/* A leader member key that says the promotion is done: role primary (or Patroni 3.x's master), and no
+ * `checkpoint_after_promote: false` (pg_rewind needs the promotion's checkpoint). */
+static bool leader_promoted(const Member *m) {
+    return m && m->role && (strcmp(m->role, "primary") == 0 || strcmp(m->role, "master") == 0) &&
+           !m->checkpoint_after_promote_false;
+}
+
+/* Spec §4.8, Patroni's _check_timeline_and_lsn(): has the WAL of this stopped node diverged from the
+ * leader's? Our position from pg_control as Patroni reads it (a former replica: the minimum recovery
+ * ending location and its timeline; a former primary, cleanly shut down: the latest checkpoint); the
+ * leader's timeline from its member key and its history from /history (once /history reaches that
+ * timeline: right after a promotion it may still lag). A higher timeline than the leader's diverged,
+ * the same one did not; otherwise the history decides: the switch away from our timeline must lie at
+ * or after our position (a replica: replayed not past it; a former primary: the checkpoint before it,
+ * and the checkpoint record ends exactly there, pg_waldump), or our timeline is not in it at all. */
+static RewindNeed check_timeline_and_lsn(Ha *h, const Member *leader) {
+    const ControlData *cd = &h->pg.cd;
+    bool in_recovery;
+    long long tl, lsn;
+    if (strcmp(cd->state, "shut down in recovery") == 0 || strcmp(cd->state, "in archive recovery") == 0) {
+        in_recovery = true;
+        tl = cd->min_recovery_tli;
+        lsn = cd->min_recovery_lsn;
+        if (tl <= 0 || lsn <= 0) { /* it was a primary when it crashed */
+            in_recovery = false;
+            tl = cd->checkpoint_tli;
+            lsn = cd->checkpoint_lsn;
+        }
+    } else if (strcmp(cd->state, "shut down") == 0) {
+        in_recovery = false;
+        tl = cd->checkpoint_tli;
+        lsn = cd->checkpoint_lsn;
+    } else {
+        return REWIND_NOT_NEEDED; /* not shut down cleanly: crash recovery comes first (Patroni: no decision) */
+    }
+    if (tl <= 0 || lsn <= 0)
+        return REWIND_NOT_NEEDED;
+    if (!leader_promoted(leader) || !leader->has_timeline || leader->timeline <= 0)
+        return REWIND_UNKNOWN_YET;
+    long long leader_tl = leader->timeline;
+    if (tl > leader_tl)
+        return REWIND_NEEDED;
+    if (tl == leader_tl)
+        return REWIND_NOT_NEEDED;
+    const Cluster *c = h->view.cluster;
+    if (cluster_timeline(c) < leader_tl)
+        return REWIND_UNKNOWN_YET; /* /history does not reach the leader's timeline yet */
+    const cJSON *e;
+    cJSON_ArrayForEach(e, c->history) {
+        long long etl, sw;
+        if (!cJSON_IsArray(e) || !json_item_ll(cJSON_GetArrayItem(e, 0), &etl) ||
+            !json_item_ll(cJSON_GetArrayItem(e, 1), &sw))
+            continue;
+        if (etl == tl) {
+            if (in_recovery)
+                return lsn > sw ? REWIND_NEEDED : REWIND_NOT_NEEDED;
+            if (lsn >= sw)
+                return REWIND_NEEDED;
+            long long end = pg_checkpoint_end(cfg_of(h), h->pg.inst.bin_dir, tl, lsn);
+            return end != sw ? REWIND_NEEDED : REWIND_NOT_NEEDED;
+        }
+        if (etl > tl)
+            return REWIND_NEEDED;
+    }
+    return REWIND_NEEDED;
+}
+
+/* Before a stopped node starts as a replica of `target`: does it have to be rewound (or rebuilt) first?
+ * Only when rewinding or removing the data directory is possible at all, and only after its WAL is
+ * found to have diverged (a planned switchover's former primary, whose shutdown checkpoint the new
+ * leader has, did not). */
+static RewindNeed rewind_needed(Ha *h, const char *target) {
     const Member *m = member_by_name(h, target);
     if (!m || !h->pg.have_controldata || streq(target, cfg_of(h)->name))
-        return false;
-    bool was_primary = pg_state_was_primary(h->pg.cd.state);
-    /* A former primary joining another leader: its WAL may have diverged. The leader's published
-     * timeline can still be the old one right after its promotion, so it is not compared here:
-     * pg_rewind itself finds out ("no rewind required") once the leader's promotion checkpoint is done.
-     * A former replica: only when its position is past the switch point of its timeline. */
-    return was_primary || h->pg.diverged || stopped_replica_diverged(h);
+        return REWIND_NOT_NEEDED;
+    if (!rewind_or_reinitialize_allowed(h)) {
+        if ((dyn_of(h)->use_pg_rewind || cfg_of(h)->postgresql.use_pg_rewind) && !h->pg.rewind_unusable_logged) {
+            log_warning("use_pg_rewind is on but pg_rewind cannot be used: it needs wal_log_hints = on or data "
+                        "checksums, and the pg_rewind binary; a diverged node cannot be repaired");
+            h->pg.rewind_unusable_logged = true;
+        }
+        return REWIND_NOT_NEEDED;
+    }
+    if (h->pg.diverged) /* a running replica found diverged and stopped for it */
+        return REWIND_NEEDED;
+    /* not shut down cleanly (a crashed primary): its position is known only after crash recovery. With
+     * pg_rewind at hand the rewind task finishes crash recovery first and pg_rewind itself finds out
+     * whether anything diverged (Patroni: crash recovery, then the check). Without it, nothing is
+     * removed on a guess: it starts as a replica, and a running replica found diverged is handled then
+     * (check_running_replica()). */
+    if (pg_state_needs_crash_recovery(h->pg.cd.state))
+        return can_rewind(h) ? REWIND_NEEDED : REWIND_NOT_NEEDED;
+    return check_timeline_and_lsn(h, m);
 }
 
 static void execute_start(Ha *h, const Decision *d) {
@@ -234,11 +323,17 @@ static void execute_start(Ha *h, const Decision *d) {
         return;
     }
     const char *target = d->target[0] ? d->target : NULL;
-    if (target && needs_rewind(h, target)) {
+    RewindNeed need = target ? rewind_needed(h, target) : REWIND_NOT_NEEDED;
+    if (need == REWIND_UNKNOWN_YET) {
+        log_info("waiting for the leader %s to finish its promotion (and publish its timeline history) before "
+                 "checking whether my WAL diverged",
+                 target);
+        return;
+    }
+    if (need == REWIND_NEEDED) {
         const Member *m = member_by_name(h, target);
-        bool leader_ready = m && m->role && strcmp(m->role, "primary") == 0 && !m->checkpoint_after_promote_false;
-        if (dyn_of(h)->use_pg_rewind || cfg->postgresql.use_pg_rewind) {
-            if (!leader_ready) {
+        if (can_rewind(h)) {
+            if (!leader_promoted(m)) {
                 log_info("waiting for the leader %s to finish its promotion before pg_rewind", target);
                 return;
             }
@@ -246,21 +341,18 @@ static void execute_start(Ha *h, const Decision *d) {
             int port;
             if (member_host_port(m, host, sizeof host, &port)) {
                 bool crash = pg_state_needs_crash_recovery(h->pg.cd.state);
-                log_info("running pg_rewind from %s%s", target, crash ? " (after crash recovery)" : "");
+                log_info("my WAL diverged from the leader's: running pg_rewind from %s%s", target,
+                         crash ? " (after crash recovery)" : "");
                 write_pgpass(h);
                 set_state(h, "running custom bootstrap script");
                 task_start(h, TASK_REWIND, host, port, crash);
                 return;
             }
         } else if (cfg->postgresql.remove_data_directory_on_diverged_timelines) {
-            log_warning("timelines diverged and remove_data_directory_on_diverged_timelines is set: removing the "
-                        "data directory to clone it again");
+            log_warning("my WAL diverged from the leader's and remove_data_directory_on_diverged_timelines is set: "
+                        "removing the data directory to clone it again");
             remove_data_directory(h);
             return;
-        } else {
-            log_warning("the timeline of %s is newer than mine and use_pg_rewind is off: starting as a replica "
-                        "anyway; it may not be able to stream",
-                        target);
         }
     }
     (void)start_postgres(h, false, target);
@@ -333,13 +425,18 @@ static void do_start(Ha *h, Decision *d, const LocalState *l) {
     execute_start(h, d);
 }
 
-/* The lock is ours: a replica promotes (after /sync allows it); a failed promotion gives the key back. */
+/* The lock is ours: a replica promotes (after /sync allows it). A failed promotion (pre_promote, or
+ * PostgreSQL's promotion itself) gives the key back and keeps this node out of the race for a ttl, as
+ * Patroni does after releasing the key voluntarily: the other members get their chance first. */
 static void promote_with_lock(Ha *h, Decision *d) {
     if (sync_before_promote(h) < 0) {
         snprintf(d->message, sizeof d->message, "postponing the promotion: /sync could not be updated");
     } else if (promote_postgres(h) < 0) {
+        h->promote_failed_at = now_monotonic();
         (void)dcs_delete_leader(h->dcs);
         lease_lost(h);
+        snprintf(d->message, sizeof d->message,
+                 "the promotion failed: released the leader key; not racing for it for ttl (%d s)", ttl_s(h));
     }
 }
 

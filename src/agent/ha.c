@@ -66,8 +66,7 @@ static void run_cycle(Ha *h, bool stale) {
     if (h->work.bootstrap_pending && !l.async_action)
         l.async_action = "bootstrap";
     l.leader_lock_valid = h->view.lock_valid_until > now;
-    l.pre_promote_backoff = h->pre_promote_failed_at &&
-                            now - h->pre_promote_failed_at < (usec_t)ttl_s(h) * USEC_PER_SEC;
+    l.promote_backoff = h->promote_failed_at && now - h->promote_failed_at < (usec_t)ttl_s(h) * USEC_PER_SEC;
 
     if (stale) {
         /* observe only */
@@ -145,6 +144,14 @@ static void run_cycle(Ha *h, bool stale) {
         log_info("%s", d.message);
     sdn_watchdog();
     dcs_set_fail_fast(false);
+}
+
+/* How long one HA cycle may take before the agent counts as stuck (the systemd watchdog): its DCS work
+ * (loop_wait + 2 x retry_timeout <= ttl: a cycle that takes longer has lost the lease anyway) plus
+ * 5 s. Longer steps that are bounded on their own (a stop of PostgreSQL, a script) extend it
+ * themselves (local.c). */
+static usec_t cycle_budget(const Ha *h) {
+    return (usec_t)(loop_wait_s(h) + 2 * dyn_of(h)->retry_timeout + 5) * USEC_PER_SEC;
 }
 
 /* A switchover or failover may hand over to this replica: the leader asks for its WAL position (GET /patroni)
@@ -324,6 +331,9 @@ int ha_run(Ha *h) {
     Agent *a = h->a;
     int rc = 0;
     dcs_start_watch(h->dcs, ha_wake, h);
+    sdn_watchdog_alive_until(now_monotonic() + cycle_budget(h));
+    if (sdn_watchdog_start() < 0) /* started by main.c already; here for other callers */
+        log_warning("cannot start the systemd watchdog thread: systemd may restart the agent");
     sdn_ready("running");
     log_info("pgha %s (Patroni %s compatible) started: member %s of cluster %s, PostgreSQL %d", PGHA_VERSION,
              PGHA_PATRONI_VERSION, a->cfg.name, a->cfg.scope, h->pg.inst.major);
@@ -346,15 +356,8 @@ int ha_run(Ha *h) {
                         stepdown_stopping(h);
             if (busy && wait > fast)
                 wait = fast;
-            usec_t wd = sdn_watchdog_interval();
-            if (wd) {
-                if (now >= h->next_watchdog) {
-                    sdn_watchdog();
-                    h->next_watchdog = now + wd;
-                }
-                if (h->next_watchdog - now < wait)
-                    wait = h->next_watchdog - now;
-            }
+            /* the systemd watchdog keeper vouches for the loop until then (sdnotify.h) */
+            sdn_watchdog_alive_until(now + wait + cycle_budget(h));
             struct pollfd p[4] = {{.fd = a->signal_fd, .events = POLLIN},
                                   {.fd = h->wake_fd, .events = POLLIN},
                                   {.fd = h->cmd_fd, .events = POLLIN},
@@ -404,6 +407,7 @@ int ha_run(Ha *h) {
             log_warning("the HA loop was delayed by %.1f s; observing without acting this cycle",
                         (double)(now - h->next_cycle) / 1e6);
         h->last_cycle = now;
+        sdn_watchdog_alive_until(now + cycle_budget(h));
         if (now >= h->next_cycle)
             h->next_cycle = now + (usec_t)loop_wait_s(h) * USEC_PER_SEC;
         run_cycle(h, stale);

@@ -59,6 +59,7 @@ typedef struct HaLocal {
     bool diverged;      /* a replica whose WAL went past the leader's timeline switch: rewind it */
     bool rewind_failed; /* pg_rewind failed and the data directory was kept: do not loop on it */
     bool diverged_reported;
+    bool rewind_unusable_logged; /* use_pg_rewind is on but pg_rewind cannot be used: said once */
     /* a stop that the loop watches instead of waiting for it (stop_postgres_begin) */
     bool stopping;
     PgStopMode stop_mode;
@@ -108,7 +109,8 @@ typedef struct HaSlots {
     size_t n_rows;
     bool rows_ok;
     bool synced;         /* slots_sync() ran this cycle */
-    int timeout_ms;      /* per statement of slots_sync(): bounded by what is left of the lease */
+    int timeout_ms;      /* of the next statement of slots_sync(): what is left of the cycle's budget */
+    usec_t deadline;     /* lock holder: the slot work of this cycle ends here (monotonic; 0 no limit) */
     RetainTimers retain; /* leader: when each member slot was last seen (retain_slots) */
     char *errors_logged;
     bool enforce_hsf;     /* hot_standby_feedback forced on: this node (or a cascade below it) carries them */
@@ -205,13 +207,12 @@ struct Ha {
     HaPublished published;
     /* the loop (ha.c) */
     usec_t next_cycle;
-    usec_t next_watchdog;
     usec_t last_cycle;
     bool reload_pending;
     bool tilt; /* this cycle is stale (TILT): observe only */
     bool fatal;
-    usec_t pre_promote_failed_at;
-    AgentCounters counters; /* GET /metrics: cycles (ha.c), promotions (local.c), demotions (execute.c) */
+    usec_t promote_failed_at; /* a promotion failed and the key was given back: out of the race for a ttl */
+    AgentCounters counters;   /* GET /metrics: cycles (ha.c), promotions (local.c), demotions (execute.c) */
 };
 
 static inline const PghaConfig *cfg_of(const Ha *h) { return &h->a->cfg; }
@@ -325,6 +326,7 @@ void slots_free(HaSlots *s);
 
 /* sync_exec.c */
 bool sync_mode_on(const Ha *h);
+void sync_config_params(const Ha *h, YNode *params, bool as_primary);
 int sync_before_promote(Ha *h);
 void sync_process(Ha *h);
 void leave_sync_duty(Ha *h);

@@ -2,6 +2,7 @@
  * observation, configuration changes. The mechanism is src/pg's (PgInstance); this file adds what the
  * agent decides around it: its state and role strings, callbacks, scripts, and what it logs. */
 #include "agent/ha_int.h"
+#include "common/sdnotify.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -66,15 +67,7 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     prepare_config_dir(h);
     StrList warnings = {0};
     YNode *params = build_params(h, &warnings);
-    if (h->sync.ssn) {
-        /* owned by pgha in synchronous mode: the user's value does not apply (spec §3.7.1) */
-        if (*h->sync.ssn)
-            ynode_set(params, "synchronous_standby_names", ynode_new_str(h->sync.ssn, "sync", 0));
-        else
-            ynode_remove(params, "synchronous_standby_names");
-    } else if (sync_mode_on(h)) {
-        ynode_remove(params, "synchronous_standby_names");
-    }
+    sync_config_params(h, params, as_primary);
     for (size_t i = 0; i < warnings.n; i++)
         log_warning("%s", warnings.v[i]);
     strlist_clear(&warnings);
@@ -205,6 +198,7 @@ static void before_stop(Ha *h, PgStopMode mode, const char *why) {
             log_warning("not running the before_stop script: the leader lease leaves no time for it");
         } else {
             char *out = NULL;
+            sdn_watchdog_extend(now_monotonic() + limit + 5 * USEC_PER_SEC);
             int r = run_shell(cfg->postgresql.before_stop, NULL, limit, &out);
             if (r != 0)
                 log_warning("before_stop script exited with %d: %s", r, out ? str_trim(out) : "");
@@ -282,6 +276,8 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
     usec_t limit = (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC;
     if (mode == PG_STOP_IMMEDIATE && limit > 10 * USEC_PER_SEC)
         limit = 10 * USEC_PER_SEC; /* an immediate stop is a demotion with the lease ticking */
+    /* the stop, the immediate stop after it and the kill: bounded, the systemd watchdog waits for them */
+    sdn_watchdog_extend(now_monotonic() + limit + 25 * USEC_PER_SEC);
     int r = pg_instance_stop(&h->pg.inst, mode, limit);
     if (r == -ETIMEDOUT && mode != PG_STOP_IMMEDIATE) {
         log_warning("PostgreSQL did not stop within pg_ctl_timeout; sending an immediate shutdown");
@@ -313,12 +309,12 @@ int promote_postgres(Ha *h) {
         usec_t limit = left > (usec_t)loop_wait_s(h) * USEC_PER_SEC ? left - (usec_t)loop_wait_s(h) * USEC_PER_SEC
                                                                     : USEC_PER_SEC;
         char *out = NULL;
+        sdn_watchdog_extend(now_monotonic() + limit + 5 * USEC_PER_SEC);
         int r = run_shell(cfg->postgresql.pre_promote, NULL, limit, &out);
         if (r != 0) {
             log_error("pre_promote script failed (%d): %s", r, out ? str_trim(out) : "");
             free(out);
-            h->pre_promote_failed_at = now_monotonic();
-            return -ECANCELED;
+            return -ECANCELED; /* the caller gives the key back and backs off (execute.c) */
         }
         free(out);
         usec_t sent = now_monotonic();

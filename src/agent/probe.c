@@ -37,15 +37,12 @@ void probe_parse(const char *body, PeerStatus *p) {
     const char *role = json_get_string(j, "role");
     p->is_primary = has_loc || (role && (strcmp(role, "primary") == 0 || strcmp(role, "master") == 0));
     p->wal_position = has_loc ? loc : (rec > rep ? rec : rep);
-    p->failover_priority = 1;
+    /* as Patroni 4.0's Tags reads them (the same rules as for member keys, cluster.c): nofailover, when
+     * set, decides by Python truthiness and wins over failover_priority */
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(j, "tags");
-    if (cJSON_IsObject(tags)) {
-        const cJSON *nf = cJSON_GetObjectItemCaseSensitive(tags, "nofailover");
-        long long fp;
-        if (json_get_ll(tags, "failover_priority", &fp))
-            p->failover_priority = fp;
-        p->nofailover = nf ? cJSON_IsTrue(nf) : p->failover_priority <= 0;
-    }
+    Member tm = {.tags = cJSON_IsObject(tags) ? (cJSON *)tags : NULL};
+    p->failover_priority = member_failover_priority(&tm);
+    p->nofailover = member_nofailover(&tm);
     bool wf = false;
     if (json_get_bool(j, "watchdog_failed", &wf))
         p->watchdog_failed = wf;

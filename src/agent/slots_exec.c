@@ -462,6 +462,21 @@ static void copy_logical_slots(Ha *h, const SlotsPlan *plan) {
     free(todo);
 }
 
+/* The timeout of the next slot statement of this cycle (h->slots.timeout_ms): 5 s, or on the lock holder
+ * what is left of the cycle's budget; false when less than 0.2 s is left. */
+static bool slots_budget_left(Ha *h) {
+    h->slots.timeout_ms = 5000;
+    if (!h->slots.deadline)
+        return true;
+    usec_t now = now_monotonic();
+    usec_t left = h->slots.deadline > now ? h->slots.deadline - now : 0;
+    if (left < 200 * USEC_PER_MSEC)
+        return false;
+    if (left < 5000 * USEC_PER_MSEC)
+        h->slots.timeout_ms = (int)(left / USEC_PER_MSEC);
+    return true;
+}
+
 /* Once per HA cycle on every node whose PostgreSQL runs: read pg_replication_slots, plan, act on
  * the differences. A failure is logged and retried next cycle. */
 void slots_sync(Ha *h) {
@@ -471,20 +486,18 @@ void slots_sync(Ha *h) {
     slot_rows_clear(h);
     if (!h->pg.st.ok || h->pg.starting || h->pg.inst.pid <= 0 || !h->view.cluster || !h->view.cluster->has_config)
         return;
-    /* Slot work must never cost the lock: on the lock holder, each statement may use what is left of
-     * the lease after the next renewal's worst case (retry_timeout) and the loop's wait; when that is
-     * less than 0.2 s (a slow PostgreSQL or DCS this cycle), the slots wait for the next cycle. */
-    h->slots.timeout_ms = 5000;
+    /* Slot work must never cost the lock: on the lock holder, the slot statements of a cycle together
+     * may use what is left of the lease after the next renewal's worst case (retry_timeout) and the
+     * loop's wait (a budget per cycle, not per statement); each statement gets what is left of it (at
+     * most 5 s), and once less than 0.2 s is left the rest waits for the next cycle. */
+    h->slots.deadline = 0;
     if (is_lock_holder(h)) {
-        usec_t now = now_monotonic();
         usec_t reserve = (usec_t)(dyn_of(h)->retry_timeout + loop_wait_s(h)) * USEC_PER_SEC;
-        usec_t budget = h->view.lock_valid_until > now + reserve ? h->view.lock_valid_until - now - reserve : 0;
-        if (budget < 200 * USEC_PER_MSEC) {
-            log_debug("replication slots: skipped this cycle, the lease leaves no time for them");
-            return;
-        }
-        if (budget < 5000 * USEC_PER_MSEC)
-            h->slots.timeout_ms = (int)(budget / USEC_PER_MSEC);
+        h->slots.deadline = h->view.lock_valid_until > reserve ? h->view.lock_valid_until - reserve : 1;
+    }
+    if (!slots_budget_left(h)) {
+        log_debug("replication slots: skipped this cycle, the lease leaves no time for them");
+        return;
     }
     PGconn *c = local_conn(h);
     if (!c || load_slot_rows(h, c) < 0)
@@ -503,6 +516,11 @@ void slots_sync(Ha *h) {
     }
     StrList failed_drops = {0};
     for (size_t i = 0; i < plan.n_actions; i++) {
+        if (!slots_budget_left(h)) {
+            log_info("replication slots: %zu change(s) left for the next cycle, the lease leaves no time for them",
+                     plan.n_actions - i);
+            break;
+        }
         run_slot_action(h, c, &plan.actions[i], &failed_drops);
         if (PQstatus(c) != CONNECTION_OK) {
             log_warning("lost the connection to PostgreSQL while changing replication slots");
@@ -513,7 +531,7 @@ void slots_sync(Ha *h) {
     }
     bool changed = plan.n_actions > 0;
     /* the leader publishes the positions: read them again after a change */
-    if (changed && c && (load_slot_rows(h, c) < 0))
+    if (changed && c && (!slots_budget_left(h) || load_slot_rows(h, c) < 0))
         slot_rows_clear(h);
     if (in.role != SLOT_ROLE_REPLICA) {
         unready_clear(h);

@@ -14,6 +14,27 @@ bool sync_mode_on(const Ha *h) {
     return d->synchronous_mode != SYNC_OFF && !(d->standby_cluster && d->standby_cluster->n);
 }
 
+/* synchronous_standby_names in the postgresql.conf pgha writes (`params`: the server parameters). With
+ * no value known yet (a start), a primary in strict mode gets '*' (ANY 1 (*) in quorum mode), as
+ * Patroni's get_server_parameters() does: no commit is acknowledged before a standby confirms it, until
+ * sync_process() picks the standbys. */
+void sync_config_params(const Ha *h, YNode *params, bool as_primary) {
+    if (h->sync.ssn) {
+        /* owned by pgha in synchronous mode: the user's value does not apply (spec §3.7.1) */
+        if (*h->sync.ssn)
+            ynode_set(params, "synchronous_standby_names", ynode_new_str(h->sync.ssn, "sync", 0));
+        else
+            ynode_remove(params, "synchronous_standby_names");
+    } else if (sync_mode_on(h)) {
+        const DynConfig *d = dyn_of(h);
+        if (as_primary && d->synchronous_mode_strict)
+            ynode_set(params, "synchronous_standby_names",
+                      ynode_new_str(d->synchronous_mode == SYNC_QUORUM ? "ANY 1 (*)" : "*", "sync", 0));
+        else
+            ynode_remove(params, "synchronous_standby_names");
+    }
+}
+
 static void set_ssn(Ha *h, const char *ssn) {
     if (streq(h->sync.ssn, ssn))
         return;

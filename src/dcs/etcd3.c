@@ -433,13 +433,15 @@ int dcs_attempt_to_acquire_leader(Dcs *d) {
 }
 
 int dcs_update_leader(Dcs *d, const Cluster *c) {
-    /* The renewal as a whole (waiting for the connection the watch may be using, the keepalive and
-     * the txn) fits in retry_timeout: the timing rule loop_wait + 2*retry_timeout <= ttl counts on it. */
-    usec_t deadline = now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC;
-    int lr = etcd3_req_lock(d, deadline); /* also no longer than the caller's (lease) deadline */
+    /* The wait for the caller-side connection (the watch thread may be reading the prefix through it,
+     * for at most half of retry_timeout: etcd3_watch.c) is bounded on its own against the monotonic
+     * clock; the keepalive and the txn then share a deadline of retry_timeout from when the connection
+     * is ours, so that the wait does not eat it. Both end by the caller's (lease) deadline. The worst
+     * case, 1.5 x retry_timeout, is within the timing rule loop_wait + 2*retry_timeout <= ttl. */
+    int lr = etcd3_req_lock(d, now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC);
     if (lr < 0)
         return lr;
-    d->op_deadline = etcd3_caller_deadline(deadline);
+    d->op_deadline = etcd3_caller_deadline(now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC);
     _cleanup_free_ char *key = full_key(d, "leader");
     int r = refresh_lease_locked(d, true);
     if (r >= 0) {

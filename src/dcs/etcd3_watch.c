@@ -301,7 +301,11 @@ static void *watch_main(void *arg) {
         size_t n = 0;
         long long rev = 0;
         pthread_mutex_lock(&d->req_lock);
+        /* the HA thread's leader renewal may be waiting for this connection: the read gets at most half
+         * of retry_timeout (a failure is retried after the backoff; the HA loop reads by itself meanwhile) */
+        dcs_set_call_deadline(now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC / 2);
         int r = etcd3_range_prefix_locked(d, false, &kvs, &n, &rev);
+        dcs_set_call_deadline(0);
         pthread_mutex_lock(&d->lock);
         _cleanup_free_ char *endpoint = xstrdup(etcd3_current_endpoint_locked(d));
         free(d->watch_endpoint);

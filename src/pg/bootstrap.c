@@ -296,3 +296,66 @@ int pg_rewind(const PghaConfig *cfg, const char *bin_dir, const char *host, int 
     _cleanup_free_ char *what = xasprintf("pg_rewind from %s:%d", host, port);
     return run_tool(&argv, 3600 * USEC_PER_SEC, ret_error, what);
 }
+
+bool pg_rewind_usable(const PghaConfig *cfg, const char *bin_dir) {
+    _cleanup_free_ char *bin = pg_bin(bin_dir, cfg->postgresql.bin_name.pg_rewind);
+    StrList argv = {0};
+    strlist_add(&argv, bin);
+    strlist_add(&argv, "--help");
+    int r = run_command(&argv, NULL, 10 * USEC_PER_SEC, NULL);
+    strlist_clear(&argv);
+    return r == 0;
+}
+
+long long pg_waldump_record_end(const char *output, long long lsn) {
+    char lsn8[32], lsn_str[32];
+    snprintf(lsn8, sizeof lsn8, "%X/%08X", (unsigned)((unsigned long long)lsn >> 32), (unsigned)(lsn & 0xFFFFFFFF));
+    pg_format_lsn(lsn, lsn_str, sizeof lsn_str);
+    _cleanup_free_ char *rec = xasprintf(", lsn: %s, prev ", lsn8);
+    _cleanup_free_ char *pattern = xasprintf("error in WAL record at %s: invalid record length at ", lsn_str);
+    if (!output || !strstr(output, rec))
+        return 0;
+    const char *p = strstr(output, pattern);
+    if (!p)
+        return 0;
+    p += strlen(pattern);
+    /* "...invalid record length at 0/182E298: wanted 24, got 0" (before 16) or ": expected at least 24" */
+    const char *colon = strchr(p, ':');
+    if (!colon || (strncmp(colon, ": wanted ", 9) != 0 && strncmp(colon, ": expected at least ", 20) != 0))
+        return 0;
+    char buf[32];
+    size_t len = (size_t)(colon - p);
+    if (len == 0 || len >= sizeof buf)
+        return 0;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    long long end = 0;
+    return pg_parse_lsn(buf, &end) == 0 ? end : 0;
+}
+
+long long pg_checkpoint_end(const PghaConfig *cfg, const char *bin_dir, long long tl, long long lsn) {
+    _cleanup_free_ char *bin = pg_bin(bin_dir, "pg_waldump");
+    char lsn_str[32];
+    pg_format_lsn(lsn, lsn_str, sizeof lsn_str);
+    _cleanup_free_ char *t = xasprintf("%lld", tl);
+    _cleanup_free_ char *wal = xasprintf("%s/pg_wal", cfg->postgresql.data_dir);
+    StrList argv = {0}, env = {0};
+    strlist_add(&argv, bin);
+    strlist_add(&argv, "-t");
+    strlist_add(&argv, t);
+    strlist_add(&argv, "-s");
+    strlist_add(&argv, lsn_str);
+    strlist_add(&argv, "-n");
+    strlist_add(&argv, "2");
+    strlist_add(&argv, "-p");
+    strlist_add(&argv, wal);
+    strlist_add(&env, "LANG=C");
+    strlist_add(&env, "LC_ALL=C");
+    char *out = NULL;
+    (void)run_command(&argv, &env, 30 * USEC_PER_SEC, &out);
+    long long end = pg_waldump_record_end(out, lsn);
+    free(out);
+    strlist_clear(&argv);
+    strlist_clear(&env);
+    return end;
+}

@@ -130,7 +130,8 @@ bool pg_instance_alive(PgInstance *pg) {
 
 bool pg_instance_find_running(const PgInstance *pg, PidFile *ret) {
     const char *dd = pg->cfg->postgresql.data_dir;
-    return pg_read_pid_file(dd, ret) == 0 && pg_process_alive(ret->pid) && pg_is_postmaster_of(ret->pid, dd);
+    return pg_read_pid_file(dd, ret) == 0 && pg_process_alive(ret->pid) &&
+           pg_is_postmaster_of(ret->pid, dd, ret->start_time);
 }
 
 int pg_instance_start(PgInstance *pg, const StrList *args, char **ret_error) {

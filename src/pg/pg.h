@@ -80,12 +80,15 @@ int pg_spawn_postmaster(const char *postgres_path, const char *data_dir, const c
 /* A pidfd that becomes readable when the process exits (works for non-children too), or -errno. */
 int pg_pidfd(pid_t pid);
 bool pg_process_alive(pid_t pid);
-/* Is pid the postmaster of data_dir (and not another process that reuses a stale pid)? */
-bool pg_is_postmaster_of(pid_t pid, const char *data_dir);
+/* Is pid the postmaster of data_dir (and not another process that reuses a stale pid)? Its command line
+ * is `postgres ... -D data_dir` without --single, and it started within 3 s of pidfile_start_time
+ * (postmaster.pid's start time; 0: not compared). */
+bool pg_is_postmaster_of(pid_t pid, const char *data_dir, long long pidfile_start_time);
 /* Signal the postmaster and wait up to timeout for it to exit. 0, -ETIMEDOUT, -ESRCH. */
 int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout);
 
-/* Run a command, wait for it (up to timeout; killed after), capture stdout+stderr. Returns the
+/* Run a command, wait for it (up to timeout: reading its output and waiting for its exit together; its
+ * process group is SIGKILLed after), capture stdout+stderr. Returns the
  * exit status (>= 0), or -errno (-ECANCELED: cancelled through the thread's PgChild before it ran).
  * argv[0] without a '/' is looked up in PATH; extra_env ("NAME=value") adds to or replaces the
  * environment. Everything the child needs is prepared before fork(): between fork() and execve() the
@@ -282,6 +285,14 @@ int pg_basebackup(const PghaConfig *cfg, const char *bin_dir, const char *host, 
 int pg_crash_recovery(const PghaConfig *cfg, const char *bin_dir, char **ret_error);
 /* pg_rewind against host:port with the rewind credentials. */
 int pg_rewind(const PghaConfig *cfg, const char *bin_dir, const char *host, int port, char **ret_error);
+/* Patroni's can_rewind, the binary's part: `pg_rewind --help` runs and exits 0. */
+bool pg_rewind_usable(const PghaConfig *cfg, const char *bin_dir);
+/* Where the WAL record at `lsn` on timeline `tl` (a checkpoint) ends in the local pg_wal, read with
+ * `pg_waldump -t tl -s lsn -n 2` as Patroni's _get_checkpoint_end() does (the error about the second
+ * record names the position after the first); 0 when it cannot be told. */
+long long pg_checkpoint_end(const PghaConfig *cfg, const char *bin_dir, long long tl, long long lsn);
+/* ... the parsing of pg_waldump's output (stdout and stderr together), for tests. */
+long long pg_waldump_record_end(const char *output, long long lsn);
 /* Remove everything in the data directory (only on explicit configuration, see DESIGN inv. 4). */
 int pg_remove_data_directory(const char *data_dir, char **ret_error);
 /* Rename a failed bootstrap's data directory out of the way: <dir>_<YYYY-MM-DD-HH-MM-SS>. */

@@ -24,7 +24,60 @@ int pg_pidfd(pid_t pid) {
     return fd < 0 ? -errno : fd;
 }
 
-bool pg_is_postmaster_of(pid_t pid, const char *data_dir) {
+/* When the process started (epoch seconds, from /proc: its start in clock ticks after boot, and the boot
+ * time), or 0 when unknown. */
+static long long process_start_time(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* the fields after the command name "(comm)": state is field 3, starttime field 22 */
+    const char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    p++;
+    for (int field = 3; field <= 22 && p; field++) {
+        while (*p == ' ')
+            p++;
+        if (field == 22)
+            break;
+        p = strchr(p, ' ');
+    }
+    if (!p)
+        return 0;
+    char *end = NULL;
+    unsigned long long ticks = strtoull(p, &end, 10);
+    if (end == p)
+        return 0;
+    long long btime = 0;
+    f = fopen("/proc/stat", "re");
+    if (!f)
+        return 0;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "btime ", 6) == 0) {
+            (void)parse_ll(str_trim(line + 6), &btime);
+            break;
+        }
+    fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    if (btime <= 0 || hz <= 0)
+        return 0;
+    return btime + (long long)(ticks / (unsigned long long)hz);
+}
+
+bool pg_is_postmaster_of(pid_t pid, const char *data_dir, long long pidfile_start_time) {
+    /* as Patroni's PostmasterProcess: the process started when postmaster.pid says (within 3 s), or the
+     * pid was reused by another process */
+    if (pidfile_start_time > 0) {
+        long long started = process_start_time(pid);
+        if (started > 0 && llabs(started - pidfile_start_time) > 3)
+            return false;
+    }
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
     FILE *f = fopen(path, "re");
@@ -43,6 +96,12 @@ bool pg_is_postmaster_of(pid_t pid, const char *data_dir) {
     char want[4096];
     if (!realpath(data_dir, want))
         snprintf(want, sizeof want, "%s", data_dir);
+    /* a single-user backend (`postgres --single`: crash recovery, maintenance) is no postmaster: it
+     * writes its pid negated into postmaster.pid (pg_read_pid_file() refuses that), and its argument
+     * list says so too */
+    for (size_t off = strlen(buf) + 1; off < n; off += strlen(buf + off) + 1)
+        if (strcmp(buf + off, "--single") == 0)
+            return false;
     for (size_t off = strlen(buf) + 1; off < n; off += strlen(buf + off) + 1) {
         const char *arg = buf + off;
         const char *dir = NULL;
@@ -334,29 +393,46 @@ int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, c
     if (exec_failed)
         sb_addf(&b, "cannot execute %s: %s\n", path, strerror(child_errno));
     free(path);
+    /* The timeout bounds the whole run: reading the output until EOF, then waiting for the exit (a
+     * script may close or redirect its output and go on: `exec >/dev/null; sleep 1000`). The exit is
+     * noticed without reaping (waitid WNOWAIT): the pid stays ours, and published, until waitpid below. */
     usec_t end = now_monotonic() + timeout;
-    bool timed_out = false;
-    for (; !exec_failed;) {
+    bool timed_out = false, eof = exec_failed;
+    int pfd = pg_pidfd(pid);
+    for (;;) {
+        if (eof) {
+            siginfo_t si = {0};
+            int wr = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
+            if (wr < 0 && errno == EINTR)
+                continue;
+            if (wr < 0 || si.si_pid == pid)
+                break; /* exited (or not ours to wait for: waitpid below says so) */
+        }
         usec_t now = now_monotonic();
         if (now >= end) {
             timed_out = true;
             break;
         }
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        int pr = poll(&p, 1, (int)((end - now) / USEC_PER_MSEC) + 1);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr <= 0)
+        int ms = (int)((end - now) / USEC_PER_MSEC) + 1;
+        if (eof && pfd < 0 && ms > 50)
+            ms = 50; /* no pidfd (old kernel): look again every 50 ms */
+        struct pollfd p = {.fd = eof ? pfd : out[0], .events = POLLIN};
+        int pr = poll(&p, 1, ms);
+        if (pr <= 0 || eof)
             continue;
         char buf[4096];
         ssize_t n = read(out[0], buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            break;
+        if (n <= 0) {
+            eof = true;
+            continue;
+        }
         if (b.len < 4 * 1024 * 1024)
             sb_addn(&b, buf, (size_t)n);
     }
+    if (pfd >= 0)
+        close(pfd);
     close(out[0]);
     int status = 0;
     if (timed_out) {

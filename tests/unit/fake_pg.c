@@ -62,3 +62,16 @@ bool pg_control_says_shut_down(const char *data_dir) {
     (void)data_dir;
     return fake.have_controldata && strcmp(fake.cd.state, "shut down") == 0;
 }
+
+bool pg_rewind_usable(const PghaConfig *cfg, const char *bin_dir) {
+    (void)cfg;
+    (void)bin_dir;
+    return !fake.rewind_unusable;
+}
+
+long long pg_checkpoint_end(const PghaConfig *cfg, const char *bin_dir, long long tl, long long lsn) {
+    (void)cfg;
+    (void)bin_dir;
+    fake_event("pg_checkpoint_end(%lld, %llX)", tl, (unsigned long long)lsn);
+    return fake.checkpoint_end;
+}

@@ -61,6 +61,8 @@ typedef struct Fake {
     /* observe_pg() during a stop: the n-th call (1-based; 0 never) finds pg_control saying "shut down",
      * and the postmaster gone */
     int observe_calls, observe_shut_down_at, observe_exit_at;
+    bool rewind_unusable;     /* pg_rewind_usable() says no (the binary does not run) */
+    long long checkpoint_end; /* pg_checkpoint_end(): where the checkpoint record ends (0: unknown) */
     FakeHooks hooks;
 } Fake;
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "agent/decide.h"
+#include "agent/probe.h"
 #include "common/config.h"
 #include "common/util.h"
 #include "common/yamltree.h"
@@ -1312,6 +1313,12 @@ static const HealthiestRow healthiest_rows[] = {
       .peers = {PEER("node3", 4000), PEER("node4", 5001)}},
      false,
      "node4"},
+    {"a peer with failover_priority 0 but nofailover: false set explicitly is a candidate (nofailover wins) -> no",
+     {.keys = {UNLOCKED},
+      .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {{.name = "node3", .reachable = true, .wal_position = 5001, .failover_priority = 0}}},
+     false,
+     "node3"},
     {"equal WAL, the peer has a higher failover_priority -> no",
      {.keys = {UNLOCKED},
       .local = {PG_REPLICA, .wal_position = 5000},
@@ -1362,10 +1369,10 @@ static const HealthiestRow healthiest_rows[] = {
           {{.name = "node3", .reachable = true, .nofailover = true, .wal_position = 9000, .failover_priority = 1}}},
      true,
      NULL},
-    {"a peer with failover_priority 0 is ignored",
+    {"a peer with failover_priority 0 (and no nofailover tag: probe_parse() says nofailover) is ignored",
      {.keys = {UNLOCKED},
       .local = {PG_REPLICA, .wal_position = 5000},
-      .peers = {{.name = "node3", .reachable = true, .wal_position = 9000, .failover_priority = 0}}},
+      .peers = {{.name = "node3", .reachable = true, .wal_position = 9000, .nofailover = true}}},
      true,
      NULL},
     {"a peer whose watchdog failed is ignored",
@@ -1392,10 +1399,10 @@ static const HealthiestRow healthiest_rows[] = {
      {.local_yaml = "tags:\n  failover_priority: 0\n", .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000}},
      false,
      "nofailover"},
-    {"within ttl of a failed pre_promote -> no",
-     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000, .pre_promote_backoff = true}},
+    {"within ttl of a failed promotion (pre_promote or PostgreSQL's) -> no",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000, .promote_backoff = true}},
      false,
-     "pre_promote"},
+     "promotion failed"},
     {"watchdog required but unusable -> no",
      {.local_yaml = "watchdog:\n  mode: required\n",
       .keys = {UNLOCKED},
@@ -1976,6 +1983,51 @@ static void test_needs_peers(void **state) {
     assert_int_equal(failed, 0);
 }
 
+/* A peer's GET /patroni tags as Patroni 4.0's Tags reads them (patroni/tags.py): nofailover set (not
+ * null) decides by Python truthiness, and wins over failover_priority; otherwise failover_priority <= 0
+ * means nofailover. failover_priority is 0 under a true nofailover, else its integer value (a string of
+ * digits counts), default 1. */
+static void test_probe_parse_tags(void **state) {
+    (void)state;
+    static const struct {
+        const char *tags;
+        bool nofailover;
+        long long priority;
+    } cases[] = {
+        {"{}", false, 1},
+        {"{\"nofailover\":true}", true, 0},
+        {"{\"nofailover\":false}", false, 1},
+        {"{\"nofailover\":null}", false, 1},
+        {"{\"nofailover\":\"true\"}", true, 0},
+        {"{\"nofailover\":\"yes\"}", true, 0},
+        {"{\"nofailover\":\"on\"}", true, 0},
+        {"{\"nofailover\":1}", true, 0},
+        {"{\"nofailover\":0}", false, 1},
+        {"{\"nofailover\":\"\"}", false, 1},
+        {"{\"failover_priority\":0}", true, 0},
+        {"{\"failover_priority\":-1}", true, -1},
+        {"{\"failover_priority\":5}", false, 5},
+        {"{\"failover_priority\":\"3\"}", false, 3},
+        {"{\"failover_priority\":\"0\"}", true, 0},
+        {"{\"nofailover\":false,\"failover_priority\":0}", false, 0},
+        {"{\"nofailover\":true,\"failover_priority\":5}", true, 0},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        char *body = xasprintf("{\"state\":\"running\",\"role\":\"replica\",\"xlog\":{\"received_location\":100,"
+                               "\"replayed_location\":100},\"tags\":%s}",
+                               cases[i].tags);
+        PeerStatus p = {0};
+        probe_parse(body, &p);
+        if (p.nofailover != cases[i].nofailover || p.failover_priority != cases[i].priority)
+            print_error("tags %s: nofailover %d priority %lld, want %d %lld\n", cases[i].tags, p.nofailover,
+                        p.failover_priority, cases[i].nofailover, cases[i].priority);
+        assert_true(p.reachable);
+        assert_int_equal(p.nofailover, cases[i].nofailover);
+        assert_int_equal(p.failover_priority, cases[i].priority);
+        free(body);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tilt_and_dcs_error),
@@ -1991,6 +2043,7 @@ int main(void) {
         cmocka_unit_test(test_pure),
         cmocka_unit_test(test_lock_failure),
         cmocka_unit_test(test_needs_peers),
+        cmocka_unit_test(test_probe_parse_tags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

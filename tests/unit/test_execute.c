@@ -230,9 +230,12 @@ static void test_acquire_won_promotion_fails(void **state) {
     t_replica(&t);
     fake.promote = -EIO;
     t_run(&t, HA_ACQUIRE_LOCK);
-    /* the key goes back at once: another member may take over */
+    /* the key goes back at once: another member may take over, and this one stays out of the race for a
+     * ttl (the back-off starts now: is_healthiest_node() says no until then) */
     EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "promote_postgres", "dcs_delete_leader");
     assert_false(lease_held(&t));
+    assert_true(t.h.promote_failed_at > 0);
+    assert_true(now_monotonic() - t.h.promote_failed_at < 5 * USEC_PER_SEC);
     t_free(&t);
 }
 
@@ -1014,10 +1017,27 @@ static void test_follow(void **state) {
     t_replica(&t);
     t.h.pg.st.replay_lsn = 150;
     fake.identify_tli = t.h.pg.st.timeline;
+    fake.have_controldata = true;
+    fake.cd.wal_log_hints = true;
     snprintf(t.d.target, sizeof t.d.target, "node1");
     t_run(&t, HA_FOLLOW);
-    EXPECT_EVENTS("pg_instance_identify_system", "stop_postgres(fast)");
+    EXPECT_EVENTS("pg_instance_identify_system", "refresh_controldata", "stop_postgres(fast)");
     assert_true(t.h.pg.diverged);
+    t_free(&t);
+
+    /* ... but pg_rewind cannot be used (no wal_log_hints, no checksums) and nothing may be removed: it is
+     * reported once and left running */
+    T_INIT(&t, "postgresql:\n  use_pg_rewind: true\n", LOCKED, K_HISTORY_TL3);
+    t_replica(&t);
+    t.h.pg.st.replay_lsn = 150;
+    fake.identify_tli = t.h.pg.st.timeline;
+    fake.have_controldata = true;
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_FOLLOW);
+    EXPECT_EVENTS("pg_instance_identify_system", "refresh_controldata", "write_configuration(replica, node1)",
+                  "reload_postgres");
+    assert_false(t.h.pg.diverged);
+    assert_true(t.h.pg.diverged_reported);
     t_free(&t);
 
     /* the status query's timeline lags (WAL receiver down, no restartpoint yet on the new timeline): the
@@ -1044,8 +1064,10 @@ static void test_follow(void **state) {
     assert_false(t.h.pg.diverged);
     /* ... or one whose receiver has not streamed for a ttl (a diverged replica never streams again) */
     t.h.pg.not_streaming_since = now_monotonic() - (usec_t)(ttl_s(&t.h) + 1) * USEC_PER_SEC;
+    fake.have_controldata = true;
+    fake.cd.data_checksum_version = 1;
     t_run(&t, HA_FOLLOW);
-    EXPECT_EVENTS("pg_instance_identify_system", "stop_postgres(fast)");
+    EXPECT_EVENTS("pg_instance_identify_system", "refresh_controldata", "stop_postgres(fast)");
     assert_true(t.h.pg.diverged);
     t_free(&t);
 }
@@ -1087,14 +1109,162 @@ static void test_start(void **state) {
     t_run(&t, HA_START);
     EXPECT_EVENTS("start_postgres(replica, node1)");
     t_free(&t);
+}
 
-    /* a former primary joining node1 with use_pg_rewind: pg_rewind first */
-    T_INIT(&t, "postgresql:\n  use_pg_rewind: true\n", LOCKED);
-    t.h.pg.have_controldata = true;
-    snprintf(t.h.pg.cd.state, sizeof t.h.pg.cd.state, "shut down");
-    snprintf(t.d.target, sizeof t.d.target, "node1");
+/* ------------------------------------------------------------------------------------------------
+ * A former primary (or replica) rejoining a new leader: rewound or rebuilt only when its WAL diverged
+ * (spec §4.8, Patroni's _check_timeline_and_lsn() and can_rewind) */
+
+/* node1 leads on timeline 2 after a promotion at 0/50000A0 (the end of node2's shutdown checkpoint) */
+#define M1_TL(role, tl)                                                                                            \
+    {                                                                                                              \
+        "members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/" \
+                         "patroni\",\"state\":\"running\",\"role\":\"" role "\",\"timeline\":" #tl "}"             \
+    }
+#define K_HISTORY_TL2 \
+    { "history", "[[1,83886240,\"no recovery target specified\"]]" }
+#define SWITCH_LSN 0x50000A0LL
+#define LOCKED_TL2(role) K_INIT, K_LEADER("node1"), M1_TL(role, 2), K_M2, K_M3, K_STATUS, K_HISTORY_TL2
+
+#define REWIND_EVENTS "write_pgpass", "set_state(running custom bootstrap script)", "task_start(rewind, 10.0.0.1:5432)"
+
+/* node2 stopped: pg_control says `state`, the checkpoint at `lsn` on timeline 1 */
+static void t_stopped(T *t, const char *state, long long lsn, bool wal_log_hints) {
+    t->h.pg.have_controldata = true;
+    snprintf(t->h.pg.cd.state, sizeof t->h.pg.cd.state, "%s", state);
+    t->h.pg.cd.checkpoint_tli = 1;
+    t->h.pg.cd.checkpoint_lsn = lsn;
+    t->h.pg.cd.wal_log_hints = wal_log_hints;
+    snprintf(t->d.target, sizeof t->d.target, "node1");
+}
+
+#define USE_PG_REWIND "postgresql:\n  use_pg_rewind: true\n"
+
+static void test_rejoin(void **state) {
+    (void)state;
+    T t;
+    /* a planned switchover: the new leader has node2's shutdown checkpoint, whose record ends where the
+     * leader's timeline 2 begins: nothing diverged, nothing is removed or rewound */
+    for (int i = 0; i < 2; i++) {
+        T_INIT(&t, i ? USE_PG_REWIND : NULL, LOCKED_TL2("primary"));
+        t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = !i; /* a local setting */
+        t_stopped(&t, "shut down", 0x5000028, true);
+        fake.checkpoint_end = SWITCH_LSN;
+        t_run(&t, HA_START);
+        EXPECT_EVENTS("pg_checkpoint_end(1, 5000028)", "start_postgres(replica, node1)");
+        t_free(&t);
+    }
+
+    /* the checkpoint record ends past the switch (the new leader did not get it): diverged */
+    T_INIT(&t, NULL, LOCKED_TL2("primary"));
+    t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+    t_stopped(&t, "shut down", 0x5000028, false);
+    fake.checkpoint_end = SWITCH_LSN + 0x78;
     t_run(&t, HA_START);
-    EXPECT_EVENTS("write_pgpass", "set_state(running custom bootstrap script)", "task_start(rewind, 10.0.0.1:5432)");
+    EXPECT_EVENTS("pg_checkpoint_end(1, 5000028)", "remove_data_directory");
+    t_free(&t);
+
+    /* its checkpoint is at or past the switch: diverged; rewound when pg_rewind can be used */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, true);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS(REWIND_EVENTS);
+    t_free(&t);
+
+    /* ... a leader key of Patroni 3.x (role master) counts as a primary */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("master"));
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, true);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS(REWIND_EVENTS);
+    t_free(&t);
+
+    /* ... data checksums instead of wal_log_hints do as well */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, false);
+    t.h.pg.cd.data_checksum_version = 1;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS(REWIND_EVENTS);
+    t_free(&t);
+
+    /* ... without wal_log_hints and checksums pg_rewind cannot work (Patroni's can_rewind): with
+     * remove_data_directory_on_diverged_timelines the data directory goes, without it the node starts
+     * as it is */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
+    t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, false);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("remove_data_directory");
+    t_free(&t);
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, false);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
+    t_free(&t);
+    /* ... nor when the pg_rewind binary does not run */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, true);
+    fake.rewind_unusable = true;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
+    t_free(&t);
+
+    /* the same timeline as the leader (the primary's agent restarted, someone else took the key before
+     * any promotion... or a replica): nothing diverged */
+    T_INIT(&t, NULL, K_INIT, K_LEADER("node1"), M1_TL("primary", 1), K_M2, K_M3, K_STATUS);
+    t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, false);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
+    t_free(&t);
+
+    /* a former replica that replayed only up to the switch: nothing diverged; past it: diverged */
+    T_INIT(&t, NULL, LOCKED_TL2("primary"));
+    t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+    t_stopped(&t, "shut down in recovery", 0x4000000, false);
+    t.h.pg.cd.min_recovery_tli = 1;
+    t.h.pg.cd.min_recovery_lsn = SWITCH_LSN;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
+    t.h.pg.cd.min_recovery_lsn = SWITCH_LSN + 1;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("remove_data_directory");
+    t_free(&t);
+
+    /* the leader has not finished its promotion, or /history does not reach its timeline yet: no decision,
+     * nothing started, removed or rewound this cycle */
+    T_INIT(&t, NULL, LOCKED_TL2("replica"));
+    t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+    t_stopped(&t, "shut down", 0x5000028, false);
+    t_run(&t, HA_START);
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+    T_INIT(&t, NULL, K_INIT, K_LEADER("node1"), M1_TL("primary", 2), K_M2, K_M3, K_STATUS);
+    t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+    t_stopped(&t, "shut down", 0x5000028, false);
+    t_run(&t, HA_START);
+    EXPECT_NO_EVENTS();
+    t_free(&t);
+
+    /* a crashed former primary: its position is known only after crash recovery. With pg_rewind the rewind
+     * task finishes crash recovery and pg_rewind finds out; without it nothing is removed on a guess */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
+    t_stopped(&t, "in production", 0x5000028, true);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("write_pgpass", "set_state(running custom bootstrap script)",
+                  "task_start(rewind, 10.0.0.1:5432, crash recovery)");
+    t_free(&t);
+    T_INIT(&t, NULL, LOCKED_TL2("primary"));
+    t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+    t_stopped(&t, "in production", 0x5000028, false);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
+    t_free(&t);
+
+    /* neither use_pg_rewind nor remove_data_directory_on_diverged_timelines: no check at all */
+    T_INIT(&t, NULL, LOCKED_TL2("primary"));
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, true);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
     t_free(&t);
 }
 
@@ -1187,6 +1357,7 @@ int main(void) {
         cmocka_unit_test(test_release_lock),
         cmocka_unit_test(test_follow),
         cmocka_unit_test(test_start),
+        cmocka_unit_test(test_rejoin),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_bootstrap_and_initialize),
         cmocka_unit_test(test_none_and_fatal),

@@ -6,7 +6,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit_helpers.h"
+
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -14,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -79,6 +84,92 @@ static void test_timeout_kills_the_group(void **state) {
     assert_int_equal(run(args, NULL, 300 * USEC_PER_MSEC, &out), -ETIMEDOUT);
     assert_true(now_monotonic() - t0 < 5 * USEC_PER_SEC);
     free(out);
+}
+
+/* A script that closes its output and then hangs (`exec >/dev/null; sleep`: a before_stop or pre_promote
+ * whose output goes elsewhere): the timeout bounds the whole run, not only the reading of the output;
+ * the group is killed. */
+static void test_timeout_after_output_closed(void **state) {
+    (void)state;
+    char *out = NULL;
+    const char *args[] = {"/bin/sh", "-c", "echo before; exec >/dev/null 2>&1; sleep 30", NULL};
+    usec_t t0 = now_monotonic();
+    assert_int_equal(run(args, NULL, 300 * USEC_PER_MSEC, &out), -ETIMEDOUT);
+    assert_true(now_monotonic() - t0 < 5 * USEC_PER_SEC);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "before\n")); /* what it wrote before is kept */
+    free(out);
+    /* a quick command that closed its output still reports its exit status */
+    const char *quick[] = {"/bin/sh", "-c", "exec >/dev/null 2>&1; sleep 0.2; exit 4", NULL};
+    assert_int_equal(run(quick, NULL, 10 * USEC_PER_SEC, NULL), 4);
+}
+
+/* A process that looks like `<argv0> <args...>` in /proc/<pid>/cmdline and sleeps (dash, renamed). */
+static pid_t spawn_named(const char *const *argv) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0); /* its sleep goes with it (reap_named) */
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) { /* not the test's output: the TAP reader waits for its end */
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        execv("/bin/sh", (char *const *)argv);
+        _exit(127);
+    }
+    usleep(100000); /* until it has exec'ed */
+    return pid;
+}
+
+static void reap_named(pid_t pid) {
+    kill(-pid, SIGKILL);
+    (void)waitpid(pid, NULL, 0);
+}
+
+/* Taking over a running postmaster from postmaster.pid (pg_instance_find_running): only a postmaster of
+ * this data directory, as Patroni's PostmasterProcess.from_pidfile() checks it: not a single-user
+ * backend (`postgres --single`: crash recovery, or someone's maintenance), and started when
+ * postmaster.pid says (within 3 s: a pid reused by another process is not it). */
+static void test_postmaster_of(void **state) {
+    (void)state;
+    char *dir = tmpdir_make();
+    time_t now = time(NULL);
+    const char *pm[] = {"/usr/lib/postgresql/15/bin/postgres", "-c", "sleep 30; true", "-D", dir, NULL};
+    pid_t p = spawn_named(pm);
+    assert_true(pg_is_postmaster_of(p, dir, (long long)now));
+    assert_true(pg_is_postmaster_of(p, dir, 0)); /* no start time in postmaster.pid: not compared */
+    assert_false(pg_is_postmaster_of(p, "/nonexistent/other", (long long)now));
+    /* started an hour before the process did: the pid was reused */
+    assert_false(pg_is_postmaster_of(p, dir, (long long)now - 3600));
+    reap_named(p);
+
+    const char *single[] = {"postgres", "-c", "sleep 30; true", "--single", "-D", dir, NULL};
+    p = spawn_named(single);
+    assert_false(pg_is_postmaster_of(p, dir, (long long)now));
+    reap_named(p);
+    tmpdir_remove(dir);
+}
+
+/* pg_checkpoint_end()'s reading of pg_waldump's output (stdout and stderr together), as Patroni's
+ * _get_checkpoint_end(): the record at the checkpoint, then the error about the next one names where the
+ * checkpoint record ends (PostgreSQL 15's output; 16 says "expected at least"). */
+static void test_waldump_record_end(void **state) {
+    (void)state;
+    const char *pg15 =
+        "rmgr: XLOG        len (rec/tot):    114/   114, tx:          0, lsn: 0/01500790, prev 0/01500718, desc: "
+        "CHECKPOINT_SHUTDOWN redo 0/1500790; tli 1; prev tli 1; fpw true; shutdown\n"
+        "pg_waldump: error: error in WAL record at 0/1500790: invalid record length at 0/1500808: wanted 24, got 0\n";
+    assert_int_equal(pg_waldump_record_end(pg15, 0x1500790), 0x1500808);
+    const char *pg16 =
+        "rmgr: XLOG        len (rec/tot):    114/   114, tx:          0, lsn: 1/0A000028, prev 1/0A000000, "
+        "desc: CHECKPOINT_SHUTDOWN redo 1/A000028; shutdown\n"
+        "pg_waldump: error: error in WAL record at 1/A000028: invalid record length at 1/A0000A0: "
+        "expected at least 24, got 0\n";
+    assert_int_equal(pg_waldump_record_end(pg16, 0x10A000028LL), 0x10A0000A0LL);
+    /* another record, another error, nothing: unknown */
+    assert_int_equal(pg_waldump_record_end(pg15, 0x1500718), 0);
+    assert_int_equal(pg_waldump_record_end("pg_waldump: error: could not find file", 0x1500790), 0);
+    assert_int_equal(pg_waldump_record_end(NULL, 0x1500790), 0);
 }
 
 /* Running (not gone, not a zombie waiting for whoever adopted it). */
@@ -152,7 +243,7 @@ static void test_cancel_kills_the_running_child_group(void **state) {
 }
 
 /* pg_control's state word (the switchover's cheap look) and pg_controldata's CRC warning. */
-static void write_file(const char *path, const void *data, size_t len, mode_t mode) {
+static void write_bytes(const char *path, const void *data, size_t len, mode_t mode) {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, len, f), len);
@@ -173,24 +264,24 @@ static void test_pg_control_state(void **state) {
     unsigned char head[8192] = {0};
     int32_t st = 1; /* DB_SHUTDOWNED */
     memcpy(head + 16, &st, sizeof st);
-    write_file(control, head, 12, 0600); /* too short */
+    write_bytes(control, head, 12, 0600); /* too short */
     assert_false(pg_control_says_shut_down(dir));
-    write_file(control, head, sizeof head, 0600);
+    write_bytes(control, head, sizeof head, 0600);
     assert_true(pg_control_says_shut_down(dir));
     st = 2; /* DB_SHUTDOWNED_IN_RECOVERY: a replica's, never a primary's clean shutdown */
     memcpy(head + 16, &st, sizeof st);
-    write_file(control, head, sizeof head, 0600);
+    write_bytes(control, head, sizeof head, 0600);
     assert_false(pg_control_says_shut_down(dir));
     st = 6; /* DB_IN_PRODUCTION */
     memcpy(head + 16, &st, sizeof st);
-    write_file(control, head, sizeof head, 0600);
+    write_bytes(control, head, sizeof head, 0600);
     assert_false(pg_control_says_shut_down(dir));
 
     /* pg_controldata warns about a CRC mismatch and exits 0: not taken as pg_control's contents */
     const char *bad = "#!/bin/sh\necho 'WARNING: Calculated CRC checksum does not match value stored in file.'\n"
                       "echo 'Database cluster state:               shut down'\n"
                       "echo 'Latest checkpoint location:           0/5000028'\n";
-    write_file(script, bad, strlen(bad), 0700);
+    write_bytes(script, bad, strlen(bad), 0700);
     ControlData cd;
     char *err = NULL;
     assert_int_equal(pg_controldata(script, dir, &cd, &err), -EIO);
@@ -200,7 +291,7 @@ static void test_pg_control_state(void **state) {
     const char *good = "#!/bin/sh\necho 'Database system identifier:           7312345678901234567'\n"
                        "echo 'Database cluster state:               shut down'\n"
                        "echo 'Latest checkpoint location:           0/5000028'\n";
-    write_file(script, good, strlen(good), 0700);
+    write_bytes(script, good, strlen(good), 0700);
     assert_int_equal(pg_controldata(script, dir, &cd, &err), 0);
     assert_string_equal(cd.state, "shut down");
     assert_int_equal(cd.checkpoint_lsn, 0x5000028);
@@ -211,13 +302,18 @@ static void test_pg_control_state(void **state) {
 }
 
 int main(void) {
+    /* clang-format off */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_lookup_and_output),
         cmocka_unit_test(test_extra_env_adds_and_replaces),
         cmocka_unit_test(test_missing_program_is_reported),
         cmocka_unit_test(test_timeout_kills_the_group),
+        cmocka_unit_test(test_timeout_after_output_closed),
         cmocka_unit_test(test_cancel_kills_the_running_child_group),
         cmocka_unit_test(test_pg_control_state),
+        cmocka_unit_test(test_postmaster_of),
+        cmocka_unit_test(test_waldump_record_end),
     };
+    /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

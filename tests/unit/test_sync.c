@@ -792,6 +792,59 @@ static void test_quorum_model(void **state) {
     assert_true(stats[3] > 1000);
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * synchronous_standby_names in the postgresql.conf pgha writes (sync_config_params()) */
+
+/* The value written for a start (`as_primary`) with /config `dyn_yaml` and `known` as the value pgha
+ * manages (NULL: none known yet); the user's postgresql.parameters say 'userval'. "(none)": no line. */
+static char *conf_ssn(const char *dyn_yaml, const char *known, bool as_primary) {
+    Agent a = {0};
+    Ha h = {0};
+    load_config(&a.cfg, "node1", NULL);
+    h.a = &a;
+    load_dyn(&h.view.dyn, dyn_yaml);
+    h.view.dyn_loaded = true;
+    h.sync.ssn = known ? xstrdup(known) : NULL;
+    YNode *params = ynode_new(Y_MAP, "test", 0);
+    ynode_set(params, "synchronous_standby_names", ynode_new_str("userval", "test", 0));
+    sync_config_params(&h, params, as_primary);
+    const YNode *v = ynode_get(params, "synchronous_standby_names");
+    char *r = xstrdup(v ? v->text : "(none)");
+    ynode_free(params);
+    free(h.sync.ssn);
+    dyn_config_free(&h.view.dyn);
+    config_free(&a.cfg);
+    return r;
+}
+
+#define assert_conf_ssn(dyn, known, as_primary, want)  \
+    do {                                               \
+        char *got_ = conf_ssn(dyn, known, as_primary); \
+        assert_string_equal(got_, want);               \
+        free(got_);                                    \
+    } while (0)
+
+static void test_config_params(void **state) {
+    (void)state;
+    /* synchronous mode off: the user's value */
+    assert_conf_ssn(NULL, NULL, true, "userval");
+    /* on: what pgha manages, never the user's value */
+    assert_conf_ssn("synchronous_mode: true\n", "node2", true, "node2");
+    assert_conf_ssn("synchronous_mode: true\n", "", true, "(none)");
+    assert_conf_ssn("synchronous_mode: true\n", NULL, true, "(none)");
+    assert_conf_ssn("synchronous_mode: true\n", NULL, false, "(none)");
+    assert_conf_ssn("synchronous_mode: true\nsynchronous_mode_strict: true\n", NULL, false, "(none)");
+    /* strict, a primary starting with no value known: no commit acknowledged without a standby (Patroni's
+     * get_server_parameters(): '*' for a primary or promoted node); ANY 1 (*) in quorum mode */
+    assert_conf_ssn("synchronous_mode: true\nsynchronous_mode_strict: true\n", NULL, true, "*");
+    assert_conf_ssn("synchronous_mode: quorum\nsynchronous_mode_strict: true\n", NULL, true, "ANY 1 (*)");
+    /* ... a value known is kept (the promotion and sync_process() set it) */
+    assert_conf_ssn("synchronous_mode: true\nsynchronous_mode_strict: true\n", "node2", true, "node2");
+    /* a standby cluster has no synchronous mode */
+    assert_conf_ssn("synchronous_mode: true\nsynchronous_mode_strict: true\nstandby_cluster:\n  host: x\n", NULL, true,
+                    "userval");
+}
+
 int main(void) {
     /* the executor's log lines (sync_exec.c logs every write) are not what these tests check */
     log_configure(&(LogSettings){.level = LOG_CRITICAL + 1, .file_num = 4, .mode = -1});
@@ -802,6 +855,7 @@ int main(void) {
         cmocka_unit_test(test_quorum_plan),
         cmocka_unit_test(test_quorum_pre_promote),
         cmocka_unit_test(test_quorum_model),
+        cmocka_unit_test(test_config_params),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     fake_done();
