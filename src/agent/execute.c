@@ -1,6 +1,7 @@
 /* The executor: one function per HaAction carries out what decide() chose. What to do when an action
  * does not go as planned (a lost race, a failed renewal) is decided by decide_lock_failure(). */
 #include "agent/ha_int.h"
+#include "common/sdnotify.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -209,12 +210,14 @@ static bool check_running_replica(Ha *h) {
 
 typedef enum RewindNeed { REWIND_NOT_NEEDED, REWIND_NEEDED, REWIND_UNKNOWN_YET } RewindNeed;
 
-/* A leader member key that says the promotion is done: role primary (or Patroni 3.x's master), and no
- * `checkpoint_after_promote: false` (pg_rewind needs the promotion's checkpoint). */
-static bool leader_promoted(const Member *m) {
-    return m && m->role && (strcmp(m->role, "primary") == 0 || strcmp(m->role, "master") == 0) &&
-           !m->checkpoint_after_promote_false;
+/* A leader member key that says it runs as a primary: role primary (or Patroni 3.x's master). Its
+ * timeline is then the new one (read from its WAL file name right after the promotion). */
+static bool leader_is_primary(const Member *m) {
+    return m && m->role && (strcmp(m->role, "primary") == 0 || strcmp(m->role, "master") == 0);
 }
+
+/* ... and the promotion's checkpoint is done (no `checkpoint_after_promote: false`): pg_rewind needs it. */
+static bool leader_promoted(const Member *m) { return leader_is_primary(m) && !m->checkpoint_after_promote_false; }
 
 /* Spec §4.8, Patroni's _check_timeline_and_lsn(): has the WAL of this stopped node diverged from the
  * leader's? Our position from pg_control as Patroni reads it (a former replica: the minimum recovery
@@ -246,7 +249,7 @@ static RewindNeed check_timeline_and_lsn(Ha *h, const Member *leader) {
     }
     if (tl <= 0 || lsn <= 0)
         return REWIND_NOT_NEEDED;
-    if (!leader_promoted(leader) || !leader->has_timeline || leader->timeline <= 0)
+    if (!leader_is_primary(leader) || !leader->has_timeline || leader->timeline <= 0)
         return REWIND_UNKNOWN_YET;
     long long leader_tl = leader->timeline;
     if (tl > leader_tl)
@@ -323,25 +326,31 @@ static void execute_start(Ha *h, const Decision *d) {
         return;
     }
     const char *target = d->target[0] ? d->target : NULL;
-    RewindNeed need = target ? rewind_needed(h, target) : REWIND_NOT_NEEDED;
+    /* the WAL is compared with, and rewound from, the leader's, whatever the upstream (a replicatefrom
+     * member, a cascade: Patroni checks against cluster.leader too) */
+    const Cluster *c = h->view.cluster;
+    const char *leader = target && c && c->leader && !c->leader->corrupt ? c->leader->name : NULL;
+    /* pg_waldump and pg_rewind --help may run here (30 s and 10 s at most): the systemd watchdog knows */
+    sdn_watchdog_extend(now_monotonic() + 60 * USEC_PER_SEC);
+    RewindNeed need = leader ? rewind_needed(h, leader) : REWIND_NOT_NEEDED;
     if (need == REWIND_UNKNOWN_YET) {
         log_info("waiting for the leader %s to finish its promotion (and publish its timeline history) before "
                  "checking whether my WAL diverged",
-                 target);
+                 leader);
         return;
     }
     if (need == REWIND_NEEDED) {
-        const Member *m = member_by_name(h, target);
+        const Member *m = member_by_name(h, leader);
         if (can_rewind(h)) {
             if (!leader_promoted(m)) {
-                log_info("waiting for the leader %s to finish its promotion before pg_rewind", target);
+                log_info("waiting for the leader %s to finish its promotion before pg_rewind", leader);
                 return;
             }
             char host[256];
             int port;
             if (member_host_port(m, host, sizeof host, &port)) {
                 bool crash = pg_state_needs_crash_recovery(h->pg.cd.state);
-                log_info("my WAL diverged from the leader's: running pg_rewind from %s%s", target,
+                log_info("my WAL diverged from the leader's: running pg_rewind from %s%s", leader,
                          crash ? " (after crash recovery)" : "");
                 write_pgpass(h);
                 set_state(h, "running custom bootstrap script");

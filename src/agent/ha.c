@@ -179,6 +179,8 @@ static bool wait_for_dcs(Ha *h) {
     int sfd = h->a->signal_fd;
     usec_t last_log = 0;
     for (;;) {
+        /* waiting for etcd at start-up is no hang: the systemd watchdog is kept quiet meanwhile */
+        sdn_watchdog_extend(now_monotonic() + (usec_t)(dyn_of(h)->retry_timeout + 10) * USEC_PER_SEC);
         int r = dcs_connect(h->dcs);
         if (r == 0)
             return true;

@@ -646,6 +646,7 @@ void local_data_replaced(Ha *h) {
  * cloned again. */
 void remove_data_directory(Ha *h) {
     char *err = NULL;
+    sdn_watchdog_extend(now_monotonic() + 3600 * USEC_PER_SEC); /* a large tree takes a while */
     if (pg_remove_data_directory(cfg_of(h)->postgresql.data_dir, &err) < 0) {
         log_error("%s", err);
         free(err);

@@ -13,6 +13,7 @@
 
 #include "agent/ha_int.h"
 #include "agent/probe.h"
+#include "common/sdnotify.h"
 
 /* How long the stopped primary waits for the candidate to confirm it has the shutdown checkpoint. */
 #define HANDOVER_WAIT (10 * USEC_PER_SEC)
@@ -292,6 +293,7 @@ int stepdown_shutdown(Ha *h) {
         return -1;
     }
     usec_t began = now_monotonic(), period = (usec_t)loop_wait_s(h) * USEC_PER_SEC;
+    sdn_watchdog_extend(began + ((usec_t)cfg_of(h)->postgresql.pg_ctl_timeout + 40) * USEC_PER_SEC);
     h->pg.stop_began = began; /* a switchover's stop under way: pg_ctl_timeout counts from now */
     publish(h);
     /* the next renewal loop_wait after the last one (at once when that is past) */

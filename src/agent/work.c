@@ -2,6 +2,7 @@
  * pg_basebackup, pg_rewind, and the CHECKPOINT after a promotion; what follows when they finish
  * (including the rest of a bootstrap: roles, post_bootstrap, the DCS keys). */
 #include "agent/ha_int.h"
+#include "common/sdnotify.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -219,6 +220,7 @@ void post_bootstrap(Ha *h) {
         }
         strlist_add(&env, "PGOPTIONS=-c synchronous_commit=local -c statement_timeout=0");
         char *out = NULL;
+        sdn_watchdog_extend(now_monotonic() + 3605 * USEC_PER_SEC);
         int r = run_shell(line, &env, 3600 * USEC_PER_SEC, &out);
         strlist_clear(&env);
         if (r != 0) {

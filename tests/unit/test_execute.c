@@ -1155,6 +1155,36 @@ static void test_rejoin(void **state) {
         t_free(&t);
     }
 
+    /* a cascade (replicatefrom: node3, a replica): the WAL is compared with the leader's (node1), not the
+     * upstream's, whose member key never says primary (the node waited forever before) */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
+    t_stopped(&t, "shut down", 0x5000028, true);
+    snprintf(t.d.target, sizeof t.d.target, "node3");
+    fake.checkpoint_end = SWITCH_LSN;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("pg_checkpoint_end(1, 5000028)", "start_postgres(replica, node3)");
+    t_free(&t);
+    /* ... and a diverged one is rewound from the leader */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
+    t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, true);
+    snprintf(t.d.target, sizeof t.d.target, "node3");
+    t_run(&t, HA_START);
+    EXPECT_EVENTS(REWIND_EVENTS);
+    t_free(&t);
+
+    /* the leader's promotion checkpoint is still running (checkpoint_after_promote: false): its timeline is
+     * already the new one, so a node that did not diverge follows at once */
+    T_INIT(&t, USE_PG_REWIND, K_INIT, K_LEADER("node1"),
+           {"members/node1", "{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"api_url\":\"http://10.0.0.1:8008/"
+                             "patroni\",\"role\":\"primary\",\"state\":\"running\",\"timeline\":2,"
+                             "\"checkpoint_after_promote\":false}"},
+           K_M2, K_M3, K_STATUS, K_HISTORY_TL2);
+    t_stopped(&t, "shut down", 0x5000028, true);
+    fake.checkpoint_end = SWITCH_LSN;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("pg_checkpoint_end(1, 5000028)", "start_postgres(replica, node1)");
+    t_free(&t);
+
     /* the checkpoint record ends past the switch (the new leader did not get it): diverged */
     T_INIT(&t, NULL, LOCKED_TL2("primary"));
     t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
