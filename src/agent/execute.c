@@ -57,7 +57,7 @@ bool may_be_primary(const Ha *h) {
     if (h->pg.st.ok)
         return !h->pg.st.in_recovery || h->pg.promoting;
     return streq(h->pg.role, "primary") || streq(h->pg.role, "promoted") || h->pg.promoting ||
-           (h->pg.starting && h->pg.start_as_primary);
+           (h->pg.starting && h->pg.start_as_primary) || h->pg.adopted_primary;
 }
 
 /* Stop being primary at once (the lock is lost, PostgreSQL is unfit, or the DCS is gone). A planned

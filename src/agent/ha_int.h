@@ -39,6 +39,9 @@ typedef struct HaLocal {
     bool start_as_primary;
     usec_t start_began;
     bool promoting;
+    /* a postmaster adopted after an agent restart that ran as a primary (postmaster.pid said "ready", or
+     * pg_control "in production"): may be one until its status query answers */
+    bool adopted_primary;
     bool expect_stop; /* we stopped it: its exit is no crash */
     bool crashed;
     PgStatus st; /* the status query of this cycle */

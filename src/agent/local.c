@@ -432,6 +432,11 @@ void observe_pg(Ha *h, LocalState *l) {
                 log_warning("cannot watch the postmaster %d with a pidfd; its exit is noticed at the next cycle",
                             (int)pf.pid);
             h->pg.starting = strcmp(pf.status, "ready") != 0 && strcmp(pf.status, "standby") != 0;
+            /* it ran as a primary: until its status query answers, it may be one (fenced without the lock);
+             * pg_control was read at the start of this observation (no postmaster was known then) */
+            h->pg.adopted_primary = strcmp(pf.status, "standby") != 0 &&
+                                    (strcmp(pf.status, "ready") == 0 ||
+                                     (h->pg.have_controldata && streq(h->pg.cd.state, "in production")));
             if (h->pg.starting)
                 h->pg.start_began = now_monotonic();
         }
@@ -472,6 +477,8 @@ void observe_pg(Ha *h, LocalState *l) {
         h->pg.replica_tl = h->pg.st.timeline;
         h->pg.replica_tl_start = h->pg.st.postmaster_start_time;
     }
+    if (h->pg.st.ok)
+        h->pg.adopted_primary = false; /* its answer says what it is from now on */
     if (h->pg.starting && h->pg.st.ok) {
         h->pg.starting = false;
         h->pg.start_timeout = 0;
@@ -599,6 +606,7 @@ static void local_forget(Ha *h) {
     h->pg.st = (PgStatus){0};
     h->pg.starting = false;
     h->pg.promoting = false;
+    h->pg.adopted_primary = false;
     h->pg.stopping = false;
     h->pg.stop_patient = false;
     h->pg.start_timeout = 0;

@@ -783,6 +783,27 @@ static void test_lease_fence(void **state) {
     t_free(&t);
 }
 
+/* A postmaster adopted after an agent restart (role "uninitialized", not starting) whose status query fails: a
+ * primary when it ran as one (postmaster.pid "ready", or pg_control "in production"), so that it is fenced
+ * without the lock instead of waiting as "starting" forever (H3). */
+static void test_may_be_primary_adopted(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, LOCKED);
+    t.h.pg.inst.pid = 4242;
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "uninitialized");
+    assert_false(may_be_primary(&t.h)); /* adopted as a replica ("standby"), or starting */
+    t.h.pg.adopted_primary = true;
+    assert_true(may_be_primary(&t.h));
+    /* once it answers, its answer counts */
+    t.h.pg.st.ok = t.h.pg.st.in_recovery = true;
+    assert_false(may_be_primary(&t.h));
+    t.h.pg.st.ok = t.h.pg.st.in_recovery = false;
+    t.h.pg.inst.pid = 0; /* gone */
+    assert_false(may_be_primary(&t.h));
+    t_free(&t);
+}
+
 static void test_switchover(void **state) {
     (void)state;
     T t;
@@ -1187,6 +1208,7 @@ int main(void) {
         cmocka_unit_test(test_release_lock),
         cmocka_unit_test(test_follow),
         cmocka_unit_test(test_start),
+        cmocka_unit_test(test_may_be_primary_adopted),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_bootstrap_and_initialize),
         cmocka_unit_test(test_none_and_fatal),
