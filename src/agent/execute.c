@@ -60,6 +60,20 @@ bool may_be_primary(const Ha *h) {
            (h->pg.starting && h->pg.start_as_primary) || h->pg.adopted_primary;
 }
 
+usec_t before_stop_limit(const Ha *h, usec_t now) {
+    usec_t limit = (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC;
+    if (!may_be_primary(h) && !is_lock_holder(h))
+        return limit;
+    usec_t until = h->view.lock_valid_until, fence = lease_fence_at(h), reserve = (usec_t)loop_wait_s(h) * USEC_PER_SEC;
+    if (!until || now >= fence)
+        return 0; /* no lease left, or the fence point passed: the stop comes now */
+    usec_t end = until > reserve ? until - reserve : 0;
+    if (fence < end)
+        end = fence;
+    usec_t left = end > now ? end - now : 0;
+    return left < limit ? left : limit;
+}
+
 /* Stop being primary at once (the lock is lost, PostgreSQL is unfit, or the DCS is gone). A planned
  * switchover does not come here: stepdown.c stops PostgreSQL while the lease is renewed. */
 void demote(Ha *h, DemoteMode mode) {

@@ -346,6 +346,10 @@ void ha_commands_wake(void *ud);
 /* PostgreSQL runs and is, or may be, a primary: it answers as one, or does not answer and was one, is
  * promoting, or is starting as one. */
 bool may_be_primary(const Ha *h);
+/* How long the before_stop script may run before the stop signal (below 1 s: it is not run): pg_ctl_timeout;
+ * on a node that is or may be a primary, or holds the lock, also the lease less a loop_wait (so that the next
+ * cycle renews it in time) and never past the fence point; nothing without a lease left. */
+usec_t before_stop_limit(const Ha *h, usec_t now);
 /* The hard lease deadline: past lease_fence_at(), a primary (not paused) is stopped at once (immediate, then
  * SIGKILL; restarted read-only without upstream), whatever the cycle was doing, TILT or not. Returns true
  * when it fenced. Called before each step of a cycle that may block, and between cycles. */

@@ -186,21 +186,15 @@ static const char *stop_mode_name(PgStopMode mode) {
     return mode == PG_STOP_FAST ? "fast" : mode == PG_STOP_IMMEDIATE ? "immediate" : "smart";
 }
 
-/* The before_stop script runs on the HA thread before the stop signal, limited by pg_ctl_timeout; on a
- * primary also by its lease (less a loop_wait, so that the next cycle renews it in time): a primary
- * whose lease is gone is stopped without it. */
+/* The before_stop script runs on the HA thread before the stop signal, limited by pg_ctl_timeout; on a node
+ * that is or may be a primary (promoting, starting as one) or holds the lock, also by its lease and the fence
+ * point (before_stop_limit): without a lease left, or past the fence point, it is stopped without it. */
 static void before_stop(Ha *h, PgStopMode mode, const char *why) {
     const PghaConfig *cfg = cfg_of(h);
     if (may_be_primary(h) || is_lock_holder(h))
         publish_stopping(h); /* before the script: the health checks stop saying "primary" now */
     if (cfg->postgresql.before_stop) {
-        usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
-        if (h->pg.st.ok ? !h->pg.st.in_recovery : streq(h->pg.role, "primary")) {
-            usec_t now = now_monotonic(), reserve = (usec_t)loop_wait_s(h) * USEC_PER_SEC;
-            usec_t left = h->view.lock_valid_until > now + reserve ? h->view.lock_valid_until - now - reserve : 0;
-            if (left < limit)
-                limit = left;
-        }
+        usec_t limit = before_stop_limit(h, now_monotonic());
         if (limit < USEC_PER_SEC) {
             log_warning("not running the before_stop script: the leader lease leaves no time for it");
         } else {

@@ -804,6 +804,70 @@ static void test_may_be_primary_adopted(void **state) {
     t_free(&t);
 }
 
+/* before_stop's time (M1): on whatever may be a primary or holds the lock, capped by the lease (less a
+ * loop_wait) and the fence point; not run at all without a lease or past the fence point. */
+static void test_before_stop_limit(void **state) {
+    (void)state;
+    T t;
+    usec_t now = now_monotonic(), s = USEC_PER_SEC;
+
+    /* a replica without the lock: pg_ctl_timeout */
+    T_INIT(&t, NULL, LOCKED);
+    t_replica(&t);
+    assert_int_equal(before_stop_limit(&t.h, now), (usec_t)t.a.cfg.postgresql.pg_ctl_timeout * s);
+    t_free(&t);
+
+    /* a running primary with 30 s of lease: 30 - loop_wait */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now + 30 * s;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t_free(&t);
+
+    /* promoting (still in recovery), "promoted" and not answering, starting as a primary: capped likewise */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    t.h.pg.promoting = true;
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "promoted");
+    t.h.view.lock_valid_until = now + 30 * s;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t.h.pg.st.ok = false;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t.h.pg.promoting = false;
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "replica");
+    t.h.pg.starting = t.h.pg.start_as_primary = true;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t_free(&t);
+
+    /* the lock holder's replica (not yet promoting): capped too */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    t.h.view.lock_valid_until = now + 30 * s;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t_free(&t);
+
+    /* a short ttl: the fence point (ttl - margin) comes before the lease less loop_wait */
+    T_INIT(&t, "ttl: 8\nloop_wait: 1\nretry_timeout: 2\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now + 3 * s;
+    assert_int_equal(before_stop_limit(&t.h, now), 1 * s); /* 3 s less the 2 s margin */
+    t_free(&t);
+
+    /* the fence point passed, or no lease at all: not run (a promoting node too) */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now + USEC_PER_SEC;
+    assert_int_equal(before_stop_limit(&t.h, now), 0);
+    t.h.view.lock_valid_until = 0;
+    assert_int_equal(before_stop_limit(&t.h, now), 0);
+    t_free(&t);
+    T_INIT(&t, NULL, LOCKED);
+    t_replica(&t);
+    t.h.pg.promoting = true;
+    assert_int_equal(before_stop_limit(&t.h, now), 0);
+    t_free(&t);
+}
+
 static void test_switchover(void **state) {
     (void)state;
     T t;
@@ -1209,6 +1273,7 @@ int main(void) {
         cmocka_unit_test(test_follow),
         cmocka_unit_test(test_start),
         cmocka_unit_test(test_may_be_primary_adopted),
+        cmocka_unit_test(test_before_stop_limit),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_bootstrap_and_initialize),
         cmocka_unit_test(test_none_and_fatal),
