@@ -41,12 +41,14 @@ void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint
     if (release) {
         if (mode == DEMOTE_GRACEFUL && checkpoint > 0)
             write_status_optime_only(h, checkpoint);
+        bool ff = dcs_suspend_fail_fast(); /* the release is tried even after a failure in this cycle */
         if (dcs_delete_leader(h->dcs) < 0) {
             log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
         } else {
             log_info("Leader key released");
             view_reread(h); /* this cycle's decisions must not see the key as ours any more */
         }
+        dcs_restore_fail_fast(ff);
     }
     lease_lost(h);
 }
@@ -352,7 +354,9 @@ static void promote_with_lock(Ha *h, Decision *d) {
     if (sync_before_promote(h) < 0) {
         snprintf(d->message, sizeof d->message, "postponing the promotion: /sync could not be updated");
     } else if (promote_postgres(h) < 0) {
+        bool ff = dcs_suspend_fail_fast(); /* a release: tried even after a failure in this cycle */
         (void)dcs_delete_leader(h->dcs);
+        dcs_restore_fail_fast(ff);
         lease_lost(h);
     }
 }
@@ -461,7 +465,9 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
 static void do_release_lock(Ha *h, Decision *d, const LocalState *l) {
     (void)d;
     (void)l;
+    bool ff = dcs_suspend_fail_fast(); /* a release: tried even after a failure in this cycle */
     (void)dcs_delete_leader(h->dcs);
+    dcs_restore_fail_fast(ff);
     lease_lost(h);
 }
 

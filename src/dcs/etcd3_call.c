@@ -154,6 +154,14 @@ void dcs_set_fail_fast(bool on) {
     failed = false;
 }
 
+bool dcs_suspend_fail_fast(void) {
+    bool was = fail_fast;
+    fail_fast = false;
+    return was;
+}
+
+void dcs_restore_fail_fast(bool was_on) { fail_fast = was_on; }
+
 usec_t etcd3_caller_deadline(usec_t deadline) {
     if (call_deadline && (!deadline || call_deadline < deadline))
         deadline = call_deadline;
@@ -162,10 +170,7 @@ usec_t etcd3_caller_deadline(usec_t deadline) {
     return deadline;
 }
 
-void etcd3_caller_failed(void) {
-    if (fail_fast)
-        failed = true;
-}
+void etcd3_caller_failed(void) { failed = true; /* (counted while suspended too; reset by dcs_set_fail_fast) */ }
 
 int etcd3_caller_gate(Dcs *d) {
     if (!fail_fast || !failed)

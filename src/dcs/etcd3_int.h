@@ -122,7 +122,8 @@ int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, c
 usec_t etcd3_caller_deadline(usec_t deadline);
 /* -ETIMEDOUT (with the error set) when the calling thread is in fail-fast mode and a call failed already. */
 int etcd3_caller_gate(Dcs *d);
-/* A call of the calling thread found etcd unreachable or ran out of time: in fail-fast mode, the next fail. */
+/* A call of the calling thread found etcd unreachable or ran out of time: in fail-fast mode (now or once it is
+ * restored, dcs_restore_fail_fast), the next fail. */
 void etcd3_caller_failed(void);
 /* Take req_lock, waiting no longer than `limit` (monotonic, 0: none) and the calling thread's deadline:
  * 0, or -ETIMEDOUT with the error set (the lock not taken). Fails at once after a failure in fail-fast mode. */

@@ -868,6 +868,42 @@ static void test_before_stop_limit(void **state) {
     t_free(&t);
 }
 
+/* Giving the leader key back is tried even after a DCS call of the cycle failed (the cycle's fail-fast mode is
+ * suspended for it, and restored after), M3. */
+static void test_release_not_fail_fast(void **state) {
+    (void)state;
+    T t;
+    /* an immediate demotion that releases the key (demote_finish_at) */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    dcs_set_fail_fast(true);
+    t.d.demote_mode = DEMOTE_IMMEDIATE;
+    t_run(&t, HA_DEMOTE);
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
+    assert_true(fake.fail_fast);
+    t_free(&t);
+    /* a failed promotion gives the key back */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_replica(&t);
+    dcs_set_fail_fast(true);
+    fake.promote = -EIO;
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "promote_postgres", "dcs_delete_leader");
+    assert_true(fake.fail_fast);
+    t_free(&t);
+    /* HA_RELEASE_LOCK */
+    T_INIT(&t, NULL, MINE);
+    dcs_set_fail_fast(true);
+    t_run(&t, HA_RELEASE_LOCK);
+    EXPECT_EVENTS("dcs_delete_leader");
+    assert_true(fake.fail_fast);
+    /* ... while a renewal stays in the cycle's mode */
+    t_primary(&t);
+    t_run(&t, HA_UPDATE_LOCK_ONLY);
+    assert_string_equal(fake.events.v[0], "dcs_update_leader [fail-fast]");
+    t_free(&t);
+}
+
 static void test_switchover(void **state) {
     (void)state;
     T t;
@@ -1274,6 +1310,7 @@ int main(void) {
         cmocka_unit_test(test_start),
         cmocka_unit_test(test_may_be_primary_adopted),
         cmocka_unit_test(test_before_stop_limit),
+        cmocka_unit_test(test_release_not_fail_fast),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_bootstrap_and_initialize),
         cmocka_unit_test(test_none_and_fatal),
