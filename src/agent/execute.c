@@ -444,6 +444,8 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         return;
     }
     lease_renewed(h, sent);
+    if (d->action != HA_SWITCHOVER) /* (a switchover publishes its own at once: no longer the primary) */
+        publish(h);                 /* the new fence point for the health checks now, not at the cycle's end */
     if (promote) {
         promote_with_lock(h, d);
     } else if (d->action == HA_SWITCHOVER) {

@@ -371,15 +371,17 @@ static void test_update_lock_primary(void **state) {
     T_INIT(&t, NULL, MINE);
     t_primary(&t);
     t_run(&t, HA_UPDATE_LOCK);
-    /* the leader's per-cycle work: slots before /status (it publishes their positions), then /history */
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history");
+    /* the renewal published at once (the health checks' fence point moves on: no 503 near the old one, L3);
+     * the leader's per-cycle work: slots before /status (it publishes their positions), then /history */
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history");
     assert_true(lease_held(&t));
     t_free(&t);
 
     T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node9\"}"));
     t_primary(&t);
     t_run(&t, HA_CLEAR_FAILOVER);
-    EXPECT_EVENTS("dcs_update_leader", "dcs_set_failover({}, 16)", "slots_sync", "update_status", "update_history");
+    EXPECT_EVENTS("dcs_update_leader", "publish", "dcs_set_failover({}, 16)", "slots_sync", "update_status",
+                  "update_history");
     t_free(&t);
 
     /* renewing while a start or a long action runs: nothing else */
@@ -387,7 +389,7 @@ static void test_update_lock_primary(void **state) {
     t.h.pg.inst.pid = 4242;
     t.l.pg_running = t.l.pg_starting = true;
     t_run(&t, HA_UPDATE_LOCK_ONLY);
-    EXPECT_EVENTS("dcs_update_leader");
+    EXPECT_EVENTS("dcs_update_leader", "publish");
     t_free(&t);
 
     /* a replica holding the key promotes, after the compare-and-set on etcd (no view: the cached key, whose
@@ -395,7 +397,7 @@ static void test_update_lock_primary(void **state) {
     T_INIT(&t, NULL, MINE);
     t_replica(&t);
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader(no view)", "promote_postgres");
+    EXPECT_EVENTS("dcs_update_leader(no view)", "publish", "promote_postgres");
     t_free(&t);
     /* ... and does not when the key is not ours any more */
     T_INIT(&t, NULL, MINE);
@@ -437,9 +439,9 @@ static void test_update_lock_primary_sync(void **state) {
     t_primary(&t);
     t.h.pg.st.replication = replication_rows("node3:async:33554432");
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(0),
-                  "write_configuration(primary, -, ssn='node3')", "reload_postgres", "usleep(100000)",
-                  "pg_current_flush_lsn", "pg_emit_wake_message");
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(0), "write_configuration(primary, -, ssn='node3')", "reload_postgres",
+                  "usleep(100000)", "pg_current_flush_lsn", "pg_emit_wake_message");
     assert_string_equal(t.h.sync.ssn, "node3");
     assert_int_equal(t.h.sync.flush, fake.flush_lsn);
     t_free(&t);
@@ -451,9 +453,9 @@ static void test_update_lock_primary_sync(void **state) {
     snprintf(t.h.pg.st.synchronous_standby_names, sizeof t.h.pg.st.synchronous_standby_names, "node3");
     t.h.pg.st.replication = replication_rows("node1:async:33554432");
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(16),
-                  "write_configuration(primary, -, ssn='node1')", "reload_postgres", "usleep(100000)",
-                  "pg_current_flush_lsn", "pg_emit_wake_message");
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(16), "write_configuration(primary, -, ssn='node1')", "reload_postgres",
+                  "usleep(100000)", "pg_current_flush_lsn", "pg_emit_wake_message");
     t_free(&t);
 
     /* the shrinking /sync write fails: synchronous_standby_names stays as it is */
@@ -463,7 +465,8 @@ static void test_update_lock_primary_sync(void **state) {
     t.h.pg.st.replication = replication_rows("node1:async:33554432");
     fake.set_sync = 0;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(16));
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(16));
     t_free(&t);
 
     /* node1 is now reported sync under ssn 'node1' and has reached the flush LSN of the change: /sync
@@ -476,7 +479,7 @@ static void test_update_lock_primary_sync(void **state) {
     t.h.sync.flush = 33554432;
     fake.write_configuration = 0; /* postgresql.conf already says so: no reload */
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history",
                   "write_configuration(primary, -, ssn='node1')",
                   "dcs_set_sync_state({\"leader\":\"node2\",\"quorum\":0,\"sync_standby\":\"node1\"}, 16)");
     t_free(&t);
