@@ -241,6 +241,9 @@ usec_t lease_fence_margin(const Ha *h);
 /* lock_valid_until less that margin (monotonic), or 0 without a lease: when a primary is fenced, the end of
  * its DCS calls' time, and the end of its "leader" answers to health checks. */
 usec_t lease_fence_at(const Ha *h);
+/* Until when (monotonic) the lease holder may go on with optional work in a cycle (the slots): the fence point
+ * less retry_timeout, the worst case of the renewal that must follow; 0 without a lease (no limit). */
+usec_t lease_work_deadline(const Ha *h);
 void view_read_cluster(Ha *h, usec_t now);
 void refresh_dynamic_config(Ha *h);
 void view_reread(Ha *h);

@@ -502,7 +502,13 @@ void slots_sync(Ha *h) {
         h->slots.errors_logged = TAKE_PTR(errors);
     }
     StrList failed_drops = {0};
+    usec_t deadline = lease_work_deadline(h); /* the statements' budgets add up: the lease bounds them all */
     for (size_t i = 0; i < plan.n_actions; i++) {
+        if (deadline && now_monotonic() >= deadline) {
+            log_warning("replication slots: %zu change(s) left for the next cycle, the leader lease needs renewing",
+                        plan.n_actions - i);
+            break;
+        }
         run_slot_action(h, c, &plan.actions[i], &failed_drops);
         if (PQstatus(c) != CONNECTION_OK) {
             log_warning("lost the connection to PostgreSQL while changing replication slots");

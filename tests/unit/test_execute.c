@@ -907,6 +907,22 @@ static void test_release_not_fail_fast(void **state) {
     t_free(&t);
 }
 
+/* The lease holder's optional work (the slot actions, H1) stops retry_timeout before the fence point, so that
+ * the renewal that follows still has its worst case; no lease, no limit. */
+static void test_lease_work_deadline(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    assert_int_equal(lease_work_deadline(&t.h), 0);
+    t_run(&t, HA_UPDATE_LOCK);
+    usec_t margin = 2 * USEC_PER_SEC, retry = (usec_t)t.h.view.dyn.retry_timeout * USEC_PER_SEC;
+    assert_int_equal(lease_work_deadline(&t.h), t.h.view.lock_valid_until - margin - retry);
+    t.h.view.lock_valid_until = margin + 1; /* (a fence point closer than retry_timeout: at once) */
+    assert_int_equal(lease_work_deadline(&t.h), 1);
+    t_free(&t);
+}
+
 static void test_switchover(void **state) {
     (void)state;
     T t;
@@ -1314,6 +1330,7 @@ int main(void) {
         cmocka_unit_test(test_may_be_primary_adopted),
         cmocka_unit_test(test_before_stop_limit),
         cmocka_unit_test(test_release_not_fail_fast),
+        cmocka_unit_test(test_lease_work_deadline),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_bootstrap_and_initialize),
         cmocka_unit_test(test_none_and_fatal),
