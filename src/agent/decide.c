@@ -66,6 +66,12 @@ static bool pg_is_primary(const LocalState *l) { return l->pg_running && l->pg_r
  * dangerous as one that does when the lock is not ours; it is fenced (an immediate stop, escalated). */
 static bool pg_unanswering_primary(const LocalState *l) { return l->pg_running && !l->pg_ready && l->maybe_primary; }
 
+/* A replica being promoted (it still answers as one, but pg_promote() was called): it may be a primary any
+ * moment; without the lock it is stopped at once like a primary (a node still in recovery loses nothing). */
+static bool pg_promoting(const LocalState *l) {
+    return l->pg_running && l->pg_ready && l->in_recovery && l->maybe_primary;
+}
+
 static bool sync_active(const Observation *o) {
     return o->dyn && o->dyn->synchronous_mode != SYNC_OFF && o->cluster && o->cluster->sync.leader &&
            !(o->dyn->standby_cluster && o->dyn->standby_cluster->n);
@@ -385,6 +391,9 @@ void decide(const Observation *o, Decision *d) {
             d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
             set(d, HA_DEMOTE, NULL,
                 "demoting self because DCS is not accessible and I was a leader (PostgreSQL does not answer)");
+        } else if (pg_promoting(l) && !paused(o)) {
+            d->demote_mode = DEMOTE_IMMEDIATE_NOLOCK;
+            set(d, HA_DEMOTE, NULL, "demoting self because DCS is not accessible and I was promoting");
         } else {
             set(d, HA_NONE, NULL, "%sDCS is not accessible", pause_prefix);
         }
@@ -608,11 +617,12 @@ void decide(const Observation *o, Decision *d) {
 LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn, const char *me, HaAction action,
                                       const LockFailure *f) {
     bool running_primary = l->pg_ready && !l->in_recovery && !dyn->pause;
+    bool promoting = pg_promoting(l) && !dyn->pause;
     if (action == HA_ACQUIRE_LOCK) {
-        if (!running_primary)
+        if (!running_primary && !promoting)
             return LOCK_FAIL_NOTHING;
         if (f->dcs_error)
-            return LOCK_FAIL_DEMOTE_OFFLINE;
+            return promoting ? LOCK_FAIL_DEMOTE_NOLOCK : LOCK_FAIL_DEMOTE_OFFLINE;
         if (!f->reread)
             return LOCK_FAIL_REREAD;
         return streq(f->holder, me) ? LOCK_FAIL_MINE : LOCK_FAIL_DEMOTE_NOLOCK;
@@ -621,8 +631,9 @@ LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn,
         return LOCK_FAIL_STOP_STARTING;
     if (running_primary)
         return f->dcs_error ? LOCK_FAIL_DEMOTE_OFFLINE : LOCK_FAIL_DEMOTE_NOLOCK;
-    /* a primary that does not answer: fenced (immediate), whether the key is lost or etcd is */
-    if (l->pg_running && !l->pg_ready && l->maybe_primary && !dyn->pause)
+    /* a primary that does not answer, or a replica being promoted: fenced (immediate), whether the key is
+     * lost or etcd is */
+    if ((pg_unanswering_primary(l) && !dyn->pause) || promoting)
         return LOCK_FAIL_DEMOTE_NOLOCK;
     return LOCK_FAIL_NOTHING;
 }

@@ -42,12 +42,14 @@ void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint
     if (release) {
         if (mode == DEMOTE_GRACEFUL && checkpoint > 0)
             write_status_optime_only(h, checkpoint);
+        bool ff = dcs_suspend_fail_fast(); /* the release is tried even after a failure in this cycle */
         if (dcs_delete_leader(h->dcs) < 0) {
             log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
         } else {
             log_info("Leader key released");
             view_reread(h); /* this cycle's decisions must not see the key as ours any more */
         }
+        dcs_restore_fail_fast(ff);
     }
     lease_lost(h);
 }
@@ -58,7 +60,21 @@ bool may_be_primary(const Ha *h) {
     if (h->pg.st.ok)
         return !h->pg.st.in_recovery || h->pg.promoting;
     return streq(h->pg.role, "primary") || streq(h->pg.role, "promoted") || h->pg.promoting ||
-           (h->pg.starting && h->pg.start_as_primary);
+           (h->pg.starting && h->pg.start_as_primary) || h->pg.adopted_primary;
+}
+
+usec_t before_stop_limit(const Ha *h, usec_t now) {
+    usec_t limit = (usec_t)cfg_of(h)->postgresql.pg_ctl_timeout * USEC_PER_SEC;
+    if (!may_be_primary(h) && !is_lock_holder(h))
+        return limit;
+    usec_t until = h->view.lock_valid_until, fence = lease_fence_at(h), reserve = (usec_t)loop_wait_s(h) * USEC_PER_SEC;
+    if (!until || now >= fence)
+        return 0; /* no lease left, or the fence point passed: the stop comes now */
+    usec_t end = until > reserve ? until - reserve : 0;
+    if (fence < end)
+        end = fence;
+    usec_t left = end > now ? end - now : 0;
+    return left < limit ? left : limit;
 }
 
 /* Stop being primary at once (the lock is lost, PostgreSQL is unfit, or the DCS is gone). A planned
@@ -442,7 +458,9 @@ static void promote_with_lock(Ha *h, Decision *d) {
         snprintf(d->message, sizeof d->message, "postponing the promotion: /sync could not be updated");
     } else if (promote_postgres(h) < 0) {
         h->promote_failed_at = now_monotonic();
+        bool ff = dcs_suspend_fail_fast(); /* a release: tried even after a failure in this cycle */
         (void)dcs_delete_leader(h->dcs);
+        dcs_restore_fail_fast(ff);
         lease_lost(h);
         snprintf(d->message, sizeof d->message,
                  "the promotion failed: released the leader key; not racing for it for ttl (%d s)", ttl_s(h));
@@ -532,6 +550,8 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         return;
     }
     lease_renewed(h, sent);
+    if (d->action != HA_SWITCHOVER) /* (a switchover publishes its own at once: no longer the primary) */
+        publish(h);                 /* the new fence point for the health checks now, not at the cycle's end */
     if (promote) {
         promote_with_lock(h, d);
     } else if (d->action == HA_SWITCHOVER) {
@@ -553,7 +573,9 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
 static void do_release_lock(Ha *h, Decision *d, const LocalState *l) {
     (void)d;
     (void)l;
+    bool ff = dcs_suspend_fail_fast(); /* a release: tried even after a failure in this cycle */
     (void)dcs_delete_leader(h->dcs);
+    dcs_restore_fail_fast(ff);
     lease_lost(h);
 }
 

@@ -39,6 +39,9 @@ typedef struct HaLocal {
     bool start_as_primary;
     usec_t start_began;
     bool promoting;
+    /* a postmaster adopted after an agent restart that ran as a primary (postmaster.pid said "ready", or
+     * pg_control "in production"): may be one until its status query answers */
+    bool adopted_primary;
     bool expect_stop; /* we stopped it: its exit is no crash */
     bool crashed;
     PgStatus st; /* the status query of this cycle */
@@ -239,6 +242,9 @@ usec_t lease_fence_margin(const Ha *h);
 /* lock_valid_until less that margin (monotonic), or 0 without a lease: when a primary is fenced, the end of
  * its DCS calls' time, and the end of its "leader" answers to health checks. */
 usec_t lease_fence_at(const Ha *h);
+/* Until when (monotonic) the lease holder may go on with optional work in a cycle (the slots): the fence point
+ * less retry_timeout, the worst case of the renewal that must follow; 0 without a lease (no limit). */
+usec_t lease_work_deadline(const Ha *h);
 void view_read_cluster(Ha *h, usec_t now);
 void refresh_dynamic_config(Ha *h);
 void view_reread(Ha *h);
@@ -345,6 +351,10 @@ void ha_commands_wake(void *ud);
 /* PostgreSQL runs and is, or may be, a primary: it answers as one, or does not answer and was one, is
  * promoting, or is starting as one. */
 bool may_be_primary(const Ha *h);
+/* How long the before_stop script may run before the stop signal (below 1 s: it is not run): pg_ctl_timeout;
+ * on a node that is or may be a primary, or holds the lock, also the lease less a loop_wait (so that the next
+ * cycle renews it in time) and never past the fence point; nothing without a lease left. */
+usec_t before_stop_limit(const Ha *h, usec_t now);
 /* The hard lease deadline: past lease_fence_at(), a primary (not paused) is stopped at once (immediate, then
  * SIGKILL; restarted read-only without upstream), whatever the cycle was doing, TILT or not. Returns true
  * when it fenced. Called before each step of a cycle that may block, and between cycles. */

@@ -179,21 +179,15 @@ static const char *stop_mode_name(PgStopMode mode) {
     return mode == PG_STOP_FAST ? "fast" : mode == PG_STOP_IMMEDIATE ? "immediate" : "smart";
 }
 
-/* The before_stop script runs on the HA thread before the stop signal, limited by pg_ctl_timeout; on a
- * primary also by its lease (less a loop_wait, so that the next cycle renews it in time): a primary
- * whose lease is gone is stopped without it. */
+/* The before_stop script runs on the HA thread before the stop signal, limited by pg_ctl_timeout; on a node
+ * that is or may be a primary (promoting, starting as one) or holds the lock, also by its lease and the fence
+ * point (before_stop_limit): without a lease left, or past the fence point, it is stopped without it. */
 static void before_stop(Ha *h, PgStopMode mode, const char *why) {
     const PghaConfig *cfg = cfg_of(h);
     if (may_be_primary(h) || is_lock_holder(h))
         publish_stopping(h); /* before the script: the health checks stop saying "primary" now */
     if (cfg->postgresql.before_stop) {
-        usec_t limit = (usec_t)cfg->postgresql.pg_ctl_timeout * USEC_PER_SEC;
-        if (h->pg.st.ok ? !h->pg.st.in_recovery : streq(h->pg.role, "primary")) {
-            usec_t now = now_monotonic(), reserve = (usec_t)loop_wait_s(h) * USEC_PER_SEC;
-            usec_t left = h->view.lock_valid_until > now + reserve ? h->view.lock_valid_until - now - reserve : 0;
-            if (left < limit)
-                limit = left;
-        }
+        usec_t limit = before_stop_limit(h, now_monotonic());
         if (limit < USEC_PER_SEC) {
             log_warning("not running the before_stop script: the leader lease leaves no time for it");
         } else {
@@ -428,6 +422,11 @@ void observe_pg(Ha *h, LocalState *l) {
                 log_warning("cannot watch the postmaster %d with a pidfd; its exit is noticed at the next cycle",
                             (int)pf.pid);
             h->pg.starting = strcmp(pf.status, "ready") != 0 && strcmp(pf.status, "standby") != 0;
+            /* it ran as a primary: until its status query answers, it may be one (fenced without the lock);
+             * pg_control was read at the start of this observation (no postmaster was known then) */
+            h->pg.adopted_primary = strcmp(pf.status, "standby") != 0 &&
+                                    (strcmp(pf.status, "ready") == 0 ||
+                                     (h->pg.have_controldata && streq(h->pg.cd.state, "in production")));
             if (h->pg.starting)
                 h->pg.start_began = now_monotonic();
         }
@@ -468,6 +467,8 @@ void observe_pg(Ha *h, LocalState *l) {
         h->pg.replica_tl = h->pg.st.timeline;
         h->pg.replica_tl_start = h->pg.st.postmaster_start_time;
     }
+    if (h->pg.st.ok)
+        h->pg.adopted_primary = false; /* its answer says what it is from now on */
     if (h->pg.starting && h->pg.st.ok) {
         h->pg.starting = false;
         h->pg.start_timeout = 0;
@@ -595,6 +596,7 @@ static void local_forget(Ha *h) {
     h->pg.st = (PgStatus){0};
     h->pg.starting = false;
     h->pg.promoting = false;
+    h->pg.adopted_primary = false;
     h->pg.stopping = false;
     h->pg.stop_patient = false;
     h->pg.start_timeout = 0;

@@ -515,8 +515,9 @@ void slots_sync(Ha *h) {
         h->slots.errors_logged = TAKE_PTR(errors);
     }
     StrList failed_drops = {0};
+    usec_t deadline = lease_work_deadline(h); /* the statements' budgets add up: the lease bounds them all */
     for (size_t i = 0; i < plan.n_actions; i++) {
-        if (!slots_budget_left(h)) {
+        if (!slots_budget_left(h) || (deadline && now_monotonic() >= deadline)) {
             log_info("replication slots: %zu change(s) left for the next cycle, the lease leaves no time for them",
                      plan.n_actions - i);
             break;

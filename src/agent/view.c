@@ -122,6 +122,13 @@ usec_t lease_fence_at(const Ha *h) {
     return until > margin ? until - margin : 1;
 }
 
+usec_t lease_work_deadline(const Ha *h) {
+    usec_t fence = lease_fence_at(h), reserve = (usec_t)dyn_of(h)->retry_timeout * USEC_PER_SEC;
+    if (!fence)
+        return 0;
+    return fence > reserve ? fence - reserve : 1;
+}
+
 /* Step 1 of a cycle: the cluster view (the watch cache or a read), the dynamic configuration in it,
  * and the last view with a leader for the candidate set of the next race. */
 void view_read_cluster(Ha *h, usec_t now) {

@@ -100,6 +100,13 @@ void finish_post_promote_checkpoint(Ha *h, bool wait) {
     h->work.checkpoint_pending = false;
 }
 
+/* Give /initialize back (a cleanup: tried even after a DCS call of the cycle failed). */
+static void cancel_initialization(Ha *h) {
+    bool ff = dcs_suspend_fail_fast();
+    (void)dcs_cancel_initialization(h->dcs);
+    dcs_restore_fail_fast(ff);
+}
+
 void finish_task(Ha *h) {
     Task *t = &h->work.task;
     if (t->kind == TASK_NONE || !t->done)
@@ -117,7 +124,7 @@ void finish_task(Ha *h) {
         if (r < 0) {
             log_error("%s", err);
             set_state(h, "initdb failed");
-            (void)dcs_cancel_initialization(h->dcs);
+            cancel_initialization(h);
             char *e2 = NULL;
             if (pg_move_data_directory_aside(cfg->postgresql.data_dir, &e2) < 0) {
                 log_error("%s", e2);
@@ -140,7 +147,7 @@ void finish_task(Ha *h) {
         refresh_controldata(h);
         set_state(h, "initializing new cluster");
         if (start_postgres(h, true, NULL) < 0) {
-            (void)dcs_cancel_initialization(h->dcs);
+            cancel_initialization(h);
             h->fatal = true;
         }
         h->work.task.kind = TASK_NONE;
@@ -196,7 +203,18 @@ static char *bootstrap_config_json(Ha *h) {
     return s;
 }
 
+static void post_bootstrap_keys(Ha *h);
+
+/* The bootstrap's keys are written even when a DCS call of the cycle failed before (fail-fast would refuse
+ * them and leave /initialize holding our system identifier), and each is tried after another failed: a
+ * tolerated /config timeout must not turn the leader key's write into a cancelled bootstrap. */
 void post_bootstrap(Ha *h) {
+    bool ff = dcs_suspend_fail_fast();
+    post_bootstrap_keys(h);
+    dcs_restore_fail_fast(ff);
+}
+
+static void post_bootstrap_keys(Ha *h) {
     const PghaConfig *cfg = cfg_of(h);
     PGconn *c = local_conn(h);
     char *err = NULL;
@@ -303,6 +321,6 @@ void bootstrap_begin(Ha *h) {
 void bootstrap_abandon(Ha *h) {
     log_error("PostgreSQL did not start after initdb");
     h->work.bootstrap_pending = false;
-    (void)dcs_cancel_initialization(h->dcs);
+    cancel_initialization(h);
     h->fatal = true;
 }

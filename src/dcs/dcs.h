@@ -42,6 +42,11 @@ void dcs_set_lease_deadline(usec_t deadline);
 /* The calling thread's "one failure ends it" mode (the HA cycle): once a request found etcd unreachable (or
  * ran into a deadline), every further call fails at once (-ETIMEDOUT) until the mode is set again. */
 void dcs_set_fail_fast(bool on);
+/* Calls that must be tried even after a failure (a cleanup, a release, the bootstrap's keys): the calling
+ * thread's fail-fast mode off until dcs_restore_fail_fast() gives back the mode returned here. A failure
+ * meanwhile still counts: restored to on, the calls after it fail at once. */
+bool dcs_suspend_fail_fast(void);
+void dcs_restore_fail_fast(bool was_on);
 
 /* Find the API version, discover the etcd members, authenticate. */
 int dcs_connect(Dcs *d);

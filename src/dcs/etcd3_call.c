@@ -136,8 +136,9 @@ static bool select_endpoint(Dcs *d, const char *ep) {
 
 /* Like Patroni's api_execute(): a round tries the endpoints in turn, each with the time left split
  * over as many of them as get at least 1 s (1-node clusters up to 3 tries, 2-node clusters up to 2
- * per node); when a round fails everywhere, it pauses (0.1 s, doubling up to 1 s) and starts another
- * one with the time that is left, on the endpoints after the last one tried, until the deadline. A
+ * per node; 0.5 s when the caller's deadline leaves less than retry_timeout: etcd3_round_plan); when a round
+ * fails everywhere, it pauses (0.1 s, doubling up to 1 s) and starts another one with the time that is left,
+ * on the endpoints after the last one tried, until the deadline. A
  * single round is not enough: while etcd elects a new leader every member fails or times out for a
  * second or two, and giving up then leaves part of retry_timeout unused. */
 /* The calling thread's caps on its calls' deadlines (dcs_set_call_deadline, dcs_set_lease_deadline), or 0,
@@ -154,6 +155,14 @@ void dcs_set_fail_fast(bool on) {
     failed = false;
 }
 
+bool dcs_suspend_fail_fast(void) {
+    bool was = fail_fast;
+    fail_fast = false;
+    return was;
+}
+
+void dcs_restore_fail_fast(bool was_on) { fail_fast = was_on; }
+
 usec_t etcd3_caller_deadline(usec_t deadline) {
     if (call_deadline && (!deadline || call_deadline < deadline))
         deadline = call_deadline;
@@ -162,10 +171,7 @@ usec_t etcd3_caller_deadline(usec_t deadline) {
     return deadline;
 }
 
-void etcd3_caller_failed(void) {
-    if (fail_fast)
-        failed = true;
-}
+void etcd3_caller_failed(void) { failed = true; /* (counted while suspended too; reset by dcs_set_fail_fast) */ }
 
 int etcd3_caller_gate(Dcs *d) {
     if (!fail_fast || !failed)
@@ -190,6 +196,26 @@ int etcd3_req_lock(Dcs *d, usec_t limit) {
     etcd3_set_error(d, "the etcd connection stayed busy until the caller's deadline");
     etcd3_caller_failed();
     return -ETIMEDOUT;
+}
+
+void etcd3_round_plan(size_t n, int round, usec_t retry_timeout, usec_t left, EtcdRoundPlan *ret) {
+    /* per-try timeout: the time left (retry_timeout in the first round, less when the caller's deadline comes
+     * sooner) over the nodes, dropping nodes until it is at least 1 s */
+    usec_t budget = round == 0 && retry_timeout < left ? retry_timeout : left;
+    size_t nodes = n;
+    while (nodes > 1 && budget / nodes < USEC_PER_SEC)
+        nodes--;
+    /* ... or 0.5 s when less than retry_timeout is left (a deadline near, the fence point): the endpoint in use
+     * may be the one that does not answer, and the others must get their turn before the deadline */
+    usec_t half = USEC_PER_SEC / 2;
+    if (budget < retry_timeout && nodes < n && budget / (nodes + 1) >= half) {
+        size_t more = (size_t)(budget / half);
+        nodes = more < n ? more : n;
+    }
+    size_t tries = 1, max_tries = nodes >= 3 ? 1 : 4 - nodes;
+    while (tries < max_tries && budget / nodes / (tries + 1) >= USEC_PER_SEC)
+        tries++;
+    *ret = (EtcdRoundPlan){.nodes = nodes, .tries = tries, .per_try = budget / nodes / tries};
 }
 
 int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
@@ -239,16 +265,11 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
         }
         if (now + 50 * USEC_PER_MSEC >= deadline)
             break;
-        /* per-try timeout: the time left (all of retry_timeout in the first round) over the nodes,
-         * dropping nodes until it is at least 1 s */
-        usec_t left = deadline - now, budget = round == 0 ? (usec_t)d->retry_timeout * USEC_PER_SEC : left;
-        size_t nodes = n;
-        while (nodes > 1 && budget / nodes < USEC_PER_SEC)
-            nodes--;
-        size_t tries = 1, max_tries = nodes >= 3 ? 1 : 4 - nodes;
-        while (tries < max_tries && budget / nodes / (tries + 1) >= USEC_PER_SEC)
-            tries++;
-        usec_t per_try = budget / nodes / tries;
+        usec_t left = deadline - now;
+        EtcdRoundPlan plan;
+        etcd3_round_plan(n, round, (usec_t)d->retry_timeout * USEC_PER_SEC, left, &plan);
+        size_t nodes = plan.nodes, tries = plan.tries;
+        usec_t per_try = plan.per_try;
         for (size_t k = 0; k < nodes * tries; k++) {
             now = now_monotonic();
             if (now + 50 * USEC_PER_MSEC >= deadline)

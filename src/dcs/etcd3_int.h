@@ -122,11 +122,19 @@ int etcd3_http_fetch(Dcs *d, Conn *c, const char *token, const char *endpoint, c
 usec_t etcd3_caller_deadline(usec_t deadline);
 /* -ETIMEDOUT (with the error set) when the calling thread is in fail-fast mode and a call failed already. */
 int etcd3_caller_gate(Dcs *d);
-/* A call of the calling thread found etcd unreachable or ran out of time: in fail-fast mode, the next fail. */
+/* A call of the calling thread found etcd unreachable or ran out of time: in fail-fast mode (now or once it is
+ * restored, dcs_restore_fail_fast), the next fail. */
 void etcd3_caller_failed(void);
 /* Take req_lock, waiting no longer than `limit` (monotonic, 0: none) and the calling thread's deadline:
  * 0, or -ETIMEDOUT with the error set (the lock not taken). Fails at once after a failure in fail-fast mode. */
 int etcd3_req_lock(Dcs *d, usec_t limit);
+/* How one round of etcd3_call() spends its time: `nodes` endpoints from the next one on, each tried `tries`
+ * times with a timeout of `per_try` (never more than the time left). */
+typedef struct EtcdRoundPlan {
+    size_t nodes, tries;
+    usec_t per_try;
+} EtcdRoundPlan;
+void etcd3_round_plan(size_t n, int round, usec_t retry_timeout, usec_t left, EtcdRoundPlan *ret);
 int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret);
 /* Re-discover members every 10*ttl, or after every endpoint failed (caller holds req_lock). */
 void etcd3_maybe_refresh_members_locked(Dcs *d);

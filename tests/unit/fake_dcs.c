@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <string.h>
 
+/* " [fail-fast]" after a call made in fail-fast mode */
+static const char *ff(void) { return fake.fail_fast ? " [fail-fast]" : ""; }
+
 int dcs_attempt_to_acquire_leader(Dcs *d) {
     (void)d;
     fake_event("dcs_attempt_to_acquire_leader");
@@ -13,13 +16,13 @@ int dcs_attempt_to_acquire_leader(Dcs *d) {
 
 int dcs_update_leader(Dcs *d, const Cluster *c) {
     (void)d;
-    fake_event("dcs_update_leader%s", c ? "" : "(no view)");
+    fake_event("dcs_update_leader%s%s", c ? "" : "(no view)", ff());
     return fake.update_leader;
 }
 
 int dcs_delete_leader(Dcs *d) {
     (void)d;
-    fake_event("dcs_delete_leader");
+    fake_event("dcs_delete_leader%s", ff());
     return fake.delete_leader;
 }
 
@@ -110,4 +113,12 @@ void dcs_set_call_deadline(usec_t deadline) { (void)deadline; }
 
 void dcs_set_lease_deadline(usec_t deadline) { fake.lease_deadline = deadline; /* not a call: not logged */ }
 
-void dcs_set_fail_fast(bool on) { (void)on; }
+void dcs_set_fail_fast(bool on) { fake.fail_fast = on; }
+
+bool dcs_suspend_fail_fast(void) {
+    bool was = fake.fail_fast;
+    fake.fail_fast = false;
+    return was;
+}
+
+void dcs_restore_fail_fast(bool was_on) { fake.fail_fast = was_on; }

@@ -43,6 +43,8 @@ typedef struct Fake {
     int delete_sync;
     const char *dcs_error; /* what dcs_error() says */
     usec_t lease_deadline; /* the last dcs_set_lease_deadline() */
+    bool fail_fast;        /* dcs_set_fail_fast() / dcs_suspend_fail_fast(): calls made in that mode are logged
+                            * with " [fail-fast]" */
     /* scripted results of PostgreSQL */
     int start;               /* start_postgres */
     int stop;                /* stop_postgres */

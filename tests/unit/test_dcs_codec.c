@@ -17,6 +17,7 @@
 #include "common/json.h"
 #include "common/util.h"
 #include "dcs/cluster.h"
+#include "dcs/etcd3_int.h"
 
 /* ------------------------------------------------------------------------------------------------
  * helpers */
@@ -1661,6 +1662,45 @@ static void test_embedded_nul_ignored(void **state) {
     cluster_free(c);
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * etcd3_round_plan(): how a round of a call spends its time over the endpoints (L1) */
+
+#define S USEC_PER_SEC
+
+static void test_round_plan(void **state) {
+    (void)state;
+    EtcdRoundPlan p;
+    /* the whole retry_timeout left: as Patroni splits it (3 nodes: 1 try each; 1 node: 3 tries) */
+    etcd3_round_plan(3, 0, 10 * S, 10 * S, &p);
+    assert_int_equal(p.nodes, 3);
+    assert_int_equal(p.tries, 1);
+    assert_int_equal(p.per_try, 10 * S / 3);
+    etcd3_round_plan(1, 0, 10 * S, 10 * S, &p);
+    assert_int_equal(p.nodes, 1);
+    assert_int_equal(p.tries, 3);
+    /* the caller's deadline (the fence point) 3 s away: the first round splits those 3 s, not retry_timeout
+     * (the current endpoint black-holed would take all of them) */
+    etcd3_round_plan(3, 0, 10 * S, 3 * S, &p);
+    assert_int_equal(p.nodes, 3);
+    assert_int_equal(p.per_try, 1 * S);
+    /* under 2 s left: still a second endpoint, and all three while each gets 0.5 s */
+    etcd3_round_plan(3, 0, 10 * S, 1500 * USEC_PER_MSEC, &p);
+    assert_int_equal(p.nodes, 3);
+    assert_int_equal(p.per_try, 500 * USEC_PER_MSEC);
+    etcd3_round_plan(3, 0, 10 * S, 1200 * USEC_PER_MSEC, &p);
+    assert_int_equal(p.nodes, 2);
+    assert_int_equal(p.tries, 1);
+    assert_int_equal(p.per_try, 600 * USEC_PER_MSEC);
+    /* later rounds: the time left, as before */
+    etcd3_round_plan(3, 1, 10 * S, 4 * S, &p);
+    assert_int_equal(p.nodes, 3);
+    assert_int_equal(p.per_try, 4 * S / 3);
+    /* a short retry_timeout with all of it left: unchanged (1 s per try) */
+    etcd3_round_plan(3, 0, 2 * S, 2 * S, &p);
+    assert_int_equal(p.nodes, 2);
+    assert_int_equal(p.per_try, 1 * S);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base64_rfc4648_vectors),
@@ -1696,6 +1736,7 @@ int main(void) {
         cmocka_unit_test(test_failsafe),
         cmocka_unit_test(test_full_cluster),
         cmocka_unit_test(test_embedded_nul_ignored),
+        cmocka_unit_test(test_round_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

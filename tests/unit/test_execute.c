@@ -374,15 +374,17 @@ static void test_update_lock_primary(void **state) {
     T_INIT(&t, NULL, MINE);
     t_primary(&t);
     t_run(&t, HA_UPDATE_LOCK);
-    /* the leader's per-cycle work: slots before /status (it publishes their positions), then /history */
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history");
+    /* the renewal published at once (the health checks' fence point moves on: no 503 near the old one, L3);
+     * the leader's per-cycle work: slots before /status (it publishes their positions), then /history */
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history");
     assert_true(lease_held(&t));
     t_free(&t);
 
     T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node9\"}"));
     t_primary(&t);
     t_run(&t, HA_CLEAR_FAILOVER);
-    EXPECT_EVENTS("dcs_update_leader", "dcs_set_failover({}, 16)", "slots_sync", "update_status", "update_history");
+    EXPECT_EVENTS("dcs_update_leader", "publish", "dcs_set_failover({}, 16)", "slots_sync", "update_status",
+                  "update_history");
     t_free(&t);
 
     /* renewing while a start or a long action runs: nothing else */
@@ -390,7 +392,7 @@ static void test_update_lock_primary(void **state) {
     t.h.pg.inst.pid = 4242;
     t.l.pg_running = t.l.pg_starting = true;
     t_run(&t, HA_UPDATE_LOCK_ONLY);
-    EXPECT_EVENTS("dcs_update_leader");
+    EXPECT_EVENTS("dcs_update_leader", "publish");
     t_free(&t);
 
     /* a replica holding the key promotes, after the compare-and-set on etcd (no view: the cached key, whose
@@ -398,7 +400,7 @@ static void test_update_lock_primary(void **state) {
     T_INIT(&t, NULL, MINE);
     t_replica(&t);
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader(no view)", "promote_postgres");
+    EXPECT_EVENTS("dcs_update_leader(no view)", "publish", "promote_postgres");
     t_free(&t);
     /* ... and does not when the key is not ours any more */
     T_INIT(&t, NULL, MINE);
@@ -440,9 +442,9 @@ static void test_update_lock_primary_sync(void **state) {
     t_primary(&t);
     t.h.pg.st.replication = replication_rows("node3:async:33554432");
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(0),
-                  "write_configuration(primary, -, ssn='node3')", "reload_postgres", "usleep(100000)",
-                  "pg_current_flush_lsn", "pg_emit_wake_message");
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(0), "write_configuration(primary, -, ssn='node3')", "reload_postgres",
+                  "usleep(100000)", "pg_current_flush_lsn", "pg_emit_wake_message");
     assert_string_equal(t.h.sync.ssn, "node3");
     assert_int_equal(t.h.sync.flush, fake.flush_lsn);
     t_free(&t);
@@ -454,9 +456,9 @@ static void test_update_lock_primary_sync(void **state) {
     snprintf(t.h.pg.st.synchronous_standby_names, sizeof t.h.pg.st.synchronous_standby_names, "node3");
     t.h.pg.st.replication = replication_rows("node1:async:33554432");
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(16),
-                  "write_configuration(primary, -, ssn='node1')", "reload_postgres", "usleep(100000)",
-                  "pg_current_flush_lsn", "pg_emit_wake_message");
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(16), "write_configuration(primary, -, ssn='node1')", "reload_postgres",
+                  "usleep(100000)", "pg_current_flush_lsn", "pg_emit_wake_message");
     t_free(&t);
 
     /* the shrinking /sync write fails: synchronous_standby_names stays as it is */
@@ -466,7 +468,8 @@ static void test_update_lock_primary_sync(void **state) {
     t.h.pg.st.replication = replication_rows("node1:async:33554432");
     fake.set_sync = 0;
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history", SYNC_ONLY_NODE2_AT(16));
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history",
+                  SYNC_ONLY_NODE2_AT(16));
     t_free(&t);
 
     /* node1 is now reported sync under ssn 'node1' and has reached the flush LSN of the change: /sync
@@ -479,7 +482,7 @@ static void test_update_lock_primary_sync(void **state) {
     t.h.sync.flush = 33554432;
     fake.write_configuration = 0; /* postgresql.conf already says so: no reload */
     t_run(&t, HA_UPDATE_LOCK);
-    EXPECT_EVENTS("dcs_update_leader", "slots_sync", "update_status", "update_history",
+    EXPECT_EVENTS("dcs_update_leader", "publish", "slots_sync", "update_status", "update_history",
                   "write_configuration(primary, -, ssn='node1')",
                   "dcs_set_sync_state({\"leader\":\"node2\",\"quorum\":0,\"sync_standby\":\"node1\"}, 16)");
     t_free(&t);
@@ -783,6 +786,143 @@ static void test_lease_fence(void **state) {
     t_run(&t, HA_UPDATE_LOCK);
     EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED,
                   "start_postgres(replica, -)");
+    t_free(&t);
+}
+
+/* A postmaster adopted after an agent restart (role "uninitialized", not starting) whose status query fails: a
+ * primary when it ran as one (postmaster.pid "ready", or pg_control "in production"), so that it is fenced
+ * without the lock instead of waiting as "starting" forever (H3). */
+static void test_may_be_primary_adopted(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, LOCKED);
+    t.h.pg.inst.pid = 4242;
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "uninitialized");
+    assert_false(may_be_primary(&t.h)); /* adopted as a replica ("standby"), or starting */
+    t.h.pg.adopted_primary = true;
+    assert_true(may_be_primary(&t.h));
+    /* once it answers, its answer counts */
+    t.h.pg.st.ok = t.h.pg.st.in_recovery = true;
+    assert_false(may_be_primary(&t.h));
+    t.h.pg.st.ok = t.h.pg.st.in_recovery = false;
+    t.h.pg.inst.pid = 0; /* gone */
+    assert_false(may_be_primary(&t.h));
+    t_free(&t);
+}
+
+/* before_stop's time (M1): on whatever may be a primary or holds the lock, capped by the lease (less a
+ * loop_wait) and the fence point; not run at all without a lease or past the fence point. */
+static void test_before_stop_limit(void **state) {
+    (void)state;
+    T t;
+    usec_t now = now_monotonic(), s = USEC_PER_SEC;
+
+    /* a replica without the lock: pg_ctl_timeout */
+    T_INIT(&t, NULL, LOCKED);
+    t_replica(&t);
+    assert_int_equal(before_stop_limit(&t.h, now), (usec_t)t.a.cfg.postgresql.pg_ctl_timeout * s);
+    t_free(&t);
+
+    /* a running primary with 30 s of lease: 30 - loop_wait */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now + 30 * s;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t_free(&t);
+
+    /* promoting (still in recovery), "promoted" and not answering, starting as a primary: capped likewise */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    t.h.pg.promoting = true;
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "promoted");
+    t.h.view.lock_valid_until = now + 30 * s;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t.h.pg.st.ok = false;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t.h.pg.promoting = false;
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "replica");
+    t.h.pg.starting = t.h.pg.start_as_primary = true;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t_free(&t);
+
+    /* the lock holder's replica (not yet promoting): capped too */
+    T_INIT(&t, NULL, MINE);
+    t_replica(&t);
+    t.h.view.lock_valid_until = now + 30 * s;
+    assert_int_equal(before_stop_limit(&t.h, now), 20 * s);
+    t_free(&t);
+
+    /* a short ttl: the fence point (ttl - margin) comes before the lease less loop_wait */
+    T_INIT(&t, "ttl: 8\nloop_wait: 1\nretry_timeout: 2\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now + 3 * s;
+    assert_int_equal(before_stop_limit(&t.h, now), 1 * s); /* 3 s less the 2 s margin */
+    t_free(&t);
+
+    /* the fence point passed, or no lease at all: not run (a promoting node too) */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now + USEC_PER_SEC;
+    assert_int_equal(before_stop_limit(&t.h, now), 0);
+    t.h.view.lock_valid_until = 0;
+    assert_int_equal(before_stop_limit(&t.h, now), 0);
+    t_free(&t);
+    T_INIT(&t, NULL, LOCKED);
+    t_replica(&t);
+    t.h.pg.promoting = true;
+    assert_int_equal(before_stop_limit(&t.h, now), 0);
+    t_free(&t);
+}
+
+/* Giving the leader key back is tried even after a DCS call of the cycle failed (the cycle's fail-fast mode is
+ * suspended for it, and restored after), M3. */
+static void test_release_not_fail_fast(void **state) {
+    (void)state;
+    T t;
+    /* an immediate demotion that releases the key (demote_finish_at) */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    dcs_set_fail_fast(true);
+    t.d.demote_mode = DEMOTE_IMMEDIATE;
+    t_run(&t, HA_DEMOTE);
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
+    assert_true(fake.fail_fast);
+    t_free(&t);
+    /* a failed promotion gives the key back */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_replica(&t);
+    dcs_set_fail_fast(true);
+    fake.promote = -EIO;
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "promote_postgres", "dcs_delete_leader");
+    assert_true(fake.fail_fast);
+    t_free(&t);
+    /* HA_RELEASE_LOCK */
+    T_INIT(&t, NULL, MINE);
+    dcs_set_fail_fast(true);
+    t_run(&t, HA_RELEASE_LOCK);
+    EXPECT_EVENTS("dcs_delete_leader");
+    assert_true(fake.fail_fast);
+    /* ... while a renewal stays in the cycle's mode */
+    t_primary(&t);
+    t_run(&t, HA_UPDATE_LOCK_ONLY);
+    assert_string_equal(fake.events.v[0], "dcs_update_leader [fail-fast]");
+    t_free(&t);
+}
+
+/* The lease holder's optional work (the slot actions, H1) stops retry_timeout before the fence point, so that
+ * the renewal that follows still has its worst case; no lease, no limit. */
+static void test_lease_work_deadline(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    assert_int_equal(lease_work_deadline(&t.h), 0);
+    t_run(&t, HA_UPDATE_LOCK);
+    usec_t margin = 2 * USEC_PER_SEC, retry = (usec_t)t.h.view.dyn.retry_timeout * USEC_PER_SEC;
+    assert_int_equal(lease_work_deadline(&t.h), t.h.view.lock_valid_until - margin - retry);
+    t.h.view.lock_valid_until = margin + 1; /* (a fence point closer than retry_timeout: at once) */
+    assert_int_equal(lease_work_deadline(&t.h), 1);
     t_free(&t);
 }
 
@@ -1388,6 +1528,10 @@ int main(void) {
         cmocka_unit_test(test_follow),
         cmocka_unit_test(test_start),
         cmocka_unit_test(test_rejoin),
+        cmocka_unit_test(test_may_be_primary_adopted),
+        cmocka_unit_test(test_before_stop_limit),
+        cmocka_unit_test(test_release_not_fail_fast),
+        cmocka_unit_test(test_lease_work_deadline),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_bootstrap_and_initialize),
         cmocka_unit_test(test_none_and_fatal),
