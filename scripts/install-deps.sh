@@ -35,6 +35,7 @@ PACKAGES=(
     postgresql-15
     python3-pytest python3-psycopg2 python3-requests python3-yaml
     iproute2 procps openssl curl
+    nftables
     patroni stress-ng
     clang-format cppcheck perl
     prometheus
