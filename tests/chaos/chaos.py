@@ -27,6 +27,7 @@ import random
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -39,6 +40,7 @@ import netns  # noqa: E402
 import nemesis as nm  # noqa: E402
 
 import pghatest as h  # noqa: E402
+from pghatest.proc import reap_orphans  # noqa: E402
 
 MODES = {"off": {"synchronous_mode": False, "synchronous_mode_strict": False},
          "on": {"synchronous_mode": True, "synchronous_mode_strict": False},
@@ -55,7 +57,7 @@ class Events:
         self.f = open(path, "a")
 
     def write(self, k, **kw):
-        rec = {"k": k, "t": time.monotonic(), **kw}
+        rec = {"k": k, "t": time.monotonic(), "wall": time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}", **kw}
         self.f.write(json.dumps(rec, default=str) + "\n")
         self.f.flush()
         return rec
@@ -79,6 +81,7 @@ def parse_args(argv=None):
     ap.add_argument("--phase", type=float, default=0, help="seconds per phase (default: duration / number of modes)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--nemeses", default=",".join(nm.DEFAULT), help="comma-separated subset of the catalogue")
+    ap.add_argument("--first", default="", help="nemeses to run first (then the shuffled cycle)")
     ap.add_argument("--unfenced", action="store_true", help="also the nemeses unsafe without a watchdog")
     ap.add_argument("--ttl", type=int, default=10)
     ap.add_argument("--loop-wait", type=int, default=2)
@@ -114,8 +117,12 @@ class Runner:
             raise SystemExit("run as root (network namespaces; PostgreSQL runs as postgres through setpriv)")
         self.lock = netns.RunLock(wait=0)
         netns.cleanup_stale(log)
-        h.install_safety_net()
+        h.install_safety_net()  # also makes us a child subreaper: orphaned postmasters become our children
         atexit.register(self.teardown)
+        # ... so reap them as init would, at once: a zombie postmaster looks alive to kill(pid, 0), and an
+        # agent that took over an orphaned postmaster (after kill -9 of the agent) would wait for it forever.
+        self.reaper_stop = threading.Event()
+        threading.Thread(target=self._reaper, daemon=True).start()
         self.run_dir = f"/tmp/{netns.PREFIX}-run-{os.getpid()}"
         h.make_dir(self.run_dir, mode=0o755)
         build = find_build(self.args.build_dir)
@@ -125,7 +132,7 @@ class Runner:
             os.chmod(os.path.join(bin_dir, b), 0o755)
         self.events = Events(os.path.join(self.run_dir, "events.jsonl"))
         a = self.args
-        self.events.write("config", seed=self.seed, ttl=a.ttl, loop_wait=a.loop_wait, retry_timeout=a.retry_timeout,
+        self.events.write("config", clock={"mono": time.monotonic(), "wall": time.time()}, seed=self.seed, ttl=a.ttl, loop_wait=a.loop_wait, retry_timeout=a.retry_timeout,
                           duration=a.duration, modes=a.modes, rewind=a.rewind, nemeses=a.nemeses, unfenced=a.unfenced,
                           build=build)
         log(f"seed {self.seed}, run dir {self.run_dir}, build {build}")
@@ -137,6 +144,13 @@ class Runner:
         log(f"cluster up in {time.monotonic() - t:.1f}s, leader {leader}")
         self.cluster.sql(leader, "CREATE TABLE IF NOT EXISTS chaos (v bigint PRIMARY KEY, node text)")
         self.start_workload()
+
+    def _reaper(self):
+        while not self.reaper_stop.wait(0.1):
+            try:
+                reap_orphans()
+            except Exception:  # noqa: BLE001
+                pass
 
     def start_workload(self):
         args = ["/usr/bin/python3", os.path.join(HERE, "workload.py"), "--out",
@@ -269,7 +283,10 @@ class Runner:
         n_phases = max(len(modes), len(rewinds))
         phase_len = a.phase or max(1.0, a.duration / n_phases)
         # nemeses in a shuffled cycle: over a long run every kind comes up equally often
-        order = []
+        order = [n.strip() for n in a.first.split(",") if n.strip()]
+        for n in order:
+            if n not in names:
+                raise SystemExit(f"--first {n}: not among the nemeses")
         end = time.monotonic() + a.duration
         phase = 0
         while time.monotonic() < end and not self.aborted:
@@ -338,10 +355,11 @@ def summary(v):
              f"two primaries: writes {len(v.get('two_primary_writes', []))}, /primary {len(v.get('two_primary_rest', []))}"
              f"  (timeline forks {len(v.get('timeline_forks', []))})",
              f"timing proofs: {len(v.get('timing', []))}, violations {v.get('timing_violations')}, "
-             f"unmeasured {v.get('timing_unmeasured')}"]
+             f"marginal {v.get('timing_marginal')}, unmeasured {v.get('timing_unmeasured')}"]
     for t in v.get("timing", []):
         lines.append(f"  {t['id']}:{t['nemesis']} leader {t['leader']}: margin ack {t.get('margin_ack')} s, "
-                     f"/primary {t.get('margin_200')} s -> {t['ok']}")
+                     f"/primary {t.get('margin_200')} s (cut {t['cut'] - t['renewal_lb'] if t.get('renewal_lb') else '?':.3} s "
+                     f"after the renewal) -> {'ok' if t['ok'] else ('VIOLATION' if t.get('definite') else 'marginal')}")
     lines.append("verdict: " + ("OK" if v.get("ok") else "FAIL: " + "; ".join(v.get("problems", []))))
     return "\n".join(lines)
 

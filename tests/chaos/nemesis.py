@@ -106,8 +106,7 @@ class Nemesis:
         others = self.replicas(leader)
         renewal_lb, lease = self.observe_renewal(leader, exclude=[leader])
         try:
-            self.net.partition([[leader], others])
-            cut = time.monotonic()
+            cut = self.net.partition([[leader], others], first=leader)  # the leader's own rules first
             hold = self.ttl + self.rng.uniform(3, 8)
             self.hold(hold)
         finally:

@@ -201,23 +201,32 @@ class Net:
                  f"    ip daddr {{ {addrs} }} drop\n  }}\n}}\n")
         run(["ip", "netns", "exec", self.ns(host), "nft", "-f", "-"], input=rules)
 
-    def cut_links(self, pairs):
-        """Cut every host pair in pairs (both directions, at both ends)."""
-        touched = set()
+    def cut_links(self, pairs, first=None):
+        """Cut every host pair in pairs (both directions, at both ends). The rules of host `first` are
+        written first: its cut is complete when this returns from that host (the others follow)."""
+        touched = []
         for a, b in pairs:
             if a != b:
                 self.cut.add(frozenset((a, b)))
-                touched.update((a, b))
+                touched += [x for x in (a, b) if x not in touched]
+        if first in touched:
+            touched.remove(first)
+            touched.insert(0, first)
+        cut_at = None
         for h in touched:
             self._apply(h)
+            if cut_at is None:
+                cut_at = time.monotonic()
+        return cut_at
 
-    def partition(self, groups):
-        """Cut every link between hosts of different groups (hosts in no group keep all links)."""
+    def partition(self, groups, first=None):
+        """Cut every link between hosts of different groups (hosts in no group keep all links). Returns
+        the time at which the first host (`first`, or any) was cut off completely."""
         pairs = []
         for i, g in enumerate(groups):
             for other in groups[i + 1:]:
                 pairs += [(a, b) for a in g for b in other]
-        self.cut_links(pairs)
+        return self.cut_links(pairs, first)
 
     def heal(self):
         touched = {h for pair in self.cut for h in pair}
