@@ -280,8 +280,7 @@ class Runner:
             if not hasattr(nm.Nemesis, "n_" + n.replace("-", "_")):
                 raise SystemExit(f"unknown nemesis {n}")
         self.nemesis = nm.Nemesis(self.cluster, self.net, self.rng, self.events, log)
-        n_phases = max(len(modes), len(rewinds))
-        phase_len = a.phase or max(1.0, a.duration / n_phases)
+        phase_len = a.phase or max(1.0, a.duration / len(modes))
         # nemeses in a shuffled cycle: over a long run every kind comes up equally often
         order = [n.strip() for n in a.first.split(",") if n.strip()]
         for n in order:
@@ -290,7 +289,10 @@ class Runner:
         end = time.monotonic() + a.duration
         phase = 0
         while time.monotonic() < end and not self.aborted:
-            mode, rewind = modes[phase % len(modes)], rewinds[phase % len(rewinds)]
+            # every (mode, rewind) pair within len(modes) x len(rewinds) phases; the rewind setting
+            # alternates from one phase to the next so that a short run sees both
+            mode = modes[phase % len(modes)]
+            rewind = rewinds[(phase + phase // len(modes)) % len(rewinds)]
             phase += 1
             self.set_mode(mode, rewind)
             phase_end = min(end, time.monotonic() + phase_len)
