@@ -24,6 +24,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # clang-format, cppcheck, perl: the source checks of scripts/check.sh (run by scripts/test.sh).
+# nftables: the chaos suite's network partitions (tests/chaos, nft rules inside network namespaces).
 # prometheus: only for promtool, which the /metrics integration test runs over the exposition
 # (policy-rc.d below keeps its server from starting).
 # libcurl4-gnutls-dev, not -openssl-dev: libmicrohttpd already loads GnuTLS, and one TLS library
@@ -35,6 +36,7 @@ PACKAGES=(
     postgresql-15
     python3-pytest python3-psycopg2 python3-requests python3-yaml
     iproute2 procps openssl curl
+    nftables
     patroni stress-ng
     clang-format cppcheck perl
     prometheus
