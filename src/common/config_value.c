@@ -139,7 +139,8 @@ void cfg_free_value(const CfgEntry *e, void *base) {
 }
 
 bool cfg_set_value(const CfgEntry *e, void *base, const YNode *n, const char *src, CfgDiag *diag) {
-    void *p = (char *)base + e->offset;
+    /* a section has no value (NO_OFFSET): base + NO_OFFSET would be pointer arithmetic out of bounds */
+    void *p = e->offset == NO_OFFSET ? NULL : (char *)base + e->offset;
     const char *path = e->path;
     switch (e->type) {
     case CT_SECTION:
