@@ -108,7 +108,13 @@ void json_add_value(StrBuf *b, const cJSON *v, bool spaced) {
         sb_add(b, v->valuestring);
     } else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (d == floor(d) && fabs(d) < 9.2e18) {
+        if (isinf(d)) {
+            /* a literal beyond double's range (1e999) parses to infinity; Python would write Infinity, which
+             * JSON (and cJSON) does not have: 1e999 reads back as infinity in both, and is valid JSON */
+            sb_add(b, d < 0 ? "-1e999" : "1e999");
+        } else if (isnan(d)) {
+            sb_add(b, "null"); /* no JSON text parses to NaN; as ynode_to_json() */
+        } else if (d == floor(d) && fabs(d) < 9.2e18) {
             sb_addf(b, "%lld", (long long)d);
         } else {
             char buf[64];

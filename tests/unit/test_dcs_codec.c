@@ -306,6 +306,18 @@ static void test_json_dumps_separators(void **state) {
     cJSON *big = cJSON_CreateNumber(4503599627370496.0); /* 2^52: printed as an integer */
     assert_json(big, "4503599627370496");
     cJSON_Delete(big);
+    /* a number beyond double's range is infinity once parsed: written so that it parses again (found by
+     * fuzzing: "inf" was written, which no JSON parser, Python's included, accepts) */
+    o = json_parse("{\"a\":1e999,\"b\":[-1e400]}");
+    assert_non_null(o);
+    assert_json(o, "{\"a\":1e999,\"b\":[-1e999]}");
+    s = json_dumps(o, false);
+    cJSON *again = json_parse(s);
+    assert_non_null(again);
+    assert_json(again, s);
+    cJSON_Delete(again);
+    free(s);
+    cJSON_Delete(o);
 }
 
 static void test_json_getters(void **state) {
