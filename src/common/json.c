@@ -83,7 +83,10 @@ void json_add_string(StrBuf *b, const char *s) {
         int k = 0;
         for (; k < extra && (*p & 0xC0) == 0x80; k++, p++)
             cp = (cp << 6) | (*p & 0x3F);
-        if (k < extra || cp > 0x10FFFF) {
+        /* invalid as UTF-8 (as Python's decoder says): truncated, beyond U+10FFFF, a surrogate, or an overlong
+         * form (0xC1 0x9E for '^' would come out as an escaped ASCII character) */
+        static const unsigned min_cp[] = {0, 0x80, 0x800, 0x10000};
+        if (k < extra || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) || cp < min_cp[extra]) {
             sb_add(b, "\\ufffd");
             continue;
         }

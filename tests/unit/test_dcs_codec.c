@@ -275,6 +275,15 @@ static void test_json_string_escaping(void **state) {
     check_str("\xf8\x88\x80\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"");
     check_str("\xfe\xbf\xbf", "\"\\ufffd\\ufffd\\ufffd\"");
     check_str("\xf4\x90\x80\x80", "\"\\ufffd\""); /* > U+10FFFF */
+    /* overlong forms and encoded surrogates are invalid too (found by fuzzing: 0xC1 0x9E, an overlong '^',
+     * was written as \u005e, and an encoded surrogate as a lone \ud800 that cJSON cannot read back) */
+    check_str("\xc1\x9e", "\"\\ufffd\"");
+    check_str("\xc0\xa2", "\"\\ufffd\""); /* an overlong '"' */
+    check_str("\xe0\x80\xaf", "\"\\ufffd\"");
+    check_str("\xf0\x82\x82\xac", "\"\\ufffd\"");
+    check_str("\xed\xa0\x80", "\"\\ufffd\"");
+    check_str("\xed\xbf\xbf", "\"\\ufffd\"");
+    check_str("\xc2\x80\xe0\xa0\x80\xee\x80\x80", "\"\\u0080\\u0800\\ue000\""); /* the smallest valid ones */
 }
 
 static void test_json_dumps_separators(void **state) {
