@@ -26,6 +26,9 @@ fi
 # clang-format, cppcheck, perl: the source checks of scripts/check.sh (run by scripts/test.sh).
 # prometheus: only for promtool, which the /metrics integration test runs over the exposition
 # (policy-rc.d below keeps its server from starting).
+# clang, libclang-rt-14-dev (libFuzzer and the sanitizer runtimes: only recommended by clang, and recommends
+# are not installed here), llvm-14 (llvm-symbolizer, for readable reports): the fuzz targets of
+# tests/fuzz (scripts/fuzz.sh, run by scripts/test.sh).
 # libcurl4-gnutls-dev, not -openssl-dev: libmicrohttpd already loads GnuTLS, and one TLS library
 # initialised instead of two keeps the agent's resident memory down (bench/failover/README.md).
 PACKAGES=(
@@ -37,6 +40,7 @@ PACKAGES=(
     iproute2 procps openssl curl
     patroni stress-ng
     clang-format cppcheck perl
+    clang libclang-rt-14-dev llvm-14
     prometheus
 )
 
