@@ -27,6 +27,9 @@ fi
 # nftables: the chaos suite's network partitions (tests/chaos, nft rules inside network namespaces).
 # prometheus: only for promtool, which the /metrics integration test runs over the exposition
 # (policy-rc.d below keeps its server from starting).
+# clang, libclang-rt-14-dev (libFuzzer and the sanitizer runtimes: only recommended by clang, and recommends
+# are not installed here), llvm-14 (llvm-symbolizer, for readable reports): the fuzz targets of
+# tests/fuzz (scripts/fuzz.sh, run by scripts/test.sh).
 # libcurl4-gnutls-dev, not -openssl-dev: libmicrohttpd already loads GnuTLS, and one TLS library
 # initialised instead of two keeps the agent's resident memory down (bench/failover/README.md).
 PACKAGES=(
@@ -39,6 +42,7 @@ PACKAGES=(
     nftables
     patroni stress-ng
     clang-format cppcheck perl
+    clang libclang-rt-14-dev llvm-14
     prometheus
 )
 

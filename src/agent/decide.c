@@ -97,7 +97,7 @@ static bool peer_can_take_over(const Observation *o, const PeerStatus *p) {
         return false;
     const Cluster *c = o->cluster;
     long long optime = c && c->status.has_optime ? c->status.optime : 0;
-    return !(o->dyn && optime - p->wal_position > o->dyn->maximum_lag_on_failover);
+    return !(o->dyn && ll_sub_sat(optime, p->wal_position) > o->dyn->maximum_lag_on_failover);
 }
 
 /* Could another member take over from us? Only `candidate` when given; only /sync members when
@@ -133,7 +133,8 @@ static bool core_check(const Observation *o, bool check_lag, const char *skip, c
     const LocalState *l = o->local;
     long long mine = l->wal_position;
     const Cluster *c = o->cluster;
-    if (check_lag && c && c->status.has_optime && o->dyn && c->status.optime - mine > o->dyn->maximum_lag_on_failover) {
+    if (check_lag && c && c->status.has_optime && o->dyn &&
+        ll_sub_sat(c->status.optime, mine) > o->dyn->maximum_lag_on_failover) {
         snprintf(why, why_len,
                  "my wal position %lld is behind the last known leader position %lld by more "
                  "than maximum_lag_on_failover (%lld)",

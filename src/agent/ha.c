@@ -56,8 +56,13 @@ static void run_cycle(Ha *h, bool stale) {
     /* 3. the local PostgreSQL */
     LocalState l;
     observe_pg(h, &l);
-    if (!stale && (restart_step(h) | stepdown_step(h)))
-        observe_pg(h, &l); /* PostgreSQL was started again, or stopped for a switchover */
+    if (!stale) {
+        /* both steps run, whatever the first did */
+        bool restarted = restart_step(h);
+        bool stepped_down = stepdown_step(h);
+        if (restarted || stepped_down)
+            observe_pg(h, &l); /* PostgreSQL was started again, or stopped for a switchover */
+    }
     l.async_action = task_name(h->work.task.kind);
     if (!l.async_action)
         l.async_action = restart_action(h);

@@ -76,7 +76,9 @@ static int int_from_node(const YNode *n, long long *ret) {
         _cleanup_free_ char *t = str_trim(xstrdup(n->text));
         return parse_ll(t, ret);
     }
-    if (n->type == Y_FLOAT && n->d == (double)(long long)n->d) {
+    /* a whole float within long long's range (converting one outside it is undefined behaviour) */
+    if (n->type == Y_FLOAT && n->d >= -9223372036854775808.0 && n->d < 9223372036854775808.0 &&
+        n->d == (double)(long long)n->d) {
         *ret = (long long)n->d;
         return 0;
     }
@@ -103,7 +105,10 @@ static int duration_from_node(const YNode *n, long long *ret) {
     } units[] = {{"ms", 1, 1000}, {"s", 1, 1}, {"min", 60, 1}, {"h", 3600, 1}, {"d", 86400, 1}};
     for (size_t i = 0; i < ELEMENTSOF(units); i++)
         if (strcmp(end, units[i].unit) == 0) {
-            *ret = v * units[i].num / units[i].den;
+            long long scaled;
+            if (__builtin_mul_overflow(v, units[i].num, &scaled))
+                return -ERANGE;
+            *ret = scaled / units[i].den;
             return 0;
         }
     return -EINVAL;
@@ -139,7 +144,8 @@ void cfg_free_value(const CfgEntry *e, void *base) {
 }
 
 bool cfg_set_value(const CfgEntry *e, void *base, const YNode *n, const char *src, CfgDiag *diag) {
-    void *p = (char *)base + e->offset;
+    /* a section has no value (NO_OFFSET): base + NO_OFFSET would be pointer arithmetic out of bounds */
+    void *p = e->offset == NO_OFFSET ? NULL : (char *)base + e->offset;
     const char *path = e->path;
     switch (e->type) {
     case CT_SECTION:

@@ -83,7 +83,10 @@ void json_add_string(StrBuf *b, const char *s) {
         int k = 0;
         for (; k < extra && (*p & 0xC0) == 0x80; k++, p++)
             cp = (cp << 6) | (*p & 0x3F);
-        if (k < extra || cp > 0x10FFFF) {
+        /* invalid as UTF-8 (as Python's decoder says): truncated, beyond U+10FFFF, a surrogate, or an overlong
+         * form (0xC1 0x9E for '^' would come out as an escaped ASCII character) */
+        static const unsigned min_cp[] = {0, 0x80, 0x800, 0x10000};
+        if (k < extra || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) || cp < min_cp[extra]) {
             sb_add(b, "\\ufffd");
             continue;
         }
@@ -108,7 +111,13 @@ void json_add_value(StrBuf *b, const cJSON *v, bool spaced) {
         sb_add(b, v->valuestring);
     } else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (d == floor(d) && fabs(d) < 9.2e18) {
+        if (isinf(d)) {
+            /* a literal beyond double's range (1e999) parses to infinity; Python would write Infinity, which
+             * JSON (and cJSON) does not have: 1e999 reads back as infinity in both, and is valid JSON */
+            sb_add(b, d < 0 ? "-1e999" : "1e999");
+        } else if (isnan(d)) {
+            sb_add(b, "null"); /* no JSON text parses to NaN; as ynode_to_json() */
+        } else if (d == floor(d) && fabs(d) < 9.2e18) {
             sb_addf(b, "%lld", (long long)d);
         } else {
             char buf[64];

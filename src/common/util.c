@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -211,6 +212,20 @@ int parse_ll(const char *s, long long *ret) {
         return -EINVAL;
     *ret = v;
     return 0;
+}
+
+long long ll_add_sat(long long a, long long b) {
+    long long r;
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? LLONG_MAX : LLONG_MIN;
+    return r;
+}
+
+long long ll_sub_sat(long long a, long long b) {
+    long long r;
+    if (__builtin_sub_overflow(a, b, &r))
+        return b < 0 ? LLONG_MAX : LLONG_MIN;
+    return r;
 }
 
 int parse_double(const char *s, double *ret) {

@@ -68,6 +68,11 @@ char *str_trim(char *s); /* in place, returns s */
 int parse_ll(const char *s, long long *ret);
 int parse_double(const char *s, double *ret);
 
+/* a + b and a - b clamped to long long's range: WAL positions and lags read from the DCS or a peer may be
+ * anything, and an overflow is undefined behaviour. */
+long long ll_add_sat(long long a, long long b);
+long long ll_sub_sat(long long a, long long b);
+
 /* Monotonic and wall-clock time in microseconds. */
 typedef uint64_t usec_t;
 #define USEC_PER_SEC ((usec_t)1000000)

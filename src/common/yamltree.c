@@ -443,14 +443,20 @@ YNode *ynode_from_json(const cJSON *j, const char *file) {
 
 typedef struct Anchor {
     char *name;
-    YNode *node; /* borrowed: lives in the tree */
+    YNode *node; /* a copy of the anchored node as it was when complete: the tree's own may be replaced
+                    (a duplicate key) and freed before an alias refers to it */
 } Anchor;
+
+/* Aliases expand to copies: at most this many nodes in all, against documents that nest aliases to
+ * grow exponentially ("billion laughs"). A configuration has hundreds. */
+#define YAML_MAX_ALIAS_NODES 100000
 
 typedef struct Builder {
     yaml_parser_t parser;
     const char *filename;
     Anchor *anchors;
     size_t n_anchors;
+    size_t alias_nodes; /* nodes copied for aliases so far */
     char *error;
 } Builder;
 
@@ -469,7 +475,14 @@ static void remember_anchor(Builder *b, const yaml_char_t *anchor, YNode *node) 
     if (!anchor)
         return;
     b->anchors = xrealloc(b->anchors, (b->n_anchors + 1) * sizeof(Anchor));
-    b->anchors[b->n_anchors++] = (Anchor){xstrdup((const char *)anchor), node};
+    b->anchors[b->n_anchors++] = (Anchor){xstrdup((const char *)anchor), ynode_clone(node)};
+}
+
+static size_t ynode_count(const YNode *n) {
+    size_t c = 1;
+    for (size_t i = 0; i < n->n; i++)
+        c += ynode_count(n->items[i]);
+    return c;
 }
 
 static YNode *find_anchor(Builder *b, const char *name) {
@@ -525,13 +538,13 @@ static YNode *scalar_from_event(Builder *b, yaml_event_t *ev) {
 
 static YNode *build_mapping(Builder *b, yaml_event_t *start, int depth) {
     YNode *map = ynode_new(Y_MAP, b->filename, (int)start->start_mark.line + 1);
-    remember_anchor(b, start->data.mapping_start.anchor, map);
     for (;;) {
         yaml_event_t kev;
         if (!next_event(b, &kev))
             return ynode_free(map);
         if (kev.type == YAML_MAPPING_END_EVENT) {
             yaml_event_delete(&kev);
+            remember_anchor(b, start->data.mapping_start.anchor, map); /* complete: an alias inside is unknown */
             return map;
         }
         int kline = (int)kev.start_mark.line + 1;
@@ -603,17 +616,24 @@ static YNode *build_node(Builder *b, yaml_event_t *ev, int depth) {
             builder_error(b, (int)ev->start_mark.line + 1, "unknown alias *%s", ev->data.alias.anchor);
             return NULL;
         }
+        size_t size = ynode_count(a);
+        if (size > YAML_MAX_ALIAS_NODES - b->alias_nodes) {
+            builder_error(b, (int)ev->start_mark.line + 1, "aliases expand to more than %d nodes",
+                          YAML_MAX_ALIAS_NODES);
+            return NULL;
+        }
+        b->alias_nodes += size;
         return ynode_clone(a);
     }
     case YAML_SEQUENCE_START_EVENT: {
         YNode *seq = ynode_new(Y_SEQ, b->filename, (int)ev->start_mark.line + 1);
-        remember_anchor(b, ev->data.sequence_start.anchor, seq);
         for (;;) {
             yaml_event_t iev;
             if (!next_event(b, &iev))
                 return ynode_free(seq);
             if (iev.type == YAML_SEQUENCE_END_EVENT) {
                 yaml_event_delete(&iev);
+                remember_anchor(b, ev->data.sequence_start.anchor, seq); /* complete, as a mapping's */
                 return seq;
             }
             YNode *it = build_node(b, &iev, depth + 1);
@@ -664,8 +684,10 @@ YNode *yaml_parse_string(const char *text, size_t len, const char *filename, cha
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&b.parser);
-    for (size_t i = 0; i < b.n_anchors; i++)
+    for (size_t i = 0; i < b.n_anchors; i++) {
         free(b.anchors[i].name);
+        ynode_free(b.anchors[i].node);
+    }
     free(b.anchors);
     if (b.error) {
         ynode_free(root);

@@ -87,7 +87,7 @@ static Pos position(const cJSON *data, const char *key, const Cluster *cl) {
     if (json_get_ll(data, key, &p.lsn) && p.lsn) {
         long long optime = cl->status.has_optime ? cl->status.optime : 0;
         p.known = true;
-        p.lag = optime > p.lsn ? optime - p.lsn : 0;
+        p.lag = optime > p.lsn ? ll_sub_sat(optime, p.lsn) : 0;
     }
     return p;
 }

@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -396,6 +397,27 @@ static void decode_status(ClusterStatus *st, const DcsKv *kv) {
     cJSON_Delete(o);
 }
 
+/* A key given twice (etcd never answers so; a proxy or a fake might): the later value replaces the earlier,
+ * whose decoded contents are freed first. */
+static void failover_clear(Failover *f) {
+    free(f->leader);
+    free(f->candidate);
+    free(f->scheduled_at);
+    *f = (Failover){0};
+}
+
+static void sync_clear(SyncState *s) {
+    free(s->leader);
+    strlist_clear(&s->members);
+    *s = (SyncState){0};
+}
+
+static void status_clear(ClusterStatus *st) {
+    cJSON_Delete(st->slots);
+    strlist_clear(&st->retain_slots);
+    *st = (ClusterStatus){0};
+}
+
 Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
     Cluster *c = xcalloc(1, sizeof *c);
     _cleanup_free_ char *prefix = xasprintf("%s/", base);
@@ -419,9 +441,11 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
         }
         if (strcmp(rel, "initialize") == 0) {
             c->has_initialize = true;
+            free(c->initialize);
             c->initialize = xstrdup(kv->value);
         } else if (strcmp(rel, "config") == 0) {
             c->has_config = true;
+            cJSON_Delete(c->config);
             cJSON *o = json_parse(kv->value);
             if (cJSON_IsObject(o)) {
                 c->config = o;
@@ -433,10 +457,15 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
                 c->config_version = 0;
             }
         } else if (strcmp(rel, "failover") == 0) {
+            failover_clear(&c->failover);
             decode_failover(&c->failover, kv);
         } else if (strcmp(rel, "sync") == 0) {
+            sync_clear(&c->sync);
             decode_sync(&c->sync, kv);
         } else if (strcmp(rel, "history") == 0) {
+            cJSON_Delete(c->history);
+            c->history = NULL;
+            c->has_history = false;
             cJSON *o = json_parse(kv->value);
             if (cJSON_IsArray(o)) {
                 c->has_history = true;
@@ -448,10 +477,13 @@ Cluster *cluster_from_kvs(const DcsKv *kvs, size_t n, const char *base) {
             }
         } else if (strcmp(rel, "status") == 0) {
             have_status = true;
+            status_clear(&c->status);
             decode_status(&c->status, kv);
         } else if (strcmp(rel, "optime/leader") == 0) {
             optime_kv = kv;
         } else if (strcmp(rel, "failsafe") == 0) {
+            cJSON_Delete(c->failsafe);
+            c->failsafe = NULL;
             cJSON *o = json_parse(kv->value);
             if (cJSON_IsObject(o))
                 c->failsafe = o;
@@ -520,14 +552,10 @@ Cluster *cluster_free(Cluster *c) {
     for (size_t i = 0; i < c->n_members; i++)
         member_free_contents(&c->members[i]);
     free(c->members);
-    free(c->failover.leader);
-    free(c->failover.candidate);
-    free(c->failover.scheduled_at);
-    free(c->sync.leader);
-    strlist_clear(&c->sync.members);
+    failover_clear(&c->failover);
+    sync_clear(&c->sync);
     cJSON_Delete(c->history);
-    cJSON_Delete(c->status.slots);
-    strlist_clear(&c->status.retain_slots);
+    status_clear(&c->status);
     cJSON_Delete(c->failsafe);
     free(c);
     return NULL;
@@ -550,7 +578,8 @@ long long cluster_timeline(const Cluster *c) {
         return 1;
     const cJSON *last = cJSON_GetArrayItem(c->history, n - 1);
     long long tl;
-    if (cJSON_IsArray(last) && json_item_ll(cJSON_GetArrayItem(last, 0), &tl))
+    /* a timeline that cannot be followed by another (hand-written) is no timeline */
+    if (cJSON_IsArray(last) && json_item_ll(cJSON_GetArrayItem(last, 0), &tl) && tl < LLONG_MAX)
         return tl + 1;
     return 0;
 }

@@ -167,6 +167,17 @@ void etcd3_free_kvs(DcsKv *kvs, size_t n);
 /* Under cache_lock (or with the watch stopped, for dcs_free). */
 DcsKv *etcd3_cache_find_locked(Dcs *d, const char *key);
 void etcd3_cache_clear_locked(Dcs *d);
+/* One streaming watch: the bytes not yet parsed and how it ended. */
+typedef struct WatchStream {
+    Dcs *d;
+    StrBuf buf; /* bytes not yet parsed */
+    bool ended; /* the server ended the watch (error, cancel, compaction) */
+    bool created;
+    bool needs_resync; /* compacted: rebuild from a fresh range */
+} WatchStream;
+/* The watch's curl write callback (ud: a WatchStream): splits the stream into messages and applies their
+ * events to the cache; returns less than size * nmemb when the stream is to end. Exposed for the fuzzer. */
+size_t etcd3_watch_stream_write(char *ptr, size_t size, size_t nmemb, void *ud);
 /* Apply our own successful write at once (spec §1.4): put (value != NULL) or delete. */
 void etcd3_cache_apply_own(Dcs *d, const char *key, const char *value, long long lease, long long revision);
 /* A lost compare-and-swap means our view was stale: make the watch rebuild its cache. */

@@ -134,14 +134,6 @@ int dcs_get_cluster(Dcs *d, Cluster **ret) {
 
 /* ---- the watch thread ---- */
 
-typedef struct Stream {
-    Dcs *d;
-    StrBuf buf; /* bytes not yet parsed */
-    bool ended; /* the server ended the watch (error, cancel, compaction) */
-    bool created;
-    bool needs_resync; /* compacted: rebuild from a fresh range */
-} Stream;
-
 static bool relevant_wake(Dcs *d, const char *rel, const DcsKv *old, const char *new_value) {
     if (strcmp(rel, "leader") == 0)
         return !old || !new_value || strcmp(old->value, new_value) != 0;
@@ -188,7 +180,7 @@ static void apply_event_locked(Dcs *d, const cJSON *ev, bool *wake) {
     }
 }
 
-static void handle_message(Stream *s, const char *text, size_t len) {
+static void handle_message(WatchStream *s, const char *text, size_t len) {
     Dcs *d = s->d;
     cJSON *j = cJSON_ParseWithLength(text, len);
     if (!j) {
@@ -237,8 +229,8 @@ static void handle_message(Stream *s, const char *text, size_t len) {
 }
 
 /* The gateway streams JSON objects back to back; split them by brace depth. */
-static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud) {
-    Stream *s = ud;
+size_t etcd3_watch_stream_write(char *ptr, size_t size, size_t nmemb, void *ud) {
+    WatchStream *s = ud;
     size_t n = size * nmemb;
     s->d->st_received += n;
     if (s->buf.len + n > MAX_RESPONSE)
@@ -278,7 +270,7 @@ static size_t stream_write(char *ptr, size_t size, size_t nmemb, void *ud) {
 }
 
 static int stream_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
-    Stream *s = ud;
+    WatchStream *s = ud;
     return (s->d->watch_stop || s->d->watch_reconnect) ? 1 : 0;
 }
 
@@ -348,7 +340,7 @@ static void *watch_main(void *arg) {
         cJSON_Delete(req);
         etcd3_conn_prepare(d, &wconn, token);
         _cleanup_free_ char *url = xasprintf("%s%s", endpoint, path);
-        Stream s = {.d = d};
+        WatchStream s = {.d = d};
         sb_init(&s.buf);
         char curl_err[CURL_ERROR_SIZE] = "";
         long connect_ms = (long)d->retry_timeout * 1000 / 3;
@@ -357,7 +349,7 @@ static void *watch_main(void *arg) {
         curl_easy_setopt(wconn.curl, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(wconn.curl, CURLOPT_XFERINFOFUNCTION, stream_progress);
         curl_easy_setopt(wconn.curl, CURLOPT_XFERINFODATA, &s);
-        CURLcode rc = etcd3_http_perform(d, &wconn, url, body, 0L, connect_ms, stream_write, &s, curl_err);
+        CURLcode rc = etcd3_http_perform(d, &wconn, url, body, 0L, connect_ms, etcd3_watch_stream_write, &s, curl_err);
         sb_free(&s.buf);
         if (d->watch_stop)
             break;

@@ -2,6 +2,7 @@
  * cluster view. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -29,8 +30,11 @@ long long parse_lag(const char *s) {
                  {"GB", 1024.0 * 1024 * 1024},
                  {"TB", 1024.0 * 1024 * 1024 * 1024}};
     for (size_t i = 0; i < ELEMENTSOF(units); i++)
-        if (strcmp(end, units[i].unit) == 0)
-            return (long long)(v * units[i].mult);
+        if (strcmp(end, units[i].unit) == 0) {
+            double bytes = v * units[i].mult;
+            /* beyond long long (9e15TB): no lag is that large; the conversion would be undefined */
+            return bytes < 9.2e18 ? (long long)bytes : LLONG_MAX;
+        }
     return -1;
 }
 
@@ -124,7 +128,7 @@ int health_check_code(const Snapshot *s, const char *path, const QueryParam *par
                            ? (s->in_recovery ? (s->standby_cluster && s->role ? s->role : "replica") : "primary")
                            : (s->role ? s->role : "");
     long long replayed = s->pg_running && s->in_recovery ? s->replayed_location : 0;
-    bool lagging = lag >= 0 && leader_optime(s) > replayed + lag;
+    bool lagging = lag >= 0 && leader_optime(s) > ll_add_sat(replayed, lag);
     bool noloadbalance = s->tags && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s->tags, "noloadbalance"));
     int replica_code = (!noloadbalance && !lagging && strcmp(role, "replica") == 0 && running) ? 200 : 503;
     int leader_code = 503, primary_code = 503, standby_leader_code = 503;
@@ -210,7 +214,7 @@ int readiness_code(const Snapshot *s, const QueryParam *params, size_t n_params,
     }
     const char *mode_param = first_param(params, n_params, "mode");
     bool write = mode_param && strcmp(mode_param, "write") == 0;
-    long long lag = leader_optime(s) - (write ? s->received_location : s->replayed_location);
+    long long lag = ll_sub_sat(leader_optime(s), write ? s->received_location : s->replayed_location);
     const char *lag_param = first_param(params, n_params, "lag");
     long long max_lag = lag_param ? parse_lag(lag_param) : -1;
     if (max_lag < 0)
@@ -295,7 +299,7 @@ static void add_position(cJSON *e, const char *prefix, long long lsn, long long 
     }
     char buf[40];
     format_lsn(lsn, buf, sizeof buf);
-    cJSON_AddItemToObject(e, lag_key, raw_ll(cluster_lsn >= lsn ? cluster_lsn - lsn : 0));
+    cJSON_AddItemToObject(e, lag_key, raw_ll(cluster_lsn >= lsn ? ll_sub_sat(cluster_lsn, lsn) : 0));
     cJSON_AddStringToObject(e, lsn_key, buf);
 }
 

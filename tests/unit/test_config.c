@@ -337,6 +337,11 @@ static const ErrCase type_errors[] = {
      "-1 is out of range"},
     {"bootstrap:\n  dcs:\n    member_slots_ttl: 5 parsecs  # BAD\n", "bootstrap.dcs.member_slots_ttl",
      "expected a duration"},
+    /* beyond long long (found by fuzzing: undefined behaviour in the conversion / the multiplication) */
+    {"bootstrap:\n  dcs:\n    member_slots_ttl: -6e19  # BAD\n", "bootstrap.dcs.member_slots_ttl",
+     "expected a duration (e.g. 1800, 30min, 2h), got '-6e19'"},
+    {"bootstrap:\n  dcs:\n    member_slots_ttl: 9223372036854775807d  # BAD\n", "bootstrap.dcs.member_slots_ttl",
+     "'9223372036854775807d' is out of range"},
     {"bootstrap:\n  dcs:\n    postgresql:\n      use_slots: sometimes  # BAD\n", "bootstrap.dcs.postgresql.use_slots",
      "expected a boolean"},
     {"bootstrap:\n  dcs:\n    postgresql:\n      parameters: [a]  # BAD\n", "bootstrap.dcs.postgresql.parameters",

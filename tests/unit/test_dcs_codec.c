@@ -276,6 +276,15 @@ static void test_json_string_escaping(void **state) {
     check_str("\xf8\x88\x80\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"");
     check_str("\xfe\xbf\xbf", "\"\\ufffd\\ufffd\\ufffd\"");
     check_str("\xf4\x90\x80\x80", "\"\\ufffd\""); /* > U+10FFFF */
+    /* overlong forms and encoded surrogates are invalid too (found by fuzzing: 0xC1 0x9E, an overlong '^',
+     * was written as \u005e, and an encoded surrogate as a lone \ud800 that cJSON cannot read back) */
+    check_str("\xc1\x9e", "\"\\ufffd\"");
+    check_str("\xc0\xa2", "\"\\ufffd\""); /* an overlong '"' */
+    check_str("\xe0\x80\xaf", "\"\\ufffd\"");
+    check_str("\xf0\x82\x82\xac", "\"\\ufffd\"");
+    check_str("\xed\xa0\x80", "\"\\ufffd\"");
+    check_str("\xed\xbf\xbf", "\"\\ufffd\"");
+    check_str("\xc2\x80\xe0\xa0\x80\xee\x80\x80", "\"\\u0080\\u0800\\ue000\""); /* the smallest valid ones */
 }
 
 static void test_json_dumps_separators(void **state) {
@@ -307,6 +316,18 @@ static void test_json_dumps_separators(void **state) {
     cJSON *big = cJSON_CreateNumber(4503599627370496.0); /* 2^52: printed as an integer */
     assert_json(big, "4503599627370496");
     cJSON_Delete(big);
+    /* a number beyond double's range is infinity once parsed: written so that it parses again (found by
+     * fuzzing: "inf" was written, which no JSON parser, Python's included, accepts) */
+    o = json_parse("{\"a\":1e999,\"b\":[-1e400]}");
+    assert_non_null(o);
+    assert_json(o, "{\"a\":1e999,\"b\":[-1e999]}");
+    s = json_dumps(o, false);
+    cJSON *again = json_parse(s);
+    assert_non_null(again);
+    assert_json(again, s);
+    cJSON_Delete(again);
+    free(s);
+    cJSON_Delete(o);
 }
 
 static void test_json_getters(void **state) {
@@ -1533,6 +1554,9 @@ static void test_history(void **state) {
     cluster_free(c);
     assert_ll(timeline_of(NULL), 0);
     assert_ll(cluster_timeline(NULL), 0);
+    /* a timeline nothing can follow (found by fuzzing: tl + 1 overflowed) */
+    assert_ll(timeline_of("[[9223372036854775807,1,\"x\"]]"), 0);
+    assert_ll(timeline_of("[[9223372036854775806,1,\"x\"]]"), 9223372036854775807LL);
 
     /* not an array → absent */
     static const char *const bad[] = {"{\"1\":2}", "[[1,2,\"x\"]", "", "null", "5", "\"[]\"", "[[1,2]] x"};
@@ -1701,6 +1725,41 @@ static void test_round_plan(void **state) {
     assert_int_equal(p.per_try, 1 * S);
 }
 
+/* A key given twice (not by etcd; by a proxy or a fake, found by fuzzing): the later value replaces the
+ * earlier, and the earlier's decoded contents are freed (the sanitizer build checks for leaks). */
+static void test_duplicate_keys(void **state) {
+    (void)state;
+    Cluster *c = LOAD({K("initialize"), "1", 2, NULL, 0}, {K("initialize"), "2", 3, NULL, 0},
+                      {K("config"), "{\"ttl\":30}", 4, NULL, 0}, {K("config"), "{\"ttl\":20}", 5, NULL, 0},
+                      {K("failover"), "{\"leader\":\"a\",\"member\":\"b\",\"scheduled_at\":\"x\"}", 6, NULL, 0},
+                      {K("failover"), "{\"member\":\"c\"}", 7, NULL, 0},
+                      {K("sync"), "{\"leader\":\"a\",\"sync_standby\":\"b,c\"}", 8, NULL, 0},
+                      {K("sync"), "{\"leader\":\"b\",\"sync_standby\":\"c\"}", 9, NULL, 0},
+                      {K("history"), "[[1,2,\"x\"]]", 10, NULL, 0}, {K("history"), "{}", 11, NULL, 0},
+                      {K("status"), "{\"optime\":5,\"slots\":{\"a\":1},\"retain_slots\":[\"a\"]}", 12, NULL, 0},
+                      {K("status"), "{\"optime\":6}", 13, NULL, 0}, {K("failsafe"), "{\"a\":\"u\"}", 14, NULL, 0},
+                      {K("failsafe"), "{\"b\":\"v\"}", 15, NULL, 0});
+    assert_str(c->initialize, "2");
+    long long ttl = 0;
+    assert_true(json_get_ll(c->config, "ttl", &ttl));
+    assert_ll(ttl, 20);
+    assert_ll(c->config_version, 5);
+    assert_null(c->failover.leader);
+    assert_str(c->failover.candidate, "c");
+    assert_null(c->failover.scheduled_at);
+    assert_ll(c->failover.version, 7);
+    assert_str(c->sync.leader, "b");
+    assert_int_equal(c->sync.members.n, 1);
+    assert_str(c->sync.members.v[0], "c");
+    assert_false(c->has_history); /* the later value is not an array */
+    assert_null(c->history);
+    assert_ll(c->status.optime, 6);
+    assert_null(c->status.slots);
+    assert_int_equal(c->status.retain_slots.n, 0);
+    assert_json(c->failsafe, "{\"b\":\"v\"}");
+    cluster_free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base64_rfc4648_vectors),
@@ -1735,6 +1794,7 @@ int main(void) {
         cmocka_unit_test(test_history),
         cmocka_unit_test(test_failsafe),
         cmocka_unit_test(test_full_cluster),
+        cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_embedded_nul_ignored),
         cmocka_unit_test(test_round_plan),
     };

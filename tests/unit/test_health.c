@@ -11,6 +11,7 @@
 #include "unit_helpers.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,6 +414,10 @@ static void test_parse_lag(void **state) {
         {"10XB", -1},
         {"10mb", -1},
         {"10 MBs", -1},
+        /* beyond long long once multiplied (found by fuzzing: an undefined conversion): as large as can be */
+        {"9999999TB", LLONG_MAX},
+        {"9e15TB", LLONG_MAX},
+        {"9e15", 9000000000000000LL},
     };
     size_t failed = 0;
     for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
@@ -424,6 +429,13 @@ static void test_parse_lag(void **state) {
         }
     }
     assert_int_equal(failed, 0);
+    /* the saturating arithmetic the health checks apply to positions read from the DCS */
+    assert_true(ll_add_sat(LLONG_MAX, 1) == LLONG_MAX);
+    assert_true(ll_add_sat(LLONG_MIN, -1) == LLONG_MIN);
+    assert_true(ll_add_sat(5, -7) == -2);
+    assert_true(ll_sub_sat(LLONG_MAX, -1) == LLONG_MAX);
+    assert_true(ll_sub_sat(LLONG_MIN, 1) == LLONG_MIN);
+    assert_true(ll_sub_sat(-5, 7) == -12);
 }
 
 /* ------------------------------------------------------------------------------------------------

@@ -373,6 +373,33 @@ static void test_anchors_aliases_merge(void **state) {
     assert_non_null(strstr(err, "t.yml:2:"));
     assert_non_null(strstr(err, "unknown alias"));
     free(err);
+
+    /* an anchored node replaced by a duplicate key before an alias refers to it: the alias gets the node
+     * as it was anchored (it used to read the freed node: heap-use-after-free under ASan) */
+    root = parse_ok("a: &x {k: v, l: [1, 2]}\na: 1\nb: *x\nc: &y s\nc: t\nd: *y\n");
+    assert_int_equal(ynode_get(root, "a")->i, 1);
+    assert_string_equal(ynode_get_path(root, "b.k")->text, "v");
+    assert_int_equal(ynode_get_path(root, "b.l")->n, 2);
+    assert_string_equal(ynode_get(root, "d")->text, "s");
+    ynode_free(root);
+
+    /* an alias inside the collection it names refers to nothing yet */
+    err = parse_err("a: &r [1, *r]\n");
+    assert_non_null(strstr(err, "unknown alias"));
+    free(err);
+
+    /* aliases nested to grow exponentially ("billion laughs") stop at 100000 copied nodes */
+    err = parse_err("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                    "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+                    "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
+                    "h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
+                    "i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n");
+    assert_non_null(strstr(err, "aliases expand to more than 100000 nodes"));
+    free(err);
 }
 
 static void test_duplicate_keys_last_wins(void **state) {
