@@ -24,8 +24,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # clang-format, cppcheck, perl: the source checks of scripts/check.sh (run by scripts/test.sh).
-# prometheus: only for promtool, which the /metrics integration test runs over the exposition
-# (policy-rc.d below keeps its server from starting).
+# prometheus: promtool, which the /metrics integration test runs over the exposition, and the server the
+# deployment tests run on loopback (policy-rc.d below keeps the packaged service from starting).
+# haproxy, keepalived, docker-compose, prometheus-alertmanager: the reference deployment's checks
+# (`haproxy -c`, `keepalived --config-test`, `docker-compose config`, `amtool check-config`) and the
+# HAProxy end-to-end test; their packaged services are kept from starting the same way.
 # libcurl4-gnutls-dev, not -openssl-dev: libmicrohttpd already loads GnuTLS, and one TLS library
 # initialised instead of two keeps the agent's resident memory down (bench/failover/README.md).
 PACKAGES=(
@@ -38,6 +41,7 @@ PACKAGES=(
     patroni stress-ng
     clang-format cppcheck perl
     prometheus
+    haproxy keepalived docker-compose prometheus-alertmanager
 )
 
 is_installed() {
