@@ -78,7 +78,7 @@ if ! $DOCKER image inspect "$base" >/dev/null 2>&1; then
 fi
 
 log "building the node image"
-"${compose[@]}" build --pull=false >"$run/build.log" 2>&1 || { tail -40 "$run/build.log" >&2; fail "image build"; }
+"${compose[@]}" build >"$run/build.log" 2>&1 || { tail -40 "$run/build.log" >&2; fail "image build"; }
 "${compose[@]}" up -d >/dev/null 2>&1
 
 ex() { "${compose[@]}" exec -T "$@"; }
