@@ -57,7 +57,8 @@ cleanup() {
     [ -z "$rootfs" ] || rm -rf "$rootfs"
     exit "$rc"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 dockerd --host "$DOCKER_HOST" --pidfile "$run/dockerd.pid" --exec-root "$run/exec" \
     --data-root /var/lib/pgha-e2e-docker --bridge none --iptables=false --ip-masq=false --ip-forward=false \
     >"$run/dockerd.log" 2>&1 &
@@ -83,14 +84,19 @@ log "building the node image"
 
 ex() { "${compose[@]}" exec -T "$@"; }
 list() { ex -u postgres "$1" pgha-ctl -c /etc/pgha list -f json 2>/dev/null; }
-wait_for() { # seconds description command...
-    local t=$1 what=$2; shift 2
-    for _ in $(seq 1 "$t"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
-    fail "timed out after ${t}s waiting for $what"
+wait_for() { # seconds description command...: until the command succeeds
+    local end=$((SECONDS + $1)) what=$2; shift 2
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$end" ] || fail "timed out waiting for $what"
+        sleep 1
+    done
 }
-healthy() { # a leader running, the two others running replicas, according to $1
-    list "$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); roles=sorted((m["Role"],m["State"]) for m in r)
-sys.exit(0 if roles==[("Leader","running"),("Replica","running"),("Replica","running")] or roles==[("Leader","running"),("Replica","streaming"),("Replica","streaming")] else 1)'
+healthy() { # according to $1: a leader running, a synchronous standby (the seed runs synchronous_mode: on) and a
+            # replica, both running
+    list "$1" | python3 -c 'import json,sys
+r=json.load(sys.stdin)
+roles=sorted((m["Role"], m["State"] in ("running", "streaming")) for m in r)
+sys.exit(0 if roles==[("Leader",True),("Replica",True),("Sync Standby",True)] else 1)'
 }
 leader() { list "$1" | python3 -c 'import json,sys; print([m["Member"] for m in json.load(sys.stdin) if m["Role"]=="Leader"][0])'; }
 psql_via() { # service port sql: through HAProxy (on ptrn-1's address)
@@ -98,7 +104,6 @@ psql_via() { # service port sql: through HAProxy (on ptrn-1's address)
 }
 replica_reads_row() { [ "$(psql_via ptrn-3 5001 'SELECT pg_is_in_recovery(), count(*) FROM e2e')" = "t|1" ]; }
 leader_is() { [ "$(list ptrn-3 | python3 -c 'import json,sys; print([m["Member"] for m in json.load(sys.stdin) if m["Role"]=="Leader" and m["State"]=="running"][0])')" = "$1" ]; }
-primary_takes_writes() { [ "$(psql_via ptrn-1 5000 'INSERT INTO e2e VALUES (1) RETURNING pg_is_in_recovery()')" = f ]; }
 targets_up() {
     ex prometheus curl -fsS http://127.0.0.1:9090/api/v1/targets | python3 -c 'import json,sys
 t=json.load(sys.stdin)["data"]["activeTargets"]
@@ -110,8 +115,8 @@ sys.exit(0 if want<=up else 1)'
 passed=0
 check() { log "ok: $*"; passed=$((passed + 1)); }
 
-wait_for 240 "a leader and two streaming replicas" healthy ptrn-3
-check "cluster: $(leader ptrn-3) leads, two replicas run"
+wait_for 240 "a leader, a synchronous standby and a replica" healthy ptrn-3
+check "cluster: $(leader ptrn-3) leads, a synchronous standby and a replica run"
 wait_for 60 "HAProxy's primary port" psql_via ptrn-2 5000 "SELECT 1"
 psql_via ptrn-2 5000 "CREATE TABLE IF NOT EXISTS e2e (v text); INSERT INTO e2e VALUES ('through haproxy')"
 [ "$(psql_via ptrn-2 5000 'SELECT pg_is_in_recovery()')" = f ] || fail "port 5000 is not the primary"
@@ -121,21 +126,23 @@ check "read back through HAProxy's replica port"
 wait_for 90 "Prometheus to scrape every agent, etcd member and HAProxy" targets_up
 check "Prometheus scrapes the agents, etcd and HAProxy with the shipped configuration"
 
-# failover: the primary's container is killed (its etcd member shares its network, and on ptrn-1 HAProxy does
-# too: the primary is moved away from ptrn-1 first)
+# failover: the primary's PostgreSQL + pgha container is killed (its host's etcd member and address stay); the
+# synchronous standby takes over (in synchronous mode only a member named in /sync may)
 old=$(leader ptrn-3)
-if [ "$old" = ptrn-1 ]; then
-    ex -u postgres ptrn-3 pgha-ctl -c /etc/pgha switchover --leader ptrn-1 --candidate ptrn-2 --force >/dev/null
-    wait_for 60 "the switchover to ptrn-2" leader_is ptrn-2
-    old=ptrn-2
-    check "switchover ptrn-1 -> ptrn-2"
-fi
+obs=ptrn-3                       # a container that stays, to look from
+[ "$old" != ptrn-3 ] || obs=ptrn-2
+primary_takes_writes() { [ "$(psql_via "$obs" 5000 'INSERT INTO e2e VALUES (1) RETURNING pg_is_in_recovery()')" = f ]; }
 "${compose[@]}" kill -s KILL "$old" >/dev/null 2>&1
 t0=$(date +%s)
 wait_for 90 "a new primary through HAProxy" primary_takes_writes
-check "failover after SIGKILL of $old's container: writes through HAProxy again after $(( $(date +%s) - t0 )) s"
-[ "$(psql_via ptrn-1 5000 "SELECT count(*) FROM e2e WHERE v = 'through haproxy'")" = 1 ] || fail "the row written before the failover is lost"
+new=$(leader "$obs")
+[ "$new" != "$old" ] || fail "$old still leads"
+check "failover after SIGKILL of $old's container: $new writes through HAProxy after $(( $(date +%s) - t0 )) s"
+[ "$(psql_via "$obs" 5000 "SELECT count(*) FROM e2e WHERE v = 'through haproxy'")" = 1 ] || fail "the row written before the failover is lost"
 check "the row written before the failover is on the new primary"
+"${compose[@]}" start "$old" >/dev/null 2>&1
+wait_for 180 "$old back as a replica" healthy "$obs"
+check "$old rejoined as a replica (and a synchronous standby is named again)"
 
 log "$passed passed, 0 failed"
 echo "$passed passed, 0 failed"

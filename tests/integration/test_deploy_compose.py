@@ -17,7 +17,6 @@ import pghatest as h
 
 ROOT = h.util.repo_root()
 COMPOSE = os.path.join(ROOT, "docker-compose.test.yml")
-SEED = {"ptrn-1": "192.168.2.96", "ptrn-2": "192.168.2.91", "ptrn-3": "192.168.2.98", "prometheus": "192.168.2.99"}
 
 
 def test_compose_config():
@@ -35,21 +34,22 @@ def test_compose_config():
     for name, svc in services.items():
         assert "ports" not in svc, f"{name} publishes ports on the host"
         assert svc["image"] == "pgha-test/node:bookworm"
-        if name in SEED:
-            assert svc["networks"]["seed"]["ipv4_address"] == SEED[name], name
-        else:
-            assert svc["network_mode"].startswith("service:ptrn-"), name
+    # a seed host = the network namespace of its etcd container, with the seed's address
+    hosts = {"etcd-1": "192.168.2.96", "etcd-2": "192.168.2.91", "etcd-3": "192.168.2.98", "prometheus": "192.168.2.99"}
+    for name, addr in hosts.items():
+        assert services[name]["networks"]["seed"]["ipv4_address"] == addr, name
+    for name in ("ptrn-1", "ptrn-2", "ptrn-3", "haproxy"):
+        assert services[name]["network_mode"] == f"service:etcd-{name[-1] if name != 'haproxy' else 1}", name
     # conf/ as it is: the node files, the etcd environment files, haproxy.cfg, the Prometheus directory
     for i in (1, 2, 3):
-        vols = services[f"ptrn-{i}"]["volumes"]
-        assert f"{ROOT}/conf/pgha/ptrn-{i}.yml:/etc/pgha/10-node.yml:ro" in vols
-        assert services[f"etcd-{i}"]["network_mode"] == f"service:ptrn-{i}"
+        assert f"{ROOT}/conf/pgha/ptrn-{i}.yml:/etc/pgha/10-node.yml:ro" in services[f"ptrn-{i}"]["volumes"]
+        assert services[f"ptrn-{i}"]["restart"] == "on-failure"
         with open(os.path.join(ROOT, "conf", "etcd", f"ptrn-{i}.env")) as f:
             want = dict(l.strip().split("=", 1) for l in f if l.strip() and not l.startswith("#"))
         assert services[f"etcd-{i}"]["environment"] == want
     assert f"{ROOT}/conf/haproxy/haproxy.cfg:/etc/haproxy/haproxy.cfg:ro" in services["haproxy"]["volumes"]
     assert f"{ROOT}/conf/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
-    assert services["ptrn-1"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert services["etcd-1"]["build"]["dockerfile"] == "docker/Dockerfile"
     with open(os.path.join(ROOT, "docker", "Dockerfile")) as f:
         assert "FROM ${BASE}" in f.read()  # the locally made base image, never a registry's
 
