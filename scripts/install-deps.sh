@@ -25,11 +25,14 @@ fi
 
 # clang-format, cppcheck, perl: the source checks of scripts/check.sh (run by scripts/test.sh).
 # nftables: the chaos suite's network partitions (tests/chaos, nft rules inside network namespaces).
-# prometheus: only for promtool, which the /metrics integration test runs over the exposition
-# (policy-rc.d below keeps its server from starting).
 # clang, libclang-rt-14-dev (libFuzzer and the sanitizer runtimes: only recommended by clang, and recommends
 # are not installed here), llvm-14 (llvm-symbolizer, for readable reports): the fuzz targets of
 # tests/fuzz (scripts/fuzz.sh, run by scripts/test.sh).
+# prometheus: promtool, which the /metrics integration test runs over the exposition, and the server the
+# deployment tests run on loopback (policy-rc.d below keeps the packaged service from starting).
+# haproxy, keepalived, docker-compose, prometheus-alertmanager: the reference deployment's checks
+# (`haproxy -c`, `keepalived --config-test`, `docker-compose config`, `amtool check-config`) and the
+# HAProxy end-to-end test; their packaged services are kept from starting the same way.
 # libcurl4-gnutls-dev, not -openssl-dev: libmicrohttpd already loads GnuTLS, and one TLS library
 # initialised instead of two keeps the agent's resident memory down (bench/failover/README.md).
 PACKAGES=(
@@ -44,6 +47,7 @@ PACKAGES=(
     clang-format cppcheck perl
     clang libclang-rt-14-dev llvm-14
     prometheus
+    haproxy keepalived docker-compose prometheus-alertmanager
 )
 
 is_installed() {
