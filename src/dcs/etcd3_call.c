@@ -363,17 +363,22 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
 
 /* ---- connect: API version, members, authentication ---- */
 
-static int get_version(Dcs *d, const char *endpoint, long timeout_ms, char *err, size_t errlen) {
-    cJSON *j = NULL;
-    long status = 0;
-    int r = etcd3_http_fetch(d, &d->conn, NULL, endpoint, "/version", NULL, timeout_ms, &j, &status, err, errlen);
-    if (r < 0)
-        return -ETIMEDOUT;
-    const char *server = json_get_string(j, "etcdserver"), *cluster = json_get_string(j, "etcdcluster");
+/* etcd's /version answer: 0 and *ret_prefix (the gateway's path by cluster version: 3.0-3.2 /v3alpha, 3.3
+ * /v3beta, later and 4.x /v3), -EPROTONOSUPPORT for an etcd too old for the v3 API, -EAGAIN while a new
+ * cluster is still forming (etcd says its cluster version is "not_decided" until its members agree: the
+ * agents of a whole site starting at once after a power loss must wait for it, not exit), -EPROTO for
+ * an answer that is not etcd's. */
+int etcd3_parse_version(const char *endpoint, const char *server, const char *cluster, const char **ret_prefix,
+                        char *err, size_t errlen) {
+    *ret_prefix = NULL;
     if (!server || !cluster) {
         snprintf(err, errlen, "%s: /version did not answer like etcd", endpoint);
-        cJSON_Delete(j);
         return -EPROTO;
+    }
+    if (strcmp(cluster, "not_decided") == 0) {
+        snprintf(err, errlen, "%s: etcd %s has no cluster version yet (the cluster is still forming)", endpoint,
+                 server);
+        return -EAGAIN;
     }
     int smaj = 0, smin = 0, spatch = 0, cmaj = 0, cmin = 0;
     (void)sscanf(server, "%d.%d.%d", &smaj, &smin, &spatch);
@@ -381,14 +386,22 @@ static int get_version(Dcs *d, const char *endpoint, long timeout_ms, char *err,
     if (smaj < 3 || (smaj == 3 && smin == 0 && spatch < 4) || cmaj < 3) {
         snprintf(err, errlen, "%s: etcd %s (cluster %s) is too old; etcd >= 3.0.4 with the v3 API is required",
                  endpoint, server, cluster);
-        r = -EPROTONOSUPPORT;
-    } else {
-        /* the gateway's path by cluster version: 3.0-3.2 /v3alpha, 3.3 /v3beta, later (and 4.x) /v3 */
-        const char *prefix = "/v3";
-        if (cmaj == 3 && cmin < 3)
-            prefix = "/v3alpha";
-        else if (cmaj == 3 && cmin == 3)
-            prefix = "/v3beta";
+        return -EPROTONOSUPPORT;
+    }
+    *ret_prefix = cmaj == 3 && cmin < 3 ? "/v3alpha" : cmaj == 3 && cmin == 3 ? "/v3beta" : "/v3";
+    return 0;
+}
+
+static int get_version(Dcs *d, const char *endpoint, long timeout_ms, char *err, size_t errlen) {
+    cJSON *j = NULL;
+    long status = 0;
+    int r = etcd3_http_fetch(d, &d->conn, NULL, endpoint, "/version", NULL, timeout_ms, &j, &status, err, errlen);
+    if (r < 0)
+        return -ETIMEDOUT;
+    const char *prefix = NULL;
+    r = etcd3_parse_version(endpoint, json_get_string(j, "etcdserver"), json_get_string(j, "etcdcluster"), &prefix, err,
+                            errlen);
+    if (r == 0) {
         pthread_mutex_lock(&d->lock);
         free(d->api_prefix);
         d->api_prefix = xstrdup(prefix);

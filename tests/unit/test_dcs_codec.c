@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "common/base64.h"
@@ -1725,6 +1726,28 @@ static void test_round_plan(void **state) {
     assert_int_equal(p.per_try, 1 * S);
 }
 
+/* etcd's /version: the gateway's path, too old, still forming (retried, not fatal), not etcd. */
+static void test_parse_version(void **state) {
+    (void)state;
+    char err[256];
+    const char *prefix;
+    assert_int_equal(etcd3_parse_version("e", "3.4.23", "3.4.0", &prefix, err, sizeof err), 0);
+    assert_string_equal(prefix, "/v3");
+    assert_int_equal(etcd3_parse_version("e", "3.3.27", "3.3.0", &prefix, err, sizeof err), 0);
+    assert_string_equal(prefix, "/v3beta");
+    assert_int_equal(etcd3_parse_version("e", "3.2.32", "3.2.0", &prefix, err, sizeof err), 0);
+    assert_string_equal(prefix, "/v3alpha");
+    assert_int_equal(etcd3_parse_version("e", "3.6.4", "3.6.0", &prefix, err, sizeof err), 0);
+    assert_string_equal(prefix, "/v3");
+    /* a forming cluster: wait for it (the caller retries), do not refuse it as too old */
+    assert_int_equal(etcd3_parse_version("e", "3.5.9", "not_decided", &prefix, err, sizeof err), -EAGAIN);
+    assert_null(prefix);
+    assert_non_null(strstr(err, "still forming"));
+    assert_int_equal(etcd3_parse_version("e", "2.3.8", "2.3.0", &prefix, err, sizeof err), -EPROTONOSUPPORT);
+    assert_int_equal(etcd3_parse_version("e", "3.0.3", "3.0.0", &prefix, err, sizeof err), -EPROTONOSUPPORT);
+    assert_int_equal(etcd3_parse_version("e", NULL, "3.4.0", &prefix, err, sizeof err), -EPROTO);
+}
+
 /* A key given twice (not by etcd; by a proxy or a fake, found by fuzzing): the later value replaces the
  * earlier, and the earlier's decoded contents are freed (the sanitizer build checks for leaks). */
 static void test_duplicate_keys(void **state) {
@@ -1795,6 +1818,7 @@ int main(void) {
         cmocka_unit_test(test_failsafe),
         cmocka_unit_test(test_full_cluster),
         cmocka_unit_test(test_duplicate_keys),
+        cmocka_unit_test(test_parse_version),
         cmocka_unit_test(test_embedded_nul_ignored),
         cmocka_unit_test(test_round_plan),
     };
