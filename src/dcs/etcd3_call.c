@@ -388,7 +388,12 @@ int etcd3_parse_version(const char *endpoint, const char *server, const char *cl
                  endpoint, server, cluster);
         return -EPROTONOSUPPORT;
     }
-    *ret_prefix = cmaj == 3 && cmin < 3 ? "/v3alpha" : cmaj == 3 && cmin == 3 ? "/v3beta" : "/v3";
+    const char *prefix = "/v3";
+    if (cmaj == 3 && cmin < 3)
+        prefix = "/v3alpha";
+    else if (cmaj == 3 && cmin == 3)
+        prefix = "/v3beta";
+    *ret_prefix = prefix;
     return 0;
 }
 
