@@ -65,7 +65,11 @@ if [ -f "$build/build.ninja" ]; then
 else
     meson setup "$build" -Dfuzz=true -Dtests=false >/dev/null
 fi
-ninja -C "$build" >/dev/null
+if ! ninja -C "$build" >"$build/ninja.log" 2>&1; then
+    tail -n 40 "$build/ninja.log" >&2
+    echo "fuzz: building the fuzz targets failed ($build/ninja.log)" >&2
+    exit 1
+fi
 
 # abort_on_error: a report ends the process at once, and libFuzzer writes the input; leaks are checked
 # after every input that allocated more than it freed.

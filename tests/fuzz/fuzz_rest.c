@@ -98,7 +98,7 @@ static Snapshot *make_snapshot(int kind) {
         s->pending_restart_reason = parse_or_die("{\"max_connections\":{\"old_value\":\"100\",\"new_value\":\"200\"}}");
         s->scheduled_restart = parse_or_die("{\"schedule\":\"2025-01-02T00:00:00+00:00\",\"role\":\"replica\"}");
     }
-    s->is_leader = kind == 0 || kind == 2;
+    s->leader_until = kind == 0 || kind == 2 ? 3000000 : 0; /* the requests below come at 2 s: within the lease */
     s->has_optime = true;
     s->cluster_optime = 0x3000060;
     s->standby_cluster = kind == 2;
@@ -371,10 +371,10 @@ static void handle_safe(const Request *r, bool status_only) {
     for (size_t i = 0; i < ELEMENTSOF(snaps); i++) {
         Snapshot *s = snaps[i];
         char why[256];
-        int code = health_check_code(s, r->path, r->params, r->n_params);
+        int code = health_check_code(s, r->path, r->params, r->n_params, 2000000);
         if (code != 200 && code != 503)
             abort();
-        code = readiness_code(s, r->params, r->n_params, why, sizeof why);
+        code = readiness_code(s, r->params, r->n_params, why, sizeof why, 2000000);
         if (code != 200 && code != 503)
             abort();
         (void)liveness_code(s, 2000000);
