@@ -169,11 +169,32 @@ static bool switchover_candidate(const Ha *h) {
     return c->failover.candidate ? streq(c->failover.candidate, me) : !cfg_of(h)->tags.nofailover;
 }
 
+/* A standby whose walreceiver has just failed (the old primary stopped or died) may sleep
+ * wal_retrieve_retry_interval (5 s) with the promote request already noted; PostgreSQL's log shows "received
+ * promote request", then "waiting for WAL to become available". Wake it every 200 ms until it is a primary. */
+static void nudge_promotion(Ha *h) {
+    usec_t now = now_monotonic();
+    if (!h->pg.promoting || !h->pg.st.ok || !h->pg.st.in_recovery || now - h->pg.promote_nudged < 200 * USEC_PER_MSEC)
+        return;
+    bool first = h->pg.promote_nudged == h->pg.promote_sent;
+    h->pg.promote_nudged = now;
+    char *err = NULL;
+    int r = pg_instance_wake_startup(&h->pg.inst, &err);
+    if (r == 0) /* once per promotion at INFO: a long replay of the received WAL is woken every 200 ms */
+        log_msg(first ? LOG_INFO : LOG_DEBUG, __FILE__, __LINE__, __func__,
+                "still in recovery %.1f s after the promote request: woke PostgreSQL's startup process",
+                (double)(now - h->pg.promote_sent) / USEC_PER_SEC);
+    else if (r != -ESRCH)
+        log_debug("cannot wake the startup process: %s", err ? err : strerror(-r));
+    free(err);
+}
+
 /* Between cycles: has PostgreSQL finished starting or promoting (or died)? */
 static bool quick_check(Ha *h) {
     bool was_starting = h->pg.starting, was_promoting = h->pg.promoting;
     LocalState l;
     observe_pg(h, &l);
+    nudge_promotion(h);
     publish(h);
     return (was_starting && !h->pg.starting) || (was_promoting && !h->pg.promoting) || h->pg.inst.pid <= 0;
 }

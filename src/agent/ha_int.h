@@ -39,6 +39,8 @@ typedef struct HaLocal {
     bool start_as_primary;
     usec_t start_began;
     bool promoting;
+    usec_t promote_sent;   /* when pg_promote() was sent (monotonic) */
+    usec_t promote_nudged; /* when the startup process was last woken for it */
     /* a postmaster adopted after an agent restart that ran as a primary (postmaster.pid said "ready", or
      * pg_control "in production"): may be one until its status query answers */
     bool adopted_primary;

@@ -333,6 +333,7 @@ int promote_postgres(Ha *h) {
         }
     }
     h->pg.promoting = true;
+    h->pg.promote_sent = h->pg.promote_nudged = now_monotonic();
     h->counters.promotions++;
     set_role(h, "promoted");
     slots_on_promote(h);

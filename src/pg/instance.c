@@ -226,6 +226,25 @@ int pg_instance_promote(PgInstance *pg, char **ret_error) {
     return 0;
 }
 
+int pg_instance_wake_startup(PgInstance *pg, char **ret_error) {
+    PGconn *c = pg_instance_conn(pg, ret_error);
+    if (!c)
+        return -ENOTCONN;
+    PGresult *r = pg_query(c, "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = 'startup'", 2000,
+                           ret_error);
+    if (!r)
+        return -EIO;
+    long pid = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    if (pid <= 0)
+        return -ESRCH; /* recovery ended meanwhile */
+    if (kill((pid_t)pid, SIGUSR2) < 0) {
+        *ret_error = xasprintf("cannot signal the startup process %ld: %s", pid, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
 int pg_instance_promote_pg_ctl(PgInstance *pg, char **ret_error) {
     const PghaConfig *cfg = pg->cfg;
     StrList argv = {0};
