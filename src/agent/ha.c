@@ -169,22 +169,25 @@ static bool switchover_candidate(const Ha *h) {
     return c->failover.candidate ? streq(c->failover.candidate, me) : !cfg_of(h)->tags.nofailover;
 }
 
-/* A standby whose walreceiver has just failed (the old primary stopped or died) may sleep
- * wal_retrieve_retry_interval (5 s) with the promote request already noted; PostgreSQL's log shows "received
- * promote request", then "waiting for WAL to become available". Wake it every 200 ms until it is a primary. */
+/* A standby whose walreceiver has just failed (the old primary stopped or died) may note the promote request and
+ * then sleep wal_retrieve_retry_interval (5 s) before it acts on it; PostgreSQL's log shows "received promote
+ * request", then "waiting for WAL to become available". Look every 200 ms while the promotion is pending and wake
+ * it when it sleeps there (not when the lease's fence point is near: the query may take a while). */
 static void nudge_promotion(Ha *h) {
     usec_t now = now_monotonic();
     if (!h->pg.promoting || !h->pg.st.ok || !h->pg.st.in_recovery || now - h->pg.promote_nudged < 200 * USEC_PER_MSEC)
         return;
-    bool first = h->pg.promote_nudged == h->pg.promote_sent;
+    usec_t fence = lease_fence_at(h);
+    if (fence && fence < now + 3 * USEC_PER_SEC)
+        return;
     h->pg.promote_nudged = now;
     char *err = NULL;
     int r = pg_instance_wake_startup(&h->pg.inst, &err);
-    if (r == 0) /* once per promotion at INFO: a long replay of the received WAL is woken every 200 ms */
-        log_msg(first ? LOG_INFO : LOG_DEBUG, __FILE__, __LINE__, __func__,
-                "still in recovery %.1f s after the promote request: woke PostgreSQL's startup process",
-                (double)(now - h->pg.promote_sent) / USEC_PER_SEC);
-    else if (r != -ESRCH)
+    if (r == 0)
+        log_info("still in recovery %.1f s after the promote request, waiting for wal_retrieve_retry_interval: woke "
+                 "PostgreSQL's startup process",
+                 (double)(now - h->pg.promote_sent) / USEC_PER_SEC);
+    else if (r != -EAGAIN)
         log_debug("cannot wake the startup process: %s", err ? err : strerror(-r));
     free(err);
 }

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -226,23 +227,49 @@ int pg_instance_promote(PgInstance *pg, char **ret_error) {
     return 0;
 }
 
+/* The parent pid of a process (from /proc/PID/stat), or -1. */
+static pid_t parent_of(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after "(comm)": state, then ppid */
+    int ppid;
+    return p && sscanf(p + 1, " %*c %d", &ppid) == 1 ? (pid_t)ppid : -1;
+}
+
 int pg_instance_wake_startup(PgInstance *pg, char **ret_error) {
     PGconn *c = pg_instance_conn(pg, ret_error);
     if (!c)
         return -ENOTCONN;
-    PGresult *r = pg_query(c, "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = 'startup'", 2000,
-                           ret_error);
+    /* only a startup process asleep in that wait: it is woken by nothing else */
+    PGresult *r = pg_query(c,
+                           "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = 'startup'"
+                           " AND wait_event = 'RecoveryRetrieveRetryInterval'",
+                           2000, ret_error);
     if (!r)
         return -EIO;
     long pid = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
     PQclear(r);
     if (pid <= 0)
-        return -ESRCH; /* recovery ended meanwhile */
-    if (kill((pid_t)pid, SIGUSR2) < 0) {
-        *ret_error = xasprintf("cannot signal the startup process %ld: %s", pid, strerror(errno));
-        return -errno;
-    }
-    return 0;
+        return -EAGAIN; /* not asleep there (or recovery ended) */
+    /* signal through a pidfd, and only our postmaster's child: the pid cannot be another process's by then */
+    int fd = pg_pidfd((pid_t)pid);
+    if (fd < 0)
+        return fd == -ESRCH ? -EAGAIN : fd;
+    int ret = 0;
+    if (pg->pid <= 0 || parent_of((pid_t)pid) != pg->pid)
+        ret = -EAGAIN;
+    else if (syscall(SYS_pidfd_send_signal, fd, SIGUSR2, NULL, 0) < 0)
+        ret = errno == ESRCH ? -EAGAIN : -errno;
+    close(fd);
+    if (ret < 0 && ret != -EAGAIN)
+        *ret_error = xasprintf("cannot signal the startup process %ld: %s", pid, strerror(-ret));
+    return ret;
 }
 
 int pg_instance_promote_pg_ctl(PgInstance *pg, char **ret_error) {

@@ -64,9 +64,10 @@ int pg_instance_kill(PgInstance *pg);
 int pg_instance_reload(PgInstance *pg);
 /* Promote with pg_promote() over the agent's connection (no fork/exec on the failover path). */
 int pg_instance_promote(PgInstance *pg, char **ret_error);
-/* Wake a promoting standby's startup process (SIGUSR2, the signal the postmaster forwards a promote request
- * with). After its walreceiver failed, the startup process may sleep wal_retrieve_retry_interval (5 s by
- * default) before it looks at the promote request again; the signal ends that sleep. Harmless otherwise. */
+/* Wake a promoting standby's startup process when it sleeps out wal_retrieve_retry_interval (wait event
+ * RecoveryRetrieveRetryInterval) with SIGUSR2, the signal the postmaster forwards a promote request with: after
+ * its walreceiver failed it may note the promote request and then sleep there (5 s by default) before it acts on
+ * it, and nothing else wakes it. 0 when woken, -EAGAIN when it does not sleep there. */
 int pg_instance_wake_startup(PgInstance *pg, char **ret_error);
 /* Promote with `pg_ctl promote -W` (when pg_promote() could not be used). */
 int pg_instance_promote_pg_ctl(PgInstance *pg, char **ret_error);
