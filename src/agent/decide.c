@@ -429,7 +429,9 @@ void decide(const Observation *o, Decision *d) {
             set(d, HA_NONE, NULL, "%srunning with empty data directory", pause_prefix);
             return;
         }
-        if (!c->leader && !c->has_initialize && !nofailover(o->cfg) && config_is_set(o->cfg, "bootstrap")) {
+        /* (a node whose required watchdog is unusable would lead the new cluster without it: it waits) */
+        if (!c->leader && !c->has_initialize && !nofailover(o->cfg) && config_is_set(o->cfg, "bootstrap") &&
+            !(l->watchdog_failed && o->cfg->watchdog.mode == WATCHDOG_REQUIRED)) {
             set(d, HA_BOOTSTRAP, NULL, "trying to bootstrap a new cluster");
             return;
         }

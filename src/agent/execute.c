@@ -30,6 +30,7 @@ void demote_finish(Ha *h, DemoteMode mode, bool release) { demote_finish_at(h, m
 /* checkpoint: the shutdown checkpoint the caller has just read from pg_control, or -1 to read it here (a
  * handover saves the second pg_controldata: the replicas wait for the key) */
 void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint) {
+    watchdog_disable(&h->wd); /* PostgreSQL no longer runs as the primary: nothing left to fence */
     set_role(h, "demoted");
     if ((unsigned)mode < AGENT_DEMOTE_MODES)
         h->counters.demotions[mode]++;
@@ -95,6 +96,29 @@ void demote(Ha *h, DemoteMode mode) {
         /* read-only, without upstream, until the DCS comes back */
         (void)start_postgres(h, false, NULL);
     }
+}
+
+bool enforce_watchdog(Ha *h, Decision *d, const LocalState *l) {
+    if (dyn_of(h)->pause || watchdog_is_running(&h->wd))
+        return true;
+    WatchdogSettings ws = watchdog_settings(h);
+    if (watchdog_activate(&h->wd, &ws))
+        return true;
+    if (l->pg_ready && !l->in_recovery) {
+        snprintf(d->message, sizeof d->message, "Demoting self because watchdog could not be activated");
+        log_info("%s", d->message);
+        demote(h, DEMOTE_IMMEDIATE);
+    } else {
+        snprintf(d->message, sizeof d->message, "Not promoting self because watchdog could not be activated");
+        bool ff = dcs_suspend_fail_fast(); /* a release: tried even after a failure in this cycle */
+        if (dcs_delete_leader(h->dcs) < 0)
+            log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
+        else
+            view_reread(h);
+        dcs_restore_fail_fast(ff);
+        lease_lost(h);
+    }
+    return false;
 }
 
 bool fence_expired_lease(Ha *h) {
@@ -323,7 +347,7 @@ static RewindNeed rewind_needed(Ha *h, const char *target) {
     return check_timeline_and_lsn(h, m);
 }
 
-static void execute_start(Ha *h, const Decision *d) {
+static void execute_start(Ha *h, Decision *d) {
     const PghaConfig *cfg = cfg_of(h);
     if (d->as_primary) {
         /* the cached view says the key is ours: make sure before starting a primary (a compare-and-set
@@ -338,6 +362,13 @@ static void execute_start(Ha *h, const Decision *d) {
             return;
         }
         lease_renewed(h, sent);
+        /* armed before PostgreSQL runs as the primary (spec §4.13): `required` without a watchdog gives the
+         * key back and starts read-only, without upstream, until the next cycle tells whom to follow */
+        LocalState stopped = {0};
+        if (!enforce_watchdog(h, d, &stopped)) {
+            (void)start_postgres(h, false, NULL);
+            return;
+        }
         (void)start_postgres(h, !was_replica_before(h), NULL);
         return;
     }
@@ -447,6 +478,9 @@ static void do_clone(Ha *h, Decision *d, const LocalState *l) {
 
 static void do_start(Ha *h, Decision *d, const LocalState *l) {
     (void)l;
+    /* PostgreSQL does not run: nothing to fence until it runs as the primary again (Patroni's recover()) */
+    if (!d->as_primary)
+        watchdog_disable(&h->wd);
     execute_start(h, d);
 }
 
@@ -519,6 +553,8 @@ static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
     int r = dcs_attempt_to_acquire_leader(h->dcs);
     if (r == 1) {
         after_lock_acquired(h, sent);
+        if (!enforce_watchdog(h, d, l))
+            return;
         if (l->in_recovery)
             promote_with_lock(h, d);
         return;
@@ -549,9 +585,12 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         on_lock_failure(h, d, l, &f, sent);
         return;
     }
-    lease_renewed(h, sent);
+    lease_renewed(h, sent);         /* (the watchdog's keepalive) */
     if (d->action != HA_SWITCHOVER) /* (a switchover publishes its own at once: no longer the primary) */
         publish(h);                 /* the new fence point for the health checks now, not at the cycle's end */
+    /* the lock holder runs (or is about to run) the primary: armed first (Patroni's enforce_primary_role) */
+    if (d->action == HA_UPDATE_LOCK && !enforce_watchdog(h, d, l))
+        return;
     if (promote) {
         promote_with_lock(h, d);
     } else if (d->action == HA_SWITCHOVER) {

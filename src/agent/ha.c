@@ -71,6 +71,12 @@ static void run_cycle(Ha *h, bool stale) {
     if (h->work.bootstrap_pending && !l.async_action)
         l.async_action = "bootstrap";
     l.leader_lock_valid = h->view.lock_valid_until > now;
+    /* the watchdog: off while paused (spec §4.3 step 2); `required` and unusable keeps this node out of
+     * the race (and it says so in GET /patroni) */
+    WatchdogSettings ws = watchdog_settings(h);
+    if (dyn_of(h)->pause)
+        watchdog_disable(&h->wd);
+    l.watchdog_failed = watchdog_check(&h->wd, &ws);
     l.promote_backoff = h->promote_failed_at && now - h->promote_failed_at < (usec_t)ttl_s(h) * USEC_PER_SEC;
 
     if (stale) {
@@ -118,6 +124,10 @@ static void run_cycle(Ha *h, bool stale) {
         execute(h, &d, &l);
     free(peers);
     (void)fence_expired_lease(h);
+    /* armed only while this node holds the lease or may run a primary: a lost race, a released key, a
+     * failed promotion leave nothing to fence (a primary that could not be stopped keeps it armed) */
+    if (watchdog_is_running(&h->wd) && h->view.lock_valid_until <= now_monotonic() && !may_be_primary(h))
+        watchdog_disable(&h->wd);
     /* a scheduled restart, in a cluster with a leader (spec §4.3 step 12) */
     if (!h->fatal && !stale && h->view.cluster && h->view.cluster->leader)
         restart_evaluate_scheduled(h);
@@ -254,6 +264,7 @@ static bool duplicate_name(Ha *h) {
 Ha *ha_new(Agent *a, int *ret_code) {
     Ha *h = xcalloc(1, sizeof *h);
     *h = (Ha){.a = a, .wake_fd = -1, .cmd_fd = -1, .pg.inst.pidfd = -1, .slots.check_local = true};
+    watchdog_init(&h->wd, &watchdog_linux_driver);
     *ret_code = 1;
     const PghaConfig *cfg = &a->cfg;
     char *err = NULL;
@@ -264,13 +275,6 @@ Ha *ha_new(Agent *a, int *ret_code) {
     }
     if (h->pg.inst.major < 13 || h->pg.inst.major > 17)
         log_warning("PostgreSQL %d is outside the supported range 13-17", h->pg.inst.major);
-    if (cfg->watchdog.mode == WATCHDOG_REQUIRED) {
-        log_critical("watchdog.mode is 'required', but pgha does not drive /dev/watchdog yet; refusing to run "
-                     "without the fencing the configuration asks for (set watchdog.mode to off or automatic)");
-        return ha_free(h);
-    }
-    if (cfg->watchdog.mode == WATCHDOG_AUTOMATIC)
-        log_warning("watchdog.mode is 'automatic', but pgha does not drive /dev/watchdog yet: running without it");
     if (cfg->bootstrap.dyn.failsafe_mode)
         log_warning("failsafe_mode is set, but pgha does not implement failsafe mode yet: a primary that loses "
                     "the DCS demotes");
@@ -310,6 +314,7 @@ static void shutdown_ha(Ha *h) {
     bool leader = is_lock_holder(h);
     if (paused) {
         log_info("leaving PostgreSQL running and the leader key in place: the cluster is paused");
+        watchdog_disable(&h->wd);
     } else if (h->pg.inst.pid > 0) {
         if (leader) {
             (void)stepdown_shutdown(h);
@@ -322,6 +327,12 @@ static void shutdown_ha(Ha *h) {
         (void)dcs_delete_leader(h->dcs);
     }
     (void)cfg;
+    /* disarmed once PostgreSQL no longer runs as the primary; one that could not be stopped is left to the
+     * device, which fences it after the lease is gone */
+    if (!paused && may_be_primary(h))
+        watchdog_leave_armed(&h->wd);
+    else
+        watchdog_disable(&h->wd);
     if (!paused) {
         set_state(h, "stopped");
         touch_member(h);
@@ -336,6 +347,8 @@ static void maybe_reload(Ha *h) {
     h->reload_pending = false;
     if (agent_reload(h->a) == 0) {
         local_config_reloaded(h);
+        WatchdogSettings ws = watchdog_settings(h);
+        watchdog_reloaded(&h->wd, &ws);
     }
 }
 
@@ -463,6 +476,7 @@ Ha *ha_free(Ha *h) {
         return NULL;
     finish_post_promote_checkpoint(h, true);
     stepdown_free(h);
+    watchdog_free(&h->wd); /* (PostgreSQL does not run here, or shutdown_ha() left the device armed) */
     if (h->dcs)
         dcs_stop_watch(h->dcs);
     snapshot_publish(NULL);

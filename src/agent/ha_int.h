@@ -9,6 +9,8 @@
  *   HaRestart restart.c   REST restart (carried over cycles), the scheduled restart, reinitialize
  *   HaStepdown stepdown.c a planned switchover on the leader (CHECKPOINT, stop, release; the lease renewed)
  *   HaPublished publish.c what this node last wrote for others (/status)
+ *   Watchdog   watchdog.c  the watchdog device (armed by execute.c and work.c, kept alive by view.c's
+ *                          lease_renewed(), disarmed by execute.c and ha.c)
  *   the rest ha.c         the loop's own timing and flags
  * Other files read any part. */
 #pragma once
@@ -24,6 +26,7 @@
 #include "agent/slots.h"
 #include "agent/snapshot.h"
 #include "agent/sync.h"
+#include "agent/watchdog.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "dcs/dcs.h"
@@ -210,6 +213,7 @@ struct Ha {
     HaRestart restart;
     HaStepdown stepdown;
     HaPublished published;
+    Watchdog wd;
     /* the loop (ha.c) */
     usec_t next_cycle;
     usec_t last_cycle;
@@ -248,6 +252,8 @@ usec_t lease_fence_at(const Ha *h);
  * less retry_timeout, the worst case of the renewal that must follow; 0 without a lease (no limit). */
 usec_t lease_work_deadline(const Ha *h);
 void view_read_cluster(Ha *h, usec_t now);
+/* The watchdog's settings: watchdog.* of the local configuration, ttl and loop_wait of the dynamic one. */
+WatchdogSettings watchdog_settings(const Ha *h);
 void refresh_dynamic_config(Ha *h);
 void view_reread(Ha *h);
 void view_free(HaView *v);
@@ -365,3 +371,7 @@ void execute(Ha *h, Decision *d, const LocalState *l);
 void demote(Ha *h, DemoteMode mode);
 void demote_finish(Ha *h, DemoteMode mode, bool release);
 void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint);
+/* The lock is ours and the cluster not paused (spec §4.6 step 1): arm the watchdog unless it is. False when
+ * `required` cannot be met: the executor has then demoted PostgreSQL (a primary: immediate) or given the key
+ * back, and says so in d->message. */
+bool enforce_watchdog(Ha *h, Decision *d, const LocalState *l);

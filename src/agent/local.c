@@ -302,6 +302,13 @@ int promote_postgres(Ha *h) {
         usec_t left = h->view.lock_valid_until > now ? h->view.lock_valid_until - now : 0;
         usec_t limit = left > (usec_t)loop_wait_s(h) * USEC_PER_SEC ? left - (usec_t)loop_wait_s(h) * USEC_PER_SEC
                                                                     : USEC_PER_SEC;
+        /* ... nor the armed watchdog (its timeout may be shorter than the lease: safety_margin -1) */
+        usec_t fires = watchdog_fires_at(&h->wd);
+        if (fires) {
+            usec_t wleft = fires > now + 2 * USEC_PER_SEC ? fires - now - 2 * USEC_PER_SEC : USEC_PER_SEC;
+            if (wleft < limit)
+                limit = wleft;
+        }
         char *out = NULL;
         sdn_watchdog_extend(now_monotonic() + limit + 5 * USEC_PER_SEC);
         int r = run_shell(cfg->postgresql.pre_promote, NULL, limit, &out);

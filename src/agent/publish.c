@@ -271,6 +271,8 @@ static Snapshot *build(Ha *h, bool stopping) {
     s->tags = effective_tags(h);
     s->sysid = h->pg.sysid[0] ? xstrdup(h->pg.sysid) : NULL;
     s->pending_restart = h->pg.pending_restart;
+    s->watchdog_failed = h->wd.failed;
+    s->watchdog_active = watchdog_is_running(&h->wd);
     s->pending_restart_reason = h->pg.pending_reason ? cJSON_Duplicate(h->pg.pending_reason, true) : NULL;
     if (h->restart.scheduled) { /* GET /patroni shows it without postmaster_start_time */
         s->scheduled_restart = cJSON_Duplicate(h->restart.scheduled, true);

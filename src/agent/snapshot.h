@@ -58,7 +58,8 @@ typedef struct Snapshot {
     bool pending_restart;
     cJSON *scheduled_restart;      /* the scheduled restart without postmaster_start_time, or NULL */
     cJSON *pending_restart_reason; /* {"<guc>": {"old_value": .., "new_value": ..}} or NULL */
-    bool watchdog_failed;
+    bool watchdog_failed;          /* watchdog.mode required and the watchdog unusable */
+    bool watchdog_active;          /* the watchdog device is armed (pgha_watchdog_active) */
     /* monotonic: until then this node counts as the leader (it holds the lock and its lease runs until then,
      * less the margin by which a primary stops early: lease_fence_at()); 0 while it is not the leader or is
      * demoting or stopping. Evaluated per request (snapshot_is_leader): a snapshot published before the lease

@@ -103,6 +103,18 @@ void lease_renewed(Ha *h, usec_t sent_at) {
         sent_at = since;
     h->view.lock_valid_until = sent_at + (usec_t)ttl_s(h) * USEC_PER_SEC;
     dcs_set_lease_deadline(lease_fence_at(h));
+    /* the watchdog is kept alive by the loop itself, after each renewal: a stuck loop lets it fire */
+    WatchdogSettings ws = watchdog_settings(h);
+    watchdog_keepalive(&h->wd, &ws);
+}
+
+WatchdogSettings watchdog_settings(const Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    return (WatchdogSettings){.mode = cfg->watchdog.mode,
+                              .device = cfg->watchdog.device,
+                              .safety_margin = cfg->watchdog.safety_margin,
+                              .ttl = ttl_s(h),
+                              .loop_wait = loop_wait_s(h)};
 }
 
 void lease_lost(Ha *h) {

@@ -249,6 +249,12 @@ static void post_bootstrap_keys(Ha *h) {
         }
         free(out);
     }
+    /* armed before this node takes the key as the primary (spec §4.2) */
+    WatchdogSettings ws = watchdog_settings(h);
+    if (!dyn_of(h)->pause && !watchdog_activate(&h->wd, &ws)) {
+        log_error("Cancelling bootstrap because watchdog activation failed");
+        goto cancel;
+    }
     refresh_controldata(h);
     if (dcs_initialize(h->dcs, false, h->pg.sysid) < 0) {
         log_error("failed to write /initialize: %s", dcs_error(h->dcs));
@@ -273,6 +279,7 @@ static void post_bootstrap_keys(Ha *h) {
 cancel:
     log_critical("cancelling the bootstrap");
     (void)stop_postgres(h, PG_STOP_IMMEDIATE, "bootstrap failed");
+    watchdog_disable(&h->wd);
     (void)dcs_cancel_initialization(h->dcs);
     char *e2 = NULL;
     if (pg_move_data_directory_aside(cfg->postgresql.data_dir, &e2) < 0) {

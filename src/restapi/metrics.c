@@ -382,6 +382,14 @@ static void render_pgha(Out *o, const Snapshot *s, usec_t now) {
     sb_addf(&o->b, "pgha_ttl_seconds%s %lld\n", o->labels, s->ttl);
     head(o, "pgha_loop_wait_seconds", "gauge", "The effective loop_wait of the HA loop.");
     sb_addf(&o->b, "pgha_loop_wait_seconds%s %lld\n", o->labels, s->loop_wait);
+    head(o, "pgha_watchdog_active", "gauge",
+         "Value is 1 if the watchdog device is armed (this node leads with watchdog.mode automatic or required), 0 "
+         "otherwise.");
+    sb_addf(&o->b, "pgha_watchdog_active%s %d\n", o->labels, s->watchdog_active ? 1 : 0);
+    head(o, "pgha_watchdog_failed", "gauge",
+         "Value is 1 if watchdog.mode is required and the watchdog is unusable (this node will not become the "
+         "leader), 0 otherwise.");
+    sb_addf(&o->b, "pgha_watchdog_failed%s %d\n", o->labels, s->watchdog_failed ? 1 : 0);
 
     const DcsStats *d = &s->dcs_stats;
     head(o, "pgha_dcs_requests_total", "counter", "Requests sent to the DCS, the watch stream not included.");

@@ -1505,6 +1505,255 @@ static void test_none_and_fatal(void **state) {
     t_free(&t);
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * The watchdog device (spec §4.6 step 1, §4.13) through a fake driver: armed before a promotion or a
+ * start as the primary, kept alive after each renewal and only then, disarmed once PostgreSQL stopped;
+ * `required` without it gives the key back (or demotes a running primary) */
+
+static int wd_check_result;
+static int wd_timeout_now;
+
+static int wd_check(const char *device) {
+    fake_event("wd_check(%s)", device);
+    return wd_check_result;
+}
+
+static int wd_open(const char *device) {
+    fake_event("wd_open(%s)", device);
+    return 9;
+}
+
+static int wd_get_support(int fd, WatchdogInfo *ret) {
+    assert_int_equal(fd, 9);
+    fake_event("wd_get_support");
+    *ret = (WatchdogInfo){.options = WD_OPT_SETTIMEOUT | WD_OPT_MAGICCLOSE};
+    return 0;
+}
+
+static int wd_set_timeout(int fd, int seconds) {
+    assert_int_equal(fd, 9);
+    fake_event("wd_set_timeout(%d)", seconds);
+    wd_timeout_now = seconds;
+    return 0;
+}
+
+static int wd_get_timeout(int fd, int *ret) {
+    assert_int_equal(fd, 9);
+    fake_event("wd_get_timeout");
+    *ret = wd_timeout_now;
+    return 0;
+}
+
+static int wd_keepalive(int fd) {
+    assert_int_equal(fd, 9);
+    fake_event("wd_keepalive");
+    return 0;
+}
+
+static int wd_magic_close(int fd) {
+    assert_int_equal(fd, 9);
+    fake_event("wd_magic_close");
+    return 0;
+}
+
+static void wd_close(int fd) {
+    assert_int_equal(fd, 9);
+    fake_event("wd_close");
+}
+
+static const WatchdogDriver wd_fake = {
+    .check = wd_check,
+    .open = wd_open,
+    .get_support = wd_get_support,
+    .set_timeout = wd_set_timeout,
+    .get_timeout = wd_get_timeout,
+    .keepalive = wd_keepalive,
+    .magic_close = wd_magic_close,
+    .close = wd_close,
+};
+
+#define WD_ARMING \
+    "wd_check(/dev/watchdog)", "wd_open(/dev/watchdog)", "wd_get_support", "wd_set_timeout(25)", "wd_get_timeout"
+
+/* node2 with watchdog.mode `mode` on the fake device; `usable` false: the device is missing */
+static void t_watchdog(T *t, const char *mode, bool usable) {
+    config_free(&t->a.cfg);
+    char *yaml = xasprintf("watchdog:\n  mode: %s\n", mode);
+    load_config(&t->a.cfg, "node2", yaml);
+    free(yaml);
+    watchdog_init(&t->h.wd, &wd_fake);
+    wd_check_result = usable ? 0 : -ENOENT;
+}
+
+/* ... armed already (this node leads) */
+static void t_armed(T *t) {
+    WatchdogSettings ws = watchdog_settings(&t->h);
+    assert_true(watchdog_activate(&t->h.wd, &ws));
+    assert_true(watchdog_is_running(&t->h.wd));
+    t->h.view.lock_valid_until = now_monotonic() + 30 * USEC_PER_SEC;
+    fake_events_clear();
+}
+
+static void t_wd_free(T *t) {
+    watchdog_free(&t->h.wd);
+    t_free(t);
+}
+
+static void test_watchdog_armed_before_promotion(void **state) {
+    (void)state;
+    T t;
+    /* the race won: armed with ttl - safety_margin, then promoted */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_watchdog(&t, "automatic", true);
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", WD_ARMING, "promote_postgres");
+    assert_true(watchdog_is_running(&t.h.wd));
+    t_wd_free(&t);
+
+    /* automatic without a device: promoted all the same (warned once) */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_watchdog(&t, "automatic", false);
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "wd_check(/dev/watchdog)", "promote_postgres");
+    assert_false(watchdog_is_running(&t.h.wd));
+    t_wd_free(&t);
+
+    /* required without a device: not promoted, the key given back at once */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_watchdog(&t, "required", false);
+    t_replica(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "wd_check(/dev/watchdog)", "dcs_delete_leader", "dcs_get_cluster");
+    assert_string_equal(t.d.message, "Not promoting self because watchdog could not be activated");
+    assert_false(lease_held(&t));
+    assert_false(t.h.pg.promoting);
+    t_wd_free(&t);
+
+    /* ... the same when the key was ours already (HA_UPDATE_LOCK of a replica) */
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "required", false);
+    t_replica(&t);
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader(no view)", "publish", "wd_check(/dev/watchdog)", "dcs_delete_leader",
+                  "dcs_get_cluster");
+    assert_string_equal(t.d.message, "Not promoting self because watchdog could not be activated");
+    t_wd_free(&t);
+
+    /* a running primary that cannot arm a required watchdog is demoted (immediate, the key released) */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_watchdog(&t, "required", false);
+    t_primary(&t);
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", "wd_check(/dev/watchdog)", "publish_stopping",
+                  "stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
+    assert_string_equal(t.d.message, "Demoting self because watchdog could not be activated");
+    t_wd_free(&t);
+
+    /* paused: never armed (spec §4.15) */
+    T_INIT(&t, "pause: true\n", MINE);
+    t_watchdog(&t, "required", true);
+    t_replica(&t);
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader(no view)", "publish", "promote_postgres");
+    assert_false(watchdog_is_running(&t.h.wd));
+    t_wd_free(&t);
+}
+
+static void test_watchdog_keepalive_after_renewal(void **state) {
+    (void)state;
+    T t;
+    /* the leader's cycle: the keepalive right after the renewal, nothing armed again */
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "required", true);
+    t_primary(&t);
+    t_armed(&t);
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "wd_keepalive", "publish", "slots_sync", "update_status", "update_history");
+    /* a renewal while a start or a long action runs keeps it alive too */
+    t.l.pg_starting = true;
+    t.l.pg_ready = false;
+    t_run(&t, HA_UPDATE_LOCK_ONLY);
+    EXPECT_EVENTS("dcs_update_leader", "wd_keepalive", "publish");
+    t_wd_free(&t);
+
+    /* a failed renewal: no keepalive; the primary stops, then the device is disarmed */
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "required", true);
+    t_primary(&t);
+    t_armed(&t);
+    fake.update_leader = 0;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", "wd_magic_close", DEMOTED);
+    assert_false(watchdog_is_running(&t.h.wd));
+    t_wd_free(&t);
+
+    /* ... and when PostgreSQL cannot be stopped, the device stays armed: it fences the node */
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "required", true);
+    t_primary(&t);
+    t_armed(&t);
+    fake.update_leader = 0;
+    fake.stop = -ETIMEDOUT;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)");
+    assert_true(watchdog_is_running(&t.h.wd));
+    t_wd_free(&t);
+}
+
+static void test_watchdog_disarmed_on_demotion(void **state) {
+    (void)state;
+    for (int mode = DEMOTE_GRACEFUL; mode <= DEMOTE_OFFLINE; mode++) {
+        T t;
+        T_INIT(&t, NULL, MINE);
+        t_watchdog(&t, "automatic", true);
+        t_primary(&t);
+        t_armed(&t);
+        t.d.demote_mode = (DemoteMode)mode;
+        t_run(&t, HA_DEMOTE);
+        /* after the stop, before anything else of the demotion */
+        assert_true(fake.events.n >= 3);
+        assert_string_equal(fake.events.v[1], mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE
+                                                  ? "stop_postgres(fast)"
+                                                  : "stop_postgres(immediate)");
+        assert_string_equal(fake.events.v[2], "wd_magic_close");
+        assert_false(watchdog_is_running(&t.h.wd));
+        t_wd_free(&t);
+    }
+}
+
+static void test_watchdog_start(void **state) {
+    (void)state;
+    T t;
+    /* the lock holder starts as the primary: armed first */
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "required", true);
+    t.d.as_primary = true;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("dcs_update_leader(no view)", WD_ARMING, "start_postgres(primary, -)");
+    t_wd_free(&t);
+
+    /* required without a device: the key goes back, PostgreSQL starts read-only without upstream */
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "required", false);
+    t.d.as_primary = true;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("dcs_update_leader(no view)", "wd_check(/dev/watchdog)", "dcs_delete_leader", "dcs_get_cluster",
+                  "start_postgres(replica, -)");
+    assert_false(lease_held(&t));
+    t_wd_free(&t);
+
+    /* a start as a replica: disarmed first (Patroni's recover()) */
+    T_INIT(&t, NULL, LOCKED);
+    t_watchdog(&t, "automatic", true);
+    t_armed(&t);
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("wd_magic_close", "start_postgres(replica, node1)");
+    t_wd_free(&t);
+}
+
 int main(void) {
     /* the executor's own log lines are not what these tests check */
     log_configure(&(LogSettings){.level = LOG_CRITICAL + 1, .file_num = 4, .mode = -1});
@@ -1535,6 +1784,10 @@ int main(void) {
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_bootstrap_and_initialize),
         cmocka_unit_test(test_none_and_fatal),
+        cmocka_unit_test(test_watchdog_armed_before_promotion),
+        cmocka_unit_test(test_watchdog_keepalive_after_renewal),
+        cmocka_unit_test(test_watchdog_disarmed_on_demotion),
+        cmocka_unit_test(test_watchdog_start),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     log_reset();

@@ -159,6 +159,12 @@ static const char expected_primary[] =
     "# HELP pgha_loop_wait_seconds The effective loop_wait of the HA loop.\n"
     "# TYPE pgha_loop_wait_seconds gauge\n"
     "pgha_loop_wait_seconds{scope=\"demo\",name=\"node1\"} 10\n"
+    "# HELP pgha_watchdog_active Value is 1 if the watchdog device is armed (this node leads with watchdog.mode automatic or required), 0 otherwise.\n"
+    "# TYPE pgha_watchdog_active gauge\n"
+    "pgha_watchdog_active{scope=\"demo\",name=\"node1\"} 1\n"
+    "# HELP pgha_watchdog_failed Value is 1 if watchdog.mode is required and the watchdog is unusable (this node will not become the leader), 0 otherwise.\n"
+    "# TYPE pgha_watchdog_failed gauge\n"
+    "pgha_watchdog_failed{scope=\"demo\",name=\"node1\"} 0\n"
     "# HELP pgha_dcs_requests_total Requests sent to the DCS, the watch stream not included.\n"
     "# TYPE pgha_dcs_requests_total counter\n"
     "pgha_dcs_requests_total{scope=\"demo\",name=\"node1\"} 120\n"
@@ -204,6 +210,7 @@ static void test_primary(void **state) {
     s->has_cluster = true;
     s->leader_until = NOW + 5 * USEC_PER_SEC;
     s->lease_renewed_at = NOW - 5 * USEC_PER_SEC / 2;
+    s->watchdog_active = true;
     agent_counters_observe_cycle(&s->counters, 0.25);
     agent_counters_observe_cycle(&s->counters, 2.5);
     agent_counters_observe_cycle(&s->counters, 0.0625);
@@ -337,6 +344,12 @@ static const char expected_stopped[] =
     "# HELP pgha_loop_wait_seconds The effective loop_wait of the HA loop.\n"
     "# TYPE pgha_loop_wait_seconds gauge\n"
     "pgha_loop_wait_seconds{scope=\"demo\",name=\"node1\"} 10\n"
+    "# HELP pgha_watchdog_active Value is 1 if the watchdog device is armed (this node leads with watchdog.mode automatic or required), 0 otherwise.\n"
+    "# TYPE pgha_watchdog_active gauge\n"
+    "pgha_watchdog_active{scope=\"demo\",name=\"node1\"} 0\n"
+    "# HELP pgha_watchdog_failed Value is 1 if watchdog.mode is required and the watchdog is unusable (this node will not become the leader), 0 otherwise.\n"
+    "# TYPE pgha_watchdog_failed gauge\n"
+    "pgha_watchdog_failed{scope=\"demo\",name=\"node1\"} 1\n"
     "# HELP pgha_dcs_requests_total Requests sent to the DCS, the watch stream not included.\n"
     "# TYPE pgha_dcs_requests_total counter\n"
     "pgha_dcs_requests_total{scope=\"demo\",name=\"node1\"} 0\n"
@@ -369,6 +382,7 @@ static void test_stopped(void **state) {
     s->cluster_unlocked = true;
     s->pending_restart = true;
     s->pause = true;
+    s->watchdog_failed = true;
     rest_metrics_reset();
     char *text = metrics_render(s, NOW);
     assert_text(text, expected_stopped);
