@@ -1,6 +1,7 @@
 #include "agent/decide.h"
 
 #include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -262,6 +263,10 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
         int r = manual_failover_no_leader(o, why, why_len);
         if (r >= 0)
             return r > 0;
+    }
+    if (l->status_cached && !pg_is_primary(l)) {
+        snprintf(why, why_len, "the status query timed out: my wal position is a cached one");
+        return false;
     }
     if (pg_is_primary(l)) {
         if (paused(o)) {
@@ -582,6 +587,17 @@ void decide(const Observation *o, Decision *d) {
                 pause_prefix);
             return;
         }
+        if (l->status_cached) {
+            /* the status query timed out: keep the role PostgreSQL last reported, change nothing */
+            if (pg_is_primary(l))
+                set(d, HA_UPDATE_LOCK, NULL,
+                    "%sno action. I am (%s), the leader with the lock (the status query timed out: cached role)",
+                    pause_prefix, me);
+            else
+                set(d, HA_UPDATE_LOCK_ONLY, NULL,
+                    "%snot promoting yet: the status query timed out (cached role: replica)", pause_prefix);
+            return;
+        }
         if (pg_is_primary(l) && process_manual_failover(o, d))
             return;
         if (pg_is_primary(l))
@@ -616,6 +632,8 @@ void decide(const Observation *o, Decision *d) {
     set(d, HA_NONE, t, "%sno action. I am (%s), a secondary, and following a leader (%s)", pause_prefix, me,
         c->leader->name);
 }
+
+bool decide_keep_cached_status(int query_result, bool have_cached) { return query_result == -ETIME && have_cached; }
 
 LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn, const char *me, HaAction action,
                                       const LockFailure *f) {

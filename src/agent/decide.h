@@ -17,7 +17,9 @@ typedef struct LocalState {
     bool pg_starting;         /* spawned, not yet accepting connections (or running but not answering) */
     bool maybe_primary;       /* running, and a primary or maybe one: it answers as one, or it does not answer
                                * and last ran as one, is promoting, or is starting as one */
-    bool pg_ready;            /* the status query ran this cycle */
+    bool pg_ready;            /* the status query ran this cycle (or status_cached) */
+    bool status_cached;       /* the status query ran into its statement_timeout: in_recovery, timeline and
+                               * wal_position are the last answer's (decide_keep_cached_status) */
     bool in_recovery;         /* meaningful when pg_ready */
     long long timeline;       /* current timeline (running), or pg_control's (stopped) */
     long long wal_position;   /* primary: flush LSN; replica: max(receive, replay) */
@@ -96,6 +98,14 @@ const char *ha_action_name(HaAction a);
 const char *demote_mode_name(DemoteMode m);
 
 void decide(const Observation *o, Decision *ret);
+
+/* The status query failed with `query_result` (pg_query_status(): -ETIME for a statement timeout, SQLSTATE
+ * 57014). Keep the previous answer (`have_cached`: the same postmaster answered before) as PostgreSQL's
+ * state instead of taking it for not answering? Patroni 4.1 falls back to the cached role on a timeout: a
+ * slow but running primary keeps its lock (no "starting" state, no demotion after ttl); any other error
+ * (connection lost, server gone) is no answer. decide() then acts on the cached role, but a cached replica
+ * neither races for the lock nor promotes, and a cached primary runs no manual failover (stale data). */
+bool decide_keep_cached_status(int query_result, bool have_cached);
 
 /* After the lock race was lost or a renewal failed (spec §4.5, §4.7): what the executor does next. */
 typedef enum LockFailureAction {

@@ -601,7 +601,8 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         (void)dcs_set_failover(h->dcs, "{}", h->view.cluster->failover.version);
     }
     /* (not while stepping down: /sync and the slots stay as they are until the handover) */
-    if (l->pg_ready && !l->in_recovery && !stepdown_action(h)) {
+    /* (nor on a cached status: the slots, /status and /sync would follow stale positions) */
+    if (l->pg_ready && !l->in_recovery && !l->status_cached && !stepdown_action(h)) {
         slots_sync(h); /* before /status: it publishes the slots' positions */
         update_status(h);
         update_history(h);

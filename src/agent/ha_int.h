@@ -49,7 +49,8 @@ typedef struct HaLocal {
     bool adopted_primary;
     bool expect_stop; /* we stopped it: its exit is no crash */
     bool crashed;
-    PgStatus st; /* the status query of this cycle */
+    PgStatus st;        /* the status query of this cycle */
+    bool status_cached; /* it timed out: `st` is the previous answer (decide_keep_cached_status) */
     /* the highest timeline this postmaster (by its start time) reported as a replica: the status query's
      * value falls back to the last restartpoint's when the walreceiver is not connected */
     long long replica_tl;

@@ -370,6 +370,8 @@ static bool data_dir_empty(Ha *h) {
 
 void observe_pg(Ha *h, LocalState *l) {
     *l = (LocalState){0};
+    bool was_cached = h->pg.status_cached; /* the last status query timed out as well */
+    h->pg.status_cached = false;
     const PghaConfig *cfg = cfg_of(h);
     struct stat st;
     bool exists = stat(cfg->postgresql.data_dir, &st) == 0;
@@ -455,17 +457,35 @@ void observe_pg(Ha *h, LocalState *l) {
     }
     PGconn *c = local_conn(h);
     if (c) {
-        pg_status_free(&h->pg.st);
+        PgStatus fresh;
         char *err = NULL;
-        if (pg_query_status(c, &h->pg.st, &err) < 0) {
+        int r = pg_query_status(c, &fresh, &err);
+        if (r == 0) {
+            pg_status_free(&h->pg.st);
+            h->pg.st = fresh;
+        } else if (decide_keep_cached_status(r, h->pg.st.ok && !h->pg.starting)) {
+            /* a slow server, not a dead one: the last answer stands (the connection stays usable) */
+            if (!was_cached)
+                log_warning("Failed to determine PostgreSQL state from the connection, falling back to cached role "
+                            "(%s)",
+                            err);
+            else
+                log_debug("status query failed again: %s", err);
+            h->pg.status_cached = true;
+            pg_status_free(&fresh);
+        } else {
             log_debug("status query failed: %s", err);
-            free(err);
+            pg_status_free(&fresh);
+            pg_status_free(&h->pg.st);
+            h->pg.st = (PgStatus){0};
             pg_instance_close_conn(&h->pg.inst);
         }
+        free(err);
     } else {
         pg_status_free(&h->pg.st);
         h->pg.st = (PgStatus){0};
     }
+    l->status_cached = h->pg.status_cached;
     if (h->pg.st.ok && h->pg.st.in_recovery) {
         /* a replica's timeline never goes back while its postmaster runs; without a walreceiver the query
          * reports the last restartpoint's, which may precede the switch to the leader's timeline (taken for
@@ -540,7 +560,8 @@ void observe_pg(Ha *h, LocalState *l) {
 /* The configuration may have changed (/config, a SIGHUP of pgha): rewrite postgresql.conf, reload
  * PostgreSQL, and find the changes that need a restart (pending_restart). */
 void apply_config_changes(Ha *h) {
-    if (!h->pg.st.ok || h->pg.starting || h->work.task.kind != TASK_NONE || h->pg.inst.pid <= 0 || !h->pg.following_set)
+    if (!h->pg.st.ok || h->pg.status_cached || h->pg.starting || h->work.task.kind != TASK_NONE ||
+        h->pg.inst.pid <= 0 || !h->pg.following_set)
         return;
     bool primary = !h->pg.st.in_recovery;
     /* a replica whose upstream cannot be resolved now (no cluster view: the DCS is unreachable) keeps

@@ -57,9 +57,10 @@ static cJSON *effective_tags(const Ha *h) {
                 cJSON_AddTrueToObject(t, k);
             continue;
         }
-        if (strcmp(k, "failover_priority") == 0) {
+        if (strcmp(k, "failover_priority") == 0 || strcmp(k, "sync_priority") == 0) {
             char buf[32];
-            snprintf(buf, sizeof buf, "%lld", cfg->tags.failover_priority);
+            bool failover = strcmp(k, "failover_priority") == 0;
+            snprintf(buf, sizeof buf, "%lld", failover ? cfg->tags.failover_priority : cfg->tags.sync_priority);
             cJSON_AddItemToObject(t, k, cJSON_CreateRaw(buf));
             continue;
         }
@@ -69,6 +70,8 @@ static cJSON *effective_tags(const Ha *h) {
     if (config_is_set(cfg, "tags.failover_priority") && !cJSON_GetObjectItemCaseSensitive(t, "nofailover") &&
         cfg->tags.nofailover)
         cJSON_AddTrueToObject(t, "nofailover");
+    if (config_is_set(cfg, "tags.sync_priority") && !cJSON_GetObjectItemCaseSensitive(t, "nosync") && cfg->tags.nosync)
+        cJSON_AddTrueToObject(t, "nosync");
     if (h->sync.leaving && !cJSON_GetObjectItemCaseSensitive(t, "nosync"))
         cJSON_AddTrueToObject(t, "nosync");
     return t;

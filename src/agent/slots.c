@@ -207,6 +207,8 @@ static bool no_slot_on_primary(const SlotsInput *in) {
     return ret;
 }
 
+/* Patroni 4.1: a permanent slot with `cluster_type: primary` exists only in a cluster that is not a standby
+ * cluster, one with `cluster_type: standby` only in a standby cluster; without it, in both. */
 static bool cluster_type_ok(const SlotsInput *in, const YNode *v) {
     const char *ct = ynode_str(v, "cluster_type");
     if (!ct)
@@ -237,7 +239,7 @@ static void merge_permanent(const SlotsInput *in, SlotsPlan *p) {
         const YNode *v = slots->items[i];
         const char *db, *plugin;
         PermKind kind = perm_kind(v, &db, &plugin);
-        if (kind == PERM_PHYSICAL && (scope == 3 || (scope == 1 && !cluster_type_ok(in, v))))
+        if (!cluster_type_ok(in, v) || (kind == PERM_PHYSICAL && scope == 3))
             continue;
         if (kind == PERM_LOGICAL && scope == 1)
             continue;
@@ -449,6 +451,14 @@ void slots_plan(const SlotsInput *in, SlotsPlan *p) {
             r = NULL; /* gone once dropped */
         }
         if (!e->logical) {
+            if (r && r->lost) {
+                /* its WAL was removed (max_slot_wal_keep_size, an invalidation): useless as it is, and
+                 * nothing advances it again; a new one retains WAL from now on */
+                SlotAction *a = action_add(p, SLOT_ACT_DROP, e->name);
+                a->reason = SLOT_DROP_LOST;
+                a->detail = xstrdup("its wal_status is 'lost' (the WAL it retained was removed)");
+                r = NULL;
+            }
             if (r && can_advance(in) && clean_inactive && e->expected_active == 0 && r->has_xmin) {
                 SlotAction *a = action_add(p, SLOT_ACT_DROP, e->name);
                 a->reason = SLOT_DROP_XMIN;
@@ -735,7 +745,8 @@ static void obj_set(cJSON *o, const char *k, long long v) {
  * whose name is not a member's slot name. */
 static bool published_when_no_retention(const SlotsInput *in, const char *name) {
     const YNode *slots = in->dyn->slots;
-    if (!in->dyn->use_slots || !slots || slots->type != Y_MAP || !ynode_get(slots, name))
+    if (!in->dyn->use_slots || !slots || slots->type != Y_MAP || !ynode_get(slots, name) ||
+        !cluster_type_ok(in, ynode_get(slots, name)))
         return false;
     SlotsInput as_replica = *in;
     as_replica.role = SLOT_ROLE_REPLICA;

@@ -60,6 +60,7 @@ typedef enum SlotDropReason {
     SLOT_DROP_MISMATCH,       /* type/plugin/database differ from the configuration: recreated */
     SLOT_DROP_XMIN,           /* physical, not expected to be active, but holds an xmin: recreated */
     SLOT_DROP_NO_RESTART_LSN, /* physical without restart_lsn (created by someone else): recreated later */
+    SLOT_DROP_LOST,           /* physical, wal_status 'lost' (Patroni 4.1): recreated at once */
 } SlotDropReason;
 
 typedef struct SlotAction {

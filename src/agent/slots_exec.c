@@ -79,8 +79,7 @@ static void run_slot_action(Ha *h, PGconn *c, const SlotAction *a, StrList *fail
         case SLOT_DROP_MISMATCH: log_info("Trying to drop replication slot '%s' because %s", a->name, a->detail); break;
         case SLOT_DROP_XMIN:
         case SLOT_DROP_NO_RESTART_LSN:
-            log_warning("Dropping physical replication slot %s because %s", a->name, a->detail);
-            break;
+        case SLOT_DROP_LOST: log_warning("Dropping physical replication slot %s because %s", a->name, a->detail); break;
         }
         if (drop_slot(h, c, a->name) != 1)
             strlist_add(failed_drops, a->name);
@@ -484,7 +483,8 @@ void slots_sync(Ha *h) {
         return;
     h->slots.synced = true;
     slot_rows_clear(h);
-    if (!h->pg.st.ok || h->pg.starting || h->pg.inst.pid <= 0 || !h->view.cluster || !h->view.cluster->has_config)
+    if (!h->pg.st.ok || h->pg.status_cached || h->pg.starting || h->pg.inst.pid <= 0 || !h->view.cluster ||
+        !h->view.cluster->has_config)
         return;
     /* Slot work must never cost the lock: on the lock holder, the slot statements of a cycle together
      * may use what is left of the lease after the next renewal's worst case (retry_timeout) and the

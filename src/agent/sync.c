@@ -25,6 +25,7 @@ typedef struct Row {
     const char *sync_state;
     long long lsn;
     bool nofailover;
+    long long sync_priority; /* Patroni 4.1's tag: higher first */
 } Row;
 
 static int state_rank(const char *s) {
@@ -46,6 +47,8 @@ static int cmp_rows(const void *pa, const void *pb) {
     const Row *a = pa, *b = pb;
     if (a->nofailover != b->nofailover)
         return a->nofailover ? 1 : -1;
+    if (a->sync_priority != b->sync_priority)
+        return a->sync_priority > b->sync_priority ? -1 : 1;
     int sa = state_rank(a->sync_state), sb = state_rank(b->sync_state);
     if (sa != sb)
         return sb - sa;
@@ -82,7 +85,7 @@ static Row *collect_rows(const cJSON *replication, const Cluster *c, const char 
         for (size_t i = 0; c && i < c->n_members; i++)
             if (strcasecmp(c->members[i].name, app) == 0)
                 m = &c->members[i];
-        if (!m || !streq(m->state, "running") || member_tag_bool(m, "nosync") || member_tag_bool(m, "nostream"))
+        if (!m || !streq(m->state, "running") || member_nosync(m) || member_tag_bool(m, "nostream"))
             continue;
         if (m->tags) {
             const char *rf = json_get_string(m->tags, "replicatefrom");
@@ -99,7 +102,8 @@ static Row *collect_rows(const cJSON *replication, const Cluster *c, const char 
         rows[nr++] = (Row){.name = m->name,
                            .sync_state = json_get_string(r, "sync_state"),
                            .lsn = lsn,
-                           .nofailover = member_nofailover(m)};
+                           .nofailover = member_nofailover(m),
+                           .sync_priority = member_sync_priority(m)};
     }
     qsort(rows, nr, sizeof(Row), cmp_rows);
     long long best = 0;

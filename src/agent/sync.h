@@ -13,9 +13,10 @@
 typedef struct cJSON cJSON;
 
 /* Rank the pg_stat_replication rows (status query JSON) of eligible members and pick `count`:
- * streaming, a member that is running, not nosync, not us, not cascading elsewhere; members without
- * nofailover first, then sync_state (sync > quorum > potential > async), then LSN (flush, or write /
- * replay per synchronous_commit). `confirmed` gets the picked rows that PostgreSQL reports `sync`
+ * streaming, a member that is running, not nosync (nor sync_priority <= 0), not us, not cascading
+ * elsewhere; members without nofailover first, then the higher sync_priority tag (Patroni 4.1; 1 when
+ * not set), then sync_state (sync > quorum > potential > async), then LSN (flush, or write / replay per
+ * synchronous_commit). `confirmed` gets the picked rows that PostgreSQL reports `sync`
  * and that are listed in `current_ssn` (a parsed synchronous_standby_names). */
 void sync_pick(const cJSON *replication, const Cluster *c, const char *me, const char *synchronous_commit,
                long long count, long long max_lag_on_syncnode, long long primary_lsn, const StrList *current_ssn,

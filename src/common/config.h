@@ -148,6 +148,7 @@ typedef struct PghaConfig {
         YNode *all; /* the whole tags map (custom tags included) */
         bool nofailover, clonefrom, noloadbalance, nosync, nostream;
         long long failover_priority;
+        long long sync_priority; /* Patroni 4.1: higher is preferred as a synchronous standby; <= 0 = nosync */
         char *replicatefrom;
     } tags;
 
@@ -182,8 +183,15 @@ typedef struct CfgSource {
 
 typedef char *(*EnvGetter)(const char *name, void *userdata);
 
-/* Build a source from `path` and the process environment (getter NULL = getenv). */
+/* The names of the variables in the environment (added to ret). */
+typedef void (*EnvLister)(StrList *ret, void *userdata);
+
+/* Build a source from `path` and the process environment (getter NULL = getenv, and the names from environ;
+ * with a getter of its own, nothing that needs the names: the DCS sections other than etcd3 and
+ * PATRONI_<user>_PASSWORD). */
 void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *userdata);
+/* The same with a lister of the names (NULL: none). */
+void cfg_source_init_env(CfgSource *src, const char *path, EnvGetter get, EnvLister list, void *userdata);
 void cfg_source_free(CfgSource *src);
 /* Remove the consumed variables from the environment, so they do not leak to PostgreSQL. */
 void cfg_source_unset_env(const CfgSource *src);

@@ -82,6 +82,13 @@ static const EnvMapping env_map[] = {
     {"POSTGRESQL_BIN_PG_ISREADY", "postgresql.bin_name.pg_isready", EV_STR},
     {"POSTGRESQL_BIN_PG_REWIND", "postgresql.bin_name.pg_rewind", EV_STR},
 
+    /* Patroni's raft DCS: read so that pgha can say that it does not support it */
+    {"RAFT_DATA_DIR", "raft.data_dir", EV_STR},
+    {"RAFT_SELF_ADDR", "raft.self_addr", EV_STR},
+    {"RAFT_PARTNER_ADDRS", "raft.partner_addrs", EV_LIST},
+    {"RAFT_PASSWORD", "raft.password", EV_STR},
+    {"RAFT_BIND_ADDR", "raft.bind_addr", EV_STR},
+
     {"CITUS_GROUP", "citus.group", EV_SCALAR},
     {"CITUS_DATABASE", "citus.database", EV_STR},
 };
@@ -93,8 +100,64 @@ static const struct {
                       {"PROTOCOL", EV_STR}, {"SRV", EV_STR},    {"SRV_SUFFIX", EV_STR}, {"URL", EV_STR},
                       {"PROXY", EV_STR},    {"CACERT", EV_STR}, {"CERT", EV_STR},       {"KEY", EV_STR}};
 
+/* Patroni's generic rule for the DCS sections, PATRONI_<DCS>_<SUFFIX> (config.py): every suffix it knows, with
+ * how the value is parsed. The etcd3 ones above are read first; the others make a section pgha then reports
+ * (only etcd3 is supported) or a key it warns about. */
+static const struct {
+    const char *suffix;
+    EnvKind kind;
+} dcs_suffixes[] = {
+    {"HOST", EV_STR},
+    {"HOSTS", EV_LIST},
+    {"PORT", EV_SCALAR},
+    {"USE_PROXIES", EV_SCALAR},
+    {"PROTOCOL", EV_STR},
+    {"SRV", EV_STR},
+    {"SRV_SUFFIX", EV_STR},
+    {"URL", EV_STR},
+    {"PROXY", EV_STR},
+    {"CACERT", EV_STR},
+    {"CERT", EV_STR},
+    {"KEY", EV_STR},
+    {"VERIFY", EV_SCALAR},
+    {"TOKEN", EV_STR},
+    {"CHECKS", EV_LIST},
+    {"DC", EV_STR},
+    {"CONSISTENCY", EV_STR},
+    {"REGISTER_SERVICE", EV_SCALAR},
+    {"SERVICE_CHECK_INTERVAL", EV_STR},
+    {"SERVICE_CHECK_TLS_SERVER_NAME", EV_STR},
+    {"SERVICE_TAGS", EV_LIST},
+    {"NAMESPACE", EV_STR},
+    {"CONTEXT", EV_STR},
+    {"USE_ENDPOINTS", EV_SCALAR},
+    {"SCOPE_LABEL", EV_STR},
+    {"ROLE_LABEL", EV_STR},
+    {"POD_IP", EV_STR},
+    {"PORTS", EV_LIST},
+    {"LABELS", EV_MAP},
+    {"BYPASS_API_SERVICE", EV_SCALAR},
+    {"RETRIABLE_HTTP_CODES", EV_LIST},
+    {"KEY_PASSWORD", EV_STR},
+    {"USE_SSL", EV_SCALAR},
+    {"SET_ACLS", EV_MAP},
+    {"GROUP", EV_STR},
+    {"DATABASE", EV_STR},
+    {"LEADER_LABEL_VALUE", EV_STR},
+    {"FOLLOWER_LABEL_VALUE", EV_STR},
+    {"STANDBY_LEADER_LABEL_VALUE", EV_STR},
+    {"TMP_ROLE_LABEL", EV_STR},
+};
+
+/* Sections whose PATRONI_<SECTION>_PASSWORD is never a user of PATRONI_<user>_PASSWORD (Patroni takes an
+ * unread PATRONI_ETCD3_PASSWORD for a user "ETCD3"; pgha does not turn a DCS password into a user). */
+static const char *const not_users[] = {"RESTAPI",     "CTL",       "POSTGRESQL", "LOG",        "CITUS",
+                                        "REPLICATION", "SUPERUSER", "REWIND",     "ETCD",       "ETCD3",
+                                        "CONSUL",      "ZOOKEEPER", "EXHIBITOR",  "KUBERNETES", "RAFT"};
+
 typedef struct EnvCtx {
     EnvGetter get;
+    EnvLister list;
     void *userdata;
     CfgSource *src;
 } EnvCtx;
@@ -103,6 +166,19 @@ static char *default_getter(const char *name, void *userdata) {
     (void)userdata;
     const char *v = getenv(name);
     return v ? xstrdup(v) : NULL;
+}
+
+extern char **environ;
+
+static void default_lister(StrList *ret, void *userdata) {
+    (void)userdata;
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq && eq > *e) {
+            _cleanup_free_ char *name = xstrndup(*e, (size_t)(eq - *e));
+            strlist_add(ret, name);
+        }
+    }
 }
 
 /* Look up PATRONI_<suffix> and PGHA_<suffix>; returns the value (caller frees) and its name. */
@@ -171,6 +247,32 @@ static void set_path(YNode *root, const char *path, YNode *val) {
     ynode_free(val);
 }
 
+/* The map under `key` in `parent` (created, or replacing a scalar); keys are taken as they are (no dots). */
+static YNode *child_map(YNode *parent, const char *key, const char *origin) {
+    YNode *child = ynode_get(parent, key);
+    if (!child || child->type != Y_MAP) {
+        child = ynode_new(Y_MAP, origin, 0);
+        ynode_set(parent, key, child);
+    }
+    return child;
+}
+
+/* A YAML list from a value: "a,b" is read as "[a,b]" (Patroni's _parse_list); NULL when it is not one. */
+static YNode *parse_list(const char *value, const char *origin) {
+    const char *p = value;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    _cleanup_free_ char *text = *p == '-' || strchr(value, '[') ? xstrdup(value) : xasprintf("[%s]", value);
+    char *err = NULL;
+    YNode *n = yaml_parse_string(text, strlen(text), origin, &err);
+    free(err);
+    if (n && n->type != Y_SEQ) {
+        ynode_free(n);
+        n = NULL;
+    }
+    return n;
+}
+
 /* Returns whether the variable was set. */
 static bool apply(EnvCtx *ctx, YNode *overlay, const char *suffix, const char *path, EnvKind kind) {
     _cleanup_free_ char *name = NULL;
@@ -182,10 +284,87 @@ static bool apply(EnvCtx *ctx, YNode *overlay, const char *suffix, const char *p
     return true;
 }
 
+/* Patroni's generic PATRONI_<DCS>_<SUFFIX> rule for the variables not read yet (`names`: the environment). */
+static void apply_dcs_generic(EnvCtx *ctx, YNode *overlay, const StrList *names) {
+    for (size_t i = 0; i < names->n; i++) {
+        const char *name = names->v[i];
+        if (!str_startswith(name, "PATRONI_") || strlist_contains(&ctx->src->env_consumed, name))
+            continue;
+        const char *rest = name + strlen("PATRONI_");
+        const char *us = strchr(rest, '_');
+        if (!us || us == rest)
+            continue;
+        _cleanup_free_ char *section = xstrndup(rest, (size_t)(us - rest));
+        const char *suffix = us + 1;
+        if (strcmp(section, "CITUS") == 0)
+            continue; /* only GROUP and DATABASE, read above */
+        for (size_t k = 0; k < ELEMENTSOF(dcs_suffixes); k++) {
+            if (strcmp(suffix, dcs_suffixes[k].suffix) != 0)
+                continue;
+            _cleanup_free_ char *value = ctx->get(name, ctx->userdata);
+            if (!value)
+                break;
+            strlist_add(&ctx->src->env_consumed, name);
+            _cleanup_free_ char *origin = xasprintf("environment variable %s", name);
+            _cleanup_free_ char *lsection = xstrdup(section), *key = xstrdup(suffix);
+            for (char *p = lsection; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            for (char *p = key; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            YNode *v = dcs_suffixes[k].kind == EV_LIST ? parse_list(value, origin) : NULL;
+            ynode_set(child_map(overlay, lsection, origin), key,
+                      v ? v : make_node(value, dcs_suffixes[k].kind, origin));
+            break;
+        }
+    }
+}
+
+/* PATRONI_<user>_PASSWORD and PATRONI_<user>_OPTIONS: Patroni's bootstrap.users (removed in Patroni 4.0, so
+ * config validation says that they are ignored). Read (and taken out of the environment) all the same. */
+static void apply_users(EnvCtx *ctx, YNode *overlay, const StrList *names) {
+    for (size_t i = 0; i < names->n; i++) {
+        const char *name = names->v[i];
+        size_t len = strlen(name), fixed = strlen("PATRONI_") + strlen("_PASSWORD");
+        if (len <= fixed || !str_startswith(name, "PATRONI_") ||
+            strcmp(name + len - strlen("_PASSWORD"), "_PASSWORD") != 0 ||
+            strlist_contains(&ctx->src->env_consumed, name))
+            continue;
+        size_t ulen = len - fixed;
+        _cleanup_free_ char *user = xstrndup(name + strlen("PATRONI_"), ulen);
+        bool excluded = false;
+        for (size_t k = 0; k < ELEMENTSOF(not_users); k++)
+            excluded = excluded || strcmp(user, not_users[k]) == 0;
+        if (excluded)
+            continue;
+        _cleanup_free_ char *password = ctx->get(name, ctx->userdata);
+        if (!password || !*password)
+            continue;
+        strlist_add(&ctx->src->env_consumed, name);
+        _cleanup_free_ char *origin = xasprintf("environment variable %s", name);
+        YNode *u = child_map(child_map(child_map(overlay, "bootstrap", origin), "users", origin), user, origin);
+        ynode_set(u, "password", ynode_new_str(password, origin, 0));
+        _cleanup_free_ char *oname = xasprintf("PATRONI_%s_OPTIONS", user);
+        _cleanup_free_ char *options = ctx->get(oname, ctx->userdata);
+        if (options) {
+            strlist_add(&ctx->src->env_consumed, oname);
+            _cleanup_free_ char *oorigin = xasprintf("environment variable %s", oname);
+            YNode *list = parse_list(options, oorigin);
+            if (list && list->n > 0)
+                ynode_set(u, "options", list);
+            else
+                ynode_free(list);
+        }
+    }
+}
+
 void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *userdata) {
+    cfg_source_init_env(src, path, get, get ? NULL : default_lister, userdata);
+}
+
+void cfg_source_init_env(CfgSource *src, const char *path, EnvGetter get, EnvLister list, void *userdata) {
     *src = (CfgSource){0};
     src->path = xstrdup(path);
-    EnvCtx ctx = {.get = get ? get : default_getter, .userdata = userdata, .src = src};
+    EnvCtx ctx = {.get = get ? get : default_getter, .list = list, .userdata = userdata, .src = src};
     YNode *overlay = ynode_new(Y_MAP, "environment", 0);
 
     for (size_t i = 0; i < ELEMENTSOF(env_map); i++)
@@ -217,6 +396,15 @@ void cfg_source_init(CfgSource *src, const char *path, EnvGetter get, void *user
     if (etcd3_any) {
         apply(&ctx, overlay, "ETCD3_USERNAME", "etcd3.username", EV_STR);
         apply(&ctx, overlay, "ETCD3_PASSWORD", "etcd3.password", EV_STR);
+    }
+
+    /* the rest needs the names in the environment */
+    if (ctx.list) {
+        StrList names = {0};
+        ctx.list(&names, ctx.userdata);
+        apply_dcs_generic(&ctx, overlay, &names);
+        apply_users(&ctx, overlay, &names);
+        strlist_clear(&names);
     }
 
     _cleanup_free_ char *cname = NULL;

@@ -195,6 +195,7 @@ static const CfgEntry local_table[] = {
     {"tags.nosync", CT_BOOL, L(tags.nosync), "false", NOB, 0, NULL, NULL},
     {"tags.nostream", CT_BOOL, L(tags.nostream), "false", NOB, 0, NULL, NULL},
     {"tags.failover_priority", CT_INT, L(tags.failover_priority), "1", NOB, 0, NULL, NULL},
+    {"tags.sync_priority", CT_INT, L(tags.sync_priority), "1", NOB, 0, NULL, NULL},
     {"tags.replicatefrom", CT_STR, L(tags.replicatefrom), NULL, NOB, 0, NULL, NULL},
 
     {"log", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},

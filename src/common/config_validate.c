@@ -396,6 +396,14 @@ void cfg_post_process(const YNode *root, PghaConfig *c, const char *src, CfgDiag
     if (!config_is_set(c, "tags.nofailover") && config_is_set(c, "tags.failover_priority") &&
         c->tags.failover_priority <= 0)
         c->tags.nofailover = true;
+    /* the same rule for sync_priority and nosync (Patroni 4.1) */
+    if (config_is_set(c, "tags.nosync") && config_is_set(c, "tags.sync_priority") &&
+        c->tags.nosync == (c->tags.sync_priority > 0))
+        cfg_diag_warn(diag, ynode_get(root, "tags"), src, "tags",
+                      "nosync=%s contradicts sync_priority=%lld; nosync wins", c->tags.nosync ? "true" : "false",
+                      c->tags.sync_priority);
+    if (!config_is_set(c, "tags.nosync") && config_is_set(c, "tags.sync_priority") && c->tags.sync_priority <= 0)
+        c->tags.nosync = true;
     if (c->tags.replicatefrom && c->name && strcmp(c->tags.replicatefrom, c->name) == 0)
         cfg_diag_warn(diag, ynode_get(root, "tags"), src, "tags.replicatefrom",
                       "a member cannot replicate from itself");

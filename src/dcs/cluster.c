@@ -192,32 +192,46 @@ bool member_tag_bool(const Member *m, const char *tag) {
     return m && m->tags && value_truthy(cJSON_GetObjectItemCaseSensitive(m->tags, tag));
 }
 
-/* patroni/tags.py: `nofailover` set to anything but null decides; otherwise failover_priority <= 0. */
-static const cJSON *nofailover_tag(const Member *m) {
-    const cJSON *nf = m && m->tags ? cJSON_GetObjectItemCaseSensitive(m->tags, "nofailover") : NULL;
+/* patroni/tags.py: a boolean tag (`nofailover`, `nosync`) set to anything but null decides; otherwise the
+ * priority tag (`failover_priority`, `sync_priority`) <= 0. */
+static const cJSON *bool_tag(const Member *m, const char *name) {
+    const cJSON *nf = m && m->tags ? cJSON_GetObjectItemCaseSensitive(m->tags, name) : NULL;
     return cJSON_IsNull(nf) ? NULL : nf;
 }
 
-long long member_failover_priority(const Member *m) {
+/* The priority tag as an integer, 1 when absent or not an integer. */
+static long long priority_tag(const Member *m, const char *name) {
     long long v = 1;
-    if (value_truthy(nofailover_tag(m)))
-        return 0;
     if (m && m->tags) {
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(m->tags, "failover_priority");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(m->tags, name);
         if (!json_item_ll(p, &v) && !(cJSON_IsString(p) && parse_ll(p->valuestring, &v) == 0))
             v = 1;
     }
     return v;
 }
 
-bool member_nofailover(const Member *m) {
+/* Patroni's _bool_tag(): the boolean tag when set, else whether the priority tag is set and <= 0. */
+static bool bool_or_priority(const Member *m, const char *bool_name, const char *priority_name) {
     if (!m || !m->tags)
         return false;
-    const cJSON *nf = nofailover_tag(m);
-    if (nf)
-        return value_truthy(nf);
-    return member_failover_priority(m) <= 0;
+    const cJSON *b = bool_tag(m, bool_name);
+    if (b)
+        return value_truthy(b);
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(m->tags, priority_name);
+    return p && !cJSON_IsNull(p) && priority_tag(m, priority_name) <= 0;
 }
+
+long long member_failover_priority(const Member *m) {
+    return value_truthy(bool_tag(m, "nofailover")) ? 0 : priority_tag(m, "failover_priority");
+}
+
+bool member_nofailover(const Member *m) { return bool_or_priority(m, "nofailover", "failover_priority"); }
+
+long long member_sync_priority(const Member *m) {
+    return value_truthy(bool_tag(m, "nosync")) ? 0 : priority_tag(m, "sync_priority");
+}
+
+bool member_nosync(const Member *m) { return bool_or_priority(m, "nosync", "sync_priority"); }
 
 bool member_conn_host_port(const Member *m, char **ret_host, int *ret_port) {
     *ret_host = NULL;

@@ -114,6 +114,10 @@ bool sync_matches(const SyncState *s, const char *name); /* leader or standby, c
 bool member_tag_bool(const Member *m, const char *tag);
 bool member_nofailover(const Member *m);
 long long member_failover_priority(const Member *m);
+/* Patroni 4.1's sync_priority (1 when not set or not an integer; 0 with nosync) and nosync (the nosync
+ * tag when set, else sync_priority <= 0). */
+long long member_sync_priority(const Member *m);
+bool member_nosync(const Member *m);
 /* Host and port from conn_url ("postgres://host:port/db"). Returns false when unknown. */
 bool member_conn_host_port(const Member *m, char **ret_host, int *ret_port);
 

@@ -197,8 +197,8 @@ static const char status_sql_pre13[] = STATUS_SQL("0");
 int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error) {
     *ret = (PgStatus){0};
     PGresult *r = pg_query(c, PQserverVersion(c) >= 130000 ? status_sql : status_sql_pre13, 2000, ret_error);
-    if (!r)
-        return -EIO;
+    if (!r) /* query_canceled: the statement_timeout; the server runs and the connection stays usable */
+        return *ret_error && strstr(*ret_error, "(SQLSTATE 57014)") ? -ETIME : -EIO;
     if (PQntuples(r) != 1) {
         *ret_error = xstrdup("the status query returned no row");
         PQclear(r);

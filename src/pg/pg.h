@@ -170,6 +170,8 @@ typedef struct PgStatus {
     cJSON *replication; /* pg_stat_replication rows, or NULL */
 } PgStatus;
 
+/* The status query (2 s statement_timeout): 0, -ETIME when it ran into its statement_timeout (SQLSTATE
+ * 57014: the server answers but is slow; the connection stays usable), or another negative errno. */
 int pg_query_status(PGconn *c, PgStatus *ret, char **ret_error);
 /* The replica positions of a status from the raw values the status query read (0 for NULL): `receive` is
  * pg_last_wal_receive_lsn() (the flushed position), `written` pg_stat_wal_receiver.written_lsn (0 before
@@ -190,6 +192,7 @@ typedef struct PgSlot {
     long long restart_lsn;         /* 0 when NULL */
     long long confirmed_flush_lsn; /* 0 when NULL */
     long long catalog_xmin;        /* 0 when NULL (InvalidTransactionId) */
+    bool lost;                     /* wal_status = 'lost' (PostgreSQL 13+): the WAL it kept was removed */
 } PgSlot;
 
 void pg_slots_free(PgSlot *slots, size_t n);

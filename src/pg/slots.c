@@ -26,16 +26,20 @@ static long long ll_value(const PGresult *r, int row, int col) {
     return v;
 }
 
-static const char slots_sql[] = "SELECT slot_name, slot_type, plugin, database, active, xmin IS NOT NULL,"
-                                " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0),"
-                                " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0),"
-                                " COALESCE(catalog_xmin::text::bigint, 0)"
-                                " FROM pg_catalog.pg_replication_slots WHERE NOT temporary";
+/* `lost` is the expression of column 9: wal_status exists from PostgreSQL 13 on. */
+#define SLOTS_SQL(lost)                                                             \
+    "SELECT slot_name, slot_type, plugin, database, active, xmin IS NOT NULL,"      \
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, 0),"         \
+    " COALESCE(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, 0)," \
+    " COALESCE(catalog_xmin::text::bigint, 0), " lost " FROM pg_catalog.pg_replication_slots WHERE NOT temporary"
+
+static const char slots_sql[] = SLOTS_SQL("wal_status IS NOT DISTINCT FROM 'lost'");
+static const char slots_sql_pre13[] = SLOTS_SQL("false");
 
 int pg_slots_read(PGconn *c, int timeout_ms, PgSlot **ret, size_t *ret_n, char **ret_error) {
     *ret = NULL;
     *ret_n = 0;
-    PGresult *r = pg_query(c, slots_sql, timeout_ms, ret_error);
+    PGresult *r = pg_query(c, PQserverVersion(c) >= 130000 ? slots_sql : slots_sql_pre13, timeout_ms, ret_error);
     if (!r)
         return -EIO;
     int n = PQntuples(r);
@@ -51,6 +55,7 @@ int pg_slots_read(PGconn *c, int timeout_ms, PgSlot **ret, size_t *ret_n, char *
         s->restart_lsn = ll_value(r, i, 6);
         s->confirmed_flush_lsn = ll_value(r, i, 7);
         s->catalog_xmin = ll_value(r, i, 8);
+        s->lost = PQgetvalue(r, i, 9)[0] == 't';
     }
     PQclear(r);
     *ret = rows;

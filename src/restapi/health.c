@@ -55,12 +55,14 @@ static bool tag_matches(const Snapshot *s, const char *key, const char *want) {
     if (!v || cJSON_IsNull(v))
         return false;
     /* the configured tags are filtered like the published ones: a predefined boolean tag that is
-     * false counts as absent (nofailover is kept when failover_priority is set); custom tags stay */
+     * false counts as absent (nofailover is kept when failover_priority is set, nosync when sync_priority is);
+     * custom tags stay */
     static const char *const predefined[] = {"clonefrom", "nofailover", "noloadbalance", "nosync", "nostream"};
     if (!tag_truthy(v))
         for (size_t i = 0; i < ELEMENTSOF(predefined); i++)
             if (strcmp(key, predefined[i]) == 0 &&
-                !(strcmp(key, "nofailover") == 0 && cJSON_GetObjectItemCaseSensitive(s->tags, "failover_priority")))
+                !(strcmp(key, "nofailover") == 0 && cJSON_GetObjectItemCaseSensitive(s->tags, "failover_priority")) &&
+                !(strcmp(key, "nosync") == 0 && cJSON_GetObjectItemCaseSensitive(s->tags, "sync_priority")))
                 return false;
     /* non-string values compare as str(v).lower() */
     char buf[64];

@@ -8,8 +8,8 @@ both directions, and pgha-ctl.
   * one member stopped, killed or frozen (SIGSTOP): every operation still works within retry_timeout
   * every member stopped: each call fails within retry_timeout with an error naming etcd and the
     endpoints, and works again when they return
-  * etcd with authentication (username/password, wrong password, expired tokens) and with TLS
-    (CA + client certificate)
+  * etcd with authentication (username/password, wrong password, expired tokens, tokens invalidated under a
+    running agent) and with TLS (CA + client certificate)
   * keys written by pgha are read by patronictl and pgha-ctl; keys in Patroni's format (spec §1.2) are
     decoded by pgha
 
@@ -20,6 +20,7 @@ patronictl half of the compatibility test needs Debian's patroni package. Runs i
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -376,6 +377,49 @@ def test_etcd_with_authentication(tmp_base, unique_name):
         other = config(tmp_base, "n4", unique_name, [e.endpoint], username="nobody", password="pw")
         r = etcdx.dcs_tool(other, "cluster", retry_timeout=3)
         assert r.rc != 0 and r.seconds <= 3 + SLACK and "permission denied" in r.output, r
+    finally:
+        e.destroy()
+
+
+def test_etcd_auth_token_invalidated_keeps_the_lease(tmp_base, unique_name):
+    """Member discovery and the lease keepalive carry the token; when etcd invalidates it under a running
+    agent (another user added: "revision of auth store is old"; auth disabled and enabled again: "invalid
+    auth token"), the agent authenticates again and keeps renewing its lock. (etcd 3.4.42, 3.5.28 and 3.6.9
+    refuse member/list and lease/keepalive without a token; the 3.4 here does not, so that part is only
+    checked as "no failed member list".)"""
+    e = etcdx.SingleEtcd(tmp_base)
+    try:
+        e.etcdctl("user", "add", "root:rootpw")
+        e.etcdctl("role", "add", "pgha")
+        e.etcdctl("role", "grant-permission", "pgha", "--prefix=true", "readwrite", f"{NS}/{unique_name}/")
+        e.etcdctl("user", "add", "pgha:s3cret")
+        e.etcdctl("user", "grant-role", "pgha", "pgha")
+        e.etcdctl("auth", "enable")
+        good = config(tmp_base, "n1", unique_name, [e.endpoint], username="pgha", password="s3cret")
+
+        def bump_revision():
+            e.etcdctl("user", "add", "other:pw", user="root:rootpw")
+
+        def reenable():
+            e.etcdctl("auth", "disable", user="root:rootpw")
+            e.etcdctl("auth", "enable")
+
+        timers = [threading.Timer(3, bump_revision), threading.Timer(7, reenable)]
+        for t in timers:
+            t.start()
+        try:
+            run = etcdx.dcs_tool(good, "race", "11", ttl=10, loop_wait=1, retry_timeout=3, timeout=40,
+                                 env={"DCS_TOOL_DEBUG": "1"})
+        finally:
+            for t in timers:
+                t.join()
+        objs = run.objects
+        assert objs[0].get("won") is True, run
+        renewals = [o for o in objs if o.get("op") == "update_leader"]
+        assert len(renewals) >= 8 and all(o["result"] == 1 for o in renewals), run
+        assert "authenticating again" in run.output, run
+        assert "revision of auth store is old" in run.output or "invalid auth token" in run.output, run
+        assert "/cluster/member/list failed" not in run.output, run
     finally:
         e.destroy()
 

@@ -40,6 +40,15 @@ static char *fake_getenv(const char *name, void *userdata) {
     return NULL;
 }
 
+/* the names of the fake environment (EnvLister) */
+static void fake_listenv(StrList *ret, void *userdata) {
+    for (const char *const *kv = userdata; kv && *kv; kv++) {
+        const char *eq = strchr(*kv, '=');
+        _cleanup_free_ char *name = xstrndup(*kv, (size_t)(eq - *kv));
+        strlist_add(ret, name);
+    }
+}
+
 static const char *const no_env[] = {NULL};
 
 /* ---- a small valid configuration, by sections ---- */
@@ -734,6 +743,27 @@ static void test_value_spellings(void **state) {
     assert_non_null(strstr(diag.warnings.v[0], "nofailover=false contradicts failover_priority=0"));
     config_free(&cfg);
     cfg_diag_clear(&diag);
+
+    /* sync_priority (Patroni 4.1): the same rules for nosync */
+    assert_int_equal(load_text(BASE "tags:\n  sync_priority: 0\n", &cfg, &diag, NULL), 0);
+    assert_no_diag(&diag);
+    assert_true(cfg.tags.nosync);
+    assert_int_equal(cfg.tags.sync_priority, 0);
+    config_free(&cfg);
+    assert_int_equal(load_text(BASE "tags:\n  sync_priority: 3\n", &cfg, &diag, NULL), 0);
+    assert_no_diag(&diag);
+    assert_false(cfg.tags.nosync);
+    assert_int_equal(cfg.tags.sync_priority, 3);
+    config_free(&cfg);
+    assert_int_equal(load_text(BASE "tags:\n  nosync: true\n  sync_priority: 2\n", &cfg, &diag, NULL), 0);
+    assert_true(cfg.tags.nosync);
+    assert_int_equal(diag.warnings.n, 1);
+    assert_non_null(strstr(diag.warnings.v[0], "nosync=true contradicts sync_priority=2"));
+    config_free(&cfg);
+    cfg_diag_clear(&diag);
+    assert_int_equal(load_text(BASE "tags:\n  sync_priority: first  # BAD\n", &cfg, &diag, NULL), -EINVAL);
+    config_free(&cfg);
+    cfg_diag_clear(&diag);
 }
 
 /* ---- the timing rule (spec §4.1) ---- */
@@ -1065,6 +1095,123 @@ static void test_env_etcd3_credentials_quirk(void **state) {
     config_free(&cfg);
     cfg_source_free(&src);
     assert_no_diag(&diag);
+}
+
+static bool diag_has(const StrList *l, const char *fragment) {
+    for (size_t i = 0; i < l->n; i++)
+        if (strstr(l->v[i], fragment))
+            return true;
+    return false;
+}
+
+/* PATRONI_<user>_PASSWORD / _OPTIONS: Patroni's bootstrap.users, read, consumed and reported as ignored */
+static void test_env_users(void **state) {
+    (void)state;
+    const char *const env[] = {
+        "PATRONI_admin_PASSWORD=strongpasswd",
+        "PATRONI_admin_OPTIONS=createrole,createdb",
+        "PATRONI_APP_USER_PASSWORD=s3",
+        "PATRONI_APP_USER_OPTIONS=[login]",
+        "PATRONI_EMPTY_PASSWORD=",           /* no password: no user */
+        "PATRONI_SUPERUSER_PASSWORD=su",     /* postgresql.authentication.superuser */
+        "PATRONI_SUPERUSER_SSLPASSWORD=ssl", /* ditto */
+        "PATRONI_RESTAPI_PASSWORD=api",      /* restapi.authentication */
+        "PATRONI_ETCD3_PASSWORD=dcs",        /* alone: not read (the quirk), and never a user */
+        "PATRONI__PASSWORD=x",               /* no user name */
+        "OTHER_PASSWORD=y",
+        NULL,
+    };
+    CfgSource src;
+    PghaConfig cfg;
+    CfgDiag diag = {0};
+    _cleanup_free_ char *path = write_file(g_dir, "users.yml", BASE);
+    cfg_source_init_env(&src, path, fake_getenv, fake_listenv, (void *)env);
+    const YNode *users = ynode_get_path(src.env_overlay, "bootstrap.users");
+    assert_non_null(users);
+    assert_int_equal(users->n, 2);
+    assert_string_equal(ynode_get_path(users, "admin.password")->text, "strongpasswd");
+    const YNode *opts = ynode_get_path(users, "admin.options");
+    assert_int_equal(opts->type, Y_SEQ);
+    assert_int_equal(opts->n, 2);
+    assert_string_equal(opts->items[1]->text, "createdb");
+    assert_string_equal(ynode_get_path(users, "APP_USER.password")->text, "s3");
+    assert_string_equal(ynode_get_path(users, "APP_USER.options")->items[0]->text, "login");
+    for (const char *const *n = (const char *const[]){"PATRONI_admin_PASSWORD", "PATRONI_admin_OPTIONS",
+                                                      "PATRONI_APP_USER_PASSWORD", "PATRONI_APP_USER_OPTIONS",
+                                                      "PATRONI_SUPERUSER_PASSWORD", "PATRONI_RESTAPI_PASSWORD", NULL};
+         *n; n++)
+        assert_true(strlist_contains(&src.env_consumed, *n));
+    assert_false(strlist_contains(&src.env_consumed, "PATRONI_ETCD3_PASSWORD"));
+    assert_false(strlist_contains(&src.env_consumed, "PATRONI__PASSWORD"));
+    assert_false(strlist_contains(&src.env_consumed, "PATRONI_EMPTY_PASSWORD"));
+    /* Patroni 4 has no bootstrap.users: a warning says so, and the rest loads */
+    assert_int_equal(config_load(&src, &cfg, &diag), 0);
+    assert_int_equal(diag.errors.n, 0);
+    assert_true(diag_has(&diag.warnings, "bootstrap.users was removed in Patroni 4.0 and is ignored"));
+    assert_int_equal(diag.warnings.n, 1);
+    assert_string_equal(cfg.postgresql.superuser.password, "su");
+    assert_string_equal(cfg.restapi.password, "api");
+    config_free(&cfg);
+    cfg_diag_clear(&diag);
+    cfg_source_free(&src);
+
+    /* with a getter of its own and no lister, nothing is enumerated */
+    cfg_source_init(&src, path, fake_getenv, (void *)env);
+    assert_null(ynode_get_path(src.env_overlay, "bootstrap.users"));
+    cfg_source_free(&src);
+}
+
+/* Patroni's generic PATRONI_<DCS>_<SUFFIX>: the other DCS sections exist, so pgha can say it does not
+ * support them; unknown etcd3 suffixes become keys it warns about */
+static void test_env_other_dcs(void **state) {
+    (void)state;
+    const char *const env[] = {
+        "PATRONI_CONSUL_HOST=127.0.0.1:8500",
+        "PATRONI_CONSUL_REGISTER_SERVICE=true",
+        "PATRONI_CONSUL_CHECKS=a,b",
+        "PATRONI_KUBERNETES_LABELS={app: pg}",
+        "PATRONI_RAFT_SELF_ADDR=10.0.0.1:2222",
+        "PATRONI_RAFT_PARTNER_ADDRS=10.0.0.2:2222,10.0.0.3:2222",
+        "PATRONI_ETCD3_KEY_PASSWORD=kp",
+        "PATRONI_CITUS_HOST=x", /* citus: GROUP and DATABASE only */
+        "PATRONI_NOPE=1",
+        NULL,
+    };
+    CfgSource src;
+    PghaConfig cfg;
+    CfgDiag diag = {0};
+    _cleanup_free_ char *path = write_file(g_dir, "otherdcs.yml", BASE);
+    cfg_source_init_env(&src, path, fake_getenv, fake_listenv, (void *)env);
+    const YNode *o = src.env_overlay;
+    assert_string_equal(ynode_get_path(o, "consul.host")->text, "127.0.0.1:8500");
+    assert_int_equal(ynode_get_path(o, "consul.checks")->type, Y_SEQ);
+    assert_int_equal(ynode_get_path(o, "consul.checks")->n, 2);
+    assert_int_equal(ynode_get_path(o, "kubernetes.labels")->type, Y_MAP);
+    assert_string_equal(ynode_get_path(o, "raft.self_addr")->text, "10.0.0.1:2222");
+    assert_string_equal(ynode_get_path(o, "etcd3.key_password")->text, "kp");
+    assert_null(ynode_get(o, "citus"));
+    assert_false(strlist_contains(&src.env_consumed, "PATRONI_CITUS_HOST"));
+    assert_false(strlist_contains(&src.env_consumed, "PATRONI_NOPE"));
+    assert_true(strlist_contains(&src.env_consumed, "PATRONI_CONSUL_REGISTER_SERVICE"));
+    /* the file has etcd3: the other sections are ignored with a warning each */
+    assert_int_equal(config_load(&src, &cfg, &diag), 0);
+    assert_true(diag_has(&diag.warnings, "consul: pgha supports only the etcd3 DCS; this section is ignored"));
+    assert_true(diag_has(&diag.warnings, "kubernetes: pgha supports only the etcd3 DCS"));
+    assert_true(diag_has(&diag.warnings, "raft: pgha supports only the etcd3 DCS"));
+    assert_true(diag_has(&diag.warnings, "etcd3.key_password: unknown configuration key, ignored"));
+    config_free(&cfg);
+    cfg_diag_clear(&diag);
+    cfg_source_free(&src);
+
+    /* without an etcd3 section anywhere: an error naming the section */
+    const char *const only[] = {"PATRONI_CONSUL_HOST=127.0.0.1:8500", NULL};
+    _cleanup_free_ char *noetcd = write_file(g_dir, "noetcd.yml", BASE_TOP BASE_RESTAPI BASE_PG);
+    cfg_source_init_env(&src, noetcd, fake_getenv, fake_listenv, (void *)only);
+    assert_int_equal(config_load(&src, &cfg, &diag), -EINVAL);
+    assert_true(diag_has(&diag.errors, "pgha supports only the etcd3 DCS (etcd v3 API)"));
+    config_free(&cfg);
+    cfg_diag_clear(&diag);
+    cfg_source_free(&src);
 }
 
 static void test_env_configuration(void **state) {
@@ -1502,6 +1649,8 @@ int main(void) {
         cmocka_unit_test(test_env_lists),
         cmocka_unit_test(test_env_pgha_alias_wins),
         cmocka_unit_test(test_env_etcd3_credentials_quirk),
+        cmocka_unit_test(test_env_users),
+        cmocka_unit_test(test_env_other_dcs),
         cmocka_unit_test(test_env_configuration),
         cmocka_unit_test(test_env_bad_values_name_the_variable),
         cmocka_unit_test(test_directory_config),

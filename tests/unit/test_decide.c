@@ -3,6 +3,7 @@
  * holds them, the local PostgreSQL state, the peers' answers to GET /patroni, patroni.yml and
  * /config — and the expected action, demote mode, target and a substring of the summary line.
  * Time is injected (Observation.now); nothing sleeps, nothing touches the network. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1120,6 +1121,78 @@ static void test_table_l(void **state) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * the status query ran into its statement_timeout (Patroni 4.1): the cached role stands */
+
+static const DecideRow status_cached_rows[] = {
+    {"timed-out status query on the primary lock holder: keep the lock, no demotion",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_PRIMARY, .status_cached = true, .wal_position = 5000}},
+     HA_UPDATE_LOCK,
+     0,
+     false,
+     NULL,
+     "the leader with the lock (the status query timed out: cached role)"},
+    {"timed-out status query on the primary lock holder: a pending switchover waits",
+     {.me = "node1",
+      .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")},
+      .local = {PG_PRIMARY, .status_cached = true, .wal_position = 5000},
+      .peers = {PEER("node2", 5000), PEER("node3", 5000)}},
+     HA_UPDATE_LOCK,
+     0,
+     false,
+     NULL,
+     "cached role"},
+    {"timed-out status query on a replica lock holder: keep the lock, no promotion yet",
+     {.me = "node1", .keys = {LOCKED}, .local = {PG_REPLICA, .status_cached = true}},
+     HA_UPDATE_LOCK_ONLY,
+     0,
+     false,
+     NULL,
+     "not promoting yet: the status query timed out"},
+    {"timed-out status query on a replica: still follows the leader",
+     {.me = "node2", .keys = {LOCKED}, .local = {PG_REPLICA, .status_cached = true, .following = "node1"}},
+     HA_NONE,
+     0,
+     false,
+     "node1",
+     "a secondary, and following a leader (node1)"},
+    {"timed-out status query on a replica in an unlocked cluster: no race on a cached position",
+     {.keys = {UNLOCKED},
+      .local = {PG_REPLICA, .status_cached = true, .wal_position = 5000},
+      .peers = {PEER("node3", 4000)}},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "the status query timed out"},
+    {"timed-out status query on a primary in an unlocked cluster: it races as the primary",
+     {.keys = {UNLOCKED},
+      .local = {PG_PRIMARY, .status_cached = true, .wal_position = 5000},
+      .peers = {PEER("node3", 4000)}},
+     HA_ACQUIRE_LOCK,
+     0,
+     false,
+     NULL,
+     "acquired session lock as a leader"},
+    {"timed-out status query on a primary without the lock (someone else holds it): demote",
+     {.me = "node3", .keys = {LOCKED}, .local = {PG_PRIMARY, .status_cached = true}},
+     HA_DEMOTE,
+     DEMOTE_IMMEDIATE_NOLOCK,
+     false,
+     NULL,
+     "demoting self because I do not have the lock"},
+};
+
+static void test_status_cached(void **state) {
+    (void)state;
+    run_decide_rows(status_cached_rows, ELEMENTSOF(status_cached_rows));
+    /* only a statement timeout keeps the last answer, and only when there is one */
+    assert_true(decide_keep_cached_status(-ETIME, true));
+    assert_false(decide_keep_cached_status(-ETIME, false));
+    assert_false(decide_keep_cached_status(-EIO, true));
+    assert_false(decide_keep_cached_status(-EPROTO, true));
+}
+
+/* ------------------------------------------------------------------------------------------------
  * manual switchover / failover on the lock holder (§4.7) */
 
 #define LEADER1 .me = "node1"
@@ -2102,6 +2175,7 @@ int main(void) {
         cmocka_unit_test(test_pg_not_running_or_starting),
         cmocka_unit_test(test_table_u),
         cmocka_unit_test(test_table_l),
+        cmocka_unit_test(test_status_cached),
         cmocka_unit_test(test_switchover_on_leader),
         cmocka_unit_test(test_is_healthiest_node),
         cmocka_unit_test(test_pure),

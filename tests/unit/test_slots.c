@@ -134,7 +134,7 @@ static char *render_expected(const SlotsPlan *p) {
 }
 
 static char *render_actions(const SlotsPlan *p) {
-    static const char *const reasons[] = {"unknown", "mismatch", "xmin", "no-restart-lsn"};
+    static const char *const reasons[] = {"unknown", "mismatch", "xmin", "no-restart-lsn", "lost"};
     StrBuf b;
     sb_init(&b);
     for (size_t i = 0; i < p->n_actions; i++) {
@@ -222,6 +222,29 @@ static const Case member_cases[] = {
      .rows = {{.name = "node3", .restart_lsn = 5000, .has_xmin = true}},
      .expected = "node3:p:a0:6000 node1:p:a-:0",
      .actions = "node1:create-p"},
+    {.desc = "leader: a member slot whose wal_status is 'lost' is dropped and recreated at once",
+     .role = SLOT_ROLE_PRIMARY,
+     .keys = {CLUSTER3},
+     .rows = {{.name = "node2", .restart_lsn = 100, .lost = true}, ROW_PHYS("node3", 100)},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000",
+     .actions = "node2:drop(lost) node2:create-p"},
+    {.desc = "replica: a lost member slot too (and not advanced)",
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node1", 9000), {.name = "node3", .restart_lsn = 5000, .lost = true}},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000",
+     .actions = "node3:drop(lost) node3:create-p"},
+    {.desc = "leader: an unknown lost slot is dropped as unknown; a lost slot of an ignored name is kept",
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = "ignore_slots:\n- name: keepme\n",
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node2", 100),
+              ROW_PHYS("node3", 100),
+              {.name = "stray", .lost = true},
+              {.name = "keepme", .lost = true}},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000",
+     .actions = "stray:drop(unknown)"},
     {.desc = "replica: a physical slot without restart_lsn (made by someone else) is dropped, recreated next cycle",
      .me = "node2",
      .role = SLOT_ROLE_REPLICA,
@@ -376,6 +399,47 @@ static void test_member_slots(void **state) {
     "  perm_p:\n" \
     "  perm_l:\n    type: logical\n    database: postgres\n    plugin: test_decoding\n"
 
+/* Patroni 4.1's cluster_type on permanent slots: `primary` only outside a standby cluster, `standby` only in
+ * one; physical and logical alike. */
+#define CT_YAML                                                                                        \
+    "slots:\n"                                                                                         \
+    "  p_any: {type: physical}\n"                                                                      \
+    "  p_primary: {type: physical, cluster_type: primary}\n"                                           \
+    "  p_standby: {type: physical, cluster_type: standby}\n"                                           \
+    "  l_standby: {type: logical, database: postgres, plugin: test_decoding, cluster_type: standby}\n" \
+    "  l_primary: {type: logical, database: postgres, plugin: test_decoding, cluster_type: primary}\n"
+static const Case cluster_type_cases[] = {
+    {.desc = "cluster_type: a primary cluster's primary keeps no standby-only slot",
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = CT_YAML,
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100), ROW_PHYS("p_standby", 100)},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000 p_any:p:a1:0:perm p_primary:p:a1:0:perm "
+                 "l_primary:l:a-:0:perm",
+     .actions = "p_standby:drop(unknown) p_any:create-p p_primary:create-p l_primary:create-l(postgres,test_decoding)"},
+    {.desc = "cluster_type: a primary cluster's replica neither",
+     .me = "node2",
+     .role = SLOT_ROLE_REPLICA,
+     .dyn_yaml = CT_YAML,
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node1", 9000), ROW_PHYS("node3", 6000), ROW_PHYS("p_any", 1), ROW_PHYS("p_primary", 1)},
+     .expected = "node1:p:a0:9000 node3:p:a0:6000 p_any:p:a0:0:perm p_primary:p:a0:0:perm "
+                 "l_primary:l:a-:0:perm",
+     .actions = ""},
+    {.desc = "cluster_type: the standby leader of a standby cluster keeps only the untyped and standby physical ones",
+     .role = SLOT_ROLE_STANDBY_LEADER,
+     .dyn_yaml = "standby_cluster:\n  host: 10.1.1.1\n" CT_YAML,
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100), ROW_PHYS("p_primary", 100)},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000 p_any:p:a1:0:perm p_standby:p:a1:0:perm",
+     .actions = "p_primary:drop(unknown) p_any:create-p p_standby:create-p"},
+};
+
+static void test_cluster_type(void **state) {
+    (void)state;
+    run_cases(cluster_type_cases, ELEMENTSOF(cluster_type_cases));
+}
+
 static const Case permanent_cases[] = {
     {.desc = "primary: permanent physical and logical slots are created",
      .role = SLOT_ROLE_PRIMARY,
@@ -384,6 +448,16 @@ static const Case permanent_cases[] = {
      .rows = {ROW_PHYS("node2", 100), ROW_PHYS("node3", 100)},
      .expected = "node2:p:a1:7000 node3:p:a1:6000 perm_p:p:a1:0:perm perm_l:l:a-:0:perm",
      .actions = "perm_p:create-p perm_l:create-l(postgres,test_decoding)"},
+    {.desc = "primary: a permanent physical slot whose wal_status is 'lost' is recreated",
+     .role = SLOT_ROLE_PRIMARY,
+     .dyn_yaml = PERM_YAML,
+     .keys = {CLUSTER3},
+     .rows = {ROW_PHYS("node2", 100),
+              ROW_PHYS("node3", 100),
+              {.name = "perm_p", .restart_lsn = 50, .lost = true},
+              {.name = "perm_l", .logical = true, .plugin = "test_decoding", .database = "postgres"}},
+     .expected = "node2:p:a1:7000 node3:p:a1:6000 perm_p:p:a1:0:perm perm_l:l:a-:0:perm",
+     .actions = "perm_p:drop(lost) perm_p:create-p"},
     {.desc = "replica: physical permanent slot kept and advanced, the logical one (in /status) is to be copied",
      .me = "node2",
      .role = SLOT_ROLE_REPLICA,
@@ -932,11 +1006,11 @@ static void test_slot_copy_safe(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_member_slots),         cmocka_unit_test(test_permanent_slots),
-        cmocka_unit_test(test_status_slots),         cmocka_unit_test(test_retain),
-        cmocka_unit_test(test_hot_standby_feedback), cmocka_unit_test(test_slot_state_file),
-        cmocka_unit_test(test_slot_copy_check),      cmocka_unit_test(test_oldest_wal),
-        cmocka_unit_test(test_slot_copy_safe),
+        cmocka_unit_test(test_member_slots),    cmocka_unit_test(test_permanent_slots),
+        cmocka_unit_test(test_cluster_type),    cmocka_unit_test(test_status_slots),
+        cmocka_unit_test(test_retain),          cmocka_unit_test(test_hot_standby_feedback),
+        cmocka_unit_test(test_slot_state_file), cmocka_unit_test(test_slot_copy_check),
+        cmocka_unit_test(test_oldest_wal),      cmocka_unit_test(test_slot_copy_safe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

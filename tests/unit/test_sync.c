@@ -205,6 +205,62 @@ static void test_pick_and_confirm(void **state) {
     free_cluster(c);
 }
 
+/* Patroni 4.1's sync_priority tag: 0 (or less) = never synchronous, higher preferred before
+ * sync_state and LSN; nofailover members still come last; an explicit nosync wins over it. */
+static void test_pick_sync_priority(void **state) {
+    (void)state;
+    Cluster *c = members_cluster("node1,node2,node3,node4,node5", NULL);
+    c->members[1].tags = cJSON_Parse("{\"sync_priority\":1}");     /* node2: the default */
+    c->members[2].tags = cJSON_Parse("{\"sync_priority\":5}");     /* node3: preferred */
+    c->members[3].tags = cJSON_Parse("{\"sync_priority\":0}");     /* node4: never */
+    c->members[4].tags = cJSON_Parse("{\"sync_priority\":\"3\"}"); /* node5: as a string */
+    cJSON *rep = replication("node2:streaming:sync:1000;node3:streaming:async:500;node4:streaming:async:2000;"
+                             "node5:streaming:async:900");
+    StrList ssn = list_of("node2"), in_sync = list_of("node2"), picked, confirmed;
+    /* node3 (5) before node5 (3) before node2 (1, though sync and ahead); node4 never */
+    sync_pick(rep, c, "node1", "on", 4, -1, 2000, &ssn, &in_sync, 0, &picked, &confirmed);
+    assert_list(&picked, "node3,node5,node2");
+    assert_list(&confirmed, "node2");
+    strlist_clear(&picked);
+    strlist_clear(&confirmed);
+    sync_pick(rep, c, "node1", "on", 1, -1, 2000, &ssn, &in_sync, 0, &picked, &confirmed);
+    assert_list(&picked, "node3");
+    assert_int_equal(confirmed.n, 0);
+    strlist_clear(&picked);
+    strlist_clear(&confirmed);
+    /* quorum mode: the same order, node4 left out */
+    StrList active;
+    sync_quorum_rows(rep, c, "node1", "on", 1, -1, 2000, 0, &active, &confirmed);
+    assert_list(&active, "node3,node5,node2");
+    strlist_clear(&active);
+    strlist_clear(&confirmed);
+    /* nofailover still ranks last, whatever the priority; an explicit nosync: false beats sync_priority 0 */
+    cJSON_Delete(c->members[2].tags);
+    c->members[2].tags = cJSON_Parse("{\"sync_priority\":5,\"nofailover\":true}");
+    cJSON_Delete(c->members[3].tags);
+    c->members[3].tags = cJSON_Parse("{\"sync_priority\":0,\"nosync\":false}");
+    sync_pick(rep, c, "node1", "on", 4, -1, 2000, &ssn, &in_sync, 0, &picked, &confirmed);
+    assert_list(&picked, "node5,node2,node4,node3");
+    strlist_clear(&picked);
+    strlist_clear(&confirmed);
+    /* the member helpers */
+    assert_int_equal(member_sync_priority(&c->members[0]), 1);
+    assert_false(member_nosync(&c->members[0]));
+    assert_int_equal(member_sync_priority(&c->members[3]), 0);
+    assert_false(member_nosync(&c->members[3]));
+    cJSON_Delete(c->members[3].tags);
+    c->members[3].tags = cJSON_Parse("{\"sync_priority\":7,\"nosync\":true}");
+    assert_int_equal(member_sync_priority(&c->members[3]), 0);
+    assert_true(member_nosync(&c->members[3]));
+    cJSON_Delete(c->members[3].tags);
+    c->members[3].tags = cJSON_Parse("{\"sync_priority\":-1}");
+    assert_true(member_nosync(&c->members[3]));
+    strlist_clear(&ssn);
+    strlist_clear(&in_sync);
+    cJSON_Delete(rep);
+    free_cluster(c);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * quorum plan, step by step */
 
@@ -849,13 +905,10 @@ int main(void) {
     /* the executor's log lines (sync_exec.c logs every write) are not what these tests check */
     log_configure(&(LogSettings){.level = LOG_CRITICAL + 1, .file_num = 4, .mode = -1});
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_render),
-        cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_pick_and_confirm),
-        cmocka_unit_test(test_quorum_plan),
-        cmocka_unit_test(test_quorum_pre_promote),
-        cmocka_unit_test(test_quorum_model),
-        cmocka_unit_test(test_config_params),
+        cmocka_unit_test(test_render),           cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_pick_and_confirm), cmocka_unit_test(test_pick_sync_priority),
+        cmocka_unit_test(test_quorum_plan),      cmocka_unit_test(test_quorum_pre_promote),
+        cmocka_unit_test(test_quorum_model),     cmocka_unit_test(test_config_params),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     fake_done();
