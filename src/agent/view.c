@@ -114,7 +114,8 @@ WatchdogSettings watchdog_settings(const Ha *h) {
                               .device = cfg->watchdog.device,
                               .safety_margin = cfg->watchdog.safety_margin,
                               .ttl = ttl_s(h),
-                              .loop_wait = loop_wait_s(h)};
+                              .loop_wait = loop_wait_s(h),
+                              .fire_by = lease_fence_at(h)};
 }
 
 void lease_lost(Ha *h) {

@@ -3,6 +3,7 @@
 #include "agent/watchdog.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,10 +111,14 @@ static int open_and_set_timeout(Watchdog *w, const WatchdogSettings *s, long lon
     w->info = (WatchdogInfo){0};
     r = w->drv->get_support(fd, &w->info);
     if (r < 0) {
-        /* not a watchdog (ENOTTY): nothing is written to it, not even the magic character */
+        /* not a watchdog (ENOTTY): nothing is written to it, not even the magic character; any other error
+         * comes from a watchdog, armed by the open: disarmed with the magic character (if it knows it) */
         log_warning("Could not activate %s: it does not answer as a watchdog device (WDIOC_GETSUPPORT: %s)", what,
                     strerror(-r));
-        w->drv->close(fd);
+        if (r == -ENOTTY)
+            w->drv->close(fd);
+        else if ((r = w->drv->magic_close(fd)) < 0)
+            log_error("Error while disabling watchdog: %s", strerror(-r));
         return -1;
     }
     w->armed = true;
@@ -151,6 +156,112 @@ static int open_and_set_timeout(Watchdog *w, const WatchdogSettings *s, long lon
     return actual;
 }
 
+/* The longest timeout (s) that fires by s->fire_by when set `now`: whole seconds, at least 1. */
+static long long lease_cap(const WatchdogSettings *s, usec_t now) {
+    if (!s->fire_by)
+        return LLONG_MAX;
+    if (s->fire_by < now + USEC_PER_SEC)
+        return 1;
+    return (long long)((s->fire_by - now) / USEC_PER_SEC);
+}
+
+/* Reset the device's timer so that it fires by s->fire_by: its base timeout, or the whole seconds left of
+ * the lease when that is shorter (setting the timeout also resets the timer); `fresh`: the timer was just
+ * reset, no plain keepalive is needed. False when the timeout could not be set (logged); a failed plain
+ * keepalive is logged and the device stays armed. */
+static bool fit_to_lease(Watchdog *w, const WatchdogSettings *s, usec_t now, bool fresh) {
+    long long cap = lease_cap(s, now);
+    int want = (long long)w->base < cap ? w->base : (int)cap;
+    if (want != w->timeout && (w->info.options & WD_OPT_SETTIMEOUT)) {
+        int actual = 0;
+        int r = w->drv->set_timeout(w->fd, want);
+        if (r == 0)
+            r = w->drv->get_timeout(w->fd, &actual);
+        if (r < 0) {
+            log_error("Error while sending keepalive: cannot set the watchdog timeout to %d s: %s", want, strerror(-r));
+            return false;
+        }
+        w->timeout = actual;
+        w->last_keepalive = now;
+        if (want < w->base)
+            log_info("watchdog timeout set to %d seconds: the leader lease ends sooner than %d seconds", actual,
+                     w->base);
+        else
+            log_info("watchdog timeout set to %d seconds", actual);
+        return true;
+    }
+    if (want < w->timeout)
+        log_warning("the watchdog's timeout of %d s cannot be set: it may fire after the leader lease ends (in "
+                    "%lld s)",
+                    w->timeout, cap);
+    if (fresh)
+        return true; /* the timer was just reset (armed, or a new timeout set) */
+    int r = w->drv->keepalive(w->fd);
+    if (r < 0) {
+        log_error("Error while sending keepalive: %s", strerror(-r));
+        return true;
+    }
+    w->last_keepalive = now;
+    return true;
+}
+
+/* The armed device's timeout can no longer be made safe: `automatic` runs without it (disarmed), `required`
+ * keeps it armed (it still fences a stuck loop) and marks it given up: the node must not lead. */
+static void give_up_armed(Watchdog *w, const WatchdogSettings *s) {
+    w->given_up = true;
+    if (s->mode == WATCHDOG_REQUIRED) {
+        log_error("Configuration requires watchdog, but a safe watchdog timeout %lld could not be configured. "
+                  "Watchdog timeout is %d.",
+                  w->wanted, w->timeout);
+        return;
+    }
+    log_info("Disabling watchdog due to unsafe timeout.");
+    watchdog_disable(w);
+}
+
+/* The settings ask for another timeout while armed (a new ttl or safety_margin): checked as at activation.
+ * The new value is recorded whatever happens (not tried again every renewal, a reload tries again). False
+ * when it could not be made safe (give_up_armed(): `automatic` disarmed, `required` still armed). */
+static bool change_timeout(Watchdog *w, const WatchdogSettings *s, long long timeout) {
+    w->wanted = timeout;
+    if (timeout < s->loop_wait) {
+        log_warning("Watchdog not supported because leader TTL %lld is less than 2x loop_wait %lld", s->ttl,
+                    s->loop_wait);
+        give_up_armed(w, s);
+        return false;
+    }
+    int actual = w->base;
+    if (w->info.options & WD_OPT_SETTIMEOUT) {
+        int r = w->drv->set_timeout(w->fd, timeout < 0xFFFF ? (int)timeout : 0);
+        if (r == 0)
+            r = w->drv->get_timeout(w->fd, &actual);
+        if (r < 0) {
+            log_error("Error while sending keepalive: cannot set the watchdog timeout to %lld s: %s", timeout,
+                      strerror(-r));
+            give_up_armed(w, s);
+            return false;
+        }
+        w->last_keepalive = now_monotonic();
+        w->timeout = actual;
+    }
+    w->base = actual;
+    if (actual < s->loop_wait) {
+        log_error("loop_wait of %lld seconds is too long for watchdog %d second timeout", s->loop_wait, actual);
+        give_up_armed(w, s);
+        return false;
+    }
+    if (actual > timeout) {
+        if (s->mode == WATCHDOG_REQUIRED) {
+            give_up_armed(w, s);
+            return false;
+        }
+        log_warning("Watchdog timeout %d seconds does not ensure safe termination within %lld seconds", actual,
+                    timeout);
+    }
+    log_info("watchdog timeout set to %d seconds", actual);
+    return true;
+}
+
 bool watchdog_activate(Watchdog *w, const WatchdogSettings *s) {
     if (s->mode == WATCHDOG_OFF || w->armed)
         return true;
@@ -185,9 +296,19 @@ bool watchdog_activate(Watchdog *w, const WatchdogSettings *s) {
         return true; /* automatic: without it */
     }
     w->wanted = timeout;
+    w->base = w->timeout;
     char what[128];
     describe(w, w->device, true, what, sizeof what);
     log_info("%s activated with %d second timeout, timing slack %lld seconds", what, w->timeout, slack);
+    /* the lease may end sooner than the timeout (acquired on a lease renewed a while ago) */
+    if (!fit_to_lease(w, s, now_monotonic(), true)) {
+        disarm(w);
+        w->given_up = true;
+        if (required) {
+            log_error("Configuration requires watchdog, but watchdog could not be configured.");
+            return false;
+        }
+    }
     return true;
 }
 
@@ -204,30 +325,18 @@ void watchdog_keepalive(Watchdog *w, const WatchdogSettings *s) {
         (void)watchdog_activate(w, s); /* `required`: the next cycle acts on a failure */
         return;
     }
-    int r = w->drv->keepalive(w->fd);
-    if (r < 0) {
-        log_error("Error while sending keepalive: %s", strerror(-r));
-        return;
-    }
-    w->last_keepalive = now_monotonic();
+    usec_t now = now_monotonic();
     long long timeout = watchdog_timeout(s);
-    if (timeout != w->wanted && (w->info.options & WD_OPT_SETTIMEOUT) && timeout > 0 && timeout < 0xFFFF) {
-        int actual = 0;
-        r = w->drv->set_timeout(w->fd, (int)timeout);
-        if (r == 0)
-            r = w->drv->get_timeout(w->fd, &actual);
-        if (r < 0) {
-            log_error("Error while sending keepalive: cannot set the watchdog timeout to %lld s: %s", timeout,
-                      strerror(-r));
-            return;
-        }
-        w->wanted = timeout;
-        w->timeout = actual;
-        log_info("watchdog timeout set to %d seconds", actual);
-    }
+    if (timeout != w->wanted)
+        (void)change_timeout(w, s, timeout);
+    if (w->armed &&
+        !fit_to_lease(w, s, now, w->last_keepalive >= now)) /* (`required` and given up: still kept alive) */
+        give_up_armed(w, s);
 }
 
 void watchdog_reloaded(Watchdog *w, const WatchdogSettings *s) {
+    if (w->armed && w->given_up)
+        w->wanted = -1; /* a timeout that could not be made safe: tried again at the next keepalive */
     w->given_up = false;
     if (s->mode == WATCHDOG_OFF)
         watchdog_disable(w); /* "Turning a watchdog off can always be done immediately" */
@@ -244,12 +353,16 @@ static void unusable_reason(const Watchdog *w, const WatchdogSettings *s, char *
                  timeout, s->ttl, s->safety_margin, s->loop_wait);
         return;
     }
-    if (w->armed)
-        return;
     if (w->given_up) {
+        if (w->armed) {
+            snprintf(why, len, "its timeout could not be made safe (tried again after a reload of the configuration)");
+            return;
+        }
         snprintf(why, len, "its activation failed (tried again after a reload of the configuration)");
         return;
     }
+    if (w->armed)
+        return;
     if (!w->drv) {
         snprintf(why, len, "watchdog is not supported on this platform");
         return;

@@ -26,6 +26,10 @@ typedef struct WatchdogSettings {
     const char *device;
     long long safety_margin; /* -1: the timeout is ttl / 2 */
     long long ttl, loop_wait;
+    /* monotonic: the device must have fired by then (the leader lease's end less the margin by which a
+     * primary is fenced early: lease_fence_at()); 0 without a lease. A timeout that would reach past it is
+     * cut to the whole seconds left (at least 1). */
+    usec_t fire_by;
 } WatchdogSettings;
 
 typedef struct Watchdog {
@@ -35,9 +39,11 @@ typedef struct Watchdog {
     char *device;              /* ... its path */
     WatchdogInfo info;         /* ... what it supports */
     int timeout;               /* ... its timeout in effect (s) */
+    int base;                  /* ... the timeout the settings gave it (timeout: shorter, cut to the lease) */
     long long wanted;          /* ... the timeout the settings asked for */
     usec_t last_keepalive;     /* monotonic: the activation or the last keepalive */
-    bool given_up;             /* an activation failed: not tried again until a reload */
+    bool given_up;             /* an activation failed: not tried again until a reload; while armed (mode
+                                * required, a new timeout could not be made safe): the node must not lead */
     bool failed;               /* mode required and the watchdog unusable (watchdog_check()) */
     char *failed_why;          /* ... why, as last logged */
 } Watchdog;
@@ -50,6 +56,8 @@ void watchdog_init(Watchdog *w, const WatchdogDriver *drv);
 void watchdog_free(Watchdog *w);
 
 static inline bool watchdog_is_running(const Watchdog *w) { return w->armed; }
+/* Armed, but mode `required` and the timeout could no longer be made safe: the node must stop leading. */
+static inline bool watchdog_unsafe(const Watchdog *w) { return w->armed && w->given_up; }
 
 /* Once per cycle: is the mode `required` and the watchdog unusable (the timeout leaves no room for
  * loop_wait, the device is missing, not a character device or not writable, an activation failed)?
@@ -62,8 +70,10 @@ bool watchdog_check(Watchdog *w, const WatchdogSettings *s);
  * False: `required` and no safe watchdog. Does nothing while armed. */
 bool watchdog_activate(Watchdog *w, const WatchdogSettings *s);
 
-/* After a successful lease renewal, while armed: reset the device's timer. Applies what changed in the
- * settings meanwhile (a new ttl: the timeout; a new device or mode off: disarmed, armed again). */
+/* After a successful lease renewal, while armed: reset the device's timer, with a timeout that ends by
+ * s->fire_by. Applies what changed in the settings meanwhile (a new device or mode off: disarmed, armed
+ * again; a new ttl: the timeout, checked as at activation: when it cannot be made safe, `automatic`
+ * disarms and `required` stays armed with given_up set, which watchdog_unsafe() reports). */
 void watchdog_keepalive(Watchdog *w, const WatchdogSettings *s);
 
 /* Disarm (the magic close). A device that cannot be disarmed gets a last keepalive and is closed: it

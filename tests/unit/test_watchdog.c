@@ -359,6 +359,15 @@ static void test_not_a_watchdog(void **state) {
     assert_true(logged_has("does not answer as a watchdog device (WDIOC_GETSUPPORT: Inappropriate ioctl"));
     assert_true(watchdog_check(&w, &s));
     watchdog_free(&w);
+
+    /* any other error comes from a watchdog, armed by the open: disarmed with the magic character */
+    watchdog_init(&w, &fake_driver);
+    dev.support = -EIO;
+    assert_false(watchdog_activate(&w, &s));
+    assert_calls("check(/dev/watchdog), open(/dev/watchdog), get_support, magic_close");
+    assert_false(dev.open_now);
+    assert_false(watchdog_is_running(&w));
+    watchdog_free(&w);
 }
 
 /* ---- the device and the timeout ---- */
@@ -470,10 +479,10 @@ static void test_keepalive_applies_changes(void **state) {
     WatchdogSettings s = settings(WATCHDOG_AUTOMATIC);
     assert_true(watchdog_activate(&w, &s));
     strlist_clear(&dev.calls);
-    /* a new ttl in /config: the timeout follows, with a keepalive */
+    /* a new ttl in /config: the timeout follows (setting it resets the timer) */
     s.ttl = 40;
     watchdog_keepalive(&w, &s);
-    assert_calls("keepalive, set_timeout(35), get_timeout");
+    assert_calls("set_timeout(35), get_timeout");
     assert_int_equal(w.timeout, 35);
     watchdog_keepalive(&w, &s);
     assert_calls("keepalive");
@@ -495,6 +504,137 @@ static void test_keepalive_applies_changes(void **state) {
     assert_calls("magic_close");
     assert_false(watchdog_is_running(&w));
     watchdog_free(&w);
+}
+
+/* The device never outlives the leader lease: a lease that ends sooner than the timeout (acquired on a lease
+ * renewed a while ago, a slow renewal, safety_margin 0) cuts the timeout to the whole seconds left before
+ * s.fire_by; the next renewal gives it its full timeout back. */
+static void test_fits_the_lease(void **state) {
+    (void)state;
+    Watchdog w;
+    watchdog_init(&w, &fake_driver);
+    WatchdogSettings s = settings(WATCHDOG_REQUIRED);
+    /* armed with 18.5 s of lease left (before the fence margin): 18 s, not 25 */
+    s.fire_by = now_monotonic() + 18 * USEC_PER_SEC + USEC_PER_SEC / 2;
+    assert_true(watchdog_activate(&w, &s));
+    assert_calls("check(/dev/watchdog), open(/dev/watchdog), get_support, set_timeout(25), get_timeout, "
+                 "set_timeout(18), get_timeout");
+    assert_int_equal(w.timeout, 18);
+    assert_true(watchdog_fires_at(&w) <= s.fire_by);
+    assert_true(logged_has("watchdog timeout set to 18 seconds: the leader lease ends sooner than 25 seconds"));
+    /* a renewal: the lease is 30 s long again, the timeout back to 25 */
+    s.fire_by = now_monotonic() + 28 * USEC_PER_SEC;
+    watchdog_keepalive(&w, &s);
+    assert_calls("set_timeout(25), get_timeout");
+    assert_int_equal(w.timeout, 25);
+    watchdog_keepalive(&w, &s);
+    assert_calls("keepalive");
+    /* a renewal slower than safety_margin: 21.2 s left */
+    s.fire_by = now_monotonic() + 21 * USEC_PER_SEC + USEC_PER_SEC / 5;
+    watchdog_keepalive(&w, &s);
+    assert_calls("set_timeout(21), get_timeout");
+    assert_true(watchdog_fires_at(&w) <= s.fire_by);
+    /* the lease (almost) over: 1 s, the shortest the device takes */
+    s.fire_by = now_monotonic() + USEC_PER_SEC / 2;
+    watchdog_keepalive(&w, &s);
+    assert_calls("set_timeout(1), get_timeout");
+    /* safety_margin 0: the timeout would be the whole ttl; always cut to the lease */
+    s.safety_margin = 0;
+    s.fire_by = now_monotonic() + 28 * USEC_PER_SEC - USEC_PER_SEC / 10;
+    watchdog_keepalive(&w, &s);
+    assert_calls("set_timeout(30), get_timeout, set_timeout(27), get_timeout");
+    assert_int_equal(w.base, 30);
+    assert_int_equal(w.timeout, 27);
+    assert_true(watchdog_fires_at(&w) <= s.fire_by);
+    /* no lease known (fire_by 0): the full timeout */
+    s.fire_by = 0;
+    watchdog_keepalive(&w, &s);
+    assert_calls("set_timeout(30), get_timeout");
+    /* the cut cannot be set: `required` stays armed but gives up (the node must stop leading) */
+    s.fire_by = now_monotonic() + 10 * USEC_PER_SEC + USEC_PER_SEC / 2;
+    dev.set_timeout = -EINVAL;
+    watchdog_keepalive(&w, &s);
+    assert_calls("set_timeout(10)");
+    assert_true(watchdog_is_running(&w));
+    assert_true(watchdog_unsafe(&w));
+    assert_true(watchdog_check(&w, &s));
+    watchdog_free(&w);
+    strlist_clear(&dev.calls);
+
+    /* `automatic`: the device disarmed when the cut cannot be set at activation */
+    dev_softdog();
+    watchdog_init(&w, &fake_driver);
+    s = settings(WATCHDOG_AUTOMATIC);
+    s.fire_by = now_monotonic() + 12 * USEC_PER_SEC + USEC_PER_SEC / 2;
+    dev.set_timeout = 0;
+    assert_true(watchdog_activate(&w, &s));
+    assert_int_equal(w.timeout, 12);
+    dev.set_timeout = -EINVAL;
+    s.fire_by = now_monotonic() + 11 * USEC_PER_SEC + USEC_PER_SEC / 2;
+    watchdog_keepalive(&w, &s);
+    assert_false(watchdog_is_running(&w));
+    assert_false(dev.open_now);
+    watchdog_free(&w);
+    strlist_clear(&dev.calls);
+    strlist_clear(&logged);
+}
+
+/* A new timeout while armed is checked as at activation, and recorded either way (not retried, nor logged,
+ * every renewal): `required` keeps the device armed but gives up (the node stops leading) when it cannot be
+ * set, stays longer than asked, or is shorter than loop_wait; `automatic` disarms. A reload tries again. */
+static void test_timeout_change_checked(void **state) {
+    (void)state;
+    Watchdog w;
+    watchdog_init(&w, &fake_driver);
+    WatchdogSettings s = settings(WATCHDOG_REQUIRED);
+    assert_true(watchdog_activate(&w, &s));
+    strlist_clear(&dev.calls);
+    /* the device refuses the new timeout: given up once, then plain keepalives */
+    dev.set_timeout = -EINVAL;
+    s.ttl = 40;
+    watchdog_keepalive(&w, &s);
+    assert_calls("set_timeout(35), keepalive"); /* still armed: kept alive with the old timeout */
+    assert_true(logged_has("cannot set the watchdog timeout to 35 s"));
+    assert_true(watchdog_unsafe(&w));
+    assert_true(watchdog_is_running(&w));
+    watchdog_keepalive(&w, &s);
+    assert_calls("keepalive");
+    assert_int_equal(logged.n, 0);
+    assert_true(watchdog_check(&w, &s));
+    assert_true(logged_has("its timeout could not be made safe"));
+    /* a reload: tried again */
+    dev.set_timeout = 0;
+    watchdog_reloaded(&w, &s);
+    assert_false(watchdog_unsafe(&w));
+    watchdog_keepalive(&w, &s);
+    assert_calls("set_timeout(35), get_timeout");
+    assert_false(watchdog_unsafe(&w));
+    assert_false(watchdog_check(&w, &s));
+    /* a lowered ttl on a device that keeps its timeout: longer than asked, `required` gives up */
+    w.info.options &= ~WD_OPT_SETTIMEOUT;
+    s.ttl = 30;
+    watchdog_keepalive(&w, &s);
+    assert_calls("keepalive");
+    assert_true(watchdog_unsafe(&w));
+    assert_true(logged_has("a safe watchdog timeout 25 could not be configured. Watchdog timeout is 35."));
+    watchdog_free(&w);
+    strlist_clear(&dev.calls);
+
+    /* a new timeout shorter than loop_wait: `automatic` disarms, and does not arm again until a reload */
+    dev_softdog();
+    watchdog_init(&w, &fake_driver);
+    s = settings(WATCHDOG_AUTOMATIC);
+    assert_true(watchdog_activate(&w, &s));
+    strlist_clear(&dev.calls);
+    s.safety_margin = 22; /* 8 s < loop_wait 10 */
+    watchdog_keepalive(&w, &s);
+    assert_calls("magic_close");
+    assert_false(watchdog_is_running(&w));
+    assert_true(watchdog_activate(&w, &s));
+    assert_calls("");
+    watchdog_free(&w);
+    strlist_clear(&dev.calls);
+    strlist_clear(&logged);
 }
 
 static void test_leave_armed(void **state) {
@@ -593,6 +733,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_ttl_leaves_no_slack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_magic_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_applies_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fits_the_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_change_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leave_armed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disarm_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_linux_driver_not_a_watchdog, setup, teardown),
