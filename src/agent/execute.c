@@ -98,18 +98,26 @@ void demote(Ha *h, DemoteMode mode) {
     }
 }
 
-bool enforce_watchdog(Ha *h, Decision *d, const LocalState *l) {
-    if (dyn_of(h)->pause || watchdog_is_running(&h->wd))
+bool enforce_watchdog(Ha *h, char *message, size_t message_len) {
+    if (dyn_of(h)->pause || (watchdog_is_running(&h->wd) && !watchdog_unsafe(&h->wd)))
         return true;
     WatchdogSettings ws = watchdog_settings(h);
-    if (watchdog_activate(&h->wd, &ws))
+    if (!watchdog_unsafe(&h->wd) && watchdog_activate(&h->wd, &ws))
         return true;
-    if (l->pg_ready && !l->in_recovery) {
-        snprintf(d->message, sizeof d->message, "Demoting self because watchdog could not be activated");
-        log_info("%s", d->message);
+    char buf[128];
+    if (!message) {
+        message = buf;
+        message_len = sizeof buf;
+    }
+    /* whatever may run as the primary (a promotion under way, a primary that did not answer) is stopped */
+    if (may_be_primary(h)) {
+        snprintf(message, message_len, "Demoting self because watchdog could not be activated");
+        log_info("%s", message);
         demote(h, DEMOTE_IMMEDIATE);
     } else {
-        snprintf(d->message, sizeof d->message, "Not promoting self because watchdog could not be activated");
+        snprintf(message, message_len, "Not promoting self because watchdog could not be activated");
+        if (message == buf) /* (a cycle's decision message is logged with the cycle) */
+            log_info("%s", message);
         bool ff = dcs_suspend_fail_fast(); /* a release: tried even after a failure in this cycle */
         if (dcs_delete_leader(h->dcs) < 0)
             log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
@@ -364,8 +372,7 @@ static void execute_start(Ha *h, Decision *d) {
         lease_renewed(h, sent);
         /* armed before PostgreSQL runs as the primary (spec §4.13): `required` without a watchdog gives the
          * key back and starts read-only, without upstream, until the next cycle tells whom to follow */
-        LocalState stopped = {0};
-        if (!enforce_watchdog(h, d, &stopped)) {
+        if (!enforce_watchdog(h, d->message, sizeof d->message)) {
             (void)start_postgres(h, false, NULL);
             return;
         }
@@ -527,6 +534,7 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
     case LOCK_FAIL_MINE:
         after_lock_acquired(h, sent);
         snprintf(d->message, sizeof d->message, "the leader lock is already mine");
+        (void)enforce_watchdog(h, d->message, sizeof d->message); /* a primary keeps running: armed */
         break;
     case LOCK_FAIL_STOP_STARTING:
         log_error("failed to update the leader lock while starting as primary: stopping PostgreSQL");
@@ -553,7 +561,7 @@ static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
     int r = dcs_attempt_to_acquire_leader(h->dcs);
     if (r == 1) {
         after_lock_acquired(h, sent);
-        if (!enforce_watchdog(h, d, l))
+        if (!enforce_watchdog(h, d->message, sizeof d->message))
             return;
         if (l->in_recovery)
             promote_with_lock(h, d);
@@ -588,8 +596,10 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
     lease_renewed(h, sent);         /* (the watchdog's keepalive) */
     if (d->action != HA_SWITCHOVER) /* (a switchover publishes its own at once: no longer the primary) */
         publish(h);                 /* the new fence point for the health checks now, not at the cycle's end */
-    /* the lock holder runs (or is about to run) the primary: armed first (Patroni's enforce_primary_role) */
-    if (d->action == HA_UPDATE_LOCK && !enforce_watchdog(h, d, l))
+    /* the lock holder runs (or is about to run) the primary: armed first (Patroni's enforce_primary_role);
+     * the other renewals too while PostgreSQL may run as the primary (a reload may have disarmed it) */
+    bool primary = d->action == HA_UPDATE_LOCK || (d->action != HA_SWITCHOVER && may_be_primary(h));
+    if (primary && !enforce_watchdog(h, d->message, sizeof d->message))
         return;
     if (promote) {
         promote_with_lock(h, d);

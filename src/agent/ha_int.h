@@ -372,7 +372,9 @@ void execute(Ha *h, Decision *d, const LocalState *l);
 void demote(Ha *h, DemoteMode mode);
 void demote_finish(Ha *h, DemoteMode mode, bool release);
 void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint);
-/* The lock is ours and the cluster not paused (spec §4.6 step 1): arm the watchdog unless it is. False when
- * `required` cannot be met: the executor has then demoted PostgreSQL (a primary: immediate) or given the key
- * back, and says so in d->message. */
-bool enforce_watchdog(Ha *h, Decision *d, const LocalState *l);
+/* Before PostgreSQL runs, or keeps running, as the primary (the lock is ours; spec §4.6 step 1, §4.13): arm
+ * the watchdog unless it is armed or the cluster is paused. Every path that starts or keeps a primary calls it
+ * (the cycle's renewal, an acquisition, a restart's start, a failed switchover's start). False when `required`
+ * cannot be met: whatever may run as the primary (may_be_primary()) has then been demoted (immediate),
+ * otherwise the key was given back; said in `message` (may be NULL). */
+bool enforce_watchdog(Ha *h, char *message, size_t message_len);

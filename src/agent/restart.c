@@ -153,6 +153,10 @@ static bool start_again(Ha *h, usec_t now) {
             return false;
         }
         lease_renewed(h, sent);
+        if (!enforce_watchdog(h, NULL, 0)) { /* `required` without it: the key was given back */
+            fail(h, "restart failed");
+            return false;
+        }
     }
     const char *target = NULL;
     if (!as_primary)

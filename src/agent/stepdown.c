@@ -96,12 +96,16 @@ static void give_up(Ha *h, const char *why) {
     usec_t sent = now_monotonic();
     if (h->view.lock_valid_until > sent && dcs_update_leader(h->dcs, NULL) == 1) {
         lease_renewed(h, sent);
-        (void)start_postgres(h, true, NULL);
+        if (enforce_watchdog(h, NULL, 0)) {
+            (void)start_postgres(h, true, NULL);
+            return;
+        }
+        log_warning("switchover: the watchdog could not be armed; starting as a replica");
     } else {
         log_warning("switchover: the leader key is no longer ours; starting as a replica");
-        demote_finish(h, DEMOTE_GRACEFUL, false);
-        (void)start_postgres(h, false, NULL);
     }
+    demote_finish(h, DEMOTE_GRACEFUL, false);
+    (void)start_postgres(h, false, NULL);
 }
 
 /* Has a failover target received the shutdown checkpoint? `candidate` names the member ("" = any eligible

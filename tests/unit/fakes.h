@@ -41,9 +41,10 @@ typedef struct Fake {
     int set_sync;           /* dcs_set_sync_state */
     long long sync_version; /* the new version it returns */
     int delete_sync;
-    const char *dcs_error; /* what dcs_error() says */
-    usec_t lease_deadline; /* the last dcs_set_lease_deadline() */
-    bool fail_fast;        /* dcs_set_fail_fast() / dcs_suspend_fail_fast(): calls made in that mode are logged
+    const char *dcs_error;  /* what dcs_error() says */
+    usec_t lease_deadline;  /* the last dcs_set_lease_deadline() */
+    usec_t lease_refreshed; /* dcs_lease_refreshed_at(): the lease's last keepalive (0: none) */
+    bool fail_fast;         /* dcs_set_fail_fast() / dcs_suspend_fail_fast(): calls made in that mode are logged
                             * with " [fail-fast]" */
     /* scripted results of PostgreSQL */
     int start;               /* start_postgres */

@@ -1661,6 +1661,93 @@ static void test_watchdog_armed_before_promotion(void **state) {
     t_wd_free(&t);
 }
 
+/* The device never outlives the lease: the key acquired on a lease kept alive 12 s ago (the acquisition
+ * sends no keepalive then) ends in 18 s, 16 s before the fence point: the device is armed with 25 s, then
+ * cut to the whole seconds left. */
+static void test_watchdog_fits_the_lease(void **state) {
+    (void)state;
+    T t;
+    T_INIT(&t, NULL, UNLOCKED);
+    t_watchdog(&t, "required", true);
+    t_replica(&t);
+    fake.lease_refreshed = now_monotonic() - 12 * USEC_PER_SEC;
+    t_run(&t, HA_ACQUIRE_LOCK);
+    EXPECT_EVENTS("dcs_attempt_to_acquire_leader", WD_ARMING, "wd_set_timeout(15)", "wd_get_timeout",
+                  "promote_postgres");
+    assert_true(watchdog_fires_at(&t.h.wd) <= lease_fence_at(&t.h));
+    /* the next renewal (the lease 30 s long again): the full timeout, which also resets the timer */
+    fake.lease_refreshed = 0;
+    t_run(&t, HA_UPDATE_LOCK);
+    assert_string_equal(fake.events.v[1], "wd_set_timeout(25)");
+    t_wd_free(&t);
+}
+
+/* `required` and the device cannot be armed: whatever may run as the primary is stopped, not only a primary
+ * that answered its status query (a promotion under way, a primary whose query failed) */
+static void test_watchdog_demotes_what_may_be_primary(void **state) {
+    (void)state;
+    T t;
+    /* a promotion under way: still in recovery for its status query */
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "required", false);
+    t_replica(&t);
+    t.h.pg.promoting = true;
+    t_run(&t, HA_UPDATE_LOCK_ONLY);
+    EXPECT_EVENTS("dcs_update_leader", "publish", "wd_check(/dev/watchdog)", "publish_stopping",
+                  "stop_postgres(immediate)", DEMOTED, "dcs_delete_leader", "dcs_get_cluster");
+    assert_string_equal(t.d.message, "Demoting self because watchdog could not be activated");
+    t_wd_free(&t);
+
+    /* a primary that does not answer its status query */
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "required", false);
+    t_primary(&t);
+    t.h.pg.st.ok = false;
+    t.l.pg_ready = false;
+    t_run(&t, HA_UPDATE_LOCK);
+    assert_string_equal(t.d.message, "Demoting self because watchdog could not be activated");
+    assert_true(fake.events.n >= 4);
+    assert_string_equal(fake.events.v[3], "publish_stopping");
+    t_wd_free(&t);
+}
+
+/* A primary kept or started without the cycle's HA_UPDATE_LOCK is armed all the same: a renewal of a
+ * running primary of any kind (HA_UPDATE_LOCK_ONLY, HA_CLEAR_FAILOVER: a reload may have disarmed it), an
+ * acquisition that turned out to be ours already */
+static void test_watchdog_every_primary_path(void **state) {
+    (void)state;
+    HaAction actions[] = {HA_UPDATE_LOCK_ONLY, HA_CLEAR_FAILOVER};
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++) {
+        T t;
+        T_INIT(&t, NULL, MINE);
+        t_watchdog(&t, "automatic", true);
+        t_primary(&t);
+        t_run(&t, actions[i]);
+        assert_true(watchdog_is_running(&t.h.wd));
+        t_wd_free(&t);
+    }
+    /* ... but not a replica's start under the lock */
+    T t;
+    T_INIT(&t, NULL, MINE);
+    t_watchdog(&t, "automatic", true);
+    t.l.pg_starting = true;
+    t_run(&t, HA_UPDATE_LOCK_ONLY);
+    assert_false(watchdog_is_running(&t.h.wd));
+    t_wd_free(&t);
+
+    /* the acquisition fails but the key is ours (LOCK_FAIL_MINE): a primary keeps running, armed */
+    T_INIT(&t, NULL, UNLOCKED);
+    t_watchdog(&t, "automatic", true);
+    t_primary(&t);
+    fake.acquire = 0;
+    fake.get_raw = 1;
+    fake.raw_value = "node2";
+    t_run(&t, HA_ACQUIRE_LOCK);
+    assert_string_equal(t.d.message, "the leader lock is already mine");
+    assert_true(watchdog_is_running(&t.h.wd));
+    t_wd_free(&t);
+}
+
 static void test_watchdog_keepalive_after_renewal(void **state) {
     (void)state;
     T t;
@@ -1785,6 +1872,9 @@ int main(void) {
         cmocka_unit_test(test_bootstrap_and_initialize),
         cmocka_unit_test(test_none_and_fatal),
         cmocka_unit_test(test_watchdog_armed_before_promotion),
+        cmocka_unit_test(test_watchdog_fits_the_lease),
+        cmocka_unit_test(test_watchdog_demotes_what_may_be_primary),
+        cmocka_unit_test(test_watchdog_every_primary_path),
         cmocka_unit_test(test_watchdog_keepalive_after_renewal),
         cmocka_unit_test(test_watchdog_disarmed_on_demotion),
         cmocka_unit_test(test_watchdog_start),

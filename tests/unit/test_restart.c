@@ -263,6 +263,29 @@ static void test_primary_restart_needs_the_lease(void **state) {
     t_done(&t);
 }
 
+/* A primary restarted under `watchdog.mode: required` without a usable watchdog (no driver here): not started
+ * as the primary, the key given back, the request fails */
+static void test_primary_restart_needs_the_watchdog(void **state) {
+    (void)state;
+    T t;
+    t_init(&t, "primary", LOCKED_BY_NODE2);
+    config_free(&t.a.cfg);
+    load_config(&t.a.cfg, "node2", "watchdog:\n  mode: required\n");
+    watchdog_init(&t.h.wd, NULL);
+    t.h.view.lock_valid_until = now_monotonic() + 30 * USEC_PER_SEC;
+    Command *c = run(&t, CMD_RESTART, NULL);
+    assert_true(has_event("stop_postgres_begin(fast)"));
+    t.h.pg.inst.pid = 0;
+    assert_false(restart_step(&t.h));
+    assert_false(has_event("start_postgres"));
+    assert_true(has_event("dcs_delete_leader"));
+    assert_int_equal(t.h.view.lock_valid_until, 0);
+    assert_answer(c, 503, "restart failed");
+    command_unref(c);
+    watchdog_free(&t.h.wd);
+    t_done(&t);
+}
+
 static void test_start_timeout_and_failure(void **state) {
     (void)state;
     T t;
@@ -483,6 +506,7 @@ int main(void) {
         cmocka_unit_test(test_postgres_version),
         cmocka_unit_test(test_replica_restart_over_cycles),
         cmocka_unit_test(test_primary_restart_needs_the_lease),
+        cmocka_unit_test(test_primary_restart_needs_the_watchdog),
         cmocka_unit_test(test_start_timeout_and_failure),
         cmocka_unit_test(test_filters_and_busy),
         cmocka_unit_test(test_scheduled_restart),
