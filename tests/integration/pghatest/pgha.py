@@ -136,7 +136,9 @@ def make_node_config(name, scope, etcd_endpoints, pg_port, rest_port, basedir, *
     Defaults for tests: bootstrap.dcs ttl 20, loop_wait 2, retry_timeout 3 (ttl >= loop_wait +
     2*retry_timeout holds); initdb with UTF8 and C.UTF-8; pg_hba allowing md5 from 127.0.0.1 for all
     databases and for replication; superuser postgres and replication user replicator with passwords;
-    unix_socket_directories = the node dir; server log in <node dir>/pg_log/postgresql.log.
+    unix_socket_directories = the node dir; server log in <node dir>/pg_log/postgresql.log; watchdog.mode
+    off (a machine with a real /dev/watchdog must not be reset by a test that stops or kills an agent; only
+    test_watchdog.py sets a mode, on devices that are no watchdogs).
     Keyword overrides are deep-merged per top-level key, e.g.
         make_node_config(..., bootstrap={"dcs": {"ttl": 30}}, tags={"nofailover": True})
     and a None value removes a key (e.g. restapi={"connect_address": None}).
@@ -195,6 +197,7 @@ def make_node_config(name, scope, etcd_endpoints, pg_port, rest_port, basedir, *
             },
         },
         "tags": {},
+        "watchdog": {"mode": "off"},
     }
     return deep_merge(cfg, overrides)
 
