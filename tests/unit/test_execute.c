@@ -1746,6 +1746,29 @@ static void test_watchdog_every_primary_path(void **state) {
     assert_string_equal(t.d.message, "the leader lock is already mine");
     assert_true(watchdog_is_running(&t.h.wd));
     t_wd_free(&t);
+
+    /* a switchover given up (PostgreSQL did not stop cleanly): not started again as the primary without a
+     * required watchdog; the key goes back, PostgreSQL starts as a replica */
+    T_INIT(&t, NULL, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_watchdog(&t, "required", false);
+    t_primary(&t);
+    fake.have_controldata = true;
+    fake.cd.checkpoint_lsn = 0x5000000;
+    snprintf(fake.cd.state, sizeof fake.cd.state, "in production");
+    t_run(&t, HA_SWITCHOVER);
+    for (int i = 0; i < 500 && !atomic_load(&t.h.stepdown.checkpoint_done); i++)
+        usleep_real(10 * 1000);
+    stepdown_step(&t.h);
+    t.h.pg.inst.pid = 0;
+    fake_events_clear();
+    stepdown_step(&t.h);
+    assert_true(fake.events.n >= 6);
+    assert_string_equal(fake.events.v[2], "dcs_update_leader(no view)");
+    assert_string_equal(fake.events.v[3], "wd_check(/dev/watchdog)");
+    assert_string_equal(fake.events.v[4], "dcs_delete_leader");
+    assert_string_equal(fake.events.v[fake.events.n - 1], "start_postgres(replica, -)");
+    assert_false(lease_held(&t));
+    t_wd_free(&t);
 }
 
 static void test_watchdog_keepalive_after_renewal(void **state) {
