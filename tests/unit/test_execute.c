@@ -1661,8 +1661,8 @@ static void test_watchdog_armed_before_promotion(void **state) {
     t_wd_free(&t);
 }
 
-/* The device never outlives the lease: the key acquired on a lease kept alive 12 s ago (the acquisition
- * sends no keepalive then) ends in 18 s, 16 s before the fence point: the device is armed with 25 s, then
+/* The device never outlives the lease: the key acquired on a lease kept alive 12.5 s ago (the acquisition
+ * sends no keepalive then) ends in 17.5 s, 15.5 s before the fence point: the device is armed with 25 s, then
  * cut to the whole seconds left. */
 static void test_watchdog_fits_the_lease(void **state) {
     (void)state;
@@ -1670,7 +1670,7 @@ static void test_watchdog_fits_the_lease(void **state) {
     T_INIT(&t, NULL, UNLOCKED);
     t_watchdog(&t, "required", true);
     t_replica(&t);
-    fake.lease_refreshed = now_monotonic() - 12 * USEC_PER_SEC;
+    fake.lease_refreshed = now_monotonic() - 12 * USEC_PER_SEC - USEC_PER_SEC / 2;
     t_run(&t, HA_ACQUIRE_LOCK);
     EXPECT_EVENTS("dcs_attempt_to_acquire_leader", WD_ARMING, "wd_set_timeout(15)", "wd_get_timeout",
                   "promote_postgres");
