@@ -236,6 +236,7 @@ static const char *reason_phrase(unsigned code) {
 static void *command_thread(void *arg) {
     Body *b = arg;
     RestServer *srv = b->srv;
+    RestListener *l = b->l; /* b may be freed once the connection is resumed */
     pthread_rwlock_rdlock(&srv->sec_lock);
     PghaConfig *probe_cfg = probe_config_dup(srv->probe_cfg);
     pthread_rwlock_unlock(&srv->sec_lock);
@@ -247,7 +248,7 @@ static void *command_thread(void *arg) {
     pthread_mutex_lock(&srv->threads_lock);
     MHD_resume_connection(b->conn);
     srv->threads--;
-    b->l->threads--;
+    l->threads--;
     pthread_cond_broadcast(&srv->threads_done);
     pthread_mutex_unlock(&srv->threads_lock);
     return NULL;
