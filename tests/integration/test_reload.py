@@ -13,9 +13,11 @@ import time
 import pytest
 import requests
 
+import subprocess
+
 import pghatest as h
 from hacluster import HaCluster
-from test_rest_security import _openssl, assert_clean_shutdown, lease_of, make_pki, rest_port
+from test_rest_security import assert_clean_shutdown, make_pki, rest_port
 
 pytestmark = pytest.mark.needs_root
 
@@ -28,6 +30,12 @@ _count = iter(range(1000))
 def short_base(run_dir):
     """A short directory: PostgreSQL's unix socket path must stay under 108 bytes."""
     return run_dir.subdir(f"rl{next(_count)}")
+
+
+def openssl(*args, cwd):
+    """openssl with its stderr in the failure (a busy machine: a generous timeout)."""
+    p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, f"openssl {' '.join(args)}: exit {p.returncode}: {p.stderr}"
 
 
 def status(url, verify=False):
@@ -105,6 +113,10 @@ def test_renewed_certificate_reload(etcd_cluster, short_base, unique_name):
     live = os.path.join(d, "live.crt")
     shutil.copy(pki["server.crt"], live)
     os.chmod(live, 0o644)
+    # the renewal of the server certificate (same key, a new serial), installed later
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "renewed.crt", "-days", "3", "-extfile", "server.ext", cwd=d)
+    renewed = os.path.join(d, "renewed.crt")
     c = HaCluster(short_base, n=1, scope=unique_name, etcd=etcd_cluster, bootstrap=TIMINGS,
                   restapi={"certfile": live, "keyfile": pki["server.key"]})
     try:
@@ -125,9 +137,6 @@ def test_renewed_certificate_reload(etcd_cluster, short_base, unique_name):
         assert served() == der(pki["server.crt"])
 
         # the certificate renewed in place (same path, same key): served after the reload
-        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", "renewed.crt", "-days", "3", "-extfile", "server.ext", cwd=d)
-        renewed = os.path.join(d, "renewed.crt")
         assert der(renewed) != der(pki["server.crt"])
         shutil.copy(renewed, live + ".tmp")
         os.chmod(live + ".tmp", 0o644)
