@@ -5,7 +5,7 @@
 #include "common/sdnotify.h"
 #include "restapi/restapi.h"
 
-static void rest_on_reload(void *ctx, const PghaConfig *cfg) { rest_reload(ctx, cfg); }
+static int rest_on_reload(void *ctx, const PghaConfig *cfg) { return rest_reload(ctx, cfg); }
 
 static int run_daemon(Agent *a) {
     int code = 1;

@@ -91,11 +91,15 @@ int agent_reload(Agent *a) {
         log_warning("some changes need a restart of pgha; they stay inactive until then");
         config_keep_restart_values(&next, &a->cfg);
     }
+    /* the REST server first: when it cannot move (address in use, a bad certificate) it keeps running as it
+     * is, and the member key goes on advertising the address it answers on */
+    if (a->on_reload && a->on_reload(a->on_reload_ctx, &next) < 0) {
+        log_warning("the REST API keeps its previous listen address and TLS settings");
+        config_keep_restapi_values(&next, &a->cfg);
+    }
     config_free(&a->cfg);
     a->cfg = next;
     apply_logging(&a->cfg);
-    if (a->on_reload)
-        a->on_reload(a->on_reload_ctx, &a->cfg);
     a->reloads++;
     sdn_ready(NULL);
     return 0;

@@ -12,9 +12,10 @@ typedef struct Agent {
     bool stopping;
     unsigned reloads;        /* successful reloads */
     unsigned failed_reloads; /* reloads rejected, old configuration kept */
-    /* Called after a successful reload with the new configuration (main.c: the REST API's access
-     * settings), or NULL. */
-    void (*on_reload)(void *ctx, const PghaConfig *cfg);
+    /* Called on a successful reload with the new configuration before it is swapped in (main.c: the REST
+     * server, which may start a new daemon), or NULL. < 0: the REST server could not take the new listen
+     * address or TLS settings and kept its own: the running values of those keys are kept (CF_RESTAPI). */
+    int (*on_reload)(void *ctx, const PghaConfig *cfg);
     void *on_reload_ctx;
 } Agent;
 

@@ -190,24 +190,41 @@ size_t config_diff(const PghaConfig *a, const PghaConfig *b, CfgChange **ret_cha
     return n;
 }
 
-void config_keep_restart_values(PghaConfig *next, const PghaConfig *running) {
+static void keep_values(PghaConfig *next, const PghaConfig *running, unsigned flag) {
     for (size_t i = 0; i < cfg_local.n; i++) {
         const CfgEntry *e = &cfg_local.v[i];
-        if (!(e->flags & CF_RESTART) || e->offset == NO_OFFSET)
+        if (!(e->flags & flag) || e->offset == NO_OFFSET)
             continue;
         void *dst = (char *)next + e->offset;
         const void *src = (const char *)running + e->offset;
         switch (e->type) {
+        case CT_ENUM:
+            if (e->flags & CF_INDEX) {
+                *(int *)dst = *(const int *)src;
+            } else {
+                free(*(char **)dst);
+                *(char **)dst = xstrdup(*(char *const *)src);
+            }
+            break;
         case CT_STR:
             free(*(char **)dst);
             *(char **)dst = xstrdup(*(char *const *)src);
             break;
         case CT_INT: *(long long *)dst = *(const long long *)src; break;
+        case CT_BOOL: *(bool *)dst = *(const bool *)src; break;
+        case CT_STRLIST:
+            strlist_clear((StrList *)dst);
+            strlist_copy((StrList *)dst, (const StrList *)src);
+            break;
         default: break;
         }
         next->present[i] = running->present[i];
     }
 }
+
+void config_keep_restart_values(PghaConfig *next, const PghaConfig *running) { keep_values(next, running, CF_RESTART); }
+
+void config_keep_restapi_values(PghaConfig *next, const PghaConfig *running) { keep_values(next, running, CF_RESTAPI); }
 
 void config_changes_free(CfgChange *changes, size_t n) {
     for (size_t i = 0; i < n; i++) {

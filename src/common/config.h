@@ -224,6 +224,9 @@ void config_changes_free(CfgChange *changes, size_t n);
 /* Keep the running values of the keys that need a restart of pgha (name, scope, data_dir, ...)
  * in a configuration loaded by a reload. */
 void config_keep_restart_values(PghaConfig *next, const PghaConfig *running);
+/* The same for the keys of the REST server's socket and TLS (restapi.listen, connect_address, certfile &
+ * co.): kept when a reload could not start the server with the new ones. */
+void config_keep_restapi_values(PghaConfig *next, const PghaConfig *running);
 
 /* host:port helpers. `listen` may carry several comma-separated addresses before the port. */
 int parse_host_port(const char *s, int default_port, char **ret_host, int *ret_port);

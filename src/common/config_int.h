@@ -51,6 +51,7 @@ enum {
     CF_LISTEN = 1 << 4,   /* addr[,addr...]:port */
     CF_NOWARN = 1 << 5,   /* accepted and ignored (an implementation detail of Patroni) */
     CF_INDEX = 1 << 6,    /* CT_ENUM stored as the int index into choices, not as a string */
+    CF_RESTAPI = 1 << 7,  /* the REST server's socket or TLS: a reload starts a new server (rest_reload) */
 };
 
 typedef struct CfgEntry {

@@ -50,6 +50,13 @@ void dcs_restore_fail_fast(bool was_on);
 
 /* Find the API version, discover the etcd members, authenticate. */
 int dcs_connect(Dcs *d);
+/* A reloaded configuration: when the etcd3 endpoints, credentials or TLS files changed, the client takes
+ * them (the watch stopped, the settings swapped under req_lock, the token dropped, a new connection made
+ * and authenticated, the watch rebuilt on the new endpoints). The lease, its id and the member key are kept:
+ * the same etcd cluster is expected behind the new addresses; if none answers, calls fail as in an etcd
+ * outage. 0 (also when nothing changed), or -EINVAL when the settings cannot be used (logged; the running
+ * client stays). */
+int dcs_reload(Dcs *d, const PghaConfig *cfg);
 
 /* The last error of a call made by the calling thread (a per-thread buffer, valid until its next call). */
 const char *dcs_error(const Dcs *d);

@@ -105,6 +105,121 @@ static char *parse_url(const char *url, char **user, char **pass) {
     return endpoint_url(scheme, hostport, 2379);
 }
 
+/* What of the configuration makes the client: endpoints, credentials, TLS files (dcs_new, dcs_reload). */
+typedef struct ClientSettings {
+    char *protocol;
+    StrList configured;
+    bool use_proxies;
+    char *username, *password;
+    char *cacert, *cert, *key;
+} ClientSettings;
+
+static void settings_free(ClientSettings *s) {
+    free(s->protocol);
+    strlist_clear(&s->configured);
+    free(s->username);
+    free(s->password);
+    free(s->cacert);
+    free(s->cert);
+    free(s->key);
+    *s = (ClientSettings){0};
+}
+
+static int settings_from_config(const PghaConfig *cfg, ClientSettings *s, char **ret_error) {
+    *s = (ClientSettings){0};
+    s->username = xstrdup(cfg->etcd3.username);
+    s->password = xstrdup(cfg->etcd3.password);
+    s->cacert = xstrdup(cfg->etcd3.cacert);
+    s->cert = xstrdup(cfg->etcd3.cert);
+    s->key = xstrdup(cfg->etcd3.key);
+    s->use_proxies = cfg->etcd3.use_proxies;
+    const char *protocol = cfg->etcd3.protocol ? cfg->etcd3.protocol : "http";
+    if (!config_is_set(cfg, "etcd3.protocol") && (cfg->etcd3.cacert || cfg->etcd3.cert))
+        protocol = "https";
+    s->protocol = xstrdup(protocol);
+
+    if (cfg->etcd3.srv) {
+        *ret_error = xstrdup("etcd3.srv (DNS SRV discovery) is not supported by pgha; list the members in "
+                             "etcd3.hosts instead");
+        return -EINVAL;
+    }
+    const char *url = cfg->etcd3.proxy ? cfg->etcd3.proxy : cfg->etcd3.url;
+    if (url) {
+        char *user = NULL, *pass = NULL;
+        char *ep = parse_url(url, &user, &pass);
+        if (!ep) {
+            free(user);
+            free(pass);
+            *ret_error = xasprintf("etcd3.%s: '%s' is not a valid URL", cfg->etcd3.proxy ? "proxy" : "url", url);
+            return -EINVAL;
+        }
+        strlist_add(&s->configured, ep);
+        free(ep);
+        if (user && !s->username) {
+            s->username = user;
+            user = NULL;
+        }
+        if (pass && !s->password) {
+            s->password = pass;
+            pass = NULL;
+        }
+        free(user);
+        free(pass);
+        if (cfg->etcd3.proxy)
+            s->use_proxies = true;
+    }
+    for (size_t i = 0; i < cfg->etcd3.hosts.n; i++) {
+        char *ep = endpoint_url(protocol, cfg->etcd3.hosts.v[i], cfg->etcd3.port);
+        if (!ep) {
+            *ret_error = xasprintf("etcd3.hosts: '%s' is not a valid host[:port]", cfg->etcd3.hosts.v[i]);
+            return -EINVAL;
+        }
+        if (!strlist_contains(&s->configured, ep))
+            strlist_add(&s->configured, ep);
+        free(ep);
+    }
+    if (cfg->etcd3.host) {
+        char *ep = endpoint_url(protocol, cfg->etcd3.host, cfg->etcd3.port);
+        if (!ep) {
+            *ret_error = xasprintf("etcd3.host: '%s' is not a valid host[:port]", cfg->etcd3.host);
+            return -EINVAL;
+        }
+        if (!strlist_contains(&s->configured, ep))
+            strlist_add(&s->configured, ep);
+        free(ep);
+    }
+    if (s->configured.n == 0) {
+        *ret_error = xstrdup("no etcd endpoint configured (etcd3.host, hosts, url or proxy)");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+#define SWAP_FIELD(a, b)          \
+    do {                          \
+        __typeof__(a) tmp_ = (a); \
+        (a) = (b);                \
+        (b) = tmp_;               \
+    } while (0)
+
+/* Exchange the settings of the client and s (the caller holds req_lock and lock, or owns d alone). */
+static void settings_swap(Dcs *d, ClientSettings *s) {
+    SWAP_FIELD(d->protocol, s->protocol);
+    SWAP_FIELD(d->configured, s->configured);
+    SWAP_FIELD(d->use_proxies, s->use_proxies);
+    SWAP_FIELD(d->username, s->username);
+    SWAP_FIELD(d->password, s->password);
+    SWAP_FIELD(d->cacert, s->cacert);
+    SWAP_FIELD(d->cert, s->cert);
+    SWAP_FIELD(d->key, s->key);
+}
+
+static bool settings_same(const Dcs *d, const ClientSettings *s) {
+    return streq(d->protocol, s->protocol) && strlist_equal(&d->configured, &s->configured) &&
+           d->use_proxies == s->use_proxies && streq(d->username, s->username) && streq(d->password, s->password) &&
+           streq(d->cacert, s->cacert) && streq(d->cert, s->cert) && streq(d->key, s->key);
+}
+
 Dcs *dcs_new(const PghaConfig *cfg, char **ret_error) {
     pgha_curl_global_init();
     Dcs *d = xcalloc(1, sizeof *d);
@@ -120,77 +235,70 @@ Dcs *dcs_new(const PghaConfig *cfg, char **ret_error) {
     d->base = dcs_base_path(cfg->namespace_, cfg->scope);
     d->prefix_key = xasprintf("%s/", d->base);
     d->range_end = xasprintf("%s0", d->base);
-    d->username = xstrdup(cfg->etcd3.username);
-    d->password = xstrdup(cfg->etcd3.password);
-    d->cacert = xstrdup(cfg->etcd3.cacert);
-    d->cert = xstrdup(cfg->etcd3.cert);
-    d->key = xstrdup(cfg->etcd3.key);
-    d->use_proxies = cfg->etcd3.use_proxies;
     d->user_agent = xasprintf("pgha/%s (Patroni/%s compatible)", PGHA_VERSION, PGHA_PATRONI_VERSION);
     dcs_set_timings(d, 30, 10, 10);
-
-    const char *protocol = cfg->etcd3.protocol ? cfg->etcd3.protocol : "http";
-    if (!config_is_set(cfg, "etcd3.protocol") && (cfg->etcd3.cacert || cfg->etcd3.cert))
-        protocol = "https";
-    d->protocol = xstrdup(protocol);
-
-    if (cfg->etcd3.srv) {
-        *ret_error = xstrdup("etcd3.srv (DNS SRV discovery) is not supported by pgha; list the members in "
-                             "etcd3.hosts instead");
+    ClientSettings s;
+    int r = settings_from_config(cfg, &s, ret_error);
+    settings_swap(d, &s);
+    settings_free(&s);
+    if (r < 0)
         return dcs_free(d);
-    }
-    const char *url = cfg->etcd3.proxy ? cfg->etcd3.proxy : cfg->etcd3.url;
-    if (url) {
-        char *user = NULL, *pass = NULL;
-        char *ep = parse_url(url, &user, &pass);
-        if (!ep) {
-            free(user);
-            free(pass);
-            *ret_error = xasprintf("etcd3.%s: '%s' is not a valid URL", cfg->etcd3.proxy ? "proxy" : "url", url);
-            return dcs_free(d);
-        }
-        strlist_add(&d->configured, ep);
-        free(ep);
-        if (user && !d->username) {
-            d->username = user;
-            user = NULL;
-        }
-        if (pass && !d->password) {
-            d->password = pass;
-            pass = NULL;
-        }
-        free(user);
-        free(pass);
-        if (cfg->etcd3.proxy)
-            d->use_proxies = true;
-    }
-    for (size_t i = 0; i < cfg->etcd3.hosts.n; i++) {
-        char *ep = endpoint_url(protocol, cfg->etcd3.hosts.v[i], cfg->etcd3.port);
-        if (!ep) {
-            *ret_error = xasprintf("etcd3.hosts: '%s' is not a valid host[:port]", cfg->etcd3.hosts.v[i]);
-            return dcs_free(d);
-        }
-        if (!strlist_contains(&d->configured, ep))
-            strlist_add(&d->configured, ep);
-        free(ep);
-    }
-    if (cfg->etcd3.host) {
-        char *ep = endpoint_url(protocol, cfg->etcd3.host, cfg->etcd3.port);
-        if (!ep) {
-            *ret_error = xasprintf("etcd3.host: '%s' is not a valid host[:port]", cfg->etcd3.host);
-            return dcs_free(d);
-        }
-        if (!strlist_contains(&d->configured, ep))
-            strlist_add(&d->configured, ep);
-        free(ep);
-    }
-    if (d->configured.n == 0) {
-        *ret_error = xstrdup("no etcd endpoint configured (etcd3.host, hosts, url or proxy)");
-        return dcs_free(d);
-    }
     strlist_copy(&d->endpoints, &d->configured);
     d->api_prefix = xstrdup("/v3");
     return d;
+}
+
+int dcs_reload(Dcs *d, const PghaConfig *cfg) {
+    ClientSettings s;
+    char *err = NULL;
+    if (settings_from_config(cfg, &s, &err) < 0) {
+        log_error("%s; keeping the running etcd client", err);
+        free(err);
+        settings_free(&s);
+        return -EINVAL;
+    }
+    if (settings_same(d, &s)) {
+        settings_free(&s);
+        return 0;
+    }
+    /* the watch thread reads the TLS files and the endpoint without req_lock: stopped while they change, and
+     * rebuilt on the new endpoints */
+    pthread_mutex_lock(&d->cache_lock);
+    bool watching = d->watch_running;
+    DcsWakeFn wake = d->wake;
+    void *wake_data = d->wake_data;
+    pthread_mutex_unlock(&d->cache_lock);
+    dcs_stop_watch(d);
+    /* no request sees a half state: every caller-side request holds req_lock */
+    pthread_mutex_lock(&d->req_lock);
+    pthread_mutex_lock(&d->lock);
+    settings_swap(d, &s);
+    strlist_clear(&d->endpoints);
+    strlist_copy(&d->endpoints, &d->configured);
+    d->current = 0;
+    free(d->token); /* new credentials, or new servers: authenticate again */
+    d->token = NULL;
+    d->members_refreshed = 0;
+    free(d->watch_endpoint);
+    d->watch_endpoint = NULL;
+    pthread_mutex_unlock(&d->lock);
+    etcd3_conn_free(&d->conn); /* new TLS files, new servers: a new handle */
+    /* the lease and the member key stay: the same etcd cluster behind other addresses keeps them */
+    int r = etcd3_connect_locked(d);
+    pthread_mutex_unlock(&d->req_lock);
+    StrBuf eps;
+    sb_init(&eps);
+    for (size_t i = 0; i < d->configured.n; i++)
+        sb_addf(&eps, "%s%s", i ? ", " : "", d->configured.v[i]);
+    if (r < 0)
+        log_warning("etcd client reloaded (%s), but %s; retrying as in an etcd outage", eps.s, dcs_error(d));
+    else
+        log_info("etcd client reloaded: %s", eps.s);
+    sb_free(&eps);
+    if (watching && dcs_start_watch(d, wake, wake_data) < 0)
+        log_error("cannot start the etcd watch thread again");
+    settings_free(&s);
+    return 0;
 }
 
 Dcs *dcs_free(Dcs *d) {

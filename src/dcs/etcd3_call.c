@@ -453,7 +453,7 @@ static void refresh_members_locked(Dcs *d) {
     pthread_mutex_unlock(&d->lock);
 }
 
-static int connect_locked(Dcs *d) {
+int etcd3_connect_locked(Dcs *d) {
     usec_t deadline = now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC;
     StrBuf errors;
     sb_init(&errors);
@@ -507,7 +507,7 @@ static int connect_locked(Dcs *d) {
 
 int dcs_connect(Dcs *d) {
     pthread_mutex_lock(&d->req_lock);
-    int r = connect_locked(d);
+    int r = etcd3_connect_locked(d);
     pthread_mutex_unlock(&d->req_lock);
     return r;
 }

@@ -138,6 +138,8 @@ void etcd3_round_plan(size_t n, int round, usec_t retry_timeout, usec_t left, Et
 int etcd3_parse_version(const char *endpoint, const char *server, const char *cluster, const char **ret_prefix,
                         char *err, size_t errlen);
 int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret);
+/* dcs_connect() with req_lock held by the caller. */
+int etcd3_connect_locked(Dcs *d);
 /* Re-discover members every 10*ttl, or after every endpoint failed (caller holds req_lock). */
 void etcd3_maybe_refresh_members_locked(Dcs *d);
 

@@ -15,9 +15,12 @@ typedef struct RestServer RestServer;
 /* commands: the HA loop's queue for the command endpoints (NULL: they answer 501). */
 RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, char **ret_error);
 void rest_stop(RestServer *r);
-/* Apply the access settings of a reloaded configuration (allowlist, authentication, extra headers) to
- * the running server; the listen address and the TLS settings need a restart of pgha (CF_RESTART). */
-void rest_reload(RestServer *r, const PghaConfig *cfg);
+/* Apply a reloaded configuration. The access settings (allowlist, authentication, headers) change in the
+ * running server. A new listen address, request_queue_size or TLS setting, or certificate files whose
+ * content changed, start a new daemon first; when it is up the old one stops accepting and is stopped once
+ * its requests are answered (in the background). 0; -1 when the new daemon or TLS material failed (logged):
+ * the running daemon and its settings stay. */
+int rest_reload(RestServer *r, const PghaConfig *cfg);
 
 /* ---- pure helpers, exposed for tests ---- */
 

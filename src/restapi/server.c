@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/json.h"
 #include "common/log.h"
@@ -23,8 +24,24 @@
 #define REST_MAX_BODY ((unsigned long long)64 * 1024)
 #define REST_CONNECTION_TIMEOUT 10u
 
-struct RestServer {
+/* One libmicrohttpd daemon. A reload that changes the listen address or the TLS settings starts a new one and
+ * retires the running one: it stops accepting at once and is stopped by its reaper thread when its requests
+ * are answered (suspended commands resumed, connections closed, or the connection timeout passed). */
+typedef struct RestListener {
+    struct RestServer *srv;
     struct MHD_Daemon *mhd;
+    RestSecurity sec; /* retired: the settings (TLS material) it was started with, freed when it stops */
+    unsigned threads; /* command threads holding a suspended connection of this daemon (srv->threads_lock) */
+    pthread_t reaper;
+    bool has_reaper;
+    _Atomic bool stopped;
+    struct RestListener *next; /* the list of retired ones */
+} RestListener;
+
+struct RestServer {
+    RestListener *cur;     /* the daemon that accepts */
+    RestListener *retired; /* daemons finishing their requests (changed only by the reloading thread) */
+    long long backlog;     /* cur's restapi.request_queue_size */
     Dcs *dcs;
     CommandQueue *commands; /* the HA loop's (commands.h) */
     _Atomic bool stopping;
@@ -34,8 +51,8 @@ struct RestServer {
     PghaConfig *probe_cfg; /* under sec_lock: what a probe of the members uses (probe_config_dup) */
     char *scope;
     char *listen;
-    RestSecurity sec;          /* access control, TLS, common headers (access.c) */
-    pthread_rwlock_t sec_lock; /* sec's access settings change on reload (rest_reload) */
+    RestSecurity sec;          /* access control, TLS, common headers (access.c): cur's */
+    pthread_rwlock_t sec_lock; /* sec changes on reload (rest_reload) */
 };
 
 /* The one server of the process, for the response helpers (read-only while the daemon runs). */
@@ -195,6 +212,7 @@ typedef struct Body {
     /* a command runs in a thread of its own while the connection is suspended: a REST poll thread is
      * not held up (health checks keep answering) */
     RestServer *srv;
+    RestListener *l; /* the daemon of the connection */
     struct MHD_Connection *conn;
     char *url, *method;
     bool has_length;
@@ -218,6 +236,7 @@ static const char *reason_phrase(unsigned code) {
 static void *command_thread(void *arg) {
     Body *b = arg;
     RestServer *srv = b->srv;
+    RestListener *l = b->l; /* b may be freed once the connection is resumed */
     pthread_rwlock_rdlock(&srv->sec_lock);
     PghaConfig *probe_cfg = probe_config_dup(srv->probe_cfg);
     pthread_rwlock_unlock(&srv->sec_lock);
@@ -229,14 +248,16 @@ static void *command_thread(void *arg) {
     pthread_mutex_lock(&srv->threads_lock);
     MHD_resume_connection(b->conn);
     srv->threads--;
+    l->threads--;
     pthread_cond_broadcast(&srv->threads_done);
     pthread_mutex_unlock(&srv->threads_lock);
     return NULL;
 }
 
 /* The final call of an unsafe request (access control passed, body read). */
-static enum MHD_Result handle_command(RestServer *srv, struct MHD_Connection *conn, const char *url, const char *method,
+static enum MHD_Result handle_command(RestListener *l, struct MHD_Connection *conn, const char *url, const char *method,
                                       Body *b, bool *ret_pending) {
+    RestServer *srv = l->srv;
     *ret_pending = false;
     if (atomic_load(&b->finished)) {
         RestReply *rep = &b->reply;
@@ -257,6 +278,7 @@ static enum MHD_Result handle_command(RestServer *srv, struct MHD_Connection *co
     if (!srv->commands)
         return respond_error_page(conn, 501, "Unsupported method");
     b->srv = srv;
+    b->l = l;
     b->conn = conn;
     b->url = xstrdup(url);
     b->method = xstrdup(method);
@@ -273,9 +295,10 @@ static enum MHD_Result handle_command(RestServer *srv, struct MHD_Connection *co
     if (!stopping) {
         MHD_suspend_connection(conn);
         r = pthread_create(&t, &attr, command_thread, b);
-        if (r == 0)
+        if (r == 0) {
             srv->threads++;
-        else
+            l->threads++;
+        } else
             MHD_resume_connection(conn);
     }
     pthread_mutex_unlock(&srv->threads_lock);
@@ -317,12 +340,16 @@ static enum MHD_Result unsafe_request_start(RestServer *srv, struct MHD_Connecti
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
     (void)version;
-    RestServer *srv = cls;
+    RestListener *l = cls;
+    RestServer *srv = l->srv;
     if (*con_cls == NULL) {
         *con_cls = &safe_marker;
         /* verify_client: required refuses a client without a valid certificate, whatever it asks
          * (Patroni's TLS handshake fails): the connection is closed without an answer */
-        if (!rest_security_client_cert_ok(&srv->sec, conn))
+        pthread_rwlock_rdlock(&srv->sec_lock);
+        bool cert_ok = rest_security_client_cert_ok(&srv->sec, conn);
+        pthread_rwlock_unlock(&srv->sec_lock);
+        if (!cert_ok)
             return MHD_NO;
         if (safe_method(method))
             return MHD_YES;
@@ -355,7 +382,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (*con_cls != &safe_marker) {
         /* access control passed in the first call; commands do not need the snapshot */
         bool pending = false;
-        enum MHD_Result r = handle_command(srv, conn, url, method, *con_cls, &pending);
+        enum MHD_Result r = handle_command(l, conn, url, method, *con_cls, &pending);
         if (!pending)
             rest_metrics_count_connection(conn, url);
         return r;
@@ -405,11 +432,13 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     log_debug("REST API: %s", buf);
 }
 
-RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, char **ret_error) {
+/* Start a daemon on `listen` with the TLS settings of `sec` (which it borrows). NULL with a message. */
+static RestListener *listener_start(RestServer *srv, const char *listen, const RestSecurity *sec, long long backlog,
+                                    char **ret_error) {
     _cleanup_free_ char *host = NULL;
     int port = 8008;
-    if (parse_host_port(cfg->restapi.listen, 8008, &host, &port) < 0) {
-        *ret_error = xasprintf("restapi.listen: '%s' is not a valid host:port", cfg->restapi.listen);
+    if (parse_host_port(listen, 8008, &host, &port) < 0) {
+        *ret_error = xasprintf("restapi.listen: '%s' is not a valid host:port", listen);
         return NULL;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -424,9 +453,49 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, 
         *ret_error = xasprintf("restapi.listen: cannot resolve '%s': %s", host, gai_strerror(gr));
         return NULL;
     }
+    RestListener *l = xcalloc(1, sizeof *l);
+    l->srv = srv;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+    if (res->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (sec->https)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem tls_options[8];
+    rest_security_tls_options(sec, tls_options, ELEMENTSOF(tls_options));
+    /* restapi.request_queue_size is the listen backlog, as in Patroni. SO_REUSEPORT (ADDRESS_REUSE): a new
+     * daemon on the same address binds while the old one still listens, then the old one stops accepting. */
+    l->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, l, MHD_OPTION_SOCK_ADDR, res->ai_addr,
+                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_CONNECTION_TIMEOUT,
+                              REST_CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, REST_MEMORY_LIMIT,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+                              (unsigned)backlog, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                              MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                              NULL, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+    freeaddrinfo(res);
+    if (!l->mhd) {
+        if (sec->https)
+            *ret_error = xasprintf("cannot listen on %s (address in use or not available, or the TLS settings "
+                                   "were refused: see the debug log)",
+                                   listen);
+        else
+            *ret_error = xasprintf("cannot listen on %s (address in use or not available)", listen);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+static void log_listening(const char *listen, const RestSecurity *sec) {
+    if (sec->https)
+        log_info("REST API: HTTPS on %s (verify_client: %s)", listen,
+                 sec->verify_client == VERIFY_REQUIRED   ? "required"
+                 : sec->verify_client == VERIFY_OPTIONAL ? "optional"
+                                                         : "none");
+}
+
+RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, char **ret_error) {
     RestServer *srv = xcalloc(1, sizeof *srv);
     if (rest_security_init(&srv->sec, cfg, ret_error) < 0) {
-        freeaddrinfo(res);
         free(srv);
         return NULL;
     }
@@ -437,32 +506,11 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, 
     pthread_cond_init(&srv->threads_done, NULL);
     srv->scope = xstrdup(cfg->scope);
     srv->listen = xstrdup(cfg->restapi.listen);
+    srv->backlog = cfg->restapi.request_queue_size;
     srv->probe_cfg = probe_config_dup(cfg);
     rest_server = srv;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
-    if (res->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    if (srv->sec.https)
-        flags |= MHD_USE_TLS;
-    /* restapi.request_queue_size is the listen backlog, as in Patroni */
-    unsigned backlog = (unsigned)cfg->restapi.request_queue_size;
-    struct MHD_OptionItem tls_options[8];
-    rest_security_tls_options(&srv->sec, tls_options, ELEMENTSOF(tls_options));
-    srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, srv, MHD_OPTION_SOCK_ADDR, res->ai_addr,
-                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_CONNECTION_TIMEOUT,
-                                REST_CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, REST_MEMORY_LIMIT,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_LISTEN_BACKLOG_SIZE, backlog,
-                                MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_NOTIFY_COMPLETED,
-                                request_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY,
-                                tls_options, MHD_OPTION_END);
-    freeaddrinfo(res);
-    if (!srv->mhd) {
-        if (srv->sec.https)
-            *ret_error = xasprintf("cannot listen on %s (address in use or not available, or the TLS settings "
-                                   "were refused: see the debug log)",
-                                   cfg->restapi.listen);
-        else
-            *ret_error = xasprintf("cannot listen on %s (address in use or not available)", cfg->restapi.listen);
+    srv->cur = listener_start(srv, cfg->restapi.listen, &srv->sec, cfg->restapi.request_queue_size, ret_error);
+    if (!srv->cur) {
         rest_server = NULL;
         pthread_mutex_destroy(&srv->threads_lock);
         pthread_cond_destroy(&srv->threads_done);
@@ -474,12 +522,53 @@ RestServer *rest_start(const PghaConfig *cfg, Dcs *dcs, CommandQueue *commands, 
         free(srv);
         return NULL;
     }
-    if (srv->sec.https)
-        log_info("REST API: HTTPS on %s (verify_client: %s)", cfg->restapi.listen,
-                 cfg->restapi.verify_client == VERIFY_REQUIRED   ? "required"
-                 : cfg->restapi.verify_client == VERIFY_OPTIONAL ? "optional"
-                                                                 : "none");
+    log_listening(cfg->restapi.listen, &srv->sec);
     return srv;
+}
+
+/* How long a retired daemon's open connections may take (idle keep-alive ones close after the timeout). */
+#define REST_RETIRE_MAX_USEC ((usec_t)(REST_CONNECTION_TIMEOUT + 2) * USEC_PER_SEC)
+
+static void *reaper_thread(void *arg) {
+    RestListener *l = arg;
+    RestServer *srv = l->srv;
+    usec_t deadline = now_monotonic() + REST_RETIRE_MAX_USEC;
+    for (;;) {
+        pthread_mutex_lock(&srv->threads_lock);
+        unsigned threads = l->threads;
+        bool stopping = atomic_load(&srv->stopping);
+        pthread_mutex_unlock(&srv->threads_lock);
+        /* a suspended connection must be resumed before its daemon stops: its command ends by itself */
+        if (threads == 0) {
+            const union MHD_DaemonInfo *info = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+            if (stopping || !info || info->num_connections == 0 || now_monotonic() >= deadline)
+                break;
+        }
+        usleep(50 * 1000);
+    }
+    MHD_stop_daemon(l->mhd);
+    l->mhd = NULL;
+    atomic_store(&l->stopped, true);
+    return NULL;
+}
+
+/* Free the retired daemons whose reaper is done (all of them with `all`, waiting for them). */
+static void reap_retired(RestServer *r, bool all) {
+    RestListener **p = &r->retired;
+    while (*p) {
+        RestListener *l = *p;
+        if (!all && l->has_reaper && !atomic_load(&l->stopped)) {
+            p = &l->next;
+            continue;
+        }
+        if (l->has_reaper)
+            pthread_join(l->reaper, NULL);
+        else if (l->mhd)
+            MHD_stop_daemon(l->mhd); /* rest_stop(): its command threads are done */
+        *p = l->next;
+        rest_security_free(&l->sec);
+        free(l);
+    }
 }
 
 void rest_stop(RestServer *r) {
@@ -492,7 +581,9 @@ void rest_stop(RestServer *r) {
     while (r->threads)
         pthread_cond_wait(&r->threads_done, &r->threads_lock);
     pthread_mutex_unlock(&r->threads_lock);
-    MHD_stop_daemon(r->mhd);
+    MHD_stop_daemon(r->cur->mhd);
+    free(r->cur);
+    reap_retired(r, true);
     pthread_mutex_destroy(&r->threads_lock);
     pthread_cond_destroy(&r->threads_done);
     if (rest_server == r)
@@ -505,22 +596,76 @@ void rest_stop(RestServer *r) {
     free(r);
 }
 
-void rest_reload(RestServer *r, const PghaConfig *cfg) {
+/* Does a daemon started with `b` serve differently from one with `a` (certificate files compared by content:
+ * a renewed certificate at the same path counts)? */
+static bool tls_changed(const RestSecurity *a, const RestSecurity *b) {
+    if (a->https != b->https)
+        return true;
+    if (!a->https)
+        return false;
+    return a->verify_client != b->verify_client || !streq(a->tls.cert, b->tls.cert) || !streq(a->tls.key, b->tls.key) ||
+           !streq(a->tls.ca, b->tls.ca) || !streq(a->tls.key_password, b->tls.key_password) ||
+           !streq(a->tls.priorities, b->tls.priorities);
+}
+
+int rest_reload(RestServer *r, const PghaConfig *cfg) {
     if (!r)
-        return;
+        return 0;
+    reap_retired(r, false);
     RestSecurity next;
     char *err = NULL;
-    /* built (host names resolved) before taking the lock: requests are not held up meanwhile */
-    if (rest_security_init_access(&next, cfg, r->sec.https, &err) < 0) {
-        log_error("REST API: %s; keeping the running access settings", err);
+    /* built (host names resolved, certificate files read) before taking the lock: requests are not held up */
+    if (rest_security_init(&next, cfg, &err) < 0) {
+        log_error("REST API: %s; keeping the running server and its settings", err);
         free(err);
-        return;
+        return -1;
+    }
+    bool moved = !streq(r->listen, cfg->restapi.listen);
+    bool tls = tls_changed(&r->sec, &next);
+    bool restart = moved || tls || r->backlog != cfg->restapi.request_queue_size;
+    RestListener *l = NULL;
+    if (restart) {
+        l = listener_start(r, cfg->restapi.listen, &next, cfg->restapi.request_queue_size, &err);
+        if (!l) {
+            log_error("REST API: %s; keeping the running server on %s", err, r->listen);
+            free(err);
+            rest_security_free(&next);
+            return -1;
+        }
     }
     pthread_rwlock_wrlock(&r->sec_lock);
-    rest_security_swap_access(&r->sec, &next);
+    if (l) {
+        RestSecurity running = r->sec;
+        r->sec = next;
+        next = running; /* the retired daemon's settings now */
+    } else {
+        rest_security_swap_access(&r->sec, &next);
+    }
     PghaConfig *old_probe = r->probe_cfg;
     r->probe_cfg = probe_config_dup(cfg);
     pthread_rwlock_unlock(&r->sec_lock);
     probe_config_free(old_probe);
-    rest_security_free(&next);
+    if (!l) {
+        rest_security_free(&next);
+        return 0;
+    }
+    RestListener *old = r->cur;
+    r->cur = l;
+    old->sec = next;
+    /* no new connection for the old daemon; the accepted ones are answered */
+    MHD_socket fd = MHD_quiesce_daemon(old->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    old->has_reaper = pthread_create(&old->reaper, NULL, reaper_thread, old) == 0;
+    old->next = r->retired;
+    r->retired = old;
+    if (moved)
+        log_info("REST API: listening on %s (was %s)", cfg->restapi.listen, r->listen);
+    else
+        log_info("REST API: listening on %s with %s", r->listen, tls ? "new TLS settings" : "a new request_queue_size");
+    free(r->listen);
+    r->listen = xstrdup(cfg->restapi.listen);
+    r->backlog = cfg->restapi.request_queue_size;
+    log_listening(r->listen, &r->sec);
+    return 0;
 }

@@ -281,6 +281,77 @@ static void test_log_settings_from_config(void **state) {
     agent_done(&a);
 }
 
+/* The REST server's answer to a reload (main.c: rest_reload()): what it was handed, and what it answers. */
+typedef struct FakeRest {
+    int answer;
+    unsigned calls;
+    char listen[64];
+} FakeRest;
+
+static int fake_rest_reload(void *ctx, const PghaConfig *cfg) {
+    FakeRest *f = ctx;
+    f->calls++;
+    snprintf(f->listen, sizeof f->listen, "%s", cfg->restapi.listen);
+    return f->answer;
+}
+
+static void test_rest_server_refusal_keeps_its_keys(void **state) {
+    (void)state;
+    Agent a;
+    start(&a, GOOD);
+    FakeRest rest = {.answer = 0};
+    a.on_reload = fake_rest_reload;
+    a.on_reload_ctx = &rest;
+
+    /* the REST server moved: the new listen address (and the connect address derived from it) apply, and no
+     * restart of pgha is asked for the REST keys */
+    put_config(GOOD "restapi:\n  listen: 127.0.0.1:8009\n  certfile: /etc/pgha/server.crt\n"
+                    "  verify_client: optional\n  request_queue_size: 16\n");
+    assert_int_equal(agent_reload(&a), 0);
+    assert_int_equal(rest.calls, 1);
+    assert_string_equal(rest.listen, "127.0.0.1:8009");
+    assert_string_equal(a.cfg.restapi.listen, "127.0.0.1:8009");
+    assert_string_equal(a.cfg.restapi.connect_address, "127.0.0.1:8009");
+    assert_string_equal(a.cfg.restapi.certfile, "/etc/pgha/server.crt");
+    assert_false(logged("changed", "takes effect after a restart"));
+    assert_false(logged("keeps its previous listen address", NULL));
+
+    /* it could not (address in use, a bad certificate): the keys of its socket and TLS keep their running
+     * values (the member key goes on advertising where the API answers), everything else applies */
+    strlist_clear(&g_msgs);
+    rest.answer = -1;
+    put_config(GOOD "restapi:\n  listen: 127.0.0.1:8010\n  connect_address: 10.0.0.1:8010\n"
+                    "  authentication: {username: patroni, password: changed}\n"
+                    "tags:\n  nosync: true\n");
+    assert_int_equal(agent_reload(&a), 0);
+    assert_int_equal(rest.calls, 2);
+    assert_string_equal(rest.listen, "127.0.0.1:8010");
+    assert_true(logged("the REST API keeps its previous listen address and TLS settings", NULL));
+    assert_string_equal(a.cfg.restapi.listen, "127.0.0.1:8009");
+    assert_string_equal(a.cfg.restapi.connect_address, "127.0.0.1:8009");
+    assert_string_equal(a.cfg.restapi.certfile, "/etc/pgha/server.crt");
+    assert_int_equal(a.cfg.restapi.verify_client, VERIFY_OPTIONAL);
+    assert_int_equal(a.cfg.restapi.request_queue_size, 16);
+    assert_string_equal(a.cfg.restapi.password, "changed");
+    assert_true(a.cfg.tags.nosync);
+
+    /* the etcd3 keys reload (the HA loop hands them to the etcd client, dcs_reload()): no restart asked */
+    strlist_clear(&g_msgs);
+    FakeRest rest2 = {.answer = 0};
+    a.on_reload_ctx = &rest2;
+    put_config(GOOD "etcd3:\n  hosts: [127.0.0.1:2381]\n  username: pgha\n  password: etcdpw\n");
+    assert_int_equal(agent_reload(&a), 0);
+    assert_true(
+        logged("configuration changed: etcd3.hosts: [127.0.0.1:2379, 127.0.0.1:2380] -> [127.0.0.1:2381]", NULL));
+    assert_true(logged("configuration changed: etcd3.username: (unset) -> pgha", NULL));
+    assert_false(logged("changed", "takes effect after a restart"));
+    assert_int_equal(rest2.calls, 1);
+    assert_int_equal(a.cfg.etcd3.hosts.n, 1);
+    assert_string_equal(a.cfg.etcd3.username, "pgha");
+    assert_int_equal(find_entry_with(&g_lines, "etcdpw", (const char *)NULL), -1);
+    agent_done(&a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_good_reload_swaps, setup, teardown),
@@ -288,6 +359,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_reload_sees_the_startup_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_rejects_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_settings_from_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rest_server_refusal_keeps_its_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
