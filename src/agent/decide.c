@@ -457,6 +457,12 @@ void decide(const Observation *o, Decision *d) {
                 src);
             return;
         }
+        /* B5: a replica method that needs no leader (a restore from a backup), unless a bootstrap is under
+         * way (an empty /initialize) */
+        if (l->clone_without_leader && !(c->has_initialize && !c->initialize[0])) {
+            set(d, HA_CLONE, NULL, "trying to bootstrap (without leader)");
+            return;
+        }
         set(d, HA_NONE, NULL, "waiting for leader to bootstrap");
         return;
     }

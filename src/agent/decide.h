@@ -32,7 +32,8 @@ typedef struct LocalState {
     bool following_unknown;   /* running replica whose upstream we have not set since the agent started */
     bool leader_lock_valid;   /* we acquired/renewed the leader lock less than ttl ago */
     bool watchdog_failed;
-    bool promote_backoff; /* within ttl of a failed promotion (pre_promote or PostgreSQL's) */
+    bool promote_backoff;      /* within ttl of a failed promotion (pre_promote or PostgreSQL's) */
+    bool clone_without_leader; /* a replica method works without a leader (no_leader: from a backup) */
 } LocalState;
 
 /* Another member's answer to GET /patroni during the leader race (spec §4.5 step 9). */

@@ -35,7 +35,8 @@ void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint
     if ((unsigned)mode < AGENT_DEMOTE_MODES)
         h->counters.demotions[mode]++;
     sync_forget(h);
-    run_callback(h, "on_role_change", "demoted");
+    /* no callback here: on_stop ran with the stop, on_role_change (replica) follows the next start (Patroni's
+     * demote() and follow()) */
     if (checkpoint < 0) {
         refresh_controldata(h);
         checkpoint = h->pg.cd.checkpoint_lsn;
@@ -460,7 +461,8 @@ static void do_bootstrap(Ha *h, Decision *d, const LocalState *l) {
     if (r == 1) {
         log_info("Lock owner: None; I am %s", cfg_of(h)->name);
         log_info("trying to bootstrap a new cluster");
-        set_state(h, "initializing new cluster");
+        set_state(h,
+                  cfg_of(h)->bootstrap.method_section ? "running custom bootstrap script" : "initializing new cluster");
         bootstrap_begin(h);
     } else if (r == 0) {
         log_info("failed to acquire initialize lock");
@@ -471,6 +473,12 @@ static void do_bootstrap(Ha *h, Decision *d, const LocalState *l) {
 
 static void do_clone(Ha *h, Decision *d, const LocalState *l) {
     (void)l;
+    if (!d->target[0]) { /* B5: a replica method that needs no leader */
+        write_pgpass(h);
+        set_state(h, "creating replica");
+        task_start(h, TASK_CLONE, NULL, 0, false);
+        return;
+    }
     const Member *m = member_by_name(h, d->target);
     char host[256];
     int port;

@@ -81,6 +81,9 @@ static void run_cycle(Ha *h, bool stale) {
 
     if (stale) {
         /* observe only */
+    } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && l.pg_ready && l.in_recovery) {
+        /* a custom bootstrap with recovery_conf: PostgreSQL replays until its recovery target */
+        log_info("waiting for end of recovery after bootstrap");
     } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && l.pg_ready) {
         post_bootstrap(h);
         observe_pg(h, &l);
@@ -494,6 +497,7 @@ Ha *ha_free(Ha *h) {
     restart_free(&h->restart);
     sync_forget(h);
     free(h->work.task.error);
+    free(h->work.task.method);
     sdn_stopping();
     log_info("pgha stopped");
     free(h);

@@ -78,6 +78,11 @@ typedef struct HaLocal {
     bool stop_patient;          /* a switchover's stop: not escalated (local_set_stop_patience) */
     usec_t not_streaming_since; /* a running replica not streaming on the cluster's timeline: since when */
     long long server_version;   /* the last one PostgreSQL reported (150005) */
+    PgCallbacks callbacks;      /* the callback executor */
+    bool cb_called;             /* on_start, on_stop, on_restart or on_role_change was due once (Patroni's cb_called) */
+    bool start_role_change;     /* the start under way reports on_role_change, not on_start (Patroni's follow()) */
+    bool reload_requested;      /* the agent's configuration was reloaded: PostgreSQL reloads (and on_reload runs) */
+    char stop_role[32];         /* the role when the last stop began (on_stop reports it) */
 } HaLocal;
 
 /* ---- HaView (view.c) ---- */
@@ -143,6 +148,7 @@ typedef struct Task {
     char host[256];
     int port;
     bool crash_recovery; /* rewind: finish crash recovery first */
+    char *method;        /* clone, reinitialize: the replica method that created the data directory */
     PgChild child;       /* the tool it runs, stopped at shutdown */
     Ha *ha;
 } Task;
@@ -150,6 +156,9 @@ typedef struct Task {
 typedef struct HaWork {
     Task task;
     bool bootstrap_pending; /* initdb done or running: roles, post_bootstrap and the DCS keys follow */
+    /* a custom bootstrap (bootstrap.<method>) until post_bootstrap finished: PostgreSQL starts with the
+     * method's recovery_conf (or the recovery files it left) and a pg_hba.conf that trusts local connections */
+    bool custom_bootstrap;
     /* the CHECKPOINT after a promotion (pg_rewind on other nodes needs it): run in a thread */
     pthread_t checkpoint_thread;
     bool checkpoint_running;

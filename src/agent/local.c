@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,6 +73,16 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
         log_warning("%s", warnings.v[i]);
     strlist_clear(&warnings);
     YNode *recovery = NULL;
+    /* a custom bootstrap starts with the method's recovery_conf (standby_mode is its signal file), or the
+     * recovery files the restore left (keep_existing_recovery_conf): they are left as they are */
+    bool custom_bootstrap = as_primary && h->work.custom_bootstrap;
+    const YNode *boot_rc = custom_bootstrap ? ynode_get(cfg->bootstrap.method_section, "recovery_conf") : NULL;
+    if (boot_rc && boot_rc->type == Y_MAP) {
+        recovery = ynode_new(Y_MAP, "recovery", 0);
+        for (size_t i = 0; i < boot_rc->n; i++)
+            if (strcasecmp(boot_rc->keys[i], "standby_mode") != 0)
+                ynode_set(recovery, boot_rc->keys[i], ynode_clone(boot_rc->items[i]));
+    }
     if (!as_primary) {
         recovery = ynode_new(Y_MAP, "recovery", 0);
         const Member *m = target ? member_by_name(h, target) : NULL;
@@ -97,11 +108,16 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     bool changed = r == 1;
     if (r > 0)
         r = 0;
-    if (r == 0)
+    if (r == 0 && !custom_bootstrap)
         r = pg_set_standby_signal(cfg->postgresql.data_dir, !as_primary, &err);
     /* pg_hba / pg_ident: the local configuration wins over the dynamic one */
     const YNode *hba = cfg->postgresql.pg_hba ? cfg->postgresql.pg_hba : dyn_of(h)->pg_hba;
-    if (r == 0 && hba) {
+    if (r == 0 && custom_bootstrap) {
+        PgConnParams p;
+        char host[256];
+        pg_local_conn_params(cfg, &p, host, sizeof host);
+        r = pg_custom_bootstrap_hba(cfg->postgresql.config_dir, p.host, true, &err);
+    } else if (r == 0 && hba) {
         _cleanup_free_ char *path = xasprintf("%s/pg_hba.conf", cfg->postgresql.config_dir);
         r = pg_write_hba(path, hba, false, &err);
     }
@@ -122,8 +138,13 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     return r < 0 ? r : changed ? 1 : 0;
 }
 
+/* Patroni's call_nowait(): `<command> <action> <role> <scope>` (the command split as shlex.split() does, no
+ * shell), run without waiting through the callback executor; nothing while bootstrapping. The role
+ * `promoted` is reported as `primary`. */
 void run_callback(Ha *h, const char *action, const char *role) {
     const PghaConfig *cfg = cfg_of(h);
+    if (h->work.bootstrap_pending)
+        return;
     const char *cmd = NULL;
     if (strcmp(action, "on_start") == 0)
         cmd = cfg->postgresql.callbacks.on_start;
@@ -135,11 +156,26 @@ void run_callback(Ha *h, const char *action, const char *role) {
         cmd = cfg->postgresql.callbacks.on_reload;
     else if (strcmp(action, "on_role_change") == 0)
         cmd = cfg->postgresql.callbacks.on_role_change;
+    if (strcmp(action, "on_reload") != 0)
+        h->pg.cb_called = true;
     if (!cmd)
         return;
-    int r = pg_run_callback(cmd, action, role, cfg->scope);
-    if (r < 0)
-        log_warning("cannot run the %s callback: %s", action, strerror(-r));
+    if (streq(role, "promoted"))
+        role = "primary";
+    StrList argv = {0};
+    char *err = NULL;
+    int r = pg_shlex_split(cmd, &argv, &err);
+    if (r == 0) {
+        strlist_add(&argv, action);
+        strlist_add(&argv, role);
+        strlist_add(&argv, cfg->scope);
+        r = pg_callback_run(&h->pg.callbacks, strcmp(action, "on_reload") == 0, &argv, &err);
+    }
+    if (r < 0) {
+        log_error("callback %s %s %s %s failed: %s", cmd, action, role, cfg->scope, err);
+        free(err);
+    }
+    strlist_clear(&argv);
 }
 
 int start_postgres(Ha *h, bool as_primary, const char *target) {
@@ -160,6 +196,11 @@ int start_postgres(Ha *h, bool as_primary, const char *target) {
         set_state(h, "start failed");
         return r;
     }
+    /* Patroni's follow(): a node that ran as a primary (or was demoted) and starts as a replica once callbacks
+     * have run reports on_role_change instead of on_start, when the start completes (observe_pg) */
+    h->pg.start_role_change = !as_primary && h->pg.cb_called &&
+                              (streq(h->pg.role, "primary") || streq(h->pg.role, "promoted") ||
+                               streq(h->pg.role, "demoted"));
     pid_t pid = h->pg.inst.pid;
     if (h->pg.inst.pidfd < 0)
         log_warning("cannot watch the postmaster %d with a pidfd; its exit is noticed at the next cycle", (int)pid);
@@ -184,6 +225,9 @@ static const char *stop_mode_name(PgStopMode mode) {
  * point (before_stop_limit): without a lease left, or past the fence point, it is stopped without it. */
 static void before_stop(Ha *h, PgStopMode mode, const char *why) {
     const PghaConfig *cfg = cfg_of(h);
+    /* on_stop reports the role PostgreSQL had when it was asked to stop (a switchover may release the key,
+     * and demote, before the postmaster has exited) */
+    snprintf(h->pg.stop_role, sizeof h->pg.stop_role, "%s", h->pg.role);
     if (may_be_primary(h) || is_lock_holder(h))
         publish_stopping(h); /* before the script: the health checks stop saying "primary" now */
     if (cfg->postgresql.before_stop) {
@@ -289,7 +333,7 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
     local_forget(h);
     set_state(h, "stopped");
     if (!h->pg.quiet)
-        run_callback(h, "on_stop", h->pg.role);
+        run_callback(h, "on_stop", h->pg.stop_role);
     return 0;
 }
 
@@ -388,6 +432,7 @@ void observe_pg(Ha *h, LocalState *l) {
         closedir(dd);
     }
     l->data_dir_empty = data_dir_empty(h);
+    l->clone_without_leader = pg_replica_methods_without_leader(cfg);
     if (l->data_dir_empty) {
         if (h->pg.inst.pid <= 0)
             set_role(h, "uninitialized");
@@ -410,7 +455,7 @@ void observe_pg(Ha *h, LocalState *l) {
             if (was_stopping) {
                 log_info("PostgreSQL stopped");
                 if (!h->pg.quiet)
-                    run_callback(h, "on_stop", h->pg.role);
+                    run_callback(h, "on_stop", h->pg.stop_role[0] ? h->pg.stop_role : h->pg.role);
             }
         }
     }
@@ -501,8 +546,11 @@ void observe_pg(Ha *h, LocalState *l) {
         h->pg.starting = false;
         h->pg.start_timeout = 0;
         log_info("PostgreSQL is running%s", h->pg.st.in_recovery ? " as a replica" : "");
-        if (!h->pg.quiet)
+        if (!h->pg.quiet && h->pg.start_role_change)
+            run_callback(h, "on_role_change", h->pg.st.in_recovery ? "replica" : "primary");
+        else if (!h->pg.quiet)
             run_callback(h, "on_start", h->pg.st.in_recovery ? "replica" : "primary");
+        h->pg.start_role_change = false;
     }
     l->pg_starting = h->pg.starting;
     l->pg_ready = h->pg.st.ok;
@@ -522,6 +570,10 @@ void observe_pg(Ha *h, LocalState *l) {
             if (h->pg.promoting) {
                 log_info("promotion complete: PostgreSQL is a primary on timeline %lld", h->pg.st.timeline);
                 start_post_promote_checkpoint(h);
+                /* the replica's settings leave postgresql.conf now, with a reload but without on_reload: the
+                 * agent's housekeeping, not a reload Patroni would make (it leaves them in the file) */
+                if (h->pg.following_set && write_configuration(h, true, NULL) == 1)
+                    reload_postgres(h);
             }
             h->pg.promoting = false;
             set_role(h, "primary");
@@ -560,8 +612,11 @@ void observe_pg(Ha *h, LocalState *l) {
 /* The configuration may have changed (/config, a SIGHUP of pgha): rewrite postgresql.conf, reload
  * PostgreSQL, and find the changes that need a restart (pending_restart). */
 void apply_config_changes(Ha *h) {
+    if (h->pg.inst.pid <= 0)
+        h->pg.reload_requested = false; /* nothing to reload (and no on_reload), as Patroni's failing pg_ctl reload */
+    /* (not while bootstrapping: a custom bootstrap's recovery runs with the method's recovery_conf) */
     if (!h->pg.st.ok || h->pg.status_cached || h->pg.starting || h->work.task.kind != TASK_NONE ||
-        h->pg.inst.pid <= 0 || !h->pg.following_set)
+        h->pg.inst.pid <= 0 || !h->pg.following_set || h->work.bootstrap_pending)
         return;
     bool primary = !h->pg.st.in_recovery;
     /* a replica whose upstream cannot be resolved now (no cluster view: the DCS is unreachable) keeps
@@ -570,7 +625,9 @@ void apply_config_changes(Ha *h) {
     if (!primary && h->pg.following[0] && !member_by_name(h, h->pg.following))
         return;
     int r = write_configuration(h, primary, primary || !h->pg.following[0] ? NULL : h->pg.following);
-    if (r == 1) {
+    bool requested = h->pg.reload_requested;
+    h->pg.reload_requested = false;
+    if (r == 1 || (r == 0 && requested)) {
         log_info("Reloading PostgreSQL configuration.");
         reload_postgres(h);
         run_callback(h, "on_reload", h->pg.role);
@@ -647,6 +704,7 @@ void local_free(HaLocal *l) {
 /* The configuration was reloaded (SIGHUP): the instance reads the new one; the passfile follows it. */
 void local_config_reloaded(Ha *h) {
     h->pg.inst.cfg = cfg_of(h);
+    h->pg.reload_requested = true; /* PostgreSQL reloads too, whether its files changed or not (Patroni) */
     write_pgpass(h);
 }
 

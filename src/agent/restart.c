@@ -86,6 +86,8 @@ static void fail(Ha *h, const char *msg) {
         if (mine)
             log_warning("removed leader key after trying and failing to start postgres");
         demote_finish(h, mine ? DEMOTE_IMMEDIATE : DEMOTE_IMMEDIATE_NOLOCK, mine);
+        if (mine) /* Patroni's post_recover(): the lock holder that cannot start reports its demotion */
+            run_callback(h, "on_role_change", "demoted");
     }
 }
 
@@ -187,7 +189,7 @@ static void reinit_step(Ha *h) {
         return;
     }
     r->phase = RESTART_IDLE;
-    log_info("reinitializing: removing the data directory and cloning it again");
+    log_info("reinitializing: cloning the data directory again");
     local_data_replaced(h);
     write_pgpass(h);
     set_state(h, "creating replica");

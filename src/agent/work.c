@@ -10,6 +10,65 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Patroni's create_replica() (in the worker thread): create_replica_methods in order until one succeeds
+ * (t->method: which). `basebackup` is pg_basebackup(); another method runs its command
+ * (pg_replica_method_argv) after the data directory was emptied, unless keep_data. Without a source (no
+ * leader), only the methods that need none (no_leader). */
+static int create_replica(const PghaConfig *cfg, Task *t, const char *bin_dir, char **ret_error) {
+    const char *dir = cfg->postgresql.data_dir;
+    const StrList *methods = &cfg->postgresql.create_replica_methods;
+    bool source = t->host[0] != '\0';
+    _cleanup_free_ char *connstring = source ? pg_replication_dsn(cfg, t->host, t->port) : xstrdup("");
+    StrList env = {0};
+    if (cfg->postgresql.pgpass)
+        strlist_addf(&env, "PGPASSFILE=%s", cfg->postgresql.pgpass);
+    int r = -ENOENT;
+    for (size_t i = 0; i < methods->n && !pg_child_cancelled(); i++) {
+        const char *m = methods->v[i];
+        const YNode *section = ynode_get(cfg->postgresql.replica_methods, m);
+        if (!source && !pg_replica_method_without_leader(m, section))
+            continue;
+        free(*ret_error);
+        *ret_error = NULL;
+        if (strcmp(m, "basebackup") == 0) {
+            r = pg_basebackup(cfg, bin_dir, t->host, t->port, ret_error);
+            if (r == 0) {
+                t->method = xstrdup(m);
+                break;
+            }
+            log_error("Error when fetching backup: %s", *ret_error);
+            continue;
+        }
+        if (!pg_data_dir_empty(dir)) {
+            if (pg_py_truthy(ynode_get(section, "keep_data"))) {
+                log_info("Leaving data directory uncleaned");
+            } else if ((r = pg_remove_data_directory(dir, ret_error)) < 0) {
+                log_error("%s", *ret_error);
+                continue;
+            }
+        }
+        StrList argv = {0};
+        r = pg_replica_method_argv(m, section, cfg->scope, dir, connstring, &argv, ret_error);
+        if (r == 0)
+            r = pg_run_method(&argv, &env, ret_error);
+        strlist_clear(&argv);
+        if (r == 0) {
+            t->method = xstrdup(m);
+            break;
+        }
+        log_error("Error creating replica using method %s: %s", m, *ret_error);
+        if (r > 0)
+            r = -EIO;
+    }
+    strlist_clear(&env);
+    if (t->method)
+        return 0;
+    if (!*ret_error)
+        *ret_error = xstrdup(pg_child_cancelled() ? "creating the replica was cancelled"
+                                                  : "no replica method can work without a leader");
+    return r < 0 ? r : -ECANCELED;
+}
+
 static void *task_main(void *arg) {
     Task *t = arg;
     Ha *h = t->ha;
@@ -18,13 +77,18 @@ static void *task_main(void *arg) {
     int r = 0;
     pg_child_bind(&t->child);
     switch (t->kind) {
-    case TASK_BOOTSTRAP: r = pg_initdb(cfg, h->pg.inst.bin_dir, &err); break;
-    case TASK_REINIT:
-        r = pg_remove_data_directory(cfg->postgresql.data_dir, &err);
-        if (r < 0)
-            break;
-        /* fall through */
-    case TASK_CLONE: r = pg_basebackup(cfg, h->pg.inst.bin_dir, t->host, t->port, &err); break;
+    case TASK_BOOTSTRAP:
+        if (cfg->bootstrap.method_section) {
+            const YNode *cmd = ynode_get(cfg->bootstrap.method_section, "command");
+            _cleanup_free_ char *line = cmd ? ynode_scalar_string(cmd) : NULL;
+            log_info("Running custom bootstrap script: %s", line ? line : "");
+            r = pg_custom_bootstrap(cfg, &err);
+        } else {
+            r = pg_initdb(cfg, h->pg.inst.bin_dir, &err);
+        }
+        break;
+    case TASK_REINIT: /* the data directory is emptied by each method (not by one with keep_data), as in Patroni */
+    case TASK_CLONE: r = create_replica(cfg, t, h->pg.inst.bin_dir, &err); break;
     case TASK_REWIND:
         if (t->crash_recovery)
             r = pg_crash_recovery(cfg, h->pg.inst.bin_dir, &err);
@@ -54,6 +118,7 @@ const char *task_name(TaskKind k) {
 void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery) {
     Task *t = &h->work.task;
     free(t->error);
+    free(t->method);
     *t = (Task){.kind = kind, .ha = h, .port = port, .crash_recovery = crash_recovery};
     pg_child_init(&t->child);
     snprintf(t->host, sizeof t->host, "%s", host ? host : "");
@@ -116,14 +181,17 @@ void finish_task(Ha *h) {
     TaskKind kind = t->kind;
     int r = t->result;
     char *err = t->error;
+    _cleanup_free_ char *method = t->method;
     t->error = NULL;
+    t->method = NULL;
     t->kind = TASK_NONE;
+    bool from_leader = t->host[0] != '\0';
     const PghaConfig *cfg = cfg_of(h);
     switch (kind) {
     case TASK_BOOTSTRAP:
         if (r < 0) {
-            log_error("%s", err);
-            set_state(h, "initdb failed");
+            log_error("%s%s", cfg->bootstrap.method_section ? "custom bootstrap failed: " : "", err);
+            set_state(h, cfg->bootstrap.method_section ? "custom bootstrap failed" : "initdb failed");
             cancel_initialization(h);
             char *e2 = NULL;
             if (pg_move_data_directory_aside(cfg->postgresql.data_dir, &e2) < 0) {
@@ -146,6 +214,7 @@ void finish_task(Ha *h) {
         }
         refresh_controldata(h);
         set_state(h, "initializing new cluster");
+        h->work.custom_bootstrap = cfg->bootstrap.method_section != NULL;
         if (start_postgres(h, true, NULL) < 0) {
             cancel_initialization(h);
             h->fatal = true;
@@ -153,14 +222,15 @@ void finish_task(Ha *h) {
         h->work.task.kind = TASK_NONE;
         h->work.task.result = 1; /* post-bootstrap pending: see post_bootstrap() */
         break;
-    case TASK_REINIT: /* the data directory was removed, then cloned (its sysid is read again below) */
+    case TASK_REINIT: /* the data directory was cloned again (its sysid is read again below) */
     case TASK_CLONE:
         if (r < 0) {
-            log_error("failed to bootstrap from the leader: %s", err);
+            log_error("failed to bootstrap %s: %s", from_leader ? "from the leader" : "(without leader)", err);
             set_state(h, "stopped");
+            remove_data_directory(h); /* what a failed method left (Patroni removes it too) */
             break;
         }
-        log_info("replica has been created using basebackup");
+        log_info("replica has been created using %s", method ? method : "basebackup");
         local_data_replaced(h);
         refresh_controldata(h);
         (void)start_postgres(h, false,
@@ -204,6 +274,25 @@ static char *bootstrap_config_json(Ha *h) {
 }
 
 static void post_bootstrap_keys(Ha *h);
+
+/* After a custom bootstrap's roles and post_bootstrap: the pg_hba.conf that was there comes back (or the
+ * configured one), no recovery files are left, postgresql.conf is the primary's, and PostgreSQL reloads;
+ * the agent reconnects with the password just set (Patroni's post_bootstrap). */
+static void end_custom_bootstrap(Ha *h) {
+    const PghaConfig *cfg = cfg_of(h);
+    h->work.custom_bootstrap = false;
+    char *err = NULL;
+    if (pg_custom_bootstrap_hba(cfg->postgresql.config_dir, NULL, false, &err) < 0 ||
+        pg_remove_recovery_conf(cfg->postgresql.data_dir, &err) < 0) {
+        log_error("%s", err);
+        free(err);
+    }
+    (void)write_configuration(h, true, NULL);
+    log_info("Reloading PostgreSQL configuration.");
+    reload_postgres(h);
+    sleep(1); /* as Patroni: give PostgreSQL a moment to read the files */
+    pg_instance_close_conn(&h->pg.inst);
+}
 
 /* The bootstrap's keys are written even when a DCS call of the cycle failed before (fail-fast would refuse
  * them and leave /initialize holding our system identifier), and each is tried after another failed: a
@@ -249,6 +338,8 @@ static void post_bootstrap_keys(Ha *h) {
         }
         free(out);
     }
+    if (h->work.custom_bootstrap)
+        end_custom_bootstrap(h);
     /* armed before this node takes the key as the primary (spec §4.2) */
     WatchdogSettings ws = watchdog_settings(h);
     if (!dyn_of(h)->pause && !watchdog_activate(&h->wd, &ws)) {
@@ -278,6 +369,7 @@ static void post_bootstrap_keys(Ha *h) {
     return;
 cancel:
     log_critical("cancelling the bootstrap");
+    h->work.custom_bootstrap = false;
     (void)stop_postgres(h, PG_STOP_IMMEDIATE, "bootstrap failed");
     watchdog_disable(&h->wd);
     (void)dcs_cancel_initialization(h->dcs);
@@ -314,6 +406,8 @@ void task_stop(Ha *h) {
     pg_child_destroy(&t->child);
     free(t->error);
     t->error = NULL;
+    free(t->method);
+    t->method = NULL;
     t->kind = TASK_NONE;
 }
 
@@ -326,8 +420,10 @@ void bootstrap_begin(Ha *h) {
 
 /* initdb finished but PostgreSQL did not start: give /initialize back for another node. */
 void bootstrap_abandon(Ha *h) {
-    log_error("PostgreSQL did not start after initdb");
+    log_error("PostgreSQL did not start after %s",
+              cfg_of(h)->bootstrap.method_section ? "the custom bootstrap" : "initdb");
     h->work.bootstrap_pending = false;
+    h->work.custom_bootstrap = false;
     cancel_initialization(h);
     h->fatal = true;
 }

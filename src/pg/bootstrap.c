@@ -1,8 +1,11 @@
 /* initdb, roles, pg_basebackup, crash recovery, pg_rewind. */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -358,4 +361,131 @@ long long pg_checkpoint_end(const PghaConfig *cfg, const char *bin_dir, long lon
     strlist_clear(&argv);
     strlist_clear(&env);
     return end;
+}
+
+int pg_run_method(StrList *argv, const StrList *env, char **ret_error) {
+    _cleanup_free_ char *cmd = xstrdup(argv->n ? argv->v[0] : "");
+    char *out = NULL;
+    int r = run_command(argv, env, 24 * 3600 * USEC_PER_SEC, &out);
+    strlist_clear(argv);
+    if (r != 0) {
+        _cleanup_free_ char *why = r < 0 ? xstrdup(strerror(-r)) : xasprintf("exited with code=%d", r);
+        *ret_error = xasprintf("%s %s%s%s", cmd, why, out && *out ? ": " : "", out ? output_tail(out) : "");
+    }
+    free(out);
+    return r;
+}
+
+char *pg_replication_dsn(const PghaConfig *cfg, const char *host, int port) {
+    return conninfo(&cfg->postgresql.replication, host, port, cfg->postgresql.database, NULL);
+}
+
+static int remove_file(const char *dir, const char *name, char **ret_error) {
+    _cleanup_free_ char *p = xasprintf("%s/%s", dir, name);
+    if (unlink(p) < 0 && errno != ENOENT) {
+        *ret_error = xasprintf("cannot remove %s: %s", p, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+static int create_file(const char *dir, const char *name, char **ret_error) {
+    _cleanup_free_ char *p = xasprintf("%s/%s", dir, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        *ret_error = xasprintf("cannot create %s: %s", p, strerror(errno));
+        return -errno;
+    }
+    close(fd);
+    return 0;
+}
+
+int pg_remove_recovery_conf(const char *data_dir, char **ret_error) {
+    int r = remove_file(data_dir, "recovery.conf", ret_error);
+    if (r == 0)
+        r = remove_file(data_dir, "standby.signal", ret_error);
+    if (r == 0)
+        r = remove_file(data_dir, "recovery.signal", ret_error);
+    return r;
+}
+
+int pg_custom_bootstrap(const PghaConfig *cfg, char **ret_error) {
+    const YNode *section = cfg->bootstrap.method_section;
+    const char *dir = cfg->postgresql.data_dir;
+    StrList argv = {0};
+    int r = pg_bootstrap_method_argv(section, cfg->scope, dir, &argv, ret_error);
+    if (r < 0) {
+        strlist_clear(&argv);
+        return r;
+    }
+    r = pg_run_method(&argv, NULL, ret_error);
+    if (r != 0)
+        return r < 0 ? r : -EIO;
+    /* Patroni's _post_restore: no trigger file may be left, or PostgreSQL would promote at once */
+    const YNode *rc = ynode_get(section, "recovery_conf");
+    const YNode *trigger = ynode_get(rc, "promote_trigger_file");
+    _cleanup_free_ char *tname = trigger && ynode_is_scalar(trigger) && pg_py_truthy(trigger)
+                                     ? ynode_scalar_string(trigger)
+                                     : xstrdup("promote");
+    _cleanup_free_ char *tpath = tname[0] == '/' ? xstrdup(tname) : xasprintf("%s/%s", dir, tname);
+    if (unlink(tpath) < 0 && errno != ENOENT) {
+        *ret_error = xasprintf("cannot remove %s: %s", tpath, strerror(errno));
+        return -errno;
+    }
+    /* recovery_conf: recovery with it (standby_mode: a standby.signal, else a recovery.signal; the
+     * parameters go into postgresql.conf with the start); without it, the recovery files the restore
+     * left are removed unless keep_existing_recovery_conf */
+    if (rc) {
+        bool standby = pg_py_truthy(ynode_get(rc, "standby_mode"));
+        r = remove_file(dir, "recovery.conf", ret_error);
+        if (r == 0)
+            r = standby ? create_file(dir, "standby.signal", ret_error) : remove_file(dir, "standby.signal", ret_error);
+        if (r == 0 && !standby)
+            r = create_file(dir, "recovery.signal", ret_error);
+        return r;
+    }
+    if (!pg_py_truthy(ynode_get(section, "keep_existing_recovery_conf")))
+        return pg_remove_recovery_conf(dir, ret_error);
+    return 0;
+}
+
+/* pg_hba.conf during a custom bootstrap (Patroni's replace_pg_hba while running_custom_bootstrap): the
+ * restored cluster's passwords are not known, so the agent's own connections are trusted: local ones and
+ * those from the local address. The file that was there is kept aside and comes back afterwards. */
+int pg_custom_bootstrap_hba(const char *config_dir, const char *local_host, bool on, char **ret_error) {
+    _cleanup_free_ char *path = xasprintf("%s/pg_hba.conf", config_dir);
+    _cleanup_free_ char *saved = xasprintf("%s/pg_hba.conf.pgha-bootstrap", config_dir);
+    struct stat st;
+    if (!on) {
+        if (stat(saved, &st) < 0)
+            return 0; /* nothing was kept aside: the file stays */
+        if (rename(saved, path) < 0) {
+            *ret_error = xasprintf("cannot rename %s to %s: %s", saved, path, strerror(errno));
+            return -errno;
+        }
+        return 0;
+    }
+    if (stat(saved, &st) < 0 && stat(path, &st) == 0 && rename(path, saved) < 0) {
+        *ret_error = xasprintf("cannot rename %s to %s: %s", path, saved, strerror(errno));
+        return -errno;
+    }
+    YNode *lines = ynode_new(Y_SEQ, "pg_hba", 0);
+    ynode_append(lines, ynode_new_str("local all all trust", "pg_hba", 0));
+    if (local_host && local_host[0] && local_host[0] != '/') {
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP}, *res = NULL;
+        if (getaddrinfo(local_host, NULL, &hints, &res) == 0) {
+            for (struct addrinfo *a = res; a; a = a->ai_next) {
+                char ip[INET6_ADDRSTRLEN];
+                if (getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof ip, NULL, 0, NI_NUMERICHOST) == 0) {
+                    _cleanup_free_ char *l = xasprintf("host all all %s/%d trust", ip,
+                                                       a->ai_family == AF_INET6 ? 128 : 32);
+                    ynode_append(lines, ynode_new_str(l, "pg_hba", 0));
+                }
+            }
+            freeaddrinfo(res);
+        }
+    }
+    int r = pg_write_hba(path, lines, false, ret_error);
+    ynode_free(lines);
+    return r;
 }

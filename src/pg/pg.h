@@ -97,9 +97,16 @@ int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout);
 int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, char **ret_output);
 /* run_command() of `/bin/sh -c line` (scripts of the configuration: before_stop, pre_promote, ...). */
 int run_shell(const char *line, const StrList *extra_env, usec_t timeout, char **ret_output);
-/* A callback (spec §3.8): `cmd action role scope` through /bin/sh, double-forked so that the agent
- * does not wait for it. 0, or -errno when it could not be started. */
-int pg_run_callback(const char *cmd, const char *action, const char *role, const char *scope);
+/* Patroni's CallbackExecutor: callbacks run without being waited for, one at a time: starting one kills
+ * the previous one (of its slot; on_reload has a slot of its own) with its process group (its children),
+ * whether it still runs or has left children behind. Used by one thread. */
+typedef struct PgCallbacks {
+    pid_t pid;        /* the last callback (a process group leader, reaped by the next run), 0 when none */
+    pid_t reload_pid; /* the last on_reload callback */
+} PgCallbacks;
+/* Start argv (argv[0] looked up in PATH) in its own session, stdin /dev/null. 0, or -errno (and
+ * *ret_error) when it could not be started. */
+int pg_callback_run(PgCallbacks *cb, bool reload_slot, const StrList *argv, char **ret_error);
 
 /* A long-running tool (pg_basebackup, pg_rewind) that another thread may have to stop: a worker thread
  * binds a PgChild with pg_child_bind(); run_command() in that thread then publishes its child's pid
@@ -284,6 +291,46 @@ int pg_initdb(const PghaConfig *cfg, const char *bin_dir, char **ret_error);
 int pg_create_roles(PGconn *c, const PghaConfig *cfg, int major, char **ret_error);
 /* pg_basebackup from host:port with the replication credentials; 2 attempts 5 s apart. */
 int pg_basebackup(const PghaConfig *cfg, const char *bin_dir, const char *host, int port, char **ret_error);
+/* A custom method's command (argv, cleared): run to its end (a day at most), stopped only through the
+ * thread's PgChild. 0, the exit code, or -errno; on failure *ret_error says `<command> exited with code=N`
+ * and the tail of its output. */
+int pg_run_method(StrList *argv, const StrList *env, char **ret_error);
+/* The connection string a replica method gets (--connstring): the replication credentials to host:port,
+ * the password left to the passfile. */
+char *pg_replication_dsn(const PghaConfig *cfg, const char *host, int port);
+/* Patroni's _custom_bootstrap(): bootstrap.<method>'s command with --scope, --datadir (unless no_params)
+ * and --key=value for the other keys; then no promote trigger file; with recovery_conf a recovery.signal
+ * (standby.signal with standby_mode), else the recovery files removed unless keep_existing_recovery_conf. */
+int pg_custom_bootstrap(const PghaConfig *cfg, char **ret_error);
+/* on: pg_hba.conf trusts local connections and those from local_host (its addresses) while a custom
+ * bootstrap runs, the file that was there kept aside; off: that file back. */
+int pg_custom_bootstrap_hba(const char *config_dir, const char *local_host, bool on, char **ret_error);
+/* recovery.conf, standby.signal, recovery.signal removed (Patroni's remove_recovery_conf). */
+int pg_remove_recovery_conf(const char *data_dir, char **ret_error);
+
+/* ---- methods.c: the command lines of the custom methods (pure) ---- */
+
+/* Python's shlex.split() (POSIX mode): words appended to *ret; -EINVAL on an unclosed quote. */
+int pg_shlex_split(const char *s, StrList *ret, char **ret_error);
+/* Python's truth value of a YAML value (a non-empty string is true, whatever it says). */
+bool pg_py_truthy(const YNode *v);
+/* A custom replica method's command line, as Patroni builds it: shlex.split(command or the method's name),
+ * then --key=value for the section's keys (not `command`), where without no_params scope, role=replica,
+ * datadir and connstring are set (a key of the section with one of those names gets that value in its
+ * place), and with no_params the keys no_params, no_master, no_leader and keep_data are left out. Values as
+ * Python's str() prints them (True, False, None). */
+int pg_replica_method_argv(const char *method, const YNode *section, const char *scope, const char *data_dir,
+                           const char *connstring, StrList *ret, char **ret_error);
+/* The custom bootstrap's command line: shlex.split(command), --scope and --datadir unless no_params, then
+ * --key=value for the keys other than command, no_params, keep_existing_recovery_conf, recovery_conf, scope,
+ * datadir. */
+int pg_bootstrap_method_argv(const YNode *section, const char *scope, const char *data_dir, StrList *ret,
+                             char **ret_error);
+/* A method that works without a replication source: not basebackup, and its no_leader is true. */
+bool pg_replica_method_without_leader(const char *method, const YNode *section);
+/* Some method of create_replica_methods does (spec §4.2 B5). */
+bool pg_replica_methods_without_leader(const PghaConfig *cfg);
+
 /* Finish crash recovery with a single-user postmaster so that pg_rewind can run. */
 int pg_crash_recovery(const PghaConfig *cfg, const char *bin_dir, char **ret_error);
 /* pg_rewind against host:port with the rewind credentials. */

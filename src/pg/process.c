@@ -476,23 +476,79 @@ int run_shell(const char *line, const StrList *extra_env, usec_t timeout, char *
     return r;
 }
 
-int pg_run_callback(const char *cmd, const char *action, const char *role, const char *scope) {
+/* The previous callback of a slot, its whole process group: its leader is reaped only here, so the group
+ * id cannot have been reused. A leader that does not go within a second (stuck in the kernel) is left. */
+static void end_previous(pid_t *slot) {
+    pid_t pid = *slot;
+    *slot = 0;
+    if (pid <= 0)
+        return;
+    (void)kill(-pid, SIGKILL);
+    (void)kill(pid, SIGKILL);
+    for (int i = 0; i < 100; i++) {
+        pid_t w = waitpid(pid, NULL, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR))
+            return;
+        usleep(10 * 1000);
+    }
+}
+
+int pg_callback_run(PgCallbacks *cb, bool reload_slot, const StrList *argv, char **ret_error) {
+    if (!argv || argv->n == 0) {
+        *ret_error = xstrdup("empty command");
+        return -EINVAL;
+    }
+    pid_t *slot = reload_slot ? &cb->reload_pid : &cb->pid;
+    end_previous(slot);
     /* everything the child needs is prepared before fork (only async-signal-safe calls after it) */
-    char *line = xasprintf("%s %s %s %s", cmd, action, role, scope);
+    char **av = xcalloc(argv->n + 1, sizeof(char *));
+    for (size_t i = 0; i < argv->n; i++)
+        av[i] = argv->v[i];
+    char *path = resolve_path(av[0]);
+    extern char **environ;
+    int errpipe[2];
+    if (pipe2(errpipe, O_CLOEXEC) < 0) {
+        int e = errno;
+        *ret_error = xasprintf("pipe: %s", strerror(e));
+        free(av);
+        free(path);
+        return -e;
+    }
     pid_t pid = fork();
     if (pid == 0) {
-        /* double fork: the callback is re-parented, so no zombie waits for us */
-        if (fork() != 0)
-            _exit(0);
         reset_child_signals(); /* also closes the agent's descriptors on exec */
-        setsid();
-        execl("/bin/sh", "sh", "-c", line, (char *)NULL);
+        setsid();              /* a process group of its own: the next callback ends it with its children */
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            close(devnull);
+        }
+        execve(path, av, environ);
+        int e = errno;
+        (void)!write(errpipe[1], &e, sizeof e);
         _exit(127);
     }
-    int e = errno;
-    free(line);
-    if (pid < 0)
-        return -e;
-    (void)waitpid(pid, NULL, 0);
+    int fork_errno = errno;
+    close(errpipe[1]);
+    free(av);
+    if (pid < 0) {
+        close(errpipe[0]);
+        *ret_error = xasprintf("fork: %s", strerror(fork_errno));
+        free(path);
+        return -fork_errno;
+    }
+    int child_errno = 0;
+    ssize_t n;
+    while ((n = read(errpipe[0], &child_errno, sizeof child_errno)) < 0 && errno == EINTR)
+        ;
+    close(errpipe[0]);
+    if (n == (ssize_t)sizeof child_errno) {
+        *ret_error = xasprintf("cannot execute %s: %s", path, strerror(child_errno));
+        free(path);
+        (void)waitpid(pid, NULL, 0);
+        return -child_errno;
+    }
+    free(path);
+    *slot = pid;
     return 0;
 }

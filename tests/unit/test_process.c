@@ -254,6 +254,120 @@ static void write_bytes(const char *path, const void *data, size_t len, mode_t m
     assert_int_equal(chmod(path, mode), 0);
 }
 
+/* A pid that is gone, or a zombie (killed, waiting for whoever adopted it). */
+static bool process_gone(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+static pid_t wait_pid_file(const char *path) {
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen(path, "re");
+        long v = 0;
+        if (f) {
+            int ok = fscanf(f, "%ld", &v);
+            fclose(f);
+            if (ok == 1 && v > 0)
+                return (pid_t)v;
+        }
+        usleep(10 * 1000);
+    }
+    fail_msg("no pid in %s", path);
+    return 0;
+}
+
+static int callback(PgCallbacks *cb, bool reload, const char *script, const char *action) {
+    StrList argv = {0};
+    strlist_add(&argv, "sh");
+    strlist_add(&argv, "-c");
+    strlist_add(&argv, script);
+    strlist_add(&argv, action); /* $0 */
+    strlist_add(&argv, "replica");
+    strlist_add(&argv, "demo");
+    char *err = NULL;
+    int r = pg_callback_run(cb, reload, &argv, &err);
+    if (r < 0) {
+        assert_non_null(err);
+        free(err);
+    }
+    strlist_clear(&argv);
+    return r;
+}
+
+/* Patroni's CallbackExecutor: a new callback ends the previous one with its children; on_reload has a slot of
+ * its own; the callback gets its arguments; an unknown command is an error. */
+static void test_callback_executor(void **state) {
+    (void)state;
+    char dir[] = "/tmp/pgha-test-cb-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char p1[300], p2[300], args[300], script[1024];
+    snprintf(p1, sizeof p1, "%s/child1", dir);
+    snprintf(p2, sizeof p2, "%s/child2", dir);
+    snprintf(args, sizeof args, "%s/args", dir);
+    PgCallbacks cb = {0};
+
+    /* a long on_start that started a child of its own */
+    snprintf(script, sizeof script, "sleep 60 & echo $! > %s; wait", p1);
+    assert_int_equal(callback(&cb, false, script, "on_start"), 0);
+    pid_t first = cb.pid, child1 = wait_pid_file(p1);
+    /* a long on_reload: its own slot */
+    snprintf(script, sizeof script, "sleep 60 & echo $! > %s; wait", p2);
+    assert_int_equal(callback(&cb, true, script, "on_reload"), 0);
+    pid_t child2 = wait_pid_file(p2);
+    /* the next callback ends the first one and its child, not the on_reload one */
+    snprintf(script, sizeof script, "echo \"$0 $1 $2\" > %s", args);
+    assert_int_equal(callback(&cb, false, script, "on_role_change"), 0);
+    assert_true(cb.pid > 0 && cb.pid != first);
+    for (int i = 0; i < 200 && !process_gone(child1); i++)
+        usleep(10 * 1000);
+    assert_true(process_gone(child1));
+    assert_true(process_gone(first));
+    assert_false(process_gone(child2));
+    /* it ran with its arguments */
+    for (int i = 0; i < 500; i++) {
+        struct stat st;
+        if (stat(args, &st) == 0 && st.st_size > 0)
+            break;
+        usleep(10 * 1000);
+    }
+    FILE *f = fopen(args, "re");
+    assert_non_null(f);
+    char line[128] = "";
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_string_equal(line, "on_role_change replica demo\n");
+    /* the next on_reload ends the previous one */
+    assert_int_equal(callback(&cb, true, "exit 0", "on_reload"), 0);
+    for (int i = 0; i < 200 && !process_gone(child2); i++)
+        usleep(10 * 1000);
+    assert_true(process_gone(child2));
+
+    /* a command that cannot be executed: an error, and the slot is free */
+    StrList argv = {0};
+    strlist_add(&argv, "/nonexistent/callback");
+    char *err = NULL;
+    assert_true(pg_callback_run(&cb, false, &argv, &err) < 0);
+    assert_non_null(strstr(err, "cannot execute"));
+    free(err);
+    strlist_clear(&argv);
+    assert_int_equal(cb.pid, 0);
+    assert_int_equal(pg_callback_run(&cb, false, &argv, &err), -EINVAL); /* empty */
+    free(err);
+    (void)waitpid(cb.reload_pid, NULL, 0);
+
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_pg_control_state(void **state) {
     (void)state;
     char dir[] = "/tmp/pgha-test-control-XXXXXX";
@@ -313,6 +427,7 @@ int main(void) {
         cmocka_unit_test(test_timeout_kills_the_group),
         cmocka_unit_test(test_timeout_after_output_closed),
         cmocka_unit_test(test_cancel_kills_the_running_child_group),
+        cmocka_unit_test(test_callback_executor),
         cmocka_unit_test(test_pg_control_state),
         cmocka_unit_test(test_postmaster_of),
         cmocka_unit_test(test_waldump_record_end),
