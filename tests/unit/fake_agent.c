@@ -267,6 +267,20 @@ void slots_sync(Ha *h) {
 
 /* ---- ha.c ---- */
 
+/* failsafe.c: the POST /failsafe round as scripted (fake.failsafe_ok), the key writes logged */
+void failsafe_remember_key(Ha *h) { (void)h; }
+
+bool failsafe_check(Ha *h, usec_t deadline) {
+    h->failsafe.round_sent = now_monotonic();
+    fake_event("failsafe_check(%s)", deadline > h->failsafe.round_sent ? "in time" : "past the fence point");
+    return fake.failsafe_ok && deadline > h->failsafe.round_sent;
+}
+
+void failsafe_update_key(Ha *h) {
+    (void)h;
+    fake_event("failsafe_update_key");
+}
+
 void ha_wake(void *ud) { (void)ud; /* called from worker threads: no event */ }
 
 void local_data_replaced(Ha *h) {
