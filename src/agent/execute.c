@@ -497,6 +497,7 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
         log_error("failed to update the leader lock%s%s: trying failsafe mode", why ? ": " : "", why ? why : "");
         failsafe_carry_licence(h, fence);
         f->failsafe_survived = failsafe_check(h, primary_fence_at(h));
+        f->lease_over = !f->failsafe_survived && now_monotonic() >= primary_fence_at(h); /* no time for a fast stop */
         a = decide_lock_failure(l, dyn_of(h), cfg_of(h)->name, d->action, f);
     }
     why = why_copy;

@@ -834,6 +834,18 @@ static void test_failsafe(void **state) {
     assert_false(t.h.failsafe.active);
     t_free(&t);
 
+    /* the POSTs ran into the fence point (the scripted check takes longer than the licence left): no fast stop */
+    T_INIT(&t, "failsafe_mode: true\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + margin + 50 * USEC_PER_MSEC; /* the fence point 50 ms away */
+    fake.update_leader = -ETIMEDOUT;
+    fake.failsafe_ok = true;
+    fake.failsafe_delay_us = 100000;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "failsafe_check(in time)", "publish_stopping", "stop_postgres(immediate)",
+                  DEMOTED, "start_postgres(replica, -)");
+    t_free(&t);
+
     /* the fence point passed before the renewal failed: no POSTs, fenced at once */
     T_INIT(&t, "failsafe_mode: true\n", MINE);
     t_primary(&t);
