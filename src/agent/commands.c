@@ -22,7 +22,25 @@ struct CommandQueue {
     void (*wake)(void *ud);
     void *ud;
     bool closed;
+    char failsafe_leader[128]; /* POST /failsafe: who asked last, and when (monotonic; 0: never) */
+    usec_t failsafe_at;
 };
+
+void command_failsafe_record(CommandQueue *q, const char *leader, usec_t at) {
+    pthread_mutex_lock(&q->lock);
+    snprintf(q->failsafe_leader, sizeof q->failsafe_leader, "%s", leader);
+    q->failsafe_at = at;
+    pthread_mutex_unlock(&q->lock);
+}
+
+const char *command_failsafe_leader(CommandQueue *q, usec_t since, char *buf, size_t len) {
+    pthread_mutex_lock(&q->lock);
+    bool recent = q->failsafe_at && q->failsafe_at >= since && q->failsafe_leader[0];
+    if (recent)
+        snprintf(buf, len, "%s", q->failsafe_leader);
+    pthread_mutex_unlock(&q->lock);
+    return recent ? buf : NULL;
+}
 
 CommandQueue *command_queue_new(void (*wake)(void *ud), void *ud) {
     CommandQueue *q = xcalloc(1, sizeof *q);

@@ -78,6 +78,13 @@ Command *command_queue_pop(CommandQueue *q);
 /* Store the result (takes result), wake the submitter and drop the loop's reference. */
 void command_complete(CommandQueue *q, Command *c, int code, char *result, bool json);
 
+/* ---- POST /failsafe (spec §2.8, §4.12) ---- */
+/* Not a command: the REST thread records the leader that asked (its name, the time: monotonic) and answers at
+ * once; the loop reads it (a replica does not race while a leader asked less than ttl ago). */
+void command_failsafe_record(CommandQueue *q, const char *leader, usec_t at);
+/* The leader of the last POST /failsafe if it came at or after `since` (copied into buf), else NULL. */
+const char *command_failsafe_leader(CommandQueue *q, usec_t since, char *buf, size_t len);
+
 /* ---- pure validation, exposed for tests ---- */
 
 /* Parse the body of POST /switchover or /failover (leader, candidate or member, scheduled_at). 0, or

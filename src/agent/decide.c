@@ -1,5 +1,6 @@
 #include "agent/decide.h"
 
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@ const char *ha_action_name(HaAction a) {
         [HA_FOLLOW] = "follow",
         [HA_SWITCHOVER] = "switchover",
         [HA_CLEAR_FAILOVER] = "clear_failover",
+        [HA_FAILSAFE] = "failsafe",
     };
     return (size_t)a < ELEMENTSOF(names) && names[a] ? names[a] : "?";
 }
@@ -79,6 +81,34 @@ static bool sync_active(const Observation *o) {
 }
 
 static bool nofailover(const PghaConfig *cfg) { return cfg->tags.nofailover; }
+
+static bool failsafe_mode(const Observation *o) { return o->dyn && o->dyn->failsafe_mode; }
+
+bool failsafe_survives(const cJSON *key, const char *me, const FailsafeAnswer *answers, size_t n, char *why,
+                       size_t why_len) {
+    if (!cJSON_IsObject(key)) {
+        snprintf(why, why_len, "no /failsafe key is known");
+        return false;
+    }
+    if (!cJSON_GetObjectItemCaseSensitive(key, me)) {
+        snprintf(why, why_len, "the /failsafe key does not name me");
+        return false;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, key) {
+        if (!e->string || streq(e->string, me))
+            continue;
+        bool accepted = false;
+        for (size_t i = 0; i < n && !accepted; i++)
+            accepted = streq(answers[i].name, e->string) && answers[i].accepted;
+        if (!accepted) {
+            snprintf(why, why_len, "%s did not accept POST /failsafe", e->string);
+            return false;
+        }
+    }
+    why[0] = '\0';
+    return true;
+}
 
 static const PeerStatus *find_peer(const Observation *o, const char *name) {
     for (size_t i = 0; i < o->n_peers; i++)
@@ -304,6 +334,13 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
         }
         return manual_failover_no_leader(o, why, why_len) > 0;
     }
+    /* §4.5 step 8: a member the leader did not list in a non-empty /failsafe may not have been asked whether
+     * the old primary still runs on failsafe */
+    if (failsafe_mode(o) && c && cJSON_IsObject(c->failsafe) && c->failsafe->child &&
+        !cJSON_GetObjectItemCaseSensitive(c->failsafe, me)) {
+        snprintf(why, why_len, "I am not in the /failsafe key");
+        return false;
+    }
     if (sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
         snprintf(why, why_len, "I am not a synchronous standby (%s is the sync leader)", c->sync.leader);
         return false;
@@ -390,7 +427,10 @@ void decide(const Observation *o, Decision *d) {
 
     /* DCS error path (§4.3 step 15) */
     if (!c) {
-        if (pg_is_primary(l) && !paused(o)) {
+        if (pg_is_primary(l) && !paused(o) && failsafe_mode(o) && o->failsafe_survived) {
+            set(d, HA_FAILSAFE, NULL,
+                "continue to run as a leader because failsafe mode is enabled and all members are accessible");
+        } else if (pg_is_primary(l) && !paused(o)) {
             d->demote_mode = DEMOTE_OFFLINE;
             set(d, HA_DEMOTE, NULL, "demoting self because DCS is not accessible and I was a leader");
         } else if (pg_unanswering_primary(l) && !paused(o)) {
@@ -563,6 +603,25 @@ void decide(const Observation *o, Decision *d) {
     }
 
     /* unlocked (table U) */
+    if (!c->leader && failsafe_mode(o) && o->failsafe_leader && !streq(o->failsafe_leader, me) && !pg_is_primary(l) &&
+        !pg_promoting(l)) {
+        /* §4.3 step 1: the leader that asked us in POST /failsafe less than ttl ago counts as the leader (it
+         * may still run as the primary on failsafe): no race, follow it */
+        const char *t = o->failsafe_leader;
+        if (!l->following_unknown && streq(l->following, t)) {
+            set(d, HA_NONE, t,
+                "%sno action. I am (%s), a secondary, and following a leader (%s) known from POST "
+                "/failsafe",
+                pause_prefix, me, t);
+        } else if (cluster_get_member(c, t) && !o->cfg->tags.nostream && !paused(o)) {
+            set(d, HA_FOLLOW, t, "I am (%s), a secondary, and following a leader (%s) known from POST /failsafe", me,
+                t);
+        } else {
+            set(d, HA_NONE, l->following, "%sno action: %s asked in POST /failsafe less than ttl ago; not racing",
+                pause_prefix, t);
+        }
+        return;
+    }
     if (!c->leader) {
         char why[256];
         if (is_healthiest_node(o, why, sizeof why)) {
@@ -645,9 +704,14 @@ LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn,
                                       const LockFailure *f) {
     bool running_primary = l->pg_ready && !l->in_recovery && !dyn->pause;
     bool promoting = pg_promoting(l) && !dyn->pause;
+    /* the DCS error path (§4.3 step 15): a running primary stays one when failsafe mode says it may */
+    bool failsafe = f->dcs_error && running_primary && dyn->failsafe_mode && f->failsafe_survived &&
+                    !f->while_starting_as_primary;
     if (action == HA_ACQUIRE_LOCK) {
         if (!running_primary && !promoting)
             return LOCK_FAIL_NOTHING;
+        if (failsafe)
+            return LOCK_FAIL_FAILSAFE;
         if (f->dcs_error)
             return promoting ? LOCK_FAIL_DEMOTE_NOLOCK : LOCK_FAIL_DEMOTE_OFFLINE;
         if (!f->reread)
@@ -656,6 +720,8 @@ LockFailureAction decide_lock_failure(const LocalState *l, const DynConfig *dyn,
     }
     if (f->while_starting_as_primary && !dyn->pause)
         return LOCK_FAIL_STOP_STARTING;
+    if (failsafe)
+        return LOCK_FAIL_FAILSAFE;
     if (running_primary)
         return f->dcs_error ? LOCK_FAIL_DEMOTE_OFFLINE : LOCK_FAIL_DEMOTE_NOLOCK;
     /* a primary that does not answer, or a replica being promoted: fenced (immediate), whether the key is
@@ -677,6 +743,10 @@ bool decide_needs_peers(const Observation *o) {
     /* the named candidate of a switchover or failover takes the key without comparing itself with the others
      * (manual_failover_no_leader): no probes, which would wait for a dead former primary's host */
     if (!c->leader && failover && c->failover.candidate && streq(c->failover.candidate, o->cfg->name))
+        return false;
+    /* a leader known from POST /failsafe: decide() follows it without a race */
+    if (!c->leader && failsafe_mode(o) && o->failsafe_leader && !streq(o->failsafe_leader, o->cfg->name) &&
+        !(l->pg_ready && !l->in_recovery))
         return false;
     return (!c->leader && !o->cfg->tags.nofailover) || (mine && l->start_timed_out) || (mine && failover) ||
            (!c->leader && failover);

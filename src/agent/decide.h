@@ -60,6 +60,10 @@ typedef struct Observation {
     /* a scheduled switchover (failover key with scheduled_at), judged by the executor's wall clock */
     bool scheduled_due;   /* its time has come (within loop_wait) */
     bool scheduled_stale; /* it is more than 1.5 * loop_wait in the past */
+    /* failsafe mode (spec §4.12), with dyn->failsafe_mode on: */
+    bool failsafe_survived;      /* the DCS could not be read and every other member of /failsafe accepted our
+                                  * POST /failsafe this cycle (failsafe_survives()) */
+    const char *failsafe_leader; /* a member whose POST /failsafe we accepted less than ttl ago, or NULL */
     usec_t now;
 } Observation;
 
@@ -78,6 +82,7 @@ typedef enum HaAction {
     HA_FOLLOW,           /* make replication point at `target` (NULL: nobody) */
     HA_SWITCHOVER,       /* a manual switchover/failover asks us to step down (graceful) */
     HA_CLEAR_FAILOVER,   /* the failover key is stale or not for us: clear it */
+    HA_FAILSAFE,         /* the DCS is gone, every member accepted POST /failsafe: go on as the primary */
 } HaAction;
 
 typedef enum DemoteMode {
@@ -116,6 +121,7 @@ typedef enum LockFailureAction {
     LOCK_FAIL_STOP_STARTING,  /* a start as primary is under way: stop it */
     LOCK_FAIL_DEMOTE_NOLOCK,  /* another member holds the key: immediate stop */
     LOCK_FAIL_DEMOTE_OFFLINE, /* the DCS is unreachable: stop, restart read-only without upstream */
+    LOCK_FAIL_FAILSAFE,       /* the DCS is unreachable, failsafe mode kept us primary (failsafe_survived) */
 } LockFailureAction;
 
 typedef struct LockFailure {
@@ -124,6 +130,7 @@ typedef struct LockFailure {
     const char *holder;             /* ... and named this member (NULL: nobody, or the read failed) */
     bool while_starting_as_primary; /* PostgreSQL is being started as a primary */
     bool lease_over;                /* (executor) the lease reached its fence point meanwhile: stop at once */
+    bool failsafe_survived;         /* (executor) failsafe mode on and every /failsafe member accepted our POST */
 } LockFailure;
 
 /* `action` is the decision whose lock call failed: HA_ACQUIRE_LOCK or one of the renewals. */
@@ -137,6 +144,18 @@ const char *decide_clone_source(const Cluster *c, const char *me);
 /* Does this cycle need the other members' /patroni answers (a race, a switchover, a start that timed
  * out)? The executor probes them only then. */
 bool decide_needs_peers(const Observation *o);
+
+/* One member's answer to our POST /failsafe (spec §4.12): accepted = HTTP 200 with the body "Accepted". */
+typedef struct FailsafeAnswer {
+    const char *name;
+    bool accepted;
+} FailsafeAnswer;
+
+/* The survival decision of a primary that cannot reach the DCS (spec §4.12): true when `key` (the last known
+ * /failsafe object) names `me` and every other member it names has an accepted answer in `answers`; a key
+ * that names only `me` passes. Otherwise false with the reason in why. */
+bool failsafe_survives(const cJSON *key, const char *me, const FailsafeAnswer *answers, size_t n, char *why,
+                       size_t why_len);
 
 /* Spec §4.5: may this node take the leader key? (pure; uses o->peers). */
 bool is_healthiest_node(const Observation *o, char *why, size_t why_len);

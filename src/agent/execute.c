@@ -54,6 +54,7 @@ void demote_finish_at(Ha *h, DemoteMode mode, bool release, long long checkpoint
         dcs_restore_fail_fast(ff);
     }
     lease_lost(h);
+    failsafe_licence_end(h);
 }
 
 bool may_be_primary(const Ha *h) {
@@ -131,13 +132,17 @@ bool enforce_watchdog(Ha *h, char *message, size_t message_len) {
 }
 
 bool fence_expired_lease(Ha *h) {
-    usec_t fence = lease_fence_at(h), until = h->view.lock_valid_until;
+    usec_t fence = primary_fence_at(h), until = h->view.lock_valid_until;
     if (!fence || dyn_of(h)->pause)
         return false;
     usec_t now = now_monotonic();
     if (now < fence || !may_be_primary(h))
         return false;
-    if (now >= until)
+    if (h->failsafe.licence_until >= fence)
+        log_error("failsafe mode: no survival decision before the licence ran out (%.1f s ago): stopping "
+                  "PostgreSQL now",
+                  (double)(now - fence) / USEC_PER_SEC);
+    else if (now >= until)
         log_error("the leader lease ran out %.1f s ago without a renewal: stopping PostgreSQL now",
                   (double)(now - until) / USEC_PER_SEC);
     else
@@ -146,6 +151,7 @@ bool fence_expired_lease(Ha *h) {
     demote(h, DEMOTE_IMMEDIATE_NOLOCK);
     if (h->pg.inst.pid <= 0) {
         lease_lost(h);
+        failsafe_licence_end(h);
         (void)start_postgres(h, false, NULL); /* read-only, without upstream, until the DCS tells more */
     }
     return true;
@@ -517,7 +523,8 @@ static void promote_with_lock(Ha *h, Decision *d) {
 }
 
 /* What decide_lock_failure() chose, carried out. */
-static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure *f, usec_t sent) {
+/* fence: the primary's fence point before the failure (primary_fence_at()), the failsafe licence's start. */
+static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure *f, usec_t sent, usec_t fence) {
     LockFailureAction a = decide_lock_failure(l, dyn_of(h), cfg_of(h)->name, d->action, f);
     if (a == LOCK_FAIL_REREAD) {
         /* our cache may lag our own write: ask etcd whose key it is before demoting */
@@ -533,7 +540,23 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
         f->holder = NULL;
     }
     const char *why = f->dcs_error ? dcs_error(h->dcs) : NULL;
+    char *why_copy = why ? xstrdup(why) : NULL;
+    if (a == LOCK_FAIL_DEMOTE_OFFLINE && !f->lease_over && dyn_of(h)->failsafe_mode && fence > now_monotonic()) {
+        /* the DCS error path (§4.3 step 15) with failsafe mode: ask the members before demoting */
+        log_error("failed to update the leader lock%s%s: trying failsafe mode", why ? ": " : "", why ? why : "");
+        failsafe_carry_licence(h, fence);
+        f->failsafe_survived = failsafe_check(h, primary_fence_at(h));
+        f->lease_over = !f->failsafe_survived && now_monotonic() >= primary_fence_at(h); /* no time for a fast stop */
+        a = decide_lock_failure(l, dyn_of(h), cfg_of(h)->name, d->action, f);
+    }
+    why = why_copy;
     switch (a) {
+    case LOCK_FAIL_FAILSAFE:
+        failsafe_licence_extend(h);
+        publish(h);
+        snprintf(d->message, sizeof d->message,
+                 "continue to run as a leader because failsafe mode is enabled and all members are accessible");
+        break;
     case LOCK_FAIL_REREAD: /* (not returned twice) */
     case LOCK_FAIL_NOTHING:
         if (d->action != HA_ACQUIRE_LOCK)
@@ -562,6 +585,7 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
         demote(h, a == LOCK_FAIL_DEMOTE_OFFLINE ? DEMOTE_OFFLINE : DEMOTE_IMMEDIATE_NOLOCK);
         break;
     }
+    free(why_copy);
 }
 
 static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
@@ -580,7 +604,7 @@ static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
     else
         snprintf(d->message, sizeof d->message, "failed to acquire the leader lock: %s", dcs_error(h->dcs));
     LockFailure f = {.dcs_error = r < 0};
-    on_lock_failure(h, d, l, &f, sent);
+    on_lock_failure(h, d, l, &f, sent, primary_fence_at(h));
 }
 
 /* HA_UPDATE_LOCK, HA_UPDATE_LOCK_ONLY, HA_SWITCHOVER, HA_CLEAR_FAILOVER: renew, then the action's own part;
@@ -592,16 +616,18 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
     usec_t sent = now_monotonic();
     int r = dcs_update_leader(h->dcs, promote ? NULL : h->view.cluster);
     if (r != 1) {
-        usec_t fence = lease_fence_at(h);
+        usec_t fence = primary_fence_at(h);
         bool over = fence && now_monotonic() >= fence;
         lease_lost(h);
         LockFailure f = {.dcs_error = r < 0,
                          .while_starting_as_primary = l->pg_starting && h->pg.start_as_primary,
                          .lease_over = over};
-        on_lock_failure(h, d, l, &f, sent);
+        on_lock_failure(h, d, l, &f, sent, fence);
         return;
     }
-    lease_renewed(h, sent);         /* (the watchdog's keepalive) */
+    lease_renewed(h, sent);
+    if (dyn_of(h)->failsafe_mode)
+        failsafe_update_key(h);     /* right after the lock update (§4.12) */
     if (d->action != HA_SWITCHOVER) /* (a switchover publishes its own at once: no longer the primary) */
         publish(h);                 /* the new fence point for the health checks now, not at the cycle's end */
     /* the lock holder runs (or is about to run) the primary: armed first (Patroni's enforce_primary_role);
@@ -643,6 +669,13 @@ static void do_demote(Ha *h, Decision *d, const LocalState *l) {
     demote(h, d->demote_mode);
 }
 
+static void do_failsafe(Ha *h, Decision *d, const LocalState *l) {
+    (void)d;
+    (void)l;
+    failsafe_licence_extend(h);
+    publish(h); /* the health checks see the new licence now */
+}
+
 static void do_follow(Ha *h, Decision *d, const LocalState *l) {
     (void)l;
     if (!check_running_replica(h))
@@ -666,6 +699,7 @@ static const ActionFn actions[] = {
     [HA_FOLLOW] = do_follow,
     [HA_SWITCHOVER] = do_update_lock,
     [HA_CLEAR_FAILOVER] = do_update_lock,
+    [HA_FAILSAFE] = do_failsafe,
 };
 
 void execute(Ha *h, Decision *d, const LocalState *l) {

@@ -40,6 +40,7 @@ static void run_cycle(Ha *h, bool stale) {
     (void)fence_expired_lease(h);
     usec_t now = now_monotonic();
     const usec_t began = now;
+    const usec_t fence_before = primary_fence_at(h); /* a failsafe licence starts from it (§4.12) */
     /* 1. the cluster view */
     view_read_cluster(h, now);
     (void)fence_expired_lease(h);
@@ -101,9 +102,17 @@ static void run_cycle(Ha *h, bool stale) {
                      .local = &l,
                      .stale_tick = stale,
                      .now = now};
+    /* failsafe mode: a replica that accepted a leader's POST /failsafe less than ttl ago does not race (§4.12) */
+    /* cppcheck-suppress variableScope ; o.failsafe_leader points into it until decide() below */
+    char fs_leader[128];
+    if (dyn_of(h)->failsafe_mode && !stale)
+        o.failsafe_leader = failsafe_window_leader(h, fs_leader, sizeof fs_leader);
     PeerStatus *peers = NULL;
     if (decide_needs_peers(&o)) {
-        peers = probe_members(h->view.cluster, h->view.last_locked, cfg_of(h)->name, cfg_of(h), 2000, &o.n_peers);
+        /* with failsafe mode, the members of /failsafe too (their member keys may have expired meanwhile) */
+        const cJSON *fs = dyn_of(h)->failsafe_mode && h->view.cluster ? h->view.cluster->failsafe : NULL;
+        peers = probe_members_with(h->view.cluster, h->view.last_locked, fs, cfg_of(h)->name, cfg_of(h), 2000,
+                                   &o.n_peers);
         o.peers = peers;
         o.peers_probed = true;
     }
@@ -118,6 +127,17 @@ static void run_cycle(Ha *h, bool stale) {
                 h->next_cycle = now + (usec_t)((at - wall) * 1e6) + 1000; /* wake up exactly then */
         } else {
             o.scheduled_stale = true; /* unparsable: Patroni drops it as well */
+        }
+    }
+    /* failsafe mode: the DCS error path of a running primary asks the members first (§4.3 step 15) */
+    if (dyn_of(h)->failsafe_mode && !stale) {
+        if (!h->view.cluster && !dyn_of(h)->pause && l.pg_running && l.pg_ready && !l.in_recovery &&
+            fence_before > now_monotonic()) {
+            failsafe_carry_licence(h, fence_before);
+            o.failsafe_survived = failsafe_check(h, primary_fence_at(h));
+            if (fence_expired_lease(h)) /* the POSTs ran into the fence point: stopped already */
+                observe_pg(h, &l);
+            o.now = now_monotonic();
         }
     }
     Decision d;
@@ -278,9 +298,6 @@ Ha *ha_new(Agent *a, int *ret_code) {
     }
     if (h->pg.inst.major < 13 || h->pg.inst.major > 17)
         log_warning("PostgreSQL %d is outside the supported range 13-17", h->pg.inst.major);
-    if (cfg->bootstrap.dyn.failsafe_mode)
-        log_warning("failsafe_mode is set, but pgha does not implement failsafe mode yet: a primary that loses "
-                    "the DCS demotes");
     h->dcs = dcs_new(cfg, &err);
     if (!h->dcs) {
         log_critical("%s", err);
@@ -395,7 +412,7 @@ int ha_run(Ha *h) {
         bool due = now >= h->next_cycle;
         if (!due) {
             usec_t wait = h->next_cycle - now;
-            usec_t fence = lease_fence_at(h); /* wake up for the lease's end even when no cycle is due */
+            usec_t fence = primary_fence_at(h); /* wake up for the lease's end even when no cycle is due */
             if (fence && fence > now && fence - now < wait)
                 wait = fence - now;
             /* while PostgreSQL starts or promotes, look often: that is where failover time goes */
@@ -491,6 +508,7 @@ Ha *ha_free(Ha *h) {
     if (h->cmd_fd >= 0)
         close(h->cmd_fd);
     view_free(&h->view);
+    failsafe_free(&h->failsafe);
     publish_free(&h->published);
     dcs_free(h->dcs);
     slots_free(&h->slots);

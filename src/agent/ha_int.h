@@ -209,6 +209,20 @@ typedef struct HaStepdown {
     char *checkpoint_error; /* written by the thread before checkpoint_done */
 } HaStepdown;
 
+/* ---- HaFailsafe (failsafe.c, view.c) ---- */
+/* Failsafe mode (spec §4.12). A primary that cannot reach the DCS runs on a licence instead of its lease: the
+ * lease's fence point carried over when the DCS fails, then extended by each survival decision (every other
+ * member of /failsafe accepted our POST /failsafe), never past ttl from the sending of the POSTs. */
+/* The time a round of POST /failsafe may take: 2 s per attempt, one retry. */
+#define FAILSAFE_POST_BUDGET (4 * USEC_PER_SEC)
+
+typedef struct HaFailsafe {
+    usec_t licence_until; /* monotonic: the fence point of a primary running on failsafe (0: none) */
+    bool active;          /* a survival decision was made since the last lease renewal (failsafe_mode_is_active) */
+    usec_t round_sent;    /* when the last round of POST /failsafe was sent */
+    cJSON *key;           /* the /failsafe object of the last cluster view read, or NULL */
+} HaFailsafe;
+
 struct Ha {
     Agent *a;
     Dcs *dcs;
@@ -224,6 +238,7 @@ struct Ha {
     HaStepdown stepdown;
     HaPublished published;
     Watchdog wd;
+    HaFailsafe failsafe;
     /* the loop (ha.c) */
     usec_t next_cycle;
     usec_t last_cycle;
@@ -261,6 +276,19 @@ usec_t lease_fence_at(const Ha *h);
 /* Until when (monotonic) the lease holder may go on with optional work in a cycle (the slots): the fence point
  * less retry_timeout, the worst case of the renewal that must follow; 0 without a lease (no limit). */
 usec_t lease_work_deadline(const Ha *h);
+/* The point where a primary is fenced (fence_expired_lease): the lease's fence point or, running on failsafe,
+ * the failsafe licence, whichever is later; 0 with neither. */
+usec_t primary_fence_at(const Ha *h);
+/* The DCS failed on a primary with failsafe mode on: the fence point it had (primary_fence_at() before the
+ * failure) stays its licence while the survival decision is made. */
+void failsafe_carry_licence(Ha *h, usec_t fence);
+/* The survival decision passed (the POSTs were sent at h->failsafe.round_sent): the licence runs until the next
+ * decision is due (loop_wait, retry_timeout for its DCS calls, FAILSAFE_POST_BUDGET, the fence margin), never
+ * past round_sent + ttl less the fence margin: every member that accepted promised not to race for ttl from its
+ * receipt. Meanwhile the DCS calls end FAILSAFE_POST_BUDGET before the licence does. */
+void failsafe_licence_extend(Ha *h);
+/* The licence ends: a lease renewal (the lease is the licence again), a demotion, a fence. */
+void failsafe_licence_end(Ha *h);
 void view_read_cluster(Ha *h, usec_t now);
 /* The watchdog's settings: watchdog.* of the local configuration, ttl and loop_wait of the dynamic one. */
 WatchdogSettings watchdog_settings(const Ha *h);
@@ -317,6 +345,7 @@ void restart_free(HaRestart *r);
 
 /* publish.c */
 char *api_url(const Ha *h);
+char *member_conn_url(const Ha *h); /* postgres://host:port/dbname, as in the member key */
 void touch_member(Ha *h);
 void update_history(Ha *h);
 void update_status(Ha *h);
@@ -358,6 +387,20 @@ bool sync_leave_begin(Ha *h);
 bool sync_leave_named(const Ha *h);
 void sync_leave_end(Ha *h);
 void sync_forget(Ha *h);
+
+/* failsafe.c */
+/* Remember the /failsafe key of the cluster view just read (the survival decision uses the last one known). */
+void failsafe_remember_key(Ha *h);
+/* POST /failsafe to every other member of the last known /failsafe key, in parallel: 2 s per attempt, one retry
+ * after a transport error, all of it ended by `deadline` (monotonic; an answer not in by then is a refusal).
+ * Sets h->failsafe.round_sent. Returns the survival decision (failsafe_survives()). */
+bool failsafe_check(Ha *h, usec_t deadline);
+/* The lock holder, right after a successful lock update with failsafe mode on: write /failsafe (every member
+ * with an api_url, and us) when it differs from the cluster view's. */
+void failsafe_update_key(Ha *h);
+/* The member whose POST /failsafe this node accepted less than ttl ago (copied into buf), or NULL. */
+const char *failsafe_window_leader(Ha *h, char *buf, size_t len);
+void failsafe_free(HaFailsafe *f);
 
 /* commands_exec.c: at most one queued command, and only when its DCS calls can end before the next cycle
  * (next_cycle bounds them); re-wakes the loop (ha_commands_wake) when more wait. */

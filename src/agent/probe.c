@@ -7,7 +7,7 @@
 #include "common/json.h"
 
 typedef struct Probe {
-    const Member *m;
+    const char *name, *url;
     CURL *h;
     StrBuf body;
 } Probe;
@@ -99,9 +99,21 @@ bool probe_liveness(const char *api_url, const PghaConfig *cfg, long timeout_ms,
     return ok;
 }
 
+static bool probed(const Probe *probes, size_t n, const char *name) {
+    for (size_t k = 0; k < n; k++)
+        if (streq(probes[k].name, name))
+            return true;
+    return false;
+}
+
 PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg, long timeout_ms,
                           size_t *ret_n) {
-    size_t cap = (c ? c->n_members : 0) + (also ? also->n_members : 0);
+    return probe_members_with(c, also, NULL, me, cfg, timeout_ms, ret_n);
+}
+
+PeerStatus *probe_members_with(const Cluster *c, const Cluster *also, const cJSON *extra, const char *me,
+                               const PghaConfig *cfg, long timeout_ms, size_t *ret_n) {
+    size_t cap = (c ? c->n_members : 0) + (also ? also->n_members : 0) + (size_t)cJSON_GetArraySize(extra);
     Probe *probes = xcalloc(cap + 1, sizeof(Probe));
     size_t n = 0;
     const Cluster *sources[] = {c, also};
@@ -109,20 +121,23 @@ PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me,
         const Cluster *src = sources[s];
         for (size_t i = 0; src && i < src->n_members; i++) {
             const Member *m = &src->members[i];
-            if (streq(m->name, me) || !m->api_url || !*m->api_url)
+            if (streq(m->name, me) || !m->api_url || !*m->api_url || probed(probes, n, m->name))
                 continue;
-            bool dup = false;
-            for (size_t k = 0; k < n; k++)
-                dup |= streq(probes[k].m->name, m->name);
-            if (!dup)
-                probes[n++].m = m;
+            probes[n++] = (Probe){.name = m->name, .url = m->api_url};
         }
+    }
+    const cJSON *fs = cJSON_IsObject(extra) ? extra : NULL, *e;
+    cJSON_ArrayForEach(e, fs) {
+        if (!e->string || streq(e->string, me) || !cJSON_IsString(e) || !e->valuestring[0] ||
+            probed(probes, n, e->string))
+            continue;
+        probes[n++] = (Probe){.name = e->string, .url = e->valuestring};
     }
     CURLM *multi = curl_multi_init();
     for (size_t i = 0; i < n; i++) {
         Probe *p = &probes[i];
         sb_init(&p->body);
-        p->h = probe_new_handle(p->m->api_url, cfg, timeout_ms, &p->body);
+        p->h = probe_new_handle(p->url, cfg, timeout_ms, &p->body);
         curl_multi_add_handle(multi, p->h);
     }
     int running = 1;
@@ -137,7 +152,7 @@ PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me,
         Probe *p = &probes[i];
         long code = 0;
         curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &code);
-        out[i].name = p->m->name;
+        out[i].name = p->name;
         out[i].failover_priority = 1;
         if (code > 0 && p->body.s)
             probe_parse(p->body.s, &out[i]);

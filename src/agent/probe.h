@@ -12,6 +12,9 @@
  * api_url. Returns an array (names point into the clusters) and its length in *ret_n. */
 PeerStatus *probe_members(const Cluster *c, const Cluster *also, const char *me, const PghaConfig *cfg, long timeout_ms,
                           size_t *ret_n);
+/* The same, and the members of `extra` (an object name -> api_url: the /failsafe key) not already probed. */
+PeerStatus *probe_members_with(const Cluster *c, const Cluster *also, const cJSON *extra, const char *me,
+                               const PghaConfig *cfg, long timeout_ms, size_t *ret_n);
 /* A copy of the fields of cfg a probe uses (the rest zeroed), for a thread that may not read the
  * agent's configuration while a reload replaces it; probe_config_free() releases it. */
 PghaConfig *probe_config_dup(const PghaConfig *cfg);

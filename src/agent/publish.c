@@ -24,6 +24,8 @@ static char *conn_url(const Ha *h) {
     return xasprintf("postgres://%s:%d/%s", host ? host : "127.0.0.1", port, cfg->postgresql.database);
 }
 
+char *member_conn_url(const Ha *h) { return conn_url(h); }
+
 char *api_url(const Ha *h) {
     const PghaConfig *cfg = cfg_of(h);
     return xasprintf("%s://%s/patroni", cfg->restapi.certfile ? "https" : "http", cfg->restapi.connect_address);
@@ -234,7 +236,15 @@ void write_status_optime_only(Ha *h, long long optime) {
  * or stop of PostgreSQL under way. */
 static usec_t leader_until(const Ha *h, usec_t now) {
     usec_t until = lease_fence_at(h); /* a primary stops then (fence_expired_lease) */
-    if (!is_lock_holder(h) || until <= now || h->pg.stopping || h->stepdown.phase != STEPDOWN_IDLE)
+    bool leader = is_lock_holder(h);
+    /* a primary running on failsafe (§4.12): the licence of its last survival decision (or, while the first is
+     * made, the lease's fence point carried over), not longer */
+    if (h->failsafe.licence_until > now && may_be_primary(h)) {
+        leader = true;
+        if (h->failsafe.licence_until > until)
+            until = h->failsafe.licence_until;
+    }
+    if (!leader || until <= now || h->pg.stopping || h->stepdown.phase != STEPDOWN_IDLE)
         return 0;
     return until;
 }
@@ -282,6 +292,13 @@ static Snapshot *build(Ha *h, bool stopping) {
         cJSON_DeleteItemFromObjectCaseSensitive(s->scheduled_restart, "postmaster_start_time");
     }
     s->leader_until = stopping ? 0 : leader_until(h, now);
+    s->failsafe_mode = dyn_of(h)->failsafe_mode;
+    if (s->failsafe_mode) {
+        /* the primary while it runs on failsafe; a replica while a leader's POST /failsafe is less than ttl old */
+        char buf[128];
+        s->failsafe_active = (h->failsafe.active && h->failsafe.licence_until > now && !stopping) ||
+                             (h->commands && failsafe_window_leader(h, buf, sizeof buf) != NULL);
+    }
     if (h->view.cluster && h->view.cluster->sync.leader && s->pg_running && h->pg.st.in_recovery &&
         sync_matches(&h->view.cluster->sync, cfg->name) && !strcaseeq(h->view.cluster->sync.leader, cfg->name)) {
         s->sync_standby = true;

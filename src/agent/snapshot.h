@@ -50,7 +50,8 @@ typedef struct Snapshot {
     bool pause;
     bool has_cluster; /* the DCS was read less than ttl ago */
     bool cluster_unlocked;
-    bool failsafe_active;
+    bool failsafe_mode;      /* the dynamic configuration's failsafe_mode (POST /failsafe answers 502 without it) */
+    bool failsafe_active;    /* failsafe_mode_is_active (spec §4.12) */
     long long dcs_last_seen; /* epoch seconds */
     cJSON *tags;             /* effective tags (object) or NULL */
     char *sysid;

@@ -103,6 +103,7 @@ void lease_renewed(Ha *h, usec_t sent_at) {
         sent_at = since;
     h->view.lock_valid_until = sent_at + (usec_t)ttl_s(h) * USEC_PER_SEC;
     dcs_set_lease_deadline(lease_fence_at(h));
+    failsafe_licence_end(h); /* §4.3 step 14: the leader with its lock marks failsafe inactive */
     /* the watchdog is kept alive by the loop itself, after each renewal: a stuck loop lets it fire */
     WatchdogSettings ws = watchdog_settings(h);
     watchdog_keepalive(&h->wd, &ws);
@@ -115,7 +116,7 @@ WatchdogSettings watchdog_settings(const Ha *h) {
                               .safety_margin = cfg->watchdog.safety_margin,
                               .ttl = ttl_s(h),
                               .loop_wait = loop_wait_s(h),
-                              .fire_by = lease_fence_at(h)};
+                              .fire_by = primary_fence_at(h)}; /* the lease, or failsafe's licence */
 }
 
 void lease_lost(Ha *h) {
@@ -133,6 +134,44 @@ usec_t lease_fence_at(const Ha *h) {
     if (!until)
         return 0;
     return until > margin ? until - margin : 1;
+}
+
+usec_t primary_fence_at(const Ha *h) {
+    usec_t fence = lease_fence_at(h), licence = h->failsafe.licence_until;
+    return licence > fence ? licence : fence;
+}
+
+/* On the licence, the DCS calls end early enough for the POSTs that decide whether it is extended. */
+static void failsafe_dcs_deadline(Ha *h) {
+    usec_t fence = primary_fence_at(h);
+    dcs_set_lease_deadline(fence > FAILSAFE_POST_BUDGET ? fence - FAILSAFE_POST_BUDGET : 1);
+}
+
+void failsafe_carry_licence(Ha *h, usec_t fence) {
+    if (fence > h->failsafe.licence_until)
+        h->failsafe.licence_until = fence;
+    failsafe_dcs_deadline(h);
+}
+
+void failsafe_licence_extend(Ha *h) {
+    usec_t margin = lease_fence_margin(h), sent = h->failsafe.round_sent;
+    usec_t bound = sent + (usec_t)ttl_s(h) * USEC_PER_SEC;
+    bound = bound > margin ? bound - margin : 0;
+    /* the next decision: the next cycle (loop_wait), its DCS calls (retry_timeout), its POSTs, the margin */
+    usec_t next = now_monotonic() + (usec_t)(loop_wait_s(h) + dyn_of(h)->retry_timeout) * USEC_PER_SEC +
+                  FAILSAFE_POST_BUDGET + margin;
+    h->failsafe.licence_until = next < bound ? next : bound;
+    h->failsafe.active = true;
+    failsafe_dcs_deadline(h);
+    /* surviving on failsafe keeps the watchdog alive as a renewal does (spec §4.12), up to the licence's end */
+    WatchdogSettings ws = watchdog_settings(h);
+    watchdog_keepalive(&h->wd, &ws);
+}
+
+void failsafe_licence_end(Ha *h) {
+    h->failsafe.licence_until = 0;
+    h->failsafe.active = false;
+    dcs_set_lease_deadline(lease_fence_at(h));
 }
 
 usec_t lease_work_deadline(const Ha *h) {
@@ -159,6 +198,7 @@ void view_read_cluster(Ha *h, usec_t now) {
             }
         }
         refresh_dynamic_config(h);
+        failsafe_remember_key(h);
     } else {
         cluster_free(h->view.cluster);
         h->view.cluster = NULL;

@@ -184,6 +184,33 @@ static void do_simple(CommandQueue *q, CommandKind kind, cJSON *body, RestReply 
     command_unref(c);
 }
 
+void rest_failsafe_post(CommandQueue *q, const Snapshot *s, const char *body, size_t len, bool has_length,
+                        RestReply *r) {
+    if (!s || !s->failsafe_mode) {
+        error_page(r, 502);
+        return;
+    }
+    cJSON *o = read_json(body, len, has_length, r);
+    if (!o)
+        return;
+    const char *name = json_get_string(o, "name");
+    if (!name || !*name || strlen(name) >= 128) {
+        cJSON_Delete(o);
+        text(r, 400, "a member name is required");
+        return;
+    }
+    if (streq(s->state, "running") && s->pg_running && !s->in_recovery) {
+        cJSON_Delete(o);
+        text(r, 500, "Running as a leader");
+        return;
+    }
+    command_failsafe_record(q, name, now_monotonic());
+    cJSON_Delete(o);
+    long long rec = s->pg_running ? s->received_location : 0, rep = s->pg_running ? s->replayed_location : 0;
+    r->lsn = rec > rep ? rec : rep;
+    text(r, 200, "Accepted");
+}
+
 bool rest_command(CommandQueue *q, Dcs *dcs, const PghaConfig *probe_cfg, const _Atomic bool *stopping,
                   const char *method, const char *url, const char *body, size_t len, bool has_length, RestReply *r) {
     *r = (RestReply){0};
@@ -221,6 +248,11 @@ bool rest_command(CommandQueue *q, Dcs *dcs, const PghaConfig *probe_cfg, const 
                 reply_from(c, r);
             command_unref(c);
         }
+    } else if (streq(method, "POST") && streq(first, "failsafe")) {
+        /* answered here: the HA loop only reads what was recorded */
+        Snapshot *s = snapshot_current();
+        rest_failsafe_post(q, s, body, len, has_length, r);
+        snapshot_unref(s);
     } else if (streq(method, "POST") && streq(first, "reload")) {
         /* queued, not waited for (and never dropped): it runs even if the loop is busy now */
         Command *c = command_new(CMD_RELOAD);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "agent/commands.h"
+#include "agent/snapshot.h"
 #include "dcs/dcs.h"
 
 typedef struct RestReply {
@@ -16,7 +17,14 @@ typedef struct RestReply {
     const char *content_type; /* for body */
     bool error_page;          /* Python's send_error(code) */
     bool close;               /* close the connection without an answer */
+    long long lsn;            /* > 0: an `lsn` response header (POST /failsafe) */
 } RestReply;
+
+/* POST /failsafe (spec §2.8) for the snapshot s (NULL: none published yet): 502 without failsafe_mode; 500
+ * "Running as a leader" on a running primary; else the sender is recorded for the HA loop (no wait for it)
+ * and the answer is 200 "Accepted" with our WAL position in the lsn header. */
+void rest_failsafe_post(CommandQueue *q, const Snapshot *s, const char *body, size_t len, bool has_length,
+                        RestReply *r);
 
 /* Runs in a thread of its own (it may wait for minutes); stopping ends a wait for a switchover's outcome.
  * false when method and path are not a command endpoint (the caller answers 501). */

@@ -71,7 +71,16 @@ static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+static enum MHD_Result respond_hdr(struct MHD_Connection *conn, unsigned code, char *body, const char *content_type,
+                                   const char *hname, const char *hvalue);
+
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned code, char *body, const char *content_type) {
+    return respond_hdr(conn, code, body, content_type, NULL, NULL);
+}
+
+/* With one extra header (hname: NULL for none). */
+static enum MHD_Result respond_hdr(struct MHD_Connection *conn, unsigned code, char *body, const char *content_type,
+                                   const char *hname, const char *hvalue) {
     size_t len = body ? strlen(body) : 0;
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body ? body : (char *)"",
                                                              body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
@@ -81,6 +90,8 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned code, char 
     }
     if (content_type)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (hname && hvalue)
+        MHD_add_response_header(r, hname, hvalue);
     /* status-only responses (no body, no type) carry no headers of ours, as in Patroni */
     if ((body || content_type) && rest_server) {
         pthread_rwlock_rdlock(&rest_server->sec_lock);
@@ -269,7 +280,9 @@ static enum MHD_Result handle_command(RestListener *l, struct MHD_Connection *co
             return respond_error_page(conn, rep->code, reason_phrase(rep->code));
         char *body = rep->body;
         rep->body = NULL;
-        return respond(conn, rep->code, body, rep->content_type);
+        char lsn[24];
+        snprintf(lsn, sizeof lsn, "%lld", rep->lsn);
+        return respond_hdr(conn, rep->code, body, rep->content_type, rep->lsn > 0 ? "lsn" : NULL, lsn);
     }
     if (b->started) {
         *ret_pending = true;

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 Fake fake;
@@ -266,6 +267,25 @@ void slots_sync(Ha *h) {
 #endif
 
 /* ---- ha.c ---- */
+
+/* failsafe.c: the POST /failsafe round as scripted (fake.failsafe_ok), the key writes logged */
+void failsafe_remember_key(Ha *h) { (void)h; }
+
+bool failsafe_check(Ha *h, usec_t deadline) {
+    h->failsafe.round_sent = now_monotonic();
+    fake_event("failsafe_check(%s)", deadline > h->failsafe.round_sent ? "in time" : "past the fence point");
+    if (fake.failsafe_delay_us > 0) {
+        struct timespec ts = {.tv_sec = fake.failsafe_delay_us / 1000000,
+                              .tv_nsec = fake.failsafe_delay_us % 1000000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return fake.failsafe_ok && deadline > now_monotonic(); /* an answer after the deadline counts for nothing */
+}
+
+void failsafe_update_key(Ha *h) {
+    (void)h;
+    fake_event("failsafe_update_key");
+}
 
 void ha_wake(void *ud) { (void)ud; /* called from worker threads: no event */ }
 

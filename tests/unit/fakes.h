@@ -66,6 +66,8 @@ typedef struct Fake {
     int observe_calls, observe_shut_down_at, observe_exit_at;
     bool rewind_unusable;     /* pg_rewind_usable() says no (the binary does not run) */
     long long checkpoint_end; /* pg_checkpoint_end(): where the checkpoint record ends (0: unknown) */
+    bool failsafe_ok;         /* failsafe_check(): every member accepted POST /failsafe (if before the deadline) */
+    long failsafe_delay_us;   /* ... after this long (a real wait) */
     FakeHooks hooks;
 } Fake;
 

@@ -12,7 +12,9 @@
 #include <pthread.h>
 
 #include "agent/commands.h"
+#include "agent/snapshot.h"
 #include "common/json.h"
+#include "restapi/commands.h"
 #include "unit_helpers.h"
 
 #define NOW 1800000000.0 /* 2027-01-15T08:00:00Z */
@@ -275,6 +277,61 @@ static void test_queue(void **state) {
     command_queue_free(q);
 }
 
+/* POST /failsafe (spec §2.8): answered from the snapshot, the sender recorded for the loop without waiting. */
+static void failsafe_post(CommandQueue *q, const Snapshot *s, const char *body, bool has_length, unsigned code,
+                          const char *text, long long lsn) {
+    RestReply r = {0};
+    rest_failsafe_post(q, s, body, strlen(body), has_length, &r);
+    assert_int_equal(r.code, code);
+    if (text)
+        assert_string_equal(r.body, text);
+    else
+        assert_true(r.error_page);
+    assert_int_equal(r.lsn, lsn);
+    free(r.body);
+}
+
+static void test_failsafe_post(void **state) {
+    (void)state;
+    CommandQueue *q = command_queue_new(wake, NULL);
+    Snapshot *s = snapshot_new();
+    s->state = xstrdup("running");
+    s->pg_running = true;
+    s->in_recovery = true;
+    s->received_location = 5000;
+    s->replayed_location = 4000;
+    const char *body = "{\"name\":\"node1\",\"conn_url\":\"postgres://10.0.0.1:5432/postgres\","
+                       "\"api_url\":\"http://10.0.0.1:8008/patroni\",\"slots\":{\"node1\":5000}}";
+    char buf[128];
+    /* failsafe_mode off: 502, nothing recorded */
+    failsafe_post(q, s, body, true, 502, NULL, 0);
+    failsafe_post(q, NULL, body, true, 502, NULL, 0);
+    assert_null(command_failsafe_leader(q, 1, buf, sizeof buf));
+    s->failsafe_mode = true;
+    /* no Content-Length, no object, no name */
+    failsafe_post(q, s, body, false, 411, NULL, 0);
+    failsafe_post(q, s, "[1]", true, 400, NULL, 0);
+    failsafe_post(q, s, "{\"slots\":{}}", true, 400, "a member name is required", 0);
+    assert_null(command_failsafe_leader(q, 1, buf, sizeof buf));
+    /* a replica accepts, with its WAL position (max of received and replayed) in the lsn header */
+    usec_t before = now_monotonic();
+    failsafe_post(q, s, body, true, 200, "Accepted", 5000);
+    assert_string_equal(command_failsafe_leader(q, before, buf, sizeof buf), "node1");
+    assert_null(command_failsafe_leader(q, now_monotonic() + 1, buf, sizeof buf)); /* older than asked for */
+    /* a running primary refuses: there is a leader here */
+    s->in_recovery = false;
+    failsafe_post(q, s, "{\"name\":\"node3\"}", true, 500, "Running as a leader", 0);
+    assert_string_equal(command_failsafe_leader(q, before, buf, sizeof buf), "node1");
+    /* a stopped node accepts without an lsn header */
+    s->pg_running = false;
+    free(s->state);
+    s->state = xstrdup("stopped");
+    failsafe_post(q, s, "{\"name\":\"node3\"}", true, 200, "Accepted", 0);
+    assert_string_equal(command_failsafe_leader(q, before, buf, sizeof buf), "node3");
+    snapshot_unref(s);
+    command_queue_free(q);
+}
+
 static void expect_iso(const char *in, const char *out) {
     char *s = failover_scheduled_iso(in);
     if (out)
@@ -297,8 +354,9 @@ static void test_scheduled_iso(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse), cmocka_unit_test(test_check_order), cmocka_unit_test(test_precheck),
-        cmocka_unit_test(test_patch), cmocka_unit_test(test_queue),       cmocka_unit_test(test_scheduled_iso),
+        cmocka_unit_test(test_parse),         cmocka_unit_test(test_check_order), cmocka_unit_test(test_precheck),
+        cmocka_unit_test(test_patch),         cmocka_unit_test(test_queue),       cmocka_unit_test(test_failsafe_post),
+        cmocka_unit_test(test_scheduled_iso),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

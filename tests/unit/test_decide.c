@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "agent/decide.h"
 #include "agent/probe.h"
 #include "common/config.h"
@@ -80,6 +82,8 @@ typedef struct Input {
     LocalState local;
     PeerStatus peers[4]; /* terminated by a NULL name */
     bool stale;
+    bool failsafe_survived;      /* every /failsafe member accepted our POST this cycle */
+    const char *failsafe_leader; /* a leader whose POST /failsafe we accepted less than ttl ago */
 } Input;
 
 typedef struct DecideRow {
@@ -137,6 +141,8 @@ static void world_build(World *w, const Input *in) {
         .n_peers = n_peers,
         .peers_probed = n_peers > 0,
         .stale_tick = in->stale,
+        .failsafe_survived = in->failsafe_survived,
+        .failsafe_leader = in->failsafe_leader,
         .now = NOW,
     };
 }
@@ -2101,6 +2107,12 @@ static const NeedsPeersRow needs_peers_rows[] = {
      {.local_yaml = "tags:\n  nofailover: true\n", .keys = {UNLOCKED, K_FAILOVER_TO_N3}, .local = {PG_REPLICA}},
      true},
     {"unlocked, DCS unreadable", {.no_dcs = true, .local = {PG_REPLICA}}, false},
+    {"unlocked, failsafe mode, a leader asked in POST /failsafe: no race",
+     {.dyn_yaml = "failsafe_mode: true\n", .keys = {UNLOCKED}, .local = {PG_REPLICA}, .failsafe_leader = "node1"},
+     false},
+    {"unlocked, failsafe mode off: the POST /failsafe does not count",
+     {.keys = {UNLOCKED}, .local = {PG_REPLICA}, .failsafe_leader = "node1"},
+     true},
     {"unlocked, empty data directory",
      {.keys = {UNLOCKED}, .local = {.data_dir_empty = true, .pg_running = true}},
      false},
@@ -2186,8 +2198,228 @@ static void test_probe_parse_tags(void **state) {
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * failsafe mode (spec §4.3 steps 1 and 15, §4.5 step 8, §4.12) */
+
+#define FAILSAFE_ON "failsafe_mode: true\n"
+#define K_FAILSAFE(json) \
+    { "failsafe", json }
+#define FS_ALL                                                                                \
+    "{\"node1\":\"http://10.0.0.1:8008/patroni\",\"node2\":\"http://10.0.0.2:8008/patroni\"," \
+    "\"node3\":\"http://10.0.0.3:8008/patroni\"}"
+#define FS_NOT_N2 "{\"node1\":\"http://10.0.0.1:8008/patroni\",\"node3\":\"http://10.0.0.3:8008/patroni\"}"
+
+static const DecideRow failsafe_rows[] = {
+    {"DCS unreachable, primary, failsafe mode, every member accepted -> runs on",
+     {.no_dcs = true, .dyn_yaml = FAILSAFE_ON, .local = {PG_PRIMARY}, .failsafe_survived = true},
+     HA_FAILSAFE,
+     0,
+     false,
+     NULL,
+     "continue to run as a leader because failsafe mode is enabled and all members are accessible"},
+    {"DCS unreachable, primary, failsafe mode, a member did not accept -> demote offline",
+     {.no_dcs = true, .dyn_yaml = FAILSAFE_ON, .local = {PG_PRIMARY}},
+     HA_DEMOTE,
+     DEMOTE_OFFLINE,
+     false,
+     NULL,
+     "DCS is not accessible and I was a leader"},
+    {"DCS unreachable, primary, failsafe mode off (a stray survival flag counts for nothing) -> demote offline",
+     {.no_dcs = true, .local = {PG_PRIMARY}, .failsafe_survived = true},
+     HA_DEMOTE,
+     DEMOTE_OFFLINE,
+     false,
+     NULL,
+     "DCS is not accessible"},
+    {"DCS unreachable, paused primary, failsafe mode -> left alone",
+     {.no_dcs = true, .dyn_yaml = FAILSAFE_ON "pause: true\n", .local = {PG_PRIMARY}, .failsafe_survived = true},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "PAUSE: DCS is not accessible"},
+    {"DCS unreachable, a primary that does not answer, failsafe mode -> still fenced",
+     {.no_dcs = true, .dyn_yaml = FAILSAFE_ON, .local = {PG_UNANSWERING_PRIMARY}, .failsafe_survived = true},
+     HA_DEMOTE,
+     DEMOTE_IMMEDIATE_NOLOCK,
+     false,
+     NULL,
+     "DCS is not accessible"},
+    {"DCS unreachable, replica, failsafe mode -> nothing",
+     {.no_dcs = true, .dyn_yaml = FAILSAFE_ON, .local = {PG_REPLICA}, .failsafe_leader = "node1"},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "DCS is not accessible"},
+    {"unlocked, a replica following the leader that asked in POST /failsafe -> no race",
+     {.dyn_yaml = FAILSAFE_ON,
+      .keys = {UNLOCKED, K_FAILSAFE(FS_ALL)},
+      .local = {PG_REPLICA, .following = "node1"},
+      .peers = {PEER("node3", 5000)},
+      .failsafe_leader = "node1"},
+     HA_NONE,
+     0,
+     false,
+     "node1",
+     "known from POST /failsafe"},
+    {"unlocked, the leader that asked has a member key, not followed yet -> follow it",
+     {.dyn_yaml = FAILSAFE_ON,
+      .keys = {K_INIT, K_M1, K_M2, K_M3, K_STATUS(5000), K_FAILSAFE(FS_ALL)},
+      .local = {PG_REPLICA, .following = "node3"},
+      .failsafe_leader = "node1"},
+     HA_FOLLOW,
+     0,
+     false,
+     "node1",
+     "known from POST /failsafe"},
+    {"unlocked, the leader that asked has no member key -> no race, nothing else",
+     {.dyn_yaml = FAILSAFE_ON, .keys = {UNLOCKED}, .local = {PG_REPLICA}, .failsafe_leader = "node1"},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "not racing"},
+    {"unlocked, failsafe mode off: a POST /failsafe does not stop the race",
+     {.keys = {UNLOCKED},
+      .local = {PG_REPLICA, .wal_position = 5000},
+      .peers = {PEER("node3", 5000)},
+      .failsafe_leader = "node1"},
+     HA_ACQUIRE_LOCK,
+     0,
+     false,
+     NULL,
+     "promoted self to leader"},
+    {"unlocked, the old primary itself (it asked the others) -> takes the key again",
+     {.me = "node1",
+      .dyn_yaml = FAILSAFE_ON,
+      .keys = {UNLOCKED, K_FAILSAFE(FS_ALL)},
+      .local = {PG_PRIMARY},
+      .failsafe_leader = "node3"},
+     HA_ACQUIRE_LOCK,
+     0,
+     false,
+     NULL,
+     "acquired session lock as a leader"},
+    {"unlocked, failsafe mode, not in a non-empty /failsafe -> never wins",
+     {.dyn_yaml = FAILSAFE_ON,
+      .keys = {UNLOCKED, K_FAILSAFE(FS_NOT_N2)},
+      .local = {PG_REPLICA},
+      .peers = {PEER("node3", 5000)}},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "not in the /failsafe key"},
+    {"unlocked, failsafe mode, old primary still answers as a primary -> no promotion",
+     {.dyn_yaml = FAILSAFE_ON,
+      .keys = {UNLOCKED, K_FAILSAFE(FS_ALL)},
+      .local = {PG_REPLICA},
+      .peers =
+          {{.name = "node1", .reachable = true, .is_primary = true, .wal_position = 5000, .failover_priority = 1}}},
+     HA_NONE,
+     0,
+     false,
+     NULL,
+     "node1 is still running as a primary"},
+};
+
+static void test_failsafe_decide(void **state) {
+    (void)state;
+    run_decide_rows(failsafe_rows, ELEMENTSOF(failsafe_rows));
+}
+
+static const HealthiestRow failsafe_healthiest_rows[] = {
+    {"failsafe mode, named in /failsafe",
+     {.dyn_yaml = FAILSAFE_ON, .keys = {UNLOCKED, K_FAILSAFE(FS_ALL)}, .local = {PG_REPLICA}},
+     true,
+     NULL},
+    {"failsafe mode, not named in /failsafe",
+     {.dyn_yaml = FAILSAFE_ON, .keys = {UNLOCKED, K_FAILSAFE(FS_NOT_N2)}, .local = {PG_REPLICA}},
+     false,
+     "not in the /failsafe key"},
+    {"failsafe mode, an empty /failsafe does not exclude anyone",
+     {.dyn_yaml = FAILSAFE_ON, .keys = {UNLOCKED, K_FAILSAFE("{}")}, .local = {PG_REPLICA}},
+     true,
+     NULL},
+    {"failsafe mode off: /failsafe is not looked at",
+     {.keys = {UNLOCKED, K_FAILSAFE(FS_NOT_N2)}, .local = {PG_REPLICA}},
+     true,
+     NULL},
+    {"failsafe mode, a running primary not named in /failsafe (rule 3 comes first)",
+     {.dyn_yaml = FAILSAFE_ON, .keys = {UNLOCKED, K_FAILSAFE(FS_NOT_N2)}, .local = {PG_PRIMARY}},
+     true,
+     NULL},
+};
+
+static void test_failsafe_healthiest(void **state) {
+    (void)state;
+    run_healthiest_rows(failsafe_healthiest_rows, ELEMENTSOF(failsafe_healthiest_rows));
+}
+
+/* The survival decision (failsafe_survives()) on the /failsafe key and the answers to POST /failsafe. */
+static void test_failsafe_survival(void **state) {
+    (void)state;
+    cJSON *all = cJSON_Parse(FS_ALL), *not_me = cJSON_Parse(FS_NOT_N2), *single = cJSON_Parse("{\"node2\":\"u\"}");
+    cJSON *array = cJSON_Parse("[\"node2\"]");
+    char why[256];
+    const FailsafeAnswer ok[] = {{"node1", true}, {"node3", true}};
+    assert_true(failsafe_survives(all, "node2", ok, 2, why, sizeof why));
+    /* one member answered 503 (or "Running as a leader", or something that is not "Accepted") */
+    const FailsafeAnswer refused[] = {{"node1", true}, {"node3", false}};
+    assert_false(failsafe_survives(all, "node2", refused, 2, why, sizeof why));
+    assert_non_null(strstr(why, "node3 did not accept"));
+    /* one member did not answer in time: no answer at all */
+    assert_false(failsafe_survives(all, "node2", ok, 1, why, sizeof why));
+    assert_non_null(strstr(why, "node3"));
+    /* answers from members the key does not name count for nothing */
+    const FailsafeAnswer strangers[] = {{"node1", true}, {"node9", true}};
+    assert_false(failsafe_survives(all, "node2", strangers, 2, why, sizeof why));
+    /* no key, a key that is not an object, a key without our name */
+    assert_false(failsafe_survives(NULL, "node2", ok, 2, why, sizeof why));
+    assert_non_null(strstr(why, "no /failsafe key"));
+    assert_false(failsafe_survives(array, "node2", ok, 2, why, sizeof why));
+    assert_false(failsafe_survives(not_me, "node2", ok, 2, why, sizeof why));
+    assert_non_null(strstr(why, "does not name me"));
+    /* a key naming only us: a single-member cluster runs on */
+    assert_true(failsafe_survives(single, "node2", NULL, 0, why, sizeof why));
+    cJSON_Delete(all);
+    cJSON_Delete(not_me);
+    cJSON_Delete(single);
+    cJSON_Delete(array);
+}
+
+/* A renewal (or a race) that failed on a DCS error: failsafe mode keeps a running primary only with the
+ * survival decision, and never one that is being started or promoted. */
+static void test_failsafe_lock_failure(void **state) {
+    (void)state;
+    DynConfig on, off;
+    load_dyn(&on, FAILSAFE_ON);
+    load_dyn(&off, NULL);
+    const LocalState primary = {RUNNING_PRIMARY}, promoting = {RUNNING_REPLICA, .maybe_primary = true};
+    const LocalState replica = {RUNNING_REPLICA};
+    LockFailure survived = {.dcs_error = true, .failsafe_survived = true}, refused = {.dcs_error = true};
+    LockFailure lost = {.failsafe_survived = true}; /* a lost compare-and-swap is no DCS error */
+    LockFailure starting = {.dcs_error = true, .failsafe_survived = true, .while_starting_as_primary = true};
+    assert_int_equal(decide_lock_failure(&primary, &on, "node1", HA_UPDATE_LOCK, &survived), LOCK_FAIL_FAILSAFE);
+    assert_int_equal(decide_lock_failure(&primary, &on, "node1", HA_ACQUIRE_LOCK, &survived), LOCK_FAIL_FAILSAFE);
+    assert_int_equal(decide_lock_failure(&primary, &on, "node1", HA_UPDATE_LOCK, &refused), LOCK_FAIL_DEMOTE_OFFLINE);
+    assert_int_equal(decide_lock_failure(&primary, &off, "node1", HA_UPDATE_LOCK, &survived), LOCK_FAIL_DEMOTE_OFFLINE);
+    assert_int_equal(decide_lock_failure(&primary, &on, "node1", HA_UPDATE_LOCK, &lost), LOCK_FAIL_DEMOTE_NOLOCK);
+    assert_int_equal(decide_lock_failure(&promoting, &on, "node1", HA_UPDATE_LOCK, &survived), LOCK_FAIL_DEMOTE_NOLOCK);
+    assert_int_equal(decide_lock_failure(&primary, &on, "node1", HA_UPDATE_LOCK_ONLY, &starting),
+                     LOCK_FAIL_STOP_STARTING);
+    assert_int_equal(decide_lock_failure(&replica, &on, "node1", HA_UPDATE_LOCK, &survived), LOCK_FAIL_NOTHING);
+    dyn_config_free(&on);
+    dyn_config_free(&off);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_failsafe_lock_failure),
+        cmocka_unit_test(test_failsafe_decide),
+        cmocka_unit_test(test_failsafe_healthiest),
+        cmocka_unit_test(test_failsafe_survival),
         cmocka_unit_test(test_tilt_and_dcs_error),
         cmocka_unit_test(test_fencing_rows),
         cmocka_unit_test(test_long_action),

@@ -790,6 +790,121 @@ static void test_lease_fence(void **state) {
     t_free(&t);
 }
 
+/* Failsafe mode (spec §4.12): a renewal that fails on a DCS error asks the members (failsafe_check(), scripted);
+ * when all accept, the primary runs on, on a licence that fence_expired_lease() enforces like the lease. */
+static void test_failsafe(void **state) {
+    (void)state;
+    T t;
+    usec_t margin = 2 * USEC_PER_SEC;
+
+    /* every member accepted: no demotion; the licence runs past the lease's fence point, bounded by ttl */
+    T_INIT(&t, "failsafe_mode: true\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + 5 * USEC_PER_SEC;
+    fake.update_leader = -ETIMEDOUT;
+    fake.failsafe_ok = true;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "failsafe_check(in time)", "publish");
+    assert_non_null(strstr(t.d.message, "continue to run as a leader because failsafe mode is enabled"));
+    assert_true(t.h.failsafe.active);
+    assert_int_equal(t.h.view.lock_valid_until, 0); /* the lease is gone: the licence stands in for it */
+    usec_t licence = t.h.failsafe.licence_until;
+    assert_true(licence > now_monotonic() + 5 * USEC_PER_SEC);
+    assert_true(licence <= t.h.failsafe.round_sent + 30 * USEC_PER_SEC - margin);
+    assert_int_equal(primary_fence_at(&t.h), licence);
+    fake_events_clear();
+    assert_false(fence_expired_lease(&t.h));
+    EXPECT_NO_EVENTS();
+    /* no new survival decision before the licence ran out: fenced like an expired lease */
+    t.h.failsafe.licence_until = now_monotonic() - 1;
+    assert_true(fence_expired_lease(&t.h));
+    EXPECT_EVENTS("publish_stopping", "stop_postgres(immediate)", DEMOTED, "start_postgres(replica, -)");
+    assert_int_equal(t.h.failsafe.licence_until, 0);
+    assert_false(t.h.failsafe.active);
+    t_free(&t);
+
+    /* a member did not accept: demoted as without failsafe mode (read-only without upstream) */
+    T_INIT(&t, "failsafe_mode: true\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + 5 * USEC_PER_SEC;
+    fake.update_leader = -ETIMEDOUT;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "failsafe_check(in time)", "publish_stopping", "stop_postgres(fast)", DEMOTED,
+                  "start_postgres(replica, -)");
+    assert_int_equal(t.h.failsafe.licence_until, 0);
+    assert_false(t.h.failsafe.active);
+    t_free(&t);
+
+    /* the POSTs ran into the fence point (the scripted check takes longer than the licence left): no fast stop */
+    T_INIT(&t, "failsafe_mode: true\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + margin + 50 * USEC_PER_MSEC; /* the fence point 50 ms away */
+    fake.update_leader = -ETIMEDOUT;
+    fake.failsafe_ok = true;
+    fake.failsafe_delay_us = 100000;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "failsafe_check(in time)", "publish_stopping", "stop_postgres(immediate)",
+                  DEMOTED, "start_postgres(replica, -)");
+    t_free(&t);
+
+    /* the fence point passed before the renewal failed: no POSTs, fenced at once */
+    T_INIT(&t, "failsafe_mode: true\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + margin / 2;
+    fake.update_leader = -ETIMEDOUT;
+    fake.failsafe_ok = true;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED,
+                  "start_postgres(replica, -)");
+    t_free(&t);
+
+    /* failsafe mode off: no POSTs whatever the members would say */
+    T_INIT(&t, NULL, MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + 5 * USEC_PER_SEC;
+    fake.update_leader = -ETIMEDOUT;
+    fake.failsafe_ok = true;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(fast)", DEMOTED,
+                  "start_postgres(replica, -)");
+    t_free(&t);
+
+    /* the key is someone else's (a lost compare-and-swap, no DCS error): no failsafe */
+    T_INIT(&t, "failsafe_mode: true\n", MINE);
+    t_primary(&t);
+    t.h.view.lock_valid_until = now_monotonic() + 5 * USEC_PER_SEC;
+    fake.update_leader = 0;
+    fake.failsafe_ok = true;
+    t_run(&t, HA_UPDATE_LOCK);
+    EXPECT_EVENTS("dcs_update_leader", "publish_stopping", "stop_postgres(immediate)", DEMOTED);
+    t_free(&t);
+
+    /* HA_FAILSAFE (the DCS could not be read, every member accepted): the licence until the next decision is due
+     * (loop_wait 10 + retry_timeout 10 + 2 x 2 s + the margin), never past the round's send time + ttl less the
+     * margin; the DCS calls end 4 s before it, leaving time for the next round */
+    T_INIT(&t, "failsafe_mode: true\n", MINE);
+    t_primary(&t);
+    t.h.failsafe.round_sent = now_monotonic();
+    t_run(&t, HA_FAILSAFE);
+    EXPECT_EVENTS("publish");
+    assert_true(t.h.failsafe.active);
+    assert_true(t.h.failsafe.licence_until >= t.h.failsafe.round_sent + 26 * USEC_PER_SEC);
+    assert_true(t.h.failsafe.licence_until <= now_monotonic() + 26 * USEC_PER_SEC);
+    assert_int_equal(fake.lease_deadline, t.h.failsafe.licence_until - 4 * USEC_PER_SEC);
+    /* the round sent long ago: ttl bounds it */
+    t.h.failsafe.round_sent = now_monotonic() - 20 * USEC_PER_SEC;
+    t_run(&t, HA_FAILSAFE);
+    assert_int_equal(t.h.failsafe.licence_until, t.h.failsafe.round_sent + 28 * USEC_PER_SEC);
+    /* a successful renewal: the lease is the licence again, failsafe no longer active; /failsafe kept */
+    fake.update_leader = 1;
+    t_run(&t, HA_UPDATE_LOCK);
+    assert_true(lease_held(&t));
+    assert_int_equal(t.h.failsafe.licence_until, 0);
+    assert_false(t.h.failsafe.active);
+    assert_string_equal(fake.events.v[1], "failsafe_update_key");
+    t_free(&t);
+}
+
 /* A postmaster adopted after an agent restart (role "uninitialized", not starting) whose status query fails: a
  * primary when it ran as one (postmaster.pid "ready", or pg_control "in production"), so that it is fenced
  * without the lock instead of waiting as "starting" forever (H3). */
@@ -1882,6 +1997,7 @@ int main(void) {
         cmocka_unit_test(test_shutdown_releases_early),
         cmocka_unit_test(test_shutdown_keeps_lease),
         cmocka_unit_test(test_lease_fence),
+        cmocka_unit_test(test_failsafe),
         cmocka_unit_test(test_switchover),
         cmocka_unit_test(test_demote_modes),
         cmocka_unit_test(test_release_lock),
