@@ -325,12 +325,13 @@ void watchdog_keepalive(Watchdog *w, const WatchdogSettings *s) {
         (void)watchdog_activate(w, s); /* `required`: the next cycle acts on a failure */
         return;
     }
-    usec_t now = now_monotonic();
+    usec_t now = now_monotonic(), before = w->last_keepalive;
     long long timeout = watchdog_timeout(s);
     if (timeout != w->wanted)
         (void)change_timeout(w, s, timeout);
-    if (w->armed &&
-        !fit_to_lease(w, s, now, w->last_keepalive >= now)) /* (`required` and given up: still kept alive) */
+    /* fresh: a new timeout was set by this call, which reset the timer (told by the call, not by the clock:
+     * two calls may read the same microsecond); `required` and given up: still kept alive */
+    if (w->armed && !fit_to_lease(w, s, now, w->last_keepalive != before))
         give_up_armed(w, s);
 }
 
