@@ -369,7 +369,6 @@ static void maybe_reload(Ha *h) {
         local_config_reloaded(h);
         WatchdogSettings ws = watchdog_settings(h);
         watchdog_reloaded(&h->wd, &ws);
-        (void)dcs_reload(h->dcs, cfg_of(h)); /* new etcd3 endpoints or credentials: a new connection, same lease */
     }
 }
 

@@ -32,6 +32,7 @@ typedef struct RestListener {
     struct MHD_Daemon *mhd;
     RestSecurity sec; /* retired: the settings (TLS material) it was started with, freed when it stops */
     unsigned threads; /* command threads holding a suspended connection of this daemon (srv->threads_lock) */
+    bool closing;     /* its reaper decided to stop it: no new command threads (srv->threads_lock) */
     pthread_t reaper;
     bool has_reaper;
     _Atomic bool stopped;
@@ -303,7 +304,7 @@ static enum MHD_Result handle_command(RestListener *l, struct MHD_Connection *co
     /* `stopping` and `threads` in one section: rest_stop() either sees this thread counted (and waits for
      * it to resume the connection) or we see it stopping (and suspend nothing) */
     pthread_mutex_lock(&srv->threads_lock);
-    bool stopping = atomic_load(&srv->stopping);
+    bool stopping = atomic_load(&srv->stopping) || l->closing;
     int r = EAGAIN;
     if (!stopping) {
         MHD_suspend_connection(conn);
@@ -547,16 +548,20 @@ static void *reaper_thread(void *arg) {
     RestServer *srv = l->srv;
     usec_t deadline = now_monotonic() + REST_RETIRE_MAX_USEC;
     for (;;) {
+        /* a suspended connection must be resumed before its daemon stops: its command ends by itself. The
+         * decision to stop and `closing` in one section with `threads`: a worker thread starting a command
+         * now either is counted (and waited for) or sees `closing` (and answers 503) */
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        bool idle = !info || info->num_connections == 0; /* (read outside our lock: libmicrohttpd's own) */
         pthread_mutex_lock(&srv->threads_lock);
-        unsigned threads = l->threads;
-        bool stopping = atomic_load(&srv->stopping);
-        pthread_mutex_unlock(&srv->threads_lock);
-        /* a suspended connection must be resumed before its daemon stops: its command ends by itself */
-        if (threads == 0) {
-            const union MHD_DaemonInfo *info = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-            if (stopping || !info || info->num_connections == 0 || now_monotonic() >= deadline)
-                break;
+        bool done = false;
+        if (l->threads == 0) {
+            done = atomic_load(&srv->stopping) || idle || now_monotonic() >= deadline;
+            l->closing = done;
         }
+        pthread_mutex_unlock(&srv->threads_lock);
+        if (done)
+            break;
         usleep(50 * 1000);
     }
     MHD_stop_daemon(l->mhd);

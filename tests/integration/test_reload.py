@@ -161,9 +161,10 @@ def test_renewed_certificate_reload(etcd_cluster, short_base, unique_name):
         c.destroy()
 
 
-def test_etcd_hosts_reload_keeps_the_lease(short_base, unique_name):
-    """etcd3.hosts reduced to one member, then changed to another member's address: a new client on the same
-    cluster, the leader keeps its key and lease; the member it is no longer configured for then stops."""
+def test_etcd_hosts_change_waits_for_a_restart(short_base, unique_name):
+    """etcd3.hosts changed and reloaded: a change of the etcd client needs a restart of pgha (a live swap is not
+    safe yet, see README "Running"): it is logged as such, the running client stays in force, and the leader keeps
+    its key and lease."""
     c = HaCluster(short_base, n=1, scope=unique_name, bootstrap=TIMINGS)  # an etcd cluster of its own
     try:
         node = c.nodes["node1"]
@@ -173,29 +174,13 @@ def test_etcd_hosts_reload_keeps_the_lease(short_base, unique_name):
         h.wait_until(lambda: status(f"http://127.0.0.1:{port}/primary") == 200, 60, msg="node1 answering as primary")
         key = leader_key(c)
         eps = c.etcd.endpoints
-        cfg = node.config
-        for hosts in ([eps[0]], [eps[1]]):
-            cfg["etcd3"]["hosts"] = hosts
-            node.write_config()
-            node.reload()
-            node.wait_for_log(f"etcd client reloaded: http://{hosts[0]}\n", 30)
-        text = node.log_text()
-        assert "takes effect after a restart" not in text, text[-3000:]
-        # the lease is kept alive through the new client: longer than ttl, the same key and lease
-        time.sleep(12)
+        node.config["etcd3"]["hosts"] = [eps[1]]
+        node.write_config()
+        node.reload()
+        node.wait_for_log("(takes effect after a restart of pgha)", 30)
+        time.sleep(12)  # longer than ttl: the lease is kept alive by the running client
         assert leader_key(c) == key
         assert status(f"http://127.0.0.1:{port}/primary") == 200
-
-        # the member it is no longer configured for goes away: nothing happens to the leader
-        c.etcd.stop_member(0)
-        time.sleep(12)
-        assert leader_key(c) == key
-        assert status(f"http://127.0.0.1:{port}/primary") == 200
-        # the watch was rebuilt on the new endpoints: a change in etcd reaches the node's /cluster at once
-        c.etcd.put(c.key("members/ghost"), '{"conn_url": "postgres://127.0.0.1:1/postgres", "api_url": '
-                   '"http://127.0.0.1:1/patroni", "state": "stopped", "role": "replica"}')
-        h.wait_until(lambda: "ghost" in requests.get(f"http://127.0.0.1:{port}/cluster", timeout=5).text, 10,
-                     msg="the watch delivering a change to /cluster")
         text = node.log_text()
         assert "demot" not in text.lower() and "granting a new one" not in text, text[-3000:]
         assert_clean_shutdown(node)
