@@ -326,6 +326,14 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
         snprintf(why, why_len, "the watchdog is required but unusable");
         return false;
     }
+    /* §4.5 step 8: a member the leader did not list in a non-empty /failsafe may not have been asked whether
+     * the old primary still runs on failsafe; checked before a manual failover too (Patroni checks it after,
+     * which lets a named candidate that joined late promote beside a primary running on failsafe) */
+    if (failsafe_mode(o) && c && cJSON_IsObject(c->failsafe) && c->failsafe->child &&
+        !cJSON_GetObjectItemCaseSensitive(c->failsafe, me)) {
+        snprintf(why, why_len, "I am not in the /failsafe key");
+        return false;
+    }
     if (c && !failover_is_empty(&c->failover)) {
         /* a switchover in synchronous mode (quorum too): only /sync members may race */
         if (c->failover.leader && sync_active(o) && !sync_matches(&c->sync, me)) {
@@ -333,13 +341,6 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
             return false;
         }
         return manual_failover_no_leader(o, why, why_len) > 0;
-    }
-    /* §4.5 step 8: a member the leader did not list in a non-empty /failsafe may not have been asked whether
-     * the old primary still runs on failsafe */
-    if (failsafe_mode(o) && c && cJSON_IsObject(c->failsafe) && c->failsafe->child &&
-        !cJSON_GetObjectItemCaseSensitive(c->failsafe, me)) {
-        snprintf(why, why_len, "I am not in the /failsafe key");
-        return false;
     }
     if (sync_active(o) && o->dyn->synchronous_mode == SYNC_ON && !sync_matches(&c->sync, me)) {
         snprintf(why, why_len, "I am not a synchronous standby (%s is the sync leader)", c->sync.leader);
@@ -603,8 +604,7 @@ void decide(const Observation *o, Decision *d) {
     }
 
     /* unlocked (table U) */
-    if (!c->leader && failsafe_mode(o) && o->failsafe_leader && !streq(o->failsafe_leader, me) && !pg_is_primary(l) &&
-        !pg_promoting(l)) {
+    if (!c->leader && o->failsafe_leader && !streq(o->failsafe_leader, me) && !pg_is_primary(l) && !pg_promoting(l)) {
         /* §4.3 step 1: the leader that asked us in POST /failsafe less than ttl ago counts as the leader (it
          * may still run as the primary on failsafe): no race, follow it */
         const char *t = o->failsafe_leader;
@@ -745,7 +745,7 @@ bool decide_needs_peers(const Observation *o) {
     if (!c->leader && failover && c->failover.candidate && streq(c->failover.candidate, o->cfg->name))
         return false;
     /* a leader known from POST /failsafe: decide() follows it without a race */
-    if (!c->leader && failsafe_mode(o) && o->failsafe_leader && !streq(o->failsafe_leader, o->cfg->name) &&
+    if (!c->leader && o->failsafe_leader && !streq(o->failsafe_leader, o->cfg->name) &&
         !(l->pg_ready && !l->in_recovery))
         return false;
     return (!c->leader && !o->cfg->tags.nofailover) || (mine && l->start_timed_out) || (mine && failover) ||

@@ -553,6 +553,7 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
     switch (a) {
     case LOCK_FAIL_FAILSAFE:
         failsafe_licence_extend(h);
+        d->action = HA_FAILSAFE; /* no slot or configuration work on a primary running on failsafe */
         publish(h);
         snprintf(d->message, sizeof d->message,
                  "continue to run as a leader because failsafe mode is enabled and all members are accessible");

@@ -102,10 +102,12 @@ static void run_cycle(Ha *h, bool stale) {
                      .local = &l,
                      .stale_tick = stale,
                      .now = now};
-    /* failsafe mode: a replica that accepted a leader's POST /failsafe less than ttl ago does not race (§4.12) */
+    /* failsafe mode: a replica that accepted a leader's POST /failsafe less than ttl ago does not race (§4.12);
+     * a promise once given holds even if failsafe_mode was switched off meanwhile (POSTs are accepted only
+     * while it is on) */
     /* cppcheck-suppress variableScope ; o.failsafe_leader points into it until decide() below */
     char fs_leader[128];
-    if (dyn_of(h)->failsafe_mode && !stale)
+    if (!stale)
         o.failsafe_leader = failsafe_window_leader(h, fs_leader, sizeof fs_leader);
     PeerStatus *peers = NULL;
     if (decide_needs_peers(&o)) {
