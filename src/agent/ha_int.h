@@ -64,6 +64,10 @@ typedef struct HaLocal {
     bool following_set;  /* false after an agent restart until the configuration is written */
     bool pending_restart;
     cJSON *pending_reason; /* {"guc":{"old_value":..,"new_value":..}} */
+    /* pg_control's settings at the last start in recovery (Patroni's effective_configuration): parameters
+     * configured lower run with pg_control's values and count as pending a restart */
+    bool effective_set;
+    ControlData effective_cd;
     usec_t not_answering_since;
     bool diverged;      /* a replica whose WAL went past the leader's timeline switch: rewind it */
     bool rewind_failed; /* pg_rewind failed and the data directory was kept: do not loop on it */

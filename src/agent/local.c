@@ -24,7 +24,67 @@ static YNode *build_params(Ha *h, StrList *warnings) {
     YNode *params = pg_build_parameters(cfg_of(h), dyn_of(h)->parameters, h->pg.inst.major, warnings);
     if (h->slots.enforce_hsf)
         ynode_set(params, "hot_standby_feedback", ynode_new_str("on", "parameters", 0));
+    if (h->pg.effective_set)
+        (void)pg_effective_parameters(params, &h->pg.effective_cd, h->pg.inst.major, NULL, NULL, NULL);
     return params;
+}
+
+/* Before a start: in recovery, the settings pg_control requires (Patroni's effective_configuration, with its
+ * log line); as a primary, the configured ones. */
+static void prepare_effective_configuration(Ha *h, bool as_primary) {
+    h->pg.effective_set = false;
+    if (as_primary)
+        return;
+    ControlData cd;
+    char *err = NULL;
+    if (pg_instance_controldata(&h->pg.inst, &cd, &err) < 0) {
+        log_warning("cannot read pg_control before starting in recovery (%s): starting with the configured "
+                    "max_connections and its kind",
+                    err);
+        free(err);
+        return;
+    }
+    StrList warnings = {0}, names = {0}, control = {0}, configured = {0};
+    YNode *params = pg_build_parameters(cfg_of(h), dyn_of(h)->parameters, h->pg.inst.major, &warnings);
+    int n = pg_effective_parameters(params, &cd, h->pg.inst.major, &names, &control, &configured);
+    for (size_t i = 0; i < names.n; i++)
+        log_info("%s value in pg_controldata: %s, in the global configuration: %s. pg_controldata value will be "
+                 "used. Setting 'Pending restart' flag",
+                 names.v[i], control.v[i], configured.v[i]);
+    ynode_free(params);
+    strlist_clear(&warnings);
+    strlist_clear(&names);
+    strlist_clear(&control);
+    strlist_clear(&configured);
+    if (n > 0) {
+        h->pg.effective_cd = cd;
+        h->pg.effective_set = true;
+    }
+}
+
+/* Adds the parameters running with pg_control's values instead of the configured ones to the pending
+ * restart reasons (old_value: the running value, new_value: the configured one, as Patroni reports them). */
+static void add_effective_pending(Ha *h) {
+    if (!h->pg.effective_set)
+        return;
+    StrList warnings = {0}, names = {0}, control = {0}, configured = {0};
+    YNode *params = pg_build_parameters(cfg_of(h), dyn_of(h)->parameters, h->pg.inst.major, &warnings);
+    (void)pg_effective_parameters(params, &h->pg.effective_cd, h->pg.inst.major, &names, &control, &configured);
+    for (size_t i = 0; i < names.n; i++) {
+        if (!h->pg.pending_reason)
+            h->pg.pending_reason = cJSON_CreateObject();
+        cJSON_DeleteItemFromObjectCaseSensitive(h->pg.pending_reason, names.v[i]);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "old_value", control.v[i]);
+        cJSON_AddStringToObject(e, "new_value", configured.v[i]);
+        cJSON_AddItemToObject(h->pg.pending_reason, names.v[i], e);
+        h->pg.pending_restart = true;
+    }
+    ynode_free(params);
+    strlist_clear(&warnings);
+    strlist_clear(&names);
+    strlist_clear(&control);
+    strlist_clear(&configured);
 }
 
 void write_pgpass(Ha *h) {
@@ -179,6 +239,7 @@ void run_callback(Ha *h, const char *action, const char *role) {
 }
 
 int start_postgres(Ha *h, bool as_primary, const char *target) {
+    prepare_effective_configuration(h, as_primary);
     if (write_configuration(h, as_primary, target) < 0)
         return -EIO;
     StrList warnings = {0};
@@ -660,6 +721,7 @@ void apply_config_changes(Ha *h) {
         }
         ynode_free(params);
     }
+    add_effective_pending(h);
     strlist_clear(&names);
     strlist_clear(&settings);
 }

@@ -90,7 +90,11 @@ bool pg_control_says_shut_down(const char *data_dir) {
 }
 
 int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret, char **ret_error) {
-    *ret = (ControlData){0};
+    *ret = (ControlData){.max_connections = -1,
+                         .max_prepared_xacts = -1,
+                         .max_locks_per_xact = -1,
+                         .max_worker_processes = -1,
+                         .max_wal_senders = -1};
     StrList argv = {0}, env = {0};
     strlist_add(&argv, bin_path);
     strlist_add(&argv, "-D");
@@ -139,6 +143,16 @@ int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret,
             ret->wal_log_hints = strcmp(val, "on") == 0;
         else if (strcmp(key, "Data page checksum version") == 0)
             ret->data_checksum_version = parse_ll(val, &v) == 0 && v >= 0 && v <= INT_MAX ? (int)v : 0;
+        else if (strcmp(key, "max_connections setting") == 0)
+            ret->max_connections = parse_ll(val, &v) == 0 && v >= 0 ? v : -1;
+        else if (strcmp(key, "max_prepared_xacts setting") == 0)
+            ret->max_prepared_xacts = parse_ll(val, &v) == 0 && v >= 0 ? v : -1;
+        else if (strcmp(key, "max_locks_per_xact setting") == 0)
+            ret->max_locks_per_xact = parse_ll(val, &v) == 0 && v >= 0 ? v : -1;
+        else if (strcmp(key, "max_worker_processes setting") == 0)
+            ret->max_worker_processes = parse_ll(val, &v) == 0 && v >= 0 ? v : -1;
+        else if (strcmp(key, "max_wal_senders setting") == 0)
+            ret->max_wal_senders = parse_ll(val, &v) == 0 && v >= 0 ? v : -1;
     }
     free(out);
     if (!ret->sysid[0]) {

@@ -27,6 +27,8 @@ typedef struct ControlData {
     long long min_recovery_tli;
     bool wal_log_hints;
     int data_checksum_version;
+    /* the settings recovery needs at least (Patroni's effective_configuration); -1: not printed */
+    long long max_connections, max_prepared_xacts, max_locks_per_xact, max_worker_processes, max_wal_senders;
 } ControlData;
 
 int pg_controldata(const char *bin_path, const char *data_dir, ControlData *ret, char **ret_error);
@@ -257,6 +259,13 @@ char *pg_guc_value_string(const YNode *v);
  * translation (wal_keep_segments -> wal_keep_size on 13+). Returns a map name -> string value;
  * warnings (invalid values replaced by defaults) are appended to `warnings`. */
 YNode *pg_build_parameters(const PghaConfig *cfg, const YNode *dyn_parameters, int major, StrList *warnings);
+/* Patroni's effective_configuration for a start in recovery: a server in recovery refuses to run with
+ * max_connections, max_prepared_transactions, max_locks_per_transaction, max_worker_processes or (12+)
+ * max_wal_senders lower than the primary's, which pg_control records. Raises each such parameter of `params`
+ * to pg_control's value; for each raised one, appends "name" to `ret_names`, pg_control's value to
+ * `ret_control` and the configured one to `ret_configured` (any of them may be NULL). Returns how many. */
+int pg_effective_parameters(YNode *params, const ControlData *cd, int major, StrList *ret_names, StrList *ret_control,
+                            StrList *ret_configured);
 
 /* postgresql.conf (including postgresql.base.conf, the original renamed on first use), with the
  * recovery settings appended when `recovery` is a non-NULL map. */

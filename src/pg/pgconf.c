@@ -149,6 +149,41 @@ YNode *pg_build_parameters(const PghaConfig *cfg, const YNode *dyn_parameters, i
     return params;
 }
 
+int pg_effective_parameters(YNode *params, const ControlData *cd, int major, StrList *ret_names, StrList *ret_control,
+                            StrList *ret_configured) {
+    const struct {
+        const char *name;
+        long long control;
+        int since; /* major version from which pg_control records it */
+    } checks[] = {
+        {"max_connections", cd->max_connections, 0},
+        {"max_prepared_transactions", cd->max_prepared_xacts, 0},
+        {"max_locks_per_transaction", cd->max_locks_per_xact, 0},
+        {"max_worker_processes", cd->max_worker_processes, 0},
+        {"max_wal_senders", cd->max_wal_senders, 12},
+    };
+    int n = 0;
+    for (size_t i = 0; i < ELEMENTSOF(checks); i++) {
+        if (major > 0 && major < checks[i].since)
+            continue;
+        const char *v = param_get(params, checks[i].name);
+        long long configured;
+        if (checks[i].control < 0 || !v || parse_ll(v, &configured) < 0 || checks[i].control <= configured)
+            continue;
+        char cv[32];
+        snprintf(cv, sizeof cv, "%lld", checks[i].control);
+        if (ret_names)
+            strlist_add(ret_names, checks[i].name);
+        if (ret_control)
+            strlist_add(ret_control, cv);
+        if (ret_configured)
+            strlist_add(ret_configured, v); /* before set_param() frees it */
+        set_param(params, checks[i].name, cv);
+        n++;
+    }
+    return n;
+}
+
 static int cmp_keys(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int write_file_atomic(const char *path, const char *content, mode_t mode, char **ret_error) {

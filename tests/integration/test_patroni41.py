@@ -11,7 +11,11 @@ max_slot_wal_keep_size 1MB and wal_keep_size 0) with the tags node2 `sync_priori
   `running`/`primary`, with Patroni's "falling back to cached role" warning; it recovers when the lock goes;
 * a member slot whose WAL is gone (wal_status `lost`: node2 stopped, WAL switched past
   max_slot_wal_keep_size, CHECKPOINT) is dropped and created again by the leader;
-* `pgha --validate-config --print` (no cluster): the effective configuration, environment included.
+* `pgha --validate-config --print` (no cluster): the effective configuration, environment included;
+* (Patroni 4.0's effective_configuration) /config lowers max_connections from 50 to 40 and node2 alone is
+  restarted: pg_control records the primary's 50, so node2 starts in recovery with 50 (PostgreSQL refuses to
+  run a standby with less), logs Patroni's line and reports the parameter as pending a restart (50 -> 40);
+  back to 50, nothing is pending.
 
 About 90 s.
 """
@@ -69,6 +73,38 @@ def test_sync_priority_picks_the_synchronous_standby(cluster):
     cluster.nodes["node3"].start()
     cluster.wait_value("sync", lambda v: v and v.get("sync_standby") == "node3", 60,
                        msg="/sync to name node3 again")
+
+
+def test_replica_starts_with_pg_control_settings(cluster):
+    leader = cluster.wait_healthy()
+    node = cluster.nodes["node2"]
+    nodes = list(cluster.nodes)
+
+    def reason(name):
+        return ((cluster.member(name) or {}).get("pending_restart_reason") or {}).get("max_connections")
+
+    try:
+        h.http_json("PATCH", f"{cluster.nodes[leader].rest_url}/config",
+                    {"postgresql": {"parameters": {"max_connections": 40}}}, expect_status=200)
+        for name in nodes:
+            h.wait_until(lambda: reason(name) == {"old_value": "50", "new_value": "40"}, 30,
+                         msg=f"{name} to report max_connections 50 -> 40 pending a restart")
+        mark = len(node.log_text())
+        r = node.rest("POST", "/restart", {}, timeout=90)
+        assert r.status_code == 200, (r.status_code, r.text)
+        cluster.wait_streaming(leader, [n for n in nodes if n != leader], 60)
+        assert cluster.sql("node2", "SHOW max_connections")[0][0] == "50"
+        assert ("max_connections value in pg_controldata: 50, in the global configuration: 40. pg_controldata "
+                "value will be used. Setting 'Pending restart' flag") in node.log_text()[mark:]
+        h.wait_until(lambda: reason("node2") == {"old_value": "50", "new_value": "40"}, 30,
+                     msg="node2 still pending a restart (50 -> 40) after it")
+        assert cluster.member("node2")["pending_restart"] is True
+    finally:
+        h.http_json("PATCH", f"{cluster.nodes[leader].rest_url}/config",
+                    {"postgresql": {"parameters": {"max_connections": 50}}}, expect_status=200)
+    for name in nodes:
+        h.wait_until(lambda: not (cluster.member(name) or {}).get("pending_restart"), 30,
+                     msg=f"nothing pending on {name} with max_connections back at 50")
 
 
 def test_status_query_timeout_keeps_the_cached_role(cluster):

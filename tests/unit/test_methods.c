@@ -166,12 +166,44 @@ static void test_truthy_and_without_leader(void **state) {
     assert_false(pg_replica_method_without_leader("restore", NULL));
 }
 
+/* Patroni's effective_configuration: in recovery, the settings pg_control records win when higher. */
+static void test_effective_parameters(void **state) {
+    (void)state;
+    YNode *params = yaml("max_connections: '50'\nmax_prepared_transactions: '0'\nmax_locks_per_transaction: '64'\n"
+                         "max_worker_processes: '8'\nmax_wal_senders: '10'\nwork_mem: 4MB\n");
+    ControlData cd = {.max_connections = 100,
+                      .max_prepared_xacts = 0,
+                      .max_locks_per_xact = 128,
+                      .max_worker_processes = -1, /* not printed: left alone */
+                      .max_wal_senders = 20};
+    StrList names = {0}, control = {0}, configured = {0};
+    assert_int_equal(pg_effective_parameters(params, &cd, 15, &names, &control, &configured), 3);
+    char *n = joined(&names), *c = joined(&control), *v = joined(&configured);
+    assert_string_equal(n, "max_connections|max_locks_per_transaction|max_wal_senders");
+    assert_string_equal(c, "100|128|20");
+    assert_string_equal(v, "50|64|10");
+    free(n), free(c), free(v);
+    assert_string_equal(ynode_get(params, "max_connections")->text, "100");
+    assert_string_equal(ynode_get(params, "max_prepared_transactions")->text, "0");
+    assert_string_equal(ynode_get(params, "max_locks_per_transaction")->text, "128");
+    assert_string_equal(ynode_get(params, "max_worker_processes")->text, "8");
+    assert_string_equal(ynode_get(params, "work_mem")->text, "4MB");
+    /* applied again: nothing left to raise */
+    assert_int_equal(pg_effective_parameters(params, &cd, 15, NULL, NULL, NULL), 0);
+    ynode_free(params);
+    strlist_clear(&names), strlist_clear(&control), strlist_clear(&configured);
+    /* before 12 pg_control has no max_wal_senders; a value that is not a number is left alone */
+    params = yaml("max_connections: lots\nmax_wal_senders: '5'\n");
+    assert_int_equal(pg_effective_parameters(params, &cd, 11, &names, NULL, NULL), 0);
+    assert_string_equal(ynode_get(params, "max_wal_senders")->text, "5");
+    ynode_free(params);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shlex_split),
-        cmocka_unit_test(test_replica_method_argv),
-        cmocka_unit_test(test_bootstrap_method_argv),
-        cmocka_unit_test(test_truthy_and_without_leader),
+        cmocka_unit_test(test_shlex_split),           cmocka_unit_test(test_replica_method_argv),
+        cmocka_unit_test(test_bootstrap_method_argv), cmocka_unit_test(test_truthy_and_without_leader),
+        cmocka_unit_test(test_effective_parameters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
