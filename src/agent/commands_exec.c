@@ -162,3 +162,13 @@ void commands_run(Ha *h) {
     if (command_queue_length(h->commands) > 0)
         ha_commands_wake(h);
 }
+
+void commands_run_after_cycle(Ha *h) {
+    usec_t now = now_monotonic();
+    /* a loop_wait that leaves less than the budget after each cycle (loop_wait 1 with a cycle of a few
+     * hundred ms, or cycles that overran) would starve the commands for good: right after a cycle, the next
+     * one waits for one command (its DCS calls stay capped at the lease's fence point) */
+    if (command_queue_length(h->commands) > 0 && (h->next_cycle <= now || h->next_cycle - now < COMMAND_MIN_BUDGET))
+        h->next_cycle = now + COMMAND_MIN_BUDGET;
+    commands_run(h);
+}

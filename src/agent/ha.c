@@ -481,7 +481,7 @@ int ha_run(Ha *h) {
             h->next_cycle = now_monotonic(); /* act on fresh observations right away */
         /* commands after the cycle (the lease renewed), bounded by the next one */
         if (!a->stopping && !h->fatal)
-            commands_run(h);
+            commands_run_after_cycle(h);
     }
     restart_abort(h);  /* answer a waiting POST /restart */
     stepdown_abort(h); /* shutdown_ha() stops PostgreSQL and releases the key */

@@ -409,6 +409,8 @@ void failsafe_free(HaFailsafe *f);
 /* commands_exec.c: at most one queued command, and only when its DCS calls can end before the next cycle
  * (next_cycle bounds them); re-wakes the loop (ha_commands_wake) when more wait. */
 void commands_run(Ha *h);
+/* Right after a cycle: one command, even when the next cycle is due sooner than the budget (then it waits). */
+void commands_run_after_cycle(Ha *h);
 /* ha.c: the queue's wake-up (no HA cycle) */
 void ha_commands_wake(void *ud);
 

@@ -11,8 +11,8 @@ One failover serves both halves (test_failover_through_haproxy_and_leader_change
 killed with SIGKILL and its PostgreSQL keeps running as an orphaned primary (the harder case: only HAProxy keeps
 clients away from it). A writer on HAProxy's primary port must reach the new primary within ttl plus HAProxy's
 fall interval, and no write may be accepted by the old primary once HAProxy marked it down; Prometheus must show
-PghaLeaderChanged firing after the failover and clearing after. Cluster timing: ttl 20, loop_wait 2.
-About 2.5 minutes, most of it waiting for the alert to clear (it fires for one minute by design)."""
+PghaLeaderChanged firing after the failover (that it clears a minute later is its promtool test). Cluster
+timing: ttl 20, loop_wait 2. About 1.5 minutes."""
 
 import os
 import re
@@ -378,8 +378,7 @@ def check_alert_and_rejoin(c, prom, t_kill):
     empty = [title for title, expr in dashboard_queries(c.scope) if not prom.query(expr)]
     assert not empty, f"dashboard panels without data: {empty}"
     c.check_healthy(90)  # the old primary is back as a replica
-    # ... and clears after (a minute after the new timeline was first scraped)
-    h.wait_until(lambda: not prom.firing("PghaLeaderChanged"), 150, interval=1, msg="PghaLeaderChanged to clear")
-    print(f"PghaLeaderChanged cleared {time.monotonic() - t_kill:.0f} s after the kill")
+    # (that it clears a minute later is the rule's promtool test, conf/prometheus/tests/pgha.test.yml: not
+    # waited for here, a minute of CI time)
     # no moment with two primaries, in Prometheus' view either
     assert not prom.query('count_over_time(ALERTS{alertname="PghaMultiplePrimaries"}[10m])')

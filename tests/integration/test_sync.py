@@ -50,7 +50,7 @@ pytestmark = pytest.mark.needs_root
 TTL = 10
 LOOP_WAIT = 1
 RETRY_TIMEOUT = 4
-FAILOVERS = 3
+FAILOVERS = 2
 
 # fixture parameter -> (synchronous mode settings of /config, synchronous_node_count)
 MODES = {

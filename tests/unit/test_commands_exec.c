@@ -87,6 +87,31 @@ static void test_one_per_pass_and_budget(void **state) {
     t_done(&t);
 }
 
+/* loop_wait 1: every cycle leaves less than the budget; right after a cycle one command runs anyway and the
+ * next cycle waits for it (the commands were starved for good: PATCH /config never answered) */
+static void test_short_loop_wait_does_not_starve(void **state) {
+    (void)state;
+    T t;
+    t_init(&t);
+    Command *a = command_new(CMD_DELETE_SWITCHOVER);
+    assert_int_equal(command_enqueue(t.h.commands, a), 0);
+    usec_t due = now_monotonic() + 300 * USEC_PER_MSEC;
+    t.h.next_cycle = due;
+    commands_run(&t.h); /* between cycles: not with 0.3 s left */
+    assert_int_equal(command_queue_length(t.h.commands), 1);
+    commands_run_after_cycle(&t.h);
+    assert_int_equal(command_queue_length(t.h.commands), 0);
+    assert_int_equal(count_events("dcs_read_cluster"), 1);
+    assert_true(t.h.next_cycle > due);
+    assert_true(t.h.next_cycle <= now_monotonic() + USEC_PER_SEC);
+    /* nothing queued: the cycle is not moved */
+    t.h.next_cycle = due;
+    commands_run_after_cycle(&t.h);
+    assert_true(t.h.next_cycle == due);
+    command_unref(a);
+    t_done(&t);
+}
+
 static void test_reload(void **state) {
     (void)state;
     T t;
@@ -106,6 +131,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_per_pass_and_budget),
         cmocka_unit_test(test_reload),
+        cmocka_unit_test(test_short_loop_wait_does_not_starve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
