@@ -467,10 +467,10 @@ bool rest_security_client_cert_ok(const RestSecurity *sec, struct MHD_Connection
     return client_cert_valid(conn);
 }
 
-static bool client_allowed(const RestSecurity *sec, Dcs *dcs, const struct sockaddr *sa) {
+static bool client_allowed(const RestSecurity *sec, Dcs *dcs, const struct sockaddr *sa, bool check_members) {
     if (acl_match(&sec->allowlist, sa))
         return true;
-    if (!sec->include_members || !dcs)
+    if (!check_members || !sec->include_members || !dcs)
         return false;
     Cluster *c = NULL;
     if (dcs_get_cluster_cached(dcs, &c) < 0 || !c)
@@ -499,12 +499,17 @@ static int queue_message(const RestSecurity *sec, struct MHD_Connection *conn, u
     return q == MHD_YES ? (int)code : -1;
 }
 
+bool rest_access_checks_members(const char *method, const char *url) {
+    return !(method && url && strcmp(method, "POST") == 0 && strcmp(url, "/failsafe") == 0);
+}
+
 int rest_security_check(const RestSecurity *sec, Dcs *dcs, struct MHD_Connection *conn, const char *method,
                         const char *url) {
     const union MHD_ConnectionInfo *ai = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     const struct sockaddr *sa = ai ? ai->client_addr : NULL;
+    bool failsafe_post = !rest_access_checks_members(method, url);
     AccessRequest req = {
-        .allowlist_active = sec->allowlist_active,
+        .allowlist_active = failsafe_post ? sec->allowlist.n > 0 : sec->allowlist_active,
         .https = sec->https,
         .verify_client = sec->verify_client,
         .auth_username = sec->auth_username,
@@ -512,7 +517,7 @@ int rest_security_check(const RestSecurity *sec, Dcs *dcs, struct MHD_Connection
     };
     /* each fact is established only when its step is reached, in the order of access_decide() */
     if (req.allowlist_active)
-        req.client_allowed = client_allowed(sec, dcs, sa);
+        req.client_allowed = client_allowed(sec, dcs, sa, !failsafe_post);
     if (sec->https && sec->verify_client != VERIFY_NONE && (!req.allowlist_active || req.client_allowed))
         req.client_cert_valid = client_cert_valid(conn);
     char *user = NULL, *pass = NULL;

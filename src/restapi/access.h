@@ -102,6 +102,10 @@ void rest_security_tls_options(const RestSecurity *sec, struct MHD_OptionItem *o
 void rest_security_add_headers(const RestSecurity *sec, struct MHD_Response *r);
 /* false when verify_client is required and the client has no valid certificate. */
 bool rest_security_client_cert_ok(const RestSecurity *sec, struct MHD_Connection *conn);
+/* Whether allowlist_include_members applies to a request: not to POST /failsafe, which comes while the DCS is
+ * unreachable and the members' addresses may be unknown (Patroni's allowlist_check_members=False): only the static
+ * allowlist applies to it. */
+bool rest_access_checks_members(const char *method, const char *url);
 /* Access control of an unsafe request (spec §2.1): 0 when it may proceed, the code of a queued
  * response (403, 401), or -1 when queueing failed (close the connection). */
 int rest_security_check(const RestSecurity *sec, Dcs *dcs, struct MHD_Connection *conn, const char *method,

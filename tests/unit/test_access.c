@@ -194,6 +194,15 @@ static void test_access_decide_auth_only(void **state) {
     assert_int_equal(access_decide(&r, &reason), 0);
 }
 
+static void test_failsafe_post_skips_member_allowlist(void **state) {
+    (void)state;
+    assert_false(rest_access_checks_members("POST", "/failsafe"));
+    assert_true(rest_access_checks_members("GET", "/failsafe"));
+    assert_true(rest_access_checks_members("POST", "/switchover"));
+    assert_true(rest_access_checks_members("POST", "/failsafe/x"));
+    assert_true(rest_access_checks_members(NULL, NULL));
+}
+
 static void test_server_header(void **state) {
     (void)state;
     assert_string_equal(server_header_value(NULL), "pgha/" PGHA_VERSION);
@@ -213,6 +222,7 @@ int main(void) {
         cmocka_unit_test(test_access_decide_order),
         cmocka_unit_test(test_access_decide_auth_only),
         cmocka_unit_test(test_server_header),
+        cmocka_unit_test(test_failsafe_post_skips_member_allowlist),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
