@@ -265,10 +265,13 @@ static bool check_running_replica(Ha *h) {
 
 typedef enum RewindNeed { REWIND_NOT_NEEDED, REWIND_NEEDED, REWIND_UNKNOWN_YET } RewindNeed;
 
-/* A leader member key that says it runs as a primary: role primary (or Patroni 3.x's master). Its
- * timeline is then the new one (read from its WAL file name right after the promotion). */
+/* A leader member key that says it runs as a primary: role primary (or Patroni 3.x's master), or the standby
+ * leader of a standby cluster (it does not promote: its timeline is the remote primary's). Its timeline is then
+ * the new one (read from its WAL file name right after the promotion). */
 static bool leader_is_primary(const Member *m) {
-    return m && m->role && (strcmp(m->role, "primary") == 0 || strcmp(m->role, "master") == 0);
+    return m && m->role &&
+           (strcmp(m->role, "primary") == 0 || strcmp(m->role, "master") == 0 ||
+            strcmp(m->role, "standby_leader") == 0);
 }
 
 /* ... and the promotion's checkpoint is done (no `checkpoint_after_promote: false`): pg_rewind needs it. */
@@ -466,6 +469,11 @@ static void do_bootstrap(Ha *h, Decision *d, const LocalState *l) {
     int r = dcs_initialize(h->dcs, true, "");
     if (r == 1) {
         log_info("Lock owner: None; I am %s", cfg_of(h)->name);
+        if (dyn_is_standby_cluster(dyn_of(h))) {
+            log_info("trying to bootstrap a new standby leader");
+            standby_bootstrap_begin(h);
+            return;
+        }
         log_info("trying to bootstrap a new cluster");
         set_state(h,
                   cfg_of(h)->bootstrap.method_section ? "running custom bootstrap script" : "initializing new cluster");
@@ -589,11 +597,56 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
     free(why_copy);
 }
 
+/* Patroni's demote('demote-cluster'): a primary whose cluster became a standby cluster stops (fast, without
+ * the CHECKPOINT of a switchover) and starts in recovery following `target` (the remote primary); the leader
+ * key stays ours (no release, the lease is kept), so that the replicas keep following this node. */
+static void demote_cluster(Ha *h, const char *target) {
+    log_info("demoting to a standby cluster: stopping PostgreSQL and starting it in recovery, keeping the leader "
+             "key");
+    publish_stopping(h); /* the health checks stop saying "primary" now */
+    restart_abort(h);
+    stepdown_abort(h);
+    if (stop_postgres(h, PG_STOP_FAST, "demote-cluster") < 0) {
+        log_error("could not stop PostgreSQL to demote it to a standby leader");
+        return;
+    }
+    watchdog_disable(&h->wd); /* a standby leader runs no primary: nothing to fence */
+    set_role(h, "demoted");
+    sync_forget(h);
+    (void)start_postgres(h, false, target);
+}
+
+/* The lock holder of a standby cluster after its lock was acquired or renewed (decision.standby_leader): a
+ * primary is demoted (demote_cluster); a running replica is pointed at the remote primary and is the standby
+ * leader from then on (Patroni's follow() with a RemoteMember: role standby_leader, on_role_change). */
+static void standby_leader_step(Ha *h, Decision *d, const LocalState *l) {
+    const char *target = d->target[0] ? d->target : NULL;
+    if (!l->pg_ready || l->status_cached)
+        return; /* starting, or not answering: the next cycle looks again */
+    if (!l->in_recovery) {
+        log_info("%s", d->message);
+        demote_cluster(h, target);
+        return;
+    }
+    if (h->pg.promoting)
+        return; /* a promotion already sent finishes first; the next cycle demotes it */
+    if (!h->pg.following_set || !streq(h->pg.following, target ? target : ""))
+        execute_follow(h, target);
+    if (!streq(h->pg.role, "standby_leader")) {
+        set_role(h, "standby_leader");
+        run_callback(h, "on_role_change", "standby_leader");
+    }
+}
+
 static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
     usec_t sent = now_monotonic();
     int r = dcs_attempt_to_acquire_leader(h->dcs);
     if (r == 1) {
         after_lock_acquired(h, sent);
+        if (d->standby_leader) { /* no watchdog: a standby leader is no primary to fence */
+            standby_leader_step(h, d, l);
+            return;
+        }
         if (!enforce_watchdog(h, d->message, sizeof d->message))
             return;
         if (l->in_recovery)
@@ -613,7 +666,8 @@ static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
 static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
     /* before a promotion, a one-off: the compare-and-set on etcd, not the keepalive alone that the cached
      * view would allow (it may predate a deletion of the key) */
-    bool promote = d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->pg.promoting;
+    bool promote = d->action == HA_UPDATE_LOCK && !d->standby_leader && l->pg_ready && l->in_recovery &&
+                   !h->pg.promoting;
     usec_t sent = now_monotonic();
     int r = dcs_update_leader(h->dcs, promote ? NULL : h->view.cluster);
     if (r != 1) {
@@ -633,9 +687,23 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         publish(h);                 /* the new fence point for the health checks now, not at the cycle's end */
     /* the lock holder runs (or is about to run) the primary: armed first (Patroni's enforce_primary_role);
      * the other renewals too while PostgreSQL may run as the primary (a reload may have disarmed it) */
-    bool primary = d->action == HA_UPDATE_LOCK || (d->action != HA_SWITCHOVER && may_be_primary(h));
+    bool primary = !d->standby_leader &&
+                   (d->action == HA_UPDATE_LOCK || (d->action != HA_SWITCHOVER && may_be_primary(h)));
     if (primary && !enforce_watchdog(h, d->message, sizeof d->message))
         return;
+    if (d->standby_leader) {
+        if (d->action == HA_CLEAR_FAILOVER && h->view.cluster) {
+            log_info("%s", d->message);
+            (void)dcs_set_failover(h->dcs, "{}", h->view.cluster->failover.version);
+        }
+        standby_leader_step(h, d, l);
+        /* /status: the standby leader's WAL position and its slots (Patroni's update_lock) */
+        if (h->pg.st.ok && h->pg.st.in_recovery && !h->pg.status_cached && h->pg.inst.pid > 0 && !h->pg.starting) {
+            slots_sync(h);
+            update_status(h);
+        }
+        return;
+    }
     if (promote) {
         promote_with_lock(h, d);
     } else if (d->action == HA_SWITCHOVER) {

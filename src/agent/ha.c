@@ -82,7 +82,8 @@ static void run_cycle(Ha *h, bool stale) {
 
     if (stale) {
         /* observe only */
-    } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && l.pg_ready && l.in_recovery) {
+    } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && l.pg_ready && l.in_recovery &&
+               !h->work.standby_bootstrap) {
         /* a custom bootstrap with recovery_conf: PostgreSQL replays until its recovery target */
         log_info("waiting for end of recovery after bootstrap");
     } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && l.pg_ready) {

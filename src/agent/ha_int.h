@@ -149,6 +149,8 @@ typedef struct Task {
     int port;
     bool crash_recovery; /* rewind: finish crash recovery first */
     char *method;        /* clone, reinitialize: the replica method that created the data directory */
+    StrList methods;     /* clone, reinitialize in a standby cluster: standby_cluster.create_replica_methods
+                          * (default basebackup) instead of postgresql.create_replica_methods */
     PgChild child;       /* the tool it runs, stopped at shutdown */
     Ha *ha;
 } Task;
@@ -156,6 +158,9 @@ typedef struct Task {
 typedef struct HaWork {
     Task task;
     bool bootstrap_pending; /* initdb done or running: roles, post_bootstrap and the DCS keys follow */
+    /* the bootstrap of a standby cluster: a clone of the remote primary instead of initdb, started in recovery;
+     * then only the DCS keys (Patroni's bootstrap_standby_leader) */
+    bool standby_bootstrap;
     /* a custom bootstrap (bootstrap.<method>) until post_bootstrap finished: PostgreSQL starts with the
      * method's recovery_conf (or the recovery files it left) and a pg_hba.conf that trusts local connections */
     bool custom_bootstrap;
@@ -366,6 +371,7 @@ void start_post_promote_checkpoint(Ha *h);
 void finish_post_promote_checkpoint(Ha *h, bool wait);
 void post_bootstrap(Ha *h);
 void bootstrap_begin(Ha *h);
+void standby_bootstrap_begin(Ha *h);
 void bootstrap_abandon(Ha *h);
 
 /* slots_exec.c */
