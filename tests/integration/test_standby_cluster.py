@@ -9,6 +9,8 @@ The scenarios run in order on one module-scoped pair of clusters (each needs the
      at A and not promoted; the old node comes back as its replica.
   3. `pgha-ctl demote-cluster` on A is refused (no --host/--restore-command), then `pgha-ctl promote-cluster` on B:
      B's leader promotes (timeline 2) and accepts writes, B's other node streams from it.
+  4. `pgha-ctl demote-cluster` on B (restore_command only): B's primary is demoted cleanly and keeps the key as
+     the standby leader; its replica keeps streaming from it.
 Timings: ttl 10, loop_wait 2, retry_timeout 3 (pgha.allow_short_ttl)."""
 
 import json
@@ -160,3 +162,31 @@ def test_promote_cluster(clusters):
     # A is untouched: its row 3 does not exist there, and it is still a primary
     assert a.is_primary("node1")
     assert a.sql("node1", "SELECT count(*) FROM standby_probe WHERE v = 3")[0][0] == 0
+
+
+def test_demote_cluster(clusters):
+    """After promote-cluster: `pgha-ctl demote-cluster` makes B a standby cluster again. B's primary is demoted
+    cleanly (fast stop, restart in recovery) and keeps the leader key as the standby leader; its replica keeps
+    following it. The remote is an archive whose restore_command finds nothing (`false`): B's timeline 2 cannot
+    stream from A's timeline 1, and the demotion path is what is tested here."""
+    a, b = clusters
+    leader = b.wait_leader(30)
+    other = next(n for n in b.nodes if n != leader)
+    h.wait_until(lambda: b.is_primary(leader), 60, msg=f"{leader} to be B's primary (after promote-cluster)")
+    b.wait_streaming(leader, [other], 90)
+    node = b.nodes[leader]
+    r = node.ctl("-c", node.config_path, "demote-cluster", "--restore-command", "false", "--force", timeout=90)
+    assert r.returncode == 0, r.stdout
+    assert "cluster is successfully demoted" in r.stdout, r.stdout
+    cfg = json.loads(b.etcd.get(b.key("config")))
+    assert cfg["standby_cluster"] == {"restore_command": "false"}
+    assert b.leader() == leader, "the leader key must stay with the demoted primary"
+    h.wait_until(lambda: in_recovery(b, leader) is True, 30, msg=f"{leader} in recovery")
+    assert "demoting to a standby cluster" in node.log_text()
+    assert b.primaries() == []
+    h.wait_until(lambda: node.rest("GET", "/standby-leader").status_code == 200, 30, msg="/standby-leader 200")
+    assert node.rest("GET", "/primary").status_code == 503
+    b.wait_streaming(leader, [other], 90)
+    # again: already a standby cluster
+    r = node.ctl("-c", node.config_path, "demote-cluster", "--host", "127.0.0.1", "--force")
+    assert r.returncode == 1 and "Cluster is already in the required state" in r.stdout, r.stdout
