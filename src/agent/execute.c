@@ -624,7 +624,6 @@ static void standby_leader_step(Ha *h, Decision *d, const LocalState *l) {
     if (!l->pg_ready || l->status_cached)
         return; /* starting, or not answering: the next cycle looks again */
     if (!l->in_recovery) {
-        log_info("%s", d->message);
         demote_cluster(h, target);
         return;
     }
