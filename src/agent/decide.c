@@ -445,7 +445,9 @@ static void decide_standby_leader(const Observation *o, Decision *d) {
         set(d, HA_UPDATE_LOCK, t, "cannot be a real primary in standby cluster");
         return;
     }
-    if (!failover_is_empty(&c->failover)) {
+    /* (cleared only once due: not while paused, nor before its scheduled_at) */
+    if (!failover_is_empty(&c->failover) && !paused(o) &&
+        (!c->failover.scheduled_at || o->scheduled_due || o->scheduled_stale)) {
         set(d, HA_CLEAR_FAILOVER, t, "no switchover or failover inside a standby cluster: clearing the failover key");
         return;
     }
@@ -546,7 +548,8 @@ void decide(const Observation *o, Decision *d) {
             set(d, HA_CLONE, NULL, "trying to bootstrap (without leader)");
             return;
         }
-        set(d, HA_NONE, NULL, "waiting for leader to bootstrap");
+        set(d, HA_NONE, NULL,
+            standby_cluster(o) ? "waiting for standby_leader to bootstrap" : "waiting for leader to bootstrap");
         return;
     }
 
@@ -574,7 +577,8 @@ void decide(const Observation *o, Decision *d) {
     if ((!c->has_initialize || !valid_sysid(c->initialize)) && !c->leader && !paused(o)) {
         /* an empty /initialize is what a bootstrap that died halfway leaves: as Patroni does, a node
          * with a valid data directory publishes its system identifier instead of waiting forever */
-        if (l->pg_running && l->pg_ready && l->in_recovery) {
+        /* (only on joining: a node that has run here, a standby cluster's replica say, writes it back) */
+        if (l->pg_running && l->pg_ready && l->in_recovery && !l->cb_called) {
             set(d, HA_FATAL, NULL,
                 "the cluster has no initialize key and this node runs as a replica; "
                 "start the primary first");
@@ -674,6 +678,11 @@ void decide(const Observation *o, Decision *d) {
     if (!c->leader) {
         char why[256];
         if (is_healthiest_node(o, why, sizeof why)) {
+            if (standby_cluster(o) && paused(o) && pg_is_primary(l)) {
+                /* paused: a primary is not demoted (Patroni's follow() while paused); it takes the key as it is */
+                set(d, HA_ACQUIRE_LOCK, NULL, "%scontinue to run as primary without lock", pause_prefix);
+                return;
+            }
             if (standby_cluster(o)) {
                 /* the standby leader is gone and this is the healthiest member: it becomes the new standby leader,
                  * re-pointed at the remote primary, not promoted (Patroni's enforce_follow_remote_member) */

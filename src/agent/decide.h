@@ -38,6 +38,8 @@ typedef struct LocalState {
     bool watchdog_failed;
     bool promote_backoff;      /* within ttl of a failed promotion (pre_promote or PostgreSQL's) */
     bool clone_without_leader; /* a replica method works without a leader (no_leader: from a backup) */
+    bool cb_called;            /* a callback was due since the agent started (Patroni's cb_called): this agent
+                                * has run PostgreSQL in this cluster before, it did not just join it */
 } LocalState;
 
 /* Another member's answer to GET /patroni during the leader race (spec §4.5 step 9). */

@@ -84,9 +84,10 @@ usec_t before_stop_limit(const Ha *h, usec_t now) {
  * switchover does not come here: stepdown.c stops PostgreSQL while the lease is renewed. */
 void demote(Ha *h, DemoteMode mode) {
     bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
-    publish_stopping(h); /* before anything that may block: the health checks stop saying "primary" now */
-    restart_abort(h);    /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
-    stepdown_abort(h);   /* ... and a switchover's stop becomes this one */
+    publish_stopping(h);     /* before anything that may block: the health checks stop saying "primary" now */
+    restart_abort(h);        /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
+    stepdown_abort(h);       /* ... and a switchover's stop becomes this one */
+    demote_cluster_abort(h); /* ... and so does a demote-cluster's */
     int sr = stop_postgres(h, mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE ? PG_STOP_FAST : PG_STOP_IMMEDIATE,
                            demote_mode_name(mode));
     if (sr < 0) {
@@ -397,8 +398,9 @@ static void execute_start(Ha *h, Decision *d) {
     /* pg_waldump and pg_rewind --help may run here (30 s and 10 s at most): the systemd watchdog knows */
     sdn_watchdog_extend(now_monotonic() + 60 * USEC_PER_SEC);
     RewindNeed need = leader ? rewind_needed(h, leader) : REWIND_NOT_NEEDED;
-    if (need == REWIND_UNKNOWN_YET) {
-        log_info("waiting for the leader %s to finish its promotion (and publish its timeline history) before "
+    if (need == REWIND_UNKNOWN_YET) { /* (the cycle's message: nothing starts) */
+        snprintf(d->message, sizeof d->message,
+                 "waiting for the leader %s to finish its promotion (and publish its timeline history) before "
                  "checking whether my WAL diverged",
                  leader);
         return;
@@ -407,7 +409,8 @@ static void execute_start(Ha *h, Decision *d) {
         const Member *m = member_by_name(h, leader);
         if (can_rewind(h)) {
             if (!leader_promoted(m)) {
-                log_info("waiting for the leader %s to finish its promotion before pg_rewind", leader);
+                snprintf(d->message, sizeof d->message,
+                         "waiting for the leader %s to finish its promotion before pg_rewind", leader);
                 return;
             }
             char host[256];
@@ -428,7 +431,9 @@ static void execute_start(Ha *h, Decision *d) {
             return;
         }
     }
-    (void)start_postgres(h, false, target);
+    /* the lock holder of a standby cluster starts as the standby leader, not as a replica for a cycle */
+    if (start_postgres(h, false, target) == 0 && is_lock_holder(h) && dyn_is_standby_cluster(dyn_of(h)))
+        set_role(h, "standby_leader");
 }
 
 static void execute_follow(Ha *h, const char *target) {
@@ -597,34 +602,16 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
     free(why_copy);
 }
 
-/* Patroni's demote('demote-cluster'): a primary whose cluster became a standby cluster stops (fast, without
- * the CHECKPOINT of a switchover) and starts in recovery following `target` (the remote primary); the leader
- * key stays ours (no release, the lease is kept), so that the replicas keep following this node. */
-static void demote_cluster(Ha *h, const char *target) {
-    log_info("demoting to a standby cluster: stopping PostgreSQL and starting it in recovery, keeping the leader "
-             "key");
-    publish_stopping(h); /* the health checks stop saying "primary" now */
-    restart_abort(h);
-    stepdown_abort(h);
-    if (stop_postgres(h, PG_STOP_FAST, "demote-cluster") < 0) {
-        log_error("could not stop PostgreSQL to demote it to a standby leader");
-        return;
-    }
-    watchdog_disable(&h->wd); /* a standby leader runs no primary: nothing to fence */
-    set_role(h, "demoted");
-    sync_forget(h);
-    (void)start_postgres(h, false, target);
-}
-
 /* The lock holder of a standby cluster after its lock was acquired or renewed (decision.standby_leader): a
- * primary is demoted (demote_cluster); a running replica is pointed at the remote primary and is the standby
+ * primary is demoted (demote_cluster_begin, stepdown.c); a running replica is pointed at the remote primary and is the standby
  * leader from then on (Patroni's follow() with a RemoteMember: role standby_leader, on_role_change). */
 static void standby_leader_step(Ha *h, Decision *d, const LocalState *l) {
     const char *target = d->target[0] ? d->target : NULL;
     if (!l->pg_ready || l->status_cached)
         return; /* starting, or not answering: the next cycle looks again */
     if (!l->in_recovery) {
-        demote_cluster(h, target);
+        if (!dyn_of(h)->pause) /* paused: it continues to run as primary (decide() says so) */
+            demote_cluster_begin(h, target);
         return;
     }
     if (h->pg.promoting)
@@ -700,6 +687,9 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         if (h->pg.st.ok && h->pg.st.in_recovery && !h->pg.status_cached && h->pg.inst.pid > 0 && !h->pg.starting) {
             slots_sync(h);
             update_status(h);
+            /* /history from the timeline history files the remote's timeline switches left in pg_wal: a
+             * stopped replica checks its WAL against it before it starts (check_timeline_and_lsn) */
+            update_history(h);
         }
         return;
     }

@@ -134,6 +134,16 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
                 ynode_set(recovery, "primary_slot_name", ynode_new_str(slot, "recovery", 0));
             }
         }
+        if (m && dyn_is_standby_cluster(dyn_of(h))) {
+            /* a member followed in a standby cluster: the WAL archive of the remote too (Patroni's
+             * _get_node_to_follow copies these two from standby_cluster) */
+            static const char *const keys[] = {"restore_command", "archive_cleanup_command"};
+            for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                const char *v = dyn_standby_str(dyn_of(h), keys[i]);
+                if (v && v[0])
+                    ynode_set(recovery, keys[i], ynode_new_str(v, "recovery", 0));
+            }
+        }
         ynode_set(recovery, "recovery_target_timeline", ynode_new_str("latest", "recovery", 0));
         const YNode *rc = cfg->postgresql.recovery_conf ? cfg->postgresql.recovery_conf : dyn_of(h)->recovery_conf;
         for (size_t i = 0; rc && i < rc->n; i++)
@@ -470,7 +480,16 @@ void observe_pg(Ha *h, LocalState *l) {
         closedir(dd);
     }
     l->data_dir_empty = data_dir_empty(h);
-    l->clone_without_leader = pg_replica_methods_without_leader(cfg);
+    l->cb_called = h->pg.cb_called;
+    /* the list the clone uses: standby_cluster's in a standby cluster (task_start) */
+    if (dyn_is_standby_cluster(dyn_of(h))) {
+        StrList methods = {0};
+        standby_replica_methods(h, &methods);
+        l->clone_without_leader = pg_replica_methods_without_leader(cfg, &methods);
+        strlist_clear(&methods);
+    } else {
+        l->clone_without_leader = pg_replica_methods_without_leader(cfg, NULL);
+    }
     if (l->data_dir_empty) {
         if (h->pg.inst.pid <= 0)
             set_role(h, "uninitialized");
@@ -584,10 +603,14 @@ void observe_pg(Ha *h, LocalState *l) {
         h->pg.starting = false;
         h->pg.start_timeout = 0;
         log_info("PostgreSQL is running%s", h->pg.st.in_recovery ? " as a replica" : "");
+        /* (a standby leader started as one reports that role, as Patroni's follow(role='standby_leader')) */
+        const char *cb_role = !h->pg.st.in_recovery                 ? "primary"
+                              : streq(h->pg.role, "standby_leader") ? "standby_leader"
+                                                                    : "replica";
         if (!h->pg.quiet && h->pg.start_role_change)
-            run_callback(h, "on_role_change", h->pg.st.in_recovery ? "replica" : "primary");
+            run_callback(h, "on_role_change", cb_role);
         else if (!h->pg.quiet)
-            run_callback(h, "on_start", h->pg.st.in_recovery ? "replica" : "primary");
+            run_callback(h, "on_start", cb_role);
         h->pg.start_role_change = false;
     }
     l->pg_starting = h->pg.starting;

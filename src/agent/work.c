@@ -117,7 +117,7 @@ const char *task_name(TaskKind k) {
 
 /* Patroni's create_replica() with a RemoteMember: in a standby cluster the methods are
  * standby_cluster.create_replica_methods, else basebackup. */
-static void standby_replica_methods(Ha *h, StrList *ret) {
+void standby_replica_methods(Ha *h, StrList *ret) {
     const YNode *sc = dyn_of(h)->standby_cluster;
     const YNode *list = sc && sc->type == Y_MAP ? ynode_get(sc, "create_replica_methods") : NULL;
     for (size_t i = 0; list && list->type == Y_SEQ && i < list->n; i++)

@@ -144,7 +144,7 @@ int cmd_demote_cluster(Ctl *c, int argc, char **argv) {
     }
     if ((!host || !*host) && !port && (!restore || !*restore)) {
         ctl_error("At least --host, --port or --restore-command should be specified");
-        return CTL_USAGE;
+        return CTL_ERROR; /* (patronictl: a ClickException, exit 1) */
     }
     cJSON *sc = cJSON_CreateObject();
     if (host && *host)

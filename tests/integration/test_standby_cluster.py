@@ -9,11 +9,17 @@ The scenarios run in order on one module-scoped pair of clusters (each needs the
      at A and not promoted; the old node comes back as its replica.
   3. `pgha-ctl demote-cluster` on A is refused (no --host/--restore-command), then `pgha-ctl promote-cluster` on B:
      B's leader promotes (timeline 2) and accepts writes, B's other node streams from it.
-  4. `pgha-ctl demote-cluster` on B (restore_command only): B's primary is demoted cleanly and keeps the key as
-     the standby leader; its replica keeps streaming from it.
+  4. `pgha-ctl demote-cluster` on B (restore_command only), with B's replica's WAL receiver frozen so that the fast
+     stop takes longer than ttl: the leader key keeps its lease and create_revision all along (renewed while the
+     stop is watched), nobody else takes it; B's primary then starts as the standby leader; its replica keeps
+     streaming from it.
 Timings: ttl 10, loop_wait 2, retry_timeout 3 (pgha.allow_short_ttl)."""
 
 import json
+import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -138,9 +144,9 @@ def test_promote_cluster(clusters):
     other = next(n for n in b.nodes if n != leader)
     b.wait_streaming(leader, [other], 120)
     node = b.nodes[leader]
-    # demote-cluster needs a remote: refused with usage exit code, nothing changed
+    # demote-cluster needs a remote: refused (exit 1, patronictl's ClickException), nothing changed
     r = a.nodes["node1"].ctl("-c", a.nodes["node1"].config_path, "demote-cluster", "--force")
-    assert r.returncode == 2 and "At least --host, --port or --restore-command should be specified" in r.stdout, \
+    assert r.returncode == 1 and "At least --host, --port or --restore-command should be specified" in r.stdout, \
         r.stdout
     # promote-cluster on A (not a standby cluster): already in the required state
     r = a.nodes["node1"].ctl("-c", a.nodes["node1"].config_path, "promote-cluster", "--force")
@@ -175,9 +181,36 @@ def test_demote_cluster(clusters):
     h.wait_until(lambda: b.is_primary(leader), 60, msg=f"{leader} to be B's primary (after promote-cluster)")
     b.wait_streaming(leader, [other], 90)
     node = b.nodes[leader]
-    r = node.ctl("-c", node.config_path, "demote-cluster", "--restore-command", "false", "--force", timeout=90)
-    assert r.returncode == 0, r.stdout
-    assert "cluster is successfully demoted" in r.stdout, r.stdout
+    # a slow stop: the replica's WAL receiver frozen, the primary's walsender waits for it at shutdown (up to
+    # wal_sender_timeout, 60 s). The stop is watched across cycles: the lease is renewed all along (same key,
+    # same lease), nobody else takes the key, for longer than ttl
+    key_before = b.etcd.get_kv(b.key("leader"))
+    assert key_before and key_before["value"] == leader, key_before
+    wr = b.sql(other, "SELECT pid FROM pg_stat_wal_receiver")[0][0]
+    os.kill(wr, signal.SIGSTOP)
+    result = {}
+    ctl = threading.Thread(target=lambda: result.update(r=node.ctl("-c", node.config_path, "demote-cluster",
+                                                                 "--restore-command", "false", "--force",
+                                                                 timeout=120)))
+    try:
+        ctl.start()
+        h.wait_until(lambda: "demote-cluster" in node.log_text() and "stopping PostgreSQL (fast)" in node.log_text(),
+                     30, msg="the demote-cluster stop to begin")
+        until = time.monotonic() + DCS["ttl"] + 6
+        while time.monotonic() < until:
+            kv = b.etcd.get_kv(b.key("leader"))
+            assert kv and kv["value"] == leader, kv
+            assert kv["create_revision"] == key_before["create_revision"], (kv, key_before)
+            assert kv.get("lease") == key_before.get("lease"), (kv, key_before)
+            assert not b.is_primary(other)
+            time.sleep(0.5)
+        assert "demote-cluster in progress" in node.log_text()
+    finally:
+        os.kill(wr, signal.SIGCONT)
+        ctl.join(150)
+    r = result["r"]
+    # pgha-ctl waits a bounded time (as patronictl) and the stop outlasted it: it says so (exit 5)
+    assert r.returncode == 5 and "cluster is not demoted yet" in r.stdout, r.stdout
     cfg = json.loads(b.etcd.get(b.key("config")))
     assert cfg["standby_cluster"] == {"restore_command": "false"}
     assert b.leader() == leader, "the leader key must stay with the demoted primary"
