@@ -218,12 +218,19 @@ static bool rewind_or_reinitialize_allowed(Ha *h) {
     return cfg_of(h)->postgresql.remove_data_directory_on_diverged_timelines || can_rewind(h);
 }
 
+/* The standby leader of a standby cluster: Patroni checks a node's WAL for divergence only against a leader that
+ * runs as a primary (_check_timeline_and_lsn returns at once otherwise). A standby leader replays the remote's
+ * timelines and reports them late (its timeline is its last restartpoint's while it restores from an archive):
+ * a healthy replica streaming the remote's new timeline would look diverged and be rewound or removed. */
+static bool member_is_standby_leader(const Member *m) { return m && m->role && strcmp(m->role, "standby_leader") == 0; }
+
 /* A running replica following the leader: stop it when its WAL diverged, so that the next cycle
  * starts it again through pg_rewind (execute_start). */
 static bool check_running_replica(Ha *h) {
     if (h->tilt || dyn_of(h)->pause || h->pg.inst.pid <= 0 || !h->pg.st.ok || !h->pg.st.in_recovery ||
         h->work.task.kind != TASK_NONE || !h->view.cluster || !h->view.cluster->leader ||
-        h->view.cluster->leader->corrupt || is_lock_holder(h))
+        h->view.cluster->leader->corrupt || is_lock_holder(h) ||
+        member_is_standby_leader(member_by_name(h, h->view.cluster->leader->name)))
         return false;
     long long lsn = h->pg.st.replay_lsn > 0 ? h->pg.st.replay_lsn : h->pg.st.receive_lsn, tl = h->pg.st.timeline;
     long long switch_lsn;
@@ -266,13 +273,10 @@ static bool check_running_replica(Ha *h) {
 
 typedef enum RewindNeed { REWIND_NOT_NEEDED, REWIND_NEEDED, REWIND_UNKNOWN_YET } RewindNeed;
 
-/* A leader member key that says it runs as a primary: role primary (or Patroni 3.x's master), or the standby
- * leader of a standby cluster (it does not promote: its timeline is the remote primary's). Its timeline is then
- * the new one (read from its WAL file name right after the promotion). */
+/* A leader member key that says it runs as a primary: role primary (or Patroni 3.x's master). Its timeline is
+ * then the new one (read from its WAL file name right after the promotion). */
 static bool leader_is_primary(const Member *m) {
-    return m && m->role &&
-           (strcmp(m->role, "primary") == 0 || strcmp(m->role, "master") == 0 ||
-            strcmp(m->role, "standby_leader") == 0);
+    return m && m->role && (strcmp(m->role, "primary") == 0 || strcmp(m->role, "master") == 0);
 }
 
 /* ... and the promotion's checkpoint is done (no `checkpoint_after_promote: false`): pg_rewind needs it. */
@@ -344,7 +348,7 @@ static RewindNeed check_timeline_and_lsn(Ha *h, const Member *leader) {
  * leader has, did not). */
 static RewindNeed rewind_needed(Ha *h, const char *target) {
     const Member *m = member_by_name(h, target);
-    if (!m || !h->pg.have_controldata || streq(target, cfg_of(h)->name))
+    if (!m || !h->pg.have_controldata || streq(target, cfg_of(h)->name) || member_is_standby_leader(m))
         return REWIND_NOT_NEEDED;
     if (!rewind_or_reinitialize_allowed(h)) {
         if ((dyn_of(h)->use_pg_rewind || cfg_of(h)->postgresql.use_pg_rewind) && !h->pg.rewind_unusable_logged) {

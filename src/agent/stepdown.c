@@ -417,6 +417,11 @@ bool demote_cluster_step(Ha *h) {
         lease_lost(h);
         failsafe_licence_end(h);
         (void)start_postgres(h, false, NULL);
+    } else if (!dyn_is_standby_cluster(dyn_of(h))) {
+        /* /config was flipped back while it stopped: no remote to follow; the next cycle starts the lock holder
+         * as the primary it was (a compare-and-set first), not a standby leader that would promote at once */
+        log_info("demote-cluster: PostgreSQL stopped, but the cluster is no longer a standby cluster; the next "
+                 "cycle starts it");
     } else {
         log_info("demote-cluster: PostgreSQL stopped after %.1f s; starting it in recovery as the standby leader",
                  (double)(now - dc->began) / USEC_PER_SEC);
