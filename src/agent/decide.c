@@ -77,10 +77,17 @@ static bool pg_promoting(const LocalState *l) {
 
 static bool sync_active(const Observation *o) {
     return o->dyn && o->dyn->synchronous_mode != SYNC_OFF && o->cluster && o->cluster->sync.leader &&
-           !(o->dyn->standby_cluster && o->dyn->standby_cluster->n);
+           !dyn_is_standby_cluster(o->dyn);
 }
 
 static bool nofailover(const PghaConfig *cfg) { return cfg->tags.nofailover; }
+
+static bool standby_cluster(const Observation *o) { return o->dyn && dyn_is_standby_cluster(o->dyn); }
+
+/* How a replication target is named in messages. */
+static const char *target_label(const char *t) {
+    return t && streq(t, FOLLOW_REMOTE) ? "the remote primary of the standby cluster" : t;
+}
 
 static bool failsafe_mode(const Observation *o) { return o->dyn && o->dyn->failsafe_mode; }
 
@@ -172,7 +179,7 @@ static bool core_check(const Observation *o, bool check_lag, const char *skip, c
                  mine, c->status.optime, o->dyn->maximum_lag_on_failover);
         return false;
     }
-    if (o->dyn && o->dyn->check_timeline) {
+    if (o->dyn && o->dyn->check_timeline && !standby_cluster(o)) {
         long long ctl = cluster_timeline(c);
         if (l->timeline <= 0 || (ctl > 0 && l->timeline < ctl)) {
             snprintf(why, why_len, "my timeline %lld is behind the cluster timeline %lld", l->timeline, ctl);
@@ -349,11 +356,15 @@ bool is_healthiest_node(const Observation *o, char *why, size_t why_len) {
     return core_check(o, true, NULL, why, why_len);
 }
 
-/* Where a replica should stream from: the replicatefrom member if it exists, else the leader. */
+/* Where a replica should stream from: the replicatefrom member if it exists, else the leader. In a standby
+ * cluster the standby leader (and, while nobody holds the key and the cluster is not paused, every member)
+ * follows the remote primary (Patroni's _get_node_to_follow). */
 static const char *follow_target(const Observation *o) {
     const Cluster *c = o->cluster;
     if (o->cfg->tags.nostream)
         return NULL;
+    if (standby_cluster(o) && (am_leader(o) || (c && !c->leader && !paused(o))))
+        return FOLLOW_REMOTE;
     if (o->cfg->tags.replicatefrom && cluster_get_member(c, o->cfg->tags.replicatefrom) &&
         !streq(o->cfg->tags.replicatefrom, o->cfg->name))
         return o->cfg->tags.replicatefrom;
@@ -412,6 +423,38 @@ static bool process_manual_failover(const Observation *o, Decision *d) {
     d->demote_mode = DEMOTE_GRACEFUL;
     set(d, HA_SWITCHOVER, f->candidate, "%s: demoting myself", f->leader ? "switchover" : "manual failover");
     return true;
+}
+
+/* The lock holder of a standby cluster (§4.4 L2, Patroni's enforce_follow_remote_member): it renews the key
+ * and stays in recovery following the remote primary; a primary (a normal cluster that standby_cluster was
+ * added to) is demoted cleanly and keeps the key (demote-cluster). No switchover or failover inside a standby
+ * cluster: a request is cleared. */
+static void decide_standby_leader(const Observation *o, Decision *d) {
+    const LocalState *l = o->local;
+    const Cluster *c = o->cluster;
+    const char *me = o->cfg->name;
+    const char *pause_prefix = paused(o) ? "PAUSE: " : "";
+    const char *t = o->cfg->tags.nostream ? NULL : FOLLOW_REMOTE;
+    d->standby_leader = true;
+    if (pg_is_primary(l) || pg_promoting(l)) {
+        if (paused(o)) {
+            d->standby_leader = false;
+            set(d, HA_UPDATE_LOCK_ONLY, NULL, "%scontinue to run as primary without lock", pause_prefix);
+            return;
+        }
+        set(d, HA_UPDATE_LOCK, t, "cannot be a real primary in standby cluster");
+        return;
+    }
+    /* (cleared only once due: not while paused, nor before its scheduled_at) */
+    if (!failover_is_empty(&c->failover) && !paused(o) &&
+        (!c->failover.scheduled_at || o->scheduled_due || o->scheduled_stale)) {
+        set(d, HA_CLEAR_FAILOVER, t, "no switchover or failover inside a standby cluster: clearing the failover key");
+        return;
+    }
+    if (!l->following_unknown && streq(t, l->following))
+        set(d, HA_UPDATE_LOCK, t, "%sno action. I am (%s), the standby leader with the lock", pause_prefix, me);
+    else
+        set(d, HA_UPDATE_LOCK, t, "%spromoted self to a standby leader because i had the session lock", pause_prefix);
 }
 
 void decide(const Observation *o, Decision *d) {
@@ -478,7 +521,8 @@ void decide(const Observation *o, Decision *d) {
         /* (a node whose required watchdog is unusable would lead the new cluster without it: it waits) */
         if (!c->leader && !c->has_initialize && !nofailover(o->cfg) && config_is_set(o->cfg, "bootstrap") &&
             !(l->watchdog_failed && o->cfg->watchdog.mode == WATCHDOG_REQUIRED)) {
-            set(d, HA_BOOTSTRAP, NULL, "trying to bootstrap a new cluster");
+            set(d, HA_BOOTSTRAP, NULL,
+                standby_cluster(o) ? "trying to bootstrap a new standby leader" : "trying to bootstrap a new cluster");
             return;
         }
         if (c->leader && c->leader->corrupt) {
@@ -504,7 +548,8 @@ void decide(const Observation *o, Decision *d) {
             set(d, HA_CLONE, NULL, "trying to bootstrap (without leader)");
             return;
         }
-        set(d, HA_NONE, NULL, "waiting for leader to bootstrap");
+        set(d, HA_NONE, NULL,
+            standby_cluster(o) ? "waiting for standby_leader to bootstrap" : "waiting for leader to bootstrap");
         return;
     }
 
@@ -532,7 +577,8 @@ void decide(const Observation *o, Decision *d) {
     if ((!c->has_initialize || !valid_sysid(c->initialize)) && !c->leader && !paused(o)) {
         /* an empty /initialize is what a bootstrap that died halfway leaves: as Patroni does, a node
          * with a valid data directory publishes its system identifier instead of waiting forever */
-        if (l->pg_running && l->pg_ready && l->in_recovery) {
+        /* (only on joining: a node that has run here, a standby cluster's replica say, writes it back) */
+        if (l->pg_running && l->pg_ready && l->in_recovery && !l->cb_called) {
             set(d, HA_FATAL, NULL,
                 "the cluster has no initialize key and this node runs as a replica; "
                 "start the primary first");
@@ -551,7 +597,8 @@ void decide(const Observation *o, Decision *d) {
                 /* a demotion (a switchover while paused) restarts PostgreSQL as a replica, as Patroni's
                  * demote() does: pause only keeps pgha from starting or stopping it on its own */
                 const char *t = follow_target(o);
-                set(d, HA_START, t, "%sstarting after demotion%s%s", pause_prefix, t ? " following " : "", t ? t : "");
+                set(d, HA_START, t, "%sstarting after demotion%s%s", pause_prefix, t ? " following " : "",
+                    t ? target_label(t) : "");
             } else {
                 set(d, HA_NONE, NULL, "%spostgres is not running", pause_prefix);
             }
@@ -565,6 +612,12 @@ void decide(const Observation *o, Decision *d) {
             set(d, HA_DEMOTE, NULL, "stopped PostgreSQL to fail over after a crash");
             return;
         }
+        if (am_leader(o) && standby_cluster(o)) {
+            /* the standby leader starts in recovery again, following the remote primary (never as a primary) */
+            const char *t = follow_target(o);
+            set(d, HA_START, t, "starting as a standby leader%s%s", t ? " following " : "", t ? target_label(t) : "");
+            return;
+        }
         if (am_leader(o) && l->was_primary) {
             d->as_primary = true;
             set(d, HA_START, NULL, "starting primary after failure");
@@ -576,7 +629,7 @@ void decide(const Observation *o, Decision *d) {
             return;
         }
         const char *t = follow_target(o);
-        set(d, HA_START, t, "starting as a secondary%s%s", t ? " following " : "", t ? t : "");
+        set(d, HA_START, t, "starting as a secondary%s%s", t ? " following " : "", t ? target_label(t) : "");
         return;
     }
 
@@ -625,6 +678,19 @@ void decide(const Observation *o, Decision *d) {
     if (!c->leader) {
         char why[256];
         if (is_healthiest_node(o, why, sizeof why)) {
+            if (standby_cluster(o) && paused(o) && pg_is_primary(l)) {
+                /* paused: a primary is not demoted (Patroni's follow() while paused); it takes the key as it is */
+                set(d, HA_ACQUIRE_LOCK, NULL, "%scontinue to run as primary without lock", pause_prefix);
+                return;
+            }
+            if (standby_cluster(o)) {
+                /* the standby leader is gone and this is the healthiest member: it becomes the new standby leader,
+                 * re-pointed at the remote primary, not promoted (Patroni's enforce_follow_remote_member) */
+                d->standby_leader = true;
+                set(d, HA_ACQUIRE_LOCK, o->cfg->tags.nostream ? NULL : FOLLOW_REMOTE,
+                    "promoted self to a standby leader by acquiring session lock");
+                return;
+            }
             set(d, HA_ACQUIRE_LOCK, NULL,
                 pg_is_primary(l) ? "acquired session lock as a leader"
                                  : "promoted self to leader by acquiring session lock");
@@ -648,8 +714,14 @@ void decide(const Observation *o, Decision *d) {
                     pause_prefix);
                 return;
             }
-            set(d, HA_RELEASE_LOCK, NULL, "%sreleasing the leader key: postgres is not running as primary",
-                pause_prefix);
+            if (!standby_cluster(o)) {
+                set(d, HA_RELEASE_LOCK, NULL, "%sreleasing the leader key: postgres is not running as primary",
+                    pause_prefix);
+                return;
+            }
+        }
+        if (l->status_cached && standby_cluster(o)) {
+            set(d, HA_UPDATE_LOCK_ONLY, NULL, "%sno action: the status query timed out (cached role)", pause_prefix);
             return;
         }
         if (l->status_cached) {
@@ -661,6 +733,10 @@ void decide(const Observation *o, Decision *d) {
             else
                 set(d, HA_UPDATE_LOCK_ONLY, NULL,
                     "%snot promoting yet: the status query timed out (cached role: replica)", pause_prefix);
+            return;
+        }
+        if (standby_cluster(o)) {
+            decide_standby_leader(o, d);
             return;
         }
         if (pg_is_primary(l) && process_manual_failover(o, d))
@@ -689,12 +765,13 @@ void decide(const Observation *o, Decision *d) {
         return;
     }
     const char *t = follow_target(o);
+    const char *kind = standby_cluster(o) ? "standby leader" : "leader";
     if (l->following_unknown || !streq(t, l->following)) {
-        set(d, HA_FOLLOW, t, "%sI am (%s), a secondary, and following a leader (%s)%s", pause_prefix, me,
+        set(d, HA_FOLLOW, t, "%sI am (%s), a secondary, and following a %s (%s)%s", pause_prefix, me, kind,
             c->leader->name, t && !streq(t, c->leader->name) ? " through a cascade" : "");
         return;
     }
-    set(d, HA_NONE, t, "%sno action. I am (%s), a secondary, and following a leader (%s)", pause_prefix, me,
+    set(d, HA_NONE, t, "%sno action. I am (%s), a secondary, and following a %s (%s)", pause_prefix, me, kind,
         c->leader->name);
 }
 

@@ -8,6 +8,10 @@
 #include "common/config.h"
 #include "dcs/cluster.h"
 
+/* The replication target "the remote primary of the standby cluster" (standby_cluster host/port, restore_command):
+ * a name no member can have ('/' cannot be part of a member key), used where a member name says whom to follow. */
+#define FOLLOW_REMOTE "/standby_cluster"
+
 /* What the local node looks like this cycle. */
 typedef struct LocalState {
     bool data_dir_empty;      /* no cluster in data_dir (missing, empty, no PG_VERSION) */
@@ -34,6 +38,8 @@ typedef struct LocalState {
     bool watchdog_failed;
     bool promote_backoff;      /* within ttl of a failed promotion (pre_promote or PostgreSQL's) */
     bool clone_without_leader; /* a replica method works without a leader (no_leader: from a backup) */
+    bool cb_called;            /* a callback was due since the agent started (Patroni's cb_called): this agent
+                                * has run PostgreSQL in this cluster before, it did not just join it */
 } LocalState;
 
 /* Another member's answer to GET /patroni during the leader race (spec §4.5 step 9). */
@@ -95,9 +101,12 @@ typedef enum DemoteMode {
 typedef struct Decision {
     HaAction action;
     DemoteMode demote_mode;
-    bool as_primary;   /* HA_START */
-    char target[128];  /* member name for CLONE/START/FOLLOW, "" = none */
-    char message[512]; /* the cycle's summary line */
+    bool as_primary;     /* HA_START */
+    bool standby_leader; /* HA_UPDATE_LOCK, HA_ACQUIRE_LOCK in a standby cluster: no promotion; run as the standby
+                          * leader following `target` (FOLLOW_REMOTE, or "" with nostream), demoting a primary
+                          * first (Patroni's demote-cluster: fast stop, the leader key kept) */
+    char target[128];    /* member name for CLONE/START/FOLLOW, "" = none */
+    char message[512];   /* the cycle's summary line */
 } Decision;
 
 const char *ha_action_name(HaAction a);

@@ -84,9 +84,10 @@ usec_t before_stop_limit(const Ha *h, usec_t now) {
  * switchover does not come here: stepdown.c stops PostgreSQL while the lease is renewed. */
 void demote(Ha *h, DemoteMode mode) {
     bool release = mode == DEMOTE_GRACEFUL || mode == DEMOTE_IMMEDIATE;
-    publish_stopping(h); /* before anything that may block: the health checks stop saying "primary" now */
-    restart_abort(h);    /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
-    stepdown_abort(h);   /* ... and a switchover's stop becomes this one */
+    publish_stopping(h);     /* before anything that may block: the health checks stop saying "primary" now */
+    restart_abort(h);        /* a restart under way ends here: the demotion decides how PostgreSQL comes back */
+    stepdown_abort(h);       /* ... and a switchover's stop becomes this one */
+    demote_cluster_abort(h); /* ... and so does a demote-cluster's */
     int sr = stop_postgres(h, mode == DEMOTE_GRACEFUL || mode == DEMOTE_OFFLINE ? PG_STOP_FAST : PG_STOP_IMMEDIATE,
                            demote_mode_name(mode));
     if (sr < 0) {
@@ -217,12 +218,19 @@ static bool rewind_or_reinitialize_allowed(Ha *h) {
     return cfg_of(h)->postgresql.remove_data_directory_on_diverged_timelines || can_rewind(h);
 }
 
+/* The standby leader of a standby cluster: Patroni checks a node's WAL for divergence only against a leader that
+ * runs as a primary (_check_timeline_and_lsn returns at once otherwise). A standby leader replays the remote's
+ * timelines and reports them late (its timeline is its last restartpoint's while it restores from an archive):
+ * a healthy replica streaming the remote's new timeline would look diverged and be rewound or removed. */
+static bool member_is_standby_leader(const Member *m) { return m && m->role && strcmp(m->role, "standby_leader") == 0; }
+
 /* A running replica following the leader: stop it when its WAL diverged, so that the next cycle
  * starts it again through pg_rewind (execute_start). */
 static bool check_running_replica(Ha *h) {
     if (h->tilt || dyn_of(h)->pause || h->pg.inst.pid <= 0 || !h->pg.st.ok || !h->pg.st.in_recovery ||
         h->work.task.kind != TASK_NONE || !h->view.cluster || !h->view.cluster->leader ||
-        h->view.cluster->leader->corrupt || is_lock_holder(h))
+        h->view.cluster->leader->corrupt || is_lock_holder(h) ||
+        member_is_standby_leader(member_by_name(h, h->view.cluster->leader->name)))
         return false;
     long long lsn = h->pg.st.replay_lsn > 0 ? h->pg.st.replay_lsn : h->pg.st.receive_lsn, tl = h->pg.st.timeline;
     long long switch_lsn;
@@ -265,8 +273,8 @@ static bool check_running_replica(Ha *h) {
 
 typedef enum RewindNeed { REWIND_NOT_NEEDED, REWIND_NEEDED, REWIND_UNKNOWN_YET } RewindNeed;
 
-/* A leader member key that says it runs as a primary: role primary (or Patroni 3.x's master). Its
- * timeline is then the new one (read from its WAL file name right after the promotion). */
+/* A leader member key that says it runs as a primary: role primary (or Patroni 3.x's master). Its timeline is
+ * then the new one (read from its WAL file name right after the promotion). */
 static bool leader_is_primary(const Member *m) {
     return m && m->role && (strcmp(m->role, "primary") == 0 || strcmp(m->role, "master") == 0);
 }
@@ -340,7 +348,7 @@ static RewindNeed check_timeline_and_lsn(Ha *h, const Member *leader) {
  * leader has, did not). */
 static RewindNeed rewind_needed(Ha *h, const char *target) {
     const Member *m = member_by_name(h, target);
-    if (!m || !h->pg.have_controldata || streq(target, cfg_of(h)->name))
+    if (!m || !h->pg.have_controldata || streq(target, cfg_of(h)->name) || member_is_standby_leader(m))
         return REWIND_NOT_NEEDED;
     if (!rewind_or_reinitialize_allowed(h)) {
         if ((dyn_of(h)->use_pg_rewind || cfg_of(h)->postgresql.use_pg_rewind) && !h->pg.rewind_unusable_logged) {
@@ -394,8 +402,9 @@ static void execute_start(Ha *h, Decision *d) {
     /* pg_waldump and pg_rewind --help may run here (30 s and 10 s at most): the systemd watchdog knows */
     sdn_watchdog_extend(now_monotonic() + 60 * USEC_PER_SEC);
     RewindNeed need = leader ? rewind_needed(h, leader) : REWIND_NOT_NEEDED;
-    if (need == REWIND_UNKNOWN_YET) {
-        log_info("waiting for the leader %s to finish its promotion (and publish its timeline history) before "
+    if (need == REWIND_UNKNOWN_YET) { /* (the cycle's message: nothing starts) */
+        snprintf(d->message, sizeof d->message,
+                 "waiting for the leader %s to finish its promotion (and publish its timeline history) before "
                  "checking whether my WAL diverged",
                  leader);
         return;
@@ -404,7 +413,8 @@ static void execute_start(Ha *h, Decision *d) {
         const Member *m = member_by_name(h, leader);
         if (can_rewind(h)) {
             if (!leader_promoted(m)) {
-                log_info("waiting for the leader %s to finish its promotion before pg_rewind", leader);
+                snprintf(d->message, sizeof d->message,
+                         "waiting for the leader %s to finish its promotion before pg_rewind", leader);
                 return;
             }
             char host[256];
@@ -425,7 +435,9 @@ static void execute_start(Ha *h, Decision *d) {
             return;
         }
     }
-    (void)start_postgres(h, false, target);
+    /* the lock holder of a standby cluster starts as the standby leader, not as a replica for a cycle */
+    if (start_postgres(h, false, target) == 0 && is_lock_holder(h) && dyn_is_standby_cluster(dyn_of(h)))
+        set_role(h, "standby_leader");
 }
 
 static void execute_follow(Ha *h, const char *target) {
@@ -466,6 +478,11 @@ static void do_bootstrap(Ha *h, Decision *d, const LocalState *l) {
     int r = dcs_initialize(h->dcs, true, "");
     if (r == 1) {
         log_info("Lock owner: None; I am %s", cfg_of(h)->name);
+        if (dyn_is_standby_cluster(dyn_of(h))) {
+            log_info("trying to bootstrap a new standby leader");
+            standby_bootstrap_begin(h);
+            return;
+        }
         log_info("trying to bootstrap a new cluster");
         set_state(h,
                   cfg_of(h)->bootstrap.method_section ? "running custom bootstrap script" : "initializing new cluster");
@@ -589,11 +606,37 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
     free(why_copy);
 }
 
+/* The lock holder of a standby cluster after its lock was acquired or renewed (decision.standby_leader): a
+ * primary is demoted (demote_cluster_begin, stepdown.c); a running replica is pointed at the remote primary and is the standby
+ * leader from then on (Patroni's follow() with a RemoteMember: role standby_leader, on_role_change). */
+static void standby_leader_step(Ha *h, Decision *d, const LocalState *l) {
+    const char *target = d->target[0] ? d->target : NULL;
+    if (!l->pg_ready || l->status_cached)
+        return; /* starting, or not answering: the next cycle looks again */
+    if (!l->in_recovery) {
+        if (!dyn_of(h)->pause) /* paused: it continues to run as primary (decide() says so) */
+            demote_cluster_begin(h, target);
+        return;
+    }
+    if (h->pg.promoting)
+        return; /* a promotion already sent finishes first; the next cycle demotes it */
+    if (!h->pg.following_set || !streq(h->pg.following, target ? target : ""))
+        execute_follow(h, target);
+    if (!streq(h->pg.role, "standby_leader")) {
+        set_role(h, "standby_leader");
+        run_callback(h, "on_role_change", "standby_leader");
+    }
+}
+
 static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
     usec_t sent = now_monotonic();
     int r = dcs_attempt_to_acquire_leader(h->dcs);
     if (r == 1) {
         after_lock_acquired(h, sent);
+        if (d->standby_leader) { /* no watchdog: a standby leader is no primary to fence */
+            standby_leader_step(h, d, l);
+            return;
+        }
         if (!enforce_watchdog(h, d->message, sizeof d->message))
             return;
         if (l->in_recovery)
@@ -613,7 +656,8 @@ static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
 static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
     /* before a promotion, a one-off: the compare-and-set on etcd, not the keepalive alone that the cached
      * view would allow (it may predate a deletion of the key) */
-    bool promote = d->action == HA_UPDATE_LOCK && l->pg_ready && l->in_recovery && !h->pg.promoting;
+    bool promote = d->action == HA_UPDATE_LOCK && !d->standby_leader && l->pg_ready && l->in_recovery &&
+                   !h->pg.promoting;
     usec_t sent = now_monotonic();
     int r = dcs_update_leader(h->dcs, promote ? NULL : h->view.cluster);
     if (r != 1) {
@@ -633,9 +677,26 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
         publish(h);                 /* the new fence point for the health checks now, not at the cycle's end */
     /* the lock holder runs (or is about to run) the primary: armed first (Patroni's enforce_primary_role);
      * the other renewals too while PostgreSQL may run as the primary (a reload may have disarmed it) */
-    bool primary = d->action == HA_UPDATE_LOCK || (d->action != HA_SWITCHOVER && may_be_primary(h));
+    bool primary = !d->standby_leader &&
+                   (d->action == HA_UPDATE_LOCK || (d->action != HA_SWITCHOVER && may_be_primary(h)));
     if (primary && !enforce_watchdog(h, d->message, sizeof d->message))
         return;
+    if (d->standby_leader) {
+        if (d->action == HA_CLEAR_FAILOVER && h->view.cluster) {
+            log_info("%s", d->message);
+            (void)dcs_set_failover(h->dcs, "{}", h->view.cluster->failover.version);
+        }
+        standby_leader_step(h, d, l);
+        /* /status: the standby leader's WAL position and its slots (Patroni's update_lock) */
+        if (h->pg.st.ok && h->pg.st.in_recovery && !h->pg.status_cached && h->pg.inst.pid > 0 && !h->pg.starting) {
+            slots_sync(h);
+            update_status(h);
+            /* /history from the timeline history files the remote's timeline switches left in pg_wal: a
+             * stopped replica checks its WAL against it before it starts (check_timeline_and_lsn) */
+            update_history(h);
+        }
+        return;
+    }
     if (promote) {
         promote_with_lock(h, d);
     } else if (d->action == HA_SWITCHOVER) {

@@ -61,7 +61,8 @@ static void run_cycle(Ha *h, bool stale) {
         /* both steps run, whatever the first did */
         bool restarted = restart_step(h);
         bool stepped_down = stepdown_step(h);
-        if (restarted || stepped_down)
+        bool demoted = demote_cluster_step(h);
+        if (restarted || stepped_down || demoted)
             observe_pg(h, &l); /* PostgreSQL was started again, or stopped for a switchover */
     }
     l.async_action = task_name(h->work.task.kind);
@@ -69,6 +70,8 @@ static void run_cycle(Ha *h, bool stale) {
         l.async_action = restart_action(h);
     if (!l.async_action)
         l.async_action = stepdown_action(h);
+    if (!l.async_action)
+        l.async_action = demote_cluster_action(h);
     if (h->work.bootstrap_pending && !l.async_action)
         l.async_action = "bootstrap";
     l.leader_lock_valid = h->view.lock_valid_until > now;
@@ -82,7 +85,8 @@ static void run_cycle(Ha *h, bool stale) {
 
     if (stale) {
         /* observe only */
-    } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && l.pg_ready && l.in_recovery) {
+    } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && l.pg_ready && l.in_recovery &&
+               !h->work.standby_bootstrap) {
         /* a custom bootstrap with recovery_conf: PostgreSQL replays until its recovery target */
         log_info("waiting for end of recovery after bootstrap");
     } else if (h->work.bootstrap_pending && h->work.task.kind == TASK_NONE && l.pg_ready) {

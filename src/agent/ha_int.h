@@ -8,6 +8,7 @@
  *   HaWork   work.c       long actions in worker threads (bootstrap, clone, rewind, the post-promote CHECKPOINT)
  *   HaRestart restart.c   REST restart (carried over cycles), the scheduled restart, reinitialize
  *   HaStepdown stepdown.c a planned switchover on the leader (CHECKPOINT, stop, release; the lease renewed)
+ *   HaDemoteCluster stepdown.c demote-cluster: the stop of a primary that becomes a standby leader (lease renewed)
  *   HaPublished publish.c what this node last wrote for others (/status)
  *   Watchdog   watchdog.c  the watchdog device (armed by execute.c and work.c, kept alive by view.c's
  *                          lease_renewed(), disarmed by execute.c and ha.c)
@@ -153,6 +154,8 @@ typedef struct Task {
     int port;
     bool crash_recovery; /* rewind: finish crash recovery first */
     char *method;        /* clone, reinitialize: the replica method that created the data directory */
+    StrList methods;     /* clone, reinitialize in a standby cluster: standby_cluster.create_replica_methods
+                          * (default basebackup) instead of postgresql.create_replica_methods */
     PgChild child;       /* the tool it runs, stopped at shutdown */
     Ha *ha;
 } Task;
@@ -160,6 +163,9 @@ typedef struct Task {
 typedef struct HaWork {
     Task task;
     bool bootstrap_pending; /* initdb done or running: roles, post_bootstrap and the DCS keys follow */
+    /* the bootstrap of a standby cluster: a clone of the remote primary instead of initdb, started in recovery;
+     * then only the DCS keys (Patroni's bootstrap_standby_leader) */
+    bool standby_bootstrap;
     /* a custom bootstrap (bootstrap.<method>) until post_bootstrap finished: PostgreSQL starts with the
      * method's recovery_conf (or the recovery files it left) and a pg_hba.conf that trusts local connections */
     bool custom_bootstrap;
@@ -213,6 +219,14 @@ typedef struct HaStepdown {
     char *checkpoint_error; /* written by the thread before checkpoint_done */
 } HaStepdown;
 
+/* demote-cluster (stepdown.c): a primary whose cluster became a standby cluster stops (fast, watched, the lease
+ * renewed) and starts in recovery following the remote primary as the standby leader */
+typedef struct HaDemoteCluster {
+    bool active;      /* the stop was asked for; the start follows once the postmaster has exited */
+    char target[128]; /* whom to follow then (FOLLOW_REMOTE, or "" with nostream) */
+    usec_t began;
+} HaDemoteCluster;
+
 /* ---- HaFailsafe (failsafe.c, view.c) ---- */
 /* Failsafe mode (spec §4.12). A primary that cannot reach the DCS runs on a licence instead of its lease: the
  * lease's fence point carried over when the DCS fails, then extended by each survival decision (every other
@@ -240,6 +254,7 @@ struct Ha {
     HaWork work;
     HaRestart restart;
     HaStepdown stepdown;
+    HaDemoteCluster demote_cluster;
     HaPublished published;
     Watchdog wd;
     HaFailsafe failsafe;
@@ -337,6 +352,10 @@ bool stepdown_between_cycles(Ha *h);
 bool stepdown_stopping(const Ha *h);
 int stepdown_shutdown(Ha *h); /* agent shutdown on the lock holder: stop, hand over early */
 void stepdown_free(Ha *h);
+const char *demote_cluster_action(const Ha *h); /* "demote-cluster" while its stop runs, or NULL */
+void demote_cluster_begin(Ha *h, const char *target);
+bool demote_cluster_step(Ha *h); /* the postmaster has exited: the start as standby leader (true) */
+void demote_cluster_abort(Ha *h);
 
 /* restart.c */
 const char *restart_action(const Ha *h);
@@ -364,12 +383,15 @@ void publish_free(HaPublished *p);
 /* work.c */
 const char *task_name(TaskKind k);
 void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery);
+/* standby_cluster.create_replica_methods (default basebackup): what a clone uses in a standby cluster */
+void standby_replica_methods(Ha *h, StrList *ret);
 void task_stop(Ha *h);
 void finish_task(Ha *h);
 void start_post_promote_checkpoint(Ha *h);
 void finish_post_promote_checkpoint(Ha *h, bool wait);
 void post_bootstrap(Ha *h);
 void bootstrap_begin(Ha *h);
+void standby_bootstrap_begin(Ha *h);
 void bootstrap_abandon(Ha *h);
 
 /* slots_exec.c */

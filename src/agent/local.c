@@ -117,7 +117,43 @@ static void prepare_config_dir(Ha *h) {
     strlist_clear(&warnings);
 }
 
-/* Write postgresql.conf (and standby.signal) for a start as primary or as a replica of `target`. */
+/* The recovery settings of a standby leader (Patroni's build_recovery_params with a RemoteMember): primary_conninfo
+ * to standby_cluster host/port with the replication credentials (application_name = our name), primary_slot_name
+ * only when standby_cluster names one (and use_slots), restore_command, archive_cleanup_command and
+ * recovery_min_apply_delay from standby_cluster. */
+static void remote_recovery(Ha *h, YNode *recovery) {
+    const PghaConfig *cfg = cfg_of(h);
+    const DynConfig *dyn = dyn_of(h);
+    const char *host = dyn_standby_str(dyn, "host"), *port_s = dyn_standby_str(dyn, "port");
+    if (host || port_s) {
+        long long port = 5432;
+        if (port_s && (parse_ll(port_s, &port) < 0 || port <= 0 || port > 65535)) {
+            log_warning("standby_cluster.port %s is not a port number; using 5432", port_s);
+            port = 5432;
+        }
+        _cleanup_free_ char *ci = pg_primary_conninfo(cfg, host, (int)port);
+        const char *slot = dyn_standby_str(dyn, "primary_slot_name");
+        if (slot && use_slots(h)) {
+            _cleanup_free_ char *name = slot_name_from_member_name(slot);
+            ynode_set(recovery, "primary_slot_name", ynode_new_str(name, "recovery", 0));
+            if (host && strchr(host, ',')) { /* several hosts: the slot is on the remote primary */
+                char *ci2 = xasprintf("%s target_session_attrs=read-write", ci);
+                free(ci);
+                ci = ci2;
+            }
+        }
+        ynode_set(recovery, "primary_conninfo", ynode_new_str(ci, "recovery", 0));
+    }
+    static const char *const keys[] = {"restore_command", "archive_cleanup_command", "recovery_min_apply_delay"};
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        const char *v = dyn_standby_str(dyn, keys[i]);
+        if (v)
+            ynode_set(recovery, keys[i], ynode_new_str(v, "recovery", 0));
+    }
+}
+
+/* Write postgresql.conf (and standby.signal) for a start as primary or as a replica of `target` (a member, or
+ * FOLLOW_REMOTE: the remote primary of a standby cluster). */
 int write_configuration(Ha *h, bool as_primary, const char *target) {
     const PghaConfig *cfg = cfg_of(h);
     /* copied first: callers pass h->pg.following itself (apply_config_changes), and snprintf() from a
@@ -145,15 +181,27 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     }
     if (!as_primary) {
         recovery = ynode_new(Y_MAP, "recovery", 0);
-        const Member *m = target ? member_by_name(h, target) : NULL;
+        const Member *m = target && !streq(target, FOLLOW_REMOTE) ? member_by_name(h, target) : NULL;
         char host[256];
         int port;
-        if (m && member_host_port(m, host, sizeof host, &port)) {
+        if (target && streq(target, FOLLOW_REMOTE)) {
+            remote_recovery(h, recovery);
+        } else if (m && member_host_port(m, host, sizeof host, &port)) {
             _cleanup_free_ char *ci = pg_primary_conninfo(cfg, host, port);
             ynode_set(recovery, "primary_conninfo", ynode_new_str(ci, "recovery", 0));
             if (use_slots(h) && !cfg->tags.nostream) {
                 _cleanup_free_ char *slot = slot_name_from_member_name(cfg->name);
                 ynode_set(recovery, "primary_slot_name", ynode_new_str(slot, "recovery", 0));
+            }
+        }
+        if (m && dyn_is_standby_cluster(dyn_of(h))) {
+            /* a member followed in a standby cluster: the WAL archive of the remote too (Patroni's
+             * _get_node_to_follow copies these two from standby_cluster) */
+            static const char *const keys[] = {"restore_command", "archive_cleanup_command"};
+            for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                const char *v = dyn_standby_str(dyn_of(h), keys[i]);
+                if (v && v[0])
+                    ynode_set(recovery, keys[i], ynode_new_str(v, "recovery", 0));
             }
         }
         ynode_set(recovery, "recovery_target_timeline", ynode_new_str("latest", "recovery", 0));
@@ -493,7 +541,16 @@ void observe_pg(Ha *h, LocalState *l) {
         closedir(dd);
     }
     l->data_dir_empty = data_dir_empty(h);
-    l->clone_without_leader = pg_replica_methods_without_leader(cfg);
+    l->cb_called = h->pg.cb_called;
+    /* the list the clone uses: standby_cluster's in a standby cluster (task_start) */
+    if (dyn_is_standby_cluster(dyn_of(h))) {
+        StrList methods = {0};
+        standby_replica_methods(h, &methods);
+        l->clone_without_leader = pg_replica_methods_without_leader(cfg, &methods);
+        strlist_clear(&methods);
+    } else {
+        l->clone_without_leader = pg_replica_methods_without_leader(cfg, NULL);
+    }
     if (l->data_dir_empty) {
         if (h->pg.inst.pid <= 0)
             set_role(h, "uninitialized");
@@ -607,10 +664,14 @@ void observe_pg(Ha *h, LocalState *l) {
         h->pg.starting = false;
         h->pg.start_timeout = 0;
         log_info("PostgreSQL is running%s", h->pg.st.in_recovery ? " as a replica" : "");
+        /* (a standby leader started as one reports that role, as Patroni's follow(role='standby_leader')) */
+        const char *cb_role = !h->pg.st.in_recovery                 ? "primary"
+                              : streq(h->pg.role, "standby_leader") ? "standby_leader"
+                                                                    : "replica";
         if (!h->pg.quiet && h->pg.start_role_change)
-            run_callback(h, "on_role_change", h->pg.st.in_recovery ? "replica" : "primary");
+            run_callback(h, "on_role_change", cb_role);
         else if (!h->pg.quiet)
-            run_callback(h, "on_start", h->pg.st.in_recovery ? "replica" : "primary");
+            run_callback(h, "on_start", cb_role);
         h->pg.start_role_change = false;
     }
     l->pg_starting = h->pg.starting;
@@ -638,8 +699,9 @@ void observe_pg(Ha *h, LocalState *l) {
             }
             h->pg.promoting = false;
             set_role(h, "primary");
-        } else if (!h->pg.promoting) {
-            set_role(h, "replica");
+        } else if (!h->pg.promoting &&
+                   !(streq(h->pg.role, "standby_leader") && is_lock_holder(h) && dyn_is_standby_cluster(dyn_of(h)))) {
+            set_role(h, "replica"); /* (the standby leader's role is set by the HA loop: standby_leader_step) */
         }
     } else if (h->pg.starting) {
         set_state(h, "starting");
@@ -683,7 +745,7 @@ void apply_config_changes(Ha *h) {
     /* a replica whose upstream cannot be resolved now (no cluster view: the DCS is unreachable) keeps
      * its configuration: rewritten, it would lose primary_conninfo and stop streaming from a primary
      * that still runs (Patroni leaves a replica alone when the DCS is not accessible) */
-    if (!primary && h->pg.following[0] && !member_by_name(h, h->pg.following))
+    if (!primary && h->pg.following[0] && !streq(h->pg.following, FOLLOW_REMOTE) && !member_by_name(h, h->pg.following))
         return;
     int r = write_configuration(h, primary, primary || !h->pg.following[0] ? NULL : h->pg.following);
     bool requested = h->pg.reload_requested;

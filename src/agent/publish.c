@@ -193,15 +193,18 @@ void update_history(Ha *h) {
 /* /status (spec §1.2), with the leader update: optime, the slots' positions, retain_slots. Written
  * only when the content changed. */
 void update_status(Ha *h) {
-    if (!h->pg.st.ok || h->pg.st.in_recovery)
+    /* the primary, or the standby leader of a standby cluster (its optime: max(received, replayed)) */
+    bool standby_leader = h->pg.st.ok && h->pg.st.in_recovery && is_lock_holder(h) && dyn_is_standby_cluster(dyn_of(h));
+    if (!h->pg.st.ok || (h->pg.st.in_recovery && !standby_leader))
         return;
+    long long optime = standby_leader ? h->pg.st.wal_position : h->pg.st.flush_lsn;
     cJSON *slots = NULL;
     SlotsInput in;
     slots_input(h, &in);
     if (h->slots.rows_ok) {
         SlotsPlan expected; /* only the expected set is used here: the actions ran in slots_sync() */
         slots_plan(&in, &expected);
-        slots = slots_status_slots(&in, &expected, h->pg.st.flush_lsn);
+        slots = slots_status_slots(&in, &expected, optime);
         slots_plan_free(&expected);
     }
     StrList retain = {0}, expired = {0};
@@ -209,7 +212,7 @@ void update_status(Ha *h) {
     for (size_t i = 0; i < expired.n; i++)
         log_info("Replication slot '%s' for absent cluster member is expired after %lld sec.", expired.v[i],
                  dyn_of(h)->member_slots_ttl);
-    char *json = cluster_encode_status(h->pg.st.flush_lsn, slots, &retain);
+    char *json = cluster_encode_status(optime, slots, &retain);
     cJSON_Delete(slots);
     strlist_clear(&retain);
     strlist_clear(&expired);
@@ -306,7 +309,7 @@ static Snapshot *build(Ha *h, bool stopping) {
     }
     s->has_optime = h->view.cluster && h->view.cluster->status.has_optime;
     s->cluster_optime = s->has_optime ? h->view.cluster->status.optime : 0;
-    s->standby_cluster = dyn_of(h)->standby_cluster && dyn_of(h)->standby_cluster->n > 0;
+    s->standby_cluster = dyn_is_standby_cluster(dyn_of(h));
     s->maximum_lag_on_failover = dyn_of(h)->maximum_lag_on_failover;
     s->next_cycle = h->next_cycle;
     s->ttl = ttl_s(h);

@@ -18,6 +18,8 @@ static const char *busy_action(const Ha *h) {
         return "restart";
     if (h->stepdown.phase != STEPDOWN_IDLE)
         return "switchover";
+    if (h->demote_cluster.active)
+        return "demote-cluster";
     if (h->pg.promoting)
         return "promote";
     const char *t = task_name(h->work.task.kind);

@@ -15,7 +15,7 @@
 
 static bool can_advance(const SlotsInput *in) { return in->pg_major >= 11; }
 static bool is_leader_role(SlotRole r) { return r == SLOT_ROLE_PRIMARY || r == SLOT_ROLE_STANDBY_LEADER; }
-static bool standby_cluster(const DynConfig *d) { return d->standby_cluster && d->standby_cluster->n > 0; }
+static bool standby_cluster(const DynConfig *d) { return dyn_is_standby_cluster(d); }
 
 static const char *member_replicatefrom(const Member *m) {
     const char *rf = m->tags ? json_get_string(m->tags, "replicatefrom") : NULL;

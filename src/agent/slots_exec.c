@@ -30,7 +30,7 @@ static int load_slot_rows(Ha *h, PGconn *c) {
 void slots_input(Ha *h, SlotsInput *in) {
     const PghaConfig *cfg = cfg_of(h);
     const DynConfig *dyn = dyn_of(h);
-    bool standby_cluster = dyn->standby_cluster && dyn->standby_cluster->n > 0;
+    bool standby_cluster = dyn_is_standby_cluster(dyn);
     SlotRole role = !h->pg.st.in_recovery                  ? SLOT_ROLE_PRIMARY
                     : standby_cluster && is_lock_holder(h) ? SLOT_ROLE_STANDBY_LEADER
                                                            : SLOT_ROLE_REPLICA;

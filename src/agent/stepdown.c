@@ -367,5 +367,71 @@ int stepdown_shutdown(Ha *h) {
     return 0;
 }
 
+/* ---- demote-cluster ---- */
+
+/* Patroni's demote('demote-cluster'): a primary whose cluster became a standby cluster stops (fast, without the
+ * CHECKPOINT of a switchover) and starts in recovery following the remote primary; the leader key stays ours, so
+ * that the replicas keep following this node. The stop is watched across cycles as a switchover's is: decide()
+ * sees the long action "demote-cluster" and renews the lease (the watchdog, armed while PostgreSQL may run as the
+ * primary, is fed with it); a stop that outlasts pg_ctl_timeout is escalated (observe_pg), and one that reaches
+ * the fence point without a renewal is ended at once (fence_expired_lease). */
+const char *demote_cluster_action(const Ha *h) { return h->demote_cluster.active ? "demote-cluster" : NULL; }
+
+void demote_cluster_begin(Ha *h, const char *target) {
+    HaDemoteCluster *dc = &h->demote_cluster;
+    if (dc->active)
+        return;
+    log_info("demoting to a standby cluster: stopping PostgreSQL and starting it in recovery, keeping the leader "
+             "key");
+    publish_stopping(h); /* the health checks stop saying "primary" now */
+    restart_abort(h);
+    stepdown_abort(h);
+    if (stop_postgres_begin(h, PG_STOP_FAST, "demote-cluster") < 0) {
+        log_error("could not stop PostgreSQL to demote it to a standby leader");
+        return;
+    }
+    snprintf(dc->target, sizeof dc->target, "%s", target ? target : "");
+    dc->active = true;
+    dc->began = now_monotonic();
+    publish(h);
+}
+
+void demote_cluster_abort(Ha *h) {
+    if (!h->demote_cluster.active)
+        return;
+    h->demote_cluster.active = false;
+    log_warning("demote-cluster was interrupted");
+}
+
+bool demote_cluster_step(Ha *h) {
+    HaDemoteCluster *dc = &h->demote_cluster;
+    if (!dc->active || h->pg.inst.pid > 0)
+        return false;
+    dc->active = false;
+    watchdog_disable(&h->wd); /* a standby leader runs no primary: nothing to fence */
+    set_role(h, "demoted");   /* (the start then reports on_role_change, as Patroni's follow()) */
+    sync_forget(h);
+    usec_t now = now_monotonic();
+    if (!is_lock_holder(h) || h->view.lock_valid_until <= now) {
+        log_warning("demote-cluster: PostgreSQL stopped, but the leader key is no longer ours; starting as a replica");
+        lease_lost(h);
+        failsafe_licence_end(h);
+        (void)start_postgres(h, false, NULL);
+    } else if (!dyn_is_standby_cluster(dyn_of(h))) {
+        /* /config was flipped back while it stopped: no remote to follow; the next cycle starts the lock holder
+         * as the primary it was (a compare-and-set first), not a standby leader that would promote at once */
+        log_info("demote-cluster: PostgreSQL stopped, but the cluster is no longer a standby cluster; the next "
+                 "cycle starts it");
+    } else {
+        log_info("demote-cluster: PostgreSQL stopped after %.1f s; starting it in recovery as the standby leader",
+                 (double)(now - dc->began) / USEC_PER_SEC);
+        /* the standby leader from the start (not a replica for a cycle) */
+        if (start_postgres(h, false, dc->target[0] ? dc->target : NULL) == 0)
+            set_role(h, "standby_leader");
+    }
+    h->next_cycle = now_monotonic();
+    return true;
+}
+
 /* At shutdown (PostgreSQL stopped or left running when paused): collect the CHECKPOINT thread. */
 void stepdown_free(Ha *h) { join_checkpoint(h, true); }

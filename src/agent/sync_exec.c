@@ -11,7 +11,7 @@
 
 bool sync_mode_on(const Ha *h) {
     const DynConfig *d = dyn_of(h);
-    return d->synchronous_mode != SYNC_OFF && !(d->standby_cluster && d->standby_cluster->n);
+    return d->synchronous_mode != SYNC_OFF && !dyn_is_standby_cluster(d);
 }
 
 /* synchronous_standby_names in the postgresql.conf pgha writes (`params`: the server parameters). With

@@ -16,7 +16,7 @@
  * leader), only the methods that need none (no_leader). */
 static int create_replica(const PghaConfig *cfg, Task *t, const char *bin_dir, char **ret_error) {
     const char *dir = cfg->postgresql.data_dir;
-    const StrList *methods = &cfg->postgresql.create_replica_methods;
+    const StrList *methods = t->methods.n ? &t->methods : &cfg->postgresql.create_replica_methods;
     bool source = t->host[0] != '\0';
     _cleanup_free_ char *connstring = source ? pg_replication_dsn(cfg, t->host, t->port) : xstrdup("");
     StrList env = {0};
@@ -115,11 +115,26 @@ const char *task_name(TaskKind k) {
     }
 }
 
+/* Patroni's create_replica() with a RemoteMember: in a standby cluster the methods are
+ * standby_cluster.create_replica_methods, else basebackup. */
+void standby_replica_methods(Ha *h, StrList *ret) {
+    const YNode *sc = dyn_of(h)->standby_cluster;
+    const YNode *list = sc && sc->type == Y_MAP ? ynode_get(sc, "create_replica_methods") : NULL;
+    for (size_t i = 0; list && list->type == Y_SEQ && i < list->n; i++)
+        if (list->items[i]->type == Y_STR && list->items[i]->text && list->items[i]->text[0])
+            strlist_add(ret, list->items[i]->text);
+    if (ret->n == 0)
+        strlist_add(ret, "basebackup");
+}
+
 void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery) {
     Task *t = &h->work.task;
     free(t->error);
     free(t->method);
+    strlist_clear(&t->methods);
     *t = (Task){.kind = kind, .ha = h, .port = port, .crash_recovery = crash_recovery};
+    if ((kind == TASK_CLONE || kind == TASK_REINIT) && dyn_is_standby_cluster(dyn_of(h)))
+        standby_replica_methods(h, &t->methods);
     pg_child_init(&t->child);
     snprintf(t->host, sizeof t->host, "%s", host ? host : "");
     if (pthread_create(&t->thread, NULL, task_main, t) != 0) {
@@ -127,6 +142,17 @@ void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_rec
         pg_child_destroy(&t->child);
         t->kind = TASK_NONE;
     }
+}
+
+/* Whom a fresh clone follows (Patroni's _get_node_to_follow after clone()): the remote primary for the standby
+ * leader being bootstrapped, and in a standby cluster without a leader (not paused); else the leader. */
+static const char *clone_follow_target(Ha *h) {
+    const Cluster *c = h->view.cluster;
+    if (cfg_of(h)->tags.nostream)
+        return NULL;
+    if (h->work.standby_bootstrap || (dyn_is_standby_cluster(dyn_of(h)) && !(c && c->leader) && !dyn_of(h)->pause))
+        return FOLLOW_REMOTE;
+    return c && c->leader ? c->leader->name : NULL;
 }
 
 static void *checkpoint_main(void *arg) {
@@ -178,6 +204,7 @@ void finish_task(Ha *h) {
         return;
     pthread_join(t->thread, NULL);
     pg_child_destroy(&t->child);
+    strlist_clear(&t->methods);
     TaskKind kind = t->kind;
     int r = t->result;
     char *err = t->error;
@@ -225,16 +252,26 @@ void finish_task(Ha *h) {
     case TASK_REINIT: /* the data directory was cloned again (its sysid is read again below) */
     case TASK_CLONE:
         if (r < 0) {
-            log_error("failed to bootstrap %s: %s", from_leader ? "from the leader" : "(without leader)", err);
+            log_error("failed to bootstrap %s: %s",
+                      h->work.standby_bootstrap ? "from the remote primary of the standby cluster"
+                      : from_leader             ? "from the leader"
+                                                : "(without leader)",
+                      err);
             set_state(h, "stopped");
-            remove_data_directory(h); /* what a failed method left (Patroni removes it too) */
+            remove_data_directory(h);        /* what a failed method left (Patroni removes it too) */
+            if (h->work.standby_bootstrap) { /* Patroni: cancel_initialization(), a fatal error */
+                h->work.bootstrap_pending = h->work.standby_bootstrap = false;
+                cancel_initialization(h);
+                log_critical("bootstrap of the standby leader failed; the initialize key was released so that "
+                             "another node can try");
+                h->fatal = true;
+            }
             break;
         }
         log_info("replica has been created using %s", method ? method : "basebackup");
         local_data_replaced(h);
         refresh_controldata(h);
-        (void)start_postgres(h, false,
-                             h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+        (void)start_postgres(h, false, clone_follow_target(h));
         break;
     case TASK_REWIND:
         if (r < 0) {
@@ -308,6 +345,8 @@ static void post_bootstrap_keys(Ha *h) {
     PGconn *c = local_conn(h);
     char *err = NULL;
     char *json = NULL;
+    if (h->work.standby_bootstrap)
+        goto keys; /* a clone of the remote primary: its roles are the remote's, no post_bootstrap */
     if (!c || pg_create_roles(c, cfg, h->pg.inst.major, &err) < 0) {
         log_error("failed to create the roles after bootstrap: %s", err ? err : "no connection");
         free(err);
@@ -346,6 +385,7 @@ static void post_bootstrap_keys(Ha *h) {
         log_error("Cancelling bootstrap because watchdog activation failed");
         goto cancel;
     }
+keys:
     refresh_controldata(h);
     if (dcs_initialize(h->dcs, false, h->pg.sysid) < 0) {
         log_error("failed to write /initialize: %s", dcs_error(h->dcs));
@@ -362,14 +402,14 @@ static void post_bootstrap_keys(Ha *h) {
         goto cancel;
     }
     lease_renewed(h, sent);
-    set_role(h, "primary");
+    set_role(h, h->work.standby_bootstrap ? "standby_leader" : "primary");
     log_info("initialized a new cluster");
-    h->work.bootstrap_pending = false;
-    run_callback(h, "on_start", "primary");
+    h->work.bootstrap_pending = h->work.standby_bootstrap = false;
+    run_callback(h, "on_start", h->pg.role);
     return;
 cancel:
     log_critical("cancelling the bootstrap");
-    h->work.custom_bootstrap = false;
+    h->work.custom_bootstrap = h->work.standby_bootstrap = false;
     (void)stop_postgres(h, PG_STOP_IMMEDIATE, "bootstrap failed");
     watchdog_disable(&h->wd);
     (void)dcs_cancel_initialization(h->dcs);
@@ -404,6 +444,7 @@ void task_stop(Ha *h) {
     }
     pthread_join(t->thread, NULL);
     pg_child_destroy(&t->child);
+    strlist_clear(&t->methods);
     free(t->error);
     t->error = NULL;
     free(t->method);
@@ -418,12 +459,35 @@ void bootstrap_begin(Ha *h) {
     task_start(h, TASK_BOOTSTRAP, NULL, 0, false);
 }
 
+/* HA_BOOTSTRAP won the /initialize race in a standby cluster: clone the remote primary (standby_cluster host/port,
+ * its create_replica_methods) in a worker; PostgreSQL then starts in recovery following it, and the DCS keys
+ * follow once it answers (post_bootstrap()). */
+void standby_bootstrap_begin(Ha *h) {
+    const DynConfig *dyn = dyn_of(h);
+    const char *host = dyn_standby_str(dyn, "host"), *port_s = dyn_standby_str(dyn, "port");
+    long long port = 5432;
+    if (port_s && (parse_ll(port_s, &port) < 0 || port <= 0 || port > 65535)) {
+        log_warning("standby_cluster.port %s is not a port number; using 5432", port_s);
+        port = 5432;
+    }
+    h->work.bootstrap_pending = true;
+    h->work.standby_bootstrap = true;
+    write_pgpass(h);
+    set_state(h, "creating replica");
+    if (host)
+        log_info("clone from remote member %s:%lld", host, port);
+    else
+        log_info("clone of the standby cluster's remote primary without a host (a replica method with no_leader)");
+    task_start(h, TASK_CLONE, host, (int)port, false);
+}
+
 /* initdb finished but PostgreSQL did not start: give /initialize back for another node. */
 void bootstrap_abandon(Ha *h) {
     log_error("PostgreSQL did not start after %s",
               cfg_of(h)->bootstrap.method_section ? "the custom bootstrap" : "initdb");
     h->work.bootstrap_pending = false;
     h->work.custom_bootstrap = false;
+    h->work.standby_bootstrap = false;
     cancel_initialization(h);
     h->fatal = true;
 }

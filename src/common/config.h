@@ -63,6 +63,10 @@ int dyn_config_parse_ex(const YNode *obj, bool allow_short_ttl, DynConfig *ret, 
 void dyn_config_defaults(DynConfig *ret);
 void dyn_config_free(DynConfig *c);
 bool dyn_config_is_set(const DynConfig *c, const char *path);
+/* Patroni's is_standby_cluster: standby_cluster is a map whose host, port or restore_command is truthy. */
+bool dyn_is_standby_cluster(const DynConfig *c);
+/* standby_cluster.<key> as a string (a number's source text), NULL when absent, null or falsy. */
+const char *dyn_standby_str(const DynConfig *c, const char *key);
 
 /* Exposed for tests: Patroni's adjustment of the three timings. Appends warnings to diag. */
 void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_timeout, CfgDiag *diag);

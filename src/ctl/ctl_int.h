@@ -9,6 +9,7 @@
  *   cmd_info.c     list, topology, history, show-config, dsn, version
  *   cmd_switch.c   switchover, failover: the request, then the outcome watched in etcd
  *   cmd_config.c   edit-config, pause, resume
+ *   cmd_cluster_role.c  demote-cluster, promote-cluster (standby_cluster in /config)
  *   cmd_members.c  restart, reload, reinit, flush, remove
  *   cmd_query.c    query (libpq)
  * Every pure function here is unit-tested (tests/unit/test_ctl.c). */
@@ -184,3 +185,5 @@ int cmd_reinit(Ctl *c, int argc, char **argv);
 int cmd_flush(Ctl *c, int argc, char **argv);
 int cmd_remove(Ctl *c, int argc, char **argv);
 int cmd_query(Ctl *c, int argc, char **argv);
+int cmd_demote_cluster(Ctl *c, int argc, char **argv);
+int cmd_promote_cluster(Ctl *c, int argc, char **argv);

@@ -119,8 +119,8 @@ bool pg_replica_method_without_leader(const char *method, const YNode *section) 
     return strcmp(method, "basebackup") != 0 && pg_py_truthy(ynode_get(section, "no_leader"));
 }
 
-bool pg_replica_methods_without_leader(const PghaConfig *cfg) {
-    const StrList *m = &cfg->postgresql.create_replica_methods;
+bool pg_replica_methods_without_leader(const PghaConfig *cfg, const StrList *methods) {
+    const StrList *m = methods ? methods : &cfg->postgresql.create_replica_methods;
     for (size_t i = 0; i < m->n; i++)
         if (pg_replica_method_without_leader(m->v[i], ynode_get(cfg->postgresql.replica_methods, m->v[i])))
             return true;

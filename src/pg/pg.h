@@ -338,7 +338,8 @@ int pg_bootstrap_method_argv(const YNode *section, const char *scope, const char
 /* A method that works without a replication source: not basebackup, and its no_leader is true. */
 bool pg_replica_method_without_leader(const char *method, const YNode *section);
 /* Some method of create_replica_methods does (spec §4.2 B5). */
-bool pg_replica_methods_without_leader(const PghaConfig *cfg);
+/* methods: the list that applies (standby_cluster's in a standby cluster), NULL for create_replica_methods */
+bool pg_replica_methods_without_leader(const PghaConfig *cfg, const StrList *methods);
 
 /* Finish crash recovery with a single-user postmaster so that pg_rewind can run. */
 int pg_crash_recovery(const PghaConfig *cfg, const char *bin_dir, char **ret_error);

@@ -248,6 +248,12 @@ void bootstrap_begin(Ha *h) {
     task_start(h, TASK_BOOTSTRAP, NULL, 0, false);
 }
 
+void standby_bootstrap_begin(Ha *h) {
+    h->work.bootstrap_pending = true;
+    h->work.standby_bootstrap = true;
+    task_start(h, TASK_CLONE, dyn_standby_str(dyn_of(h), "host"), 5432, false);
+}
+
 void local_mark_diverged(Ha *h) { h->pg.diverged = true; }
 
 void local_divergence_reported(Ha *h) { h->pg.diverged_reported = true; }

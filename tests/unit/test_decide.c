@@ -713,6 +713,13 @@ static const DecideRow sysid_rows[] = {
      false,
      NULL,
      "start the primary first"},
+    {"no initialize key, unlocked, running replica that has run here (cb_called) -> writes it back",
+     {.local = {PG_REPLICA, .cb_called = true}},
+     HA_WRITE_INITIALIZE,
+     0,
+     false,
+     NULL,
+     SYSID},
     {"no initialize key but paused -> nothing is written (no promotion in pause either)",
      {.dyn_yaml = "pause: true\n", .local = {PG_REPLICA}},
      HA_NONE,
@@ -2421,8 +2428,165 @@ static void test_failsafe_lock_failure(void **state) {
     dyn_config_free(&off);
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * standby clusters (§4.2 B3, §4.4 U1/L1/L2, Patroni's enforce_follow_remote_member) */
+
+#define STANDBY_DYN "standby_cluster:\n  host: 10.9.9.9\n  port: 5433\n"
+
+typedef struct StandbyRow {
+    DecideRow r;
+    bool standby_leader; /* Decision.standby_leader */
+} StandbyRow;
+
+/* clang-format off */
+static const StandbyRow standby_rows[] = {
+    {{"standby cluster, empty data directory, nothing in the DCS: race to bootstrap the standby leader",
+      {.dyn_yaml = STANDBY_DYN, .local = {.data_dir_empty = true}},
+      HA_BOOTSTRAP, 0, false, NULL, "trying to bootstrap a new standby leader"}, false},
+    {{"standby lock holder, a replica not yet following the remote: renew and re-point, no promotion",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN, .keys = {LOCKED}, .local = {PG_REPLICA, .following = "node2"}},
+      HA_UPDATE_LOCK, 0, false, FOLLOW_REMOTE, "promoted self to a standby leader because i had the session lock"},
+     true},
+    {{"standby lock holder following the remote: no action",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN, .keys = {LOCKED}, .local = {PG_REPLICA, .following = FOLLOW_REMOTE}},
+      HA_UPDATE_LOCK, 0, false, FOLLOW_REMOTE, "no action. I am (node1), the standby leader with the lock"}, true},
+    {{"standby_cluster added to a running cluster: its primary is demoted, keeping the key (demote-cluster)",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN, .keys = {LOCKED}, .local = {PG_PRIMARY}},
+      HA_UPDATE_LOCK, 0, false, FOLLOW_REMOTE, "cannot be a real primary in standby cluster"}, true},
+    {{"standby_cluster added while paused: the primary is left alone",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN "pause: true\n", .keys = {LOCKED}, .local = {PG_PRIMARY}},
+      HA_UPDATE_LOCK_ONLY, 0, false, NULL, "PAUSE: continue to run as primary without lock"}, false},
+    {{"paused standby leader in recovery: keeps the key (no release as in a normal cluster)",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN "pause: true\n", .keys = {LOCKED},
+       .local = {PG_REPLICA, .following = FOLLOW_REMOTE}},
+      HA_UPDATE_LOCK, 0, false, FOLLOW_REMOTE, "PAUSE: no action. I am (node1), the standby leader"}, true},
+    {{"standby leader with a failover key: cleared (no switchover inside a standby cluster)",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN, .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")},
+       .local = {PG_REPLICA, .following = FOLLOW_REMOTE}, .peers = {PEER("node2", 5000)}},
+      HA_CLEAR_FAILOVER, 0, false, FOLLOW_REMOTE, "clearing the failover key"}, true},
+    {{"paused standby leader with a failover key: left alone (never cleared while paused)",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN "pause: true\n",
+       .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\"}")},
+       .local = {PG_REPLICA, .following = FOLLOW_REMOTE}, .peers = {PEER("node2", 5000)}},
+      HA_UPDATE_LOCK, 0, false, FOLLOW_REMOTE, "PAUSE: no action. I am (node1), the standby leader"}, true},
+    {{"standby leader with a scheduled switchover not yet due: left alone until its time",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN,
+       .keys = {LOCKED, K_FAILOVER("{\"leader\":\"node1\",\"member\":\"node2\","
+                                   "\"scheduled_at\":\"2025-06-01T12:00:00+00:00\"}")},
+       .local = {PG_REPLICA, .following = FOLLOW_REMOTE}, .peers = {PEER("node2", 5000)}},
+      HA_UPDATE_LOCK, 0, false, FOLLOW_REMOTE, "no action. I am (node1), the standby leader"}, true},
+    {{"paused standby cluster without a leader key, a running primary: takes the key, not demoted",
+      {.dyn_yaml = STANDBY_DYN "pause: true\n", .keys = {UNLOCKED}, .local = {PG_PRIMARY, .wal_position = 5000},
+       .peers = {PEER("node3", 4000)}},
+      HA_ACQUIRE_LOCK, 0, false, NULL, "PAUSE: continue to run as primary without lock"}, false},
+    {{"standby cluster lost /initialize, a replica that has run here (cb_called): writes it back, keeps running",
+      {.dyn_yaml = STANDBY_DYN, .keys = {K_M2, K_M3}, .local = {PG_REPLICA, .cb_called = true}},
+      HA_WRITE_INITIALIZE, 0, false, NULL, "publishing system identifier"}, false},
+    {{"standby cluster without /initialize, a replica joining (no callback yet): fatal, as Patroni",
+      {.dyn_yaml = STANDBY_DYN, .keys = {K_M2, K_M3}, .local = {PG_REPLICA}},
+      HA_FATAL, 0, false, NULL, "start the primary first"}, false},
+    {{"standby cluster, empty data directory, initialized, no leader: waits for the standby leader",
+      {.dyn_yaml = STANDBY_DYN, .keys = {K_INIT, K_M3}, .local = {.data_dir_empty = true}},
+      HA_NONE, 0, false, NULL, "waiting for standby_leader to bootstrap"}, false},
+    {{"standby leader with a timed-out status query: renews only",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN, .keys = {LOCKED},
+       .local = {PG_REPLICA, .status_cached = true, .following = FOLLOW_REMOTE}},
+      HA_UPDATE_LOCK_ONLY, 0, false, NULL, "cached role"}, false},
+    {{"standby leader's PostgreSQL stopped (it ran as a primary): starts in recovery following the remote",
+      {.me = "node1", .dyn_yaml = STANDBY_DYN, .keys = {LOCKED}, .local = {PG_STOPPED, .was_primary = true}},
+      HA_START, 0, false, FOLLOW_REMOTE, "starting as a standby leader following the remote primary"}, false},
+    {{"standby cluster unlocked, the healthiest replica: takes the key as the new standby leader",
+      {.dyn_yaml = STANDBY_DYN, .keys = {UNLOCKED}, .local = {PG_REPLICA, .wal_position = 5000, .following = "node1"},
+       .peers = {PEER("node3", 4000)}},
+      HA_ACQUIRE_LOCK, 0, false, FOLLOW_REMOTE, "promoted self to a standby leader by acquiring session lock"}, true},
+    {{"standby cluster unlocked, a nostream replica: takes the key, follows nobody",
+      {.dyn_yaml = STANDBY_DYN, .local_yaml = "tags:\n  nostream: true\n", .keys = {UNLOCKED},
+       .local = {PG_REPLICA, .wal_position = 5000}, .peers = {PEER("node3", 4000)}},
+      HA_ACQUIRE_LOCK, 0, false, "", "standby leader"}, true},
+    {{"standby cluster unlocked: check_timeline does not apply (the remote's timelines are not ours)",
+      {.dyn_yaml = STANDBY_DYN "check_timeline: true\n", .keys = {UNLOCKED, K_HISTORY_TL3},
+       .local = {PG_REPLICA_ANY_TL, .timeline = 1, .wal_position = 5000}, .peers = {PEER("node3", 4000)}},
+      HA_ACQUIRE_LOCK, 0, false, FOLLOW_REMOTE, NULL}, true},
+    {{"standby cluster unlocked, a stopped replica: starts following the remote",
+      {.dyn_yaml = STANDBY_DYN, .keys = {UNLOCKED}, .local = {PG_STOPPED}},
+      HA_START, 0, false, FOLLOW_REMOTE, "starting as a secondary following the remote primary"}, false},
+    {{"standby cluster, a replica of the standby leader: follows it",
+      {.dyn_yaml = STANDBY_DYN, .keys = {LOCKED}, .local = {PG_REPLICA, .following = "node1"}},
+      HA_NONE, 0, false, "node1", "a secondary, and following a standby leader (node1)"}, false},
+    {{"standby cluster, a replica pointed at the remote while unlocked: re-pointed at the new standby leader",
+      {.dyn_yaml = STANDBY_DYN, .keys = {LOCKED}, .local = {PG_REPLICA, .following = FOLLOW_REMOTE}},
+      HA_FOLLOW, 0, false, "node1", "following a standby leader (node1)"}, false},
+    {{"standby cluster, a primary without the key: demoted at once",
+      {.me = "node3", .dyn_yaml = STANDBY_DYN, .keys = {LOCKED}, .local = {PG_PRIMARY}},
+      HA_DEMOTE, DEMOTE_IMMEDIATE_NOLOCK, false, NULL, NULL}, false},
+    {{"standby_cluster removed (promote-cluster): the lock holder in recovery is promoted",
+      {.me = "node1", .keys = {LOCKED}, .local = {PG_REPLICA, .following = FOLLOW_REMOTE}},
+      HA_UPDATE_LOCK, 0, false, NULL, "promoted self to leader because I had the session lock"}, false},
+    {{"standby_cluster with only primary_slot_name is no standby cluster (Patroni's is_standby_cluster)",
+      {.me = "node1", .dyn_yaml = "standby_cluster:\n  primary_slot_name: x\n  host: ''\n", .keys = {LOCKED},
+       .local = {PG_REPLICA}},
+      HA_UPDATE_LOCK, 0, false, NULL, "promoted self to leader because I had the session lock"}, false},
+    {{"standby_cluster with restore_command only is a standby cluster",
+      {.me = "node1", .dyn_yaml = "standby_cluster:\n  restore_command: cp /a/%f %p\n", .keys = {LOCKED},
+       .local = {PG_REPLICA}},
+      HA_UPDATE_LOCK, 0, false, FOLLOW_REMOTE, "standby leader"}, true},
+};
+/* clang-format on */
+
+static void test_standby_cluster(void **state) {
+    (void)state;
+    size_t failed = 0;
+    for (size_t i = 0; i < ELEMENTSOF(standby_rows); i++) {
+        const StandbyRow *r = &standby_rows[i];
+        World w;
+        world_build(&w, &r->r.in);
+        Decision d;
+        decide(&w.o, &d);
+        if (!check_decision(&r->r, &d) || d.standby_leader != r->standby_leader) {
+            failed++;
+            print_error("row %zu FAILED: %s\n   expected: action=%s target=%s standby_leader=%d message~\"%s\"\n"
+                        "   got:      action=%s target=\"%s\" standby_leader=%d message=\"%s\"\n",
+                        i, r->r.desc, ha_action_name(r->r.action), r->r.target ? r->r.target : "(any)",
+                        r->standby_leader, r->r.msg ? r->r.msg : "(any)", ha_action_name(d.action), d.target,
+                        d.standby_leader, d.message);
+        }
+        world_free(&w);
+    }
+    assert_int_equal(failed, 0);
+}
+
+static void test_standby_cluster_config(void **state) {
+    (void)state;
+    static const struct {
+        const char *yaml;
+        bool standby;
+    } cases[] = {
+        {"standby_cluster:\n  host: h\n", true},
+        {"standby_cluster:\n  port: 5432\n", true},
+        {"standby_cluster:\n  restore_command: x\n", true},
+        {"standby_cluster:\n  host: ''\n  port: 0\n  restore_command: null\n", false},
+        {"standby_cluster:\n  primary_slot_name: s\n", false},
+        {"ttl: 30\n", false},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        DynConfig d;
+        load_dyn(&d, cases[i].yaml);
+        assert_int_equal(dyn_is_standby_cluster(&d), cases[i].standby);
+        dyn_config_free(&d);
+    }
+    DynConfig d;
+    load_dyn(&d, "standby_cluster:\n  host: h\n  port: 5433\n  recovery_min_apply_delay: ''\n");
+    assert_string_equal(dyn_standby_str(&d, "host"), "h");
+    assert_string_equal(dyn_standby_str(&d, "port"), "5433");
+    assert_null(dyn_standby_str(&d, "recovery_min_apply_delay"));
+    assert_null(dyn_standby_str(&d, "restore_command"));
+    dyn_config_free(&d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_standby_cluster),
+        cmocka_unit_test(test_standby_cluster_config),
         cmocka_unit_test(test_failsafe_lock_failure),
         cmocka_unit_test(test_failsafe_decide),
         cmocka_unit_test(test_failsafe_healthiest),

@@ -1464,6 +1464,22 @@ static void test_rejoin(void **state) {
     EXPECT_EVENTS(REWIND_EVENTS);
     t_free(&t);
 
+    /* ... but never against the standby leader of a standby cluster (Patroni checks only against a primary):
+     * it replays the remote's timelines and reports them late, so a healthy replica would look diverged */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("standby_leader"));
+    t_stopped(&t, "shut down in recovery", SWITCH_LSN + 0x1000, true);
+    t.h.pg.cd.min_recovery_tli = 3;
+    t.h.pg.cd.min_recovery_lsn = SWITCH_LSN + 0x1000;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
+    t_free(&t);
+    /* ... not even a crashed node (a rewind would follow crash recovery against a primary) */
+    T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("standby_leader"));
+    t_stopped(&t, "in production", SWITCH_LSN + 0x1000, true);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, node1)");
+    t_free(&t);
+
     /* ... data checksums instead of wal_log_hints do as well */
     T_INIT(&t, USE_PG_REWIND, LOCKED_TL2("primary"));
     t_stopped(&t, "shut down", SWITCH_LSN + 0x1000, false);
