@@ -60,22 +60,6 @@ static bool version_before_4(const char *v) {
     return end != v && major < 4;
 }
 
-/* Python truthiness of a YAML value (falsy permanent slot values mean "physical"). */
-static bool ynode_truthy(const YNode *n) {
-    if (!n)
-        return false;
-    switch (n->type) {
-    case Y_NULL: return false;
-    case Y_BOOL: return n->b;
-    case Y_INT: return n->i != 0;
-    case Y_FLOAT: return n->d != 0;
-    case Y_STR: return n->text && n->text[0];
-    case Y_MAP:
-    case Y_SEQ: return n->n > 0;
-    }
-    return false;
-}
-
 static const char *ynode_str(const YNode *map, const char *key) {
     const YNode *v = map && map->type == Y_MAP ? ynode_get(map, key) : NULL;
     return v && v->type == Y_STR && v->text && v->text[0] ? v->text : NULL;

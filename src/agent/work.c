@@ -40,7 +40,7 @@ static int create_replica(const PghaConfig *cfg, Task *t, const char *bin_dir, c
             continue;
         }
         if (!pg_data_dir_empty(dir)) {
-            if (pg_py_truthy(ynode_get(section, "keep_data"))) {
+            if (ynode_truthy(ynode_get(section, "keep_data"))) {
                 log_info("Leaving data directory uncleaned");
             } else if ((r = pg_remove_data_directory(dir, ret_error)) < 0) {
                 log_error("%s", *ret_error);

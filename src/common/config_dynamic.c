@@ -92,30 +92,16 @@ int dyn_config_parse_ex(const YNode *obj, bool allow_short_ttl, DynConfig *ret, 
 
 bool dyn_config_is_set(const DynConfig *c, const char *path) { return cfg_table_is_set(&cfg_dyn, c->present, path); }
 
-/* Python's truth value of a YAML scalar (Patroni's `if value`): null, false, 0, "" are false. */
-static bool yaml_truthy(const YNode *v) {
-    if (!v)
-        return false;
-    switch (v->type) {
-    case Y_NULL: return false;
-    case Y_BOOL: return v->b;
-    case Y_INT: return v->i != 0;
-    case Y_FLOAT: return v->d != 0.0;
-    case Y_STR: return v->text && v->text[0];
-    default: return v->n > 0;
-    }
-}
-
 bool dyn_is_standby_cluster(const DynConfig *c) {
     const YNode *sc = c ? c->standby_cluster : NULL;
     if (!sc || sc->type != Y_MAP)
         return false;
-    return yaml_truthy(ynode_get(sc, "host")) || yaml_truthy(ynode_get(sc, "port")) ||
-           yaml_truthy(ynode_get(sc, "restore_command"));
+    return ynode_truthy(ynode_get(sc, "host")) || ynode_truthy(ynode_get(sc, "port")) ||
+           ynode_truthy(ynode_get(sc, "restore_command"));
 }
 
 const char *dyn_standby_str(const DynConfig *c, const char *key) {
     const YNode *sc = c ? c->standby_cluster : NULL;
     const YNode *v = sc && sc->type == Y_MAP ? ynode_get(sc, key) : NULL;
-    return v && v->type != Y_NULL && ynode_is_scalar(v) && yaml_truthy(v) ? v->text : NULL;
+    return v && v->type != Y_NULL && ynode_is_scalar(v) && ynode_truthy(v) ? v->text : NULL;
 }

@@ -296,6 +296,19 @@ void ynode_merge(YNode *dst, const YNode *src) {
 
 bool ynode_is_scalar(const YNode *n) { return n && n->type != Y_MAP && n->type != Y_SEQ; }
 
+bool ynode_truthy(const YNode *v) {
+    if (!v)
+        return false;
+    switch (v->type) {
+    case Y_NULL: return false;
+    case Y_BOOL: return v->b;
+    case Y_INT: return v->i != 0;
+    case Y_FLOAT: return v->d != 0.0;
+    case Y_STR: return v->text && v->text[0];
+    default: return v->n > 0;
+    }
+}
+
 void py_float_repr(double d, char *buf, size_t len) {
     if (isnan(d)) {
         snprintf(buf, len, "nan");

@@ -61,6 +61,9 @@ bool ynode_remove(YNode *map, const char *key);
 void ynode_merge(YNode *dst, const YNode *src);
 
 bool ynode_is_scalar(const YNode *n);
+/* Python's truth value of a YAML value (Patroni's `if value`): null, false, 0, 0.0, "" and empty collections are
+ * false; a non-empty string is true, whatever it says. */
+bool ynode_truthy(const YNode *v);
 /* The scalar's value as Python's str() would print it for ints/bools/floats, or the string. */
 char *ynode_scalar_string(const YNode *n);
 bool ynode_equal(const YNode *a, const YNode *b);

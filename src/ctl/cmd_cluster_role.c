@@ -13,19 +13,6 @@
 #include "common/json.h"
 #include "ctl/ctl_int.h"
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...) {
-    char *ts = ctl_timestamp(5); /* patronictl's timestamp() */
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = xvasprintf(fmt, ap);
-    va_end(ap);
-    printf("%s %s\n", ts, msg);
-    fflush(stdout);
-    free(ts);
-    free(msg);
-}
-
 static const char *leader_role(const Cluster *cl) {
     return cl && cl->leader && cl->leader->member ? cl->leader->member->role : NULL;
 }
@@ -90,17 +77,17 @@ static int change_cluster_role(Ctl *c, const char *cluster_name, bool force, cJS
             cl = now;
         }
         if (now && streq(leader_role(now), target)) {
-            say("cluster is successfully %sd", verb);
+            ctl_say("cluster is successfully %sd", verb);
             rc = CTL_OK;
             break;
         }
         if (now_monotonic() >= until) {
-            say("cluster is not %sd yet: the leader %s is %s", verb, cl->leader ? cl->leader->name : "(none)",
-                leader_role(cl) ? leader_role(cl) : "(unknown role)");
+            ctl_say("cluster is not %sd yet: the leader %s is %s", verb, cl->leader ? cl->leader->name : "(none)",
+                    leader_role(cl) ? leader_role(cl) : "(unknown role)");
             rc = CTL_UNKNOWN;
             break;
         }
-        say("waiting for the cluster to be %sd", verb);
+        ctl_say("waiting for the cluster to be %sd", verb);
         sleep(1);
     }
     ctl_print_members(cl, scope);

@@ -43,19 +43,6 @@ static char *candidate_list(const StrList *names) {
     return sb_steal(&b);
 }
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...) {
-    char *ts = ctl_timestamp(5); /* patronictl's timestamp(): 5 fractional digits */
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = xvasprintf(fmt, ap);
-    va_end(ap);
-    printf("%s %s\n", ts, msg);
-    fflush(stdout);
-    free(ts);
-    free(msg);
-}
-
 char *ctl_switch_phase(const Cluster *cl, const char *candidate, const char *old_leader, bool requested,
                        Outcome *outcome) {
     const char *holder = cl->leader && cl->leader->name && *cl->leader->name ? cl->leader->name : NULL;
@@ -101,7 +88,7 @@ static int request_via_dcs(Ctl *c, const Switch *s, const char *iso) {
         return CTL_ERROR;
     }
     if (iso)
-        say("Switchover scheduled");
+        ctl_say("Switchover scheduled");
     return -1;
 }
 
@@ -109,7 +96,7 @@ static int request_via_dcs(Ctl *c, const Switch *s, const char *iso) {
  * watched in etcd (*requested: the failover key has been written). */
 static int rest_answer(Ctl *c, const Switch *s, const char *member, RestResponse *r, const char *iso, bool *requested) {
     if (!r->status) {
-        say("Could not %s using Patroni api (%s: %s), falling back to DCS", s->action, r->url, r->error);
+        ctl_say("Could not %s using Patroni api (%s: %s), falling back to DCS", s->action, r->url, r->error);
         int rc = request_via_dcs(c, s, iso);
         *requested = rc < 0;
         return rc >= 0 ? rc : iso ? CTL_OK : -1;
@@ -117,12 +104,12 @@ static int rest_answer(Ctl *c, const Switch *s, const char *member, RestResponse
     if (ctl_rest_auth_failed(r, member))
         return CTL_ERROR;
     if (r->status == 200 || r->status == 202) {
-        say("%s", r->body);
+        ctl_say("%s", r->body);
         *requested = true;
         return r->status == 202 || iso ? CTL_OK : -1;
     }
     if (is_pending_answer(r)) {
-        say("%s answered %ld %s; watching etcd for the outcome", member, r->status, r->body);
+        ctl_say("%s answered %ld %s; watching etcd for the outcome", member, r->status, r->body);
         *requested = true;
         return -1;
     }
@@ -135,12 +122,12 @@ static int rest_answer(Ctl *c, const Switch *s, const char *member, RestResponse
 
 static int verdict(const Switch *s, Outcome outcome, const char *last, double timeout) {
     switch (outcome) {
-    case DONE: say("%s done: %s", s->action, last); return CTL_OK;
-    case OTHER: say("%s done, but not to %s: %s", s->action, s->candidate, last); return CTL_OTHER_LEADER;
-    case FAILED: say("%s failed: %s", s->action, last); return CTL_FAILED;
+    case DONE: ctl_say("%s done: %s", s->action, last); return CTL_OK;
+    case OTHER: ctl_say("%s done, but not to %s: %s", s->action, s->candidate, last); return CTL_OTHER_LEADER;
+    case FAILED: ctl_say("%s failed: %s", s->action, last); return CTL_FAILED;
     default:
-        say("%s still under way after %g s: %s (pgha-ctl list shows how it ends)", s->action, timeout,
-            last ? last : "etcd did not answer");
+        ctl_say("%s still under way after %g s: %s (pgha-ctl list shows how it ends)", s->action, timeout,
+                last ? last : "etcd did not answer");
         return CTL_UNKNOWN;
     }
 }
@@ -152,7 +139,7 @@ static int watch_outcome(Ctl *c, const Switch *s, const Member *target, const ch
     if (target) {
         call = ctl_rest_start(c, target, "POST", s->action, body, (long)(timeout * 1000) + 5000);
     } else {
-        say("Could not %s using Patroni api (no REST API address known), falling back to DCS", s->action);
+        ctl_say("Could not %s using Patroni api (no REST API address known), falling back to DCS", s->action);
         int rc = request_via_dcs(c, s, iso);
         if (rc >= 0 || iso)
             return rc >= 0 ? rc : CTL_OK;
@@ -181,13 +168,13 @@ static int watch_outcome(Ctl *c, const Switch *s, const Member *target, const ch
         Cluster *cl = NULL;
         if (dcs_read_cluster(c->dcs, true, &cl) < 0) {
             if (!etcd_down)
-                say("etcd is unreachable (%s): %s; still waiting", c->endpoints, dcs_error(c->dcs));
+                ctl_say("etcd is unreachable (%s): %s; still waiting", c->endpoints, dcs_error(c->dcs));
             etcd_down = true;
         } else {
             etcd_down = false;
             char *p = ctl_switch_phase(cl, s->candidate, old_leader, requested && rest_done, &outcome);
             if (!streq(p, last))
-                say("%s", p);
+                ctl_say("%s", p);
             free(last);
             last = p;
             cluster_free(cl);
@@ -204,7 +191,7 @@ static int watch_outcome(Ctl *c, const Switch *s, const Member *target, const ch
         while (now_monotonic() < until)
             if (ctl_rest_poll(call, 500, &r)) {
                 if (r.status)
-                    say("%s", r.body);
+                    ctl_say("%s", r.body);
                 rest_response_clear(&r);
                 break;
             }
@@ -214,7 +201,7 @@ static int watch_outcome(Ctl *c, const Switch *s, const Member *target, const ch
             Outcome o = PENDING;
             char *p = ctl_switch_phase(cl, s->candidate, old_leader, requested, &o);
             if (o != PENDING && o != FAILED) {
-                say("%s", p);
+                ctl_say("%s", p);
                 free(last);
                 last = p;
                 outcome = o;

@@ -106,6 +106,18 @@ char *ctl_timestamp(int precision) {
     return xasprintf("%s.%s", buf, frac);
 }
 
+void ctl_say(const char *fmt, ...) {
+    char *ts = ctl_timestamp(5);
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    printf("%s %s\n", ts, msg);
+    fflush(stdout);
+    free(ts);
+    free(msg);
+}
+
 bool ctl_is_paused(const Cluster *cl) {
     const cJSON *v = cl->config ? cJSON_GetObjectItemCaseSensitive(cl->config, "pause") : NULL;
     if (cJSON_IsString(v))

@@ -59,6 +59,8 @@ bool ctl_is_paused(const Cluster *cl);
 long long ctl_config_ll(const Cluster *cl, const char *key, long long dflt);
 /* The local time now, YYYY-MM-DD HH:MM:SS with `precision` fractional digits (0: none). */
 char *ctl_timestamp(int precision);
+/* A progress line as patronictl prints it: its timestamp() (5 fractional digits), a space, the message. */
+void ctl_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- yaml_out.c ---- */
 /* yaml.safe_dump(v, default_flow_style=flow, allow_unicode=True): keys sorted, block style with

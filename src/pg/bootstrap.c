@@ -424,7 +424,7 @@ int pg_custom_bootstrap(const PghaConfig *cfg, char **ret_error) {
     /* Patroni's _post_restore: no trigger file may be left, or PostgreSQL would promote at once */
     const YNode *rc = ynode_get(section, "recovery_conf");
     const YNode *trigger = ynode_get(rc, "promote_trigger_file");
-    _cleanup_free_ char *tname = trigger && ynode_is_scalar(trigger) && pg_py_truthy(trigger)
+    _cleanup_free_ char *tname = trigger && ynode_is_scalar(trigger) && ynode_truthy(trigger)
                                      ? ynode_scalar_string(trigger)
                                      : xstrdup("promote");
     _cleanup_free_ char *tpath = tname[0] == '/' ? xstrdup(tname) : xasprintf("%s/%s", dir, tname);
@@ -436,7 +436,7 @@ int pg_custom_bootstrap(const PghaConfig *cfg, char **ret_error) {
      * parameters go into postgresql.conf with the start); without it, the recovery files the restore
      * left are removed unless keep_existing_recovery_conf */
     if (rc) {
-        bool standby = pg_py_truthy(ynode_get(rc, "standby_mode"));
+        bool standby = ynode_truthy(ynode_get(rc, "standby_mode"));
         r = remove_file(dir, "recovery.conf", ret_error);
         if (r == 0)
             r = standby ? create_file(dir, "standby.signal", ret_error) : remove_file(dir, "standby.signal", ret_error);
@@ -444,7 +444,7 @@ int pg_custom_bootstrap(const PghaConfig *cfg, char **ret_error) {
             r = create_file(dir, "recovery.signal", ret_error);
         return r;
     }
-    if (!pg_py_truthy(ynode_get(section, "keep_existing_recovery_conf")))
+    if (!ynode_truthy(ynode_get(section, "keep_existing_recovery_conf")))
         return pg_remove_recovery_conf(dir, ret_error);
     return 0;
 }

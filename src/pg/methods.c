@@ -75,19 +75,6 @@ int pg_shlex_split(const char *s, StrList *ret, char **ret_error) {
     return 0;
 }
 
-bool pg_py_truthy(const YNode *v) {
-    if (!v)
-        return false;
-    switch (v->type) {
-    case Y_NULL: return false;
-    case Y_BOOL: return v->b;
-    case Y_INT: return v->i != 0;
-    case Y_FLOAT: return v->d != 0.0;
-    case Y_STR: return v->text && v->text[0];
-    default: return v->n > 0;
-    }
-}
-
 /* A value as Python's str() prints it into `--key=value` (collections: compact JSON, where Python would
  * print its repr) */
 static char *arg_value(const YNode *v) {
@@ -116,7 +103,7 @@ static bool is_one_of(const char *s, const char *const *set) {
 }
 
 bool pg_replica_method_without_leader(const char *method, const YNode *section) {
-    return strcmp(method, "basebackup") != 0 && pg_py_truthy(ynode_get(section, "no_leader"));
+    return strcmp(method, "basebackup") != 0 && ynode_truthy(ynode_get(section, "no_leader"));
 }
 
 bool pg_replica_methods_without_leader(const PghaConfig *cfg, const StrList *methods) {
@@ -142,7 +129,7 @@ int pg_replica_method_argv(const char *method, const YNode *section, const char 
     /* Patroni: every key of the section but `command`, in order; without no_params, scope, role, datadir
      * and connstring are set in that dict (a key of the section keeps its place and gets the value), with
      * no_params the option keys are dropped */
-    bool no_params = pg_py_truthy(ynode_get(section, "no_params"));
+    bool no_params = ynode_truthy(ynode_get(section, "no_params"));
     static const char *const fixed[] = {"scope", "role", "datadir", "connstring", NULL};
     static const char *const options[] = {"no_params", "no_master", "no_leader", "keep_data", NULL};
     const char *fixed_val[] = {scope, "replica", data_dir, connstring ? connstring : ""};
@@ -181,7 +168,7 @@ int pg_bootstrap_method_argv(const YNode *section, const char *scope, const char
         *ret_error = xstrdup("the custom bootstrap method has an empty command");
         return -EINVAL;
     }
-    if (!pg_py_truthy(ynode_get(section, "no_params"))) {
+    if (!ynode_truthy(ynode_get(section, "no_params"))) {
         strlist_addf(ret, "--scope=%s", scope);
         strlist_addf(ret, "--datadir=%s", data_dir);
     }

@@ -321,8 +321,6 @@ int pg_remove_recovery_conf(const char *data_dir, char **ret_error);
 
 /* Python's shlex.split() (POSIX mode): words appended to *ret; -EINVAL on an unclosed quote. */
 int pg_shlex_split(const char *s, StrList *ret, char **ret_error);
-/* Python's truth value of a YAML value (a non-empty string is true, whatever it says). */
-bool pg_py_truthy(const YNode *v);
 /* A custom replica method's command line, as Patroni builds it: shlex.split(command or the method's name),
  * then --key=value for the section's keys (not `command`), where without no_params scope, role=replica,
  * datadir and connstring are set (a key of the section with one of those names gets that value in its

@@ -144,16 +144,16 @@ static void test_bootstrap_method_argv(void **state) {
 static void test_truthy_and_without_leader(void **state) {
     (void)state;
     YNode *m = yaml("a: true\nb: false\nc: 0\nd: 2\ne: ''\nf: 'false'\ng: null\nh: [1]\ni: []\n");
-    assert_true(pg_py_truthy(ynode_get(m, "a")));
-    assert_false(pg_py_truthy(ynode_get(m, "b")));
-    assert_false(pg_py_truthy(ynode_get(m, "c")));
-    assert_true(pg_py_truthy(ynode_get(m, "d")));
-    assert_false(pg_py_truthy(ynode_get(m, "e")));
-    assert_true(pg_py_truthy(ynode_get(m, "f"))); /* a non-empty string, as in Python */
-    assert_false(pg_py_truthy(ynode_get(m, "g")));
-    assert_true(pg_py_truthy(ynode_get(m, "h")));
-    assert_false(pg_py_truthy(ynode_get(m, "i")));
-    assert_false(pg_py_truthy(ynode_get(m, "missing")));
+    assert_true(ynode_truthy(ynode_get(m, "a")));
+    assert_false(ynode_truthy(ynode_get(m, "b")));
+    assert_false(ynode_truthy(ynode_get(m, "c")));
+    assert_true(ynode_truthy(ynode_get(m, "d")));
+    assert_false(ynode_truthy(ynode_get(m, "e")));
+    assert_true(ynode_truthy(ynode_get(m, "f"))); /* a non-empty string, as in Python */
+    assert_false(ynode_truthy(ynode_get(m, "g")));
+    assert_true(ynode_truthy(ynode_get(m, "h")));
+    assert_false(ynode_truthy(ynode_get(m, "i")));
+    assert_false(ynode_truthy(ynode_get(m, "missing")));
     ynode_free(m);
 
     YNode *s = yaml("no_leader: true\n");
