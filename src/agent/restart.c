@@ -168,7 +168,9 @@ static bool start_again(Ha *h, usec_t now) {
                  : h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name
                                                               : NULL;
     if (target && streq(target, cfg_of(h)->name))
-        target = NULL; /* never follow ourselves */
+        /* never follow ourselves: the standby leader of a standby cluster follows the remote primary */
+        target = dyn_is_standby_cluster(dyn_of(h)) && is_lock_holder(h) && !cfg_of(h)->tags.nostream ? FOLLOW_REMOTE
+                                                                                                     : NULL;
     if (start_postgres(h, as_primary, target) < 0) {
         fail(h, "restart failed");
         return false;

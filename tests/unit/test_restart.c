@@ -234,6 +234,34 @@ static void test_replica_restart_over_cycles(void **state) {
     t_done(&t);
 }
 
+/* The standby leader of a standby cluster restarts following the remote primary again, never nobody (its own
+ * name, the leader key's, is not a target). */
+static const Kv STANDBY_LOCKED_BY_NODE2[] = {{"initialize", "7401234567890123456"},
+                                             {"leader", "node2"},
+                                             {"members/node2", MEMBER("10.0.0.2", "running", "standby_leader")},
+                                             {NULL, NULL}};
+
+static void test_standby_leader_restart_follows_the_remote(void **state) {
+    (void)state;
+    for (int known = 0; known < 2; known++) {
+        T t;
+        t_init(&t, "replica", STANDBY_LOCKED_BY_NODE2);
+        dyn_config_free(&t.h.view.dyn);
+        load_dyn(&t.h.view.dyn, "standby_cluster:\n  host: 10.9.0.1\n  port: 5432\n");
+        /* after an agent restart the upstream is not known until the configuration is written again */
+        t.h.pg.following_set = known;
+        snprintf(t.h.pg.following, sizeof t.h.pg.following, "%s", known ? FOLLOW_REMOTE : "");
+        t.h.view.lock_valid_until = now_monotonic() + 20 * USEC_PER_SEC;
+        Command *c = run(&t, CMD_RESTART, "{}");
+        assert_true(has_event("stop_postgres_begin(fast)"));
+        t.h.pg.inst.pid = 0;
+        assert_true(restart_step(&t.h));
+        assert_true(has_event("start_postgres(replica, " FOLLOW_REMOTE ")"));
+        command_unref(c);
+        t_done(&t);
+    }
+}
+
 static void test_primary_restart_needs_the_lease(void **state) {
     (void)state;
     T t;
@@ -505,6 +533,7 @@ int main(void) {
         cmocka_unit_test(test_request_rules),
         cmocka_unit_test(test_postgres_version),
         cmocka_unit_test(test_replica_restart_over_cycles),
+        cmocka_unit_test(test_standby_leader_restart_follows_the_remote),
         cmocka_unit_test(test_primary_restart_needs_the_lease),
         cmocka_unit_test(test_primary_restart_needs_the_watchdog),
         cmocka_unit_test(test_start_timeout_and_failure),
