@@ -24,6 +24,21 @@ typedef enum Outcome {
     OUT_FAIL,   /* a definite error from etcd: stop */
 } Outcome;
 
+/* The header's cluster_id: a uint64 that the gateway writes as a decimal string (half of all ids are past
+ * the range of a long long). */
+static bool header_cluster_id(const cJSON *hdr, unsigned long long *ret) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(hdr, "cluster_id");
+    if (!cJSON_IsString(it) || !it->valuestring[0] || it->valuestring[0] == '-')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(it->valuestring, &end, 10);
+    if (errno || *end)
+        return false;
+    *ret = v;
+    return true;
+}
+
 /* One POST to one endpoint. */
 static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path, const char *body, long timeout_ms,
                          const char *token, cJSON **ret, int *ret_grpc, char *err, size_t errlen) {
@@ -67,8 +82,9 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
     }
     /* a member with a lower raft term than one seen before for the same cluster is stale */
     const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
-    long long cid = 0, term = 0;
-    if (hdr && json_get_i64str(hdr, "cluster_id", &cid) && json_get_i64str(hdr, "raft_term", &term)) {
+    unsigned long long cid = 0;
+    long long term = 0;
+    if (hdr && header_cluster_id(hdr, &cid) && json_get_i64str(hdr, "raft_term", &term)) {
         pthread_mutex_lock(&d->lock);
         bool stale = cid == d->cluster_id && term < d->raft_term;
         if (cid != d->cluster_id || term > d->raft_term) {
@@ -519,4 +535,114 @@ void etcd3_maybe_refresh_members_locked(Dcs *d) {
     pthread_mutex_unlock(&d->lock);
     if (due)
         refresh_members_locked(d);
+}
+
+/* ---- a test of new settings (a reload) ---- */
+
+void etcd3_probe_free(EtcdProbe *p) {
+    free(p->endpoint);
+    free(p->api_prefix);
+    free(p->token);
+    *p = (EtcdProbe){0};
+}
+
+/* Ends the side connection's transfer at once when the test is cancelled (the client is being freed). */
+static int probe_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+    const _Atomic bool *cancel = ud;
+    return *cancel ? 1 : 0;
+}
+
+int etcd3_probe(Dcs *side, usec_t deadline, const _Atomic bool *cancel, EtcdProbe *ret) {
+    *ret = (EtcdProbe){0};
+    etcd3_conn_prepare(side, &side->conn, NULL);
+    curl_easy_setopt(side->conn.curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(side->conn.curl, CURLOPT_XFERINFOFUNCTION, probe_progress);
+    curl_easy_setopt(side->conn.curl, CURLOPT_XFERINFODATA, (void *)cancel);
+    _cleanup_free_ char *leader = xasprintf("%s/leader", side->base);
+    cJSON *req = etcd3_key_request(leader, NULL);
+    cJSON_AddTrueToObject(req, "serializable");
+    cJSON_AddTrueToObject(req, "keys_only");
+    _cleanup_free_ char *body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    StrBuf errors;
+    sb_init(&errors);
+    int r = -ETIMEDOUT;
+    bool refused = false, other = false; /* credentials refused; an answer that is not a usable etcd */
+    size_t n = side->configured.n;
+    for (size_t k = 0; k < n && !*cancel; k++) {
+        usec_t now = now_monotonic();
+        if (now + 50 * USEC_PER_MSEC >= deadline)
+            break;
+        /* the time left over the endpoints not tried yet, at least 1 s each (never past the deadline) */
+        usec_t share = (deadline - now) / (n - k);
+        if (share < USEC_PER_SEC)
+            share = USEC_PER_SEC;
+        usec_t until = now + share < deadline ? now + share : deadline;
+        const char *ep = side->configured.v[k];
+        char err[512] = "";
+        r = get_version(side, ep, (long)((until - now_monotonic()) / USEC_PER_MSEC), err, sizeof err);
+        if (r == 0 && side->username) {
+            now = now_monotonic();
+            r = now + 50 * USEC_PER_MSEC < until
+                    ? authenticate_locked(side, &side->conn, ep, (long)((until - now) / USEC_PER_MSEC), err, sizeof err)
+                    : -ETIMEDOUT;
+            if (r == -ETIMEDOUT && !err[0])
+                snprintf(err, sizeof err, "%s: no time left to authenticate", ep);
+        }
+        cJSON *j = NULL;
+        if (r == 0) {
+            now = now_monotonic();
+            Outcome o = OUT_NEXT;
+            int grpc = 0;
+            if (now + 50 * USEC_PER_MSEC < until) {
+                _cleanup_free_ char *path = xasprintf("%s/kv/range", side->api_prefix);
+                o = post_once(side, &side->conn, ep, path, body, (long)((until - now) / USEC_PER_MSEC), side->token, &j,
+                              &grpc, err, sizeof err);
+            } else {
+                snprintf(err, sizeof err, "%s: no time left to read from it", ep);
+            }
+            r = o == OUT_OK ? 0 : o == OUT_REAUTH ? -EACCES : o == OUT_FAIL ? -EIO : -ETIMEDOUT;
+        }
+        unsigned long long cid = 0;
+        long long term = 0;
+        if (r == 0) {
+            const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
+            if (!header_cluster_id(hdr, &cid) || cid == 0) {
+                snprintf(err, sizeof err, "%s: the answer does not name its etcd cluster", ep);
+                r = -EPROTO;
+            }
+            (void)json_get_i64str(hdr, "raft_term", &term);
+        }
+        cJSON_Delete(j);
+        if (r == 0) {
+            *ret = (EtcdProbe){.endpoint = xstrdup(ep),
+                               .api_prefix = xstrdup(side->api_prefix),
+                               .token = xstrdup(side->token),
+                               .cluster_id = cid,
+                               .raft_term = term};
+            break;
+        }
+        if (errors.len)
+            sb_add(&errors, "; ");
+        sb_add(&errors, err[0] ? err : ep);
+        if (r == -EACCES) {
+            refused = true;
+            break; /* the same users on every member: the others would refuse them too */
+        }
+        if (r != -ETIMEDOUT)
+            other = true;
+    }
+    if (r < 0) {
+        if (*cancel)
+            r = -ECANCELED;
+        else if (refused)
+            r = -EACCES;
+        else if (other)
+            r = -EPROTO;
+        else
+            r = -ETIMEDOUT;
+        etcd3_set_error(side, "%s", errors.len ? errors.s : "no endpoint was tried before the deadline");
+    }
+    sb_free(&errors);
+    return r;
 }

@@ -278,6 +278,7 @@ static void *watch_main(void *arg) {
     Dcs *d = arg;
     (void)pthread_setname_np(pthread_self(), "pgha-watch");
     Conn wconn = {0};
+    unsigned wgen = 0; /* the settings generation wconn was made with */
     usec_t backoff = 0;
     while (!d->watch_stop) {
         if (backoff) {
@@ -304,7 +305,13 @@ static void *watch_main(void *arg) {
         d->watch_endpoint = xstrdup(endpoint);
         _cleanup_free_ char *token = xstrdup(d->token);
         _cleanup_free_ char *path = xasprintf("%s/watch", d->api_prefix);
+        bool new_settings = wgen != d->settings_gen;
+        wgen = d->settings_gen;
         pthread_mutex_unlock(&d->lock);
+        /* the handle takes the TLS files here, under req_lock: a reload swaps them under req_lock and lock */
+        if (new_settings)
+            etcd3_conn_free(&wconn);
+        etcd3_conn_prepare(d, &wconn, token);
         pthread_mutex_unlock(&d->req_lock);
         d->watch_reconnect = false;
         if (r < 0 || !endpoint) {
@@ -338,7 +345,6 @@ static void *watch_main(void *arg) {
         cJSON *req = etcd3_watch_request(d->prefix_key, d->range_end, rev + 1);
         _cleanup_free_ char *body = cJSON_PrintUnformatted(req);
         cJSON_Delete(req);
-        etcd3_conn_prepare(d, &wconn, token);
         _cleanup_free_ char *url = xasprintf("%s%s", endpoint, path);
         WatchStream s = {.d = d};
         sb_init(&s.buf);
