@@ -543,6 +543,7 @@ void etcd3_probe_free(EtcdProbe *p) {
     free(p->endpoint);
     free(p->api_prefix);
     free(p->token);
+    strlist_clear(&p->members);
     *p = (EtcdProbe){0};
 }
 
@@ -620,6 +621,15 @@ int etcd3_probe(Dcs *side, usec_t deadline, const _Atomic bool *cancel, EtcdProb
                                .token = xstrdup(side->token),
                                .cluster_id = cid,
                                .raft_term = term};
+            /* the members, as a connect looks them up (on the side connection: nothing is held meanwhile) */
+            pthread_mutex_lock(&side->lock);
+            (void)select_endpoint(side, ep);
+            pthread_mutex_unlock(&side->lock);
+            side->op_deadline = deadline;
+            refresh_members_locked(side);
+            side->op_deadline = 0;
+            if (side->members_refreshed)
+                strlist_copy(&ret->members, &side->endpoints);
             break;
         }
         if (errors.len)

@@ -182,11 +182,13 @@ typedef struct EtcdProbe {
     char *token; /* NULL without credentials or when etcd has authentication off */
     unsigned long long cluster_id;
     long long raft_term;
+    StrList members; /* the client URLs of the cluster's members (empty: not looked up, or through a proxy) */
 } EtcdProbe;
 void etcd3_probe_free(EtcdProbe *p);
 /* Test the settings of the side client `side` (a Dcs of its own, no watch, used by this thread alone): the
  * configured endpoints in turn until `deadline` (monotonic), each asked /version, authenticated when a user
- * is set, and a serializable read of the leader key, whose answer names the cluster. 0 with *ret filled;
+ * is set, and a serializable read of the leader key, whose answer names the cluster; then the members are
+ * looked up there (not through a proxy), as a connect does. 0 with *ret filled;
  * -EACCES when etcd refused the credentials (or wants some); -ETIMEDOUT when no endpoint answered in time;
  * another negative errno for an answer that is not a usable etcd; dcs_error() says why. Stops early when
  * *cancel becomes true. */

@@ -6,8 +6,8 @@
  * authenticate when a user is set, read the leader key, whose answer names the etcd cluster. Only when that
  * works AND the cluster is the one the client talks to are the settings swapped, under req_lock and lock (no
  * request runs, no I/O is done meanwhile): the caller-side handle is dropped (the next request makes a new
- * connection with the new TLS files), the token and API prefix the test obtained are taken, the members are
- * looked up again on the next read, and the watch is rebuilt on the new endpoint. The lease, its id and the
+ * connection with the new TLS files), the token, API prefix and member list the test obtained are taken, and
+ * the watch is rebuilt on the new endpoint. The lease, its id and the
  * member key stay. Otherwise the running client stays as it is and the error is logged; the next reload tries
  * again (the same file reloaded again is enough).
  *
@@ -65,7 +65,10 @@ static Dcs *side_client(Dcs *d, ClientSettings *s) {
 static void swap_locked(Dcs *d, ClientSettings *s, const EtcdProbe *p) {
     etcd3_settings_swap(d, s);
     strlist_clear(&d->endpoints);
-    strlist_copy(&d->endpoints, &d->configured);
+    /* the members the test found (as a connect does), else the configured endpoints */
+    strlist_copy(&d->endpoints, p->members.n ? &p->members : &d->configured);
+    if (!strlist_contains(&d->endpoints, p->endpoint))
+        strlist_add(&d->endpoints, p->endpoint);
     d->current = 0;
     for (size_t i = 0; i < d->endpoints.n; i++)
         if (streq(d->endpoints.v[i], p->endpoint))
@@ -77,8 +80,8 @@ static void swap_locked(Dcs *d, ClientSettings *s, const EtcdProbe *p) {
     d->cluster_id = p->cluster_id;
     if (p->raft_term > d->raft_term)
         d->raft_term = p->raft_term;
-    d->members_refreshed = 0;  /* the members looked up again on the next read (not through a proxy) */
-    d->settings_gen++;         /* the watch makes a new handle with the new TLS files */
+    d->members_refreshed = p->members.n ? now_monotonic() : 0; /* else: looked up on the next read */
+    d->settings_gen++;                                         /* the watch makes a new handle with the new TLS files */
     etcd3_conn_free(&d->conn); /* a new connection for the next request, with the new TLS files */
 }
 

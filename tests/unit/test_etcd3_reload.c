@@ -34,6 +34,7 @@ typedef struct FakeEtcd {
     const char *cluster_id; /* as etcd writes it: a decimal string */
     const char *password;   /* authentication on, user "pgha" with this password; NULL: off */
     long delay_ms;          /* every answer this late */
+    const char *peer;       /* the client URL of another member, listed in the member list; NULL: none */
     _Atomic int arrivals;   /* requests come in (counted before the delay) */
     _Atomic int versions, auths, ranges, keepalives, member_lists;
 } FakeEtcd;
@@ -110,9 +111,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
     if (streq(url, "/v3/cluster/member/list")) {
         e->member_lists++;
+        _cleanup_free_ char *peer = e->peer
+                                        ? xasprintf(",{\"ID\":\"2\",\"name\":\"f\",\"clientURLs\":[\"%s\"]}", e->peer)
+                                        : xstrdup("");
         return answer(conn, 200,
-                      xasprintf("{%s,\"members\":[{\"ID\":\"1\",\"name\":\"e\",\"clientURLs\":[\"%s\"]}]}", hdr,
-                                e->url));
+                      xasprintf("{%s,\"members\":[{\"ID\":\"1\",\"name\":\"e\",\"clientURLs\":[\"%s\"]}%s]}", hdr,
+                                e->url, peer));
     }
     return answer(conn, 404, xstrdup("{\"error\":\"not found\",\"code\":5,\"message\":\"not found\"}"));
 }
@@ -270,7 +274,12 @@ static void test_same_cluster_swapped_lease_kept(void **state) {
     assert_int_equal(a.versions, 0);
 
     _cleanup_free_ char *sb = xasprintf("  hosts: [%s]\n", b.hostport);
+    b.peer = c.url; /* b's cluster lists another member: the client takes both, as a connect does */
     assert_int_equal(reload_and_wait(d, cfg_with(sb)), 1);
+    assert_int_equal(b.member_lists, 1);
+    assert_int_equal(d->endpoints.n, 2);
+    assert_string_equal(d->endpoints.v[0], b.url);
+    assert_string_equal(d->endpoints.v[1], c.url);
     assert_true(
         logged("etcd client reloaded: ", b.url, "etcd cluster 9f9c8dbbac9de8fa; lease 42 kept", (const char *)NULL));
     assert_int_equal(b.versions, 1);
