@@ -62,9 +62,11 @@ const char *dcs_endpoint(Dcs *d, char *buf, size_t len) {
 }
 
 void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout) {
+    pthread_mutex_lock(&d->lock); /* the three together (the reload's test copies them under lock) */
     d->ttl = ttl > 0 ? ttl : 30;
     d->loop_wait = loop_wait > 0 ? loop_wait : 10;
     d->retry_timeout = retry_timeout > 0 ? retry_timeout : 10;
+    pthread_mutex_unlock(&d->lock);
 }
 
 /* ---- endpoints from the configuration ---- */

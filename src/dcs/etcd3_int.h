@@ -69,7 +69,8 @@ struct Dcs {
 
     /* the caller-side connection */
     pthread_mutex_t req_lock;
-    usec_t op_deadline; /* under req_lock: the deadline of the current multi-request operation, or 0 */
+    usec_t op_deadline;         /* under req_lock: the deadline of the current multi-request operation, or 0 */
+    const _Atomic bool *cancel; /* a side client's (etcd3_reload.c): etcd3_call() ends when it becomes true */
     Conn conn;
 
     /* lease and member key */
@@ -105,6 +106,9 @@ struct Dcs {
     unsigned long long reload_done; /* tests finished (applied or not) */
     int reload_result;              /* of the last finished test: 1 swapped, or a negative errno */
     unsigned settings_gen;          /* bumped by every swap (under req_lock and lock): the watch makes a new handle */
+    ClientSettings *reload_testing; /* a copy of the settings under test, or NULL */
+    usec_t reload_retry_at;         /* the queued settings timed out: tested again then (monotonic), or 0 */
+    char *reload_refusal;           /* why the settings in the file are not in use, or NULL (dcs_reload_status) */
 
     /* statistics */
     _Atomic unsigned long long st_requests, st_sent, st_received, st_events, st_reconnects;

@@ -299,6 +299,9 @@ static void *watch_main(void *arg) {
         dcs_set_call_deadline(now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC / 2);
         int r = etcd3_range_prefix_locked(d, false, &kvs, &n, &rev);
         dcs_set_call_deadline(0);
+        /* cleared under req_lock, before settings_gen is read: a swap (which sets it under req_lock) after this
+         * point is seen on the next round, one before it by the generation read below */
+        d->watch_reconnect = false;
         pthread_mutex_lock(&d->lock);
         _cleanup_free_ char *endpoint = xstrdup(etcd3_current_endpoint_locked(d));
         free(d->watch_endpoint);
@@ -313,7 +316,6 @@ static void *watch_main(void *arg) {
             etcd3_conn_free(&wconn);
         etcd3_conn_prepare(d, &wconn, token);
         pthread_mutex_unlock(&d->req_lock);
-        d->watch_reconnect = false;
         if (r < 0 || !endpoint) {
             cache_set_ready(d, false);
             etcd3_free_kvs(kvs, n);

@@ -232,6 +232,10 @@ def test_etcd_settings_reload(short_base, unique_name, fresh_etcd):
         etcdctl(c.etcd, "role", "grant-permission", "pgha", "--prefix=true", "readwrite", c.key(""))
         etcdctl(c.etcd, "user", "add", "pgha:s3cret")
         etcdctl(c.etcd, "user", "grant-role", "pgha", "pgha")
+        etcdctl(c.etcd, "role", "add", "pgro")
+        etcdctl(c.etcd, "role", "grant-permission", "pgro", "--prefix=true", "read", c.key(""))
+        etcdctl(c.etcd, "user", "add", "pgro:ro")
+        etcdctl(c.etcd, "user", "grant-role", "pgro", "pgro")
         etcdctl(c.etcd, "auth", "enable")
 
         # a wrong password: refused, the running client stays
@@ -239,11 +243,16 @@ def test_etcd_settings_reload(short_base, unique_name, fresh_etcd):
         node.write_config()
         node.reload()
         node.wait_for_log("not applied: authentication failed", 30)
-        # another etcd cluster (authentication off there: the credentials do not matter): refused
-        node.config["etcd3"].update({"hosts": fresh_etcd.endpoints, "password": "s3cret"})
+        # a read-only role: it logs in and reads, but may not write the leader key: refused
+        node.config["etcd3"].update({"username": "pgro", "password": "ro"})
         node.write_config()
         node.reload()
-        node.wait_for_log("belongs to another etcd cluster", 30)
+        node.wait_for_log("the new etcd user cannot write /service/", 30)
+        # another etcd cluster (authentication off there: the credentials do not matter): refused
+        node.config["etcd3"].update({"hosts": fresh_etcd.endpoints, "username": "pgha", "password": "s3cret"})
+        node.write_config()
+        node.reload()
+        node.wait_for_log("not applied: another etcd cluster there", 30)
 
         # the lease kept alive by the running client (with the credentials taken before): over 10 s its time to
         # live stays near ttl (20 s: pgha raises ttl=10), where without a keepalive it would fall below 10

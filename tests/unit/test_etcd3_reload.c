@@ -19,6 +19,8 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "dcs/dcs.h"
@@ -35,8 +37,11 @@ typedef struct FakeEtcd {
     const char *password;   /* authentication on, user "pgha" with this password; NULL: off */
     long delay_ms;          /* every answer this late */
     const char *peer;       /* the client URL of another member, listed in the member list; NULL: none */
+    bool read_only;         /* the user may read, not write (a txn is refused: permission denied) */
+    long member_delay_ms;   /* the member list this late */
+    int auth_code;          /* authenticate answers this gRPC error (4: a leader election's timeout); 0: none */
     _Atomic int arrivals;   /* requests come in (counted before the delay) */
-    _Atomic int versions, auths, ranges, keepalives, member_lists;
+    _Atomic int versions, auths, ranges, keepalives, member_lists, txns;
 } FakeEtcd;
 
 typedef struct Upload {
@@ -85,6 +90,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
     if (streq(url, "/v3/auth/authenticate")) {
         e->auths++;
+        if (e->auth_code)
+            return answer(conn, 503,
+                          xasprintf("{\"error\":\"etcdserver: request timed out\",\"code\":%d,"
+                                    "\"message\":\"etcdserver: request timed out\"}",
+                                    e->auth_code));
         if (!e->password)
             return answer(conn, 400,
                           xstrdup("{\"error\":\"etcdserver: authentication is not enabled\",\"code\":9,"
@@ -105,12 +115,22 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         e->ranges++;
         return answer(conn, 200, xasprintf("{%s,\"count\":\"0\"}", hdr));
     }
+    if (streq(url, "/v3/kv/txn")) {
+        e->txns++;
+        if (e->read_only)
+            return answer(conn, 403,
+                          xstrdup("{\"error\":\"etcdserver: permission denied\",\"code\":7,"
+                                  "\"message\":\"etcdserver: permission denied\"}"));
+        return answer(conn, 200, xasprintf("{%s,\"succeeded\":false}", hdr));
+    }
     if (streq(url, "/v3/lease/keepalive")) {
         e->keepalives++;
         return answer(conn, 200, xasprintf("{\"result\":{%s,\"ID\":\"42\",\"TTL\":\"10\"}}", hdr));
     }
     if (streq(url, "/v3/cluster/member/list")) {
         e->member_lists++;
+        if (e->member_delay_ms)
+            usleep((useconds_t)e->member_delay_ms * 1000);
         _cleanup_free_ char *peer = e->peer
                                         ? xasprintf(",{\"ID\":\"2\",\"name\":\"f\",\"clientURLs\":[\"%s\"]}", e->peer)
                                         : xstrdup("");
@@ -133,12 +153,13 @@ static void request_done(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-static void fake_start(FakeEtcd *e, const char *cluster_id, const char *password) {
+static void fake_start_on(FakeEtcd *e, const char *cluster_id, const char *password, int port) {
     *e = (FakeEtcd){.cluster_id = cluster_id, .password = password};
     e->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG, 0,
                               NULL, NULL, handler, e, MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL,
                               MHD_OPTION_SOCK_ADDR,
                               (struct sockaddr *)&(struct sockaddr_in){.sin_family = AF_INET,
+                                                                       .sin_port = htons((uint16_t)port),
                                                                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)},
                               MHD_OPTION_END);
     assert_non_null(e->mhd);
@@ -147,6 +168,23 @@ static void fake_start(FakeEtcd *e, const char *cluster_id, const char *password
     e->port = info->port;
     snprintf(e->url, sizeof e->url, "http://127.0.0.1:%d", e->port);
     snprintf(e->hostport, sizeof e->hostport, "127.0.0.1:%d", e->port);
+}
+
+static void fake_start(FakeEtcd *e, const char *cluster_id, const char *password) {
+    fake_start_on(e, cluster_id, password, 0);
+}
+
+/* A port that accepts connections (the kernel's backlog) and never answers: its socket, *ret_port. */
+static int silent_port(int *ret_port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *ret_port = ntohs(a.sin_port);
+    return fd;
 }
 
 static void fake_stop(FakeEtcd *e) {
@@ -256,6 +294,13 @@ static void client_free(Dcs *d) {
     dcs_free(d);
 }
 
+/* Wait (up to 5 s) until a counter of a server passes `before` (the server's threads count). */
+static void wait_past(_Atomic int *counter, int before) {
+    for (int i = 0; i < 500 && atomic_load(counter) <= before; i++)
+        usleep(10 * 1000);
+    assert_true(atomic_load(counter) > before);
+}
+
 /* ---- tests ---- */
 
 /* Another member of the same cluster, then credentials: tested, swapped, the lease kept and renewed there. */
@@ -330,15 +375,39 @@ static void test_refused_settings_keep_the_running_client(void **state) {
     assert_int_equal(reload_and_wait(d, cfg_with(none)), -EACCES);
     assert_true(logged("not applied: authentication failed", "user name is empty", (const char *)NULL));
 
+    /* a refused port and one that accepts and never answers: never past retry_timeout (2 s) */
+    int silent = 0;
+    int sfd = silent_port(&silent);
+    _cleanup_free_ char *unreach = xasprintf("  hosts: [127.0.0.1:1, 127.0.0.1:%d]\n", silent);
     usec_t t0 = now_monotonic();
-    assert_int_equal(reload_and_wait(d, cfg_with("  hosts: [127.0.0.1:1, 127.0.0.1:2]\n")), -ETIMEDOUT);
-    assert_true(now_monotonic() - t0 < 3 * USEC_PER_SEC); /* refused at once, never past retry_timeout */
-    assert_true(logged("not applied: etcd is not reachable there", "127.0.0.1:1", "127.0.0.1:2", (const char *)NULL));
+    assert_int_equal(reload_and_wait(d, cfg_with(unreach)), -ETIMEDOUT);
+    usec_t took = now_monotonic() - t0;
+    assert_true(took >= 1500 * USEC_PER_MSEC); /* the silent one had its time */
+    assert_true(took < 2500 * USEC_PER_MSEC);
+    close(sfd);
+    assert_true(
+        logged("not applied: etcd is not reachable there", "127.0.0.1:1", "tested again in 2 s", (const char *)NULL));
 
     _cleanup_free_ char *so = xasprintf("  hosts: [%s]\n", other.hostport);
     assert_int_equal(reload_and_wait(d, cfg_with(so)), -EXDEV);
-    assert_true(logged("belongs to another etcd cluster (id 8ae", "talks to cluster 457",
-                       "restart pgha to move to another etcd cluster", (const char *)NULL));
+    assert_true(logged("not applied: another etcd cluster there: ", other.url,
+                       "another etcd cluster (id 8ae, expected 457)", "restart pgha to move to another etcd cluster",
+                       (const char *)NULL));
+    /* a list whose first endpoint is of our cluster and another of another one: refused as well */
+    _cleanup_free_ char *mixed = xasprintf("  hosts: [%s, %s]\n", a.hostport, other.hostport);
+    assert_int_equal(reload_and_wait(d, cfg_with(mixed)), -EXDEV);
+    assert_int_equal(other.ranges, 2);
+
+    /* a read-only role: authenticated and read, but it may not write the leader key: refused */
+    auth.read_only = true;
+    _cleanup_free_ char *ro = xasprintf("  hosts: [%s]\n  username: pgha\n  password: s3cret\n", auth.hostport);
+    assert_int_equal(reload_and_wait(d, cfg_with(ro)), -EACCES);
+    assert_int_equal(auth.txns, 1);
+    assert_true(logged("not applied: authentication failed: the new etcd user cannot write /service/demo/...",
+                       "permission denied", (const char *)NULL));
+    _cleanup_free_ char *status = dcs_reload_status(d);
+    assert_non_null(status);
+    assert_non_null(strstr(status, "cannot write /service/demo/"));
 
     assert_int_equal(dcs_reload(d, cfg_with("  srv: etcd.example.com\n")), -EINVAL);
     assert_true(logged("new etcd3 settings not applied: etcd3.srv", (const char *)NULL));
@@ -402,8 +471,9 @@ static void test_reload_does_not_block_and_is_superseded(void **state) {
     /* a slow test under way when the client is freed: ended at once */
     /* cppcheck-suppress redundantAssignment ; the server's thread read the first value */
     slow.delay_ms = 3000;
+    int before = slow.arrivals;
     assert_int_equal(dcs_reload(d, cfg_with(ss)), 1);
-    usleep(200 * 1000);
+    wait_past(&slow.arrivals, before); /* the test under way */
     t0 = now_monotonic();
     client_free(d);
     assert_true(now_monotonic() - t0 < 1500 * USEC_PER_MSEC); /* (the test alone: up to retry_timeout, 5 s) */
@@ -413,11 +483,127 @@ static void test_reload_does_not_block_and_is_superseded(void **state) {
     cfgs_free();
 }
 
+/* The running client pins its etcd cluster: an answer from another cluster (here to a keepalive, whose header is
+ * under "result") is never taken; the request goes on to the next endpoint. */
+static void test_running_client_pins_its_cluster(void **state) {
+    (void)state;
+    FakeEtcd a, other;
+    fake_start(&a, "1111", NULL);
+    fake_start(&other, "2222", NULL);
+    Dcs *d = client_on(&a);
+    strlist_clear(&d->endpoints);
+    strlist_add(&d->endpoints, other.url);
+    strlist_add(&d->endpoints, a.url);
+    d->current = 0;
+    assert_int_equal(dcs_refresh_lease(d, true), 1);
+    assert_int_equal(other.keepalives, 1);
+    assert_int_equal(a.keepalives, 2);
+    assert_int_equal(d->cluster_id, 0x457);
+    /* with our cluster gone, the other one does not make the renewal succeed */
+    fake_stop(&a);
+    d->current = 0;
+    assert_true(dcs_refresh_lease(d, true) != 1);
+    assert_int_equal(d->cluster_id, 0x457);
+    assert_non_null(strstr(dcs_error(d), "another etcd cluster (id 8ae, expected 457)"));
+    client_free(d);
+    fake_stop(&other);
+    cfgs_free();
+}
+
+/* A login that fails for another reason than the credentials (a timeout during a leader election) moves on to
+ * the next endpoint; the same settings reloaded again during a test keep it; a test cancelled during the member
+ * lookup is not applied and ends at once. */
+static void test_login_trouble_same_settings_and_cancel(void **state) {
+    (void)state;
+    FakeEtcd a, busy, b;
+    fake_start(&a, "1111", NULL);
+    fake_start(&busy, "1111", "s3cret");
+    fake_start(&b, "1111", "s3cret");
+    Dcs *d = client_on(&a);
+    busy.auth_code = 4;
+    _cleanup_free_ char *s2 = xasprintf("  hosts: [%s, %s]\n  username: pgha\n  password: s3cret\n", busy.hostport,
+                                        b.hostport);
+    assert_int_equal(reload_and_wait(d, cfg_with(s2)), 1);
+    assert_int_equal(busy.auths, 1);
+    assert_string_equal(d->configured.v[1], b.url);
+
+    /* another SIGHUP with the same settings while they are tested: the test goes on and is applied */
+    b.delay_ms = 300;
+    _cleanup_free_ char *sb = xasprintf("  hosts: [%s]\n  username: pgha\n  password: s3cret\n", b.hostport);
+    int before = b.arrivals;
+    assert_int_equal(dcs_reload(d, cfg_with(sb)), 1);
+    wait_past(&b.arrivals, before);
+    assert_int_equal(dcs_reload(d, cfg_with(sb)), 1);
+    int result = 0;
+    assert_int_equal(etcd3_reload_wait(d, now_monotonic() + 10 * USEC_PER_SEC, &result), 0);
+    assert_int_equal(result, 1);
+    assert_int_equal(d->configured.n, 1);
+    assert_false(logged("superseded", (const char *)NULL));
+
+    /* cancelled (dcs_free) while the members are looked up: ends at once, not applied */
+    /* cppcheck-suppress redundantAssignment ; the server's threads read the first value */
+    b.delay_ms = 0;
+    a.member_delay_ms = 3000;
+    dcs_set_timings(d, 10, 2, 5);
+    _cleanup_free_ char *sa = xasprintf("  hosts: [%s]\n  username: pgha\n  password: s3cret\n", a.hostport);
+    before = a.member_lists;
+    log_forget();
+    assert_int_equal(dcs_reload(d, cfg_with(sa)), 1);
+    wait_past(&a.member_lists, before); /* the lookup under way */
+    usec_t t0 = now_monotonic();
+    client_free(d);
+    assert_true(now_monotonic() - t0 < 1500 * USEC_PER_MSEC);
+    assert_false(logged("etcd client reloaded", (const char *)NULL));
+    fake_stop(&a);
+    fake_stop(&busy);
+    fake_stop(&b);
+    cfgs_free();
+}
+
+/* Settings refused because etcd did not answer are tested again every loop_wait while the file asks for them,
+ * and the refusal is visible (dcs_reload_status) until they are taken. */
+static void test_timed_out_settings_are_retried(void **state) {
+    (void)state;
+    FakeEtcd a, b;
+    fake_start(&a, "1111", NULL);
+    fake_start(&b, "1111", NULL);
+    int port = b.port;
+    fake_stop(&b); /* a member not up yet */
+    Dcs *d = client_on(&a);
+    dcs_set_timings(d, 10, 1, 2);
+    _cleanup_free_ char *sb = xasprintf("  hosts: [127.0.0.1:%d]\n", port);
+    assert_int_equal(reload_and_wait(d, cfg_with(sb)), -ETIMEDOUT);
+    _cleanup_free_ char *status = dcs_reload_status(d);
+    assert_non_null(status);
+    assert_non_null(strstr(status, "etcd is not reachable there"));
+    fake_start_on(&b, "1111", NULL, port);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    bool taken = false;
+    for (int i = 0; i < 100 && !taken; i++) {
+        usleep(50 * 1000);
+        pthread_mutex_lock(&d->lock);
+        taken = d->configured.n == 1 && streq(d->configured.v[0], url);
+        pthread_mutex_unlock(&d->lock);
+    }
+    assert_true(taken);
+    assert_true(logged("still not reachable", (const char *)NULL) ||
+                logged("etcd client reloaded", (const char *)NULL));
+    assert_null(dcs_reload_status(d));
+    client_free(d);
+    fake_stop(&a);
+    fake_stop(&b);
+    cfgs_free();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_same_cluster_swapped_lease_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_settings_keep_the_running_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_does_not_block_and_is_superseded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_running_client_pins_its_cluster, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_trouble_same_settings_and_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timed_out_settings_are_retried, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
