@@ -350,6 +350,8 @@ static int grant_lease_locked(Dcs *d) {
 }
 
 static int refresh_lease_locked(Dcs *d, bool force) {
+    if (atomic_exchange(&d->lease_stale, false))
+        d->lease_id = 0; /* the client follows a new etcd cluster (etcd3_call.c): the old lease is not there */
     if (d->lease_id == 0 || d->lease_ttl != d->ttl)
         return grant_lease_locked(d); /* first use, or ttl changed: a new lease */
     /* renewed once per HA cycle: compare with a little slack, the cycle is loop_wait long */
@@ -366,6 +368,10 @@ static int refresh_lease_locked(Dcs *d, bool force) {
     const cJSON *result = cJSON_GetObjectItemCaseSensitive(resp, "result");
     (void)json_get_i64str(result, "TTL", &ttl);
     cJSON_Delete(resp);
+    if (atomic_exchange(&d->lease_stale, false)) { /* the answer came from a new etcd cluster, now followed */
+        d->lease_id = 0;
+        return grant_lease_locked(d);
+    }
     if (ttl <= 0) {
         log_warning("lease %lld has expired; granting a new one", d->lease_id);
         d->lease_id = 0;

@@ -22,7 +22,7 @@ typedef enum Outcome {
     OUT_RETRY,   /* try the same endpoint again (DeadlineExceeded, FailedPrecondition) */
     OUT_REAUTH,  /* the token is invalid or expired */
     OUT_FAIL,    /* a definite error from etcd: stop */
-    OUT_FOREIGN, /* the answer came from another etcd cluster than the one known: like OUT_NEXT, never adopted */
+    OUT_FOREIGN, /* the answer came from another etcd cluster than the one known: like OUT_NEXT, not used */
 } Outcome;
 
 /* The header's cluster_id: a uint64 that the gateway writes as a decimal string (half of all ids are past
@@ -56,11 +56,21 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
     }
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
     if (e) {
+        /* a unary call's error: {"error": "...", "code": 14, "message": "..."}; a stream's (the keepalive's):
+         * {"error": {"grpc_code": 14, "http_code": 503, "message": "...", "http_status": "..."}} */
         long long code = 0;
-        (void)json_get_ll(j, "code", &code);
-        const char *msg = json_get_string(j, "message");
+        const char *msg = NULL;
+        if (cJSON_IsObject(e)) {
+            (void)json_get_ll(e, "grpc_code", &code);
+            msg = json_get_string(e, "message");
+        } else {
+            (void)json_get_ll(j, "code", &code);
+            msg = json_get_string(j, "message");
+            if (!msg && cJSON_IsString(e))
+                msg = e->valuestring;
+        }
         if (!msg)
-            msg = cJSON_IsString(e) ? e->valuestring : "unknown error";
+            msg = "unknown error";
         *ret_grpc = (int)code;
         snprintf(err, errlen, "%s: %s (gRPC code %lld)", endpoint, msg, code);
         Outcome o = OUT_FAIL;
@@ -82,8 +92,12 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
         return OUT_NEXT;
     }
     /* The cluster id is pinned: the first answer names the cluster, an answer from another one is refused (our
-     * lease and leader key live in the first; a lease or leader key made elsewhere would make a second primary).
-     * A member with a lower raft term than one seen before is stale. (A keepalive's header is under "result".) */
+     * lease and leader key live in the first; a lease or leader key made elsewhere would make a second primary)
+     * until, for longer than the lease's ttl since the last answer from the known cluster, every answer came
+     * from one and the same other cluster (an etcd restored from a snapshot, a DNS name or VIP moved): by then
+     * the lease there has expired and a primary has demoted, and the client follows, as Patroni does at once. A
+     * reload's side client never follows. A member with a lower raft term than one seen before is stale. (A
+     * keepalive's header is under "result".) */
     const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
     if (!hdr)
         hdr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "result"), "header");
@@ -91,18 +105,48 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
     long long term = 0;
     if (hdr && header_cluster_id(hdr, &cid) && cid != 0) {
         bool has_term = json_get_i64str(hdr, "raft_term", &term);
+        usec_t now = now_monotonic();
+        /* the lease of the known cluster lasts its ttl from the last keepalive, which came before that answer */
+        long long ttl = d->ttl > d->lease_ttl ? d->ttl : d->lease_ttl;
         pthread_mutex_lock(&d->lock);
         unsigned long long known = d->cluster_id;
         long long seen = d->raft_term;
         bool foreign = known != 0 && cid != known;
-        bool stale = !foreign && has_term && cid == known && term < seen;
-        if (!foreign && (known == 0 || (has_term && term > seen))) {
+        bool adopted = false;
+        if (!foreign) {
+            d->cluster_seen = now;
+            d->cluster_next = 0;
+        } else if (!d->cluster_pinned) {
+            if (d->cluster_next != cid) {
+                /* the first other cluster since the known one answered: the clock runs from that answer; one
+                 * after yet another cluster: from now */
+                d->cluster_next_since = d->cluster_next ? now : d->cluster_seen;
+                d->cluster_next = cid;
+            }
+            adopted = now - d->cluster_next_since > (usec_t)ttl * USEC_PER_SEC;
+        }
+        bool stale = !foreign && has_term && term < seen;
+        if (adopted) {
+            d->cluster_id = cid;
+            d->raft_term = has_term ? term : 0;
+            d->cluster_seen = now;
+            d->cluster_next = 0;
+            d->members_refreshed = 0; /* the new cluster's members, on the next read */
+        } else if (!foreign && (known == 0 || (has_term && term > seen))) {
             d->cluster_id = cid;
             if (has_term)
                 d->raft_term = term;
         }
         pthread_mutex_unlock(&d->lock);
-        if (foreign) {
+        if (adopted) {
+            /* the next renewal grants a new lease there (the lease is the HA thread's; this may be the watch's
+             * read), the member key is written with it, and the watch rebuilds its cache from the new cluster */
+            log_error("etcd cluster ID changed from %llx to %llx (no answer from the former for more than %lld s): "
+                      "following it with a new lease",
+                      known, cid, ttl);
+            d->lease_stale = true;
+            d->watch_reconnect = true;
+        } else if (foreign) {
             snprintf(err, errlen, "%s: another etcd cluster (id %llx, expected %llx)", endpoint, cid, known);
             cJSON_Delete(j);
             return OUT_FOREIGN;
@@ -329,10 +373,12 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
             cJSON *j = NULL;
             Outcome o = post_once(d, &d->conn, ep, path, body, timeout_ms, token, &j, &last_grpc, err, sizeof err);
             if (o == OUT_REAUTH && !reauthed && d->username) {
-                reauthed = true;
                 log_debug("etcd request %s: %s; authenticating again", api, err);
                 char aerr[512] = "";
                 int ar = authenticate_locked(d, &d->conn, ep, timeout_ms, aerr, sizeof aerr);
+                /* one login per call, unless it failed for this endpoint's trouble (a leader election's
+                 * time-out): the next endpoint may log in then */
+                reauthed = ar == 0 || ar == -EACCES;
                 if (ar == 0) {
                     pthread_mutex_lock(&d->lock);
                     free(token);

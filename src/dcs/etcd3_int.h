@@ -64,6 +64,10 @@ struct Dcs {
     char *token;
     unsigned long long cluster_id; /* of the last answer (etcd's uint64; 0: none yet) */
     long long raft_term;
+    usec_t cluster_seen;             /* the last answer from cluster_id (monotonic) */
+    unsigned long long cluster_next; /* another cluster that every answer since cluster_seen came from, or 0 */
+    usec_t cluster_next_since;       /* the clock of cluster_next: cluster_seen, or its first answer after another */
+    bool cluster_pinned;             /* never follows another cluster (a reload's side client) */
     usec_t members_refreshed;
     char last_error[1024]; /* under lock: the last error of any thread (the watch thread's, for others) */
 
@@ -76,6 +80,8 @@ struct Dcs {
     /* lease and member key */
     long long lease_id;
     long long lease_ttl;
+    _Atomic bool lease_stale; /* the client followed a new etcd cluster (etcd3_call.c, any thread): the HA thread's
+                               * next renewal grants a new lease there */
     usec_t lease_refreshed;
     char *member_value; /* last value written to our member key */
     long long member_lease;
@@ -107,8 +113,9 @@ struct Dcs {
     int reload_result;              /* of the last finished test: 1 swapped, or a negative errno */
     unsigned settings_gen;          /* bumped by every swap (under req_lock and lock): the watch makes a new handle */
     ClientSettings *reload_testing; /* a copy of the settings under test, or NULL */
-    usec_t reload_retry_at;         /* the queued settings timed out: tested again then (monotonic), or 0 */
-    char *reload_refusal;           /* why the settings in the file are not in use, or NULL (dcs_reload_status) */
+    unsigned long long reload_testing_seq; /* the reload_seq of that test (it is applied only while they agree) */
+    usec_t reload_retry_at;                /* the queued settings timed out: tested again then (monotonic), or 0 */
+    char *reload_refusal; /* why the settings in the file are not in use, or NULL (dcs_reload_status) */
 
     /* statistics */
     _Atomic unsigned long long st_requests, st_sent, st_received, st_events, st_reconnects;

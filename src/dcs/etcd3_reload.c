@@ -85,6 +85,7 @@ static Dcs *side_client(Dcs *d, ClientSettings *s) {
     side->cluster_id = d->cluster_id;
     side->raft_term = d->raft_term;
     pthread_mutex_unlock(&d->lock);
+    side->cluster_pinned = true; /* the probe refuses another cluster, whatever the time since an answer */
     dcs_set_timings(side, ttl, loop_wait, retry_timeout);
     etcd3_settings_swap(side, s); /* s is left empty */
     strlist_copy(&side->endpoints, &side->configured);
@@ -112,6 +113,8 @@ static void swap_locked(Dcs *d, ClientSettings *s, const EtcdProbe *p, Conn *old
     d->cluster_id = p->cluster_id;
     if (p->raft_term > d->raft_term)
         d->raft_term = p->raft_term;
+    d->cluster_seen = now_monotonic(); /* the test's answers */
+    d->cluster_next = 0;
     d->members_refreshed = p->members.n ? now_monotonic() : 0; /* else: looked up on the next read */
     d->settings_gen++;                                         /* the watch makes a new handle with the new TLS files */
     /* the watch is rebuilt on the new endpoint: set here, under req_lock, where the watch clears it before it
@@ -225,6 +228,7 @@ static void *reload_main(void *arg) {
         d->reload_retry_at = 0;
         d->reload_testing = settings_dup(s);
         unsigned long long seq = d->reload_seq;
+        d->reload_testing_seq = seq;
         d->reload_busy = true;
         pthread_mutex_unlock(&d->reload_lock);
         int r = test_and_swap(d, s, seq, retry);
@@ -264,7 +268,10 @@ int dcs_reload(Dcs *d, const PghaConfig *cfg) {
     pthread_mutex_lock(&d->lock);
     bool same = etcd3_settings_same(d, s);
     pthread_mutex_lock(&d->reload_lock);
-    const ClientSettings *pending = d->reload_queued ? d->reload_queued : d->reload_busy ? d->reload_testing : NULL;
+    /* the settings whose test will be applied: queued, or under way and not superseded yet (a test superseded by
+     * a reload back to the running settings is not applied: the same settings again are queued anew) */
+    const ClientSettings *testing = d->reload_busy && d->reload_testing_seq == d->reload_seq ? d->reload_testing : NULL;
+    const ClientSettings *pending = d->reload_queued ? d->reload_queued : testing;
     ClientSettings *old = NULL;
     int r = 0;
     if (!same && pending && settings_equal(pending, s)) {

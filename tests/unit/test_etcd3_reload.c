@@ -4,8 +4,8 @@
  * running client as it is, with the reason logged. dcs_reload() itself does no network I/O.
  *
  * The etcd servers here are small HTTP servers (libmicrohttpd) that answer the few requests of the test the
- * way etcd's JSON gateway does: /version, /v3/auth/authenticate, /v3/kv/range, /v3/lease/keepalive and
- * /v3/cluster/member/list, each with the header of their cluster id; they count what they were asked. */
+ * way etcd's JSON gateway does: /version, /v3/auth/authenticate, /v3/kv/range, /v3/kv/txn, /v3/lease/grant,
+ * /v3/lease/keepalive and /v3/cluster/member/list, each with the header of their cluster id; they count what they were asked. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,8 +40,9 @@ typedef struct FakeEtcd {
     bool read_only;         /* the user may read, not write (a txn is refused: permission denied) */
     long member_delay_ms;   /* the member list this late */
     int auth_code;          /* authenticate answers this gRPC error (4: a leader election's timeout); 0: none */
+    bool keepalive_down;    /* the keepalive answers the gateway's stream error: Unavailable (gRPC code 14) */
     _Atomic int arrivals;   /* requests come in (counted before the delay) */
-    _Atomic int versions, auths, ranges, keepalives, member_lists, txns;
+    _Atomic int versions, auths, ranges, keepalives, member_lists, txns, grants;
 } FakeEtcd;
 
 typedef struct Upload {
@@ -107,10 +108,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                                   "password\"}"));
         return answer(conn, 200, xasprintf("{%s,\"token\":\"tok-pgha\"}", hdr));
     }
-    if (!token_ok)
+    if (!token_ok && !token)
         return answer(conn, 400,
                       xstrdup("{\"error\":\"etcdserver: user name is empty\",\"code\":3,"
                               "\"message\":\"etcdserver: user name is empty\"}"));
+    if (!token_ok)
+        return answer(conn, 401,
+                      xstrdup("{\"error\":\"etcdserver: invalid auth token\",\"code\":16,"
+                              "\"message\":\"etcdserver: invalid auth token\"}"));
     if (streq(url, "/v3/kv/range")) {
         e->ranges++;
         return answer(conn, 200, xasprintf("{%s,\"count\":\"0\"}", hdr));
@@ -123,8 +128,16 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                                   "\"message\":\"etcdserver: permission denied\"}"));
         return answer(conn, 200, xasprintf("{%s,\"succeeded\":false}", hdr));
     }
+    if (streq(url, "/v3/lease/grant")) {
+        e->grants++;
+        return answer(conn, 200, xasprintf("{%s,\"ID\":\"77\",\"TTL\":\"10\"}", hdr));
+    }
     if (streq(url, "/v3/lease/keepalive")) {
         e->keepalives++;
+        if (e->keepalive_down) /* a stream's error: an object, no top-level code */
+            return answer(conn, 200,
+                          xstrdup("{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: no "
+                                  "leader\",\"http_status\":\"Service Unavailable\"}}"));
         return answer(conn, 200, xasprintf("{\"result\":{%s,\"ID\":\"42\",\"TTL\":\"10\"}}", hdr));
     }
     if (streq(url, "/v3/cluster/member/list")) {
@@ -576,6 +589,13 @@ static void test_timed_out_settings_are_retried(void **state) {
     _cleanup_free_ char *status = dcs_reload_status(d);
     assert_non_null(status);
     assert_non_null(strstr(status, "etcd is not reachable there"));
+    assert_false(logged("still not reachable", (const char *)NULL));
+    /* tested again a loop_wait (1 s) later, still refused (the port is closed: the test ends at once) */
+    for (int i = 0; i < 300 && !logged("still not reachable", (const char *)NULL); i++)
+        usleep(10 * 1000);
+    assert_true(logged("not applied: etcd is not reachable there", "still not reachable", "tested again in 1 s",
+                       (const char *)NULL));
+    assert_string_equal(d->configured.v[0], a.url);
     fake_start_on(&b, "1111", NULL, port);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
@@ -587,11 +607,181 @@ static void test_timed_out_settings_are_retried(void **state) {
         pthread_mutex_unlock(&d->lock);
     }
     assert_true(taken);
-    assert_true(logged("still not reachable", (const char *)NULL) ||
-                logged("etcd client reloaded", (const char *)NULL));
+    assert_true(logged("etcd client reloaded: ", url, (const char *)NULL));
     assert_null(dcs_reload_status(d));
     client_free(d);
     fake_stop(&a);
+    fake_stop(&b);
+    cfgs_free();
+}
+
+/* Make url the client's only endpoint. */
+static void use_only(Dcs *d, const char *url) {
+    pthread_mutex_lock(&d->lock);
+    strlist_clear(&d->endpoints);
+    strlist_add(&d->endpoints, url);
+    d->current = 0;
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* A renewal that may take 300 ms. */
+static int short_renewal(Dcs *d) {
+    dcs_set_call_deadline(now_monotonic() + 300 * USEC_PER_MSEC);
+    int r = dcs_refresh_lease(d, true);
+    dcs_set_call_deadline(0);
+    return r;
+}
+
+static void sleep_until(usec_t t) {
+    usec_t now = now_monotonic();
+    if (now < t)
+        usleep((useconds_t)(t - now));
+}
+
+/* The running client follows a new etcd cluster id (an etcd restored from a snapshot, a DNS name moved) once,
+ * for longer than ttl since the last answer from the known cluster, every answer came from one and the same
+ * other cluster: before, its answers are refused; an answer from the known cluster resets the clock and one from
+ * yet another cluster restarts it. Then the raft term and the lease are reset: a new lease is granted there. */
+static void test_client_follows_a_new_cluster_after_ttl(void **state) {
+    (void)state;
+    FakeEtcd a, other, third;
+    fake_start(&a, "1111", NULL);
+    fake_start(&other, "2222", NULL);
+    fake_start(&third, "3333", NULL);
+    Dcs *d = client_on(&a);
+    usec_t t0 = now_monotonic(); /* the last answer from 1111 */
+    dcs_set_timings(d, 2, 1, 2);
+    d->lease_ttl = 2;
+
+    use_only(d, other.url);
+    assert_true(short_renewal(d) != 1);
+    assert_non_null(strstr(dcs_error(d), "another etcd cluster (id 8ae, expected 457)"));
+    /* an answer from the known cluster resets the clock */
+    sleep_until(t0 + 1200 * USEC_PER_MSEC);
+    use_only(d, a.url);
+    assert_int_equal(short_renewal(d), 1);
+    usec_t ta = now_monotonic();
+    pthread_mutex_lock(&d->lock);
+    d->raft_term = 99; /* the old cluster's term: not compared with the new cluster's */
+    pthread_mutex_unlock(&d->lock);
+    use_only(d, other.url);
+    sleep_until(ta + 1000 * USEC_PER_MSEC); /* 2.2 s after t0 */
+    assert_true(short_renewal(d) != 1);
+    assert_non_null(strstr(dcs_error(d), "another etcd cluster (id 8ae, expected 457)"));
+    /* yet another cluster restarts the clock */
+    sleep_until(ta + 1600 * USEC_PER_MSEC);
+    use_only(d, third.url);
+    assert_true(short_renewal(d) != 1);
+    assert_non_null(strstr(dcs_error(d), "another etcd cluster (id d05, expected 457)"));
+    sleep_until(ta + 2400 * USEC_PER_MSEC);
+    use_only(d, other.url);
+    usec_t t2 = now_monotonic();
+    assert_true(short_renewal(d) != 1);
+    assert_int_equal(d->cluster_id, 0x457);
+    assert_int_equal(d->lease_id, 42);
+    assert_int_equal(other.grants, 0);
+    assert_false(logged("cluster ID changed", (const char *)NULL));
+
+    /* the same other cluster alone for longer than ttl: followed, with a new lease */
+    sleep_until(t2 + 2200 * USEC_PER_MSEC);
+    assert_int_equal(short_renewal(d), 1);
+    assert_int_equal(d->cluster_id, 0x8ae);
+    assert_int_equal(d->raft_term, 2);
+    assert_int_equal(d->lease_id, 77);
+    assert_int_equal(other.grants, 1);
+    assert_true(logged("etcd cluster ID changed from 457 to 8ae", (const char *)NULL));
+    assert_int_equal(dcs_refresh_lease(d, true), 1); /* renewed there */
+    assert_int_equal(d->lease_id, 77);
+    /* now the former cluster is the foreign one */
+    use_only(d, a.url);
+    assert_true(short_renewal(d) != 1);
+    assert_non_null(strstr(dcs_error(d), "another etcd cluster (id 457, expected 8ae)"));
+    assert_int_equal(a.grants, 0);
+
+    client_free(d);
+    fake_stop(&a);
+    fake_stop(&other);
+    fake_stop(&third);
+    cfgs_free();
+}
+
+/* Settings X under test, a reload back to the running settings R (X's test is superseded), then X again: X is
+ * tested anew and taken, not dropped as "already under test". */
+static void test_repeated_reload_after_a_reload_back(void **state) {
+    (void)state;
+    FakeEtcd a, slow;
+    fake_start(&a, "1111", NULL);
+    fake_start(&slow, "1111", NULL);
+    Dcs *d = client_on(&a);
+    dcs_set_timings(d, 10, 2, 5);
+    slow.delay_ms = 200;
+    _cleanup_free_ char *ss = xasprintf("  hosts: [%s]\n", slow.hostport);
+    _cleanup_free_ char *sa = xasprintf("  hosts: [%s]\n", a.hostport);
+    assert_int_equal(dcs_reload(d, cfg_with(ss)), 1);
+    wait_past(&slow.arrivals, 0); /* X's test under way */
+    assert_int_equal(dcs_reload(d, cfg_with(sa)), 0);
+    assert_int_equal(dcs_reload(d, cfg_with(ss)), 1);
+    int result = 0;
+    assert_int_equal(etcd3_reload_wait(d, now_monotonic() + 10 * USEC_PER_SEC, &result), 0);
+    assert_int_equal(result, 1);
+    assert_string_equal(d->configured.v[0], slow.url);
+    assert_true(logged("tested but not applied: the settings changed again meanwhile", (const char *)NULL));
+    assert_true(logged("etcd client reloaded: ", slow.url, (const char *)NULL));
+    client_free(d);
+    fake_stop(&a);
+    fake_stop(&slow);
+    cfgs_free();
+}
+
+/* The gateway's stream error (the keepalive's: {"error": {"grpc_code": 14, ...}}) is read like a unary one:
+ * Unavailable moves the renewal on to the next member. */
+static void test_keepalive_stream_error_tries_the_next_member(void **state) {
+    (void)state;
+    FakeEtcd a, b;
+    fake_start(&a, "1111", NULL);
+    fake_start(&b, "1111", NULL);
+    Dcs *d = client_on(&a);
+    a.keepalive_down = true;
+    assert_true(short_renewal(d) != 1); /* a alone */
+    assert_non_null(strstr(dcs_error(d), "etcdserver: no leader (gRPC code 14)"));
+    pthread_mutex_lock(&d->lock);
+    strlist_add(&d->endpoints, b.url);
+    d->current = 0;
+    pthread_mutex_unlock(&d->lock);
+    int before = a.keepalives;
+    assert_int_equal(dcs_refresh_lease(d, true), 1);
+    assert_int_equal(a.keepalives, before + 1);
+    assert_int_equal(b.keepalives, 1);
+    assert_int_equal(d->lease_id, 42);
+    client_free(d);
+    fake_stop(&a);
+    fake_stop(&b);
+    cfgs_free();
+}
+
+/* A token that etcd no longer takes, and a login that fails on the first member for another reason than the
+ * credentials (a leader election's time-out): the next member gets its own login, and the call succeeds. */
+static void test_reauth_after_a_failed_login_on_another_member(void **state) {
+    (void)state;
+    FakeEtcd busy, b;
+    fake_start(&busy, "1111", "s3cret");
+    fake_start(&b, "1111", "s3cret");
+    busy.auth_code = 4;
+    _cleanup_free_ char *sec = xasprintf("  hosts: [%s, %s]\n  username: pgha\n  password: s3cret\n", busy.hostport,
+                                         b.hostport);
+    char *err = NULL;
+    Dcs *d = dcs_new(cfg_with(sec), &err);
+    assert_non_null(d);
+    dcs_set_timings(d, 10, 2, 2);
+    d->token = xstrdup("tok-expired");
+    Cluster *c = NULL;
+    assert_int_equal(dcs_read_cluster(d, false, &c), 0);
+    cluster_free(c);
+    assert_int_equal(busy.auths, 1);
+    assert_int_equal(b.auths, 1);
+    assert_string_equal(d->token, "tok-pgha");
+    client_free(d);
+    fake_stop(&busy);
     fake_stop(&b);
     cfgs_free();
 }
@@ -604,6 +794,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_running_client_pins_its_cluster, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_trouble_same_settings_and_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timed_out_settings_are_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_follows_a_new_cluster_after_ttl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repeated_reload_after_a_reload_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_stream_error_tries_the_next_member, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reauth_after_a_failed_login_on_another_member, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
