@@ -213,6 +213,7 @@ static const CfgEntry local_table[] = {
 
     {"pgha", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"pgha.allow_short_ttl", CT_BOOL, L(pgha.allow_short_ttl), "false", NOB, 0, NULL, NULL},
+    {"pgha.follow_etcd_cluster_change", CT_BOOL, L(pgha.follow_etcd_cluster_change), "false", NOB, 0, NULL, NULL},
 
     {"citus", CT_SECTION, NO_OFFSET, NULL, NOB, 0, NULL, NULL},
     {"citus.group", CT_INT, L(citus.group), NULL, 0, 1000000, CF_RESTART, NULL, NULL},

@@ -239,6 +239,7 @@ Dcs *dcs_new(const PghaConfig *cfg, char **ret_error) {
         return dcs_free(d);
     strlist_copy(&d->endpoints, &d->configured);
     d->api_prefix = xstrdup("/v3");
+    d->cluster_pinned = !cfg->pgha.follow_etcd_cluster_change;
     return d;
 }
 

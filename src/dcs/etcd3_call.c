@@ -61,7 +61,9 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
         long long code = 0;
         const char *msg = NULL;
         if (cJSON_IsObject(e)) {
-            (void)json_get_ll(e, "grpc_code", &code);
+            /* (etcd 3.6's grpc-gateway v2 says "code") */
+            if (!json_get_ll(e, "grpc_code", &code))
+                (void)json_get_ll(e, "code", &code);
             msg = json_get_string(e, "message");
         } else {
             (void)json_get_ll(j, "code", &code);
@@ -92,11 +94,12 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
         return OUT_NEXT;
     }
     /* The cluster id is pinned: the first answer names the cluster, an answer from another one is refused (our
-     * lease and leader key live in the first; a lease or leader key made elsewhere would make a second primary)
-     * until, for longer than the lease's ttl since the last answer from the known cluster, every answer came
-     * from one and the same other cluster (an etcd restored from a snapshot, a DNS name or VIP moved): by then
-     * the lease there has expired and a primary has demoted, and the client follows, as Patroni does at once. A
-     * reload's side client never follows. A member with a lower raft term than one seen before is stale. (A
+     * lease and leader key live in the first; a lease or leader key made elsewhere would make a second primary).
+     * Only with pgha.follow_etcd_cluster_change (off by default: a decision of one node alone, which a member
+     * rebuilt by mistake as a new cluster could mislead) does the client follow, once, for longer than the
+     * lease's ttl since the last answer from the known cluster, every answer came from one and the same other
+     * cluster (an etcd restored from a snapshot, a DNS name or VIP moved): by then the lease there has expired
+     * and a primary has demoted. Patroni follows at once. A reload's side client never follows. A member with a lower raft term than one seen before is stale. (A
      * keepalive's header is under "result".) */
     const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
     if (!hdr)
@@ -106,9 +109,9 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
     if (hdr && header_cluster_id(hdr, &cid) && cid != 0) {
         bool has_term = json_get_i64str(hdr, "raft_term", &term);
         usec_t now = now_monotonic();
+        pthread_mutex_lock(&d->lock);
         /* the lease of the known cluster lasts its ttl from the last keepalive, which came before that answer */
         long long ttl = d->ttl > d->lease_ttl ? d->ttl : d->lease_ttl;
-        pthread_mutex_lock(&d->lock);
         unsigned long long known = d->cluster_id;
         long long seen = d->raft_term;
         bool foreign = known != 0 && cid != known;

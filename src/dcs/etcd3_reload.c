@@ -266,6 +266,7 @@ int dcs_reload(Dcs *d, const PghaConfig *cfg) {
     /* lock across the compare with the running settings and the sequence bump: a swap under way (which checks
      * the sequence under lock) happens wholly before or after */
     pthread_mutex_lock(&d->lock);
+    d->cluster_pinned = !cfg->pgha.follow_etcd_cluster_change;
     bool same = etcd3_settings_same(d, s);
     pthread_mutex_lock(&d->reload_lock);
     /* the settings whose test will be applied: queued, or under way and not superseded yet (a test superseded by

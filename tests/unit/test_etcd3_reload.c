@@ -642,6 +642,31 @@ static void sleep_until(usec_t t) {
  * for longer than ttl since the last answer from the known cluster, every answer came from one and the same
  * other cluster: before, its answers are refused; an answer from the known cluster resets the clock and one from
  * yet another cluster restarts it. Then the raft term and the lease are reset: a new lease is granted there. */
+/* By default (pgha.follow_etcd_cluster_change off) another cluster is refused however long it alone answers. */
+static void test_client_stays_pinned_by_default(void **state) {
+    (void)state;
+    FakeEtcd a, other;
+    fake_start(&a, "1111", NULL);
+    fake_start(&other, "2222", NULL);
+    Dcs *d = client_on(&a);
+    dcs_set_timings(d, 2, 1, 2);
+    d->lease_ttl = 2;
+    use_only(d, other.url);
+    for (int i = 0; i < 2; i++) {
+        assert_true(short_renewal(d) != 1);
+        assert_non_null(strstr(dcs_error(d), "another etcd cluster (id 8ae, expected 457)"));
+        usleep(1600 * 1000); /* 3.2 s in all: past the ttl of 2 s */
+    }
+    assert_true(short_renewal(d) != 1);
+    assert_int_equal(d->cluster_id, 0x457);
+    assert_int_equal(other.grants, 0);
+    assert_false(logged("cluster ID changed", (const char *)NULL));
+    client_free(d);
+    fake_stop(&a);
+    fake_stop(&other);
+    cfgs_free();
+}
+
 static void test_client_follows_a_new_cluster_after_ttl(void **state) {
     (void)state;
     FakeEtcd a, other, third;
@@ -652,6 +677,10 @@ static void test_client_follows_a_new_cluster_after_ttl(void **state) {
     usec_t t0 = now_monotonic(); /* the last answer from 1111 */
     dcs_set_timings(d, 2, 1, 2);
     d->lease_ttl = 2;
+    assert_true(d->cluster_pinned); /* pgha.follow_etcd_cluster_change is off by default */
+    pthread_mutex_lock(&d->lock);
+    d->cluster_pinned = false; /* as with it on */
+    pthread_mutex_unlock(&d->lock);
 
     use_only(d, other.url);
     assert_true(short_renewal(d) != 1);
@@ -794,6 +823,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_running_client_pins_its_cluster, setup, teardown),
         cmocka_unit_test_setup_teardown(test_login_trouble_same_settings_and_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timed_out_settings_are_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_stays_pinned_by_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_follows_a_new_cluster_after_ttl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repeated_reload_after_a_reload_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_stream_error_tries_the_next_member, setup, teardown),
