@@ -655,7 +655,7 @@ static void test_client_stays_pinned_by_default(void **state) {
     for (int i = 0; i < 2; i++) {
         assert_true(short_renewal(d) != 1);
         assert_non_null(strstr(dcs_error(d), "another etcd cluster (id 8ae, expected 457)"));
-        usleep(1600 * 1000); /* 3.2 s in all: past the ttl of 2 s */
+        sleep_until(now_monotonic() + 1600 * USEC_PER_MSEC); /* 3.2 s in all: past the ttl of 2 s */
     }
     assert_true(short_renewal(d) != 1);
     assert_int_equal(d->cluster_id, 0x457);
