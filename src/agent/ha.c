@@ -375,6 +375,9 @@ static void maybe_reload(Ha *h) {
         local_config_reloaded(h);
         WatchdogSettings ws = watchdog_settings(h);
         watchdog_reloaded(&h->wd, &ws);
+        /* new etcd3 settings: tested on a side connection by the client's own thread, swapped in only when
+         * they reach the same etcd cluster (no network I/O here) */
+        (void)dcs_reload(h->dcs, cfg_of(h));
     }
 }
 

@@ -170,6 +170,9 @@ typedef struct PghaConfig {
 
     struct {
         bool allow_short_ttl; /* pgha.allow_short_ttl: accept ttl down to 5 s (pgha-only key) */
+        /* pgha.follow_etcd_cluster_change: the etcd client follows a new etcd cluster id after ttl of answers
+         * only from it (pgha-only key; off: the cluster id stays pinned until a restart) */
+        bool follow_etcd_cluster_change;
     } pgha;
 
     bool present[192]; /* which local_table entries were given */

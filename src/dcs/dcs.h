@@ -50,13 +50,17 @@ void dcs_restore_fail_fast(bool was_on);
 
 /* Find the API version, discover the etcd members, authenticate. */
 int dcs_connect(Dcs *d);
-/* A reloaded configuration: when the etcd3 endpoints, credentials or TLS files changed, the client takes
- * them (the watch stopped, the settings swapped under req_lock, the token dropped, a new connection made
- * and authenticated, the watch rebuilt on the new endpoints). The lease, its id and the member key are kept:
- * the same etcd cluster is expected behind the new addresses; if none answers, calls fail as in an etcd
- * outage. 0 (also when nothing changed), or -EINVAL when the settings cannot be used (logged; the running
- * client stays). */
+/* A reloaded configuration: when the etcd3 endpoints, credentials or TLS files differ from the running ones,
+ * they are handed to a thread of the client's own, which tests them on a side connection (connect,
+ * authenticate, read, check the right to write: bounded by retry_timeout) and swaps them in under req_lock, keeping the lease, its id and
+ * the member key, only when they work and reach the etcd cluster the client already talks to; otherwise the
+ * running client stays and the reason is logged (etcd3_reload.c). No network I/O on the calling thread; a
+ * test of older settings still under way is not applied. 1 when a test was started, 0 when nothing changed,
+ * -EINVAL when the settings cannot be used (logged), another negative errno when no thread could start. */
 int dcs_reload(Dcs *d, const PghaConfig *cfg);
+/* Why the etcd3 settings of the last reload are not in use (refused, or not reachable yet and tested again every
+ * loop_wait), or NULL when they are; to be freed. */
+char *dcs_reload_status(Dcs *d);
 
 /* The last error of a call made by the calling thread (a per-thread buffer, valid until its next call). */
 const char *dcs_error(const Dcs *d);

@@ -62,9 +62,11 @@ const char *dcs_endpoint(Dcs *d, char *buf, size_t len) {
 }
 
 void dcs_set_timings(Dcs *d, int ttl, int loop_wait, int retry_timeout) {
+    pthread_mutex_lock(&d->lock); /* the three together (the reload's test copies them under lock) */
     d->ttl = ttl > 0 ? ttl : 30;
     d->loop_wait = loop_wait > 0 ? loop_wait : 10;
     d->retry_timeout = retry_timeout > 0 ? retry_timeout : 10;
+    pthread_mutex_unlock(&d->lock);
 }
 
 /* ---- endpoints from the configuration ---- */
@@ -105,16 +107,7 @@ static char *parse_url(const char *url, char **user, char **pass) {
     return endpoint_url(scheme, hostport, 2379);
 }
 
-/* What of the configuration makes the client: endpoints, credentials, TLS files (dcs_new, dcs_reload). */
-typedef struct ClientSettings {
-    char *protocol;
-    StrList configured;
-    bool use_proxies;
-    char *username, *password;
-    char *cacert, *cert, *key;
-} ClientSettings;
-
-static void settings_free(ClientSettings *s) {
+void etcd3_settings_free(ClientSettings *s) {
     free(s->protocol);
     strlist_clear(&s->configured);
     free(s->username);
@@ -125,7 +118,7 @@ static void settings_free(ClientSettings *s) {
     *s = (ClientSettings){0};
 }
 
-static int settings_from_config(const PghaConfig *cfg, ClientSettings *s, char **ret_error) {
+int etcd3_settings_from_config(const PghaConfig *cfg, ClientSettings *s, char **ret_error) {
     *s = (ClientSettings){0};
     s->username = xstrdup(cfg->etcd3.username);
     s->password = xstrdup(cfg->etcd3.password);
@@ -202,8 +195,7 @@ static int settings_from_config(const PghaConfig *cfg, ClientSettings *s, char *
         (b) = tmp_;               \
     } while (0)
 
-/* Exchange the settings of the client and s (the caller holds req_lock and lock, or owns d alone). */
-static void settings_swap(Dcs *d, ClientSettings *s) {
+void etcd3_settings_swap(Dcs *d, ClientSettings *s) {
     SWAP_FIELD(d->protocol, s->protocol);
     SWAP_FIELD(d->configured, s->configured);
     SWAP_FIELD(d->use_proxies, s->use_proxies);
@@ -214,7 +206,7 @@ static void settings_swap(Dcs *d, ClientSettings *s) {
     SWAP_FIELD(d->key, s->key);
 }
 
-static bool settings_same(const Dcs *d, const ClientSettings *s) {
+bool etcd3_settings_same(const Dcs *d, const ClientSettings *s) {
     return streq(d->protocol, s->protocol) && strlist_equal(&d->configured, &s->configured) &&
            d->use_proxies == s->use_proxies && streq(d->username, s->username) && streq(d->password, s->password) &&
            streq(d->cacert, s->cacert) && streq(d->cert, s->cert) && streq(d->key, s->key);
@@ -226,10 +218,12 @@ Dcs *dcs_new(const PghaConfig *cfg, char **ret_error) {
     pthread_mutex_init(&d->lock, NULL);
     pthread_mutex_init(&d->req_lock, NULL);
     pthread_mutex_init(&d->cache_lock, NULL);
+    pthread_mutex_init(&d->reload_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&d->cache_cond, &ca);
+    pthread_cond_init(&d->reload_cond, &ca);
     pthread_condattr_destroy(&ca);
     d->name = xstrdup(cfg->name);
     d->base = dcs_base_path(cfg->namespace_, cfg->scope);
@@ -238,72 +232,21 @@ Dcs *dcs_new(const PghaConfig *cfg, char **ret_error) {
     d->user_agent = xasprintf("pgha/%s (Patroni/%s compatible)", PGHA_VERSION, PGHA_PATRONI_VERSION);
     dcs_set_timings(d, 30, 10, 10);
     ClientSettings s;
-    int r = settings_from_config(cfg, &s, ret_error);
-    settings_swap(d, &s);
-    settings_free(&s);
+    int r = etcd3_settings_from_config(cfg, &s, ret_error);
+    etcd3_settings_swap(d, &s);
+    etcd3_settings_free(&s);
     if (r < 0)
         return dcs_free(d);
     strlist_copy(&d->endpoints, &d->configured);
     d->api_prefix = xstrdup("/v3");
+    d->cluster_pinned = !cfg->pgha.follow_etcd_cluster_change;
     return d;
-}
-
-int dcs_reload(Dcs *d, const PghaConfig *cfg) {
-    ClientSettings s;
-    char *err = NULL;
-    if (settings_from_config(cfg, &s, &err) < 0) {
-        log_error("%s; keeping the running etcd client", err);
-        free(err);
-        settings_free(&s);
-        return -EINVAL;
-    }
-    if (settings_same(d, &s)) {
-        settings_free(&s);
-        return 0;
-    }
-    /* the watch thread reads the TLS files and the endpoint without req_lock: stopped while they change, and
-     * rebuilt on the new endpoints */
-    pthread_mutex_lock(&d->cache_lock);
-    bool watching = d->watch_running;
-    DcsWakeFn wake = d->wake;
-    void *wake_data = d->wake_data;
-    pthread_mutex_unlock(&d->cache_lock);
-    dcs_stop_watch(d);
-    /* no request sees a half state: every caller-side request holds req_lock */
-    pthread_mutex_lock(&d->req_lock);
-    pthread_mutex_lock(&d->lock);
-    settings_swap(d, &s);
-    strlist_clear(&d->endpoints);
-    strlist_copy(&d->endpoints, &d->configured);
-    d->current = 0;
-    free(d->token); /* new credentials, or new servers: authenticate again */
-    d->token = NULL;
-    d->members_refreshed = 0;
-    free(d->watch_endpoint);
-    d->watch_endpoint = NULL;
-    pthread_mutex_unlock(&d->lock);
-    etcd3_conn_free(&d->conn); /* new TLS files, new servers: a new handle */
-    /* the lease and the member key stay: the same etcd cluster behind other addresses keeps them */
-    int r = etcd3_connect_locked(d);
-    pthread_mutex_unlock(&d->req_lock);
-    StrBuf eps;
-    sb_init(&eps);
-    for (size_t i = 0; i < d->configured.n; i++)
-        sb_addf(&eps, "%s%s", i ? ", " : "", d->configured.v[i]);
-    if (r < 0)
-        log_warning("etcd client reloaded (%s), but %s; retrying as in an etcd outage", eps.s, dcs_error(d));
-    else
-        log_info("etcd client reloaded: %s", eps.s);
-    sb_free(&eps);
-    if (watching && dcs_start_watch(d, wake, wake_data) < 0)
-        log_error("cannot start the etcd watch thread again");
-    settings_free(&s);
-    return 0;
 }
 
 Dcs *dcs_free(Dcs *d) {
     if (!d)
         return NULL;
+    etcd3_reload_stop(d);
     dcs_stop_watch(d);
     etcd3_conn_free(&d->conn);
     etcd3_cache_clear_locked(d);
@@ -327,7 +270,9 @@ Dcs *dcs_free(Dcs *d) {
     pthread_mutex_destroy(&d->lock);
     pthread_mutex_destroy(&d->req_lock);
     pthread_mutex_destroy(&d->cache_lock);
+    pthread_mutex_destroy(&d->reload_lock);
     pthread_cond_destroy(&d->cache_cond);
+    pthread_cond_destroy(&d->reload_cond);
     free(d);
     return NULL;
 }
@@ -406,6 +351,8 @@ static int grant_lease_locked(Dcs *d) {
 }
 
 static int refresh_lease_locked(Dcs *d, bool force) {
+    if (atomic_exchange(&d->lease_stale, false))
+        d->lease_id = 0; /* the client follows a new etcd cluster (etcd3_call.c): the old lease is not there */
     if (d->lease_id == 0 || d->lease_ttl != d->ttl)
         return grant_lease_locked(d); /* first use, or ttl changed: a new lease */
     /* renewed once per HA cycle: compare with a little slack, the cycle is loop_wait long */
@@ -422,6 +369,10 @@ static int refresh_lease_locked(Dcs *d, bool force) {
     const cJSON *result = cJSON_GetObjectItemCaseSensitive(resp, "result");
     (void)json_get_i64str(result, "TTL", &ttl);
     cJSON_Delete(resp);
+    if (atomic_exchange(&d->lease_stale, false)) { /* the answer came from a new etcd cluster, now followed */
+        d->lease_id = 0;
+        return grant_lease_locked(d);
+    }
     if (ttl <= 0) {
         log_warning("lease %lld has expired; granting a new one", d->lease_id);
         d->lease_id = 0;

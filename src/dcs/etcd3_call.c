@@ -17,12 +17,28 @@
 #include "dcs/etcd3_int.h"
 
 typedef enum Outcome {
-    OUT_OK,     /* a JSON answer without error */
-    OUT_NEXT,   /* this endpoint is unusable now: try the next one */
-    OUT_RETRY,  /* try the same endpoint again (DeadlineExceeded, FailedPrecondition) */
-    OUT_REAUTH, /* the token is invalid or expired */
-    OUT_FAIL,   /* a definite error from etcd: stop */
+    OUT_OK,      /* a JSON answer without error */
+    OUT_NEXT,    /* this endpoint is unusable now: try the next one */
+    OUT_RETRY,   /* try the same endpoint again (DeadlineExceeded, FailedPrecondition) */
+    OUT_REAUTH,  /* the token is invalid or expired */
+    OUT_FAIL,    /* a definite error from etcd: stop */
+    OUT_FOREIGN, /* the answer came from another etcd cluster than the one known: like OUT_NEXT, not used */
 } Outcome;
+
+/* The header's cluster_id: a uint64 that the gateway writes as a decimal string (half of all ids are past
+ * the range of a long long). */
+static bool header_cluster_id(const cJSON *hdr, unsigned long long *ret) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(hdr, "cluster_id");
+    if (!cJSON_IsString(it) || !it->valuestring[0] || it->valuestring[0] == '-')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(it->valuestring, &end, 10);
+    if (errno || *end)
+        return false;
+    *ret = v;
+    return true;
+}
 
 /* One POST to one endpoint. */
 static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path, const char *body, long timeout_ms,
@@ -40,11 +56,23 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
     }
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
     if (e) {
+        /* a unary call's error: {"error": "...", "code": 14, "message": "..."}; a stream's (the keepalive's):
+         * {"error": {"grpc_code": 14, "http_code": 503, "message": "...", "http_status": "..."}} */
         long long code = 0;
-        (void)json_get_ll(j, "code", &code);
-        const char *msg = json_get_string(j, "message");
+        const char *msg = NULL;
+        if (cJSON_IsObject(e)) {
+            /* (etcd 3.6's grpc-gateway v2 says "code") */
+            if (!json_get_ll(e, "grpc_code", &code))
+                (void)json_get_ll(e, "code", &code);
+            msg = json_get_string(e, "message");
+        } else {
+            (void)json_get_ll(j, "code", &code);
+            msg = json_get_string(j, "message");
+            if (!msg && cJSON_IsString(e))
+                msg = e->valuestring;
+        }
         if (!msg)
-            msg = cJSON_IsString(e) ? e->valuestring : "unknown error";
+            msg = "unknown error";
         *ret_grpc = (int)code;
         snprintf(err, errlen, "%s: %s (gRPC code %lld)", endpoint, msg, code);
         Outcome o = OUT_FAIL;
@@ -65,20 +93,70 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
         cJSON_Delete(j);
         return OUT_NEXT;
     }
-    /* a member with a lower raft term than one seen before for the same cluster is stale */
+    /* The cluster id is pinned: the first answer names the cluster, an answer from another one is refused (our
+     * lease and leader key live in the first; a lease or leader key made elsewhere would make a second primary).
+     * Only with pgha.follow_etcd_cluster_change (off by default: a decision of one node alone, which a member
+     * rebuilt by mistake as a new cluster could mislead) does the client follow, once, for longer than the
+     * lease's ttl since the last answer from the known cluster, every answer came from one and the same other
+     * cluster (an etcd restored from a snapshot, a DNS name or VIP moved): by then the lease there has expired
+     * and a primary has demoted. Patroni follows at once. A reload's side client never follows. A member with a lower raft term than one seen before is stale. (A
+     * keepalive's header is under "result".) */
     const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
-    long long cid = 0, term = 0;
-    if (hdr && json_get_i64str(hdr, "cluster_id", &cid) && json_get_i64str(hdr, "raft_term", &term)) {
+    if (!hdr)
+        hdr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "result"), "header");
+    unsigned long long cid = 0;
+    long long term = 0;
+    if (hdr && header_cluster_id(hdr, &cid) && cid != 0) {
+        bool has_term = json_get_i64str(hdr, "raft_term", &term);
+        usec_t now = now_monotonic();
         pthread_mutex_lock(&d->lock);
-        bool stale = cid == d->cluster_id && term < d->raft_term;
-        if (cid != d->cluster_id || term > d->raft_term) {
+        /* the lease of the known cluster lasts its ttl from the last keepalive, which came before that answer */
+        long long ttl = d->ttl > d->lease_ttl ? d->ttl : d->lease_ttl;
+        unsigned long long known = d->cluster_id;
+        long long seen = d->raft_term;
+        bool foreign = known != 0 && cid != known;
+        bool adopted = false;
+        if (!foreign) {
+            d->cluster_seen = now;
+            d->cluster_next = 0;
+        } else if (!d->cluster_pinned) {
+            if (d->cluster_next != cid) {
+                /* the first other cluster since the known one answered: the clock runs from that answer; one
+                 * after yet another cluster: from now */
+                d->cluster_next_since = d->cluster_next ? now : d->cluster_seen;
+                d->cluster_next = cid;
+            }
+            adopted = now - d->cluster_next_since > (usec_t)ttl * USEC_PER_SEC;
+        }
+        bool stale = !foreign && has_term && term < seen;
+        if (adopted) {
             d->cluster_id = cid;
-            d->raft_term = term;
+            d->raft_term = has_term ? term : 0;
+            d->cluster_seen = now;
+            d->cluster_next = 0;
+            d->members_refreshed = 0; /* the new cluster's members, on the next read */
+        } else if (!foreign && (known == 0 || (has_term && term > seen))) {
+            d->cluster_id = cid;
+            if (has_term)
+                d->raft_term = term;
         }
         pthread_mutex_unlock(&d->lock);
+        if (adopted) {
+            /* the next renewal grants a new lease there (the lease is the HA thread's; this may be the watch's
+             * read), the member key is written with it, and the watch rebuilds its cache from the new cluster */
+            log_error("etcd cluster ID changed from %llx to %llx (no answer from the former for more than %lld s): "
+                      "following it with a new lease",
+                      known, cid, ttl);
+            d->lease_stale = true;
+            d->watch_reconnect = true;
+        } else if (foreign) {
+            snprintf(err, errlen, "%s: another etcd cluster (id %llx, expected %llx)", endpoint, cid, known);
+            cJSON_Delete(j);
+            return OUT_FOREIGN;
+        }
         if (stale) {
             snprintf(err, errlen, "%s: raft term %lld is older than %lld seen before; the member is stale", endpoint,
-                     term, d->raft_term);
+                     term, seen);
             cJSON_Delete(j);
             return OUT_NEXT;
         }
@@ -107,7 +185,12 @@ static int authenticate_locked(Dcs *d, Conn *c, const char *endpoint, long timeo
             pthread_mutex_unlock(&d->lock);
             return 0;
         }
-        return o == OUT_NEXT ? -ETIMEDOUT : -EACCES;
+        /* only etcd's refusals of the credentials (invalid user or password, unauthenticated, permission denied)
+         * are -EACCES; anything else (a leader election's timeout, a member shutting down, another cluster) is
+         * this endpoint's trouble: the caller moves on */
+        if (o == OUT_REAUTH || (o == OUT_FAIL && (grpc == 3 || grpc == 7 || grpc == 16)))
+            return -EACCES;
+        return o == OUT_FOREIGN ? -EXDEV : -ETIMEDOUT;
     }
     const char *token = json_get_string(j, "token");
     if (!token) {
@@ -254,6 +337,10 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
     size_t next = first;
     usec_t pause = 100 * USEC_PER_MSEC;
     for (int round = 0; result == -ETIMEDOUT; round++) {
+        if (d->cancel && *d->cancel) {
+            result = -ECANCELED;
+            break;
+        }
         usec_t now = now_monotonic();
         if (round > 0) {
             if (now + 150 * USEC_PER_MSEC >= deadline)
@@ -271,6 +358,10 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
         size_t nodes = plan.nodes, tries = plan.tries;
         usec_t per_try = plan.per_try;
         for (size_t k = 0; k < nodes * tries; k++) {
+            if (d->cancel && *d->cancel) {
+                result = -ECANCELED;
+                break;
+            }
             now = now_monotonic();
             if (now + 50 * USEC_PER_MSEC >= deadline)
                 break;
@@ -285,10 +376,13 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
             cJSON *j = NULL;
             Outcome o = post_once(d, &d->conn, ep, path, body, timeout_ms, token, &j, &last_grpc, err, sizeof err);
             if (o == OUT_REAUTH && !reauthed && d->username) {
-                reauthed = true;
                 log_debug("etcd request %s: %s; authenticating again", api, err);
                 char aerr[512] = "";
-                if (authenticate_locked(d, &d->conn, ep, timeout_ms, aerr, sizeof aerr) == 0) {
+                int ar = authenticate_locked(d, &d->conn, ep, timeout_ms, aerr, sizeof aerr);
+                /* one login per call, unless it failed for this endpoint's trouble (a leader election's
+                 * time-out): the next endpoint may log in then */
+                reauthed = ar == 0 || ar == -EACCES;
+                if (ar == 0) {
                     pthread_mutex_lock(&d->lock);
                     free(token);
                     token = xstrdup(d->token);
@@ -296,7 +390,7 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
                     o = post_once(d, &d->conn, ep, path, body, timeout_ms, token, &j, &last_grpc, err, sizeof err);
                 } else {
                     snprintf(err, sizeof err, "%s", aerr);
-                    o = OUT_FAIL;
+                    o = ar == -EACCES ? OUT_FAIL : OUT_NEXT; /* refused; else this endpoint's trouble */
                 }
             }
             for (int t = 0; o == OUT_RETRY && t < 3 && now_monotonic() + 100 * USEC_PER_MSEC < deadline; t++) {
@@ -338,7 +432,9 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret) {
                 sb_add(&errors, "; ");
             sb_add(&errors, e);
         }
-        if (result == -ETIMEDOUT)
+        if (result == -ECANCELED)
+            etcd3_set_error(d, "etcd request %s cancelled", api);
+        else if (result == -ETIMEDOUT)
             etcd3_set_error(d, "etcd is not reachable (%.1f s, retry_timeout %d s): %s", took, (int)d->retry_timeout,
                             errors.len ? errors.s : "no endpoint answered");
         else
@@ -519,4 +615,203 @@ void etcd3_maybe_refresh_members_locked(Dcs *d) {
     pthread_mutex_unlock(&d->lock);
     if (due)
         refresh_members_locked(d);
+}
+
+/* ---- a test of new settings (a reload) ---- */
+
+void etcd3_probe_free(EtcdProbe *p) {
+    free(p->endpoint);
+    free(p->api_prefix);
+    free(p->token);
+    strlist_clear(&p->members);
+    *p = (EtcdProbe){0};
+}
+
+/* Ends the side connection's transfer at once when the test is cancelled (the client is being freed). */
+static int probe_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+    const _Atomic bool *cancel = ud;
+    return *cancel ? 1 : 0;
+}
+
+/* An outcome of post_once() as the probe reports it. */
+static int probe_outcome(Outcome o) {
+    switch (o) {
+    case OUT_OK: return 0;
+    case OUT_REAUTH: return -EACCES;
+    case OUT_FAIL: return -EIO;
+    case OUT_FOREIGN: return -EXDEV;
+    default: return -ETIMEDOUT;
+    }
+}
+
+/* The milliseconds left until `until`, or 0 when less than 50 ms are. */
+static long ms_left(usec_t until) {
+    usec_t now = now_monotonic();
+    return now + 50 * USEC_PER_MSEC < until ? (long)((until - now) / USEC_PER_MSEC) : 0;
+}
+
+/* Ask one endpoint of the new settings: with `full`, its /version, then authenticate (with a user), read the
+ * leader key (the answer names the cluster: *ret_cid) and check that the user may write the cluster's keys;
+ * else only authenticate and read (the cluster is the one the first endpoint named). */
+static int probe_endpoint(Dcs *side, const char *ep, usec_t until, bool full, const char *read_body,
+                          const char *write_body, unsigned long long *ret_cid, long long *ret_term, char *err,
+                          size_t errlen) {
+    int r = 0;
+    if (full)
+        r = get_version(side, ep, ms_left(until) ? ms_left(until) : 1, err, errlen);
+    if (r == 0 && side->username) {
+        long ms = ms_left(until);
+        r = ms ? authenticate_locked(side, &side->conn, ep, ms, err, errlen) : -ETIMEDOUT;
+        if (r == -ETIMEDOUT && !err[0])
+            snprintf(err, errlen, "%s: no time left to authenticate", ep);
+    }
+    if (r < 0)
+        return r;
+    int grpc = 0;
+    cJSON *j = NULL;
+    long ms = ms_left(until);
+    if (!ms) {
+        snprintf(err, errlen, "%s: no time left to read from it", ep);
+        return -ETIMEDOUT;
+    }
+    _cleanup_free_ char *path = xasprintf("%s/kv/range", side->api_prefix);
+    r = probe_outcome(post_once(side, &side->conn, ep, path, read_body, ms, side->token, &j, &grpc, err, errlen));
+    if (r == 0) {
+        const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
+        if (!header_cluster_id(hdr, ret_cid) || *ret_cid == 0) {
+            snprintf(err, errlen, "%s: the answer does not name its etcd cluster", ep);
+            r = -EPROTO;
+        }
+        (void)json_get_i64str(hdr, "raft_term", ret_term);
+    }
+    cJSON_Delete(j);
+    if (r < 0 || !full)
+        return r;
+    /* a write that etcd checks but never runs: a read-only role passes the read and fails here */
+    ms = ms_left(until);
+    if (!ms) {
+        snprintf(err, errlen, "%s: no time left to check the write permission", ep);
+        return -ETIMEDOUT;
+    }
+    free(path);
+    path = xasprintf("%s/kv/txn", side->api_prefix);
+    char werr[512] = "";
+    r = probe_outcome(
+        post_once(side, &side->conn, ep, path, write_body, ms, side->token, &j, &grpc, werr, sizeof werr));
+    cJSON_Delete(j);
+    if (r == -EACCES || (r == -EIO && grpc == 7))
+        snprintf(err, errlen, "the new etcd user cannot write %s/...: %s", side->base, werr);
+    else
+        snprintf(err, errlen, "%s", werr);
+    return r == -EIO && grpc == 7 ? -EACCES : r;
+}
+
+int etcd3_probe(Dcs *side, usec_t deadline, const _Atomic bool *cancel, EtcdProbe *ret) {
+    *ret = (EtcdProbe){0};
+    side->cancel = cancel;
+    etcd3_conn_prepare(side, &side->conn, NULL);
+    curl_easy_setopt(side->conn.curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(side->conn.curl, CURLOPT_XFERINFOFUNCTION, probe_progress);
+    curl_easy_setopt(side->conn.curl, CURLOPT_XFERINFODATA, (void *)cancel);
+    _cleanup_free_ char *leader = xasprintf("%s/leader", side->base);
+    _cleanup_free_ char *member = xasprintf("%s/members/%s", side->base, side->name);
+    cJSON *req = etcd3_key_request(leader, NULL);
+    cJSON_AddTrueToObject(req, "serializable");
+    cJSON_AddTrueToObject(req, "keys_only");
+    _cleanup_free_ char *read_body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    /* version(leader) < 0 never holds: etcd checks the permissions of both branches and runs neither */
+    cJSON *cmp = etcd3_compare_absent(leader);
+    cJSON_ReplaceItemInObjectCaseSensitive(cmp, "target", cJSON_CreateString("VERSION"));
+    cJSON_DeleteItemFromObjectCaseSensitive(cmp, "create_revision");
+    cJSON_AddStringToObject(cmp, "version", "0");
+    cJSON_AddStringToObject(cmp, "result", "LESS");
+    req = etcd3_txn(cmp, etcd3_put_request(leader, "", 0), "request_put", NULL);
+    cJSON *put = cJSON_CreateObject();
+    cJSON_AddItemToObject(put, "request_put", etcd3_put_request(member, "", 0));
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(req, "success"), put);
+    _cleanup_free_ char *write_body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    StrBuf errors;
+    sb_init(&errors);
+    int r = -ETIMEDOUT;
+    /* credentials refused; an answer that is not a usable etcd; an endpoint of another etcd cluster */
+    bool refused = false, other = false, foreign = false, found = false;
+    size_t n = side->configured.n;
+    for (size_t k = 0; k < n && !*cancel; k++) {
+        usec_t now = now_monotonic();
+        if (now + 50 * USEC_PER_MSEC >= deadline)
+            break;
+        /* the time left over the endpoints not tried yet, at least 1 s each (never past the deadline) */
+        usec_t share = (deadline - now) / (n - k);
+        if (share < USEC_PER_SEC)
+            share = USEC_PER_SEC;
+        usec_t until = now + share < deadline ? now + share : deadline;
+        const char *ep = side->configured.v[k];
+        char err[512] = "";
+        unsigned long long cid = 0;
+        long long term = 0;
+        int er = probe_endpoint(side, ep, until, !found, read_body, write_body, &cid, &term, err, sizeof err);
+        if (er == 0 && !found) {
+            found = true;
+            *ret = (EtcdProbe){.endpoint = xstrdup(ep),
+                               .api_prefix = xstrdup(side->api_prefix),
+                               .token = xstrdup(side->token),
+                               .cluster_id = cid,
+                               .raft_term = term};
+            /* the members, as a connect looks them up (on the side connection: nothing is held meanwhile) */
+            pthread_mutex_lock(&side->lock);
+            (void)select_endpoint(side, ep);
+            pthread_mutex_unlock(&side->lock);
+            side->op_deadline = deadline;
+            refresh_members_locked(side);
+            side->op_deadline = 0;
+            if (side->members_refreshed)
+                strlist_copy(&ret->members, &side->endpoints);
+            if (*cancel)
+                break;
+            pthread_mutex_lock(&side->lock);
+            bool same = side->cluster_id == cid;
+            pthread_mutex_unlock(&side->lock);
+            if (!same) {
+                snprintf(err, sizeof err, "%s: the member lookup reached another etcd cluster", ep);
+                er = -EXDEV;
+            }
+        }
+        if (er == 0)
+            continue; /* every configured endpoint that answers is asked: none may be of another cluster */
+        if (errors.len)
+            sb_add(&errors, "; ");
+        sb_add(&errors, err[0] ? err : ep);
+        if (er == -EXDEV)
+            foreign = true;
+        else if (er == -EACCES && !found)
+            refused = true; /* the same users on every member: the others would refuse them too */
+        else if (er != -ETIMEDOUT && er != -EACCES)
+            other = true;
+        if (foreign || refused)
+            break;
+    }
+    if (*cancel)
+        r = -ECANCELED;
+    else if (foreign)
+        r = -EXDEV;
+    else if (found)
+        r = 0;
+    else if (refused)
+        r = -EACCES;
+    else if (other)
+        r = -EPROTO;
+    else
+        r = -ETIMEDOUT;
+    if (r < 0) {
+        etcd3_probe_free(ret);
+        etcd3_set_error(side, "%s",
+                        r == -ECANCELED ? "cancelled"
+                        : errors.len    ? errors.s
+                                        : "no endpoint was tried before the deadline");
+    }
+    sb_free(&errors);
+    side->cancel = NULL;
+    return r;
 }

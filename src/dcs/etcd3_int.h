@@ -1,13 +1,17 @@
 /* The etcd v3 client's insides, shared by its files (none of this is seen above src/dcs):
  *
  *   etcd3.c        the dcs.h operations: the client from the configuration, reads, the lease, writes
+ *   etcd3_reload.c a reload of the client's settings: tested on a side connection, then swapped
  *   etcd3_call.c   the call policy: per-call deadline, endpoint rotation, auth token and re-auth; connect
  *   etcd3_http.c   the transport: libcurl handles, TLS, socket options, one HTTP exchange
  *   etcd3_codec.c  the JSON of etcd requests and replies (base64 keys, range/txn/lease bodies, kvs)
  *   etcd3_watch.c  the watch thread and the cache it keeps
  *
  * Locks: req_lock (the caller-side connection, the lease, the member key) is taken before lock (endpoints,
- * token, last error) or cache_lock (the cache and the watch's state), never while holding either. */
+ * token, last error) or cache_lock (the cache and the watch's state), never while holding either. The client
+ * settings (protocol, configured, use_proxies, username, password, cacert, cert, key) change only under
+ * req_lock and lock both (a reload's swap): read them under either. reload_lock is a leaf: nothing is taken
+ * while holding it. */
 #pragma once
 
 #include <cjson/cJSON.h>
@@ -20,6 +24,15 @@
 #include "dcs/dcs.h"
 
 #define MAX_RESPONSE (64u * 1024 * 1024)
+
+/* What of the configuration makes the client: endpoints, credentials, TLS files (dcs_new, dcs_reload). */
+typedef struct ClientSettings {
+    char *protocol;
+    StrList configured;
+    bool use_proxies;
+    char *username, *password;
+    char *cacert, *cert, *key;
+} ClientSettings;
 
 typedef struct Conn {
     CURL *curl;
@@ -49,19 +62,26 @@ struct Dcs {
     size_t current;
     char *api_prefix; /* "/v3" */
     char *token;
-    long long cluster_id;
+    unsigned long long cluster_id; /* of the last answer (etcd's uint64; 0: none yet) */
     long long raft_term;
+    usec_t cluster_seen;             /* the last answer from cluster_id (monotonic) */
+    unsigned long long cluster_next; /* another cluster that every answer since cluster_seen came from, or 0 */
+    usec_t cluster_next_since;       /* the clock of cluster_next: cluster_seen, or its first answer after another */
+    bool cluster_pinned;             /* never follows another cluster (a reload's side client) */
     usec_t members_refreshed;
     char last_error[1024]; /* under lock: the last error of any thread (the watch thread's, for others) */
 
     /* the caller-side connection */
     pthread_mutex_t req_lock;
-    usec_t op_deadline; /* under req_lock: the deadline of the current multi-request operation, or 0 */
+    usec_t op_deadline;         /* under req_lock: the deadline of the current multi-request operation, or 0 */
+    const _Atomic bool *cancel; /* a side client's (etcd3_reload.c): etcd3_call() ends when it becomes true */
     Conn conn;
 
     /* lease and member key */
     long long lease_id;
     long long lease_ttl;
+    _Atomic bool lease_stale; /* the client followed a new etcd cluster (etcd3_call.c, any thread): the HA thread's
+                               * next renewal grants a new lease there */
     usec_t lease_refreshed;
     char *member_value; /* last value written to our member key */
     long long member_lease;
@@ -81,12 +101,35 @@ struct Dcs {
     DcsWakeFn wake;
     void *wake_data;
 
+    /* a reload of the settings (etcd3_reload.c), under reload_lock */
+    pthread_mutex_t reload_lock;
+    pthread_cond_t reload_cond;
+    pthread_t reload_thread;
+    bool reload_thread_started, reload_busy;
+    _Atomic bool reload_stop;
+    ClientSettings *reload_queued;  /* the settings waiting for their test, or NULL */
+    unsigned long long reload_seq;  /* bumped by every dcs_reload(): a test of older settings is not applied */
+    unsigned long long reload_done; /* tests finished (applied or not) */
+    int reload_result;              /* of the last finished test: 1 swapped, or a negative errno */
+    unsigned settings_gen;          /* bumped by every swap (under req_lock and lock): the watch makes a new handle */
+    ClientSettings *reload_testing; /* a copy of the settings under test, or NULL */
+    unsigned long long reload_testing_seq; /* the reload_seq of that test (it is applied only while they agree) */
+    usec_t reload_retry_at;                /* the queued settings timed out: tested again then (monotonic), or 0 */
+    char *reload_refusal; /* why the settings in the file are not in use, or NULL (dcs_reload_status) */
+
     /* statistics */
     _Atomic unsigned long long st_requests, st_sent, st_received, st_events, st_reconnects;
     _Atomic unsigned long long st_request_errors, st_request_usec; /* unary requests (etcd3_http_fetch) */
 };
 
 /* ---- etcd3.c ---- */
+
+/* The settings from the configuration: 0, or -EINVAL with *ret_error (s is then to be freed all the same). */
+int etcd3_settings_from_config(const PghaConfig *cfg, ClientSettings *s, char **ret_error);
+void etcd3_settings_free(ClientSettings *s);
+/* Exchange the settings of the client and s (the caller holds req_lock and lock, or owns d alone). */
+void etcd3_settings_swap(Dcs *d, ClientSettings *s);
+bool etcd3_settings_same(const Dcs *d, const ClientSettings *s);
 
 /* Set this thread's dcs_error() and the client's last_error. */
 void etcd3_set_error(Dcs *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -142,6 +185,33 @@ int etcd3_call(Dcs *d, const char *api, cJSON *body_json, cJSON **ret);
 int etcd3_connect_locked(Dcs *d);
 /* Re-discover members every 10*ttl, or after every endpoint failed (caller holds req_lock). */
 void etcd3_maybe_refresh_members_locked(Dcs *d);
+
+/* What a test of new settings found (etcd3_probe): the endpoint that answered, the cluster behind it. */
+typedef struct EtcdProbe {
+    char *endpoint;
+    char *api_prefix;
+    char *token; /* NULL without credentials or when etcd has authentication off */
+    unsigned long long cluster_id;
+    long long raft_term;
+    StrList members; /* the client URLs of the cluster's members (empty: not looked up, or through a proxy) */
+} EtcdProbe;
+void etcd3_probe_free(EtcdProbe *p);
+/* Test the settings of the side client `side` (a Dcs of its own, no watch, used by this thread alone): the
+ * configured endpoints in turn until `deadline` (monotonic), each asked /version, authenticated when a user
+ * is set, and a serializable read of the leader key, whose answer names the cluster; then the members are
+ * looked up there (not through a proxy), as a connect does. 0 with *ret filled;
+ * -EACCES when etcd refused the credentials (or wants some); -ETIMEDOUT when no endpoint answered in time;
+ * another negative errno for an answer that is not a usable etcd; dcs_error() says why. Stops early when
+ * *cancel becomes true. */
+int etcd3_probe(Dcs *side, usec_t deadline, const _Atomic bool *cancel, EtcdProbe *ret);
+
+/* ---- etcd3_reload.c ---- */
+
+/* Wait until no test of new settings is queued or running, at most until `deadline` (monotonic): 0, or
+ * -ETIMEDOUT. *ret_result: the last test's outcome (1 swapped, or a negative errno). For tests. */
+int etcd3_reload_wait(Dcs *d, usec_t deadline, int *ret_result);
+/* Stop the test thread (dcs_free): a test under way ends at its next step. */
+void etcd3_reload_stop(Dcs *d);
 
 /* ---- etcd3_codec.c ---- */
 

@@ -278,6 +278,7 @@ static void *watch_main(void *arg) {
     Dcs *d = arg;
     (void)pthread_setname_np(pthread_self(), "pgha-watch");
     Conn wconn = {0};
+    unsigned wgen = 0; /* the settings generation wconn was made with */
     usec_t backoff = 0;
     while (!d->watch_stop) {
         if (backoff) {
@@ -298,15 +299,23 @@ static void *watch_main(void *arg) {
         dcs_set_call_deadline(now_monotonic() + (usec_t)d->retry_timeout * USEC_PER_SEC / 2);
         int r = etcd3_range_prefix_locked(d, false, &kvs, &n, &rev);
         dcs_set_call_deadline(0);
+        /* cleared under req_lock, before settings_gen is read: a swap (which sets it under req_lock) after this
+         * point is seen on the next round, one before it by the generation read below */
+        d->watch_reconnect = false;
         pthread_mutex_lock(&d->lock);
         _cleanup_free_ char *endpoint = xstrdup(etcd3_current_endpoint_locked(d));
         free(d->watch_endpoint);
         d->watch_endpoint = xstrdup(endpoint);
         _cleanup_free_ char *token = xstrdup(d->token);
         _cleanup_free_ char *path = xasprintf("%s/watch", d->api_prefix);
+        bool new_settings = wgen != d->settings_gen;
+        wgen = d->settings_gen;
         pthread_mutex_unlock(&d->lock);
+        /* the handle takes the TLS files here, under req_lock: a reload swaps them under req_lock and lock */
+        if (new_settings)
+            etcd3_conn_free(&wconn);
+        etcd3_conn_prepare(d, &wconn, token);
         pthread_mutex_unlock(&d->req_lock);
-        d->watch_reconnect = false;
         if (r < 0 || !endpoint) {
             cache_set_ready(d, false);
             etcd3_free_kvs(kvs, n);
@@ -338,7 +347,6 @@ static void *watch_main(void *arg) {
         cJSON *req = etcd3_watch_request(d->prefix_key, d->range_end, rev + 1);
         _cleanup_free_ char *body = cJSON_PrintUnformatted(req);
         cJSON_Delete(req);
-        etcd3_conn_prepare(d, &wconn, token);
         _cleanup_free_ char *url = xasprintf("%s%s", endpoint, path);
         WatchStream s = {.d = d};
         sb_init(&s.buf);

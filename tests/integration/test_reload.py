@@ -2,8 +2,11 @@
 and the old address refused, the member key advertises the new api_url and the tags in the cycle right after
 the reload, the leader keeps its key, lease and ownership; a renewed certificate file at the same path is
 served after a reload; an address in use or a certificate that does not fit leaves the running server as it
-is (never no API). Short timings: ttl 10, loop_wait 2, retry_timeout 4."""
+is (never no API). New etcd3 settings (hosts, credentials) are tested and taken on the same lease; a wrong
+password or another etcd cluster are refused and the running etcd client stays. Short timings: ttl 10 (raised
+to 20 by pgha, as by Patroni), loop_wait 2, retry_timeout 4."""
 
+import base64
 import os
 import shutil
 import socket
@@ -16,6 +19,7 @@ import requests
 import subprocess
 
 import pghatest as h
+from etcdx import ETCDCTL_BIN
 from hacluster import HaCluster
 from test_rest_security import assert_clean_shutdown, make_pki, rest_port
 
@@ -161,28 +165,112 @@ def test_renewed_certificate_reload(etcd_cluster, short_base, unique_name):
         c.destroy()
 
 
-def test_etcd_hosts_change_waits_for_a_restart(short_base, unique_name):
-    """etcd3.hosts changed and reloaded: a change of the etcd client needs a restart of pgha (a live swap is not
-    safe yet, see README "Running"): it is logged as such, the running client stays in force, and the leader keeps
-    its key and lease."""
-    c = HaCluster(short_base, n=1, scope=unique_name, bootstrap=TIMINGS)  # an etcd cluster of its own
+def etcdctl(cluster, *args, user=None):
+    """etcdctl (API 3) against every member of cluster."""
+    cmd = [ETCDCTL_BIN, "--endpoints", ",".join(cluster.client_urls), "--dial-timeout", "2s",
+           "--command-timeout", "5s"]
+    if user:
+        cmd += ["--user", user]
+    p = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, ETCDCTL_API="3"))
+    assert p.returncode == 0, f"etcdctl {' '.join(args)}: exit {p.returncode}: {p.stdout}{p.stderr}"
+    return p.stdout
+
+
+def root_call(cluster, path, body):
+    """POST body to /v3/<path> as etcd's root user (authentication is on)."""
+    url = cluster.client_urls[0]
+    token = requests.post(f"{url}/v3/auth/authenticate", json={"name": "root", "password": "rootpw"},
+                          timeout=5).json()["token"]
+    return requests.post(f"{url}/v3/{path}", json=body, headers={"Authorization": token}, timeout=5).json()
+
+
+def root_kv(cluster, key):
+    """The kv of key (value, lease, create_revision), or None."""
+    kvs = root_call(cluster, "kv/range", {"key": base64.b64encode(key.encode()).decode()}).get("kvs") or []
+    if not kvs:
+        return None
+    return {"value": base64.b64decode(kvs[0]["value"]).decode(), "lease": kvs[0].get("lease"),
+            "create_revision": kvs[0].get("create_revision")}
+
+
+def test_etcd_settings_reload(short_base, unique_name, fresh_etcd):
+    """etcd3 settings reloaded on a running leader (etcd3_reload.c): each new setting is tested on a side
+    connection and taken only when it works and reaches the same etcd cluster. hosts moved to one member, then
+    all three with credentials (authentication then switched on in etcd: the new credentials are in use);
+    a wrong password and the hosts of another etcd cluster refused with the reason logged. The leader keeps
+    its key and lease throughout, the lease kept alive after the refusals, the replica keeps following,
+    nothing is written to the other cluster."""
+    c = HaCluster(short_base, n=2, scope=unique_name, bootstrap=TIMINGS)  # an etcd cluster of its own
     try:
-        node = c.nodes["node1"]
+        node, replica = c.nodes["node1"], c.nodes["node2"]
         node.start()
         assert c.wait_leader(90) == "node1"
+        replica.start()
+        c.wait_streaming("node1", ["node2"], 120)
         port = rest_port(node)
-        h.wait_until(lambda: status(f"http://127.0.0.1:{port}/primary") == 200, 60, msg="node1 answering as primary")
         key = leader_key(c)
         eps = c.etcd.endpoints
+
+        # another member of the same cluster, then all three with credentials (authentication still off)
         node.config["etcd3"]["hosts"] = [eps[1]]
         node.write_config()
         node.reload()
-        node.wait_for_log("(takes effect after a restart of pgha)", 30)
-        time.sleep(12)  # longer than ttl: the lease is kept alive by the running client
+        node.wait_for_log(f"etcd client reloaded: http://{eps[1]} (tested on http://{eps[1]}", 30)
+        for n in (node, replica):
+            n.config["etcd3"].update({"hosts": eps, "username": "pgha", "password": "s3cret"})
+            n.write_config()
+            n.reload()
+        everyone = ", ".join(f"http://{e}" for e in eps)
+        for n in (node, replica):
+            n.wait_for_log(f"etcd client reloaded: {everyone} (tested on", 30)
         assert leader_key(c) == key
+
+        # authentication switched on in etcd: the agents go on with the credentials they were reloaded with
+        etcdctl(c.etcd, "user", "add", "root:rootpw")
+        etcdctl(c.etcd, "role", "add", "pgha")
+        etcdctl(c.etcd, "role", "grant-permission", "pgha", "--prefix=true", "readwrite", c.key(""))
+        etcdctl(c.etcd, "user", "add", "pgha:s3cret")
+        etcdctl(c.etcd, "user", "grant-role", "pgha", "pgha")
+        etcdctl(c.etcd, "role", "add", "pgro")
+        etcdctl(c.etcd, "role", "grant-permission", "pgro", "--prefix=true", "read", c.key(""))
+        etcdctl(c.etcd, "user", "add", "pgro:ro")
+        etcdctl(c.etcd, "user", "grant-role", "pgro", "pgro")
+        etcdctl(c.etcd, "auth", "enable")
+
+        # a wrong password: refused, the running client stays
+        node.config["etcd3"]["password"] = "wrong"
+        node.write_config()
+        node.reload()
+        node.wait_for_log("not applied: authentication failed", 30)
+        # a read-only role: it logs in and reads, but may not write the leader key: refused
+        node.config["etcd3"].update({"username": "pgro", "password": "ro"})
+        node.write_config()
+        node.reload()
+        node.wait_for_log("the new etcd user cannot write /service/", 30)
+        # another etcd cluster (authentication off there: the credentials do not matter): refused
+        node.config["etcd3"].update({"hosts": fresh_etcd.endpoints, "username": "pgha", "password": "s3cret"})
+        node.write_config()
+        node.reload()
+        node.wait_for_log("not applied: another etcd cluster there", 30)
+
+        # the lease kept alive by the running client (with the credentials taken before): over 10 s its time to
+        # live stays near ttl (20 s: pgha raises ttl=10), where without a keepalive it would fall below 10
+        ttls = []
+        for _ in range(20):
+            kv = root_kv(c.etcd, c.key("leader"))
+            assert kv and kv["value"] == "node1" and (kv["lease"], kv["create_revision"]) == key, (kv, key)
+            ttls.append(int(root_call(c.etcd, "lease/timetolive", {"ID": kv["lease"]})["TTL"]))
+            time.sleep(0.5)
+        assert min(ttls) >= 13, ttls
         assert status(f"http://127.0.0.1:{port}/primary") == 200
-        text = node.log_text()
-        assert "demot" not in text.lower() and "granting a new one" not in text, text[-3000:]
+        assert c.streaming_replicas("node1") == ["node2"]
+        assert fresh_etcd.get_prefix("/service/") == {}
+        for n in (node, replica):
+            text = n.log_text()
+            assert "demot" not in text.lower() and "granting a new one" not in text, text[-3000:]
+            assert "takes effect after a restart" not in text, text[-3000:]
+        assert_clean_shutdown(replica)
         assert_clean_shutdown(node)
     finally:
         c.destroy()

@@ -335,21 +335,26 @@ static void test_rest_server_refusal_keeps_its_keys(void **state) {
     assert_string_equal(a.cfg.restapi.password, "changed");
     assert_true(a.cfg.tags.nosync);
 
-    /* the etcd3 keys need a restart of pgha (a live swap of the etcd client is not safe yet: a cold review found
-     * it could block the HA loop past the lease's fence point and keep bad credentials): logged, and the running
-     * values stay in force */
+    /* the etcd3 keys reload (the HA loop hands them to the etcd client, dcs_reload(), which tests them before it
+     * takes them): no restart asked, the new values in force in the configuration; etcd3.srv still needs one */
     strlist_clear(&g_msgs);
     FakeRest rest2 = {.answer = 0};
     a.on_reload_ctx = &rest2;
-    put_config(GOOD "etcd3:\n  hosts: [127.0.0.1:2381]\n  username: pgha\n  password: etcdpw\n");
+    put_config(GOOD "etcd3:\n  hosts: [127.0.0.1:2381]\n  username: pgha\n  password: etcdpw\n  srv: etcd.example\n");
     assert_int_equal(agent_reload(&a), 0);
-    assert_true(logged("configuration changed: etcd3.hosts: [127.0.0.1:2379, 127.0.0.1:2380] -> [127.0.0.1:2381] "
-                       "(takes effect after a restart of pgha)",
-                       NULL));
-    assert_true(logged("configuration changed: etcd3.username: (unset) -> pgha", "takes effect after a restart"));
+    assert_true(
+        logged("configuration changed: etcd3.hosts: [127.0.0.1:2379, 127.0.0.1:2380] -> [127.0.0.1:2381]", NULL));
+    assert_true(logged("configuration changed: etcd3.username: (unset) -> pgha", NULL));
+    assert_false(logged("etcd3.hosts", "takes effect after a restart"));
+    assert_false(logged("etcd3.username", "takes effect after a restart"));
+    assert_false(logged("etcd3.password", "takes effect after a restart"));
+    assert_true(
+        logged("configuration changed: etcd3.srv: (unset) -> etcd.example (takes effect after a restart of pgha)",
+               NULL));
     assert_int_equal(rest2.calls, 1);
-    assert_int_equal(a.cfg.etcd3.hosts.n, 2);
-    assert_null(a.cfg.etcd3.username);
+    assert_int_equal(a.cfg.etcd3.hosts.n, 1);
+    assert_string_equal(a.cfg.etcd3.username, "pgha");
+    assert_null(a.cfg.etcd3.srv);
     assert_int_equal(find_entry_with(&g_lines, "etcdpw", (const char *)NULL), -1);
     agent_done(&a);
 }
