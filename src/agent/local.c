@@ -673,6 +673,14 @@ void observe_pg(Ha *h, LocalState *l) {
         else if (!h->pg.quiet)
             run_callback(h, "on_start", cb_role);
         h->pg.start_role_change = false;
+    } else if (!h->pg.cb_called && h->pg.st.ok && !h->pg.starting && !h->pg.quiet && h->work.task.kind == TASK_NONE &&
+               !h->work.bootstrap_pending) {
+        /* a postmaster this agent did not start (taken over after an agent restart): Patroni's first cycle calls
+         * on_start for it (not cb_called yet), once */
+        run_callback(h, "on_start",
+                     !h->pg.st.in_recovery                 ? "primary"
+                     : streq(h->pg.role, "standby_leader") ? "standby_leader"
+                                                           : "replica");
     }
     l->pg_starting = h->pg.starting;
     l->pg_ready = h->pg.st.ok;

@@ -120,11 +120,28 @@ bool pg_is_postmaster_of(pid_t pid, const char *data_dir, long long pidfile_star
     return false;
 }
 
+/* A zombie (exited, not reaped yet: a postmaster taken over after an agent restart is not our child, and its
+ * exit is reaped by init or a subreaper, maybe late) has ended: it runs nothing. */
+static bool process_is_zombie(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold spaces and parentheses */
+    return p && p[1] == ' ' && p[2] == 'Z';
+}
+
 bool pg_process_alive(pid_t pid) {
     if (pid <= 0)
         return false;
     if (kill(pid, 0) == 0)
-        return true;
+        return !process_is_zombie(pid);
     return errno == EPERM;
 }
 

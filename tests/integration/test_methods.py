@@ -9,7 +9,8 @@ etcd and PostgreSQL 15:
   (a script wrapping pg_basebackup with its --connstring); POST /reinitialize runs them again, and with keep_data
   the old data directory is still there when `clone` starts;
 * every callback is recorded, in order, on both nodes through: bootstrap, clone, reinitialize, a switchover,
-  POST /restart, POST /reload, the agents' stop. The expected order is Patroni 4.0's (comments below)."""
+  POST /restart, POST /reload, an agent killed and started again (on_start for the postmaster it takes over),
+  the agents' stop. The expected order is Patroni 4.0's (comments below)."""
 
 import os
 import shutil
@@ -206,10 +207,18 @@ def test_custom_bootstrap_replica_methods_and_callbacks(setup):
     cb2_now.append(f"on_reload primary {scope}")
     wait_lines(cb2, cb2_now)
 
+    # ---- node1's agent killed (its PostgreSQL keeps running) and started again: it takes the postmaster over and
+    # calls on_start for it once (Patroni's first cycle, cb_called still false)
+    n1.kill9(postmaster=False)
+    n1.start()
+    cb1_now = [f"on_start primary {scope}", f"on_stop primary {scope}", f"on_role_change replica {scope}",
+               f"on_start replica {scope}"]
+    wait_lines(cb1, cb1_now)
+    h.wait_until(lambda: "taking it over" in n1.log_text(), 30, msg="node1 to take its postmaster over")
+
     # ---- the agents stop: on_stop with the role PostgreSQL had
     n1.stop()
     n2.stop()
-    wait_lines(cb1, [f"on_start primary {scope}", f"on_stop primary {scope}", f"on_role_change replica {scope}",
-                     f"on_stop replica {scope}"])
+    wait_lines(cb1, cb1_now + [f"on_stop replica {scope}"])
     cb2_now.append(f"on_stop primary {scope}")
     wait_lines(cb2, cb2_now)

@@ -368,6 +368,23 @@ static void test_callback_executor(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* A process that exited and was not reaped (a zombie: a taken-over postmaster whose reaper is late) is not alive. */
+static void test_zombie_is_not_alive(void **state) {
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(0);
+    assert_true(pg_process_alive(getpid()));
+    /* until it has exited (a zombie: not reaped yet) */
+    for (int i = 0; i < 500 && pg_process_alive(pid); i++)
+        usleep(10 * 1000);
+    assert_false(pg_process_alive(pid));
+    assert_int_equal(kill(pid, 0), 0); /* it still exists, as a zombie */
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    assert_false(pg_process_alive(pid));
+}
+
 static void test_pg_control_state(void **state) {
     (void)state;
     char dir[] = "/tmp/pgha-test-control-XXXXXX";
@@ -429,6 +446,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_kills_the_running_child_group),
         cmocka_unit_test(test_callback_executor),
         cmocka_unit_test(test_pg_control_state),
+        cmocka_unit_test(test_zombie_is_not_alive),
         cmocka_unit_test(test_postmaster_of),
         cmocka_unit_test(test_waldump_record_end),
     };
