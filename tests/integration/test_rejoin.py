@@ -60,7 +60,10 @@ def test_a_replica_that_received_more_than_the_new_leader_is_rewound(cluster):
     finally:
         c.nodes["node3"].resume()
 
-    # node3 is on timeline 1 past the point where node2's timeline 2 starts: it must be rewound
+    # node3 is on timeline 1 past the point where node2's timeline 2 starts: it must be rewound. (Its walreceiver
+    # may show as streaming from node2 for a moment before that: it asks from the start of its WAL segment, which
+    # node2 has on timeline 1. So the divergence is waited for first, then the streaming after the rewind.)
+    h.wait_until(lambda: "pg_rewind finished" in c.nodes["node3"].log_text(), 120, msg="node3 to be rewound")
     c.wait_streaming("node2", ["node3"], 120)
     log = c.nodes["node3"].log_text()
     assert "diverged from the leader" in log
