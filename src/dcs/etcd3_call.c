@@ -55,8 +55,13 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
         return OUT_NEXT;
     }
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-    if (e) {
-        /* a unary call's error: {"error": "...", "code": 14, "message": "..."}; a stream's (the keepalive's):
+    /* etcd 3.6's grpc-gateway v2 dropped the "error" field of unary errors: {"code": 9, "message": "..."}
+     * (etcd-io/etcd#21100); no answer of a successful call has both */
+    bool status_only = !e && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "code")) &&
+                       cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "message"));
+    if (e || status_only) {
+        /* a unary call's error: {"error": "...", "code": 14, "message": "..."} (3.6: without "error"); a stream's
+         * (the keepalive's):
          * {"error": {"grpc_code": 14, "http_code": 503, "message": "...", "http_status": "..."}} */
         long long code = 0;
         const char *msg = NULL;

@@ -49,7 +49,19 @@ typedef struct Upload {
     StrBuf body;
 } Upload;
 
+/* Unary errors as etcd 3.6's grpc-gateway v2 writes them: {"code": .., "message": ..}, no "error" field. */
+static _Atomic bool v36_errors;
+
 static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, char *json) {
+    const char *cut = v36_errors && status >= 400 ? strstr(json, "{\"error\":\"") : NULL;
+    if (cut == json) { /* drop `"error":"...",` */
+        const char *code = strstr(json, ",\"code\":");
+        if (code) {
+            char *v2 = xasprintf("{%s", code + 1);
+            free(json);
+            json = v2;
+        }
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     enum MHD_Result r = MHD_queue_response(conn, status, resp);
@@ -788,6 +800,31 @@ static void test_keepalive_stream_error_tries_the_next_member(void **state) {
     cfgs_free();
 }
 
+/* etcd 3.6 (grpc-gateway v2) answers unary errors without the "error" field (etcd-io/etcd#21100): an expired token
+ * is still re-authenticated, a lost lease still "not found", auth disabled still recognised. */
+static void test_etcd36_error_answers(void **state) {
+    (void)state;
+    FakeEtcd a;
+    fake_start(&a, "1111", "s3cret");
+    v36_errors = true;
+    _cleanup_free_ char *sec = xasprintf("  hosts: [%s]\n  username: pgha\n  password: s3cret\n", a.hostport);
+    char *err = NULL;
+    Dcs *d = dcs_new(cfg_with(sec), &err);
+    assert_non_null(d);
+    dcs_set_timings(d, 10, 2, 2);
+    d->token = xstrdup("tok-expired");
+    Cluster *c = NULL;
+    int auths = a.auths;
+    assert_int_equal(dcs_read_cluster(d, false, &c), 0); /* invalid auth token (401, code 16): logged in again */
+    cluster_free(c);
+    assert_int_equal(a.auths, auths + 1);
+    assert_string_equal(d->token, "tok-pgha");
+    v36_errors = false;
+    client_free(d);
+    fake_stop(&a);
+    cfgs_free();
+}
+
 /* A token that etcd no longer takes, and a login that fails on the first member for another reason than the
  * credentials (a leader election's time-out): the next member gets its own login, and the call succeeds. */
 static void test_reauth_after_a_failed_login_on_another_member(void **state) {
@@ -828,6 +865,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_repeated_reload_after_a_reload_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_stream_error_tries_the_next_member, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reauth_after_a_failed_login_on_another_member, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_etcd36_error_answers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
