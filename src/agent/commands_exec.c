@@ -120,7 +120,7 @@ static void run_put_config(Ha *h, Command *c, const Cluster *cl) {
  * count on it): one runs only when this much is left, its calls bounded by the cycle's start. */
 #define COMMAND_MIN_BUDGET (1 * USEC_PER_SEC)
 
-void commands_run(Ha *h) {
+static void commands_run_one(Ha *h, bool forced) {
     usec_t now = now_monotonic();
     /* the submitters' wait: the loop's worst case (a cycle with a demotion waits pg_ctl_timeout) */
     long long pg_ctl_timeout = cfg_of(h)->postgresql.pg_ctl_timeout > 0 ? cfg_of(h)->postgresql.pg_ctl_timeout : 60;
@@ -128,7 +128,7 @@ void commands_run(Ha *h) {
     command_queue_set_timeout(h->commands, (int)(wait_s * 1000));
     if (command_queue_length(h->commands) == 0)
         return;
-    if (h->next_cycle <= now || h->next_cycle - now < COMMAND_MIN_BUDGET)
+    if (!forced && (h->next_cycle <= now || h->next_cycle - now < COMMAND_MIN_BUDGET))
         return; /* after the next cycle */
     Command *c = command_queue_pop(h->commands);
     if (!c)
@@ -169,12 +169,17 @@ void commands_run(Ha *h) {
         ha_commands_wake(h);
 }
 
+void commands_run(Ha *h) { commands_run_one(h, false); }
+
 void commands_run_after_cycle(Ha *h) {
     usec_t now = now_monotonic();
-    /* a loop_wait that leaves less than the budget after each cycle (loop_wait 1 with a cycle of a few
-     * hundred ms, or cycles that overran) would starve the commands for good: right after a cycle, the next
-     * one waits for one command (its DCS calls stay capped at the lease's fence point) */
-    if (command_queue_length(h->commands) > 0 && (h->next_cycle <= now || h->next_cycle - now < COMMAND_MIN_BUDGET))
+    /* a loop_wait that leaves less than the budget after each cycle (loop_wait 1 with a cycle of a few hundred
+     * ms) would starve the commands for good: right after a cycle whose successor was planned in the future,
+     * the successor waits for one command (its DCS calls stay capped at the lease's fence point). Not when the
+     * next cycle is due at once (after TILT, a hand-over, a cycle that overran: the renewal comes first). */
+    bool forced = command_queue_length(h->commands) > 0 && h->next_cycle > now &&
+                  h->next_cycle - now < COMMAND_MIN_BUDGET;
+    if (forced)
         h->next_cycle = now + COMMAND_MIN_BUDGET;
-    commands_run(h);
+    commands_run_one(h, forced);
 }

@@ -56,8 +56,10 @@ static Outcome post_once(Dcs *d, Conn *c, const char *endpoint, const char *path
     }
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
     /* etcd 3.6's grpc-gateway v2 dropped the "error" field of unary errors: {"code": 9, "message": "..."}
-     * (etcd-io/etcd#21100); no answer of a successful call has both */
-    bool status_only = !e && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "code")) &&
+     * (etcd-io/etcd#21100); no answer of a successful call has both; a gRPC code (0-16) with an HTTP error
+     * status, not a proxy's {"code": 503, ...} (that one goes on to the next member) */
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "code");
+    bool status_only = !e && status >= 400 && cJSON_IsNumber(sc) && sc->valuedouble >= 0 && sc->valuedouble <= 16 &&
                        cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "message"));
     if (e || status_only) {
         /* a unary call's error: {"error": "...", "code": 14, "message": "..."} (3.6: without "error"); a stream's

@@ -500,7 +500,9 @@ static int queue_message(const RestSecurity *sec, struct MHD_Connection *conn, u
 }
 
 bool rest_access_checks_members(const char *method, const char *url) {
-    return !(method && url && strcmp(method, "POST") == 0 && strcmp(url, "/failsafe") == 0);
+    /* the router takes the first path segment (as Patroni's): /failsafe, /failsafe/..., /failsafe?... */
+    bool failsafe = url && strncmp(url, "/failsafe", 9) == 0 && (url[9] == '\0' || url[9] == '/' || url[9] == '?');
+    return !(method && strcmp(method, "POST") == 0 && failsafe);
 }
 
 int rest_security_check(const RestSecurity *sec, Dcs *dcs, struct MHD_Connection *conn, const char *method,

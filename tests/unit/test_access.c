@@ -199,7 +199,8 @@ static void test_failsafe_post_skips_member_allowlist(void **state) {
     assert_false(rest_access_checks_members("POST", "/failsafe"));
     assert_true(rest_access_checks_members("GET", "/failsafe"));
     assert_true(rest_access_checks_members("POST", "/switchover"));
-    assert_true(rest_access_checks_members("POST", "/failsafe/x"));
+    assert_false(rest_access_checks_members("POST", "/failsafe/x")); /* routed to /failsafe too */
+    assert_true(rest_access_checks_members("POST", "/failsafex"));
     assert_true(rest_access_checks_members(NULL, NULL));
 }
 

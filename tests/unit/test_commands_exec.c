@@ -108,6 +108,15 @@ static void test_short_loop_wait_does_not_starve(void **state) {
     t.h.next_cycle = due;
     commands_run_after_cycle(&t.h);
     assert_true(t.h.next_cycle == due);
+    /* a cycle due at once (after TILT, a hand-over, an overrun): it comes first, the command waits */
+    Command *b = command_new(CMD_DELETE_SWITCHOVER);
+    assert_int_equal(command_enqueue(t.h.commands, b), 0);
+    usec_t at_once = now_monotonic();
+    t.h.next_cycle = at_once;
+    commands_run_after_cycle(&t.h);
+    assert_int_equal(command_queue_length(t.h.commands), 1);
+    assert_true(t.h.next_cycle == at_once);
+    command_unref(b);
     command_unref(a);
     t_done(&t);
 }

@@ -801,7 +801,7 @@ static void test_keepalive_stream_error_tries_the_next_member(void **state) {
 }
 
 /* etcd 3.6 (grpc-gateway v2) answers unary errors without the "error" field (etcd-io/etcd#21100): an expired token
- * is still re-authenticated, a lost lease still "not found", auth disabled still recognised. */
+ * is still re-authenticated. */
 static void test_etcd36_error_answers(void **state) {
     (void)state;
     FakeEtcd a;
