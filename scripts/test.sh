@@ -2,7 +2,7 @@
 # Run every test of pgha: installs what it needs (Debian 12, as root), builds the normal and the
 # AddressSanitizer+UndefinedBehaviorSanitizer builds, runs the source checks (scripts/check.sh:
 # formatting, cppcheck, banned functions; a finding fails the run), the cmocka unit tests in both, a short
-# run of each libFuzzer target (scripts/fuzz.sh: 20 s each, clang build in build-fuzz) and the
+# run of each libFuzzer target (scripts/fuzz.sh: 10 s each, clang build in build-fuzz) and the
 # integration tests (real etcd, PostgreSQL and pgha processes on loopback) against the sanitizer
 # build. Idempotent; safe to run again.
 #
@@ -40,8 +40,8 @@ meson test -C build --suite unit --print-errorlogs
 echo "== unit tests (sanitizer build)"
 meson test -C build-san --suite unit --print-errorlogs
 
-echo "== fuzzing (libFuzzer, 20 s per target)"
-bash scripts/fuzz.sh -t 20
+echo "== fuzzing (libFuzzer, 10 s per target)"
+bash scripts/fuzz.sh -t 10
 
 unit_total=$(grep -c '"result": "OK"' build/meson-logs/testlog.json build-san/meson-logs/testlog.json 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')
 
