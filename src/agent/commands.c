@@ -530,7 +530,8 @@ int failover_precheck(const Command *c, const Cluster *cl, const DynConfig *dyn,
     /* /failover with a leader is a switchover */
     const char *action = c->kind == CMD_FAILOVER && !c->leader ? "failover" : "switchover";
     const char *leader = cl->leader && cl->leader->name[0] ? cl->leader->name : NULL;
-    bool sync_strict = dyn->synchronous_mode == SYNC_ON;
+    /* (a standby cluster runs no synchronous replication: Patroni's is_synchronous_mode) */
+    bool sync_strict = dyn->synchronous_mode == SYNC_ON && !dyn_is_standby_cluster(dyn);
     *ret_body = NULL;
     *ret_candidates = NULL;
     *ret_n = 0;

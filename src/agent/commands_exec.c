@@ -20,12 +20,6 @@ static void run_failover(Ha *h, Command *c, const Cluster *cl) {
     if (cl->config)
         (void)json_get_bool(cl->config, "pause", &paused);
     int code = failover_request_check(c, paused, (double)now_realtime() / 1e6, &body);
-    if (!code && dyn_is_standby_cluster(dyn_of(h))) {
-        /* not supported yet: refused here rather than written and then cleared by the standby leader */
-        code = 412;
-        body = xasprintf("%s is not supported inside a standby cluster",
-                         c->kind == CMD_FAILOVER && !c->leader ? "Failover" : "Switchover");
-    }
     if (code) {
         command_complete(h->commands, c, code, body, false);
         return;

@@ -427,11 +427,12 @@ static bool process_manual_failover(const Observation *o, Decision *d) {
 
 /* The lock holder of a standby cluster (§4.4 L2, Patroni's enforce_follow_remote_member): it renews the key
  * and stays in recovery following the remote primary; a primary (a normal cluster that standby_cluster was
- * added to) is demoted cleanly and keeps the key (demote-cluster). No switchover or failover inside a standby
- * cluster: a request is cleared. */
+ * added to) is demoted cleanly and keeps the key (demote-cluster). A switchover or failover inside the standby
+ * cluster (Patroni's process_manual_failover_from_leader, same checks as a leader's) hands the key over
+ * (HA_SWITCHOVER with standby_leader: the key is released, PostgreSQL keeps running in recovery); while paused
+ * the request is left alone, as Patroni does. */
 static void decide_standby_leader(const Observation *o, Decision *d) {
     const LocalState *l = o->local;
-    const Cluster *c = o->cluster;
     const char *me = o->cfg->name;
     const char *pause_prefix = paused(o) ? "PAUSE: " : "";
     const char *t = o->cfg->tags.nostream ? NULL : FOLLOW_REMOTE;
@@ -445,10 +446,9 @@ static void decide_standby_leader(const Observation *o, Decision *d) {
         set(d, HA_UPDATE_LOCK, t, "cannot be a real primary in standby cluster");
         return;
     }
-    /* (cleared only once due: not while paused, nor before its scheduled_at) */
-    if (!failover_is_empty(&c->failover) && !paused(o) &&
-        (!c->failover.scheduled_at || o->scheduled_due || o->scheduled_stale)) {
-        set(d, HA_CLEAR_FAILOVER, t, "no switchover or failover inside a standby cluster: clearing the failover key");
+    if (!paused(o) && process_manual_failover(o, d)) {
+        if (d->action == HA_CLEAR_FAILOVER) /* (the renewal re-points at the remote as usual) */
+            snprintf(d->target, sizeof d->target, "%s", t ? t : "");
         return;
     }
     if (!l->following_unknown && streq(t, l->following))

@@ -628,6 +628,30 @@ static void standby_leader_step(Ha *h, Decision *d, const LocalState *l) {
     }
 }
 
+/* A switchover or failover inside a standby cluster, seen by the standby leader after its renewal: nothing to
+ * stop or flush (PostgreSQL is in recovery, every member replays the remote's WAL), so the key is released
+ * with PostgreSQL left running, still following the remote until the new standby leader holds the key, then
+ * following it (Patroni stops PostgreSQL for a graceful demote here: a restart that a standby does not need). */
+static void standby_leader_handover(Ha *h, Decision *d, const LocalState *l) {
+    if (!l->pg_ready || l->status_cached || !l->in_recovery || h->pg.promoting) {
+        log_info("%s: postponed, PostgreSQL is not running in recovery", d->message);
+        return; /* the next cycle decides again */
+    }
+    log_info("%s", d->message);
+    bool ff = dcs_suspend_fail_fast(); /* the release is tried even after a failure in this cycle */
+    int r = dcs_delete_leader(h->dcs);
+    dcs_restore_fail_fast(ff);
+    if (r < 0) {
+        log_warning("failed to delete the leader key: %s", dcs_error(h->dcs));
+        return; /* still the standby leader: the next cycle renews and decides again */
+    }
+    log_info("Leader key released");
+    lease_lost(h);
+    set_role(h, "replica");
+    run_callback(h, "on_role_change", "replica");
+    publish(h); /* /standby-leader answers 503 now; the key's watch wakes the loop for the new holder */
+}
+
 static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
     usec_t sent = now_monotonic();
     int r = dcs_attempt_to_acquire_leader(h->dcs);
@@ -682,6 +706,10 @@ static void do_update_lock(Ha *h, Decision *d, const LocalState *l) {
     if (primary && !enforce_watchdog(h, d->message, sizeof d->message))
         return;
     if (d->standby_leader) {
+        if (d->action == HA_SWITCHOVER) {
+            standby_leader_handover(h, d, l);
+            return;
+        }
         if (d->action == HA_CLEAR_FAILOVER && h->view.cluster) {
             log_info("%s", d->message);
             (void)dcs_set_failover(h->dcs, "{}", h->view.cluster->failover.version);

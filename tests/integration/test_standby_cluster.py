@@ -7,9 +7,11 @@ The scenarios run in order on one module-scoped pair of clusters (each needs the
      appears on both B nodes; /initialize of B is A's system identifier.
   2. B's standby leader dies (agent and postmaster killed): B's replica becomes the new standby leader, re-pointed
      at A and not promoted; the old node comes back as its replica.
-  3. `pgha-ctl demote-cluster` on A is refused (no --host/--restore-command), then `pgha-ctl promote-cluster` on B:
+  3. `pgha-ctl switchover` inside B: the standby leader hands the key over without a restart, the candidate
+     becomes the standby leader following A, the old one its replica.
+  4. `pgha-ctl demote-cluster` on A is refused (no --host/--restore-command), then `pgha-ctl promote-cluster` on B:
      B's leader promotes (timeline 2) and accepts writes, B's other node streams from it.
-  4. `pgha-ctl demote-cluster` on B (restore_command only), with B's replica's WAL receiver frozen so that the fast
+  5. `pgha-ctl demote-cluster` on B (restore_command only), with B's replica's WAL receiver frozen so that the fast
      stop takes longer than ttl: the leader key keeps its lease and create_revision all along (renewed while the
      stop is watched), nobody else takes it; B's primary then starts as the standby leader; its replica keeps
      streaming from it.
@@ -136,6 +138,37 @@ def test_standby_leader_failover_inside_standby_cluster(clusters):
     b.wait_streaming(new, [old], 120)
     wait_row(b, old, 2)
     h.wait_until(lambda: member_role(b, old) == "replica", 30, msg=f"{old}'s member key to say role replica")
+
+
+def test_switchover_inside_standby_cluster(clusters):
+    """`pgha-ctl switchover` inside the standby cluster (Patroni supports it): the standby leader hands the key to
+    the candidate without restarting PostgreSQL (Patroni restarts it: a standby has nothing to flush), the
+    candidate becomes the standby leader following A, the old one streams from it; nobody is promoted."""
+    a, b = clusters
+    old = wait_standby_leader(b)
+    new = next(n for n in b.nodes if n != old)
+    b.wait_streaming(old, [new], 90)
+    started = b.sql(old, "SELECT pg_postmaster_start_time()::text")[0][0]
+    node = b.nodes[new]
+    r = node.ctl("-c", node.config_path, "switchover", b.scope, "--leader", old, "--candidate", new, "--force",
+                 timeout=90)
+    assert r.returncode == 0 and f'Successfully switched over to "{new}"' in r.stdout, r.stdout
+    assert wait_standby_leader(b, exclude=(old,), timeout=30) == new
+    assert in_recovery(b, new) is True, "the new standby leader must not be promoted"
+    assert "switchover: demoting myself" in b.nodes[old].log_text()
+    # the failover key is cleared by the new standby leader
+    b.wait_value("failover", lambda v: not v, 30)
+    # the old standby leader kept running (no restart), now a replica of the new one; the new one streams from A
+    b.wait_streaming(new, [old], 90)
+    a.wait_streaming("node1", [new], 60)
+    assert b.sql(old, "SELECT pg_postmaster_start_time()::text")[0][0] == started
+    a.sql("node1", "INSERT INTO standby_probe VALUES (10)")
+    wait_row(b, new, 10)
+    wait_row(b, old, 10)
+    h.wait_until(lambda: member_role(b, old) == "replica", 30, msg=f"{old}'s member key to say role replica")
+    assert b.nodes[old].rest("GET", "/standby-leader").status_code == 503
+    assert node.rest("GET", "/standby-leader").status_code == 200
+    assert b.primaries() == []
 
 
 def test_promote_cluster(clusters):

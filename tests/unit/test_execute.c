@@ -1235,6 +1235,48 @@ static void test_release_lock(void **state) {
     t_free(&t);
 }
 
+/* A switchover inside a standby cluster (decision.standby_leader): renewed, then the key released with
+ * PostgreSQL left running in recovery (no stop, no checkpoint: nothing to flush), the role replica. */
+static void test_standby_leader_handover(void **state) {
+    (void)state;
+    const char *dyn = "standby_cluster:\n  host: 10.9.9.9\n  port: 5433\n";
+    T t;
+    T_INIT(&t, dyn, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_replica(&t);
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "standby_leader");
+    t.d.standby_leader = true;
+    snprintf(t.d.target, sizeof t.d.target, "node3");
+    snprintf(t.d.message, sizeof t.d.message, "switchover: demoting myself");
+    t_run(&t, HA_SWITCHOVER);
+    EXPECT_EVENTS("dcs_update_leader", "dcs_delete_leader", "set_role(replica)",
+                  "run_callback(on_role_change, replica)", "publish");
+    assert_false(lease_held(&t));
+    assert_int_equal(t.h.pg.inst.pid, 4242); /* still running */
+    t_free(&t);
+
+    /* the release fails: still the standby leader (the lease kept), the next cycle decides again */
+    T_INIT(&t, dyn, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_replica(&t);
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "standby_leader");
+    fake.delete_leader = -ETIMEDOUT;
+    t.d.standby_leader = true;
+    t_run(&t, HA_SWITCHOVER);
+    EXPECT_EVENTS("dcs_update_leader", "dcs_delete_leader");
+    assert_true(lease_held(&t));
+    assert_string_equal(t.h.pg.role, "standby_leader");
+    t_free(&t);
+
+    /* PostgreSQL not ready (starting): postponed, nothing released */
+    T_INIT(&t, dyn, MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_replica(&t);
+    t.l.pg_ready = false;
+    t.d.standby_leader = true;
+    t_run(&t, HA_SWITCHOVER);
+    EXPECT_EVENTS("dcs_update_leader");
+    assert_true(lease_held(&t));
+    t_free(&t);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * HA_FOLLOW, HA_START, HA_CLONE, HA_BOOTSTRAP, HA_WRITE_INITIALIZE, HA_NONE, HA_FATAL */
 
@@ -2017,6 +2059,7 @@ int main(void) {
         cmocka_unit_test(test_switchover),
         cmocka_unit_test(test_demote_modes),
         cmocka_unit_test(test_release_lock),
+        cmocka_unit_test(test_standby_leader_handover),
         cmocka_unit_test(test_follow),
         cmocka_unit_test(test_start),
         cmocka_unit_test(test_rejoin),
