@@ -346,7 +346,7 @@ static void before_stop(Ha *h, PgStopMode mode, const char *why) {
         } else {
             char *out = NULL;
             sdn_watchdog_extend(now_monotonic() + limit + 5 * USEC_PER_SEC);
-            int r = run_shell(cfg->postgresql.before_stop, NULL, limit, &out);
+            int r = run_split(cfg->postgresql.before_stop, NULL, NULL, limit, &out);
             if (r != 0)
                 log_warning("before_stop script exited with %d: %s", r, out ? str_trim(out) : "");
             free(out);
@@ -464,7 +464,7 @@ int promote_postgres(Ha *h) {
         }
         char *out = NULL;
         sdn_watchdog_extend(now_monotonic() + limit + 5 * USEC_PER_SEC);
-        int r = run_shell(cfg->postgresql.pre_promote, NULL, limit, &out);
+        int r = run_split(cfg->postgresql.pre_promote, NULL, NULL, limit, &out);
         if (r != 0) {
             log_error("pre_promote script failed (%d): %s", r, out ? str_trim(out) : "");
             free(out);

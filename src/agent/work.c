@@ -359,7 +359,6 @@ static void post_bootstrap_keys(Ha *h) {
         _cleanup_free_ char *dsn = xasprintf("host=%s port=%d user=%s dbname=%s", p.host, p.port, p.user,
                                              p.dbname ? p.dbname : "postgres");
         StrList env = {0};
-        _cleanup_free_ char *line = xasprintf("%s '%s'", cfg->bootstrap.post_bootstrap, dsn);
         if (cfg->postgresql.pgpass) {
             _cleanup_free_ char *e = xasprintf("PGPASSFILE=%s", cfg->postgresql.pgpass);
             strlist_add(&env, e);
@@ -367,7 +366,7 @@ static void post_bootstrap_keys(Ha *h) {
         strlist_add(&env, "PGOPTIONS=-c synchronous_commit=local -c statement_timeout=0");
         char *out = NULL;
         sdn_watchdog_extend(now_monotonic() + 3605 * USEC_PER_SEC);
-        int r = run_shell(line, &env, 3600 * USEC_PER_SEC, &out);
+        int r = run_split(cfg->bootstrap.post_bootstrap, dsn, &env, 3600 * USEC_PER_SEC, &out);
         strlist_clear(&env);
         if (r != 0) {
             log_error("post_bootstrap script %s failed (%d): %s", cfg->bootstrap.post_bootstrap, r,

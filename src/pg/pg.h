@@ -97,8 +97,11 @@ int pg_signal_stop(pid_t pid, PgStopMode mode, usec_t timeout);
  * child calls only async-signal-safe functions (the agent is multi-threaded). The child runs in a
  * process group of its own. */
 int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, char **ret_output);
-/* run_command() of `/bin/sh -c line` (scripts of the configuration: before_stop, pre_promote, ...). */
-int run_shell(const char *line, const StrList *extra_env, usec_t timeout, char **ret_output);
+/* run_command() of a command line of the configuration (before_stop, pre_promote, post_bootstrap) as Patroni
+ * runs it: split as Python's shlex.split() does, no shell (`$VAR`, `&&`, `>` are plain words), `extra_arg`
+ * (or NULL) appended. A line that cannot be split (an open quote) or is empty: -EINVAL, the reason in
+ * *ret_output. */
+int run_split(const char *line, const char *extra_arg, const StrList *extra_env, usec_t timeout, char **ret_output);
 /* Patroni's CallbackExecutor: callbacks run without being waited for, one at a time: starting one kills
  * the previous one (of its slot; on_reload has a slot of its own) with its process group (its children),
  * whether it still runs or has left children behind. Used by one thread. */

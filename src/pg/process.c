@@ -483,11 +483,20 @@ int run_command(const StrList *argv, const StrList *extra_env, usec_t timeout, c
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-int run_shell(const char *line, const StrList *extra_env, usec_t timeout, char **ret_output) {
+int run_split(const char *line, const char *extra_arg, const StrList *extra_env, usec_t timeout, char **ret_output) {
+    if (ret_output)
+        *ret_output = NULL;
     StrList argv = {0};
-    strlist_add(&argv, "/bin/sh");
-    strlist_add(&argv, "-c");
-    strlist_add(&argv, line);
+    char *err = NULL;
+    if (pg_shlex_split(line, &argv, &err) < 0 || argv.n == 0) {
+        if (ret_output)
+            *ret_output = xasprintf("cannot split the command line: %s", err ? err : "it is empty");
+        free(err);
+        strlist_clear(&argv);
+        return -EINVAL;
+    }
+    if (extra_arg)
+        strlist_add(&argv, extra_arg);
     int r = run_command(&argv, extra_env, timeout, ret_output);
     strlist_clear(&argv);
     return r;

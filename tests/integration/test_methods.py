@@ -97,7 +97,10 @@ def setup(etcd_cluster, run_dir, unique_name):
 
     def callbacks(node):
         cmd = f"{scripts['cb']} {out}/{node}.cb"
-        return {"callbacks": {a: cmd for a in ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")}}
+        # pre_promote and before_stop write to the same file (their order against the callbacks); split as shlex
+        # does, without a shell: $HOME stays a word (Patroni runs them so)
+        return {"callbacks": {a: cmd for a in ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")},
+                "pre_promote": f"{cmd} pre_promote $HOME", "before_stop": f"{cmd} before_stop $HOME"}
 
     c = HaCluster(
         base, n=2, scope=unique_name, etcd=etcd_cluster,
@@ -180,16 +183,19 @@ def test_custom_bootstrap_replica_methods_and_callbacks(setup):
     assert len(blocks(f"{out}/np.args")) == 2
     assert lines(f"{out}/clone.kept") == ["kept"]
     # Patroni's reinitialize: stop (on_stop), clone, start (on_start: the role stays replica)
-    wait_lines(cb2, [f"on_start replica {scope}", f"on_stop replica {scope}", f"on_start replica {scope}"])
+    wait_lines(cb2, [f"on_start replica {scope}", "before_stop $HOME", f"on_stop replica {scope}",
+                     f"on_start replica {scope}"])
 
     # ---- a switchover. Old primary (Patroni's demote('graceful')): stop() -> on_stop primary, then follow() with
     # role 'demoted' -> on_role_change replica instead of on_start. New primary (promote()): on_role_change primary.
     r = n1.rest("POST", "/switchover", {"leader": "node1", "candidate": "node2"}, timeout=120)
     assert (r.status_code, r.text) == (200, 'Successfully switched over to "node2"'), r.text
     c.wait_streaming("node2", ["node1"], 120)
-    wait_lines(cb1, [f"on_start primary {scope}", f"on_stop primary {scope}", f"on_role_change replica {scope}"])
-    cb2_now = [f"on_start replica {scope}", f"on_stop replica {scope}", f"on_start replica {scope}",
-               f"on_role_change primary {scope}"]
+    # before_stop before the stop, pre_promote before the promotion (both waited for, unlike the callbacks)
+    wait_lines(cb1, [f"on_start primary {scope}", "before_stop $HOME", f"on_stop primary {scope}",
+                     f"on_role_change replica {scope}"])
+    cb2_now = [f"on_start replica {scope}", "before_stop $HOME", f"on_stop replica {scope}",
+               f"on_start replica {scope}", "pre_promote $HOME", f"on_role_change primary {scope}"]
     wait_lines(cb2, cb2_now)
 
     # ---- POST /restart: on_restart only (Patroni's restart() blocks on_stop/on_start)
@@ -198,7 +204,7 @@ def test_custom_bootstrap_replica_methods_and_callbacks(setup):
         return None if r.status_code == 503 and "already in progress" in r.text else r  # the promotion's end
     r = h.wait_until(restart, 60, interval=1, msg="node2 to accept a restart")
     assert (r.status_code, r.text) == (200, "restarted successfully"), r.text
-    cb2_now.append(f"on_restart primary {scope}")
+    cb2_now += ["before_stop $HOME", f"on_restart primary {scope}"]
     wait_lines(cb2, cb2_now)
 
     # ---- POST /reload: PostgreSQL reloads (Patroni's reload_config(sighup=True)) -> on_reload
@@ -211,14 +217,14 @@ def test_custom_bootstrap_replica_methods_and_callbacks(setup):
     # calls on_start for it once (Patroni's first cycle, cb_called still false)
     n1.kill9(postmaster=False)
     n1.start()
-    cb1_now = [f"on_start primary {scope}", f"on_stop primary {scope}", f"on_role_change replica {scope}",
-               f"on_start replica {scope}"]
+    cb1_now = [f"on_start primary {scope}", "before_stop $HOME", f"on_stop primary {scope}",
+               f"on_role_change replica {scope}", f"on_start replica {scope}"]
     wait_lines(cb1, cb1_now)
     h.wait_until(lambda: "taking it over" in n1.log_text(), 30, msg="node1 to take its postmaster over")
 
     # ---- the agents stop: on_stop with the role PostgreSQL had
     n1.stop()
     n2.stop()
-    wait_lines(cb1, cb1_now + [f"on_stop replica {scope}"])
-    cb2_now.append(f"on_stop primary {scope}")
+    wait_lines(cb1, cb1_now + ["before_stop $HOME", f"on_stop replica {scope}"])
+    cb2_now += ["before_stop $HOME", f"on_stop primary {scope}"]
     wait_lines(cb2, cb2_now)

@@ -104,6 +104,27 @@ static void test_timeout_after_output_closed(void **state) {
     assert_int_equal(run(quick, NULL, 10 * USEC_PER_SEC, NULL), 4);
 }
 
+/* The configuration's command lines (pre_promote, before_stop, post_bootstrap) as Patroni runs them:
+ * shlex-split, no shell, the extra argument appended as one word. */
+static void test_run_split(void **state) {
+    (void)state;
+    char *out = NULL;
+    /* quotes group words; $HOME, `>` and `;` are plain words (no shell) */
+    assert_int_equal(run_split("/bin/echo 'a  b' \"$HOME\" '>' x\\;y", "host=h dbname=postgres", NULL,
+                               10 * USEC_PER_SEC, &out),
+                     0);
+    assert_string_equal(out, "a  b $HOME > x;y host=h dbname=postgres\n");
+    free(out);
+    /* the exit status */
+    assert_int_equal(run_split("/bin/sh -c 'exit 3'", NULL, NULL, 10 * USEC_PER_SEC, NULL), 3);
+    /* an open quote, an empty line: refused with the reason, nothing run */
+    assert_int_equal(run_split("/bin/echo 'unbalanced", NULL, NULL, 10 * USEC_PER_SEC, &out), -EINVAL);
+    assert_non_null(strstr(out, "cannot split the command line"));
+    free(out);
+    assert_int_equal(run_split("   ", NULL, NULL, 10 * USEC_PER_SEC, &out), -EINVAL);
+    free(out);
+}
+
 /* A process that looks like `<argv0> <args...>` in /proc/<pid>/cmdline and sleeps (dash, renamed). */
 static pid_t spawn_named(const char *const *argv) {
     pid_t pid = fork();
@@ -443,6 +464,7 @@ int main(void) {
         cmocka_unit_test(test_missing_program_is_reported),
         cmocka_unit_test(test_timeout_kills_the_group),
         cmocka_unit_test(test_timeout_after_output_closed),
+        cmocka_unit_test(test_run_split),
         cmocka_unit_test(test_cancel_kills_the_running_child_group),
         cmocka_unit_test(test_callback_executor),
         cmocka_unit_test(test_pg_control_state),
