@@ -647,9 +647,19 @@ static void standby_leader_handover(Ha *h, Decision *d, const LocalState *l) {
     }
     log_info("Leader key released");
     lease_lost(h);
+    view_reread(h); /* the rest of the cycle must not see the key as ours */
     set_role(h, "replica");
     run_callback(h, "on_role_change", "replica");
     publish(h); /* /standby-leader answers 503 now; the key's watch wakes the loop for the new holder */
+    /* the remote's slot (standby_cluster.primary_slot_name) is the new standby leader's from now on: let go of it
+     * at once, following nobody until the new standby leader holds the key (its WAL receiver would otherwise find
+     * the slot active and try again only after wal_retrieve_retry_interval). Without a slot it keeps streaming
+     * from the remote meanwhile, and so do the replicas cascading from it. */
+    const char *slot = dyn_standby_str(dyn_of(h), "primary_slot_name");
+    if (slot) {
+        log_info("letting go of the remote's replication slot %s for the new standby leader", slot);
+        execute_follow(h, NULL);
+    }
 }
 
 static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {

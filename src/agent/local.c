@@ -709,7 +709,14 @@ void observe_pg(Ha *h, LocalState *l) {
             set_role(h, "primary");
         } else if (!h->pg.promoting &&
                    !(streq(h->pg.role, "standby_leader") && is_lock_holder(h) && dyn_is_standby_cluster(dyn_of(h)))) {
-            set_role(h, "replica"); /* (the standby leader's role is set by the HA loop: standby_leader_step) */
+            /* (the standby leader's role is set by the HA loop: standby_leader_step). A standby leader that lost
+             * the key (taken by another member, or a release whose answer was lost) is a replica now: Patroni's
+             * follow() calls on_role_change for it (not the lock holder of a cluster being promoted: its
+             * on_role_change is the primary's) */
+            bool was_standby_leader = streq(h->pg.role, "standby_leader") && !is_lock_holder(h);
+            set_role(h, "replica");
+            if (was_standby_leader)
+                run_callback(h, "on_role_change", "replica");
         }
     } else if (h->pg.starting) {
         set_state(h, "starting");

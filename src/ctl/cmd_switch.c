@@ -316,8 +316,8 @@ static int do_switch(Ctl *c, int argc, char **argv, Switch *s) {
             goto out;
         }
     }
-    if (!s->force && !switchover && config_truthy(cl, "synchronous_mode") && cl->sync.leader &&
-        !sync_matches(&cl->sync, s->candidate)) {
+    if (!s->force && !switchover && config_truthy(cl, "synchronous_mode") && !config_truthy(cl, "standby_cluster") &&
+        cl->sync.leader && !sync_matches(&cl->sync, s->candidate)) {
         char *q = xasprintf("Are you sure you want to failover to the asynchronous node %s?", s->candidate);
         int yes = ctl_confirm(q);
         free(q);

@@ -35,14 +35,15 @@ DCS = {"ttl": 10, "loop_wait": 2, "retry_timeout": 3}
 
 @pytest.fixture(scope="module")
 def clusters(request, run_dir, _etcd_session):
-    a = HaCluster(run_dir.subdir("standby", "a"), n=1, scope="stbyA", etcd=_etcd_session, bootstrap={"dcs": DCS},
-                  pgha={"allow_short_ttl": True})
+    # A keeps a permanent physical slot for B's standby leader (standby_cluster.primary_slot_name)
+    a = HaCluster(run_dir.subdir("standby", "a"), n=1, scope="stbyA", etcd=_etcd_session,
+                  bootstrap={"dcs": dict(DCS, slots={"dr": {"type": "physical"}})}, pgha={"allow_short_ttl": True})
     b = None
     try:
         a.start()
         a.wait_healthy(60)
         a_port = a.nodes["node1"].pg_port
-        remote = {"host": "127.0.0.1", "port": a_port}
+        remote = {"host": "127.0.0.1", "port": a_port, "primary_slot_name": "dr"}
         b = HaCluster(run_dir.subdir("standby", "b"), n=2, scope="stbyB", etcd=_etcd_session,
                       bootstrap={"dcs": dict(DCS, standby_cluster=remote)}, pgha={"allow_short_ttl": True})
         b.start(["node1"])
@@ -69,6 +70,13 @@ def member_role(c, name):
     return m and m.get("role")
 
 
+def remote_slot_user(a):
+    """The application_name of the walsender using A's slot dr (None: the slot is not in use)."""
+    rows = a.sql("node1", "SELECT r.application_name FROM pg_replication_slots s JOIN pg_stat_replication r "
+                          "ON r.pid = s.active_pid WHERE s.slot_name = 'dr'")
+    return rows[0][0] if rows else None
+
+
 def wait_standby_leader(b, exclude=(), timeout=60):
     leader = b.wait_leader(timeout, exclude=exclude)
     h.wait_until(lambda: member_role(b, leader) == "standby_leader", timeout,
@@ -93,8 +101,9 @@ def test_standby_leader_follows_remote_primary(clusters):
     # /initialize of B: the system identifier of the clone, i.e. A's
     a_sysid = a.sql("node1", "SELECT system_identifier::text FROM pg_control_system()")[0][0]
     assert b.etcd.get(b.key("initialize")) == a_sysid
-    # the standby leader streams from A under its own name, without a slot (none configured)
+    # the standby leader streams from A under its own name, through A's slot dr (standby_cluster.primary_slot_name)
     a.wait_streaming("node1", [leader], 60)
+    h.wait_until(lambda: remote_slot_user(a) == leader, 30, msg=f"A's slot dr to be used by {leader}")
     # B's replica cascades from B's leader
     b.wait_streaming(leader, [replica], 90)
     # data written on A reaches both B nodes
@@ -159,8 +168,11 @@ def test_switchover_inside_standby_cluster(clusters):
     # the failover key is cleared by the new standby leader
     b.wait_value("failover", lambda v: not v, 30)
     # the old standby leader kept running (no restart), now a replica of the new one; the new one streams from A
+    # through the slot dr, which the old one let go of at the handover
     b.wait_streaming(new, [old], 90)
     a.wait_streaming("node1", [new], 60)
+    h.wait_until(lambda: remote_slot_user(a) == new, 30, msg=f"A's slot dr to be used by {new}")
+    assert "letting go of the remote's replication slot dr" in b.nodes[old].log_text()
     assert b.sql(old, "SELECT pg_postmaster_start_time()::text")[0][0] == started
     a.sql("node1", "INSERT INTO standby_probe VALUES (10)")
     wait_row(b, new, 10)

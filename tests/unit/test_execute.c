@@ -1248,10 +1248,23 @@ static void test_standby_leader_handover(void **state) {
     snprintf(t.d.target, sizeof t.d.target, "node3");
     snprintf(t.d.message, sizeof t.d.message, "switchover: demoting myself");
     t_run(&t, HA_SWITCHOVER);
-    EXPECT_EVENTS("dcs_update_leader", "dcs_delete_leader", "set_role(replica)",
-                  "run_callback(on_role_change, replica)", "publish");
+    EXPECT_EVENTS("dcs_update_leader", "dcs_delete_leader", "dcs_get_cluster" /* the view: the key not ours */,
+                  "set_role(replica)", "run_callback(on_role_change, replica)", "publish");
     assert_false(lease_held(&t));
     assert_int_equal(t.h.pg.inst.pid, 4242); /* still running */
+    t_free(&t);
+
+    /* with standby_cluster.primary_slot_name: the remote's slot is let go of at once (following nobody until the
+     * new standby leader holds the key), so that the new one's WAL receiver does not find it active */
+    T_INIT(&t, "standby_cluster:\n  host: 10.9.9.9\n  port: 5433\n  primary_slot_name: dr\n", MINE,
+           K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_replica(&t);
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "standby_leader");
+    t.d.standby_leader = true;
+    t_run(&t, HA_SWITCHOVER);
+    EXPECT_EVENTS("dcs_update_leader", "dcs_delete_leader", "dcs_get_cluster", "set_role(replica)",
+                  "run_callback(on_role_change, replica)", "publish", "write_configuration(replica, -)",
+                  "reload_postgres");
     t_free(&t);
 
     /* the release fails: still the standby leader (the lease kept), the next cycle decides again */
