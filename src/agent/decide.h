@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <string.h>
 
 #include "common/config.h"
 #include "dcs/cluster.h"
@@ -11,6 +12,12 @@
 /* The replication target "the remote primary of the standby cluster" (standby_cluster host/port, restore_command):
  * a name no member can have ('/' cannot be part of a member key), used where a member name says whom to follow. */
 #define FOLLOW_REMOTE "/standby_cluster"
+/* ... without standby_cluster.primary_slot_name: a standby leader that handed the key over lets go of the remote's
+ * slot for its successor while it keeps streaming (and restoring) until the successor holds the key */
+#define FOLLOW_REMOTE_NO_SLOT "/standby_cluster/no_slot"
+static inline bool follow_is_remote(const char *t) {
+    return t && (strcmp(t, FOLLOW_REMOTE) == 0 || strcmp(t, FOLLOW_REMOTE_NO_SLOT) == 0);
+}
 
 /* What the local node looks like this cycle. */
 typedef struct LocalState {

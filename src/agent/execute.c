@@ -290,27 +290,59 @@ static bool leader_promoted(const Member *m) { return leader_is_primary(m) && !m
  * the same one did not; otherwise the history decides: the switch away from our timeline must lie at
  * or after our position (a replica: replayed not past it; a former primary: the checkpoint before it,
  * and the checkpoint record ends exactly there, pg_waldump), or our timeline is not in it at all. */
-static RewindNeed check_timeline_and_lsn(Ha *h, const Member *leader) {
+/* Our position as Patroni's _get_local_timeline_lsn() reads pg_control: a former replica, its minimum recovery ending
+ * location and its timeline; a former primary cleanly shut down, the latest checkpoint. False when it is not known
+ * (not shut down cleanly: crash recovery comes first; Patroni makes no decision then). */
+static bool local_timeline_lsn(Ha *h, bool *in_recovery, long long *tl, long long *lsn) {
     const ControlData *cd = &h->pg.cd;
-    bool in_recovery;
-    long long tl, lsn;
     if (strcmp(cd->state, "shut down in recovery") == 0 || strcmp(cd->state, "in archive recovery") == 0) {
-        in_recovery = true;
-        tl = cd->min_recovery_tli;
-        lsn = cd->min_recovery_lsn;
-        if (tl <= 0 || lsn <= 0) { /* it was a primary when it crashed */
-            in_recovery = false;
-            tl = cd->checkpoint_tli;
-            lsn = cd->checkpoint_lsn;
+        *in_recovery = true;
+        *tl = cd->min_recovery_tli;
+        *lsn = cd->min_recovery_lsn;
+        if (*tl <= 0 || *lsn <= 0) { /* it was a primary when it crashed */
+            *in_recovery = false;
+            *tl = cd->checkpoint_tli;
+            *lsn = cd->checkpoint_lsn;
         }
     } else if (strcmp(cd->state, "shut down") == 0) {
-        in_recovery = false;
-        tl = cd->checkpoint_tli;
-        lsn = cd->checkpoint_lsn;
+        *in_recovery = false;
+        *tl = cd->checkpoint_tli;
+        *lsn = cd->checkpoint_lsn;
     } else {
-        return REWIND_NOT_NEEDED; /* not shut down cleanly: crash recovery comes first (Patroni: no decision) */
+        return false;
     }
-    if (tl <= 0 || lsn <= 0)
+    return *tl > 0 && *lsn > 0;
+}
+
+/* The history of the leader's timeline decides (its timeline is above ours): the switch away from our timeline
+ * must lie at or after our position (a replica: replayed not past it; a former primary: the checkpoint before it,
+ * and the checkpoint record ends exactly there, pg_waldump), or our timeline is not in it at all. */
+static RewindNeed history_decides(Ha *h, const PgTimelineSwitch *hist, size_t n, bool in_recovery, long long tl,
+                                  long long lsn) {
+    for (size_t i = 0; i < n; i++) {
+        if (hist[i].tli == tl) {
+            long long sw = hist[i].lsn;
+            if (in_recovery)
+                return lsn > sw ? REWIND_NEEDED : REWIND_NOT_NEEDED;
+            if (lsn >= sw)
+                return REWIND_NEEDED;
+            long long end = pg_checkpoint_end(cfg_of(h), h->pg.inst.bin_dir, tl, lsn);
+            return end != sw ? REWIND_NEEDED : REWIND_NOT_NEEDED;
+        }
+        if (hist[i].tli > tl)
+            return REWIND_NEEDED;
+    }
+    return REWIND_NEEDED;
+}
+
+/* Spec §4.8, Patroni's _check_timeline_and_lsn(): has the WAL of this stopped node diverged from the
+ * leader's? Our position from pg_control (local_timeline_lsn); the leader's timeline from its member key and
+ * its history from /history (once /history reaches that timeline: right after a promotion it may still lag).
+ * A higher timeline than the leader's diverged, the same one did not; otherwise the history decides. */
+static RewindNeed check_timeline_and_lsn(Ha *h, const Member *leader) {
+    bool in_recovery;
+    long long tl, lsn;
+    if (!local_timeline_lsn(h, &in_recovery, &tl, &lsn))
         return REWIND_NOT_NEEDED;
     if (!leader_is_primary(leader) || !leader->has_timeline || leader->timeline <= 0)
         return REWIND_UNKNOWN_YET;
@@ -322,24 +354,76 @@ static RewindNeed check_timeline_and_lsn(Ha *h, const Member *leader) {
     const Cluster *c = h->view.cluster;
     if (cluster_timeline(c) < leader_tl)
         return REWIND_UNKNOWN_YET; /* /history does not reach the leader's timeline yet */
+    PgTimelineSwitch *hist = NULL;
+    size_t n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, c->history) {
         long long etl, sw;
         if (!cJSON_IsArray(e) || !json_item_ll(cJSON_GetArrayItem(e, 0), &etl) ||
             !json_item_ll(cJSON_GetArrayItem(e, 1), &sw))
             continue;
-        if (etl == tl) {
-            if (in_recovery)
-                return lsn > sw ? REWIND_NEEDED : REWIND_NOT_NEEDED;
-            if (lsn >= sw)
-                return REWIND_NEEDED;
-            long long end = pg_checkpoint_end(cfg_of(h), h->pg.inst.bin_dir, tl, lsn);
-            return end != sw ? REWIND_NEEDED : REWIND_NOT_NEEDED;
-        }
-        if (etl > tl)
-            return REWIND_NEEDED;
+        hist = xrealloc(hist, (n + 1) * sizeof *hist);
+        hist[n++] = (PgTimelineSwitch){.tli = etl, .lsn = sw};
     }
-    return REWIND_NEEDED;
+    RewindNeed need = history_decides(h, hist, n, in_recovery, tl, lsn);
+    free(hist);
+    return need;
+}
+
+/* In a standby cluster Patroni checks a stopped member's WAL against the remote primary
+ * (_handle_rewind_or_reinitialize with get_remote_member()): the remote's timeline and history over a replication
+ * connection, once it is known not to be in recovery. Only pg_rewind repairs it there (Patroni does not remove the
+ * data directory on diverged timelines in a standby cluster), from standby_cluster host:port. A remote that does
+ * not answer, or answers from recovery, decides nothing: the node starts as it is (as Patroni). */
+static RewindNeed rewind_needed_remote(Ha *h, char *host, size_t host_len, int *port) {
+    const char *hst = dyn_standby_str(dyn_of(h), "host");
+    bool valid;
+    *port = dyn_standby_port(dyn_of(h), &valid);
+    if (!hst || !valid || !h->pg.have_controldata)
+        return REWIND_NOT_NEEDED; /* an archive-only standby cluster (restore_command): nothing to compare with */
+    snprintf(host, host_len, "%s", hst);
+    if (!can_rewind(h)) {
+        if ((dyn_of(h)->use_pg_rewind || cfg_of(h)->postgresql.use_pg_rewind) && !h->pg.rewind_unusable_logged) {
+            log_warning("use_pg_rewind is on but pg_rewind cannot be used: it needs wal_log_hints = on or data "
+                        "checksums, and the pg_rewind binary; a diverged node cannot be repaired");
+            h->pg.rewind_unusable_logged = true;
+        }
+        return REWIND_NOT_NEEDED;
+    }
+    if (h->pg.rewind_failed)
+        return REWIND_NOT_NEEDED; /* not again after a failure: it starts as it is (Patroni's REWIND_STATUS.FAILED) */
+    if (pg_state_needs_crash_recovery(h->pg.cd.state))
+        return REWIND_NEEDED; /* the rewind task finishes crash recovery first; pg_rewind finds out the rest */
+    bool in_recovery;
+    long long tl, lsn;
+    if (!local_timeline_lsn(h, &in_recovery, &tl, &lsn))
+        return REWIND_NOT_NEEDED;
+    bool remote_in_recovery;
+    long long remote_tl;
+    PgTimelineSwitch *hist = NULL;
+    size_t n = 0;
+    char *err = NULL;
+    if (pg_remote_timeline(cfg_of(h), host, *port, 3, &remote_in_recovery, &remote_tl, &hist, &n, &err) < 0) {
+        log_warning("cannot check my WAL against the remote primary: %s", err);
+        free(err);
+        return REWIND_NOT_NEEDED;
+    }
+    RewindNeed need = REWIND_NOT_NEEDED;
+    if (remote_in_recovery)
+        log_info("the remote primary %s:%d is in recovery: it cannot be used to check my WAL or for pg_rewind", host,
+                 *port);
+    else if (tl > remote_tl)
+        need = REWIND_NEEDED;
+    else if (tl < remote_tl)
+        need = history_decides(h, hist, n, in_recovery, tl, lsn);
+    pg_timeline_history_free(hist, n);
+    if (need == REWIND_NEEDED) {
+        char pos[32];
+        pg_format_lsn(lsn, pos, sizeof pos);
+        log_warning("my WAL position %s on timeline %lld diverged from the remote primary's timeline %lld", pos, tl,
+                    remote_tl);
+    }
+    return need;
 }
 
 /* Before a stopped node starts as a replica of `target`: does it have to be rewound (or rebuilt) first?
@@ -396,11 +480,28 @@ static void execute_start(Ha *h, Decision *d) {
     }
     const char *target = d->target[0] ? d->target : NULL;
     /* the WAL is compared with, and rewound from, the leader's, whatever the upstream (a replicatefrom
-     * member, a cascade: Patroni checks against cluster.leader too) */
+     * member, a cascade: Patroni checks against cluster.leader too); in a standby cluster the remote primary's */
     const Cluster *c = h->view.cluster;
     const char *leader = target && c && c->leader && !c->leader->corrupt ? c->leader->name : NULL;
-    /* pg_waldump and pg_rewind --help may run here (30 s and 10 s at most): the systemd watchdog knows */
+    /* pg_waldump and pg_rewind --help may run here (30 s and 10 s at most), the remote's check 2 x 3 s: the
+     * systemd watchdog knows */
     sdn_watchdog_extend(now_monotonic() + 60 * USEC_PER_SEC);
+    if (target && dyn_is_standby_cluster(dyn_of(h))) {
+        char host[256];
+        int port;
+        if (rewind_needed_remote(h, host, sizeof host, &port) == REWIND_NEEDED) {
+            bool crash = pg_state_needs_crash_recovery(h->pg.cd.state);
+            log_info("my WAL diverged from the remote primary's: running pg_rewind from %s:%d%s", host, port,
+                     crash ? " (after crash recovery)" : "");
+            write_pgpass(h);
+            set_state(h, "running custom bootstrap script");
+            task_start(h, TASK_REWIND, host, port, crash);
+            return;
+        }
+        if (start_postgres(h, false, target) == 0 && is_lock_holder(h))
+            set_role(h, "standby_leader");
+        return;
+    }
     RewindNeed need = leader ? rewind_needed(h, leader) : REWIND_NOT_NEEDED;
     if (need == REWIND_UNKNOWN_YET) { /* (the cycle's message: nothing starts) */
         snprintf(d->message, sizeof d->message,
@@ -647,19 +748,20 @@ static void standby_leader_handover(Ha *h, Decision *d, const LocalState *l) {
     }
     log_info("Leader key released");
     lease_lost(h);
+    /* the remote's slot (standby_cluster.primary_slot_name) is the new standby leader's from now on: let go of it
+     * at once (its WAL receiver would otherwise find the slot active and try again only after
+     * wal_retrieve_retry_interval), still streaming from the remote, without the slot, and restoring from its
+     * archive until the new standby leader holds the key; so do the replicas cascading from it */
+    const char *slot = dyn_standby_str(dyn_of(h), "primary_slot_name");
+    if (slot && use_slots(h) && !cfg_of(h)->tags.nostream) {
+        _cleanup_free_ char *name = slot_name_from_member_name(slot);
+        log_info("letting go of the remote's replication slot %s for the new standby leader", name);
+        execute_follow(h, FOLLOW_REMOTE_NO_SLOT);
+    }
     view_reread(h); /* the rest of the cycle must not see the key as ours */
     set_role(h, "replica");
     run_callback(h, "on_role_change", "replica");
     publish(h); /* /standby-leader answers 503 now; the key's watch wakes the loop for the new holder */
-    /* the remote's slot (standby_cluster.primary_slot_name) is the new standby leader's from now on: let go of it
-     * at once, following nobody until the new standby leader holds the key (its WAL receiver would otherwise find
-     * the slot active and try again only after wal_retrieve_retry_interval). Without a slot it keeps streaming
-     * from the remote meanwhile, and so do the replicas cascading from it. */
-    const char *slot = dyn_standby_str(dyn_of(h), "primary_slot_name");
-    if (slot) {
-        log_info("letting go of the remote's replication slot %s for the new standby leader", slot);
-        execute_follow(h, NULL);
-    }
 }
 
 static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {

@@ -336,6 +336,9 @@ static void shutdown_ha(Ha *h) {
     sdn_stopping();
     const PghaConfig *cfg = cfg_of(h);
     task_stop(h);
+    /* the cycle's view predates what the cycle did: a key acquired in it (the cache has our own writes) must be
+     * released too, or the others wait out its ttl */
+    view_reread(h);
     bool paused = dyn_of(h)->pause;
     bool leader = is_lock_holder(h);
     if (paused) {

@@ -121,19 +121,18 @@ static void prepare_config_dir(Ha *h) {
  * to standby_cluster host/port with the replication credentials (application_name = our name), primary_slot_name
  * only when standby_cluster names one (and use_slots), restore_command, archive_cleanup_command and
  * recovery_min_apply_delay from standby_cluster. */
-static void remote_recovery(Ha *h, YNode *recovery) {
+static void remote_recovery(Ha *h, YNode *recovery, bool with_slot) {
     const PghaConfig *cfg = cfg_of(h);
     const DynConfig *dyn = dyn_of(h);
     const char *host = dyn_standby_str(dyn, "host"), *port_s = dyn_standby_str(dyn, "port");
     if (host || port_s) {
-        long long port = 5432;
-        if (port_s && (parse_ll(port_s, &port) < 0 || port <= 0 || port > 65535)) {
+        bool valid;
+        int port = dyn_standby_port(dyn, &valid);
+        if (!valid)
             log_warning("standby_cluster.port %s is not a port number; using 5432", port_s);
-            port = 5432;
-        }
-        _cleanup_free_ char *ci = pg_primary_conninfo(cfg, host, (int)port);
+        _cleanup_free_ char *ci = pg_primary_conninfo(cfg, host, port);
         const char *slot = dyn_standby_str(dyn, "primary_slot_name");
-        if (slot && use_slots(h)) {
+        if (slot && use_slots(h) && with_slot) {
             _cleanup_free_ char *name = slot_name_from_member_name(slot);
             ynode_set(recovery, "primary_slot_name", ynode_new_str(name, "recovery", 0));
             if (host && strchr(host, ',')) { /* several hosts: the slot is on the remote primary */
@@ -181,11 +180,11 @@ int write_configuration(Ha *h, bool as_primary, const char *target) {
     }
     if (!as_primary) {
         recovery = ynode_new(Y_MAP, "recovery", 0);
-        const Member *m = target && !streq(target, FOLLOW_REMOTE) ? member_by_name(h, target) : NULL;
+        const Member *m = target && !follow_is_remote(target) ? member_by_name(h, target) : NULL;
         char host[256];
         int port;
-        if (target && streq(target, FOLLOW_REMOTE)) {
-            remote_recovery(h, recovery);
+        if (follow_is_remote(target)) {
+            remote_recovery(h, recovery, streq(target, FOLLOW_REMOTE));
         } else if (m && member_host_port(m, host, sizeof host, &port)) {
             _cleanup_free_ char *ci = pg_primary_conninfo(cfg, host, port);
             ynode_set(recovery, "primary_conninfo", ynode_new_str(ci, "recovery", 0));
@@ -339,7 +338,7 @@ static void before_stop(Ha *h, PgStopMode mode, const char *why) {
     snprintf(h->pg.stop_role, sizeof h->pg.stop_role, "%s", h->pg.role);
     if (may_be_primary(h) || is_lock_holder(h))
         publish_stopping(h); /* before the script: the health checks stop saying "primary" now */
-    if (cfg->postgresql.before_stop) {
+    if (cfg->postgresql.before_stop && *cfg->postgresql.before_stop) { /* (empty: none, as Patroni) */
         usec_t limit = before_stop_limit(h, now_monotonic());
         if (limit < USEC_PER_SEC) {
             log_warning("not running the before_stop script: the leader lease leaves no time for it");
@@ -448,7 +447,7 @@ int stop_postgres(Ha *h, PgStopMode mode, const char *why) {
 
 int promote_postgres(Ha *h) {
     const PghaConfig *cfg = cfg_of(h);
-    if (cfg->postgresql.pre_promote) {
+    if (cfg->postgresql.pre_promote && *cfg->postgresql.pre_promote) { /* (empty: none, as Patroni) */
         /* it runs while we hold the lock: it may not outlive the lease, and the lock is renewed
          * (and checked) before PostgreSQL is promoted */
         usec_t now = now_monotonic();
@@ -713,10 +712,14 @@ void observe_pg(Ha *h, LocalState *l) {
              * the key (taken by another member, or a release whose answer was lost) is a replica now: Patroni's
              * follow() calls on_role_change for it (not the lock holder of a cluster being promoted: its
              * on_role_change is the primary's) */
-            bool was_standby_leader = streq(h->pg.role, "standby_leader") && !is_lock_holder(h);
-            set_role(h, "replica");
-            if (was_standby_leader)
-                run_callback(h, "on_role_change", "replica");
+            bool was_standby_leader = streq(h->pg.role, "standby_leader");
+            /* without a cluster view (the DCS does not answer) nothing is known about the key: the role stays,
+             * as in Patroni's DCS error path; while paused too (Patroni's follow() keeps it then) */
+            if (!was_standby_leader || (h->view.cluster && !dyn_of(h)->pause)) {
+                set_role(h, "replica");
+                if (was_standby_leader && !is_lock_holder(h))
+                    run_callback(h, "on_role_change", "replica");
+            }
         }
     } else if (h->pg.starting) {
         set_state(h, "starting");
@@ -760,7 +763,7 @@ void apply_config_changes(Ha *h) {
     /* a replica whose upstream cannot be resolved now (no cluster view: the DCS is unreachable) keeps
      * its configuration: rewritten, it would lose primary_conninfo and stop streaming from a primary
      * that still runs (Patroni leaves a replica alone when the DCS is not accessible) */
-    if (!primary && h->pg.following[0] && !streq(h->pg.following, FOLLOW_REMOTE) && !member_by_name(h, h->pg.following))
+    if (!primary && h->pg.following[0] && !follow_is_remote(h->pg.following) && !member_by_name(h, h->pg.following))
         return;
     int r = write_configuration(h, primary, primary || !h->pg.following[0] ? NULL : h->pg.following);
     bool requested = h->pg.reload_requested;

@@ -155,6 +155,15 @@ static const char *clone_follow_target(Ha *h) {
     return c && c->leader ? c->leader->name : NULL;
 }
 
+/* Whom a rewound node follows: the leader; in a standby cluster the standby leader itself (or, while nobody holds
+ * the key, every member) the remote primary it was rewound from. */
+static const char *rewind_follow_target(Ha *h) {
+    const Cluster *c = h->view.cluster;
+    if (dyn_is_standby_cluster(dyn_of(h)))
+        return is_lock_holder(h) && !cfg_of(h)->tags.nostream ? FOLLOW_REMOTE : clone_follow_target(h);
+    return c && c->leader ? c->leader->name : NULL;
+}
+
 static void *checkpoint_main(void *arg) {
     Ha *h = arg;
     char *err = NULL;
@@ -284,16 +293,14 @@ void finish_task(Ha *h) {
                 log_warning("pg_rewind failed; starting as a replica anyway");
                 local_rewind_finished(h, false);
                 refresh_controldata(h);
-                (void)start_postgres(h, false,
-                                     h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+                (void)start_postgres(h, false, rewind_follow_target(h));
             }
             break;
         }
         log_info("pg_rewind finished");
         local_rewind_finished(h, true);
         refresh_controldata(h);
-        (void)start_postgres(h, false,
-                             h->view.cluster && h->view.cluster->leader ? h->view.cluster->leader->name : NULL);
+        (void)start_postgres(h, false, rewind_follow_target(h));
         break;
     default: break;
     }
@@ -352,7 +359,7 @@ static void post_bootstrap_keys(Ha *h) {
         free(err);
         goto cancel;
     }
-    if (cfg->bootstrap.post_bootstrap) {
+    if (cfg->bootstrap.post_bootstrap && *cfg->bootstrap.post_bootstrap) { /* (empty: none) */
         PgConnParams p;
         char host[256];
         pg_local_conn_params(cfg, &p, host, sizeof host);

@@ -67,6 +67,8 @@ bool dyn_config_is_set(const DynConfig *c, const char *path);
 bool dyn_is_standby_cluster(const DynConfig *c);
 /* standby_cluster.<key> as a string (a number's source text), NULL when absent, null or falsy. */
 const char *dyn_standby_str(const DynConfig *c, const char *key);
+/* standby_cluster.port (5432 when absent, or when it is not a port number: *ret_valid false then) */
+int dyn_standby_port(const DynConfig *c, bool *ret_valid);
 
 /* Exposed for tests: Patroni's adjustment of the three timings. Appends warnings to diag. */
 void dyn_adjust_timeouts(long long *ttl, long long *loop_wait, long long *retry_timeout, CfgDiag *diag);

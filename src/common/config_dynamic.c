@@ -105,3 +105,12 @@ const char *dyn_standby_str(const DynConfig *c, const char *key) {
     const YNode *v = sc && sc->type == Y_MAP ? ynode_get(sc, key) : NULL;
     return v && v->type != Y_NULL && ynode_is_scalar(v) && ynode_truthy(v) ? v->text : NULL;
 }
+
+int dyn_standby_port(const DynConfig *c, bool *ret_valid) {
+    const char *port_s = dyn_standby_str(c, "port");
+    long long port = 5432;
+    bool valid = !port_s || (parse_ll(port_s, &port) == 0 && port > 0 && port <= 65535);
+    if (ret_valid)
+        *ret_valid = valid;
+    return valid ? (int)port : 5432;
+}

@@ -189,6 +189,34 @@ int pg_read_pid_file(const char *data_dir, PidFile *ret) {
     return ret->pid > 0 ? 0 : -EINVAL;
 }
 
+void pg_parse_timeline_history(const char *text, size_t len, PgTimelineSwitch **ret, size_t *ret_n) {
+    *ret = NULL;
+    *ret_n = 0;
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        char line[2048];
+        if (n >= sizeof line)
+            n = sizeof line - 1;
+        memcpy(line, p, n);
+        line[n] = '\0';
+        p = nl ? nl + 1 : end;
+        char *l = str_trim(line);
+        if (!*l || *l == '#')
+            continue;
+        char *save = NULL;
+        char *tli = strtok_r(l, "\t ", &save), *lsn = strtok_r(NULL, "\t ", &save), *reason = strtok_r(NULL, "", &save);
+        long long tv, lv;
+        if (!tli || !lsn || parse_ll(tli, &tv) < 0 || pg_parse_lsn(lsn, &lv) < 0)
+            continue;
+        *ret = xrealloc(*ret, (*ret_n + 1) * sizeof **ret);
+        (*ret)[(*ret_n)++] = (PgTimelineSwitch){.tli = tv,
+                                                .lsn = lv,
+                                                .reason = xstrdup(reason ? str_trim(reason) : "")};
+    }
+}
+
 int pg_read_timeline_history(const char *data_dir, long long tl, PgTimelineSwitch **ret, size_t *ret_n,
                              time_t *ret_mtime, char **ret_error) {
     *ret = NULL;
@@ -202,22 +230,14 @@ int pg_read_timeline_history(const char *data_dir, long long tl, PgTimelineSwitc
     }
     struct stat st;
     *ret_mtime = fstat(fileno(f), &st) == 0 ? st.st_mtime : time(NULL);
-    char line[2048];
-    while (fgets(line, sizeof line, f)) {
-        char *p = str_trim(line);
-        if (!*p || *p == '#')
-            continue;
-        char *save = NULL;
-        char *tli = strtok_r(p, "\t ", &save), *lsn = strtok_r(NULL, "\t ", &save), *reason = strtok_r(NULL, "", &save);
-        long long tv, lv;
-        if (!tli || !lsn || parse_ll(tli, &tv) < 0 || pg_parse_lsn(lsn, &lv) < 0)
-            continue;
-        *ret = xrealloc(*ret, (*ret_n + 1) * sizeof **ret);
-        (*ret)[(*ret_n)++] = (PgTimelineSwitch){.tli = tv,
-                                                .lsn = lv,
-                                                .reason = xstrdup(reason ? str_trim(reason) : "")};
-    }
+    StrBuf b = {0};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        sb_addn(&b, buf, n);
     fclose(f);
+    pg_parse_timeline_history(b.s ? b.s : "", b.len, ret, ret_n);
+    sb_free(&b);
     return 0;
 }
 

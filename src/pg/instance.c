@@ -194,6 +194,85 @@ int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long l
     return rc;
 }
 
+int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, bool *ret_in_recovery,
+                       long long *ret_tli, PgTimelineSwitch **ret_history, size_t *ret_n, char **ret_error) {
+    *ret_in_recovery = false;
+    *ret_tli = 0;
+    *ret_history = NULL;
+    *ret_n = 0;
+    const PgAuth *rw = &cfg->postgresql.rewind;
+    PgConnParams p = {.host = host,
+                      .port = port,
+                      .user = rw->username,
+                      .password = rw->password,
+                      .dbname = cfg->postgresql.database,
+                      .application_name = "pgha rewind check",
+                      .connect_timeout = connect_timeout_s,
+                      .ssl = rw};
+    char *err = NULL;
+    PGconn *c = pg_connect(&p, &err);
+    if (!c) {
+        *ret_error = xasprintf("cannot connect to %s:%d: %s", host, port, err);
+        free(err);
+        return -ENOTCONN;
+    }
+    PGresult *r = pg_query(c, "SELECT pg_catalog.pg_is_in_recovery()", 5000, &err);
+    if (!r) {
+        *ret_error = xasprintf("pg_is_in_recovery() on %s:%d failed: %s", host, port, err);
+        free(err);
+        PQfinish(c);
+        return -EPROTO;
+    }
+    *ret_in_recovery = PQntuples(r) == 1 && streq(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    PQfinish(c);
+    if (*ret_in_recovery)
+        return 0;
+    const PgAuth *rp = &cfg->postgresql.replication;
+    p = (PgConnParams){.host = host,
+                       .port = port,
+                       .user = rp->username,
+                       .password = rp->password,
+                       .application_name = "pgha rewind check",
+                       .connect_timeout = connect_timeout_s,
+                       .ssl = rp,
+                       .replication = true};
+    if (!(c = pg_connect(&p, &err))) {
+        *ret_error = xasprintf("cannot open a replication connection to %s:%d: %s", host, port, err);
+        free(err);
+        return -ENOTCONN;
+    }
+    int rc = -EPROTO;
+    r = PQexec(c, "IDENTIFY_SYSTEM");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) >= 2)
+        *ret_tli = pg_value_ll(r, 0, 1);
+    PQclear(r);
+    if (*ret_tli <= 0) {
+        *ret_error = xasprintf("IDENTIFY_SYSTEM on %s:%d failed: %s", host, port,
+                               str_trim(PQerrorMessage(c))[0] ? PQerrorMessage(c) : "unexpected result");
+        PQfinish(c);
+        return rc;
+    }
+    if (*ret_tli == 1) {
+        PQfinish(c);
+        return 0;
+    }
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "TIMELINE_HISTORY %lld", *ret_tli);
+    r = PQexec(c, cmd);
+    /* the file's bytes as they are (the walsender sends them raw, whatever the column's type) */
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) >= 2 && !PQgetisnull(r, 0, 1)) {
+        pg_parse_timeline_history(PQgetvalue(r, 0, 1), (size_t)PQgetlength(r, 0, 1), ret_history, ret_n);
+        rc = 0;
+    } else {
+        *ret_error = xasprintf("%s on %s:%d failed: %s", cmd, host, port,
+                               str_trim(PQerrorMessage(c))[0] ? PQerrorMessage(c) : "unexpected result");
+    }
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
 int pg_instance_kill(PgInstance *pg) {
     if (pg->pid <= 0)
         return 0;

@@ -58,6 +58,13 @@ int pg_instance_signal_stop(PgInstance *pg, PgStopMode mode);
  * does to learn a running replica's timeline: the one it replays, which pg_control's checkpoint timeline
  * only reflects after a restartpoint). 0 with *ret_tli and *ret_lsn, or -errno with *ret_error. */
 int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long long *ret_lsn, char **ret_error);
+/* Patroni's _check_timeline_and_lsn() against a remote primary (a standby cluster's standby_cluster host:port):
+ * *ret_in_recovery from pg_is_in_recovery() with the rewind credentials (a standby cannot be rewound from: the
+ * rest is then not asked); else its timeline (IDENTIFY_SYSTEM) and, above 1, that timeline's history
+ * (TIMELINE_HISTORY) over a replication connection with the replication credentials. Each connection waits
+ * connect_timeout_s at most. 0, or a negative errno with *ret_error. */
+int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, bool *ret_in_recovery,
+                       long long *ret_tli, PgTimelineSwitch **ret_history, size_t *ret_n, char **ret_error);
 /* SIGKILL the postmaster (a hung one: stopped, or stuck in the kernel) and wait up to 5 s for it to go. */
 int pg_instance_kill(PgInstance *pg);
 /* SIGHUP to the postmaster. */

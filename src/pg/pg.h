@@ -66,6 +66,9 @@ typedef struct PgTimelineSwitch {
 int pg_read_timeline_history(const char *data_dir, long long tl, PgTimelineSwitch **ret, size_t *ret_n,
                              time_t *ret_mtime, char **ret_error);
 void pg_timeline_history_free(PgTimelineSwitch *h, size_t n);
+/* The same from a history file's text (of len bytes, not NUL-terminated: TIMELINE_HISTORY's content); lines
+ * that are not "<tli> <lsn> [reason]" are skipped. */
+void pg_parse_timeline_history(const char *text, size_t len, PgTimelineSwitch **ret, size_t *ret_n);
 /* Where the oldest WAL segment file in <data_dir>/pg_wal starts (an LSN; segment files of any timeline,
  * named as PostgreSQL's XLogFileName()), for segments of seg_size bytes. 0 when there is none or the
  * directory cannot be read. A copied logical slot needs the WAL from its restart_lsn on: PostgreSQL

@@ -9,9 +9,10 @@ The scenarios run in order on one module-scoped pair of clusters (each needs the
      at A and not promoted; the old node comes back as its replica.
   3. `pgha-ctl switchover` inside B: the standby leader hands the key over without a restart, the candidate
      becomes the standby leader following A, the old one its replica.
-  4. `pgha-ctl demote-cluster` on A is refused (no --host/--restore-command), then `pgha-ctl promote-cluster` on B:
+  4. the remote changes to a copy of A promoted on its own (a diverged timeline): B's members are rewound from it.
+  5. `pgha-ctl demote-cluster` on A is refused (no --host/--restore-command), then `pgha-ctl promote-cluster` on B:
      B's leader promotes (timeline 2) and accepts writes, B's other node streams from it.
-  5. `pgha-ctl demote-cluster` on B (restore_command only), with B's replica's WAL receiver frozen so that the fast
+  6. `pgha-ctl demote-cluster` on B (restore_command only), with B's replica's WAL receiver frozen so that the fast
      stop takes longer than ttl: the leader key keeps its lease and create_revision all along (renewed while the
      stop is watched), nobody else takes it; B's primary then starts as the standby leader; its replica keeps
      streaming from it.
@@ -45,7 +46,8 @@ def clusters(request, run_dir, _etcd_session):
         a_port = a.nodes["node1"].pg_port
         remote = {"host": "127.0.0.1", "port": a_port, "primary_slot_name": "dr"}
         b = HaCluster(run_dir.subdir("standby", "b"), n=2, scope="stbyB", etcd=_etcd_session,
-                      bootstrap={"dcs": dict(DCS, standby_cluster=remote)}, pgha={"allow_short_ttl": True})
+                      bootstrap={"dcs": dict(DCS, standby_cluster=remote, postgresql={"use_pg_rewind": True})},
+                      pgha={"allow_short_ttl": True})
         b.start(["node1"])
         b.wait_leader(90)
         b.start(["node2"])
@@ -181,6 +183,65 @@ def test_switchover_inside_standby_cluster(clusters):
     assert b.nodes[old].rest("GET", "/standby-leader").status_code == 503
     assert node.rest("GET", "/standby-leader").status_code == 200
     assert b.primaries() == []
+
+
+def test_standby_cluster_rewound_from_a_diverged_remote(clusters, run_dir):
+    """Patroni's divergence repair in a standby cluster: a stopped member's WAL is checked against the remote
+    primary (its timeline and history over the replication protocol) and rewound from it. The new remote A2 is a
+    copy of A promoted on its own (timeline 2, forked at P); B replayed A's WAL past P, so after the switch to A2
+    (PATCH /config standby_cluster.port) its standby leader cannot follow (PostgreSQL: "forked off ... before current
+    recovery point"). B's agents are restarted (clean stops): each member is rewound from A2 before it starts; B then
+    follows A2 and has A2's rows, not A's after P."""
+    a, b = clusters
+    leader = wait_standby_leader(b)
+    other = next(n for n in b.nodes if n != leader)
+    b.wait_streaming(leader, [other], 90)
+    a_port = a.nodes["node1"].pg_port
+    a2 = h.PgNode("a2", run_dir.subdir("standby", "a2"), superuser="postgres", password="pghatest-super",
+                  auth="md5")
+    try:
+        a2._run([a2.bin("pg_basebackup"), "-D", a2.data_dir, "-X", "stream", "-c", "fast", "-d",
+                 f"host=127.0.0.1 port={a_port} user=replicator password=pghatest-repl"])
+        open(os.path.join(a2.data_dir, "standby.signal"), "w").close()
+        os.chown(os.path.join(a2.data_dir, "standby.signal"), *a2._pg_ids())
+        a2.start()
+        a2._run([a2.bin("pg_ctl"), "promote", "-w", "-D", a2.data_dir])
+        h.wait_until(lambda: a2.sql_value("SELECT NOT pg_is_in_recovery()"), 30, msg="A2 promoted")
+        assert a2.sql_value("SELECT timeline_id FROM pg_control_checkpoint()") >= 1
+        # A goes on past the fork point; B replays it
+        a.sql("node1", "INSERT INTO standby_probe VALUES (20)")
+        wait_row(b, leader, 20)
+        wait_row(b, other, 20)
+        a2.sql("INSERT INTO standby_probe VALUES (21)")
+        # B now follows A2 (its slot dr does not exist there)
+        r = b.nodes[leader].rest("PATCH", "/config", {"standby_cluster": {"port": a2.port, "primary_slot_name": None}},
+                                 timeout=30)
+        assert r.status_code == 200, r.text
+        # clean stops (pg_control's minimum recovery point is where replay ended), the replica first: the leader's
+        # agent then releases the key with nobody left to take it
+        for n in (other, leader):
+            b.nodes[n].stop()
+        assert b.leader() is None
+        b.start([leader])
+        h.wait_until(lambda: "pg_rewind finished" in b.nodes[leader].log_text(), 90,
+                     msg=f"{leader} to be rewound from A2")
+        log = b.nodes[leader].log_text()
+        assert f"running pg_rewind from 127.0.0.1:{a2.port}" in log, log[-3000:]
+        assert "diverged from the remote primary's timeline 2" in log
+        assert wait_standby_leader(b, timeout=60) == leader
+        b.start([other])
+        h.wait_until(lambda: "pg_rewind finished" in b.nodes[other].log_text(), 90,
+                     msg=f"{other} to be rewound from A2")
+        b.wait_streaming(leader, [other], 90)
+        # B follows A2: A2's rows arrive, A's row past the fork point is gone; nobody was promoted
+        a2.sql("INSERT INTO standby_probe VALUES (22)")
+        for n in (leader, other):
+            wait_row(b, n, 22)
+            assert b.sql(n, "SELECT count(*) FROM standby_probe WHERE v = 20")[0][0] == 0
+            assert b.sql(n, "SELECT count(*) FROM standby_probe WHERE v = 21")[0][0] == 1
+        assert b.primaries() == []
+    finally:
+        a2.destroy()
 
 
 def test_promote_cluster(clusters):

@@ -63,6 +63,46 @@ bool pg_control_says_shut_down(const char *data_dir) {
     return fake.have_controldata && strcmp(fake.cd.state, "shut down") == 0;
 }
 
+int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, bool *ret_in_recovery,
+                       long long *ret_tli, PgTimelineSwitch **ret_history, size_t *ret_n, char **ret_error) {
+    (void)cfg;
+    (void)connect_timeout_s;
+    fake_event("pg_remote_timeline(%s:%d)", host, port);
+    *ret_history = NULL;
+    *ret_n = 0;
+    if (fake.remote < 0) {
+        *ret_error = xstrdup("fake: the remote does not answer");
+        return fake.remote;
+    }
+    *ret_in_recovery = fake.remote_in_recovery;
+    *ret_tli = fake.remote_tli;
+    if (fake.remote_history)
+        pg_parse_timeline_history(fake.remote_history, strlen(fake.remote_history), ret_history, ret_n);
+    return 0;
+}
+
+void pg_parse_timeline_history(const char *text, size_t len, PgTimelineSwitch **ret, size_t *ret_n) {
+    /* (the real parser is tested in test_process; this one reads "tli lsn" lines well formed) */
+    *ret = NULL;
+    *ret_n = 0;
+    char *copy = xstrndup(text, len), *save = NULL;
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        long long tli, lsn;
+        char lsn_s[32];
+        if (sscanf(l, "%lld %31s", &tli, lsn_s) != 2 || pg_parse_lsn(lsn_s, &lsn) < 0)
+            continue;
+        *ret = xrealloc(*ret, (*ret_n + 1) * sizeof **ret);
+        (*ret)[(*ret_n)++] = (PgTimelineSwitch){.tli = tli, .lsn = lsn, .reason = xstrdup("")};
+    }
+    free(copy);
+}
+
+void pg_timeline_history_free(PgTimelineSwitch *h, size_t n) {
+    for (size_t i = 0; h && i < n; i++)
+        free(h[i].reason);
+    free(h);
+}
+
 bool pg_rewind_usable(const PghaConfig *cfg, const char *bin_dir) {
     (void)cfg;
     (void)bin_dir;

@@ -61,6 +61,12 @@ typedef struct Fake {
     size_t n_peers;
     int identify; /* pg_instance_identify_system: 0 answers identify_tli, else the error */
     long long identify_tli;
+    /* pg_remote_timeline: 0 answers remote_tli (and remote_history, a history file's text) or remote_in_recovery,
+     * else the error */
+    int remote;
+    bool remote_in_recovery;
+    long long remote_tli;
+    const char *remote_history;
     /* observe_pg() during a stop: the n-th call (1-based; 0 never) finds pg_control saying "shut down",
      * and the postmaster gone */
     int observe_calls, observe_shut_down_at, observe_exit_at;

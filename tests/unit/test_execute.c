@@ -1254,17 +1254,30 @@ static void test_standby_leader_handover(void **state) {
     assert_int_equal(t.h.pg.inst.pid, 4242); /* still running */
     t_free(&t);
 
-    /* with standby_cluster.primary_slot_name: the remote's slot is let go of at once (following nobody until the
-     * new standby leader holds the key), so that the new one's WAL receiver does not find it active */
+    /* with standby_cluster.primary_slot_name: the remote's slot is let go of at once (still streaming from the
+     * remote, without it, until the new standby leader holds the key), so that the new one's WAL receiver does not
+     * find it active */
     T_INIT(&t, "standby_cluster:\n  host: 10.9.9.9\n  port: 5433\n  primary_slot_name: dr\n", MINE,
            K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
     t_replica(&t);
     snprintf(t.h.pg.role, sizeof t.h.pg.role, "standby_leader");
     t.d.standby_leader = true;
     t_run(&t, HA_SWITCHOVER);
+    EXPECT_EVENTS("dcs_update_leader", "dcs_delete_leader", "write_configuration(replica, " FOLLOW_REMOTE_NO_SLOT ")",
+                  "reload_postgres", "dcs_get_cluster", "set_role(replica)", "run_callback(on_role_change, replica)",
+                  "publish");
+    t_free(&t);
+    /* ... not with use_slots off (the slot was never used) */
+    T_INIT(
+        &t,
+        "standby_cluster:\n  host: 10.9.9.9\n  port: 5433\n  primary_slot_name: dr\npostgresql:\n  use_slots: false\n",
+        MINE, K_FAILOVER("{\"leader\":\"node2\",\"member\":\"node3\"}"));
+    t_replica(&t);
+    snprintf(t.h.pg.role, sizeof t.h.pg.role, "standby_leader");
+    t.d.standby_leader = true;
+    t_run(&t, HA_SWITCHOVER);
     EXPECT_EVENTS("dcs_update_leader", "dcs_delete_leader", "dcs_get_cluster", "set_role(replica)",
-                  "run_callback(on_role_change, replica)", "publish", "write_configuration(replica, -)",
-                  "reload_postgres");
+                  "run_callback(on_role_change, replica)", "publish");
     t_free(&t);
 
     /* the release fails: still the standby leader (the lease kept), the next cycle decides again */
@@ -1277,6 +1290,19 @@ static void test_standby_leader_handover(void **state) {
     EXPECT_EVENTS("dcs_update_leader", "dcs_delete_leader");
     assert_true(lease_held(&t));
     assert_string_equal(t.h.pg.role, "standby_leader");
+    t_free(&t);
+
+    /* the candidate never took the key and this node took it back: re-pointed at the remote with the slot again */
+    T_INIT(&t, "standby_cluster:\n  host: 10.9.9.9\n  port: 5433\n  primary_slot_name: dr\n", MINE);
+    t_replica(&t);
+    snprintf(t.h.pg.following, sizeof t.h.pg.following, FOLLOW_REMOTE_NO_SLOT);
+    t.h.pg.following_set = true;
+    t.d.standby_leader = true;
+    snprintf(t.d.target, sizeof t.d.target, FOLLOW_REMOTE);
+    t_run(&t, HA_UPDATE_LOCK);
+    assert_true(fake.events.n >= 4);
+    assert_string_equal(fake.events.v[2], "write_configuration(replica, " FOLLOW_REMOTE ")");
+    assert_string_equal(fake.events.v[3], "reload_postgres");
     t_free(&t);
 
     /* PostgreSQL not ready (starting): postponed, nothing released */
@@ -1623,6 +1649,94 @@ static void test_rejoin(void **state) {
     t_run(&t, HA_START);
     EXPECT_EVENTS("start_postgres(replica, node1)");
     t_free(&t);
+}
+
+/* In a standby cluster a stopped member's WAL is checked against the remote primary's (Patroni's
+ * _handle_rewind_or_reinitialize with get_remote_member()): its timeline and history over the replication protocol,
+ * and pg_rewind from standby_cluster host:port when it diverged. */
+#define STANDBY_REWIND "standby_cluster:\n  host: 10.9.9.9\n  port: 5433\npostgresql:\n  use_pg_rewind: true\n"
+#define REMOTE_REWIND_EVENTS                                                                           \
+    "pg_remote_timeline(10.9.9.9:5433)", "write_pgpass", "set_state(running custom bootstrap script)", \
+        "task_start(rewind, 10.9.9.9:5433)"
+
+static void t_standby_stopped(T *t, long long min_recovery_lsn) {
+    t_stopped(t, "shut down in recovery", 0x4000000, true);
+    t->h.pg.cd.min_recovery_tli = 1;
+    t->h.pg.cd.min_recovery_lsn = min_recovery_lsn;
+    snprintf(t->d.target, sizeof t->d.target, FOLLOW_REMOTE);
+    fake.remote_tli = 2;
+    fake.remote_history = "1\t0/50000A0\tno recovery target specified\n";
+}
+
+static void test_standby_cluster_rewind(void **state) {
+    (void)state;
+    T t;
+    /* the standby leader replayed past the point where the remote's timeline 2 left timeline 1: rewound from it */
+    T_INIT(&t, STANDBY_REWIND, MINE);
+    t_standby_stopped(&t, SWITCH_LSN + 0x1000);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS(REMOTE_REWIND_EVENTS);
+    t_free(&t);
+    /* ... a replica of the standby leader too (checked against the remote, as Patroni does) */
+    T_INIT(&t, STANDBY_REWIND, K_INIT, K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS);
+    t_standby_stopped(&t, SWITCH_LSN + 0x1000);
+    snprintf(t.d.target, sizeof t.d.target, "node1");
+    t_run(&t, HA_START);
+    EXPECT_EVENTS(REMOTE_REWIND_EVENTS);
+    t_free(&t);
+    /* not past the switch: starts as the standby leader */
+    T_INIT(&t, STANDBY_REWIND, MINE);
+    t_standby_stopped(&t, SWITCH_LSN);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
+                  "set_role(standby_leader)");
+    t_free(&t);
+    /* on the remote's timeline, or ahead of it */
+    for (int tl = 2; tl <= 3; tl++) {
+        T_INIT(&t, STANDBY_REWIND, MINE);
+        t_standby_stopped(&t, SWITCH_LSN + 0x1000);
+        t.h.pg.cd.min_recovery_tli = tl;
+        t_run(&t, HA_START);
+        if (tl == 2)
+            EXPECT_EVENTS("pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
+                          "set_role(standby_leader)");
+        else
+            EXPECT_EVENTS(REMOTE_REWIND_EVENTS);
+        t_free(&t);
+    }
+    /* the remote does not answer, or is in recovery itself: nothing decided, it starts as it is (as Patroni) */
+    for (int i = 0; i < 2; i++) {
+        T_INIT(&t, STANDBY_REWIND, MINE);
+        t_standby_stopped(&t, SWITCH_LSN + 0x1000);
+        if (i)
+            fake.remote_in_recovery = true;
+        else
+            fake.remote = -ENOTCONN;
+        t_run(&t, HA_START);
+        EXPECT_EVENTS("pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
+                      "set_role(standby_leader)");
+        t_free(&t);
+    }
+    /* an archive-only standby cluster (restore_command, no host): nothing to compare with */
+    T_INIT(&t, "standby_cluster:\n  restore_command: cp /a/%f %p\npostgresql:\n  use_pg_rewind: true\n", MINE);
+    t_standby_stopped(&t, SWITCH_LSN + 0x1000);
+    t_run(&t, HA_START);
+    EXPECT_EVENTS("start_postgres(replica, " FOLLOW_REMOTE ")", "set_role(standby_leader)");
+    t_free(&t);
+    /* pg_rewind cannot be used (no wal_log_hints nor checksums), or failed before: not asked, started as it is
+     * (no removal of the data directory in a standby cluster, as Patroni) */
+    for (int i = 0; i < 2; i++) {
+        T_INIT(&t, STANDBY_REWIND, MINE);
+        t.a.cfg.postgresql.remove_data_directory_on_diverged_timelines = true;
+        t_standby_stopped(&t, SWITCH_LSN + 0x1000);
+        if (i)
+            t.h.pg.rewind_failed = true;
+        else
+            t.h.pg.cd.wal_log_hints = false;
+        t_run(&t, HA_START);
+        EXPECT_EVENTS("start_postgres(replica, " FOLLOW_REMOTE ")", "set_role(standby_leader)");
+        t_free(&t);
+    }
 }
 
 static void test_clone(void **state) {
@@ -2076,6 +2190,7 @@ int main(void) {
         cmocka_unit_test(test_follow),
         cmocka_unit_test(test_start),
         cmocka_unit_test(test_rejoin),
+        cmocka_unit_test(test_standby_cluster_rewind),
         cmocka_unit_test(test_may_be_primary_adopted),
         cmocka_unit_test(test_before_stop_limit),
         cmocka_unit_test(test_release_not_fail_fast),

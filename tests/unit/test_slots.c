@@ -987,6 +987,50 @@ static void test_oldest_wal(void **state) {
     dd = tmpdir_remove(dd);
 }
 
+/* A timeline history file's text (pg_wal/<tl>.history, or TIMELINE_HISTORY's content: not NUL-terminated). */
+static void test_timeline_history_parse(void **state) {
+    (void)state;
+    const char text[] = "1\t0/3000000\tno recovery target specified\n"
+                        "\n"
+                        "# a comment\n"
+                        "not a line\n"
+                        "2\t0/5000A28\tbefore 2026-12-07 12:00:00+00\n"
+                        "3\t1/0\tno recovery target specified"; /* no final newline */
+    PgTimelineSwitch *h = NULL;
+    size_t n = 0;
+    pg_parse_timeline_history(text, sizeof text - 1, &h, &n);
+    assert_int_equal(n, 3);
+    assert_true(h[0].tli == 1 && h[0].lsn == 0x3000000LL);
+    assert_string_equal(h[0].reason, "no recovery target specified");
+    assert_true(h[1].tli == 2 && h[1].lsn == 0x5000A28LL);
+    assert_string_equal(h[1].reason, "before 2026-12-07 12:00:00+00");
+    assert_true(h[2].tli == 3 && h[2].lsn == 0x100000000LL);
+    pg_timeline_history_free(h, n);
+    /* only the first len bytes count */
+    pg_parse_timeline_history(text, strlen("1\t0/3000000"), &h, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(h[0].reason, "");
+    pg_timeline_history_free(h, n);
+    pg_parse_timeline_history("", 0, &h, &n);
+    assert_int_equal(n, 0);
+    assert_null(h);
+    /* from the file */
+    char *dd = tmpdir_make();
+    char *wal = xasprintf("%s/pg_wal", dd);
+    assert_int_equal(mkdir(wal, 0700), 0);
+    free(write_file(wal, "00000003.history", text));
+    time_t mtime;
+    char *err = NULL;
+    assert_int_equal(pg_read_timeline_history(dd, 3, &h, &n, &mtime, &err), 0);
+    assert_int_equal(n, 3);
+    pg_timeline_history_free(h, n);
+    assert_true(pg_read_timeline_history(dd, 4, &h, &n, &mtime, &err) < 0);
+    assert_non_null(strstr(err, "00000004.history"));
+    free(err);
+    free(wal);
+    (void)tmpdir_remove(dd);
+}
+
 static void test_slot_copy_safe(void **state) {
     (void)state;
     assert_true(slot_copy_safe(724, 724, 724));
@@ -1006,11 +1050,17 @@ static void test_slot_copy_safe(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_member_slots),    cmocka_unit_test(test_permanent_slots),
-        cmocka_unit_test(test_cluster_type),    cmocka_unit_test(test_status_slots),
-        cmocka_unit_test(test_retain),          cmocka_unit_test(test_hot_standby_feedback),
-        cmocka_unit_test(test_slot_state_file), cmocka_unit_test(test_slot_copy_check),
-        cmocka_unit_test(test_oldest_wal),      cmocka_unit_test(test_slot_copy_safe),
+        cmocka_unit_test(test_member_slots),
+        cmocka_unit_test(test_permanent_slots),
+        cmocka_unit_test(test_cluster_type),
+        cmocka_unit_test(test_status_slots),
+        cmocka_unit_test(test_retain),
+        cmocka_unit_test(test_hot_standby_feedback),
+        cmocka_unit_test(test_slot_state_file),
+        cmocka_unit_test(test_slot_copy_check),
+        cmocka_unit_test(test_oldest_wal),
+        cmocka_unit_test(test_slot_copy_safe),
+        cmocka_unit_test(test_timeline_history_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
