@@ -21,6 +21,10 @@ static void after_lock_acquired(Ha *h, usec_t sent) {
             (void)dcs_set_failover(h->dcs, "{}", c->failover.version);
         }
     }
+    /* the rest of the cycle sees the key as ours (the cache has our own writes): the end of the cycle's observation
+     * would otherwise take a new standby leader for a replica until the next cycle (its role and callbacks
+     * flapping), and an agent stopped now would not release the key */
+    view_reread_cached(h);
 }
 
 /* After PostgreSQL stopped for a demotion: the role, the callbacks, and (release) /status with the
@@ -374,11 +378,13 @@ static RewindNeed check_timeline_and_lsn(Ha *h, const Member *leader) {
  * (_handle_rewind_or_reinitialize with get_remote_member()): the remote's timeline and history over a replication
  * connection, once it is known not to be in recovery. Only pg_rewind repairs it there (Patroni does not remove the
  * data directory on diverged timelines in a standby cluster), from standby_cluster host:port. A remote that does
- * not answer, or answers from recovery, decides nothing: the node starts as it is (as Patroni). */
-static RewindNeed rewind_needed_remote(Ha *h, char *host, size_t host_len, int *port) {
+ * not answer, answers from recovery, or is another cluster (its system identifier) decides nothing: the node starts
+ * as it is. *ret_tli: the remote's timeline (its checkpoint after the promotion is made sure of before pg_rewind). */
+static RewindNeed rewind_needed_remote(Ha *h, char *host, size_t host_len, int *port, long long *ret_tli) {
     const char *hst = dyn_standby_str(dyn_of(h), "host");
     bool valid;
     *port = dyn_standby_port(dyn_of(h), &valid);
+    *ret_tli = 0;
     if (!hst || !valid || !h->pg.have_controldata)
         return REWIND_NOT_NEEDED; /* an archive-only standby cluster (restore_command): nothing to compare with */
     snprintf(host, host_len, "%s", hst);
@@ -392,37 +398,41 @@ static RewindNeed rewind_needed_remote(Ha *h, char *host, size_t host_len, int *
     }
     if (h->pg.rewind_failed)
         return REWIND_NOT_NEEDED; /* not again after a failure: it starts as it is (Patroni's REWIND_STATUS.FAILED) */
-    if (pg_state_needs_crash_recovery(h->pg.cd.state))
-        return REWIND_NEEDED; /* the rewind task finishes crash recovery first; pg_rewind finds out the rest */
-    bool in_recovery;
-    long long tl, lsn;
-    if (!local_timeline_lsn(h, &in_recovery, &tl, &lsn))
+    bool in_recovery = false;
+    long long tl = 0, lsn = 0;
+    bool crash = pg_state_needs_crash_recovery(h->pg.cd.state);
+    if (!crash && !local_timeline_lsn(h, &in_recovery, &tl, &lsn))
         return REWIND_NOT_NEEDED;
-    bool remote_in_recovery;
-    long long remote_tl;
-    PgTimelineSwitch *hist = NULL;
-    size_t n = 0;
+    PgRemoteTimeline rt;
     char *err = NULL;
-    if (pg_remote_timeline(cfg_of(h), host, *port, 3, &remote_in_recovery, &remote_tl, &hist, &n, &err) < 0) {
+    if (pg_remote_timeline(cfg_of(h), host, *port, 3, &rt, &err) < 0) {
         log_warning("cannot check my WAL against the remote primary: %s", err);
         free(err);
         return REWIND_NOT_NEEDED;
     }
     RewindNeed need = REWIND_NOT_NEEDED;
-    if (remote_in_recovery)
+    if (rt.in_recovery) {
         log_info("the remote primary %s:%d is in recovery: it cannot be used to check my WAL or for pg_rewind", host,
                  *port);
-    else if (tl > remote_tl)
+    } else if (h->pg.cd.sysid[0] && !streq(rt.sysid, h->pg.cd.sysid)) {
+        log_error("the remote primary %s:%d is another cluster (system identifier %s, mine %s): not checking my WAL "
+                  "against it, nor rewinding from it; check standby_cluster",
+                  host, *port, rt.sysid, h->pg.cd.sysid);
+    } else if (crash) {
+        need = REWIND_NEEDED; /* the rewind task finishes crash recovery first; pg_rewind finds out the rest */
+    } else if (tl > rt.tli) {
         need = REWIND_NEEDED;
-    else if (tl < remote_tl)
-        need = history_decides(h, hist, n, in_recovery, tl, lsn);
-    pg_timeline_history_free(hist, n);
-    if (need == REWIND_NEEDED) {
+    } else if (tl < rt.tli) {
+        need = history_decides(h, rt.history, rt.n_history, in_recovery, tl, lsn);
+    }
+    if (need == REWIND_NEEDED && !crash) {
         char pos[32];
         pg_format_lsn(lsn, pos, sizeof pos);
         log_warning("my WAL position %s on timeline %lld diverged from the remote primary's timeline %lld", pos, tl,
-                    remote_tl);
+                    rt.tli);
     }
+    *ret_tli = rt.tli;
+    pg_remote_timeline_free(&rt);
     return need;
 }
 
@@ -487,15 +497,23 @@ static void execute_start(Ha *h, Decision *d) {
      * systemd watchdog knows */
     sdn_watchdog_extend(now_monotonic() + 60 * USEC_PER_SEC);
     if (target && dyn_is_standby_cluster(dyn_of(h))) {
+        /* the standby leader renews its key first (Patroni's recover() does): the remote's check may take a few
+         * seconds */
+        if (is_lock_holder(h)) {
+            usec_t sent = now_monotonic();
+            if (dcs_update_leader(h->dcs, h->view.cluster) == 1)
+                lease_renewed(h, sent);
+        }
         char host[256];
         int port;
-        if (rewind_needed_remote(h, host, sizeof host, &port) == REWIND_NEEDED) {
+        long long tli;
+        if (rewind_needed_remote(h, host, sizeof host, &port, &tli) == REWIND_NEEDED) {
             bool crash = pg_state_needs_crash_recovery(h->pg.cd.state);
             log_info("my WAL diverged from the remote primary's: running pg_rewind from %s:%d%s", host, port,
                      crash ? " (after crash recovery)" : "");
             write_pgpass(h);
             set_state(h, "running custom bootstrap script");
-            task_start(h, TASK_REWIND, host, port, crash);
+            task_start_rewind(h, TASK_REWIND, host, port, crash, tli); /* its checkpoint after the promotion first */
             return;
         }
         if (start_postgres(h, false, target) == 0 && is_lock_holder(h))

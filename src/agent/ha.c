@@ -336,9 +336,8 @@ static void shutdown_ha(Ha *h) {
     sdn_stopping();
     const PghaConfig *cfg = cfg_of(h);
     task_stop(h);
-    /* the cycle's view predates what the cycle did: a key acquired in it (the cache has our own writes) must be
-     * released too, or the others wait out its ttl */
-    view_reread(h);
+    /* the cycle's view predates what the cycle did (the cache has our own writes): the key as it is now */
+    view_reread_cached(h);
     bool paused = dyn_of(h)->pause;
     bool leader = is_lock_holder(h);
     if (paused) {

@@ -69,6 +69,9 @@ typedef struct HaLocal {
      * configured lower run with pg_control's values and count as pending a restart */
     bool effective_set;
     ControlData effective_cd;
+    /* a custom bootstrap's point-in-time recovery that promotes (or stops) at its target, or recovery files a
+     * restore tool left: started with hot_standby off (Patroni's effective_configuration) */
+    bool effective_hot_standby_off;
     usec_t not_answering_since;
     bool diverged;      /* a replica whose WAL went past the leader's timeline switch: rewind it */
     bool rewind_failed; /* pg_rewind failed and the data directory was kept: do not loop on it */
@@ -152,11 +155,12 @@ typedef struct Task {
     char *error;
     char host[256];
     int port;
-    bool crash_recovery; /* rewind: finish crash recovery first */
-    char *method;        /* clone, reinitialize: the replica method that created the data directory */
-    StrList methods;     /* clone, reinitialize in a standby cluster: standby_cluster.create_replica_methods
+    bool crash_recovery;  /* rewind: finish crash recovery first */
+    long long source_tli; /* rewind from a standby cluster's remote primary: its timeline (its checkpoint first) */
+    char *method;         /* clone, reinitialize: the replica method that created the data directory */
+    StrList methods;      /* clone, reinitialize in a standby cluster: standby_cluster.create_replica_methods
                           * (default basebackup) instead of postgresql.create_replica_methods */
-    PgChild child;       /* the tool it runs, stopped at shutdown */
+    PgChild child;        /* the tool it runs, stopped at shutdown */
     Ha *ha;
 } Task;
 
@@ -313,6 +317,8 @@ void view_read_cluster(Ha *h, usec_t now);
 WatchdogSettings watchdog_settings(const Ha *h);
 void refresh_dynamic_config(Ha *h);
 void view_reread(Ha *h);
+/* ... from the watch cache only (no wait, no network call); the view is kept when the cache is not ready */
+void view_reread_cached(Ha *h);
 void view_free(HaView *v);
 
 /* local.c */
@@ -383,6 +389,9 @@ void publish_free(HaPublished *p);
 /* work.c */
 const char *task_name(TaskKind k);
 void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery);
+/* ... a rewind from a standby cluster's remote primary on timeline source_tli (its checkpoint after the promotion
+ * is made sure of first) */
+void task_start_rewind(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery, long long source_tli);
 /* standby_cluster.create_replica_methods (default basebackup): what a clone uses in a standby cluster */
 void standby_replica_methods(Ha *h, StrList *ret);
 void task_stop(Ha *h);

@@ -26,15 +26,49 @@ static YNode *build_params(Ha *h, StrList *warnings) {
         ynode_set(params, "hot_standby_feedback", ynode_new_str("on", "parameters", 0));
     if (h->pg.effective_set)
         (void)pg_effective_parameters(params, &h->pg.effective_cd, h->pg.inst.major, NULL, NULL, NULL);
+    if (h->pg.effective_hot_standby_off)
+        ynode_set(params, "hot_standby", ynode_new_str("off", "parameters", 0));
     return params;
 }
 
-/* Before a start: in recovery, the settings pg_control requires (Patroni's effective_configuration, with its
- * log line); as a primary, the configured ones. */
+/* A custom bootstrap's start in recovery (its recovery_conf, or keep_existing_recovery_conf: the files a restore
+ * tool left)? *hot_standby_off: Patroni's rule for it, off when recovery_target_action is promote or shutdown, or
+ * pause_at_recovery_target is false, and always with keep_existing_recovery_conf ("trust that pgBackRest does the
+ * right thing"): a recovery that does not pause at its target needs no read-only queries, and without hot_standby
+ * PostgreSQL does not stop at a parameter change record asking for more than this server is configured with. */
+static bool custom_bootstrap_recovers(Ha *h, bool *hot_standby_off) {
+    const YNode *m = cfg_of(h)->bootstrap.method_section;
+    *hot_standby_off = false;
+    if (!h->work.custom_bootstrap || !m)
+        return false;
+    const YNode *keep = ynode_get(m, "keep_existing_recovery_conf");
+    if (keep && ynode_truthy(keep)) {
+        *hot_standby_off = true;
+        return true;
+    }
+    const YNode *rc = ynode_get(m, "recovery_conf");
+    if (!rc || rc->type != Y_MAP)
+        return false;
+    const YNode *action = ynode_get(rc, "recovery_target_action");
+    const YNode *pause = ynode_get(rc, "pause_at_recovery_target");
+    *hot_standby_off = (action && ynode_is_scalar(action) && action->text &&
+                        (strcasecmp(action->text, "promote") == 0 || strcasecmp(action->text, "shutdown") == 0)) ||
+                       (pause && !ynode_truthy(pause));
+    return true;
+}
+
+/* Before a start: in recovery (a replica, or a custom bootstrap's recovery), the settings pg_control requires
+ * (Patroni's effective_configuration, with its log line); as a primary, the configured ones. */
 static void prepare_effective_configuration(Ha *h, bool as_primary) {
     h->pg.effective_set = false;
-    if (as_primary)
+    h->pg.effective_hot_standby_off = false;
+    bool hot_standby_off = false;
+    if (as_primary && !custom_bootstrap_recovers(h, &hot_standby_off))
         return;
+    if (hot_standby_off) {
+        log_info("starting the custom bootstrap's recovery with hot_standby = off");
+        h->pg.effective_hot_standby_off = true;
+    }
     ControlData cd;
     char *err = NULL;
     if (pg_instance_controldata(&h->pg.inst, &cd, &err) < 0) {

@@ -223,6 +223,14 @@ void view_reread(Ha *h) {
     }
 }
 
+void view_reread_cached(Ha *h) {
+    Cluster *c = NULL;
+    if (h->view.cluster && dcs_get_cluster_cached(h->dcs, &c) == 0) {
+        cluster_free(h->view.cluster);
+        h->view.cluster = c;
+    }
+}
+
 void view_free(HaView *v) {
     cluster_free(v->cluster);
     cluster_free(v->last_locked);

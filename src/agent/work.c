@@ -92,6 +92,8 @@ static void *task_main(void *arg) {
     case TASK_REWIND:
         if (t->crash_recovery)
             r = pg_crash_recovery(cfg, h->pg.inst.bin_dir, &err);
+        if (r == 0 && t->source_tli > 0) /* a remote primary: its checkpoint after the promotion first */
+            r = pg_remote_checkpoint(cfg, t->host, t->port, t->source_tli, &err);
         if (r == 0)
             r = pg_rewind(cfg, h->pg.inst.bin_dir, t->host, t->port, &err);
         break;
@@ -128,11 +130,15 @@ void standby_replica_methods(Ha *h, StrList *ret) {
 }
 
 void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery) {
+    task_start_rewind(h, kind, host, port, crash_recovery, 0);
+}
+
+void task_start_rewind(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery, long long source_tli) {
     Task *t = &h->work.task;
     free(t->error);
     free(t->method);
     strlist_clear(&t->methods);
-    *t = (Task){.kind = kind, .ha = h, .port = port, .crash_recovery = crash_recovery};
+    *t = (Task){.kind = kind, .ha = h, .port = port, .crash_recovery = crash_recovery, .source_tli = source_tli};
     if ((kind == TASK_CLONE || kind == TASK_REINIT) && dyn_is_standby_cluster(dyn_of(h)))
         standby_replica_methods(h, &t->methods);
     pg_child_init(&t->child);
@@ -162,6 +168,13 @@ static const char *rewind_follow_target(Ha *h) {
     if (dyn_is_standby_cluster(dyn_of(h)))
         return is_lock_holder(h) && !cfg_of(h)->tags.nostream ? FOLLOW_REMOTE : clone_follow_target(h);
     return c && c->leader ? c->leader->name : NULL;
+}
+
+static void start_after_rewind(Ha *h) {
+    /* the lock holder of a standby cluster starts as the standby leader (execute_start does the same) */
+    if (start_postgres(h, false, rewind_follow_target(h)) == 0 && is_lock_holder(h) &&
+        dyn_is_standby_cluster(dyn_of(h)) && !cfg_of(h)->tags.nostream)
+        set_role(h, "standby_leader");
 }
 
 static void *checkpoint_main(void *arg) {
@@ -283,6 +296,12 @@ void finish_task(Ha *h) {
         (void)start_postgres(h, false, clone_follow_target(h));
         break;
     case TASK_REWIND:
+        if (r == -EAGAIN) { /* the remote is not ready for it: nothing was changed; tried again at the next start */
+            log_warning("not rewinding now: %s; starting as it is", err);
+            refresh_controldata(h);
+            start_after_rewind(h);
+            break;
+        }
         if (r < 0) {
             log_error("%s", err);
             if (cfg->postgresql.remove_data_directory_on_rewind_failure ||
@@ -293,14 +312,14 @@ void finish_task(Ha *h) {
                 log_warning("pg_rewind failed; starting as a replica anyway");
                 local_rewind_finished(h, false);
                 refresh_controldata(h);
-                (void)start_postgres(h, false, rewind_follow_target(h));
+                start_after_rewind(h);
             }
             break;
         }
         log_info("pg_rewind finished");
         local_rewind_finished(h, true);
         refresh_controldata(h);
-        (void)start_postgres(h, false, rewind_follow_target(h));
+        start_after_rewind(h);
         break;
     default: break;
     }

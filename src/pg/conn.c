@@ -115,6 +115,10 @@ static PGresult *exec_with_deadline(PGconn *c, const char *sql, int n_params, co
     }
 }
 
+PGresult *pg_exec_deadline(PGconn *c, const char *sql, int timeout_ms, char **ret_error) {
+    return exec_with_deadline(c, sql, 0, NULL, timeout_ms, ret_error);
+}
+
 long long pg_value_ll(const PGresult *r, int row, int col) {
     long long v = 0;
     if (parse_ll(PQgetvalue(r, row, col), &v) < 0)

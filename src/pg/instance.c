@@ -194,28 +194,48 @@ int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long l
     return rc;
 }
 
-int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, bool *ret_in_recovery,
-                       long long *ret_tli, PgTimelineSwitch **ret_history, size_t *ret_n, char **ret_error) {
-    *ret_in_recovery = false;
-    *ret_tli = 0;
-    *ret_history = NULL;
-    *ret_n = 0;
-    const PgAuth *rw = &cfg->postgresql.rewind;
+static PGconn *remote_connect(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s,
+                              bool replication, char **ret_error) {
+    const PgAuth *a = replication ? &cfg->postgresql.replication : &cfg->postgresql.rewind;
     PgConnParams p = {.host = host,
                       .port = port,
-                      .user = rw->username,
-                      .password = rw->password,
-                      .dbname = cfg->postgresql.database,
+                      .user = a->username,
+                      .password = a->password,
+                      .dbname = replication ? NULL : cfg->postgresql.database,
                       .application_name = "pgha rewind check",
                       .connect_timeout = connect_timeout_s,
-                      .ssl = rw};
+                      .ssl = a,
+                      .replication = replication};
     char *err = NULL;
     PGconn *c = pg_connect(&p, &err);
     if (!c) {
-        *ret_error = xasprintf("cannot connect to %s:%d: %s", host, port, err);
+        *ret_error = xasprintf("cannot open a%s connection to %s:%d: %s", replication ? " replication" : "", host, port,
+                               err);
         free(err);
-        return -ENOTCONN;
     }
+    return c;
+}
+
+static char *result_error(PGconn *c, const PGresult *r, const char *what, const char *host, int port) {
+    const char *m = r ? PQresultErrorMessage(r) : NULL;
+    if (!m || !*m)
+        m = PQerrorMessage(c);
+    _cleanup_free_ char *msg = xstrdup(m && *m ? m : "unexpected result");
+    return xasprintf("%s on %s:%d failed: %s", what, host, port, str_trim(msg));
+}
+
+void pg_remote_timeline_free(PgRemoteTimeline *r) {
+    pg_timeline_history_free(r->history, r->n_history);
+    *r = (PgRemoteTimeline){0};
+}
+
+int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, PgRemoteTimeline *ret,
+                       char **ret_error) {
+    *ret = (PgRemoteTimeline){0};
+    PGconn *c = remote_connect(cfg, host, port, connect_timeout_s, false, ret_error);
+    if (!c)
+        return -ENOTCONN;
+    char *err = NULL;
     PGresult *r = pg_query(c, "SELECT pg_catalog.pg_is_in_recovery()", 5000, &err);
     if (!r) {
         *ret_error = xasprintf("pg_is_in_recovery() on %s:%d failed: %s", host, port, err);
@@ -223,54 +243,87 @@ int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int co
         PQfinish(c);
         return -EPROTO;
     }
-    *ret_in_recovery = PQntuples(r) == 1 && streq(PQgetvalue(r, 0, 0), "t");
+    ret->in_recovery = PQntuples(r) == 1 && streq(PQgetvalue(r, 0, 0), "t");
     PQclear(r);
     PQfinish(c);
-    if (*ret_in_recovery)
+    if (ret->in_recovery)
         return 0;
-    const PgAuth *rp = &cfg->postgresql.replication;
-    p = (PgConnParams){.host = host,
-                       .port = port,
-                       .user = rp->username,
-                       .password = rp->password,
-                       .application_name = "pgha rewind check",
-                       .connect_timeout = connect_timeout_s,
-                       .ssl = rp,
-                       .replication = true};
-    if (!(c = pg_connect(&p, &err))) {
-        *ret_error = xasprintf("cannot open a replication connection to %s:%d: %s", host, port, err);
-        free(err);
+    if (!(c = remote_connect(cfg, host, port, connect_timeout_s, true, ret_error)))
         return -ENOTCONN;
+    r = pg_exec_deadline(c, "IDENTIFY_SYSTEM", 5000, &err);
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) >= 2) {
+        snprintf(ret->sysid, sizeof ret->sysid, "%s", PQgetvalue(r, 0, 0));
+        ret->tli = pg_value_ll(r, 0, 1);
     }
-    int rc = -EPROTO;
-    r = PQexec(c, "IDENTIFY_SYSTEM");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) >= 2)
-        *ret_tli = pg_value_ll(r, 0, 1);
-    PQclear(r);
-    if (*ret_tli <= 0) {
-        *ret_error = xasprintf("IDENTIFY_SYSTEM on %s:%d failed: %s", host, port,
-                               str_trim(PQerrorMessage(c))[0] ? PQerrorMessage(c) : "unexpected result");
+    if (ret->tli <= 0) {
+        *ret_error = err ? xasprintf("IDENTIFY_SYSTEM on %s:%d failed: %s", host, port, err)
+                         : result_error(c, r, "IDENTIFY_SYSTEM", host, port);
+        free(err);
+        PQclear(r);
         PQfinish(c);
-        return rc;
-    }
-    if (*ret_tli == 1) {
-        PQfinish(c);
-        return 0;
-    }
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "TIMELINE_HISTORY %lld", *ret_tli);
-    r = PQexec(c, cmd);
-    /* the file's bytes as they are (the walsender sends them raw, whatever the column's type) */
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) >= 2 && !PQgetisnull(r, 0, 1)) {
-        pg_parse_timeline_history(PQgetvalue(r, 0, 1), (size_t)PQgetlength(r, 0, 1), ret_history, ret_n);
-        rc = 0;
-    } else {
-        *ret_error = xasprintf("%s on %s:%d failed: %s", cmd, host, port,
-                               str_trim(PQerrorMessage(c))[0] ? PQerrorMessage(c) : "unexpected result");
+        return -EPROTO;
     }
     PQclear(r);
+    int rc = 0;
+    if (ret->tli > 1) {
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "TIMELINE_HISTORY %lld", ret->tli);
+        r = pg_exec_deadline(c, cmd, 5000, &err);
+        /* the file's bytes as they are (the walsender sends them raw, whatever the column's type) */
+        if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) >= 2 &&
+            !PQgetisnull(r, 0, 1)) {
+            pg_parse_timeline_history(PQgetvalue(r, 0, 1), (size_t)PQgetlength(r, 0, 1), &ret->history,
+                                      &ret->n_history);
+        } else {
+            *ret_error = err ? xasprintf("%s on %s:%d failed: %s", cmd, host, port, err)
+                             : result_error(c, r, cmd, host, port);
+            rc = -EPROTO;
+        }
+        free(err);
+        PQclear(r);
+    }
     PQfinish(c);
+    if (rc < 0)
+        pg_remote_timeline_free(ret);
     return rc;
+}
+
+static long long remote_checkpoint_tli(PGconn *c, char **ret_error) {
+    PGresult *r = pg_query(c, "SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()", 5000, ret_error);
+    if (!r)
+        return -1;
+    long long tli = PQntuples(r) == 1 ? pg_value_ll(r, 0, 0) : 0;
+    PQclear(r);
+    return tli;
+}
+
+int pg_remote_checkpoint(const PghaConfig *cfg, const char *host, int port, long long tli, char **ret_error) {
+    PGconn *c = remote_connect(cfg, host, port, 10, false, ret_error);
+    if (!c)
+        return -EAGAIN;
+    char *err = NULL;
+    long long have = remote_checkpoint_tli(c, &err);
+    if (have >= 0 && have < tli) {
+        PGresult *r = pg_query(c, "CHECKPOINT", 600 * 1000, &err);
+        if (r) {
+            PQclear(r);
+            have = remote_checkpoint_tli(c, &err);
+        }
+    }
+    PQfinish(c);
+    if (have < 0 || err) {
+        *ret_error = xasprintf("cannot make sure that %s:%d has run its checkpoint after the promotion: %s", host, port,
+                               err ? err : "no answer");
+        free(err);
+        return -EAGAIN;
+    }
+    if (have < tli) {
+        *ret_error = xasprintf("%s:%d has not run its checkpoint after the promotion yet (pg_control: timeline %lld, "
+                               "not %lld)",
+                               host, port, have, tli);
+        return -EAGAIN;
+    }
+    return 0;
 }
 
 int pg_instance_kill(PgInstance *pg) {

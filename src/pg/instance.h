@@ -58,13 +58,26 @@ int pg_instance_signal_stop(PgInstance *pg, PgStopMode mode);
  * does to learn a running replica's timeline: the one it replays, which pg_control's checkpoint timeline
  * only reflects after a restartpoint). 0 with *ret_tli and *ret_lsn, or -errno with *ret_error. */
 int pg_instance_identify_system(const PgInstance *pg, long long *ret_tli, long long *ret_lsn, char **ret_error);
-/* Patroni's _check_timeline_and_lsn() against a remote primary (a standby cluster's standby_cluster host:port):
- * *ret_in_recovery from pg_is_in_recovery() with the rewind credentials (a standby cannot be rewound from: the
- * rest is then not asked); else its timeline (IDENTIFY_SYSTEM) and, above 1, that timeline's history
- * (TIMELINE_HISTORY) over a replication connection with the replication credentials. Each connection waits
- * connect_timeout_s at most. 0, or a negative errno with *ret_error. */
-int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, bool *ret_in_recovery,
-                       long long *ret_tli, PgTimelineSwitch **ret_history, size_t *ret_n, char **ret_error);
+/* What pgha asks a remote primary (a standby cluster's standby_cluster host:port) before rewinding from it
+ * (Patroni's _check_timeline_and_lsn() with the remote member). */
+typedef struct PgRemoteTimeline {
+    bool in_recovery;          /* pg_is_in_recovery(): nothing else is asked then */
+    char sysid[32];            /* IDENTIFY_SYSTEM's systemid */
+    long long tli;             /* ... and timeline */
+    PgTimelineSwitch *history; /* TIMELINE_HISTORY of that timeline (above 1) */
+    size_t n_history;
+} PgRemoteTimeline;
+/* pg_is_in_recovery() with the rewind credentials, then IDENTIFY_SYSTEM and (above timeline 1) TIMELINE_HISTORY over
+ * a replication connection with the replication credentials; each connection waits connect_timeout_s at most, each
+ * command 5 s. 0, or a negative errno with *ret_error. Free with pg_remote_timeline_free(). */
+int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, PgRemoteTimeline *ret,
+                       char **ret_error);
+void pg_remote_timeline_free(PgRemoteTimeline *r);
+/* Before pg_rewind from a remote primary promoted to timeline `tli`: its pg_control must say so (before PostgreSQL
+ * 16 pg_rewind reads the source's timeline there, and the checkpoint after a promotion is a spread one): when it
+ * does not yet, a CHECKPOINT is run there with the rewind credentials (Patroni does the same). 0, or -EAGAIN with
+ * *ret_error when it still does not. */
+int pg_remote_checkpoint(const PghaConfig *cfg, const char *host, int port, long long tli, char **ret_error);
 /* SIGKILL the postmaster (a hung one: stopped, or stuck in the kernel) and wait up to 5 s for it to go. */
 int pg_instance_kill(PgInstance *pg);
 /* SIGHUP to the postmaster. */

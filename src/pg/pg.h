@@ -155,6 +155,10 @@ PGresult *pg_query_params(PGconn *c, const char *sql, int n_params, const char *
                           char **ret_error);
 /* A column of a result row as a number: 0 when it is NULL or not a number (what atoll()/atof()
  * gave for the "" of a NULL, without their undefined behaviour on out-of-range values). */
+/* One command with a client-side deadline of timeout_ms (+1 s) and nothing else: no statement_timeout set first
+ * (a replication command, say). NULL with *ret_error when it could not be sent or did not answer in time (the
+ * connection is then unusable); otherwise the last result, whatever its status. */
+PGresult *pg_exec_deadline(PGconn *c, const char *sql, int timeout_ms, char **ret_error);
 long long pg_value_ll(const PGresult *r, int row, int col);
 double pg_value_double(const PGresult *r, int row, int col);
 

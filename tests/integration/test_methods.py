@@ -104,12 +104,14 @@ def setup(etcd_cluster, run_dir, unique_name):
 
     c = HaCluster(
         base, n=2, scope=unique_name, etcd=etcd_cluster,
-        # archive recovery needs max_connections (and the like) at least as high as pg_control says (initdb: 100);
-        # pgha does not raise them from pg_controldata as Patroni's effective_configuration does (README)
-        bootstrap={"dcs": {"postgresql": {"parameters": {"max_connections": 100}}},
+        # archive recovery needs max_connections (and the like) at least as high as pg_control says (initdb: 100):
+        # configured lower, the recovery runs with pg_control's values (Patroni's effective_configuration), and with
+        # hot_standby off (recovery_target_action: promote)
+        bootstrap={"dcs": {"postgresql": {"parameters": {"max_connections": 50}}},
                    "method": "custom_boot",
                    "custom_boot": {"command": scripts["boot"], "extra": "abc",
-                                   "recovery_conf": {"restore_command": f"echo %f >> {out}/restore.log; false"}}},
+                                   "recovery_conf": {"restore_command": f"echo %f >> {out}/restore.log; false",
+                                                     "recovery_target_action": "promote"}}},
         postgresql={"create_replica_methods": ["np", "clone"],
                     "np": {"command": scripts["np"], "no_params": True, "keep_data": True, "bucket": "b1"},
                     "clone": {"command": f"{scripts['clone']} --mode 'fast copy'", "keep_data": True,
@@ -146,6 +148,9 @@ def test_custom_bootstrap_replica_methods_and_callbacks(setup):
     assert pglog.index("archive recovery complete") < pglog.find('"restore_command" removed') or \
         '"restore_command" removed' not in pglog.split("archive recovery complete")[0], pglog
     assert "initialized a new cluster" in log
+    assert "starting the custom bootstrap's recovery with hot_standby = off" in log
+    assert "max_connections value in pg_controldata: 100, in the global configuration: 50" in log, log
+    assert c.sql("node1", "SHOW max_connections")[0][0] == "100"  # until a restart (pending_restart)
     # recovery_conf: archive recovery ran (restore_command was asked for WAL) and ended in a promotion
     assert lines(f"{out}/restore.log"), "restore_command was never called"
     assert c.sql("node1", "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0].startswith("00000002")

@@ -228,6 +228,12 @@ void task_start(Ha *h, TaskKind kind, const char *host, int port, bool crash_rec
     h->work.task.kind = kind;
 }
 
+void task_start_rewind(Ha *h, TaskKind kind, const char *host, int port, bool crash_recovery, long long source_tli) {
+    task_start(h, kind, host, port, crash_recovery);
+    if (source_tli)
+        fake_event("  source timeline %lld", source_tli);
+}
+
 const char *task_name(TaskKind k) {
     switch (k) {
     case TASK_BOOTSTRAP: return "bootstrap";

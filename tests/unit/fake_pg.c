@@ -63,22 +63,27 @@ bool pg_control_says_shut_down(const char *data_dir) {
     return fake.have_controldata && strcmp(fake.cd.state, "shut down") == 0;
 }
 
-int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, bool *ret_in_recovery,
-                       long long *ret_tli, PgTimelineSwitch **ret_history, size_t *ret_n, char **ret_error) {
+int pg_remote_timeline(const PghaConfig *cfg, const char *host, int port, int connect_timeout_s, PgRemoteTimeline *ret,
+                       char **ret_error) {
     (void)cfg;
     (void)connect_timeout_s;
     fake_event("pg_remote_timeline(%s:%d)", host, port);
-    *ret_history = NULL;
-    *ret_n = 0;
+    *ret = (PgRemoteTimeline){0};
     if (fake.remote < 0) {
         *ret_error = xstrdup("fake: the remote does not answer");
         return fake.remote;
     }
-    *ret_in_recovery = fake.remote_in_recovery;
-    *ret_tli = fake.remote_tli;
+    ret->in_recovery = fake.remote_in_recovery;
+    ret->tli = fake.remote_tli;
+    snprintf(ret->sysid, sizeof ret->sysid, "%s", fake.remote_sysid ? fake.remote_sysid : "");
     if (fake.remote_history)
-        pg_parse_timeline_history(fake.remote_history, strlen(fake.remote_history), ret_history, ret_n);
+        pg_parse_timeline_history(fake.remote_history, strlen(fake.remote_history), &ret->history, &ret->n_history);
     return 0;
+}
+
+void pg_remote_timeline_free(PgRemoteTimeline *r) {
+    pg_timeline_history_free(r->history, r->n_history);
+    *r = (PgRemoteTimeline){0};
 }
 
 void pg_parse_timeline_history(const char *text, size_t len, PgTimelineSwitch **ret, size_t *ret_n) {

@@ -67,6 +67,7 @@ typedef struct Fake {
     bool remote_in_recovery;
     long long remote_tli;
     const char *remote_history;
+    const char *remote_sysid;
     /* observe_pg() during a stop: the n-th call (1-based; 0 never) finds pg_control saying "shut down",
      * and the postmaster gone */
     int observe_calls, observe_shut_down_at, observe_exit_at;

@@ -1657,7 +1657,9 @@ static void test_rejoin(void **state) {
 #define STANDBY_REWIND "standby_cluster:\n  host: 10.9.9.9\n  port: 5433\npostgresql:\n  use_pg_rewind: true\n"
 #define REMOTE_REWIND_EVENTS                                                                           \
     "pg_remote_timeline(10.9.9.9:5433)", "write_pgpass", "set_state(running custom bootstrap script)", \
-        "task_start(rewind, 10.9.9.9:5433)"
+        "task_start(rewind, 10.9.9.9:5433)", "  source timeline 2"
+/* the standby leader renews its key before it asks the remote */
+#define RENEWED "dcs_update_leader"
 
 static void t_standby_stopped(T *t, long long min_recovery_lsn) {
     t_stopped(t, "shut down in recovery", 0x4000000, true);
@@ -1675,7 +1677,7 @@ static void test_standby_cluster_rewind(void **state) {
     T_INIT(&t, STANDBY_REWIND, MINE);
     t_standby_stopped(&t, SWITCH_LSN + 0x1000);
     t_run(&t, HA_START);
-    EXPECT_EVENTS(REMOTE_REWIND_EVENTS);
+    EXPECT_EVENTS(RENEWED, REMOTE_REWIND_EVENTS);
     t_free(&t);
     /* ... a replica of the standby leader too (checked against the remote, as Patroni does) */
     T_INIT(&t, STANDBY_REWIND, K_INIT, K_LEADER("node1"), K_M1, K_M2, K_M3, K_STATUS);
@@ -1688,7 +1690,7 @@ static void test_standby_cluster_rewind(void **state) {
     T_INIT(&t, STANDBY_REWIND, MINE);
     t_standby_stopped(&t, SWITCH_LSN);
     t_run(&t, HA_START);
-    EXPECT_EVENTS("pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
+    EXPECT_EVENTS(RENEWED, "pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
                   "set_role(standby_leader)");
     t_free(&t);
     /* on the remote's timeline, or ahead of it */
@@ -1698,30 +1700,48 @@ static void test_standby_cluster_rewind(void **state) {
         t.h.pg.cd.min_recovery_tli = tl;
         t_run(&t, HA_START);
         if (tl == 2)
-            EXPECT_EVENTS("pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
+            EXPECT_EVENTS(RENEWED, "pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
                           "set_role(standby_leader)");
         else
-            EXPECT_EVENTS(REMOTE_REWIND_EVENTS);
+            EXPECT_EVENTS(RENEWED, REMOTE_REWIND_EVENTS);
         t_free(&t);
     }
-    /* the remote does not answer, or is in recovery itself: nothing decided, it starts as it is (as Patroni) */
-    for (int i = 0; i < 2; i++) {
+    /* the remote does not answer, is in recovery itself, or is another cluster (a wrong port): nothing decided, it
+     * starts as it is (a crashed node too: no crash recovery and pg_rewind against it) */
+    for (int i = 0; i < 6; i++) {
         T_INIT(&t, STANDBY_REWIND, MINE);
         t_standby_stopped(&t, SWITCH_LSN + 0x1000);
-        if (i)
+        snprintf(t.h.pg.cd.sysid, sizeof t.h.pg.cd.sysid, SYSID);
+        fake.remote_sysid = SYSID;
+        if (i % 3 == 1)
             fake.remote_in_recovery = true;
+        else if (i % 3 == 2)
+            fake.remote_sysid = "7409999999999999999";
         else
             fake.remote = -ENOTCONN;
+        if (i >= 3)
+            snprintf(t.h.pg.cd.state, sizeof t.h.pg.cd.state, "in production");
         t_run(&t, HA_START);
-        EXPECT_EVENTS("pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
+        EXPECT_EVENTS(RENEWED, "pg_remote_timeline(10.9.9.9:5433)", "start_postgres(replica, " FOLLOW_REMOTE ")",
                       "set_role(standby_leader)");
         t_free(&t);
     }
+    /* the same system identifier: compared as usual; a crashed node is rewound after its crash recovery */
+    T_INIT(&t, STANDBY_REWIND, MINE);
+    t_standby_stopped(&t, SWITCH_LSN - 0x1000);
+    snprintf(t.h.pg.cd.state, sizeof t.h.pg.cd.state, "in production");
+    snprintf(t.h.pg.cd.sysid, sizeof t.h.pg.cd.sysid, SYSID);
+    fake.remote_sysid = SYSID;
+    t_run(&t, HA_START);
+    EXPECT_EVENTS(RENEWED, "pg_remote_timeline(10.9.9.9:5433)", "write_pgpass",
+                  "set_state(running custom bootstrap script)", "task_start(rewind, 10.9.9.9:5433, crash recovery)",
+                  "  source timeline 2");
+    t_free(&t);
     /* an archive-only standby cluster (restore_command, no host): nothing to compare with */
     T_INIT(&t, "standby_cluster:\n  restore_command: cp /a/%f %p\npostgresql:\n  use_pg_rewind: true\n", MINE);
     t_standby_stopped(&t, SWITCH_LSN + 0x1000);
     t_run(&t, HA_START);
-    EXPECT_EVENTS("start_postgres(replica, " FOLLOW_REMOTE ")", "set_role(standby_leader)");
+    EXPECT_EVENTS(RENEWED, "start_postgres(replica, " FOLLOW_REMOTE ")", "set_role(standby_leader)");
     t_free(&t);
     /* pg_rewind cannot be used (no wal_log_hints nor checksums), or failed before: not asked, started as it is
      * (no removal of the data directory in a standby cluster, as Patroni) */
@@ -1734,7 +1754,7 @@ static void test_standby_cluster_rewind(void **state) {
         else
             t.h.pg.cd.wal_log_hints = false;
         t_run(&t, HA_START);
-        EXPECT_EVENTS("start_postgres(replica, " FOLLOW_REMOTE ")", "set_role(standby_leader)");
+        EXPECT_EVENTS(RENEWED, "start_postgres(replica, " FOLLOW_REMOTE ")", "set_role(standby_leader)");
         t_free(&t);
     }
 }
