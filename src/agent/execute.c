@@ -21,10 +21,6 @@ static void after_lock_acquired(Ha *h, usec_t sent) {
             (void)dcs_set_failover(h->dcs, "{}", c->failover.version);
         }
     }
-    /* the rest of the cycle sees the key as ours (the cache has our own writes): the end of the cycle's observation
-     * would otherwise take a new standby leader for a replica until the next cycle (its role and callbacks
-     * flapping), and an agent stopped now would not release the key */
-    view_reread_cached(h);
 }
 
 /* After PostgreSQL stopped for a demotion: the role, the callbacks, and (release) /status with the
@@ -501,8 +497,12 @@ static void execute_start(Ha *h, Decision *d) {
          * seconds */
         if (is_lock_holder(h)) {
             usec_t sent = now_monotonic();
-            if (dcs_update_leader(h->dcs, h->view.cluster) == 1)
+            if (dcs_update_leader(h->dcs, h->view.cluster) == 1) {
                 lease_renewed(h, sent);
+            } else {
+                lease_lost(h);
+                view_reread_cached(h); /* (not the standby leader's role below) */
+            }
         }
         char host[256];
         int port;
@@ -703,6 +703,7 @@ static void on_lock_failure(Ha *h, Decision *d, const LocalState *l, LockFailure
         after_lock_acquired(h, sent);
         snprintf(d->message, sizeof d->message, "the leader lock is already mine");
         (void)enforce_watchdog(h, d->message, sizeof d->message); /* a primary keeps running: armed */
+        view_reread_cached(h);
         break;
     case LOCK_FAIL_STOP_STARTING:
         log_error("failed to update the leader lock while starting as primary: stopping PostgreSQL");
@@ -789,12 +790,13 @@ static void do_acquire_lock(Ha *h, Decision *d, const LocalState *l) {
         after_lock_acquired(h, sent);
         if (d->standby_leader) { /* no watchdog: a standby leader is no primary to fence */
             standby_leader_step(h, d, l);
-            return;
+        } else if (enforce_watchdog(h, d->message, sizeof d->message) && l->in_recovery) {
+            promote_with_lock(h, d); /* (with the view decide() judged: /sync's version, the failover key) */
         }
-        if (!enforce_watchdog(h, d->message, sizeof d->message))
-            return;
-        if (l->in_recovery)
-            promote_with_lock(h, d);
+        /* then the rest of the cycle sees the key as it is now (the cache has our own writes): its end would
+         * otherwise take a new standby leader for a replica until the next cycle (its role and callbacks
+         * flapping), and an agent stopped now would not release the key */
+        view_reread_cached(h);
         return;
     }
     if (r == 0)

@@ -427,8 +427,11 @@ int ha_run(Ha *h) {
                 wait = fence - now;
             /* while PostgreSQL starts or promotes, look often: that is where failover time goes */
             usec_t fast = h->pg.promoting || stepdown_stopping(h) ? 20 * USEC_PER_MSEC : 100 * USEC_PER_MSEC;
-            bool busy = h->pg.starting || h->pg.promoting || h->work.bootstrap_pending || switchover_candidate(h) ||
-                        stepdown_stopping(h);
+            /* (not a custom bootstrap's recovery with hot_standby off: it refuses connections until its end, each
+             * try a FATAL line in its log) */
+            bool quiet = h->work.bootstrap_pending && h->pg.effective_hot_standby_off;
+            bool busy = !quiet && (h->pg.starting || h->pg.promoting || h->work.bootstrap_pending ||
+                                   switchover_candidate(h) || stepdown_stopping(h));
             if (busy && wait > fast)
                 wait = fast;
             /* the systemd watchdog keeper vouches for the loop until then (sdnotify.h) */
@@ -467,9 +470,7 @@ int ha_run(Ha *h) {
                 maybe_reload(h);
                 if (stepdown_between_cycles(h)) {
                     h->next_cycle = now_monotonic(); /* released: the cycle that follows the new leader */
-                } else if (!(h->pg.starting || h->pg.promoting || h->work.bootstrap_pending ||
-                             switchover_candidate(h) || stepdown_stopping(h)) ||
-                           !quick_check(h))
+                } else if (!busy || !quick_check(h))
                     continue;
             }
         }

@@ -173,7 +173,7 @@ static const char *rewind_follow_target(Ha *h) {
 static void start_after_rewind(Ha *h) {
     /* the lock holder of a standby cluster starts as the standby leader (execute_start does the same) */
     if (start_postgres(h, false, rewind_follow_target(h)) == 0 && is_lock_holder(h) &&
-        dyn_is_standby_cluster(dyn_of(h)) && !cfg_of(h)->tags.nostream)
+        dyn_is_standby_cluster(dyn_of(h)))
         set_role(h, "standby_leader");
 }
 
@@ -296,10 +296,12 @@ void finish_task(Ha *h) {
         (void)start_postgres(h, false, clone_follow_target(h));
         break;
     case TASK_REWIND:
-        if (r == -EAGAIN) { /* the remote is not ready for it: nothing was changed; tried again at the next start */
-            log_warning("not rewinding now: %s; starting as it is", err);
+        if (r == -EAGAIN) {
+            /* the remote is not ready for it (its checkpoint after the promotion, or it did not answer): nothing was
+             * changed; PostgreSQL stays stopped and the next cycle checks again (Patroni's Rewind.execute) */
+            log_warning("not rewinding now: %s; trying again at the next cycle", err);
             refresh_controldata(h);
-            start_after_rewind(h);
+            set_state(h, "stopped");
             break;
         }
         if (r < 0) {
@@ -342,6 +344,7 @@ static void post_bootstrap_keys(Ha *h);
  * configured one), no recovery files are left, postgresql.conf is the primary's, and PostgreSQL reloads;
  * the agent reconnects with the password just set (Patroni's post_bootstrap). */
 static void end_custom_bootstrap(Ha *h) {
+    h->pg.effective_hot_standby_off = false; /* (postgresql.conf is written without it from now on) */
     const PghaConfig *cfg = cfg_of(h);
     h->work.custom_bootstrap = false;
     char *err = NULL;

@@ -304,7 +304,7 @@ int pg_remote_checkpoint(const PghaConfig *cfg, const char *host, int port, long
     char *err = NULL;
     long long have = remote_checkpoint_tli(c, &err);
     if (have >= 0 && have < tli) {
-        PGresult *r = pg_query(c, "CHECKPOINT", 600 * 1000, &err);
+        PGresult *r = pg_query(c, "CHECKPOINT", 60 * 1000, &err); /* (longer: the next cycle asks again) */
         if (r) {
             PQclear(r);
             have = remote_checkpoint_tli(c, &err);
