@@ -213,6 +213,15 @@ static bool can_rewind(Ha *h) {
     return pg_rewind_usable(cfg, h->pg.inst.bin_dir);
 }
 
+/* use_pg_rewind is on but pg_rewind cannot be used: said once */
+static void warn_rewind_unusable(Ha *h) {
+    if ((dyn_of(h)->use_pg_rewind || cfg_of(h)->postgresql.use_pg_rewind) && !h->pg.rewind_unusable_logged) {
+        log_warning("use_pg_rewind is on but pg_rewind cannot be used: it needs wal_log_hints = on or data "
+                    "checksums, and the pg_rewind binary; a diverged node cannot be repaired");
+        h->pg.rewind_unusable_logged = true;
+    }
+}
+
 /* Patroni's can_rewind_or_reinitialize_allowed */
 static bool rewind_or_reinitialize_allowed(Ha *h) {
     return cfg_of(h)->postgresql.remove_data_directory_on_diverged_timelines || can_rewind(h);
@@ -385,11 +394,7 @@ static RewindNeed rewind_needed_remote(Ha *h, char *host, size_t host_len, int *
         return REWIND_NOT_NEEDED; /* an archive-only standby cluster (restore_command): nothing to compare with */
     snprintf(host, host_len, "%s", hst);
     if (!can_rewind(h)) {
-        if ((dyn_of(h)->use_pg_rewind || cfg_of(h)->postgresql.use_pg_rewind) && !h->pg.rewind_unusable_logged) {
-            log_warning("use_pg_rewind is on but pg_rewind cannot be used: it needs wal_log_hints = on or data "
-                        "checksums, and the pg_rewind binary; a diverged node cannot be repaired");
-            h->pg.rewind_unusable_logged = true;
-        }
+        warn_rewind_unusable(h);
         return REWIND_NOT_NEEDED;
     }
     if (h->pg.rewind_failed)
@@ -441,11 +446,7 @@ static RewindNeed rewind_needed(Ha *h, const char *target) {
     if (!m || !h->pg.have_controldata || streq(target, cfg_of(h)->name) || member_is_standby_leader(m))
         return REWIND_NOT_NEEDED;
     if (!rewind_or_reinitialize_allowed(h)) {
-        if ((dyn_of(h)->use_pg_rewind || cfg_of(h)->postgresql.use_pg_rewind) && !h->pg.rewind_unusable_logged) {
-            log_warning("use_pg_rewind is on but pg_rewind cannot be used: it needs wal_log_hints = on or data "
-                        "checksums, and the pg_rewind binary; a diverged node cannot be repaired");
-            h->pg.rewind_unusable_logged = true;
-        }
+        warn_rewind_unusable(h);
         return REWIND_NOT_NEEDED;
     }
     if (h->pg.diverged) /* a running replica found diverged and stopped for it */
